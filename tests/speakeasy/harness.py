@@ -1213,7 +1213,17 @@ def format_trace(r: Result) -> str:
             st = " -> %s" % status_name(e.status) if e.status is not None else ""
             if any(x.kind == "nmr-return" and x.name == e.name for x in r.events):
                 st = "  ..."  # its status follows, after the callbacks NMR makes meanwhile
-            L.append("%s%s(%s)%s" % (ind, e.name, _fmt_args(e.args), st))
+            if e.name == "NmrClientAttachProvider" and "ClientDispatch.Version" in e.args:
+                a = e.args
+                L.append("%sNmrClientAttachProvider(ClientDispatch->Version = WSK %s)%s" % (
+                    ind, version_name(a["ClientDispatch.Version"]), st))
+                L.append("%s   NmrBindingHandle=0x%x ClientBindingContext=0x%x ClientDispatch=0x%x"
+                         " out-pointers: ProviderBindingContext at 0x%x, ProviderDispatch at 0x%x"
+                         % (ind, a["NmrBindingHandle"], a["ClientBindingContext"],
+                            a["ClientDispatch"], a["ProviderBindingContext"],
+                            a["ProviderDispatch"]))
+            else:
+                L.append("%s%s(%s)%s" % (ind, e.name, _fmt_args(e.args), st))
             if e.args.get("*ProviderBindingContext"):
                 L.append("%s   (NMR wrote WSK_CLIENT 0x%x and WSK_PROVIDER_DISPATCH 0x%x)" % (
                     ind, e.args["*ProviderBindingContext"], e.args["*ProviderDispatch"]))

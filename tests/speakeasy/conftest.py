@@ -1,0 +1,36 @@
+"""pytest set-up for the Speakeasy tests: import path, the image under test, a result cache."""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def image():
+    """The wsk_attach.sys under test: $WSK_ATTACH_SYS, else the cargo xtask output.
+
+    A missing image is a failure, not a skip: these tests exist to check the image CI built.
+    """
+    path = harness.default_image()
+    if not os.path.isfile(path):
+        pytest.fail("driver image not found: %s (build it with `cargo xtask build-sys`, or set "
+                    "WSK_ATTACH_SYS)" % path, pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def run(image):
+    """run(scenario) -> harness.Result; named scenarios are emulated once per session."""
+    cache = {}
+
+    def _run(scenario):
+        if isinstance(scenario, str):
+            if scenario not in cache:
+                cache[scenario] = harness.run_scenario(image, scenario)
+            return cache[scenario]
+        return harness.run_scenario(image, scenario)
+    return _run
