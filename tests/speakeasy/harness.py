@@ -407,6 +407,7 @@ class Harness:
         self.unload_ptr = 0
         self.driver_object = 0
         self._fake_next = 0
+        self.skipped_exports: List[str] = []
 
     # -- small helpers ---------------------------------------------------------------------
     def ev(self, kind, name, args=None, status=None, text="", depth=None) -> Event:
@@ -559,6 +560,17 @@ class Harness:
                 self.unload_ptr = self.rd64(self.driver_object + DRIVER_OBJECT_DRIVER_UNLOAD)
             self.ev("run", "DriverEntry returned", status=st,
                     args={"DriverUnload": self.unload_ptr})
+            # Speakeasy's all-entrypoints mode would now call every export with dummy
+            # arguments, DriverEntry included when the image exports it (a cdylib does).
+            # Windows never does that: drop those runs, and say so in the trace.
+            for dr in list(getattr(self.emu, "delayed_runs", [])):
+                if str(dr.type).startswith("export."):
+                    self.emu.delayed_runs.remove(dr)
+                    self.skipped_exports.append(dr.type[len("export."):])
+            if self.skipped_exports:
+                self.ev("run", "exports not called", text="exported by the image, not called "
+                        "(Windows does not call a driver's exports): %s"
+                        % ", ".join(self.skipped_exports))
             if st == STATUS_SUCCESS and self.scenario.after_entry:
                 from speakeasy.profiler import Run
                 r = Run()
