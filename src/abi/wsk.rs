@@ -1,0 +1,188 @@
+//! Winsock Kernel (`wsk.h`): the NPI id, versions and dispatch tables.
+
+use super::ntdef::{GUID, NTSTATUS, PVOID, UNICODE_STRING};
+
+/// `NPI_WSK_INTERFACE_ID` {2227E803-8D8B-11D4-ABAD-009027719E09}.
+pub const NPI_WSK_INTERFACE_ID: GUID = GUID {
+    Data1: 0x2227_E803,
+    Data2: 0x8D8B,
+    Data3: 0x11D4,
+    Data4: [0xAB, 0xAD, 0x00, 0x90, 0x27, 0x71, 0x9E, 0x09],
+};
+
+/// `MAKE_WSK_VERSION(Mj, Mn)`.
+#[must_use]
+pub const fn MAKE_WSK_VERSION(Mj: u8, Mn: u8) -> u16 {
+    ((Mj as u16) << 8) | (Mn as u16)
+}
+
+/// `WSK_MAJOR_VERSION(V)`.
+#[must_use]
+#[allow(clippy::cast_possible_truncation)]
+pub const fn WSK_MAJOR_VERSION(V: u16) -> u8 {
+    (V >> 8) as u8
+}
+
+/// `WSK_MINOR_VERSION(V)`.
+#[must_use]
+#[allow(clippy::cast_possible_truncation)]
+pub const fn WSK_MINOR_VERSION(V: u16) -> u8 {
+    V as u8
+}
+
+/// Opaque kernel objects that appear in WSK signatures.
+#[repr(C)]
+pub struct IRP {
+    _opaque: [u8; 0],
+}
+#[repr(C)]
+pub struct EPROCESS {
+    _opaque: [u8; 0],
+}
+#[repr(C)]
+pub struct ETHREAD {
+    _opaque: [u8; 0],
+}
+#[repr(C)]
+pub struct SECURITY_DESCRIPTOR {
+    _opaque: [u8; 0],
+}
+#[repr(C)]
+pub struct SOCKADDR {
+    _opaque: [u8; 0],
+}
+#[repr(C)]
+pub struct ADDRINFOEXW {
+    _opaque: [u8; 0],
+}
+
+/// `PWSK_CLIENT`: opaque, the `ProviderBindingContext` NMR returns.
+pub type PWSK_CLIENT = PVOID;
+/// `ADDRESS_FAMILY`.
+pub type ADDRESS_FAMILY = u16;
+
+/// `PFN_WSK_CLIENT_EVENT`.
+pub type PFN_WSK_CLIENT_EVENT = Option<
+    unsafe extern "system" fn(
+        ClientContext: PVOID,
+        EventType: u32,
+        Information: PVOID,
+        InformationLength: usize,
+    ) -> NTSTATUS,
+>;
+
+/// `WSK_CLIENT_DISPATCH`: size 16.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WSK_CLIENT_DISPATCH {
+    pub Version: u16,
+    pub Reserved: u16,
+    pub WskClientEvent: PFN_WSK_CLIENT_EVENT,
+}
+
+/// `WSK_PROVIDER_CHARACTERISTICS`: size 4.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WSK_PROVIDER_CHARACTERISTICS {
+    pub HighestVersion: u16,
+    pub LowestVersion: u16,
+}
+
+/// `PFN_WSK_SOCKET`.
+pub type PFN_WSK_SOCKET = Option<
+    unsafe extern "system" fn(
+        Client: PWSK_CLIENT,
+        AddressFamily: ADDRESS_FAMILY,
+        SocketType: u16,
+        Protocol: u32,
+        Flags: u32,
+        SocketContext: PVOID,
+        Dispatch: *const core::ffi::c_void,
+        OwningProcess: *mut EPROCESS,
+        OwningThread: *mut ETHREAD,
+        SecurityDescriptor: *mut SECURITY_DESCRIPTOR,
+        Irp: *mut IRP,
+    ) -> NTSTATUS,
+>;
+
+/// `PFN_WSK_SOCKET_CONNECT`.
+pub type PFN_WSK_SOCKET_CONNECT = Option<
+    unsafe extern "system" fn(
+        Client: PWSK_CLIENT,
+        SocketType: u16,
+        Protocol: u32,
+        LocalAddress: *mut SOCKADDR,
+        RemoteAddress: *mut SOCKADDR,
+        Flags: u32,
+        SocketContext: PVOID,
+        Dispatch: *const core::ffi::c_void,
+        OwningProcess: *mut EPROCESS,
+        OwningThread: *mut ETHREAD,
+        SecurityDescriptor: *mut SECURITY_DESCRIPTOR,
+        Irp: *mut IRP,
+    ) -> NTSTATUS,
+>;
+
+/// `PFN_WSK_CONTROL_CLIENT`.
+pub type PFN_WSK_CONTROL_CLIENT = Option<
+    unsafe extern "system" fn(
+        Client: PWSK_CLIENT,
+        ControlCode: u32,
+        InputSize: usize,
+        InputBuffer: PVOID,
+        OutputSize: usize,
+        OutputBuffer: PVOID,
+        OutputSizeReturned: *mut usize,
+        Irp: *mut IRP,
+    ) -> NTSTATUS,
+>;
+
+/// `PFN_WSK_GET_ADDRESS_INFO` (WSK 1.1).
+pub type PFN_WSK_GET_ADDRESS_INFO = Option<
+    unsafe extern "system" fn(
+        Client: PWSK_CLIENT,
+        NodeName: *mut UNICODE_STRING,
+        ServiceName: *mut UNICODE_STRING,
+        NameSpace: u32,
+        Provider: *mut GUID,
+        Hints: *mut ADDRINFOEXW,
+        Result: *mut *mut ADDRINFOEXW,
+        OwningProcess: *mut EPROCESS,
+        OwningThread: *mut ETHREAD,
+        Irp: *mut IRP,
+    ) -> NTSTATUS,
+>;
+
+/// `PFN_WSK_FREE_ADDRESS_INFO` (WSK 1.1).
+pub type PFN_WSK_FREE_ADDRESS_INFO =
+    Option<unsafe extern "system" fn(Client: PWSK_CLIENT, AddrInfo: *mut ADDRINFOEXW)>;
+
+/// `PFN_WSK_GET_NAME_INFO` (WSK 1.1).
+pub type PFN_WSK_GET_NAME_INFO = Option<
+    unsafe extern "system" fn(
+        Client: PWSK_CLIENT,
+        SockAddr: *mut SOCKADDR,
+        SockAddrLength: u32,
+        NodeName: *mut UNICODE_STRING,
+        ServiceName: *mut UNICODE_STRING,
+        Flags: u32,
+        OwningProcess: *mut EPROCESS,
+        OwningThread: *mut ETHREAD,
+        Irp: *mut IRP,
+    ) -> NTSTATUS,
+>;
+
+/// `WSK_PROVIDER_DISPATCH`: 32 bytes at WSK 1.0, 56 with the WSK 1.1 members. A client attached
+/// at 1.0 must not read past `WskControlClient`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WSK_PROVIDER_DISPATCH {
+    pub Version: u16,
+    pub Reserved: u16,
+    pub WskSocket: PFN_WSK_SOCKET,
+    pub WskSocketConnect: PFN_WSK_SOCKET_CONNECT,
+    pub WskControlClient: PFN_WSK_CONTROL_CLIENT,
+    pub WskGetAddressInfo: PFN_WSK_GET_ADDRESS_INFO,
+    pub WskFreeAddressInfo: PFN_WSK_FREE_ADDRESS_INFO,
+    pub WskGetNameInfo: PFN_WSK_GET_NAME_INFO,
+}
