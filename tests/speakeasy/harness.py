@@ -242,6 +242,10 @@ SCENARIOS: Dict[str, Scenario] = {
         providers=[],
         after_entry=[("register", Provider()), ("deregister", "WSK provider"),
                      ("register", Provider())]),
+    "register-fails": Scenario(
+        name="register-fails",
+        description="NmrRegisterClient fails (STATUS_INSUFFICIENT_RESOURCES): the load fails",
+        register_status=STATUS_INSUFFICIENT_RESOURCES),
     "provider-detach": Scenario(
         name="provider-detach",
         description="attach at load, then the WSK provider deregisters before the driver unloads",
@@ -328,6 +332,11 @@ class Result:
     run_errors: List[dict]
     client_handle: Optional[int]
     characteristics: Optional[dict]
+    image_base: int = 0
+    image_size: int = 0
+
+    def in_image(self, addr: int) -> bool:
+        return self.image_base <= addr < self.image_base + self.image_size
 
     # Convenience views used by the tests ----------------------------------------------------
     @property
@@ -558,6 +567,9 @@ class Harness:
             self.entry_status = st
             if self.driver_object:
                 self.unload_ptr = self.rd64(self.driver_object + DRIVER_OBJECT_DRIVER_UNLOAD)
+                if st & 0x80000000 and self.unload_ptr:
+                    # The I/O manager never calls DriverUnload after DriverEntry failed.
+                    self.wr64(self.driver_object + DRIVER_OBJECT_DRIVER_UNLOAD, 0)
             self.ev("run", "DriverEntry returned", status=st,
                     args={"DriverUnload": self.unload_ptr})
             # Speakeasy's all-entrypoints mode would now call every export with dummy
@@ -1022,17 +1034,20 @@ class Harness:
             self.violation("DriverUnload did not call NmrWaitForClientDeregisterComplete")
         if self.client is not None and self.unload_ran and not self.deregistered:
             self.violation("DriverUnload did not call NmrDeregisterClient")
-        if self.unload_ran:
+        failed_entry = self.entry_status is not None and self.entry_status & 0x80000000
+        if self.unload_ran or failed_entry:
             for a in self.alloc_list:
                 if a.freed_by is None:
-                    self.violation("pool leak at unload: %d bytes tag %s at 0x%x (%s)"
-                                   % (a.size, tag_name(a.tag), a.address, a.api))
+                    self.violation("pool leak at %s: %d bytes tag %s at 0x%x (%s)"
+                                   % ("unload" if self.unload_ran else "failed DriverEntry",
+                                      a.size, tag_name(a.tag), a.address, a.api))
         return Result(scenario=self.scenario, image=self.image, events=self.events,
                       bindings=self.bindings, allocations=self.alloc_list,
                       violations=self.violations, entry_status=self.entry_status,
                       unload_ran=self.unload_ran, unload_set=self.unload_ptr,
                       run_errors=self.run_errors, client_handle=self.client_handle,
-                      characteristics=self.client)
+                      characteristics=self.client, image_base=self.module.get_base(),
+                      image_size=self.module.get_image_size())
 
 
 def _cdecl():

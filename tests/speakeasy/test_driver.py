@@ -107,6 +107,9 @@ def test_attach_during_registration_at_highest_common_version(run):
     # NMR's out-values go straight into the binding context (no window where they are elsewhere).
     assert t.out_client_in_context and t.out_dispatch_in_context
     assert t.reserved == 0
+    # The WSK_CLIENT_DISPATCH is a static of the image (it must outlive the attach call).
+    assert r.in_image(t.client_dispatch)
+    assert t.client_event == 0 or r.in_image(t.client_event)
 
 
 def test_client_characteristics_and_system_routine(run):
@@ -357,7 +360,16 @@ def test_log_lines_tell_fallback_and_declines(run):
 # ---------------------------------------------------------------------------------------------
 # Every named scenario (as run_driver.py shows them) runs clean
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("scenario", sorted(harness.SCENARIOS))
+def test_registration_failure_fails_the_load(run):
+    r = run("register-fails")
+    assert sequence(r) == ["NmrRegisterClient -> STATUS_INSUFFICIENT_RESOURCES"]
+    assert r.entry_status is not None and r.entry_status & 0x80000000, S(r.entry_status)
+    assert r.violations == [] and r.run_errors == []
+    assert r.outstanding == []
+    assert not r.unload_ran
+
+
+@pytest.mark.parametrize("scenario", sorted(set(harness.SCENARIOS) - {"register-fails"}))
 def test_every_named_scenario_is_clean(run, scenario):
     r = run(scenario)
     assert_clean(r)
