@@ -79,6 +79,7 @@ SIZEOF_NPI_MODULEID = 24
 SIZEOF_WSK_CLIENT_DISPATCH = 16
 SIZEOF_WSK_PROVIDER_DISPATCH = 56
 DRIVER_OBJECT_DRIVER_UNLOAD = 0x68
+KERNEL_STACK_SIZE = 0x6000  # x64
 
 WSK_PROVIDER_DISPATCH_FUNCS = [  # (name, argc), in table order from +8
     ("WskSocket", 11),
@@ -140,6 +141,10 @@ class Provider:
     npi_id: uuid.UUID = NPI_WSK_INTERFACE_ID
     answers: AttachAnswer = None
     dispatch_version: Optional[int] = None  # Version in WSK_PROVIDER_DISPATCH; None: as asked
+    # The provider deregisters while NmrClientAttachProvider is completing (the race of
+    # ebpf-for-windows #4982): NMR calls ClientDetachProvider before NmrClientAttachProvider
+    # returns, and ClientCleanupBindingContext once ClientAttachProvider has returned.
+    detach_during_attach: bool = False
 
     def answer(self, version: int, try_index: int) -> int:
         if self.answers is None:
@@ -246,6 +251,10 @@ SCENARIOS: Dict[str, Scenario] = {
         name="register-fails",
         description="NmrRegisterClient fails (STATUS_INSUFFICIENT_RESOURCES): the load fails",
         register_status=STATUS_INSUFFICIENT_RESOURCES),
+    "detach-during-attach": Scenario(
+        name="detach-during-attach",
+        description="the provider deregisters while NmrClientAttachProvider is still returning",
+        providers=[Provider(detach_during_attach=True)]),
     "provider-detach": Scenario(
         name="provider-detach",
         description="attach at load, then the WSK provider deregisters before the driver unloads",
@@ -334,6 +343,7 @@ class Result:
     characteristics: Optional[dict]
     image_base: int = 0
     image_size: int = 0
+    stack_used: int = 0  # deepest RSP seen at an API call, from the top of the 24 KiB stack
 
     def in_image(self, addr: int) -> bool:
         return self.image_base <= addr < self.image_base + self.image_size
@@ -417,9 +427,14 @@ class Harness:
         self.driver_object = 0
         self._fake_next = 0
         self.skipped_exports: List[str] = []
+        self.stack_top = self.min_rsp = 0
 
     # -- small helpers ---------------------------------------------------------------------
     def ev(self, kind, name, args=None, status=None, text="", depth=None) -> Event:
+        try:
+            self.min_rsp = min(self.min_rsp, self.emu.get_stack_ptr())
+        except Exception:
+            pass
         e = Event(len(self.events), kind, name, dict(args or {}), status,
                   self.depth if depth is None else depth, text)
         self.events.append(e)
@@ -484,6 +499,12 @@ class Harness:
         self.se = Speakeasy(logger=logger)
         self.module = self.se.load_module(self.image)
         self.emu = self.se.emu
+        # Speakeasy sizes the kernel stack from the image's SizeOfStackCommit (4 KiB for a
+        # usual link); Windows x64 gives a thread KERNEL_STACK_SIZE, 24 KiB. Use that.
+        self.stack_top, _ = self.emu.alloc_stack(KERNEL_STACK_SIZE)
+        self.emu.stack_base = self.stack_top
+        self.emu.reset_stack(self.stack_top)
+        self.min_rsp = self.stack_top
 
         # Code stub: jmp [rip+0] ; dq harness.CallbackReturn
         self.cont_addr = self.emu.get_proc("harness", "CallbackReturn")
@@ -610,7 +631,7 @@ class Harness:
             return STATUS_SUCCESS if stop.value is None else stop.value
         if not isinstance(req, Call):
             raise HarnessError("NMR model yielded %r" % (req,))
-        sp = (frame_rsp - 0x800) & ~0xF
+        sp = (frame_rsp - 0x80) & ~0xF  # below the hooked call's return address
         self.wr64(sp, req.fn)
         self.wr64(sp + 8, self.stub)
         self.wr(sp + 16, b"\0" * 0x20)  # home space
@@ -715,7 +736,13 @@ class Harness:
         self.events[-1].args["provider"] = p.describe()
         b.attach_status = st
         ok_try = any(t.status == STATUS_SUCCESS for t in b.tries)
-        if st == STATUS_SUCCESS:
+        if b.state in ("detached", "detach-pending"):  # detached during the attach call
+            if st != STATUS_SUCCESS:
+                self.violation("ClientAttachProvider returned %s after NmrClientAttachProvider "
+                               "succeeded" % status_name(st))
+            if b.state == "detached":
+                yield from self._cleanup_gen(b)
+        elif st == STATUS_SUCCESS:
             b.state = "attached"
             if not ok_try:
                 self.violation("ClientAttachProvider returned STATUS_SUCCESS without a successful "
@@ -731,7 +758,7 @@ class Harness:
                                                                  status_name(b.tries[-1].status)))
         return st
 
-    def _detach_gen(self, b: Binding, why: str):
+    def _detach_gen(self, b: Binding, why: str, cleanup: bool = True):
         b.state = "detaching"
         b.complete_called = False
         st = yield from self.call(self.client["ClientDetachProvider"], [b.client_context],
@@ -749,7 +776,10 @@ class Harness:
         else:
             self.violation("ClientDetachProvider returned %s (only STATUS_SUCCESS or "
                            "STATUS_PENDING are allowed)" % status_name(st))
-        yield from self._cleanup_gen(b)
+        if cleanup:
+            yield from self._cleanup_gen(b)
+        else:
+            b.state = "detached"
 
     def _cleanup_gen(self, b: Binding):
         fn = self.client["ClientCleanupBindingContext"]
@@ -853,6 +883,14 @@ class Harness:
             e.args["*ProviderBindingContext"] = wsk_client
             e.args["*ProviderDispatch"] = pd
         e.status = status
+        if status == STATUS_SUCCESS and b.provider.detach_during_attach:
+            def gen():
+                self.ev("provider", "provider deregisters",
+                        text="%s, while NmrClientAttachProvider is returning" % b.provider.name)
+                yield from self._detach_gen(b, "provider deregistration during attach",
+                                            cleanup=False)
+                return status
+            return self._start(gen())
         return status
 
     def _h_deregister(self, emu, api, func, argv):
@@ -886,6 +924,9 @@ class Harness:
             return 0
         if b.state == "detach-pending":
             b.complete_called = True
+            if any(c.name == "ClientAttachProvider" for _, _, c, _ in self.pending_calls):
+                b.state = "detached"  # cleaned up when ClientAttachProvider returns
+                return 0
 
             def gen():
                 yield from self._cleanup_gen(b)
@@ -1047,7 +1088,8 @@ class Harness:
                       unload_ran=self.unload_ran, unload_set=self.unload_ptr,
                       run_errors=self.run_errors, client_handle=self.client_handle,
                       characteristics=self.client, image_base=self.module.get_base(),
-                      image_size=self.module.get_image_size())
+                      image_size=self.module.get_image_size(),
+                      stack_used=self.stack_top - self.min_rsp)
 
 
 def _cdecl():
@@ -1301,6 +1343,8 @@ def format_trace(r: Result) -> str:
         L.append("  pool tag %s: %d allocated, %d freed, %d outstanding (%d bytes)"
                  % (tag, d["allocated"], d["freed"], d["outstanding"], d["bytes_outstanding"]))
     L.append("  DriverUnload ran: %s" % ("yes" if r.unload_ran else "no"))
+    L.append("  stack: %d bytes deep at the deepest API call (of a %d KiB kernel stack)"
+             % (r.stack_used, KERNEL_STACK_SIZE // 1024))
     if r.violations:
         L.append("  PROBLEMS (%d):" % len(r.violations))
         for v in r.violations:

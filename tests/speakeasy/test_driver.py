@@ -286,6 +286,21 @@ def test_late_provider_attach_detach_reattach(run):
     assert len(r.allocations) == 2
 
 
+def test_detach_during_attach_call(run):
+    """NMR detaches the binding before NmrClientAttachProvider has returned (the race of
+    ebpf-for-windows #4982): attach must still return STATUS_SUCCESS, and the context must be
+    freed exactly once, by cleanup, with nothing left for unload."""
+    r = run("detach-during-attach")
+    assert sequence(r) == [REGISTER, attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
+                           "ClientDetachProvider -> STATUS_SUCCESS", "ClientCleanupBindingContext",
+                           *UNLOAD_NOTHING_ATTACHED]
+    assert_clean(r)
+    (b,) = r.bindings
+    assert b.state == "cleaned"
+    detach = r.calls("ClientDetachProvider")[0]
+    assert detach.args["ClientBindingContext"] == b.client_context
+
+
 # ---------------------------------------------------------------------------------------------
 # 10. Unload order and handles
 # ---------------------------------------------------------------------------------------------
