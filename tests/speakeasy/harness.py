@@ -1020,7 +1020,13 @@ class Harness:
 
     def _h_getroutine(self, emu, api, func, argv):
         (us,) = argv
-        name = emu.read_unicode_string(us) if us else ""
+        # UNICODE_STRING: Length bytes, not necessarily NUL-terminated (a Rust driver's is not),
+        # so not Speakeasy's read_unicode_string, which reads up to a NUL.
+        name = self._read_ustr(us, True) if us else ""
+        length, maxlen, _ = struct.unpack("<HH4xQ", self.rd(us, 16)) if us else (0, 0, 0)
+        if length % 2 or length > maxlen:
+            self.violation("MmGetSystemRoutineAddress: malformed UNICODE_STRING (Length %d, "
+                           "MaximumLength %d)" % (length, maxlen))
         if name == "ExAllocatePool2":
             addr = self.exallocatepool2_addr if self.scenario.exallocatepool2 else 0
         else:
