@@ -29,6 +29,8 @@ const KERNEL_LINK_ARGS: &[&str] = &[
     "/IGNORE:4257",
     "/IGNORE:4216",
     "/MAP",
+    // rustc asks for a PDB; the Linux image carries no debug directory (the Windows build makes one).
+    "/DEBUG:NONE",
 ];
 
 fn main() {

@@ -62,7 +62,10 @@ pub fn provider_range(
 fn log_decline(decline: Decline) {
     match decline {
         Decline::NoRegistrationInstance => {
-            log!(DPFLTR_WARNING_LEVEL, "attach declined: no registration instance");
+            log!(
+                DPFLTR_WARNING_LEVEL,
+                "attach declined: no registration instance"
+            );
         }
         Decline::ShortRegistrationInstance(size) => log!(
             DPFLTR_WARNING_LEVEL,
@@ -71,7 +74,10 @@ fn log_decline(decline: Decline) {
         ),
         Decline::NotWsk => log!(DPFLTR_WARNING_LEVEL, "attach declined: provider is not WSK"),
         Decline::NoCharacteristics => {
-            log!(DPFLTR_WARNING_LEVEL, "attach declined: no provider characteristics");
+            log!(
+                DPFLTR_WARNING_LEVEL,
+                "attach declined: no provider characteristics"
+            );
         }
         Decline::Range(RangeError::Inverted { lowest, highest }) => log!(
             DPFLTR_WARNING_LEVEL,
@@ -136,7 +142,10 @@ pub fn attach(
         }
     };
     let Some(slot) = slots.reserve() else {
-        log!(DPFLTR_ERROR_LEVEL, "attach failed: every binding slot is in use");
+        log!(
+            DPFLTR_ERROR_LEVEL,
+            "attach failed: every binding slot is in use"
+        );
         return NtStatus::INSUFFICIENT_RESOURCES;
     };
     let context = match PoolBox::try_new(
@@ -146,7 +155,10 @@ pub fn attach(
         Ok(context) => context,
         Err(status) => {
             slot.free();
-            log!(DPFLTR_ERROR_LEVEL, "attach failed: no pool for the binding context");
+            log!(
+                DPFLTR_ERROR_LEVEL,
+                "attach failed: no pool for the binding context"
+            );
             return status;
         }
     };
@@ -171,7 +183,10 @@ pub fn attach(
             // be detached and even cleaned up at any moment, so it is not touched again.
             let _ = context.into_raw();
             if !slot.open() {
-                log!(DPFLTR_WARNING_LEVEL, "attach: detached before the attach returned");
+                log!(
+                    DPFLTR_WARNING_LEVEL,
+                    "attach: detached before the attach returned"
+                );
             }
             log!(
                 DPFLTR_INFO_LEVEL,

@@ -267,7 +267,10 @@ impl Drop for InFlight<'_> {
         let handle = self.context().nmr_binding_handle;
         let previous = self.slot.state.fetch_sub(1, Ordering::AcqRel);
         if previous & DETACHING != 0 && previous & COUNT_MASK == 1 {
-            log!(DPFLTR_INFO_LEVEL, "detach completed: last call in flight returned");
+            log!(
+                DPFLTR_INFO_LEVEL,
+                "detach completed: last call in flight returned"
+            );
             // SAFETY: `handle` is the binding whose detach returned STATUS_PENDING (calls were in
             // flight when it began); this is the one transition of its count to zero after that,
             // so NmrClientDetachProviderComplete is called exactly once; IRQL <= DISPATCH_LEVEL.

@@ -38,7 +38,11 @@ pub fn detach_status(state: DetachState) -> NtStatus {
             NtStatus::SUCCESS
         }
         DetachState::InFlight(count) => {
-            log!(DPFLTR_INFO_LEVEL, "detach: %u call(s) in flight, pending", count);
+            log!(
+                DPFLTR_INFO_LEVEL,
+                "detach: %u call(s) in flight, pending",
+                count
+            );
             NtStatus::PENDING
         }
     }

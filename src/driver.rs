@@ -34,3 +34,15 @@ fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
         core::hint::spin_loop();
     }
 }
+
+// The MSVC floating-point marker that `core` and `compiler_builtins` reference; the kernel uses no
+// floating point, so a plain definition satisfies the linker (wdk-sys defines one too). Defined in
+// assembly rather than as a `#[no_mangle]` static so that the cdylib does not export it: the
+// image's only export is `DriverEntry`.
+core::arch::global_asm!(
+    ".section .rdata,\"dr\"",
+    ".globl _fltused",
+    ".p2align 2",
+    "_fltused:",
+    ".long 0",
+);

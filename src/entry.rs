@@ -77,6 +77,10 @@ pub unsafe fn unload() -> NtStatus {
     let status = registration.map_or(NtStatus::SUCCESS, ClientRegistration::deregister);
     #[allow(clippy::cast_possible_truncation)] // a handful at most
     let live = pool::live_allocations() as u32;
-    log!(DPFLTR_INFO_LEVEL, "unloaded, live pool allocations: %u", live);
+    log!(
+        DPFLTR_INFO_LEVEL,
+        "unloaded, live pool allocations: %u",
+        live
+    );
     status
 }

@@ -157,7 +157,8 @@ impl<T> PoolBox<T> {
             // Pool blocks are 16-byte aligned on x64.
             assert!(align_of::<T>() <= 16 && size_of::<T>() > 0);
         };
-        let memory = allocate_zeroed(size_of::<T>(), tag).ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
+        let memory =
+            allocate_zeroed(size_of::<T>(), tag).ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
         let ptr = memory.cast::<T>();
         // SAFETY: `ptr` is a fresh, suitably aligned allocation of `size_of::<T>()` bytes.
         unsafe { ptr.as_ptr().write(value) };

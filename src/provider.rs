@@ -141,8 +141,13 @@ pub fn with_provider_in<R>(
     if context.wsk_client.is_null() {
         return Err(ProviderError::BadProvider);
     }
-    let dispatch = NonNull::new(context.provider_dispatch.cast_mut().cast::<WSK_PROVIDER_DISPATCH>())
-        .ok_or(ProviderError::BadProvider)?;
+    let dispatch = NonNull::new(
+        context
+            .provider_dispatch
+            .cast_mut()
+            .cast::<WSK_PROVIDER_DISPATCH>(),
+    )
+    .ok_or(ProviderError::BadProvider)?;
     // INVARIANT: the dispatch NMR returned for this binding, valid while the call is held.
     let provider = AttachedProvider { call, dispatch };
     Ok(f(&provider))

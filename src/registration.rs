@@ -7,8 +7,8 @@ use core::ptr::{self, NonNull};
 
 use crate::abi::{
     GUID, HANDLE, MIT_GUID, NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_MODULEID_u,
-    NPI_REGISTRATION_INSTANCE, NPI_WSK_INTERFACE_ID, NPIID, NmrDeregisterClient,
-    NmrRegisterClient, NmrWaitForClientDeregisterComplete,
+    NPI_REGISTRATION_INSTANCE, NPI_WSK_INTERFACE_ID, NPIID, NmrDeregisterClient, NmrRegisterClient,
+    NmrWaitForClientDeregisterComplete,
 };
 use crate::attach::ClientAttachProvider;
 use crate::binding::BindingSlots;
@@ -103,7 +103,11 @@ impl ClientRegistration {
             )
         });
         if let Err(status) = status.into_result() {
-            log!(DPFLTR_ERROR_LEVEL, "NmrRegisterClient failed: 0x%08X", status.bits());
+            log!(
+                DPFLTR_ERROR_LEVEL,
+                "NmrRegisterClient failed: 0x%08X",
+                status.bits()
+            );
             return Err(status);
         }
         let Some(handle) = NonNull::new(handle) else {
@@ -132,7 +136,11 @@ impl ClientRegistration {
             // STATUS_SUCCESS would mean done already; anything else is an error. Either way
             // there is nothing to wait for.
             if !status.is_success() {
-                log!(DPFLTR_ERROR_LEVEL, "NmrDeregisterClient failed: 0x%08X", status.bits());
+                log!(
+                    DPFLTR_ERROR_LEVEL,
+                    "NmrDeregisterClient failed: 0x%08X",
+                    status.bits()
+                );
             }
             return status;
         }

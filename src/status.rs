@@ -57,7 +57,11 @@ impl NtStatus {
     /// # Errors
     /// The status itself, when it is not `NT_SUCCESS`.
     pub const fn into_result(self) -> Result<Self, Self> {
-        if self.is_success() { Ok(self) } else { Err(self) }
+        if self.is_success() {
+            Ok(self)
+        } else {
+            Err(self)
+        }
     }
 
     /// Collapses a `Result` back into the status a C caller expects.

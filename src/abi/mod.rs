@@ -8,7 +8,12 @@
 //! `ntoskrnl.exe` and `NETIO.SYS`; in the host build by `crate::host_model`, which defines the same
 //! symbols with the same signatures.
 
-#![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, missing_docs)]
+#![allow(
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    missing_docs
+)]
 
 mod netioddk;
 mod ntdef;

@@ -46,7 +46,8 @@ fn allocate(size: usize, tag: u32, zeroed: bool) -> PVOID {
         unsafe { memory.write_bytes(0xCD, size) };
     }
     state::with(|s| {
-        s.allocations.insert(memory as usize, Allocation { tag, size });
+        s.allocations
+            .insert(memory as usize, Allocation { tag, size });
         s.allocation_count += 1;
     });
     memory.cast()

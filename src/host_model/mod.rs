@@ -90,7 +90,10 @@ impl Session {
 
     /// Calls the `DriverUnload` routine that `DriverEntry` set, as the I/O manager does.
     pub fn driver_unload(&mut self) {
-        let unload = self.driver.DriverUnload.expect("DriverEntry did not set DriverUnload");
+        let unload = self
+            .driver
+            .DriverUnload
+            .expect("DriverEntry did not set DriverUnload");
         // SAFETY: DriverEntry succeeded (it set the routine); sessions are serialised.
         unsafe { unload(&raw mut *self.driver) };
     }

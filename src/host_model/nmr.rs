@@ -3,8 +3,8 @@
 use core::ffi::c_void;
 
 use crate::abi::{
-    HANDLE, NPI_CLIENT_CHARACTERISTICS, NPI_REGISTRATION_INSTANCE, NPI_WSK_INTERFACE_ID,
-    NTSTATUS, PVOID, WSK_CLIENT_DISPATCH,
+    HANDLE, NPI_CLIENT_CHARACTERISTICS, NPI_REGISTRATION_INSTANCE, NPI_WSK_INTERFACE_ID, NTSTATUS,
+    PVOID, WSK_CLIENT_DISPATCH,
 };
 use crate::status::NtStatus;
 
@@ -103,7 +103,8 @@ fn offer(client: usize, provider: ProviderId) {
     };
     // SAFETY: the client's own callback, with a fresh binding handle, its context and a
     // registration instance that lives as long as the session.
-    let status = NtStatus::from_raw(unsafe { attach(binding as HANDLE, context as PVOID, instance) });
+    let status =
+        NtStatus::from_raw(unsafe { attach(binding as HANDLE, context as PVOID, instance) });
     state::with(|s| {
         s.events.push(Event::ClientAttachProvider {
             binding,
@@ -144,7 +145,9 @@ pub unsafe extern "system" fn NmrClientAttachProvider(
     let version = unsafe { (*ClientDispatch.cast::<WSK_CLIENT_DISPATCH>()).Version };
     let answer = state::with(|s| {
         let Some(b) = s.bindings.iter().find(|b| b.handle == binding) else {
-            s.violation(format!("NmrClientAttachProvider: unknown binding {binding:#x}"));
+            s.violation(format!(
+                "NmrClientAttachProvider: unknown binding {binding:#x}"
+            ));
             return None;
         };
         if b.state != BindingState::Offered {
@@ -212,7 +215,8 @@ fn detach(binding: usize) -> Option<NtStatus> {
     // SAFETY: the client's own callback with the context it gave NmrClientAttachProvider.
     let status = NtStatus::from_raw(unsafe { detach(context as PVOID) });
     let cleanup_now = state::with(|s| {
-        s.events.push(Event::ClientDetachProvider { binding, status });
+        s.events
+            .push(Event::ClientDetachProvider { binding, status });
         let completed = s
             .events
             .iter()
@@ -268,7 +272,8 @@ fn cleanup(binding: usize) {
         unsafe { cleanup(context as PVOID) };
     }
     state::with(|s| {
-        s.events.push(Event::ClientCleanupBindingContext { binding });
+        s.events
+            .push(Event::ClientCleanupBindingContext { binding });
         s.bindings.retain(|b| b.handle != binding);
     });
 }
@@ -357,7 +362,9 @@ pub unsafe extern "system" fn NmrDeregisterClient(NmrClientHandle: HANDLE) -> NT
 /// # Safety
 /// As the C function.
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn NmrWaitForClientDeregisterComplete(NmrClientHandle: HANDLE) -> NTSTATUS {
+pub unsafe extern "system" fn NmrWaitForClientDeregisterComplete(
+    NmrClientHandle: HANDLE,
+) -> NTSTATUS {
     let client = NmrClientHandle as usize;
     let known = state::with(|s| s.client(client).is_some_and(|c| c.deregistering));
     if !known {

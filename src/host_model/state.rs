@@ -6,8 +6,9 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use crate::abi::{
-    GUID, NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_MODULEID_u, NPI_REGISTRATION_INSTANCE,
-    NPI_WSK_INTERFACE_ID, MIT_GUID, WSK_PROVIDER_CHARACTERISTICS, WSK_PROVIDER_DISPATCH,
+    GUID, MIT_GUID, NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_MODULEID_u,
+    NPI_REGISTRATION_INSTANCE, NPI_WSK_INTERFACE_ID, WSK_PROVIDER_CHARACTERISTICS,
+    WSK_PROVIDER_DISPATCH,
 };
 use crate::status::NtStatus;
 use crate::version::WskVersion;
@@ -93,9 +94,17 @@ pub enum Event {
     /// `NmrRegisterClient` returned.
     NmrRegisterClient { status: NtStatus },
     /// The model called the client's `ClientAttachProvider`, which returned `status`.
-    ClientAttachProvider { binding: usize, provider: ProviderId, status: NtStatus },
+    ClientAttachProvider {
+        binding: usize,
+        provider: ProviderId,
+        status: NtStatus,
+    },
     /// `NmrClientAttachProvider` naming `version`.
-    NmrClientAttachProvider { binding: usize, version: u16, status: NtStatus },
+    NmrClientAttachProvider {
+        binding: usize,
+        version: u16,
+        status: NtStatus,
+    },
     /// The model called `ClientDetachProvider`.
     ClientDetachProvider { binding: usize, status: NtStatus },
     /// `NmrClientDetachProviderComplete`.
@@ -275,10 +284,12 @@ pub(crate) fn new_provider_memory(config: &ProviderConfig, id: ProviderId) -> Bo
                 },
             },
         },
-        characteristics: config.characteristics.unwrap_or(WSK_PROVIDER_CHARACTERISTICS {
-            HighestVersion: 0,
-            LowestVersion: 0,
-        }),
+        characteristics: config
+            .characteristics
+            .unwrap_or(WSK_PROVIDER_CHARACTERISTICS {
+                HighestVersion: 0,
+                LowestVersion: 0,
+            }),
         instance: NPI_REGISTRATION_INSTANCE {
             Version: 0,
             Size: config.instance_size,
@@ -293,8 +304,7 @@ pub(crate) fn new_provider_memory(config: &ProviderConfig, id: ProviderId) -> Bo
     memory.instance.NpiId = &raw const memory.npi_id;
     memory.instance.ModuleId = &raw const memory.module_id;
     if config.characteristics.is_some() {
-        memory.instance.NpiSpecificCharacteristics =
-            (&raw const memory.characteristics).cast();
+        memory.instance.NpiSpecificCharacteristics = (&raw const memory.characteristics).cast();
     }
     memory
 }

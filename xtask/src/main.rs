@@ -1,1 +1,94 @@
-fn main() {}
+//! Build tooling for wsk-attach, run as `cargo xtask <command>`:
+//!
+//! - `sys`: install the cross toolchain if missing, build `wsk_attach.sys`, check the image and
+//!   print its summary (the README's first command);
+//! - `check-image [PATH]`: check a built image;
+//! - `ci`: every check — fmt, clippy (host and kernel target), host tests, the cross build and the
+//!   image check (the README's test command; `.ci/run` runs it).
+
+mod image;
+mod toolchain;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+/// The workspace root (this crate lives in `<root>/xtask`).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Runs a command in the workspace root; an error names the command.
+fn run(command: &mut Command) -> Result<(), String> {
+    command.current_dir(root());
+    eprintln!("$ {}", describe(command));
+    let status = command
+        .status()
+        .map_err(|e| format!("{}: {e}", describe(command)))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{} failed ({status})", describe(command)))
+    }
+}
+
+fn describe(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|part| part.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn sys() -> Result<PathBuf, String> {
+    toolchain::ensure()?;
+    let image = toolchain::build_sys()?;
+    let report = image::check(&image, &root())?;
+    print!("{report}");
+    Ok(image)
+}
+
+fn ci() -> Result<(), String> {
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo().args(["test", "--workspace"]))?;
+    toolchain::ensure()?;
+    toolchain::clippy_kernel()?;
+    sys()?;
+    eprintln!("xtask ci: every check passed");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("sys") => sys().map(drop),
+        Some("check-image") => {
+            let image = args
+                .get(1)
+                .map_or_else(toolchain::image_path, PathBuf::from);
+            image::check(&image, &root()).map(|report| print!("{report}"))
+        }
+        Some("ci") => ci(),
+        _ => Err("usage: cargo xtask <sys | check-image [PATH] | ci>".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

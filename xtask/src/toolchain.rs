@@ -1,0 +1,115 @@
+//! The Linux cross toolchain for the kernel image: Debian's `rustc-web` (with `rust-web-src` for
+//! `-Zbuild-std`) and LLVM 22's `lld-link`; and the cross build itself.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{cargo, root, run};
+
+const RUSTC: &str = "/usr/bin/rustc";
+const CLIPPY_DRIVER: &str = "/usr/bin/clippy-driver";
+const CORE_SOURCE: &str = "/usr/lib/rustlib/src/rust/library/core/Cargo.toml";
+const LLD_LINK: &str = "/usr/lib/llvm-22/bin/lld-link";
+const PACKAGES: &[&str] = &["rustc-web", "rust-web-src", "rust-web-clippy", "lld-22"];
+const TARGET: &str = "x86_64-pc-windows-msvc";
+
+/// Where `build_sys` puts the image.
+pub fn image_path() -> PathBuf {
+    root()
+        .join("target")
+        .join(TARGET)
+        .join("release")
+        .join("wsk_attach.sys")
+}
+
+fn rustc_is_debian_web() -> bool {
+    Command::new(RUSTC)
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).starts_with("rustc 1.9"))
+}
+
+/// Installs the Debian packages when any piece is missing.
+pub fn ensure() -> Result<(), String> {
+    let present = rustc_is_debian_web()
+        && Path::new(CORE_SOURCE).exists()
+        && Path::new(LLD_LINK).exists()
+        && Path::new(CLIPPY_DRIVER).exists();
+    if present {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing the cross toolchain ({})",
+        PACKAGES.join(" ")
+    );
+    run(Command::new("apt-get")
+        .args(["update", "-q"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(PACKAGES)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    if rustc_is_debian_web() && Path::new(CORE_SOURCE).exists() && Path::new(LLD_LINK).exists() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} installed, but {RUSTC}, {CORE_SOURCE} or {LLD_LINK} is still missing",
+            PACKAGES.join(" ")
+        ))
+    }
+}
+
+/// `cargo` for the kernel target: Debian's rustc, lld-link, build-std.
+fn kernel_cargo(subcommand: &str) -> Command {
+    let mut command = cargo();
+    command
+        .arg(subcommand)
+        .args(["--release", "--target", TARGET, "-p", "wsk-attach", "--lib"])
+        .args([
+            "-Zbuild-std=core",
+            "-Zbuild-std-features=compiler-builtins-mem",
+        ])
+        .env("RUSTC", RUSTC)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("CARGO_TARGET_X86_64_PC_WINDOWS_MSVC_LINKER", LLD_LINK);
+    command
+}
+
+/// Builds the kernel image and copies it to [`image_path`]. Fails on any compiler warning.
+pub fn build_sys() -> Result<PathBuf, String> {
+    let mut command = kernel_cargo("build");
+    command.args(["--message-format", "short"]);
+    command.current_dir(root());
+    eprintln!(
+        "$ cargo build --release --target {TARGET} -Zbuild-std=core (Debian rustc, lld-link)"
+    );
+    let output = command.output().map_err(|e| format!("cargo build: {e}"))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("warning") && !line.contains("did not match any packages"))
+        .collect();
+    if !output.status.success() || !warnings.is_empty() {
+        eprint!("{stderr}");
+        return Err("the kernel build failed or warned".into());
+    }
+    let built = root()
+        .join("target")
+        .join(TARGET)
+        .join("release")
+        .join("wsk_attach.dll");
+    let image = image_path();
+    std::fs::copy(&built, &image)
+        .map_err(|e| format!("copy {} to {}: {e}", built.display(), image.display()))?;
+    Ok(image)
+}
+
+/// Clippy on the kernel build (`cfg(wsk_kernel)`, `no_std`, `driver.rs`), warnings denied.
+pub fn clippy_kernel() -> Result<(), String> {
+    let mut command = kernel_cargo("check");
+    command.env("RUSTC_WORKSPACE_WRAPPER", CLIPPY_DRIVER).env(
+        "CLIPPY_ARGS",
+        "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
+    );
+    run(&mut command)
+}
