@@ -78,8 +78,17 @@ def wska_allocations(r):
     return [a for a in r.allocations if a.tag == POOL_TAG_WSKA]
 
 
+def first(events, name):
+    """The first event called `name`, or a readable failure."""
+    for e in events:
+        if e.name == name:
+            return e
+    raise AssertionError("no %s among %r" % (name, [e.name for e in events]))
+
+
 def event_index(r, kind, name, nth=0):
     hits = [e.seq for e in r.events if e.kind == kind and e.name == name]
+    assert len(hits) > nth, "no %s event %s (#%d)" % (kind, name, nth)
     return hits[nth]
 
 
@@ -189,7 +198,7 @@ def test_nointerface_for_all_versions_frees_context(run):
     assert_clean(r)
     (a,) = r.allocations
     # Freed inside ClientAttachProvider, before it returned.
-    free = next(e for e in r.events if e.name == "ExFreePoolWithTag")
+    free = first(r.events, "ExFreePoolWithTag")
     ret = event_index(r, "return", "ClientAttachProvider")
     assert free.seq < ret and free.args == {"P": a.address, "Tag": POOL_TAG_WSKA}
 
@@ -263,12 +272,12 @@ def test_provider_detach_then_cleanup_frees_in_cleanup(run):
     assert_clean(r)
     (b,) = r.bindings
     (a,) = r.allocations
-    detach = next(e for e in r.nmr_calls if e.name == "ClientDetachProvider")
-    cleanup = next(e for e in r.nmr_calls if e.name == "ClientCleanupBindingContext")
+    detach = first(r.nmr_calls, "ClientDetachProvider")
+    cleanup = first(r.nmr_calls, "ClientCleanupBindingContext")
     assert detach.args["ClientBindingContext"] == b.client_context == a.address
     assert cleanup.args["ClientBindingContext"] == a.address
     # Freed in cleanup, not in detach.
-    free = next(e for e in r.events if e.name == "ExFreePoolWithTag")
+    free = first(r.events, "ExFreePoolWithTag")
     assert event_index(r, "return", "ClientDetachProvider") < cleanup.seq < free.seq
     assert free.seq < event_index(r, "return", "ClientCleanupBindingContext")
     assert not any(e.name == "NmrClientDetachProviderComplete" for e in r.events)
@@ -329,7 +338,7 @@ def test_unload_order_and_handles(run):
     assert detach.args["ClientBindingContext"] == nmr.args["ClientBindingContext"]
     assert cleanup.args["ClientBindingContext"] == nmr.args["ClientBindingContext"]
     # The context is freed by cleanup, before the wait.
-    free = next(e for e in r.events if e.name == "ExFreePoolWithTag")
+    free = first(r.events, "ExFreePoolWithTag")
     assert cleanup.seq < free.seq < wait.seq
     assert_clean(r)
 
