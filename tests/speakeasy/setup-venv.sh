@@ -39,6 +39,10 @@ if ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
   fi
 fi
 
+if [ -e "$venv" ] && ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
+  echo "removing broken venv $venv (its python does not run)" >&2
+  rm -rf "$venv"
+fi
 if [ ! -x "$venv/bin/python" ]; then
   echo "creating $venv" >&2
   mkdir -p "$(dirname "$venv")"
