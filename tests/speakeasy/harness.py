@@ -882,6 +882,14 @@ class Harness:
             b.provider_dispatch = pd
             e.args["*ProviderBindingContext"] = wsk_client
             e.args["*ProviderDispatch"] = pd
+            if dv < WSK_1_1:
+                # A WSK 1.0 dispatch is 32 bytes: the client must not read the 1.1 members.
+                def on_read(emu_, access, addr, size, value, ctx, pd=pd, dv=dv):
+                    self.violation("read of WSK_PROVIDER_DISPATCH+%d (a WSK 1.1 member) of a "
+                                   "WSK %s dispatch" % (addr - pd, version_name(dv)))
+                    return True
+                self.emu.add_mem_read_hook(on_read, begin=pd + 32,
+                                           end=pd + SIZEOF_WSK_PROVIDER_DISPATCH - 1)
         e.status = status
         if status == STATUS_SUCCESS and b.provider.detach_during_attach:
             def gen():
