@@ -17,14 +17,19 @@ use super::state::{self, Allocation, Event};
 /// Pool blocks are 16-byte aligned on x64.
 const POOL_ALIGN: usize = 16;
 
-fn allocate(size: usize, tag: u32, zeroed: bool) -> PVOID {
+fn allocate(routine: &'static str, size: usize, tag: u32, zeroed: bool) -> PVOID {
     let ok = state::with(|s| {
         let ok = s.failing_allocations == 0;
         s.failing_allocations = s.failing_allocations.saturating_sub(1);
         if size == 0 {
             s.violation("pool allocation of 0 bytes".into());
         }
-        s.events.push(Event::Allocate { tag, size, ok });
+        s.events.push(Event::Allocate {
+            routine,
+            tag,
+            size,
+            ok,
+        });
         ok
     });
     if !ok || size == 0 {
@@ -66,7 +71,7 @@ pub unsafe extern "system" fn ExAllocatePoolWithTag(
     if PoolType != NonPagedPoolNx {
         state::with(|s| s.violation(format!("pool type {PoolType} is not NonPagedPoolNx")));
     }
-    allocate(NumberOfBytes, Tag, false)
+    allocate("ExAllocatePoolWithTag", NumberOfBytes, Tag, false)
 }
 
 /// `ExAllocatePool2`: zeroed. Deliberately not exported under its name: the driver can reach it
@@ -79,7 +84,7 @@ unsafe extern "system" fn model_ex_allocate_pool2(
     if Flags & POOL_FLAG_NON_PAGED == 0 {
         state::with(|s| s.violation(format!("ExAllocatePool2 flags {Flags:#x} lack NON_PAGED")));
     }
-    allocate(NumberOfBytes, Tag, true)
+    allocate("ExAllocatePool2", NumberOfBytes, Tag, true)
 }
 
 /// `ExFreePoolWithTag`: the block must be live and freed with its own tag.

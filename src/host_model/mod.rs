@@ -199,7 +199,12 @@ impl Session {
 }
 
 impl Drop for Session {
+    /// Unloads a driver the test left loaded (so that one failing test does not leave the next
+    /// one a registered driver), then checks the end state unless the test is already failing.
     fn drop(&mut self) {
+        if self.driver.DriverUnload.is_some() {
+            self.driver_unload();
+        }
         if !self.checked && !std::thread::panicking() {
             self.check_clean();
         }

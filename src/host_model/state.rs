@@ -87,8 +87,13 @@ impl ProviderConfig {
 pub enum Event {
     /// `MmGetSystemRoutineAddress(name)`.
     MmGetSystemRoutineAddress { name: String, found: bool },
-    /// A pool allocation (`ok: false` when it failed).
-    Allocate { tag: u32, size: usize, ok: bool },
+    /// A pool allocation through `routine` (`ok: false` when it failed).
+    Allocate {
+        routine: &'static str,
+        tag: u32,
+        size: usize,
+        ok: bool,
+    },
     /// `ExFreePoolWithTag`.
     Free { tag: u32 },
     /// `NmrRegisterClient` returned.
