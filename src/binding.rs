@@ -120,6 +120,9 @@ impl BindingSlots {
     /// All slots free.
     #[must_use]
     pub const fn new() -> Self {
+        // A `const` item is the way to repeat a non-`Copy` value in an array initialiser; each
+        // slot is a fresh copy of it, never shared.
+        #[allow(clippy::declare_interior_mutable_const)]
         const FREE: BindingSlot = BindingSlot {
             state: AtomicU64::new(0),
             context: AtomicPtr::new(ptr::null_mut()),

@@ -54,6 +54,8 @@ static LIVE_ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 /// `L"ExAllocatePool2"`, without the terminating NUL (`UNICODE_STRING` is counted).
 static POOL2_NAME: [u16; 15] = ascii_to_utf16(*b"ExAllocatePool2");
 
+/// Widens ASCII to UTF-16 at compile time (an index out of range would fail the build, not run).
+#[allow(clippy::indexing_slicing)]
 const fn ascii_to_utf16<const N: usize>(ascii: [u8; N]) -> [u16; N] {
     let mut wide = [0u16; N];
     let mut i = 0;

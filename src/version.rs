@@ -47,6 +47,8 @@ pub const SUPPORTED_VERSIONS: [WskVersion; 2] = [WskVersion::V1_1, WskVersion::V
 
 /// One `WSK_CLIENT_DISPATCH` per supported version, in the same order. Static: NMR keeps the
 /// pointer for as long as the binding lives.
+/// (Evaluated at compile time: an index out of range would fail the build, not run.)
+#[allow(clippy::indexing_slicing)]
 static CLIENT_DISPATCH: [WSK_CLIENT_DISPATCH; SUPPORTED_VERSIONS.len()] = {
     let mut table = [WSK_CLIENT_DISPATCH {
         Version: 0,

@@ -148,10 +148,10 @@ fn constants() {
     assert_eq!(WSK_MINOR_VERSION(0x0102), 2);
     assert_eq!(STATUS_SUCCESS, 0);
     assert_eq!(STATUS_PENDING, 0x103);
-    assert_eq!(STATUS_UNSUCCESSFUL as u32, 0xC000_0001);
-    assert_eq!(STATUS_INVALID_PARAMETER as u32, 0xC000_000D);
-    assert_eq!(STATUS_INSUFFICIENT_RESOURCES as u32, 0xC000_009A);
-    assert_eq!(STATUS_NOINTERFACE as u32, 0xC000_02B9);
+    assert_eq!(STATUS_UNSUCCESSFUL.cast_unsigned(), 0xC000_0001);
+    assert_eq!(STATUS_INVALID_PARAMETER.cast_unsigned(), 0xC000_000D);
+    assert_eq!(STATUS_INSUFFICIENT_RESOURCES.cast_unsigned(), 0xC000_009A);
+    assert_eq!(STATUS_NOINTERFACE.cast_unsigned(), 0xC000_02B9);
     assert_eq!(POOL_FLAG_NON_PAGED, 0x40);
     assert_eq!(NonPagedPoolNx, 512);
     assert_eq!(DPFLTR_IHVDRIVER_ID, 77);
@@ -169,16 +169,16 @@ fn registered_characteristics() {
     assert_eq!((instance.Version, usize::from(instance.Size)), (0, 0x28));
     assert_eq!(instance.Number, 0);
     assert!(instance.NpiSpecificCharacteristics.is_null());
-    // SAFETY: the driver's statics.
-    let (npi_id, module_id) = unsafe { (*instance.NpiId, *instance.ModuleId) };
+    // SAFETY: a pointer to the driver's static NPI id.
+    let npi_id = unsafe { *instance.NpiId };
+    // SAFETY: a pointer to the driver's static module id.
+    let module_id = unsafe { *instance.ModuleId };
     assert_eq!(npi_id, NPI_WSK_INTERFACE_ID);
     assert_eq!(usize::from(module_id.Length), 0x18);
     assert_eq!(module_id.Type, MIT_GUID);
-    // SAFETY: Type is MIT_GUID.
-    assert_eq!(
-        unsafe { module_id.u.Guid },
-        wsk_attach::registration::MODULE_ID_GUID
-    );
+    // SAFETY: Type is MIT_GUID, so the union holds a GUID.
+    let guid = unsafe { module_id.u.Guid };
+    assert_eq!(guid, wsk_attach::registration::MODULE_ID_GUID);
     assert!(c.ClientAttachProvider.is_some());
     assert!(c.ClientDetachProvider.is_some());
     assert!(c.ClientCleanupBindingContext.is_some());

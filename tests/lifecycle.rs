@@ -2,6 +2,14 @@
 //! and every way to decline or fail), calls in flight, detach, cleanup, unload. Each test ends with
 //! the session's own check: no pool block live, no binding slot in use, no NMR rule broken.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::redundant_closure_for_method_calls
+)]
+
 use std::sync::mpsc;
 use std::thread;
 

@@ -36,13 +36,12 @@ fn allocate(routine: &'static str, size: usize, tag: u32, zeroed: bool) -> PVOID
         return std::ptr::null_mut();
     }
     let layout = Layout::from_size_align(size, POOL_ALIGN).expect("pool layout");
-    // SAFETY: a non-zero size.
-    let memory = unsafe {
-        if zeroed {
-            alloc_zeroed(layout)
-        } else {
-            alloc(layout)
-        }
+    let memory = if zeroed {
+        // SAFETY: a non-zero size.
+        unsafe { alloc_zeroed(layout) }
+    } else {
+        // SAFETY: a non-zero size.
+        unsafe { alloc(layout) }
     };
     assert!(!memory.is_null(), "host allocation failed");
     if !zeroed {
@@ -127,10 +126,9 @@ pub unsafe extern "system" fn MmGetSystemRoutineAddress(
     SystemRoutineName: *const UNICODE_STRING,
 ) -> *mut c_void {
     // SAFETY: per the contract, a valid counted string.
-    let name = unsafe {
-        let name = &*SystemRoutineName;
-        std::slice::from_raw_parts(name.Buffer, usize::from(name.Length) / 2)
-    };
+    let name = unsafe { &*SystemRoutineName };
+    // SAFETY: its buffer holds `Length` bytes.
+    let name = unsafe { std::slice::from_raw_parts(name.Buffer, usize::from(name.Length) / 2) };
     let name = String::from_utf16_lossy(name);
     let found = name == "ExAllocatePool2" && state::with(|s| s.pool2_available);
     state::with(|s| {

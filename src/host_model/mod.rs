@@ -100,12 +100,14 @@ impl Session {
 
     /// Registers a provider; NMR offers it to every registered client at once (the attach
     /// callbacks run on this thread before this returns).
+    #[allow(clippy::must_use_candidate)] // often registered for good
     pub fn register_provider(&self, config: ProviderConfig) -> ProviderId {
         nmr::register_provider(config)
     }
 
     /// Deregisters a provider: detaches every binding of it and returns the detach statuses. A
     /// binding whose detach was pending is cleaned up when the driver completes it.
+    #[allow(clippy::must_use_candidate)] // the statuses are not always of interest
     pub fn deregister_provider(&self, provider: ProviderId) -> Vec<NtStatus> {
         nmr::deregister_provider(provider)
     }

@@ -168,7 +168,7 @@ pub unsafe extern "system" fn NmrClientAttachProvider(
             } else {
                 (&raw const p.memory.dispatch).cast::<c_void>()
             };
-            Some((p.memory.wsk_client as usize, dispatch as usize))
+            Some((p.memory.wsk_client, dispatch as usize))
         } else {
             None
         };
@@ -190,7 +190,7 @@ pub unsafe extern "system" fn NmrClientAttachProvider(
     };
     if let Some((wsk_client, dispatch)) = outs {
         // SAFETY: per the contract, valid out-pointers.
-        unsafe { ProviderBindingContext.write(wsk_client as PVOID) };
+        unsafe { ProviderBindingContext.write(wsk_client) };
         // SAFETY: as above.
         unsafe { ProviderDispatch.write(dispatch as *const c_void) };
         if detach_now {
@@ -219,8 +219,7 @@ fn detach(binding: usize) -> Option<NtStatus> {
             .push(Event::ClientDetachProvider { binding, status });
         let completed = s
             .events
-            .iter()
-            .any(|e| *e == Event::NmrClientDetachProviderComplete { binding });
+            .contains(&Event::NmrClientDetachProviderComplete { binding });
         let Some(b) = s.binding(binding) else {
             return false;
         };
@@ -288,8 +287,7 @@ pub unsafe extern "system" fn NmrClientDetachProviderComplete(NmrBindingHandle: 
     let cleanup_now = state::with(|s| {
         let already = s
             .events
-            .iter()
-            .any(|e| *e == Event::NmrClientDetachProviderComplete { binding });
+            .contains(&Event::NmrClientDetachProviderComplete { binding });
         s.events
             .push(Event::NmrClientDetachProviderComplete { binding });
         let state = s.binding(binding).map(|b| b.state);

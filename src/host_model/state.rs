@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use crate::abi::PVOID;
 use crate::abi::{
     GUID, MIT_GUID, NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_MODULEID_u,
     NPI_REGISTRATION_INSTANCE, NPI_WSK_INTERFACE_ID, WSK_PROVIDER_CHARACTERISTICS,
@@ -171,7 +172,7 @@ pub(crate) struct ProviderMemory {
     pub instance: NPI_REGISTRATION_INSTANCE,
     pub dispatch: WSK_PROVIDER_DISPATCH,
     /// What the provider hands out as its `WSK_CLIENT` (opaque to the client).
-    pub wsk_client: u64,
+    pub wsk_client: PVOID,
 }
 
 pub(crate) struct Provider {
@@ -304,7 +305,7 @@ pub(crate) fn new_provider_memory(config: &ProviderConfig, id: ProviderId) -> Bo
             NpiSpecificCharacteristics: std::ptr::null(),
         },
         dispatch: super::kernel::provider_dispatch(),
-        wsk_client: 0x5753_4B43_0000_0000 | id.0 as u64,
+        wsk_client: (0x5753_4B43_0000_0000_usize | id.0) as PVOID,
     });
     memory.instance.NpiId = &raw const memory.npi_id;
     memory.instance.ModuleId = &raw const memory.module_id;

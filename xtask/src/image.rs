@@ -76,7 +76,9 @@ fn pe_checksum(data: &[u8], checksum_offset: usize) -> u32 {
         if offset == checksum_offset || offset == checksum_offset + 2 {
             continue;
         }
-        let word = u16::from_le_bytes([chunk[0], chunk.get(1).copied().unwrap_or(0)]);
+        let low = chunk.first().copied().unwrap_or(0);
+        let high = chunk.get(1).copied().unwrap_or(0);
+        let word = u16::from_le_bytes([low, high]);
         sum += u64::from(word);
         sum = (sum & 0xFFFF) + (sum >> 16);
     }
@@ -88,8 +90,8 @@ fn pe_checksum(data: &[u8], checksum_offset: usize) -> u32 {
     sum + len
 }
 
-fn section_name(raw: &[u8; 8]) -> String {
-    String::from_utf8_lossy(raw)
+fn section_name(raw: [u8; 8]) -> String {
+    String::from_utf8_lossy(&raw)
         .trim_end_matches('\0')
         .to_string()
 }
@@ -162,7 +164,7 @@ pub fn check(path: &Path, root: &Path) -> Result<String, String> {
     // Sections: none both writable and executable.
     let mut section_list = Vec::new();
     for section in pe.section_table().iter() {
-        let name = section_name(&section.name);
+        let name = section_name(section.name);
         let flags = section.characteristics.get(LE);
         let wx = flags & IMAGE_SCN_MEM_WRITE != 0 && flags & IMAGE_SCN_MEM_EXECUTE != 0;
         s.check(
@@ -226,7 +228,7 @@ pub fn check(path: &Path, root: &Path) -> Result<String, String> {
                         imported.insert(name);
                     }
                     Import::Ordinal(ordinal) => {
-                        s.check(false, &format!("import by ordinal {ordinal}"))
+                        s.check(false, &format!("import by ordinal {ordinal}"));
                     }
                 }
             }
