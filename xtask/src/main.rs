@@ -1,10 +1,12 @@
 //! Build tooling for wsk-attach, run as `cargo xtask <command>`:
 //!
-//! - `sys`: install the cross toolchain if missing, build `wsk_attach.sys`, check the image and
-//!   print its summary (the README's first command);
+//! - `sys [--provider NAME | --all | --list]`: install the cross toolchain if missing, build
+//!   `wsk_attach.sys`, check the image, and run it under Speakeasy against a WSK provider scenario,
+//!   printing the trace (the README's first command);
 //! - `check-image [PATH]`: check a built image;
-//! - `ci`: every check — fmt, clippy (host and kernel target), host tests, the cross build and the
-//!   image check (the README's test command; `.ci/run` runs it).
+//! - `ci`: every check — fmt, clippy (host and kernel target), host tests, the cross build, the
+//!   image check, the Speakeasy tests of the image and the workflow lint (the README's test
+//!   command; `.ci/run` runs it).
 
 mod image;
 mod toolchain;
@@ -45,12 +47,31 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-fn sys() -> Result<PathBuf, String> {
+/// Builds and checks the image; prints the check's summary.
+fn build_and_check() -> Result<PathBuf, String> {
     toolchain::ensure()?;
     let image = toolchain::build_sys()?;
     let report = image::check(&image, &root())?;
     print!("{report}");
     Ok(image)
+}
+
+/// The main job: build, check, and run the image under Speakeasy (`run_driver.py` sets up its
+/// own virtual environment on first use).
+fn sys(scenario_args: &[String]) -> Result<(), String> {
+    let image = build_and_check()?;
+    run(Command::new("python3")
+        .arg("tests/speakeasy/run_driver.py")
+        .args(scenario_args)
+        .arg(&image))
+}
+
+/// The Speakeasy end-to-end tests of the image.
+fn speakeasy_tests(image: &Path) -> Result<(), String> {
+    run(Command::new("bash").arg("tests/speakeasy/setup-venv.sh"))?;
+    run(Command::new("target/speakeasy-venv/bin/python")
+        .args(["-m", "pytest", "tests/speakeasy", "-q"])
+        .env("WSK_ATTACH_SYS", image))
 }
 
 fn ci() -> Result<(), String> {
@@ -66,7 +87,9 @@ fn ci() -> Result<(), String> {
     run(cargo().args(["test", "--workspace"]))?;
     toolchain::ensure()?;
     toolchain::clippy_kernel()?;
-    sys()?;
+    let image = build_and_check()?;
+    speakeasy_tests(&image)?;
+    run(Command::new("bash").arg("windows/lint-workflows.sh"))?;
     eprintln!("xtask ci: every check passed");
     Ok(())
 }
@@ -74,7 +97,7 @@ fn ci() -> Result<(), String> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("sys") => sys().map(drop),
+        Some("sys") => sys(args.get(1..).unwrap_or_default()),
         Some("check-image") => {
             let image = args
                 .get(1)
@@ -82,7 +105,10 @@ fn main() -> ExitCode {
             image::check(&image, &root()).map(|report| print!("{report}"))
         }
         Some("ci") => ci(),
-        _ => Err("usage: cargo xtask <sys | check-image [PATH] | ci>".into()),
+        _ => Err(
+            "usage: cargo xtask <sys [--provider NAME | --all | --list] | check-image [PATH] | ci>"
+                .into(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
