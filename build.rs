@@ -1,11 +1,14 @@
 //! Build script: chooses between the kernel build and the host build.
 //!
-//! - Target OS Windows: the kernel image. Sets `cfg(wsk_kernel)` (the crate becomes `no_std` and
-//!   imports ntoskrnl.exe / NETIO.SYS through raw-dylib) and passes the linker the flags of a WDM
-//!   driver. Link arguments come from here, not from RUSTFLAGS, so changing them does not rebuild
-//!   `core`.
-//! - Any other target: the host build for tests. Compiles `src/host_model/dbgprint.c`, the
-//!   variadic `DbgPrintEx` of the host model (stable Rust cannot define a C-variadic function).
+//! - Kernel image: target OS Windows, and either a cross build (the Linux `cargo xtask sys`) or the
+//!   `wdk` feature (the Windows `cargo make`). Sets `cfg(wsk_kernel)`: the crate becomes `no_std`
+//!   and imports ntoskrnl.exe / NETIO.SYS through raw-dylib.
+//!   - Cross build: passes the linker the flags of a WDM driver, from here rather than RUSTFLAGS
+//!     so that changing them does not rebuild `core`.
+//!   - `wdk`: `wdk_build::configure_wdk_binary_build()` passes its own (the same set).
+//! - Otherwise the host build for tests (also plain `cargo test` on Windows): compiles
+//!   `src/host_model/dbgprint.c`, the variadic `DbgPrintEx` of the host model (stable Rust cannot
+//!   define a C-variadic function).
 
 use std::env;
 
@@ -38,7 +41,12 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(wsk_kernel)");
 
     let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
-    if target_os == "windows" {
+    let cross = env::var("HOST").ok() != env::var("TARGET").ok();
+    let wdk = env::var_os("CARGO_FEATURE_WDK").is_some();
+    if target_os == "windows" && wdk {
+        println!("cargo::rustc-cfg=wsk_kernel");
+        configure_wdk();
+    } else if target_os == "windows" && cross {
         println!("cargo::rustc-cfg=wsk_kernel");
         for arg in KERNEL_LINK_ARGS {
             println!("cargo::rustc-cdylib-link-arg={arg}");
@@ -50,4 +58,24 @@ fn main() {
             .warnings(true)
             .compile("wsk_host_dbgprint");
     }
+}
+
+/// The Windows-host build with the WDK: wdk-build finds the WDK, emits the WDM link arguments and
+/// the `driver_model__*` cfgs that wdk-alloc and wdk-panic key on.
+#[cfg(windows)]
+fn configure_wdk() {
+    if let Err(error) = wdk_build::configure_wdk_binary_build() {
+        // A build script reports failure by exiting non-zero; the message says what is missing.
+        eprintln!("wdk-build could not configure the driver build: {error:?}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(not(windows))]
+fn configure_wdk() {
+    eprintln!(
+        "feature `wdk` needs a Windows host with the WDK (cargo make); on Linux, `cargo xtask sys` \
+         builds the driver"
+    );
+    std::process::exit(1);
 }

@@ -26,8 +26,10 @@ pub unsafe extern "system" fn DriverEntry(
 }
 
 /// No reachable path panics (clippy denies `unwrap`, `expect`, `panic!` and indexing in the
-/// driver); should one ever be reached, the CPU spins here instead of unwinding, as `wdk-panic`
-/// does.
+/// driver, and `cargo xtask check-image` proves no panic machinery is linked into the image);
+/// should one ever be reached, the CPU spins here instead of unwinding. The Windows build with the
+/// WDK uses `wdk-panic`'s handler instead (it bugchecks), see `wdk_glue.rs`.
+#[cfg(not(feature = "wdk"))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
     loop {
@@ -36,9 +38,10 @@ fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
 }
 
 // The MSVC floating-point marker that `core` and `compiler_builtins` reference; the kernel uses no
-// floating point, so a plain definition satisfies the linker (wdk-sys defines one too). Defined in
-// assembly rather than as a `#[no_mangle]` static so that the cdylib does not export it: the
-// image's only export is `DriverEntry`.
+// floating point, so a plain definition satisfies the linker. Defined in assembly rather than as a
+// `#[no_mangle]` static so that the cdylib does not export it: the image's only export is
+// `DriverEntry`. With the `wdk` feature, wdk-sys defines it.
+#[cfg(not(feature = "wdk"))]
 core::arch::global_asm!(
     ".section .rdata,\"dr\"",
     ".globl _fltused",

@@ -10,7 +10,9 @@
 //! [`abi`] holds the hand-declared C ABI; [`status`] the `NTSTATUS` wrapper.
 //!
 //! Kernel build (`cfg(wsk_kernel)`, target OS Windows): `no_std`, with `driver.rs` exporting
-//! `DriverEntry`. Host build: `std`, with [`host_model`] standing in for NETIO.SYS and ntoskrnl.
+//! `DriverEntry`; on a Windows host with the WDK (feature `wdk`), `wdk_glue.rs` wires in the
+//! windows-drivers-rs crates. Host build: `std`, with [`host_model`] standing in for NETIO.SYS and
+//! ntoskrnl.
 
 #![cfg_attr(wsk_kernel, no_std)]
 
@@ -30,6 +32,9 @@ pub mod version;
 
 #[cfg(wsk_kernel)]
 mod driver;
+
+#[cfg(feature = "wdk")]
+mod wdk_glue;
 
 #[cfg(not(wsk_kernel))]
 pub mod host_model;
