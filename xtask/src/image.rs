@@ -281,3 +281,89 @@ pub fn check(path: &Path, root: &Path) -> Result<String, String> {
         Err(format!("image check failed: {}", s.failures.join("; ")))
     }
 }
+
+/// A mutation of an image that the check must reject, and what the failure must name.
+struct Mutation {
+    what: &'static str,
+    expect: &'static str,
+    apply: fn(&mut [u8], usize),
+}
+
+const MUTATIONS: &[Mutation] = &[
+    Mutation {
+        what: "first section made writable and executable",
+        expect: "not both writable and executable",
+        apply: |data, nt| {
+            let sections = nt + 4 + 20 + 240;
+            // Characteristics is the last field (offset 36) of the first section header.
+            let flags = sections + 36;
+            let value = u32::from_le_bytes([
+                data[flags],
+                data[flags + 1],
+                data[flags + 2],
+                data[flags + 3],
+            ]) | IMAGE_SCN_MEM_WRITE
+                | IMAGE_SCN_MEM_EXECUTE;
+            data[flags..flags + 4].copy_from_slice(&value.to_le_bytes());
+        },
+    },
+    Mutation {
+        what: "FORCE_INTEGRITY cleared",
+        expect: "FORCE_INTEGRITY",
+        apply: |data, nt| {
+            let offset = nt + 4 + 20 + 70;
+            let value = u16::from_le_bytes([data[offset], data[offset + 1]])
+                & !IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY;
+            data[offset..offset + 2].copy_from_slice(&value.to_le_bytes());
+        },
+    },
+    Mutation {
+        what: "subsystem set to WINDOWS_GUI",
+        expect: "subsystem NATIVE",
+        apply: |data, nt| {
+            let offset = nt + 4 + 20 + 68;
+            data[offset..offset + 2].copy_from_slice(&2u16.to_le_bytes());
+        },
+    },
+];
+
+/// Proves the check can fail: each mutation of a good image (with its checksum recomputed, so
+/// only the mutated property is wrong), and a corrupted checksum, must be rejected.
+pub fn self_test(image: &Path, root: &Path) -> Result<(), String> {
+    check(image, root)?;
+    let good = std::fs::read(image).map_err(|e| e.to_string())?;
+    let nt = usize::try_from(u32::from_le_bytes([
+        good[0x3C], good[0x3D], good[0x3E], good[0x3F],
+    ]))
+    .map_err(|e| e.to_string())?;
+    let checksum_offset = nt + 4 + 20 + 64;
+    let mutant = image.with_file_name("wsk_attach.selftest.sys");
+    let mut cases: Vec<(&str, &str, Vec<u8>)> = MUTATIONS
+        .iter()
+        .map(|m| {
+            let mut data = good.clone();
+            (m.apply)(&mut data, nt);
+            let sum = pe_checksum(&data, checksum_offset);
+            data[checksum_offset..checksum_offset + 4].copy_from_slice(&sum.to_le_bytes());
+            (m.what, m.expect, data)
+        })
+        .collect();
+    let mut bad_sum = good.clone();
+    bad_sum[checksum_offset] ^= 0x01;
+    cases.push(("checksum off by one", "checksum", bad_sum));
+    for (what, expect, data) in cases {
+        std::fs::write(&mutant, data).map_err(|e| e.to_string())?;
+        match check(&mutant, root) {
+            Err(message) if message.contains(expect) => {
+                eprintln!("image check self-test: rejected ({what})");
+            }
+            other => {
+                return Err(format!(
+                    "image check self-test: {what}: expected a failure naming '{expect}', got {other:?}"
+                ));
+            }
+        }
+    }
+    std::fs::remove_file(&mutant).map_err(|e| e.to_string())?;
+    Ok(())
+}
