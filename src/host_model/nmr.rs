@@ -96,6 +96,7 @@ fn offer(client: usize, provider: ProviderId) {
             provider,
             state: BindingState::Offered,
             client_binding_context: 0,
+            completed: false,
         });
         Some((binding, attach, context, instance))
     }) else {
@@ -158,7 +159,7 @@ pub unsafe extern "system" fn NmrClientAttachProvider(
             return None;
         }
         let provider = b.provider;
-        let p = s.providers.iter_mut().find(|p| p.id == provider)?;
+        let p = s.provider_mut(provider)?;
         let status = p.config.answer_for(version);
         let detach_now = p.config.detach_during_attach;
         let outs = if status == NtStatus::SUCCESS {
@@ -217,12 +218,10 @@ fn detach(binding: usize) -> Option<NtStatus> {
     let cleanup_now = state::with(|s| {
         s.events
             .push(Event::ClientDetachProvider { binding, status });
-        let completed = s
-            .events
-            .contains(&Event::NmrClientDetachProviderComplete { binding });
         let Some(b) = s.binding(binding) else {
             return false;
         };
+        let completed = b.completed;
         match status {
             NtStatus::SUCCESS => {
                 b.state = BindingState::CleaningUp;
@@ -285,9 +284,10 @@ fn cleanup(binding: usize) {
 pub unsafe extern "system" fn NmrClientDetachProviderComplete(NmrBindingHandle: HANDLE) {
     let binding = NmrBindingHandle as usize;
     let cleanup_now = state::with(|s| {
-        let already = s
-            .events
-            .contains(&Event::NmrClientDetachProviderComplete { binding });
+        let already = s.binding(binding).is_some_and(|b| b.completed);
+        if let Some(b) = s.binding(binding) {
+            b.completed = true;
+        }
         s.events
             .push(Event::NmrClientDetachProviderComplete { binding });
         let state = s.binding(binding).map(|b| b.state);
@@ -415,7 +415,7 @@ pub(crate) fn register_provider(config: ProviderConfig) -> ProviderId {
 /// A provider deregisters: every binding of it is detached.
 pub(crate) fn deregister_provider(provider: ProviderId) -> Vec<NtStatus> {
     let bindings = state::with(|s| {
-        if let Some(p) = s.providers.iter_mut().find(|p| p.id == provider) {
+        if let Some(p) = s.provider_mut(provider) {
             p.registered = false;
         }
         s.bindings

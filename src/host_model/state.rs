@@ -155,6 +155,8 @@ pub(crate) struct Binding {
     pub provider: ProviderId,
     pub state: BindingState,
     pub client_binding_context: usize,
+    /// `NmrClientDetachProviderComplete` was called for it.
+    pub completed: bool,
 }
 
 pub(crate) struct Client {
@@ -222,8 +224,13 @@ impl State {
         self.clients.iter().find(|c| c.handle == handle)
     }
 
+    pub fn provider_mut(&mut self, id: ProviderId) -> Option<&mut Provider> {
+        self.providers.get_mut(id.0.checked_sub(1)?)
+    }
+
     pub fn provider(&self, id: ProviderId) -> Option<&Provider> {
-        self.providers.iter().find(|p| p.id == id)
+        // Ids are handed out in order from 1.
+        self.providers.get(id.0.checked_sub(1)?)
     }
 }
 
