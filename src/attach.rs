@@ -182,18 +182,20 @@ pub fn attach(
             // NMR owns the context now; ClientCleanupBindingContext frees it. From here on it may
             // be detached and even cleaned up at any moment, so it is not touched again.
             let _ = context.into_raw();
-            if !slot.open() {
-                log!(
-                    DPFLTR_WARNING_LEVEL,
-                    "attach: detached before the attach returned"
-                );
-            }
-            log!(
-                DPFLTR_INFO_LEVEL,
-                "attached at WSK %u.%u",
+            let (major, minor) = (
                 u32::from(candidate.version.major()),
                 u32::from(candidate.version.minor()),
             );
+            if slot.open() {
+                log!(DPFLTR_INFO_LEVEL, "attached at WSK %u.%u", major, minor);
+            } else {
+                log!(
+                    DPFLTR_WARNING_LEVEL,
+                    "attached at WSK %u.%u, but detached before the attach returned",
+                    major,
+                    minor,
+                );
+            }
             return NtStatus::SUCCESS;
         }
         if last != NtStatus::NOINTERFACE {
