@@ -4,7 +4,7 @@
 //!   `wsk_attach.sys`, check the image, and run it under Speakeasy against a WSK provider scenario,
 //!   printing the trace (the README's first command);
 //! - `check-image [PATH]`: check a built image;
-//! - `ci`: every check — fmt, clippy (host and kernel target), host tests, the cross build, the
+//! - `ci`: every check — fmt, clippy (host and kernel target), host tests, rustdoc, the cross build, the
 //!   image check, the Speakeasy tests of the image and the workflow lint (the README's test
 //!   command; `.ci/run` runs it).
 
@@ -88,6 +88,15 @@ fn ci() -> Result<(), String> {
         "warnings",
     ]))?;
     run(cargo().args(["test", "--workspace"]))?;
+    run(cargo()
+        .args([
+            "doc",
+            "--no-deps",
+            "--document-private-items",
+            "-p",
+            "wsk-attach",
+        ])
+        .env("RUSTDOCFLAGS", "-D warnings"))?;
     toolchain::ensure()?;
     toolchain::clippy_kernel()?;
     let image = build_and_check()?;
