@@ -1,0 +1,37 @@
+//! Build script of the test NETIO.SYS: the same kernel cfg and linker arguments as the driver's
+//! build.rs (a native-subsystem DLL image with `DriverEntry` as its entry point), so that the
+//! shared `src/abi` declarations link through raw-dylib.
+
+const KERNEL_LINK_ARGS: &[&str] = &[
+    "/NODEFAULTLIB",
+    "/DRIVER",
+    "/KERNEL",
+    "/SUBSYSTEM:NATIVE,10.00",
+    "/ENTRY:DriverEntry",
+    "/DYNAMICBASE",
+    "/NXCOMPAT",
+    "/TSAWARE:NO",
+    "/MANIFEST:NO",
+    "/RELEASE",
+    "/OPT:REF,ICF",
+    "/MERGE:.edata=.rdata",
+    "/MERGE:.rustc=.data",
+    "/IGNORE:4257",
+    "/IGNORE:4216",
+    "/DEBUG:NONE",
+];
+
+fn main() {
+    println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rustc-check-cfg=cfg(wsk_kernel)");
+    let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    assert!(
+        target_os == "windows",
+        "the test NETIO.SYS is a kernel image: build it for x86_64-pc-windows-msvc \
+         (tests/wine/build-provider.sh)"
+    );
+    println!("cargo::rustc-cfg=wsk_kernel");
+    for arg in KERNEL_LINK_ARGS {
+        println!("cargo::rustc-cdylib-link-arg={arg}");
+    }
+}

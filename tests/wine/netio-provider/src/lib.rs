@@ -1,0 +1,766 @@
+//! A test NETIO.SYS for Wine: a minimal Network Module Registrar that plays the WSK provider, so
+//! that `wsk_attach.sys` can be loaded with Wine's real `sc.exe` / winedevice.exe (Wine's own
+//! netio.sys only stubs the `Nmr*` functions).
+//!
+//! What it does, per NMR client registration (up to [`MAX_CLIENTS`] at once):
+//! - `NmrRegisterClient` checks the client characteristics, calls the client's
+//!   `ClientAttachProvider` with the provider's `NPI_REGISTRATION_INSTANCE` (NPI
+//!   `NPI_WSK_INTERFACE_ID`, `WSK_PROVIDER_CHARACTERISTICS` 1.0-1.1) *before* it writes the
+//!   out-handle, as Windows may;
+//! - `NmrClientAttachProvider` (only valid during that attach call) answers per variant: `wsk11`
+//!   accepts 1.1 and 1.0, `noif11` answers `STATUS_NOINTERFACE` to 1.1 and accepts 1.0; on
+//!   success it writes a `WSK_CLIENT` pointer and a `WSK_PROVIDER_DISPATCH` of that version;
+//! - `NmrDeregisterClient` calls `ClientDetachProvider`; on `STATUS_SUCCESS` it calls
+//!   `ClientCleanupBindingContext` at once; on `STATUS_PENDING` it returns without blocking (it may
+//!   run at `DISPATCH_LEVEL`), and `NmrWaitForClientDeregisterComplete` (`PASSIVE_LEVEL`) waits on a
+//!   kernel event that `NmrClientDetachProviderComplete` sets, then cleans up. It always returns
+//!   `STATUS_PENDING`, as Windows does;
+//! - `NmrWaitForClientDeregisterComplete` returns once the cleanup ran.
+//!
+//! Everything it sees is logged with `DbgPrintEx` (component 77), every line prefixed
+//! `netio-provider: `. A breach of the NMR rules by the client is logged as
+//! `netio-provider: ERROR: ...`, which the Wine test treats as a failure.
+//!
+//! The ABI declarations are the driver's own (`src/abi`), included by path. They declare the
+//! `Nmr*` functions as raw-dylib imports from NETIO.SYS; this crate *defines* functions of the
+//! same names with `#[unsafe(no_mangle)]` in the crate root and never calls the imported ones.
+
+#![no_std]
+#![allow(non_snake_case)]
+
+#[cfg(all(feature = "wsk11", feature = "noif11"))]
+compile_error!("enable exactly one variant feature: wsk11 or noif11");
+#[cfg(not(any(feature = "wsk11", feature = "noif11")))]
+compile_error!("enable exactly one variant feature: wsk11 or noif11");
+
+#[path = "../../../../src/abi/mod.rs"]
+#[allow(dead_code, unused_imports, clippy::all, clippy::pedantic)]
+mod abi;
+
+use core::cell::UnsafeCell;
+use core::ffi::c_void;
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+
+use abi::{
+    ADDRESS_FAMILY, ADDRINFOEXW, DRIVER_OBJECT, EPROCESS, ETHREAD, GUID, HANDLE, IRP, MIT_GUID,
+    NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_MODULEID_u, NPI_REGISTRATION_INSTANCE,
+    NPI_WSK_INTERFACE_ID, NPIID, NTSTATUS, PVOID, PWSK_CLIENT, SECURITY_DESCRIPTOR, SOCKADDR,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE, STATUS_PENDING,
+    STATUS_SUCCESS, STATUS_UNSUCCESSFUL, UNICODE_STRING, WSK_CLIENT_DISPATCH,
+    WSK_PROVIDER_CHARACTERISTICS, WSK_PROVIDER_DISPATCH,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Kernel pieces this test provider needs beyond the driver's ABI (wdm.h; ntoskrnl.exe).
+
+/// `KEVENT` (x64): a `DISPATCHER_HEADER`, 24 bytes, 8-aligned. Opaque here.
+#[repr(C, align(8))]
+struct KEVENT([u64; 3]);
+
+/// `EVENT_TYPE::NotificationEvent`.
+const NOTIFICATION_EVENT: i32 = 0;
+/// `KWAIT_REASON::Executive`.
+const EXECUTIVE: i32 = 0;
+/// `KPROCESSOR_MODE::KernelMode`.
+const KERNEL_MODE: i8 = 0;
+/// `STATUS_NOT_IMPLEMENTED`.
+#[allow(clippy::cast_possible_wrap)]
+const STATUS_NOT_IMPLEMENTED: NTSTATUS = 0xC000_0002_u32 as NTSTATUS;
+/// How long `NmrWaitForClientDeregisterComplete` waits for `NmrClientDetachProviderComplete`
+/// before it gives up and reports it: 10 s, relative (negative), in 100 ns units.
+const DETACH_COMPLETE_TIMEOUT: i64 = -10 * 10_000_000;
+
+#[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
+unsafe extern "system" {
+    fn KeInitializeEvent(Event: *mut KEVENT, Type: i32, State: u8);
+    fn KeSetEvent(Event: *mut KEVENT, Increment: i32, Wait: u8) -> i32;
+    fn KeWaitForSingleObject(
+        Object: *mut c_void,
+        WaitReason: i32,
+        WaitMode: i8,
+        Alertable: u8,
+        Timeout: *const i64,
+    ) -> NTSTATUS;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logging.
+
+/// `log!("format %u", value)`: one `DbgPrintEx` line, prefixed `netio-provider: `. C format.
+macro_rules! log {
+    ($format:literal $(, $arg:expr)* $(,)?) => {{
+        // SAFETY: a NUL-terminated literal whose conversions match the arguments' C types.
+        let _ = unsafe {
+            crate::abi::DbgPrintEx(
+                crate::abi::DPFLTR_IHVDRIVER_ID,
+                crate::abi::DPFLTR_INFO_LEVEL,
+                concat!("netio-provider: ", $format, "\n\0").as_ptr().cast(),
+                $($arg),*
+            )
+        };
+    }};
+}
+
+#[allow(clippy::cast_sign_loss)]
+const fn hex(status: NTSTATUS) -> u32 {
+    status as u32
+}
+
+// ---------------------------------------------------------------------------------------------
+// The variant.
+
+const WSK_1_0: u16 = abi::MAKE_WSK_VERSION(1, 0);
+const WSK_1_1: u16 = abi::MAKE_WSK_VERSION(1, 1);
+
+#[cfg(feature = "wsk11")]
+const VARIANT: &str = "wsk11\0";
+#[cfg(feature = "noif11")]
+const VARIANT: &str = "noif11\0";
+
+/// Whether this variant accepts an attach at `version`.
+const fn accepts(version: u16) -> bool {
+    if cfg!(feature = "noif11") {
+        version == WSK_1_0
+    } else {
+        version == WSK_1_0 || version == WSK_1_1
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The provider's registration: statics, as NMR keeps pointers to them.
+
+static PROVIDER_NPI_ID: NPIID = NPI_WSK_INTERFACE_ID;
+
+/// {8F0C2E51-6A3B-4D7E-9C1A-5B2D3E4F6A70}: this test provider's module id.
+static PROVIDER_MODULE_ID: NPI_MODULEID = NPI_MODULEID {
+    Length: 24,
+    Type: MIT_GUID,
+    u: NPI_MODULEID_u {
+        Guid: GUID {
+            Data1: 0x8F0C_2E51,
+            Data2: 0x6A3B,
+            Data3: 0x4D7E,
+            Data4: [0x9C, 0x1A, 0x5B, 0x2D, 0x3E, 0x4F, 0x6A, 0x70],
+        },
+    },
+};
+
+static PROVIDER_CHARACTERISTICS: WSK_PROVIDER_CHARACTERISTICS = WSK_PROVIDER_CHARACTERISTICS {
+    HighestVersion: WSK_1_1,
+    LowestVersion: WSK_1_0,
+};
+
+/// Raw pointers inside: a newtype to put it in a static.
+#[repr(transparent)]
+struct Instance(NPI_REGISTRATION_INSTANCE);
+// SAFETY: immutable, and its pointers lead only to immutable statics.
+unsafe impl Sync for Instance {}
+
+static PROVIDER_INSTANCE: Instance = Instance(NPI_REGISTRATION_INSTANCE {
+    Version: 0,
+    Size: 40,
+    NpiId: &raw const PROVIDER_NPI_ID,
+    ModuleId: &raw const PROVIDER_MODULE_ID,
+    Number: 0,
+    NpiSpecificCharacteristics: (&raw const PROVIDER_CHARACTERISTICS).cast(),
+});
+
+/// The provider dispatch handed out at WSK 1.1 (all six members) and at 1.0 (the 1.1 members
+/// NULL: a 1.0 client must not read them anyway).
+static DISPATCH_1_1: WSK_PROVIDER_DISPATCH = dispatch(WSK_1_1);
+static DISPATCH_1_0: WSK_PROVIDER_DISPATCH = dispatch(WSK_1_0);
+
+const fn dispatch(version: u16) -> WSK_PROVIDER_DISPATCH {
+    let v11 = version >= WSK_1_1;
+    WSK_PROVIDER_DISPATCH {
+        Version: version,
+        Reserved: 0,
+        WskSocket: Some(WskSocket),
+        WskSocketConnect: Some(WskSocketConnect),
+        WskControlClient: Some(WskControlClient),
+        WskGetAddressInfo: if v11 { Some(WskGetAddressInfo) } else { None },
+        WskFreeAddressInfo: if v11 { Some(WskFreeAddressInfo) } else { None },
+        WskGetNameInfo: if v11 { Some(WskGetNameInfo) } else { None },
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client registrations and their (single) binding.
+
+/// How many NMR clients may be registered at once.
+const MAX_CLIENTS: usize = 4;
+
+// Registration states.
+const R_FREE: u32 = 0;
+const R_REGISTERING: u32 = 1;
+const R_REGISTERED: u32 = 2;
+const R_DEREGISTERING: u32 = 3;
+
+// Binding states.
+const B_NONE: u32 = 0;
+/// Inside `ClientAttachProvider`: `NmrClientAttachProvider` may be called.
+const B_OFFERED: u32 = 1;
+/// `NmrClientAttachProvider` succeeded; `ClientAttachProvider` has not returned yet.
+const B_ACCEPTED: u32 = 2;
+const B_ATTACHED: u32 = 3;
+/// Inside `ClientDetachProvider`.
+const B_DETACHING: u32 = 4;
+/// `ClientDetachProvider` returned `STATUS_PENDING`.
+const B_DETACH_PENDING: u32 = 5;
+const B_DETACHED: u32 = 6;
+const B_CLEANED: u32 = 7;
+
+/// The `WSK_CLIENT` the provider hands out: its address is the handle; the magic is checked by
+/// the dispatch stubs.
+#[repr(C)]
+struct WskClient {
+    magic: u32,
+}
+const WSK_CLIENT_MAGIC: u32 = u32::from_le_bytes(*b"WskC");
+
+#[repr(C)]
+struct Binding {
+    state: AtomicU32,
+    client_binding_context: AtomicPtr<c_void>,
+    version: AtomicU32,
+    /// Set by `NmrClientDetachProviderComplete`.
+    detach_completed: AtomicBool,
+    detach_event: UnsafeCell<KEVENT>,
+    wsk_client: WskClient,
+}
+
+#[repr(C)]
+struct Registration {
+    state: AtomicU32,
+    characteristics: AtomicPtr<NPI_CLIENT_CHARACTERISTICS>,
+    client_context: AtomicPtr<c_void>,
+    binding: Binding,
+}
+
+struct Registrations([Registration; MAX_CLIENTS]);
+// SAFETY: the state words are atomics; the KEVENT is only touched through the Ke* functions,
+// which synchronise themselves.
+unsafe impl Sync for Registrations {}
+
+static REGISTRATIONS: Registrations = {
+    const FREE: Registration = Registration {
+        state: AtomicU32::new(R_FREE),
+        characteristics: AtomicPtr::new(ptr::null_mut()),
+        client_context: AtomicPtr::new(ptr::null_mut()),
+        binding: Binding {
+            state: AtomicU32::new(B_NONE),
+            client_binding_context: AtomicPtr::new(ptr::null_mut()),
+            version: AtomicU32::new(0),
+            detach_completed: AtomicBool::new(false),
+            detach_event: UnsafeCell::new(KEVENT([0; 3])),
+            wsk_client: WskClient {
+                magic: WSK_CLIENT_MAGIC,
+            },
+        },
+    };
+    Registrations([FREE; MAX_CLIENTS])
+};
+
+/// The registration whose handle (its address) is `handle`.
+fn registration(handle: HANDLE) -> Option<&'static Registration> {
+    REGISTRATIONS
+        .0
+        .iter()
+        .find(|r| ptr::eq(ptr::from_ref(*r).cast::<c_void>(), handle))
+}
+
+/// The binding whose NMR binding handle (its address) is `handle`.
+fn binding(handle: HANDLE) -> Option<&'static Binding> {
+    REGISTRATIONS
+        .0
+        .iter()
+        .map(|r| &r.binding)
+        .find(|b| ptr::eq(ptr::from_ref(*b).cast::<c_void>(), handle))
+}
+
+fn binding_handle(binding: &'static Binding) -> HANDLE {
+    ptr::from_ref(binding).cast_mut().cast()
+}
+
+fn version_parts(version: u16) -> (u32, u32) {
+    (u32::from(version >> 8), u32::from(version & 0xff))
+}
+
+/// The client's characteristics, as stored at registration.
+fn characteristics(registration: &Registration) -> &'static NPI_CLIENT_CHARACTERISTICS {
+    // SAFETY: stored by NmrRegisterClient after validation; the client keeps them valid until
+    // NmrWaitForClientDeregisterComplete returns (an NMR rule), and only then is the slot freed.
+    unsafe { &*registration.characteristics.load(Ordering::Acquire) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The NMR client-side exports.
+
+/// `NmrRegisterClient`.
+///
+/// # Safety
+/// Called by a kernel driver with valid characteristics (kept valid until deregistration
+/// completes) and a valid out-pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn NmrRegisterClient(
+    ClientCharacteristics: *const NPI_CLIENT_CHARACTERISTICS,
+    ClientContext: PVOID,
+    NmrClientHandle: *mut HANDLE,
+) -> NTSTATUS {
+    log!(
+        "NmrRegisterClient(characteristics %p, context %p, out %p) variant %s",
+        ClientCharacteristics,
+        ClientContext,
+        NmrClientHandle,
+        VARIANT.as_ptr(),
+    );
+    // SAFETY: NULL or valid, per the caller's contract.
+    let Some(chars) = (unsafe { ClientCharacteristics.as_ref() }) else {
+        log!("ERROR: NmrRegisterClient: NULL characteristics");
+        return STATUS_INVALID_PARAMETER;
+    };
+    if NmrClientHandle.is_null() {
+        log!("ERROR: NmrRegisterClient: NULL out-handle pointer");
+        return STATUS_INVALID_PARAMETER;
+    }
+    let instance = &chars.ClientRegistrationInstance;
+    // SAFETY: a non-NULL NpiId points at a GUID (the client's static).
+    let npi_is_wsk = unsafe { instance.NpiId.as_ref() } == Some(&NPI_WSK_INTERFACE_ID);
+    log!(
+        "client characteristics: Version %u Length %u, instance Version %u Size %u Number %u, NPI is WSK: %u",
+        u32::from(chars.Version),
+        u32::from(chars.Length),
+        u32::from(instance.Version),
+        u32::from(instance.Size),
+        instance.Number,
+        u32::from(npi_is_wsk),
+    );
+    let Some(attach) = chars.ClientAttachProvider else {
+        log!("ERROR: NmrRegisterClient: no ClientAttachProvider");
+        return STATUS_INVALID_PARAMETER;
+    };
+    if chars.Version != 0
+        || usize::from(chars.Length) < core::mem::size_of::<NPI_CLIENT_CHARACTERISTICS>()
+        || instance.Version != 0
+        || usize::from(instance.Size) < core::mem::size_of::<NPI_REGISTRATION_INSTANCE>()
+        || chars.ClientDetachProvider.is_none()
+        || instance.ModuleId.is_null()
+        || !npi_is_wsk
+    {
+        log!("ERROR: NmrRegisterClient: invalid client characteristics");
+        return STATUS_INVALID_PARAMETER;
+    }
+
+    let Some(reg) = REGISTRATIONS.0.iter().find(|r| {
+        r.state
+            .compare_exchange(R_FREE, R_REGISTERING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }) else {
+        log!("ERROR: NmrRegisterClient: too many registered clients");
+        return STATUS_INSUFFICIENT_RESOURCES;
+    };
+    reg.characteristics
+        .store(ClientCharacteristics.cast_mut(), Ordering::Release);
+    reg.client_context.store(ClientContext, Ordering::Release);
+    let b = &reg.binding;
+    b.client_binding_context
+        .store(ptr::null_mut(), Ordering::Release);
+    b.version.store(0, Ordering::Release);
+    b.detach_completed.store(false, Ordering::Release);
+    // SAFETY: the slot is reserved by this call; nobody waits on its event now.
+    unsafe { KeInitializeEvent(b.detach_event.get(), NOTIFICATION_EVENT, 0) };
+    b.state.store(B_OFFERED, Ordering::Release);
+
+    let (hi_major, hi_minor) = version_parts(PROVIDER_CHARACTERISTICS.HighestVersion);
+    let (lo_major, lo_minor) = version_parts(PROVIDER_CHARACTERISTICS.LowestVersion);
+    log!(
+        "offering WSK %u.%u-%u.%u, binding %p: calling ClientAttachProvider before writing the handle",
+        lo_major,
+        lo_minor,
+        hi_major,
+        hi_minor,
+        binding_handle(b),
+    );
+    // SAFETY: the client's attach callback, with the binding handle, its context and the
+    // provider's static registration instance.
+    let status = unsafe { attach(binding_handle(b), ClientContext, &raw const PROVIDER_INSTANCE.0) };
+    log!("ClientAttachProvider returned 0x%08X", hex(status));
+    let accepted = b.state.load(Ordering::Acquire) == B_ACCEPTED;
+    if status == STATUS_SUCCESS && accepted {
+        b.state.store(B_ATTACHED, Ordering::Release);
+        let (major, minor) = version_parts(b.version.load(Ordering::Acquire) as u16);
+        log!("binding attached at WSK %u.%u", major, minor);
+    } else if status == STATUS_SUCCESS {
+        log!("ERROR: ClientAttachProvider returned STATUS_SUCCESS without a successful NmrClientAttachProvider");
+        b.state.store(B_NONE, Ordering::Release);
+    } else if accepted {
+        log!("ERROR: ClientAttachProvider failed after NmrClientAttachProvider succeeded");
+        b.state.store(B_NONE, Ordering::Release);
+    } else {
+        log!("client did not attach");
+        b.state.store(B_NONE, Ordering::Release);
+    }
+    reg.state.store(R_REGISTERED, Ordering::Release);
+    let handle: HANDLE = ptr::from_ref(reg).cast_mut().cast();
+    // SAFETY: checked non-NULL above; valid per the caller's contract.
+    unsafe { NmrClientHandle.write(handle) };
+    log!("NmrRegisterClient: handle %p, STATUS_SUCCESS", handle);
+    STATUS_SUCCESS
+}
+
+/// `NmrClientAttachProvider`: valid only while the client's `ClientAttachProvider` runs.
+///
+/// # Safety
+/// Called by a kernel driver with a binding handle NMR gave it and valid pointers.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn NmrClientAttachProvider(
+    NmrBindingHandle: HANDLE,
+    ClientBindingContext: PVOID,
+    ClientDispatch: *const c_void,
+    ProviderBindingContext: *mut PVOID,
+    ProviderDispatch: *mut *const c_void,
+) -> NTSTATUS {
+    let Some(b) = binding(NmrBindingHandle) else {
+        log!("ERROR: NmrClientAttachProvider: unknown binding handle %p", NmrBindingHandle);
+        return STATUS_INVALID_PARAMETER;
+    };
+    let state = b.state.load(Ordering::Acquire);
+    if state != B_OFFERED {
+        log!("ERROR: NmrClientAttachProvider outside ClientAttachProvider (binding state %u)", state);
+        return STATUS_INVALID_PARAMETER;
+    }
+    if ClientDispatch.is_null() || ProviderBindingContext.is_null() || ProviderDispatch.is_null() {
+        log!("ERROR: NmrClientAttachProvider: NULL dispatch or out-pointer");
+        return STATUS_INVALID_PARAMETER;
+    }
+    if ClientBindingContext.is_null() {
+        log!("ERROR: NmrClientAttachProvider: NULL client binding context");
+        return STATUS_INVALID_PARAMETER;
+    }
+    // SAFETY: checked non-NULL; a WSK client passes a WSK_CLIENT_DISPATCH.
+    let version = unsafe { ClientDispatch.cast::<WSK_CLIENT_DISPATCH>().read_unaligned() }.Version;
+    let (major, minor) = version_parts(version);
+    log!(
+        "NmrClientAttachProvider(binding %p, client context %p): client asks for WSK %u.%u",
+        NmrBindingHandle,
+        ClientBindingContext,
+        major,
+        minor,
+    );
+    if !accepts(version) {
+        log!("NmrClientAttachProvider: WSK %u.%u refused: STATUS_NOINTERFACE", major, minor);
+        return STATUS_NOINTERFACE;
+    }
+    let dispatch: &'static WSK_PROVIDER_DISPATCH = if version == WSK_1_1 {
+        &DISPATCH_1_1
+    } else {
+        &DISPATCH_1_0
+    };
+    let client: PWSK_CLIENT = (&raw const b.wsk_client).cast_mut().cast();
+    // SAFETY: checked non-NULL; the client's out-pointers (fields of its binding context).
+    unsafe { ProviderBindingContext.write(client) };
+    // SAFETY: as above.
+    unsafe { ProviderDispatch.write(ptr::from_ref(dispatch).cast()) };
+    b.client_binding_context
+        .store(ClientBindingContext, Ordering::Release);
+    b.version.store(u32::from(version), Ordering::Release);
+    b.state.store(B_ACCEPTED, Ordering::Release);
+    log!(
+        "NmrClientAttachProvider: accepted WSK %u.%u, WSK_CLIENT %p, dispatch %p",
+        major,
+        minor,
+        client,
+        ptr::from_ref(dispatch),
+    );
+    STATUS_SUCCESS
+}
+
+/// Calls the client's `ClientCleanupBindingContext` for a detached binding.
+fn cleanup(reg: &'static Registration) {
+    let b = &reg.binding;
+    let context = b.client_binding_context.load(Ordering::Acquire);
+    match characteristics(reg).ClientCleanupBindingContext {
+        Some(cleanup) => {
+            log!("calling ClientCleanupBindingContext(%p)", context);
+            // SAFETY: the client's callback, once, after both sides detached.
+            unsafe { cleanup(context) };
+            log!("ClientCleanupBindingContext returned: binding cleaned up");
+        }
+        None => log!("no ClientCleanupBindingContext: binding cleaned up"),
+    }
+    b.state.store(B_CLEANED, Ordering::Release);
+}
+
+/// `NmrDeregisterClient`: detach (and, unless the detach is pending, clean up) the client's
+/// binding; returns `STATUS_PENDING` like Windows. Never blocks.
+///
+/// # Safety
+/// Called by a kernel driver with the handle `NmrRegisterClient` returned.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn NmrDeregisterClient(NmrClientHandle: HANDLE) -> NTSTATUS {
+    log!("NmrDeregisterClient(handle %p)", NmrClientHandle);
+    let Some(reg) = registration(NmrClientHandle) else {
+        log!("ERROR: NmrDeregisterClient: unknown handle");
+        return STATUS_INVALID_PARAMETER;
+    };
+    if reg
+        .state
+        .compare_exchange(R_REGISTERED, R_DEREGISTERING, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        log!("ERROR: NmrDeregisterClient: handle not registered (deregistered twice?)");
+        return STATUS_INVALID_PARAMETER;
+    }
+    let b = &reg.binding;
+    if b.state.load(Ordering::Acquire) != B_ATTACHED {
+        log!("NmrDeregisterClient: no binding to detach");
+        return STATUS_PENDING;
+    }
+    b.state.store(B_DETACHING, Ordering::Release);
+    let context = b.client_binding_context.load(Ordering::Acquire);
+    let chars = characteristics(reg);
+    let status = match chars.ClientDetachProvider {
+        Some(detach) => {
+            log!("calling ClientDetachProvider(%p)", context);
+            // SAFETY: the client's detach callback, once, with its binding context.
+            unsafe { detach(context) }
+        }
+        None => STATUS_SUCCESS,
+    };
+    log!("ClientDetachProvider returned 0x%08X", hex(status));
+    if status == STATUS_PENDING {
+        b.state.store(B_DETACH_PENDING, Ordering::Release);
+        log!("detach pending: NmrWaitForClientDeregisterComplete waits for NmrClientDetachProviderComplete");
+        return STATUS_PENDING;
+    }
+    if status != STATUS_SUCCESS {
+        log!("ERROR: ClientDetachProvider returned neither STATUS_SUCCESS nor STATUS_PENDING");
+    }
+    if b.detach_completed.load(Ordering::Acquire) {
+        log!("ERROR: NmrClientDetachProviderComplete was called, but ClientDetachProvider returned STATUS_SUCCESS");
+    }
+    b.state.store(B_DETACHED, Ordering::Release);
+    cleanup(reg);
+    log!("NmrDeregisterClient: STATUS_PENDING");
+    STATUS_PENDING
+}
+
+/// `NmrClientDetachProviderComplete`: completes a detach that returned (or is about to return)
+/// `STATUS_PENDING`.
+///
+/// # Safety
+/// Called by a kernel driver with a binding handle NMR gave it.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn NmrClientDetachProviderComplete(NmrBindingHandle: HANDLE) {
+    log!("NmrClientDetachProviderComplete(binding %p)", NmrBindingHandle);
+    let Some(b) = binding(NmrBindingHandle) else {
+        log!("ERROR: NmrClientDetachProviderComplete: unknown binding handle");
+        return;
+    };
+    let state = b.state.load(Ordering::Acquire);
+    if state != B_DETACHING && state != B_DETACH_PENDING {
+        log!("ERROR: NmrClientDetachProviderComplete while no detach is pending (binding state %u)", state);
+        return;
+    }
+    if b.detach_completed.swap(true, Ordering::AcqRel) {
+        log!("ERROR: NmrClientDetachProviderComplete called twice");
+        return;
+    }
+    // SAFETY: the binding's event, initialised at registration.
+    unsafe { KeSetEvent(b.detach_event.get(), 0, 0) };
+}
+
+/// `NmrWaitForClientDeregisterComplete`: returns once the client's binding is cleaned up.
+///
+/// # Safety
+/// Called by a kernel driver at `PASSIVE_LEVEL` with a handle it deregistered.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn NmrWaitForClientDeregisterComplete(
+    NmrClientHandle: HANDLE,
+) -> NTSTATUS {
+    log!("NmrWaitForClientDeregisterComplete(handle %p)", NmrClientHandle);
+    let Some(reg) = registration(NmrClientHandle) else {
+        log!("ERROR: NmrWaitForClientDeregisterComplete: unknown handle");
+        return STATUS_INVALID_PARAMETER;
+    };
+    if reg.state.load(Ordering::Acquire) != R_DEREGISTERING {
+        log!("ERROR: NmrWaitForClientDeregisterComplete before NmrDeregisterClient");
+        return STATUS_INVALID_PARAMETER;
+    }
+    let b = &reg.binding;
+    let mut result = STATUS_SUCCESS;
+    if b.state.load(Ordering::Acquire) == B_DETACH_PENDING {
+        log!("waiting for NmrClientDetachProviderComplete");
+        let timeout = DETACH_COMPLETE_TIMEOUT;
+        // SAFETY: PASSIVE_LEVEL; the binding's initialised event; a valid relative timeout.
+        let status = unsafe {
+            KeWaitForSingleObject(b.detach_event.get().cast(), EXECUTIVE, KERNEL_MODE, 0, &raw const timeout)
+        };
+        log!("detach-complete wait returned 0x%08X", hex(status));
+        if status == STATUS_SUCCESS && b.detach_completed.load(Ordering::Acquire) {
+            b.state.store(B_DETACHED, Ordering::Release);
+            cleanup(reg);
+        } else {
+            log!("ERROR: NmrClientDetachProviderComplete never came: binding not cleaned up");
+            result = STATUS_UNSUCCESSFUL;
+        }
+    }
+    let state = b.state.load(Ordering::Acquire);
+    if state != B_NONE && state != B_CLEANED {
+        log!("ERROR: deregistration ends with binding state %u", state);
+    }
+    b.state.store(B_NONE, Ordering::Release);
+    reg.characteristics.store(ptr::null_mut(), Ordering::Release);
+    reg.client_context.store(ptr::null_mut(), Ordering::Release);
+    reg.state.store(R_FREE, Ordering::Release);
+    log!("NmrWaitForClientDeregisterComplete: deregistration complete, 0x%08X", hex(result));
+    result
+}
+
+// ---------------------------------------------------------------------------------------------
+// The WSK provider dispatch: stubs that log (the standalone driver makes no WSK call).
+
+fn check_client(name: &str, client: PWSK_CLIENT) {
+    // SAFETY: the client passes back the WSK_CLIENT this provider handed out; the magic check
+    // reads four bytes of it.
+    let ok = !client.is_null() && unsafe { client.cast::<WskClient>().read() }.magic == WSK_CLIENT_MAGIC;
+    log!("%s(WSK_CLIENT %p): not implemented, WSK_CLIENT valid: %u", name.as_ptr(), client, u32::from(ok));
+}
+
+unsafe extern "system" fn WskSocket(
+    Client: PWSK_CLIENT,
+    _AddressFamily: ADDRESS_FAMILY,
+    _SocketType: u16,
+    _Protocol: u32,
+    _Flags: u32,
+    _SocketContext: PVOID,
+    _Dispatch: *const c_void,
+    _OwningProcess: *mut EPROCESS,
+    _OwningThread: *mut ETHREAD,
+    _SecurityDescriptor: *mut SECURITY_DESCRIPTOR,
+    _Irp: *mut IRP,
+) -> NTSTATUS {
+    check_client("WskSocket\0", Client);
+    STATUS_NOT_IMPLEMENTED
+}
+
+unsafe extern "system" fn WskSocketConnect(
+    Client: PWSK_CLIENT,
+    _SocketType: u16,
+    _Protocol: u32,
+    _LocalAddress: *mut SOCKADDR,
+    _RemoteAddress: *mut SOCKADDR,
+    _Flags: u32,
+    _SocketContext: PVOID,
+    _Dispatch: *const c_void,
+    _OwningProcess: *mut EPROCESS,
+    _OwningThread: *mut ETHREAD,
+    _SecurityDescriptor: *mut SECURITY_DESCRIPTOR,
+    _Irp: *mut IRP,
+) -> NTSTATUS {
+    check_client("WskSocketConnect\0", Client);
+    STATUS_NOT_IMPLEMENTED
+}
+
+unsafe extern "system" fn WskControlClient(
+    Client: PWSK_CLIENT,
+    _ControlCode: u32,
+    _InputSize: usize,
+    _InputBuffer: PVOID,
+    _OutputSize: usize,
+    _OutputBuffer: PVOID,
+    _OutputSizeReturned: *mut usize,
+    _Irp: *mut IRP,
+) -> NTSTATUS {
+    check_client("WskControlClient\0", Client);
+    STATUS_NOT_IMPLEMENTED
+}
+
+unsafe extern "system" fn WskGetAddressInfo(
+    Client: PWSK_CLIENT,
+    _NodeName: *mut UNICODE_STRING,
+    _ServiceName: *mut UNICODE_STRING,
+    _NameSpace: u32,
+    _Provider: *mut GUID,
+    _Hints: *mut ADDRINFOEXW,
+    _Result: *mut *mut ADDRINFOEXW,
+    _OwningProcess: *mut EPROCESS,
+    _OwningThread: *mut ETHREAD,
+    _Irp: *mut IRP,
+) -> NTSTATUS {
+    check_client("WskGetAddressInfo\0", Client);
+    STATUS_NOT_IMPLEMENTED
+}
+
+unsafe extern "system" fn WskFreeAddressInfo(Client: PWSK_CLIENT, _AddrInfo: *mut ADDRINFOEXW) {
+    check_client("WskFreeAddressInfo\0", Client);
+}
+
+unsafe extern "system" fn WskGetNameInfo(
+    Client: PWSK_CLIENT,
+    _SockAddr: *mut SOCKADDR,
+    _SockAddrLength: u32,
+    _NodeName: *mut UNICODE_STRING,
+    _ServiceName: *mut UNICODE_STRING,
+    _Flags: u32,
+    _OwningProcess: *mut EPROCESS,
+    _OwningThread: *mut ETHREAD,
+    _Irp: *mut IRP,
+) -> NTSTATUS {
+    check_client("WskGetNameInfo\0", Client);
+    STATUS_NOT_IMPLEMENTED
+}
+
+// ---------------------------------------------------------------------------------------------
+// Image glue.
+
+/// The image entry point. Wine may or may not call it for an imported driver; nothing depends
+/// on it (all state is statically initialised).
+///
+/// # Safety
+/// Called by the loader.
+#[unsafe(export_name = "DriverEntry")]
+pub unsafe extern "system" fn DriverEntry(
+    _DriverObject: *mut DRIVER_OBJECT,
+    _RegistryPath: *const UNICODE_STRING,
+) -> NTSTATUS {
+    log!("DriverEntry (variant %s)", VARIANT.as_ptr());
+    STATUS_SUCCESS
+}
+
+/// `DllInitialize` of an export driver: logged, nothing to do.
+///
+/// # Safety
+/// Called by the I/O manager.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn DllInitialize(_RegistryPath: *const UNICODE_STRING) -> NTSTATUS {
+    log!("DllInitialize (variant %s)", VARIANT.as_ptr());
+    STATUS_SUCCESS
+}
+
+/// `DllUnload` of an export driver: logged, nothing to do.
+///
+/// # Safety
+/// Called by the I/O manager.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn DllUnload() -> NTSTATUS {
+    log!("DllUnload");
+    STATUS_SUCCESS
+}
+
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+// The MSVC floating-point marker `core` references (as in the driver's src/driver.rs).
+core::arch::global_asm!(
+    ".section .rdata,\"dr\"",
+    ".globl _fltused",
+    ".p2align 2",
+    "_fltused:",
+    ".long 0",
+);
