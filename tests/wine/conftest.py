@@ -1,0 +1,62 @@
+"""pytest set-up for the Wine tests: tools, the images under test, a fresh prefix per test.
+
+Nothing here skips: a missing tool or image is a failure (these tests exist to check the image
+CI built). Run tests/wine/setup.sh first (it installs Wine and the venv).
+"""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import wine_harness as wh  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def wine_tools():
+    missing = wh.missing_tools()
+    if missing:
+        pytest.fail("%s not found: run tests/wine/setup.sh (installs Debian's wine64 and wine)"
+                    % ", ".join(missing), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def driver_image():
+    """wsk_attach.sys: $WSK_ATTACH_SYS, else target/x86_64-pc-windows-msvc/release/wsk_attach.sys,
+    built once with `cargo xtask sys` when missing."""
+    path = wh.driver_image_path()
+    if os.environ.get("WSK_ATTACH_SYS"):
+        if not os.path.isfile(path):
+            pytest.fail("WSK_ATTACH_SYS=%s: no such file" % path, pytrace=False)
+        return path
+    if not os.path.isfile(path):
+        try:
+            wh.build_driver_image()
+        except wh.HarnessError as error:
+            pytest.fail("driver image %s missing and could not be built: %s" % (path, error),
+                        pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def providers():
+    """{variant: test NETIO.SYS path} for wsk11 and noif11."""
+    try:
+        return wh.provider_images()
+    except wh.HarnessError as error:
+        pytest.fail("test NETIO.SYS: %s" % error, pytrace=False)
+
+
+@pytest.fixture
+def prefix(wine_tools):
+    """A fresh, booted WINEPREFIX in a temporary folder (kept when WSK_WINE_KEEP=1)."""
+    p = wh.Prefix()
+    try:
+        try:
+            p.boot()
+        except (wh.HarnessError, OSError) as error:
+            pytest.fail("wineboot failed: %s" % error, pytrace=False)
+        yield p
+    finally:
+        p.close()

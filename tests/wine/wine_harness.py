@@ -1,0 +1,219 @@
+"""Wine harness for wsk_attach.sys: a fresh WINEPREFIX, the test NETIO.SYS, Wine's real sc.exe.
+
+Every Wine process of a prefix writes its stderr to one log file (opened in append mode), so the
+DbgPrintEx output of winedevice.exe lands there whichever process started services.exe; the
+harness writes a marker line (`=== sc start wsk_attach`) into the same file before each sc
+command, so that the log splits into phases. Under WINEDEBUG=+debugstr a DbgPrintEx line reads
+`0134:warn:debugstr:vDbgPrintExWithPrefix 0000004d:00000008: wsk_attach: ...`.
+"""
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+DEFAULT_IMAGE = os.path.join(ROOT, "target", "x86_64-pc-windows-msvc", "release", "wsk_attach.sys")
+PROVIDER_BUILD = os.path.join(ROOT, "tests", "wine", "build-provider.sh")
+SERVICE = "wsk_attach"
+BIN_PATH = r"C:\windows\system32\drivers\wsk_attach.sys"
+
+DBG_LINE = re.compile(r"debugstr:\w+ [0-9a-fA-F]{8}:[0-9a-fA-F]{8}: (.*?)\s*$")
+MARKER = "=== "
+# Signs that a Wine process crashed, aborted on a stub, or left an import unbound.
+CRASH_PATTERNS = [
+    re.compile(p) for p in (
+        r"[Uu]nhandled exception",
+        r"unimplemented function",
+        r"[Uu]nhandled page fault",
+        r"err:seh:",
+        r"err:module:",
+        r"No implementation for",
+        r"err:ntoskrnl:",
+        r"wine: Assertion",
+    )
+]
+
+
+class HarnessError(Exception):
+    """The harness itself could not do its job (missing tool, wineboot failed...)."""
+
+
+def driver_image_path():
+    return os.environ.get("WSK_ATTACH_SYS") or DEFAULT_IMAGE
+
+
+def build_driver_image():
+    """`cargo xtask sys`: the default image, built once when missing."""
+    proc = subprocess.run(["cargo", "xtask", "sys"], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0 or not os.path.isfile(DEFAULT_IMAGE):
+        raise HarnessError("`cargo xtask sys` failed (exit %d):\n%s%s"
+                           % (proc.returncode, proc.stdout, proc.stderr))
+    return DEFAULT_IMAGE
+
+
+def provider_images(variants=("wsk11", "noif11")):
+    """{variant: path} of the test NETIO.SYS: $WSK_WINE_PROVIDER_<VARIANT>, else built by
+    tests/wine/build-provider.sh (an up-to-date build takes about a second)."""
+    images, to_build = {}, []
+    for variant in variants:
+        env_path = os.environ.get("WSK_WINE_PROVIDER_" + variant.upper())
+        if env_path:
+            if not os.path.isfile(env_path):
+                raise HarnessError("WSK_WINE_PROVIDER_%s=%s: no such file" % (variant.upper(), env_path))
+            images[variant] = env_path
+        else:
+            to_build.append(variant)
+    if to_build:
+        proc = subprocess.run(["bash", PROVIDER_BUILD] + to_build, cwd=ROOT,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise HarnessError("%s %s failed (exit %d):\n%s%s" % (
+                PROVIDER_BUILD, " ".join(to_build), proc.returncode, proc.stdout, proc.stderr))
+        built = proc.stdout.split()
+        for variant, path in zip(to_build, built):
+            if not path.endswith("netio-%s.sys" % variant) or not os.path.isfile(path):
+                raise HarnessError("build-provider.sh printed %r for %s" % (path, variant))
+            images[variant] = path
+    return images
+
+
+def missing_tools():
+    return [tool for tool in ("wine", "wineserver") if shutil.which(tool) is None]
+
+
+class Prefix:
+    """A fresh WINEPREFIX in a temporary folder, with a persistent wineserver."""
+
+    def __init__(self, keep=False):
+        self.dir = tempfile.mkdtemp(prefix="wsk-wine-")
+        self.path = os.path.join(self.dir, "prefix")
+        self.log_path = os.path.join(self.dir, "wine.log")
+        self.keep = keep or bool(os.environ.get("WSK_WINE_KEEP"))
+        self._log = open(self.log_path, "ab", buffering=0)
+        env = dict(os.environ)
+        for var in ("DISPLAY", "WAYLAND_DISPLAY"):
+            env.pop(var, None)
+        env.update({
+            "WINEPREFIX": self.path,
+            "WINEDEBUG": "+debugstr",
+            # Our NETIO.SYS instead of Wine's builtin stub; no Mono/Gecko set-up in wineboot.
+            "WINEDLLOVERRIDES": "netio.sys=n;mscoree,mshtml=",
+            "WINEARCH": "win64",
+        })
+        self.env = env
+        self.drivers = os.path.join(self.path, "drive_c", "windows", "system32", "drivers")
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def mark(self, text):
+        self._log.write(("%s%s\n" % (MARKER, text)).encode())
+
+    def run(self, argv, timeout=120, check=True):
+        self.mark(" ".join(argv))
+        # stdout goes to a file, not a pipe: services.exe and winedevice.exe, started by the
+        # first command, inherit it and keep it open, so reading a pipe to EOF would hang.
+        with tempfile.TemporaryFile(dir=self.dir) as stdout:
+            proc = subprocess.run(argv, env=self.env, stdin=subprocess.DEVNULL, stdout=stdout,
+                                  stderr=self._log, timeout=timeout)
+            stdout.seek(0)
+            out = stdout.read().decode(errors="replace")
+        if check and proc.returncode != 0:
+            raise HarnessError("%s exited %d:\n%s\n--- log tail ---\n%s"
+                               % (" ".join(argv), proc.returncode, out, self.log_tail()))
+        return proc.returncode, out
+
+    def boot(self):
+        """`wine wineboot -i` (creates the prefix), wait until its processes have ended, then a
+        persistent wineserver: it keeps services.exe (and so winedevice.exe) alive between the
+        sc commands. Starting the persistent server before the prefix exists made `sc create`
+        go to a services.exe that then went away (the service was missing at `sc start`)."""
+        self.run(["wine", "wineboot", "-i"], timeout=300)
+        self.server(["-w"], timeout=120)
+        if not os.path.isdir(self.drivers):
+            raise HarnessError("wineboot -i made no %s\n%s" % (self.drivers, self.log_tail()))
+        self.server(["-p"], timeout=60)
+
+    def server(self, args, timeout=60):
+        subprocess.run(["wineserver"] + args, env=self.env, stdin=subprocess.DEVNULL,
+                       stdout=self._log, stderr=self._log, timeout=timeout, check=False)
+
+    def install(self, provider, driver):
+        shutil.copyfile(provider, os.path.join(self.drivers, "netio.sys"))
+        shutil.copyfile(driver, os.path.join(self.drivers, "wsk_attach.sys"))
+
+    def sc(self, *args, timeout=60):
+        """`wine sc ARGS`: (exit code, stdout)."""
+        return self.run(["wine", "sc"] + list(args), timeout=timeout, check=False)
+
+    def state(self):
+        code, out = self.sc("query", SERVICE)
+        match = re.search(r"STATE\s*:\s*\d+\s+(\w+)", out)
+        return match.group(1) if (code == 0 and match) else None
+
+    def wait_state(self, want, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        state = self.state()
+        while state != want and time.monotonic() < deadline:
+            time.sleep(0.2)
+            state = self.state()
+        return state
+
+    def wait_log(self, text, count=1, timeout=20.0):
+        """Waits until `text` occurs `count` times in the log; returns the count seen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = self.log().count(text)
+            if seen >= count or time.monotonic() >= deadline:
+                return seen
+            time.sleep(0.1)
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def log_tail(self, lines=60):
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def close(self):
+        try:
+            self.server(["-k"])
+            self.server(["-w"])
+        finally:
+            self._log.close()
+            if not self.keep:
+                shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def events(log_text):
+    """The DbgPrintEx lines and harness markers of a log, in order."""
+    out = []
+    for line in log_text.splitlines():
+        if line.startswith(MARKER):
+            out.append(line)
+            continue
+        match = DBG_LINE.search(line)
+        if match:
+            out.append(match.group(1))
+    return out
+
+
+def crash_lines(log_text):
+    return [line for line in log_text.splitlines() if any(p.search(line) for p in CRASH_PATTERNS)]
+
+
+def find_in_order(lines, expected):
+    """Matches each expected substring against `lines` in order. Returns (ok, message)."""
+    pos = 0
+    for want in expected:
+        for i in range(pos, len(lines)):
+            if want in lines[i]:
+                pos = i + 1
+                break
+        else:
+            later = [line for line in lines if want in line]
+            where = ("it occurs only earlier: out of order" if later
+                     else "it does not occur at all")
+            return False, "expected %r after line %d; %s.\nevents:\n  %s" % (
+                want, pos, where, "\n  ".join(lines))
+    return True, ""
