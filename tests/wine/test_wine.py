@@ -13,6 +13,7 @@ What is checked, from the DbgPrintEx output (WINEDEBUG=+debugstr) and sc's own a
   driver, no crash or unbound import in any Wine process;
 - 20 start/stop cycles in one prefix, each complete.
 """
+import os
 import re
 
 import pytest
@@ -103,23 +104,27 @@ def _install_and_create(prefix, provider, driver):
 
 
 def _start(prefix, what, expect_count=1):
+    offset = len(prefix.log())
     code, out = prefix.sc("start", wh.SERVICE)
-    seen = prefix.wait_log("wsk_attach: registered as WSK NPI client", expect_count, timeout=20)
-    assert code == 0 and "RUNNING" in out, "%s: sc start exited %d:\n%s\n--- log tail ---\n%s" % (
-        what, code, out, prefix.log_tail())
+    seen = prefix.wait_log("wsk_attach: registered as WSK NPI client", expect_count,
+                           timeout=20 if code == 0 else 2)
+    assert code == 0 and "RUNNING" in out, (
+        "%s: sc start exited %d:\n%s\n--- log since sc start ---\n%s"
+        % (what, code, out, prefix.log_since(offset)))
     assert seen == expect_count, "%s: the driver did not register (%d of %d):\n%s" % (
-        what, seen, expect_count, prefix.log_tail())
+        what, seen, expect_count, prefix.log_since(offset))
 
 
 def _stop(prefix, what, expect_count=1):
+    offset = len(prefix.log())
     code, out = prefix.sc("stop", wh.SERVICE)
     state = prefix.wait_state("STOPPED")
     seen = prefix.wait_log("wsk_attach: unloaded, live pool allocations:", expect_count, timeout=20)
     assert code == 0 and state == "STOPPED", (
-        "%s: sc stop exited %d, state %s:\n%s\n--- log tail ---\n%s"
-        % (what, code, state, out, prefix.log_tail()))
+        "%s: sc stop exited %d, state %s:\n%s\n--- log since sc stop ---\n%s"
+        % (what, code, state, out, prefix.log_since(offset)))
     assert seen == expect_count, "%s: no unload line (%d of %d):\n%s" % (
-        what, seen, expect_count, prefix.log_tail())
+        what, seen, expect_count, prefix.log_since(offset))
 
 
 def _delete(prefix):
@@ -129,9 +134,13 @@ def _delete(prefix):
     assert code != 0, "the service is still there after sc delete:\n%s" % out
 
 
-def test_images_and_tools(wine_tools, driver_image, providers):
-    """The fixtures fail loudly when Wine, the driver image or a provider variant is missing."""
-    assert set(providers) == {"wsk11", "noif11"}
+def test_images_and_tools(request):
+    """Wine, the driver image and both provider variants are there: a FAILED test (not only
+    fixture errors in the others) when one is missing. Fixtures resolved in the test body fail
+    the test itself."""
+    request.getfixturevalue("wine_tools")
+    assert os.path.isfile(request.getfixturevalue("driver_image"))
+    assert set(request.getfixturevalue("providers")) == {"wsk11", "noif11"}
 
 
 @pytest.mark.parametrize("variant", ["wsk11", "noif11"])

@@ -172,6 +172,13 @@ class Prefix:
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")
 
+    def log_since(self, offset, limit=80):
+        """The log from `offset` on, without Wine's wine32 advice lines, at most `limit` lines."""
+        noise = ("wine32", "multiarch needs", "dpkg --add-architecture", "apt-get install wine32")
+        lines = [line for line in self.log()[offset:].splitlines()
+                 if not any(n in line for n in noise)]
+        return "\n".join(lines[:limit])
+
     def log_tail(self, lines=60):
         return "\n".join(self.log().splitlines()[-lines:])
 
