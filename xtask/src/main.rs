@@ -5,8 +5,8 @@
 //!   printing the trace (the README's first command);
 //! - `check-image [PATH]`: check a built image;
 //! - `ci`: every check — fmt, clippy (host and kernel target), host tests, rustdoc, the cross build, the
-//!   image check, the Speakeasy tests of the image and the workflow lint (the README's test
-//!   command; `.ci/run` runs it).
+//!   image check, the Speakeasy tests and the Wine `sc.exe` tests of the image, and the workflow
+//!   lint (the README's test command; `.ci/run` runs it).
 
 // Build tooling, not kernel code: an out-of-range index here is a bug to stop on, with a message.
 #![allow(clippy::indexing_slicing)]
@@ -54,9 +54,17 @@ fn cargo() -> Command {
 fn build_and_check() -> Result<PathBuf, String> {
     toolchain::ensure()?;
     let image = toolchain::build_sys()?;
-    let report = image::check(&image, &root())?;
-    print!("{report}");
-    Ok(image)
+    match image::check(&image, &root()) {
+        Ok(report) => {
+            print!("{report}");
+            Ok(image)
+        }
+        Err(error) => {
+            // Leave no rejected image where the tests and the README look for one.
+            let _ = std::fs::remove_file(&image);
+            Err(error)
+        }
+    }
 }
 
 /// The main job: build, check, and run the image under Speakeasy (`run_driver.py` sets up its
@@ -102,6 +110,9 @@ fn ci() -> Result<(), String> {
     let image = build_and_check()?;
     image::self_test(&image, &root())?;
     speakeasy_tests(&image)?;
+    run(Command::new("bash")
+        .arg("tests/wine/run.sh")
+        .env("WSK_ATTACH_SYS", &image))?;
     run(Command::new("bash").arg("windows/lint-workflows.sh"))?;
     eprintln!("xtask ci: every check passed");
     Ok(())
