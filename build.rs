@@ -12,35 +12,11 @@
 
 use std::env;
 
-/// Linker arguments for a WDM driver image (lld-link / link.exe syntax). The set wdk-build
-/// passes, plus what a driver built without the WDK's default libraries needs.
-const KERNEL_LINK_ARGS: &[&str] = &[
-    "/NODEFAULTLIB",
-    "/DRIVER",
-    "/KERNEL",
-    "/SUBSYSTEM:NATIVE,10.00",
-    "/ENTRY:DriverEntry",
-    "/INTEGRITYCHECK",
-    "/DYNAMICBASE",
-    "/NXCOMPAT",
-    "/TSAWARE:NO",
-    "/MANIFEST:NO",
-    "/RELEASE",
-    "/OPT:REF,ICF",
-    "/MERGE:.edata=.rdata",
-    "/MERGE:.rustc=.data",
-    "/IGNORE:4257",
-    "/IGNORE:4216",
-    "/MAP",
-    // rustc asks for a PDB; the Linux image carries no debug directory (the Windows build makes one).
-    "/DEBUG:NONE",
-    // Size: unwind data in the read-only data section (one section fewer), and a bare 64-byte DOS
-    // header as the stub (lld's default stub program pushes the headers past 512 bytes).
-    "/MERGE:.pdata=.rdata",
-];
+include!("build/kernel_link_args.rs");
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-changed=build/kernel_link_args.rs");
     println!("cargo::rustc-check-cfg=cfg(wsk_kernel)");
 
     let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();

@@ -2,27 +2,12 @@
 //! build.rs (a native-subsystem DLL image with `DriverEntry` as its entry point), so that the
 //! shared `src/abi` declarations link through raw-dylib.
 
-const KERNEL_LINK_ARGS: &[&str] = &[
-    "/NODEFAULTLIB",
-    "/DRIVER",
-    "/KERNEL",
-    "/SUBSYSTEM:NATIVE,10.00",
-    "/ENTRY:DriverEntry",
-    "/DYNAMICBASE",
-    "/NXCOMPAT",
-    "/TSAWARE:NO",
-    "/MANIFEST:NO",
-    "/RELEASE",
-    "/OPT:REF,ICF",
-    "/MERGE:.edata=.rdata",
-    "/MERGE:.rustc=.data",
-    "/IGNORE:4257",
-    "/IGNORE:4216",
-    "/DEBUG:NONE",
-];
+// The driver's own linker arguments, shared.
+include!("../../../build/kernel_link_args.rs");
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-changed=../../../build/kernel_link_args.rs");
     println!("cargo::rustc-check-cfg=cfg(wsk_kernel)");
     let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     assert!(
