@@ -627,3 +627,61 @@ fn the_model_catches_a_leak() {
     unsafe { wsk_attach::abi::ExFreePoolWithTag(block, TAG) };
     s.check_clean();
 }
+
+#[test]
+fn detaches_race_with_calls_on_other_threads() {
+    // Calls start and end on four threads while the provider comes and goes: every detach either
+    // finds no call (STATUS_SUCCESS) or pends and is completed exactly once by the last call;
+    // the model records any second completion, any completion without a pending detach, and any
+    // cleanup that frees a context still in use (as a leak or a bad free).
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let mut s = started();
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            let calls = Arc::clone(&calls);
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let result = provider::with_provider(|p| {
+                        assert!(!p.client().is_null());
+                        thread::yield_now();
+                    });
+                    if result.is_ok() {
+                        calls.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut pending = 0;
+    for _ in 0..300 {
+        let p = s.register_provider(ProviderConfig::default_wsk());
+        thread::yield_now();
+        for status in s.deregister_provider(p) {
+            assert!(matches!(status, NtStatus::SUCCESS | NtStatus::PENDING));
+            pending += usize::from(status == NtStatus::PENDING);
+        }
+        s.wait_provider_unbound(p);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let completions = s
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::NmrClientDetachProviderComplete { .. }))
+        .count();
+    assert_eq!(completions, pending, "one completion per pending detach");
+    assert!(calls.load(Ordering::Relaxed) > 0, "no call ever ran");
+    assert!(s.violations().is_empty(), "{:#?}", s.violations());
+    s.driver_unload();
+    eprintln!(
+        "race test: {} calls, {pending} of 300 detaches pended",
+        calls.load(Ordering::Relaxed)
+    );
+}
