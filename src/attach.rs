@@ -1,5 +1,7 @@
 //! `ClientAttachProvider`: decide whether the offered WSK provider fits, allocate the binding
 //! context, and attach with the highest common WSK version, falling back on `STATUS_NOINTERFACE`.
+//!
+//! IRQL: `PASSIVE_LEVEL` for the callback and [`attach`]; [`provider_range`] is pure (any IRQL).
 
 use core::mem::size_of;
 use core::ptr::{self, NonNull};

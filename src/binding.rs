@@ -20,6 +20,8 @@
 //! The generation makes a late `open` by an attach whose binding was already detached and
 //! cleaned up (NMR may detach as soon as it accepts the binding) fail instead of opening a slot
 //! that another attach has reused since.
+//!
+//! IRQL: everything here is interlocked, non-blocking and non-paged: any IRQL <= `DISPATCH_LEVEL`.
 
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};

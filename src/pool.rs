@@ -4,6 +4,9 @@
 //! `ExAllocatePool2` exists from Windows 10 2004 on. Importing it statically would stop the driver
 //! from loading on Windows 7 to 10 1909 (and on Wine), so [`select_allocator`] looks it up once, at
 //! `DriverEntry`, and otherwise falls back to `ExAllocatePoolWithTag(NonPagedPoolNx)` plus zeroing.
+//!
+//! IRQL: allocation and free at <= `DISPATCH_LEVEL` (non-paged pool); [`select_allocator`] at
+//! `PASSIVE_LEVEL`; the rest at any IRQL.
 
 use core::ffi::c_void;
 use core::mem::{ManuallyDrop, align_of, size_of};

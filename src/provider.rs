@@ -1,6 +1,9 @@
 //! The safe API for code that embeds this crate: use the attached WSK provider while holding a
 //! call-in-flight reference, so that a detach waits for the call instead of pulling the provider
 //! out from under it.
+//!
+//! IRQL: [`with_provider`] and the accessors of [`AttachedProvider`] run at any IRQL
+//! <= `DISPATCH_LEVEL`; the WSK functions they hand out have their own limits.
 
 use core::ptr::NonNull;
 

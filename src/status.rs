@@ -1,4 +1,6 @@
 //! `NtStatus`: the one place where an `NTSTATUS` becomes control flow.
+//!
+//! Pure value code: any IRQL.
 
 use core::fmt;
 
