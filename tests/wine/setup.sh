@@ -10,8 +10,6 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 venv="${WSK_WINE_VENV:-$root/target/wine-venv}"
 req="$here/requirements.txt"
-stamp="$venv/.requirements.sha256"
-py="${PYTHON:-python3}"
 
 die() { echo "tests/wine/setup.sh: error: $*" >&2; exit 1; }
 
@@ -35,29 +33,4 @@ command -v wineserver >/dev/null 2>&1 || die "wineserver still missing after apt
 echo "wine: $(wine --version 2>/dev/null)" >&2
 
 # 2. The venv.
-command -v "$py" >/dev/null 2>&1 || die "$py not found"
-want="$(sha256sum "$req" | cut -d' ' -f1)"
-if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
-   && "$venv/bin/python" -c 'import pytest' >/dev/null 2>&1; then
-  echo "wine venv up to date: $venv" >&2
-  echo "$venv/bin/python"
-  exit 0
-fi
-if ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
-  apt_install python3-venv
-  py=/usr/bin/python3
-fi
-if [ -e "$venv" ] && ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
-  echo "removing broken venv $venv" >&2
-  rm -rf "$venv"
-fi
-if [ ! -x "$venv/bin/python" ]; then
-  mkdir -p "$(dirname "$venv")"
-  "$py" -m venv "$venv" || die "python -m venv $venv failed"
-fi
-export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
-"$venv/bin/python" -m pip install --quiet -r "$req" >&2 || die "pip install -r $req failed"
-"$venv/bin/python" -c 'import pytest' || die "pytest does not import"
-echo "$want" > "$stamp"
-echo "wine venv ready: $venv" >&2
-echo "$venv/bin/python"
+exec "$root/tests/python-venv.sh" "$venv" "$req" pytest
