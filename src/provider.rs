@@ -127,6 +127,24 @@ impl AttachedProvider<'_> {
 ///
 /// # Errors
 /// [`ProviderError`] when no provider accepts calls; `NtStatus::from` maps it for a C caller.
+///
+/// # Example
+/// ```
+/// # // The host model plays NMR and a WSK 1.0-1.1 provider (host builds only).
+/// # let mut session = wsk_attach::host_model::session();
+/// # session.driver_entry();
+/// # let _ = session.register_provider(wsk_attach::host_model::ProviderConfig::default_wsk());
+/// use wsk_attach::provider::with_provider;
+/// use wsk_attach::version::WskVersion;
+///
+/// let version = with_provider(|provider| {
+///     // Call the provider here: `provider.control_client()`, `provider.socket()`, ... with
+///     // `provider.client()`; a detach that arrives meanwhile waits for this closure.
+///     provider.version()
+/// })?;
+/// assert_eq!(version, WskVersion::V1_1);
+/// # Ok::<(), wsk_attach::provider::ProviderError>(())
+/// ```
 pub fn with_provider<R>(f: impl FnOnce(&AttachedProvider<'_>) -> R) -> Result<R, ProviderError> {
     with_provider_in(&BINDINGS, f)
 }
