@@ -107,6 +107,7 @@ fn ci() -> Result<(), String> {
         .env("RUSTDOCFLAGS", "-D warnings"))?;
     toolchain::ensure()?;
     toolchain::clippy_kernel()?;
+    toolchain::clippy_wine_provider()?;
     let image = build_and_check()?;
     image::self_test(&image, &root())?;
     speakeasy_tests(&image)?;

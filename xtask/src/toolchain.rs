@@ -104,12 +104,48 @@ pub fn build_sys() -> Result<PathBuf, String> {
     Ok(image)
 }
 
-/// Clippy on the kernel build (`cfg(wsk_kernel)`, `no_std`, `driver.rs`), warnings denied.
-pub fn clippy_kernel() -> Result<(), String> {
-    let mut command = kernel_cargo("check");
+/// Makes `command` run clippy with warnings denied (Debian's clippy-driver, matching its rustc).
+fn with_clippy(command: &mut Command) -> &mut Command {
     command.env("RUSTC_WORKSPACE_WRAPPER", CLIPPY_DRIVER).env(
         "CLIPPY_ARGS",
         "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
-    );
-    run(&mut command)
+    )
+}
+
+/// Clippy on the kernel build (`cfg(wsk_kernel)`, `no_std`, `driver.rs`), warnings denied.
+pub fn clippy_kernel() -> Result<(), String> {
+    run(with_clippy(&mut kernel_cargo("check")))
+}
+
+/// rustfmt and clippy on the Wine tests' NETIO.SYS (kernel code too; its own workspace), each
+/// variant.
+pub fn clippy_wine_provider() -> Result<(), String> {
+    let manifest = "tests/wine/netio-provider/Cargo.toml";
+    run(cargo().args(["fmt", "--check", "--manifest-path", manifest]))?;
+    for variant in ["wsk11", "noif11"] {
+        let mut command = cargo();
+        command
+            .args([
+                "check",
+                "--release",
+                "--target",
+                TARGET,
+                "--manifest-path",
+                manifest,
+            ])
+            .args([
+                "--features",
+                variant,
+                "--target-dir",
+                "target/wine-provider/cargo",
+            ])
+            .args([
+                "-Zbuild-std=core",
+                "-Zbuild-std-features=compiler-builtins-mem",
+            ])
+            .env("RUSTC", RUSTC)
+            .env("RUSTC_BOOTSTRAP", "1");
+        run(with_clippy(&mut command))?;
+    }
+    Ok(())
 }

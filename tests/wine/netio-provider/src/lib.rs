@@ -56,6 +56,7 @@ use abi::{
 
 /// `KEVENT` (x64): a `DISPATCHER_HEADER`, 24 bytes, 8-aligned. Opaque here.
 #[repr(C, align(8))]
+#[allow(clippy::upper_case_acronyms)] // the C name
 struct KEVENT([u64; 3]);
 
 /// `EVENT_TYPE::NotificationEvent`.
@@ -244,6 +245,9 @@ struct Registrations([Registration; MAX_CLIENTS]);
 unsafe impl Sync for Registrations {}
 
 static REGISTRATIONS: Registrations = {
+    // A `const` item is the way to repeat a non-`Copy` value in an array initialiser; each
+    // element is a fresh copy of it, never shared.
+    #[allow(clippy::declare_interior_mutable_const)]
     const FREE: Registration = Registration {
         state: AtomicU32::new(R_FREE),
         characteristics: AtomicPtr::new(ptr::null_mut()),
@@ -384,15 +388,25 @@ pub unsafe extern "system" fn NmrRegisterClient(
     );
     // SAFETY: the client's attach callback, with the binding handle, its context and the
     // provider's static registration instance.
-    let status = unsafe { attach(binding_handle(b), ClientContext, &raw const PROVIDER_INSTANCE.0) };
+    let status = unsafe {
+        attach(
+            binding_handle(b),
+            ClientContext,
+            &raw const PROVIDER_INSTANCE.0,
+        )
+    };
     log!("ClientAttachProvider returned 0x%08X", hex(status));
     let accepted = b.state.load(Ordering::Acquire) == B_ACCEPTED;
     if status == STATUS_SUCCESS && accepted {
         b.state.store(B_ATTACHED, Ordering::Release);
+        // Stored widened from a u16 (WSK_CLIENT_DISPATCH::Version): the cast gives it back.
+        #[allow(clippy::cast_possible_truncation)]
         let (major, minor) = version_parts(b.version.load(Ordering::Acquire) as u16);
         log!("binding attached at WSK %u.%u", major, minor);
     } else if status == STATUS_SUCCESS {
-        log!("ERROR: ClientAttachProvider returned STATUS_SUCCESS without a successful NmrClientAttachProvider");
+        log!(
+            "ERROR: ClientAttachProvider returned STATUS_SUCCESS without a successful NmrClientAttachProvider"
+        );
         b.state.store(B_NONE, Ordering::Release);
     } else if accepted {
         log!("ERROR: ClientAttachProvider failed after NmrClientAttachProvider succeeded");
@@ -422,12 +436,18 @@ pub unsafe extern "system" fn NmrClientAttachProvider(
     ProviderDispatch: *mut *const c_void,
 ) -> NTSTATUS {
     let Some(b) = binding(NmrBindingHandle) else {
-        log!("ERROR: NmrClientAttachProvider: unknown binding handle %p", NmrBindingHandle);
+        log!(
+            "ERROR: NmrClientAttachProvider: unknown binding handle %p",
+            NmrBindingHandle
+        );
         return STATUS_INVALID_PARAMETER;
     };
     let state = b.state.load(Ordering::Acquire);
     if state != B_OFFERED {
-        log!("ERROR: NmrClientAttachProvider outside ClientAttachProvider (binding state %u)", state);
+        log!(
+            "ERROR: NmrClientAttachProvider outside ClientAttachProvider (binding state %u)",
+            state
+        );
         return STATUS_INVALID_PARAMETER;
     }
     if ClientDispatch.is_null() || ProviderBindingContext.is_null() || ProviderDispatch.is_null() {
@@ -439,7 +459,12 @@ pub unsafe extern "system" fn NmrClientAttachProvider(
         return STATUS_INVALID_PARAMETER;
     }
     // SAFETY: checked non-NULL; a WSK client passes a WSK_CLIENT_DISPATCH.
-    let version = unsafe { ClientDispatch.cast::<WSK_CLIENT_DISPATCH>().read_unaligned() }.Version;
+    let version = unsafe {
+        ClientDispatch
+            .cast::<WSK_CLIENT_DISPATCH>()
+            .read_unaligned()
+    }
+    .Version;
     let (major, minor) = version_parts(version);
     log!(
         "NmrClientAttachProvider(binding %p, client context %p): client asks for WSK %u.%u",
@@ -449,7 +474,11 @@ pub unsafe extern "system" fn NmrClientAttachProvider(
         minor,
     );
     if !accepts(version) {
-        log!("NmrClientAttachProvider: WSK %u.%u refused: STATUS_NOINTERFACE", major, minor);
+        log!(
+            "NmrClientAttachProvider: WSK %u.%u refused: STATUS_NOINTERFACE",
+            major,
+            minor
+        );
         return STATUS_NOINTERFACE;
     }
     let dispatch: &'static WSK_PROVIDER_DISPATCH = if version == WSK_1_1 {
@@ -506,7 +535,12 @@ pub unsafe extern "system" fn NmrDeregisterClient(NmrClientHandle: HANDLE) -> NT
     };
     if reg
         .state
-        .compare_exchange(R_REGISTERED, R_DEREGISTERING, Ordering::AcqRel, Ordering::Acquire)
+        .compare_exchange(
+            R_REGISTERED,
+            R_DEREGISTERING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
         .is_err()
     {
         log!("ERROR: NmrDeregisterClient: handle not registered (deregistered twice?)");
@@ -531,14 +565,18 @@ pub unsafe extern "system" fn NmrDeregisterClient(NmrClientHandle: HANDLE) -> NT
     log!("ClientDetachProvider returned 0x%08X", hex(status));
     if status == STATUS_PENDING {
         b.state.store(B_DETACH_PENDING, Ordering::Release);
-        log!("detach pending: NmrWaitForClientDeregisterComplete waits for NmrClientDetachProviderComplete");
+        log!(
+            "detach pending: NmrWaitForClientDeregisterComplete waits for NmrClientDetachProviderComplete"
+        );
         return STATUS_PENDING;
     }
     if status != STATUS_SUCCESS {
         log!("ERROR: ClientDetachProvider returned neither STATUS_SUCCESS nor STATUS_PENDING");
     }
     if b.detach_completed.load(Ordering::Acquire) {
-        log!("ERROR: NmrClientDetachProviderComplete was called, but ClientDetachProvider returned STATUS_SUCCESS");
+        log!(
+            "ERROR: NmrClientDetachProviderComplete was called, but ClientDetachProvider returned STATUS_SUCCESS"
+        );
     }
     b.state.store(B_DETACHED, Ordering::Release);
     cleanup(reg);
@@ -553,14 +591,20 @@ pub unsafe extern "system" fn NmrDeregisterClient(NmrClientHandle: HANDLE) -> NT
 /// Called by a kernel driver with a binding handle NMR gave it.
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn NmrClientDetachProviderComplete(NmrBindingHandle: HANDLE) {
-    log!("NmrClientDetachProviderComplete(binding %p)", NmrBindingHandle);
+    log!(
+        "NmrClientDetachProviderComplete(binding %p)",
+        NmrBindingHandle
+    );
     let Some(b) = binding(NmrBindingHandle) else {
         log!("ERROR: NmrClientDetachProviderComplete: unknown binding handle");
         return;
     };
     let state = b.state.load(Ordering::Acquire);
     if state != B_DETACHING && state != B_DETACH_PENDING {
-        log!("ERROR: NmrClientDetachProviderComplete while no detach is pending (binding state %u)", state);
+        log!(
+            "ERROR: NmrClientDetachProviderComplete while no detach is pending (binding state %u)",
+            state
+        );
         return;
     }
     if b.detach_completed.swap(true, Ordering::AcqRel) {
@@ -579,7 +623,10 @@ pub unsafe extern "system" fn NmrClientDetachProviderComplete(NmrBindingHandle: 
 pub unsafe extern "system" fn NmrWaitForClientDeregisterComplete(
     NmrClientHandle: HANDLE,
 ) -> NTSTATUS {
-    log!("NmrWaitForClientDeregisterComplete(handle %p)", NmrClientHandle);
+    log!(
+        "NmrWaitForClientDeregisterComplete(handle %p)",
+        NmrClientHandle
+    );
     let Some(reg) = registration(NmrClientHandle) else {
         log!("ERROR: NmrWaitForClientDeregisterComplete: unknown handle");
         return STATUS_INVALID_PARAMETER;
@@ -595,7 +642,13 @@ pub unsafe extern "system" fn NmrWaitForClientDeregisterComplete(
         let timeout = DETACH_COMPLETE_TIMEOUT;
         // SAFETY: PASSIVE_LEVEL; the binding's initialised event; a valid relative timeout.
         let status = unsafe {
-            KeWaitForSingleObject(b.detach_event.get().cast(), EXECUTIVE, KERNEL_MODE, 0, &raw const timeout)
+            KeWaitForSingleObject(
+                b.detach_event.get().cast(),
+                EXECUTIVE,
+                KERNEL_MODE,
+                0,
+                &raw const timeout,
+            )
         };
         log!("detach-complete wait returned 0x%08X", hex(status));
         if status == STATUS_SUCCESS && b.detach_completed.load(Ordering::Acquire) {
@@ -611,21 +664,31 @@ pub unsafe extern "system" fn NmrWaitForClientDeregisterComplete(
         log!("ERROR: deregistration ends with binding state %u", state);
     }
     b.state.store(B_NONE, Ordering::Release);
-    reg.characteristics.store(ptr::null_mut(), Ordering::Release);
+    reg.characteristics
+        .store(ptr::null_mut(), Ordering::Release);
     reg.client_context.store(ptr::null_mut(), Ordering::Release);
     reg.state.store(R_FREE, Ordering::Release);
-    log!("NmrWaitForClientDeregisterComplete: deregistration complete, 0x%08X", hex(result));
+    log!(
+        "NmrWaitForClientDeregisterComplete: deregistration complete, 0x%08X",
+        hex(result)
+    );
     result
 }
 
 // ---------------------------------------------------------------------------------------------
 // The WSK provider dispatch: stubs that log (the standalone driver makes no WSK call).
 
-fn check_client(name: &str, client: PWSK_CLIENT) {
+fn check_client(name: &core::ffi::CStr, client: PWSK_CLIENT) {
     // SAFETY: the client passes back the WSK_CLIENT this provider handed out; the magic check
     // reads four bytes of it.
-    let ok = !client.is_null() && unsafe { client.cast::<WskClient>().read() }.magic == WSK_CLIENT_MAGIC;
-    log!("%s(WSK_CLIENT %p): not implemented, WSK_CLIENT valid: %u", name.as_ptr(), client, u32::from(ok));
+    let ok =
+        !client.is_null() && unsafe { client.cast::<WskClient>().read() }.magic == WSK_CLIENT_MAGIC;
+    log!(
+        "%s(WSK_CLIENT %p): not implemented, WSK_CLIENT valid: %u",
+        name.as_ptr(),
+        client,
+        u32::from(ok)
+    );
 }
 
 unsafe extern "system" fn WskSocket(
@@ -641,7 +704,7 @@ unsafe extern "system" fn WskSocket(
     _SecurityDescriptor: *mut SECURITY_DESCRIPTOR,
     _Irp: *mut IRP,
 ) -> NTSTATUS {
-    check_client("WskSocket\0", Client);
+    check_client(c"WskSocket", Client);
     STATUS_NOT_IMPLEMENTED
 }
 
@@ -659,7 +722,7 @@ unsafe extern "system" fn WskSocketConnect(
     _SecurityDescriptor: *mut SECURITY_DESCRIPTOR,
     _Irp: *mut IRP,
 ) -> NTSTATUS {
-    check_client("WskSocketConnect\0", Client);
+    check_client(c"WskSocketConnect", Client);
     STATUS_NOT_IMPLEMENTED
 }
 
@@ -673,7 +736,7 @@ unsafe extern "system" fn WskControlClient(
     _OutputSizeReturned: *mut usize,
     _Irp: *mut IRP,
 ) -> NTSTATUS {
-    check_client("WskControlClient\0", Client);
+    check_client(c"WskControlClient", Client);
     STATUS_NOT_IMPLEMENTED
 }
 
@@ -689,12 +752,12 @@ unsafe extern "system" fn WskGetAddressInfo(
     _OwningThread: *mut ETHREAD,
     _Irp: *mut IRP,
 ) -> NTSTATUS {
-    check_client("WskGetAddressInfo\0", Client);
+    check_client(c"WskGetAddressInfo", Client);
     STATUS_NOT_IMPLEMENTED
 }
 
 unsafe extern "system" fn WskFreeAddressInfo(Client: PWSK_CLIENT, _AddrInfo: *mut ADDRINFOEXW) {
-    check_client("WskFreeAddressInfo\0", Client);
+    check_client(c"WskFreeAddressInfo", Client);
 }
 
 unsafe extern "system" fn WskGetNameInfo(
@@ -708,7 +771,7 @@ unsafe extern "system" fn WskGetNameInfo(
     _OwningThread: *mut ETHREAD,
     _Irp: *mut IRP,
 ) -> NTSTATUS {
-    check_client("WskGetNameInfo\0", Client);
+    check_client(c"WskGetNameInfo", Client);
     STATUS_NOT_IMPLEMENTED
 }
 
