@@ -6,20 +6,20 @@ pub type NTSTATUS = i32;
 pub type HANDLE = *mut c_void;
 pub type PVOID = *mut c_void;
 
+/// An `NTSTATUS` from the unsigned spelling the headers use (`0xC00002B9`).
+#[allow(clippy::cast_possible_wrap)]
+const fn ntstatus(bits: u32) -> NTSTATUS {
+    bits as NTSTATUS
+}
+
 pub const STATUS_SUCCESS: NTSTATUS = 0x0000_0000;
 pub const STATUS_PENDING: NTSTATUS = 0x0000_0103;
-#[allow(clippy::cast_possible_wrap)]
-pub const STATUS_UNSUCCESSFUL: NTSTATUS = 0xC000_0001_u32 as NTSTATUS;
-#[allow(clippy::cast_possible_wrap)]
-pub const STATUS_INVALID_PARAMETER: NTSTATUS = 0xC000_000D_u32 as NTSTATUS;
-#[allow(clippy::cast_possible_wrap)]
-pub const STATUS_INSUFFICIENT_RESOURCES: NTSTATUS = 0xC000_009A_u32 as NTSTATUS;
-#[allow(clippy::cast_possible_wrap)]
-pub const STATUS_NOT_SUPPORTED: NTSTATUS = 0xC000_00BB_u32 as NTSTATUS;
-#[allow(clippy::cast_possible_wrap)]
-pub const STATUS_DEVICE_NOT_READY: NTSTATUS = 0xC000_00A3_u32 as NTSTATUS;
-#[allow(clippy::cast_possible_wrap)]
-pub const STATUS_NOINTERFACE: NTSTATUS = 0xC000_02B9_u32 as NTSTATUS;
+pub const STATUS_UNSUCCESSFUL: NTSTATUS = ntstatus(0xC000_0001);
+pub const STATUS_INVALID_PARAMETER: NTSTATUS = ntstatus(0xC000_000D);
+pub const STATUS_INSUFFICIENT_RESOURCES: NTSTATUS = ntstatus(0xC000_009A);
+pub const STATUS_NOT_SUPPORTED: NTSTATUS = ntstatus(0xC000_00BB);
+pub const STATUS_DEVICE_NOT_READY: NTSTATUS = ntstatus(0xC000_00A3);
+pub const STATUS_NOINTERFACE: NTSTATUS = ntstatus(0xC000_02B9);
 
 /// `GUID`: 16 bytes, 4-byte aligned.
 #[repr(C)]
