@@ -1,7 +1,7 @@
 // Linker arguments (lld-link / link.exe syntax) for a WDM kernel image cross-built on Linux:
-// included by the driver's build.rs and by the test NETIO.SYS's (tests/wine/netio-provider), so
-// both images are linked alike. The set wdk-build passes, plus what a driver built without the
-// WDK's default libraries needs (see the project's notes on building on Linux).
+// included by the drivers' build (build/driver_build.rs) and by the test NETIO.SYS's
+// (tests/wine/netio-provider), so all images are linked alike. The set wdk-build passes, plus
+// what a driver built without the WDK's default libraries needs (see the notes on building on Linux).
 
 /// Linker arguments for a WDM driver image.
 const KERNEL_LINK_ARGS: &[&str] = &[

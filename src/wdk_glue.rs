@@ -2,13 +2,13 @@
 //! `wdk`, `cargo make`). This file cannot be compiled on Linux; every item was checked against the
 //! pinned crates' sources (wdk-sys 0.5.2, wdk-alloc 0.4.2, wdk-panic 0.5.0; see README.md).
 //!
-//! The driver keeps its own hand-declared ABI (`crate::abi`) and raw-dylib imports on this path
+//! The driver keeps its own hand-declared ABI (`wsk-sys`) and raw-dylib imports on this path
 //! too, so both kernel builds run the same code; the assertions below tie the declarations that
 //! wdk-sys also has to wdk-sys's, at compile time.
 
 use core::mem::{align_of, offset_of, size_of};
 
-use crate::abi;
+use wsk_client::sys as abi;
 
 // wdk-panic: the panic handler (bugchecks with code 'RPNC'); replaces driver.rs's.
 use wdk_panic as _;

@@ -1,4 +1,4 @@
-//! Checks a built `wsk_attach.sys` with the `object` crate's PE reader: the properties Windows
+//! Checks a built driver image (`wsk_attach.sys`, `wsk_echo.sys`) with the `object` crate's PE reader: the properties Windows
 //! and the HLK require of a kernel driver, imports against the source's declarations, and (from
 //! the linker map) that no panic or formatting machinery reached the image.
 
@@ -47,9 +47,9 @@ impl Summary {
     }
 }
 
-/// The functions the source declares in `extern` blocks under `src/abi`.
+/// The functions the source declares in `extern` blocks of `crates/wsk-sys`.
 fn declared_functions(root: &Path) -> Result<BTreeSet<String>, String> {
-    let dir = root.join("src").join("abi");
+    let dir = root.join("crates").join("wsk-sys").join("src");
     let mut names = BTreeSet::new();
     let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for entry in entries {
@@ -238,7 +238,7 @@ pub fn check(path: &Path, root: &Path) -> Result<String, String> {
     let undeclared: Vec<&String> = imported.difference(&declared).collect();
     s.check(
         undeclared.is_empty(),
-        &format!("every import is declared in src/abi (undeclared: {undeclared:?})"),
+        &format!("every import is declared in crates/wsk-sys (undeclared: {undeclared:?})"),
     );
     for name in REQUIRED_IMPORTS {
         s.check(imported.contains(*name), &format!("imports {name}"));
@@ -251,7 +251,13 @@ pub fn check(path: &Path, root: &Path) -> Result<String, String> {
     }
 
     // Panic machinery, from the linker map next to the image.
-    let map = path.with_file_name("deps").join("wsk_attach.map");
+    // `wsk_echo.sys` and its self-test mutant `wsk_echo.selftest.sys` share `deps/wsk_echo.map`.
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.split('.').next().unwrap_or_default();
+    let map = path.with_file_name("deps").join(format!("{stem}.map"));
     match std::fs::read_to_string(&map) {
         Ok(text) => {
             let hits: Vec<&str> = text
@@ -337,7 +343,7 @@ pub fn self_test(image: &Path, root: &Path) -> Result<(), String> {
     ]))
     .map_err(|e| e.to_string())?;
     let checksum_offset = nt + 4 + 20 + 64;
-    let mutant = image.with_file_name("wsk_attach.selftest.sys");
+    let mutant = image.with_extension("selftest.sys");
     let mut cases: Vec<(&str, &str, Vec<u8>)> = MUTATIONS
         .iter()
         .map(|m| {

@@ -1,12 +1,13 @@
 //! Build tooling for wsk-attach, run as `cargo xtask <command>`:
 //!
-//! - `sys [--provider NAME | --all | --list]`: install the cross toolchain if missing, build
-//!   `wsk_attach.sys`, check the image, and run it under Speakeasy against a WSK provider scenario,
-//!   printing the trace (the README's first command);
-//! - `check-image [PATH]`: check a built image;
-//! - `ci`: every check — fmt, clippy (host and kernel target), host tests, rustdoc, the cross build, the
-//!   image check, the Speakeasy tests and the Wine `sc.exe` tests of the image, and the workflow
-//!   lint (the README's test command; `.ci/run` runs it).
+//! - `sys [--driver wsk_attach|wsk_echo] [--provider NAME | --all | --list]`: install the cross
+//!   toolchain if missing, build both driver images, check them, and run one (default the seed
+//!   driver, `wsk_attach.sys`) under Speakeasy against a WSK provider scenario, printing the trace
+//!   (the README's first command);
+//! - `check-image [PATH]`: check a built image (default: both);
+//! - `ci`: every check — fmt, clippy (host and kernel target), host tests, rustdoc, the cross
+//!   build, the image check, the Speakeasy tests and the Wine `sc.exe` tests of both images, and
+//!   the workflow lint (the README's test command; `.ci/run` runs it).
 
 // Build tooling, not kernel code: an out-of-range index here is a bug to stop on, with a message.
 #![allow(clippy::indexing_slicing)]
@@ -50,38 +51,54 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-/// Builds and checks the image; prints the check's summary.
-fn build_and_check() -> Result<PathBuf, String> {
+/// Builds and checks every driver image; prints each check's summary.
+fn build_and_check() -> Result<Vec<PathBuf>, String> {
     toolchain::ensure()?;
-    let image = toolchain::build_sys()?;
-    match image::check(&image, &root()) {
-        Ok(report) => {
-            print!("{report}");
-            Ok(image)
-        }
-        Err(error) => {
-            // Leave no rejected image where the tests and the README look for one.
-            let _ = std::fs::remove_file(&image);
-            Err(error)
+    let images = toolchain::build_sys()?;
+    for image in &images {
+        match image::check(image, &root()) {
+            Ok(report) => print!("{report}"),
+            Err(error) => {
+                // Leave no rejected image where the tests and the README look for one.
+                for image in &images {
+                    let _ = std::fs::remove_file(image);
+                }
+                return Err(error);
+            }
         }
     }
+    Ok(images)
 }
 
-/// The main job: build, check, and run the image under Speakeasy (`run_driver.py` sets up its
-/// own virtual environment on first use).
-fn sys(scenario_args: &[String]) -> Result<(), String> {
-    let image = build_and_check()?;
+/// The main job: build and check the images, and run one under Speakeasy (`run_driver.py` sets
+/// up its own virtual environment on first use).
+fn sys(args: &[String]) -> Result<(), String> {
+    let (driver, scenario_args) = match args {
+        [flag, driver, rest @ ..] if flag == "--driver" => (driver.as_str(), rest),
+        rest => ("wsk_attach", rest),
+    };
+    if !toolchain::DRIVERS.iter().any(|(_, stem)| *stem == driver) {
+        return Err(format!("unknown driver {driver} (wsk_attach, wsk_echo)"));
+    }
+    build_and_check()?;
     run(Command::new("python3")
         .arg("tests/speakeasy/run_driver.py")
         .args(scenario_args)
-        .arg(&image))
+        .arg(toolchain::image_path(driver)))
 }
 
-/// The Speakeasy end-to-end tests of the image.
+/// The Speakeasy end-to-end tests of one image.
 fn speakeasy_tests(image: &Path) -> Result<(), String> {
     run(Command::new("bash").arg("tests/speakeasy/setup-venv.sh"))?;
     run(Command::new("target/speakeasy-venv/bin/python")
-        .args(["-m", "pytest", "tests/speakeasy", "-q"])
+        .args([
+            "-m",
+            "pytest",
+            "tests/speakeasy",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ])
         .env("WSK_ATTACH_SYS", image))
 }
 
@@ -101,19 +118,20 @@ fn ci() -> Result<(), String> {
             "doc",
             "--no-deps",
             "--document-private-items",
-            "-p",
-            "wsk-attach",
+            "--workspace",
         ])
         .env("RUSTDOCFLAGS", "-D warnings"))?;
     toolchain::ensure()?;
     toolchain::clippy_kernel()?;
     toolchain::clippy_wine_provider()?;
-    let image = build_and_check()?;
-    image::self_test(&image, &root())?;
-    speakeasy_tests(&image)?;
-    run(Command::new("bash")
-        .arg("tests/wine/run.sh")
-        .env("WSK_ATTACH_SYS", &image))?;
+    let images = build_and_check()?;
+    for image in &images {
+        image::self_test(image, &root())?;
+        speakeasy_tests(image)?;
+        run(Command::new("bash")
+            .arg("tests/wine/run.sh")
+            .env("WSK_ATTACH_SYS", image))?;
+    }
     run(Command::new("bash").arg("windows/lint-workflows.sh"))?;
     eprintln!("xtask ci: every check passed");
     Ok(())
@@ -124,14 +142,20 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("sys") => sys(args.get(1..).unwrap_or_default()),
         Some("check-image") => {
-            let image = args
-                .get(1)
-                .map_or_else(toolchain::image_path, PathBuf::from);
-            image::check(&image, &root()).map(|report| print!("{report}"))
+            let images: Vec<PathBuf> = match args.get(1) {
+                Some(path) => vec![PathBuf::from(path)],
+                None => toolchain::DRIVERS
+                    .iter()
+                    .map(|(_, stem)| toolchain::image_path(stem))
+                    .collect(),
+            };
+            images.iter().try_for_each(|image| {
+                image::check(image, &root()).map(|report| print!("{report}"))
+            })
         }
         Some("ci") => ci(),
         _ => Err(
-            "usage: cargo xtask <sys [--provider NAME | --all | --list] | check-image [PATH] | ci>"
+            "usage: cargo xtask <sys [--driver NAME] [--provider NAME | --all | --list] | check-image [PATH] | ci>"
                 .into(),
         ),
     };

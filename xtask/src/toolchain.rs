@@ -13,13 +13,17 @@ const LLD_LINK: &str = "/usr/lib/llvm-22/bin/lld-link";
 const PACKAGES: &[&str] = &["rustc-web", "rust-web-src", "rust-web-clippy", "lld-22"];
 const TARGET: &str = "x86_64-pc-windows-msvc";
 
-/// Where `build_sys` puts the image.
-pub fn image_path() -> PathBuf {
-    root()
-        .join("target")
-        .join(TARGET)
-        .join("release")
-        .join("wsk_attach.sys")
+/// The driver images of the workspace: (cargo package, image stem).
+pub const DRIVERS: &[(&str, &str)] = &[("wsk-attach", "wsk_attach"), ("wsk-echo", "wsk_echo")];
+
+/// The release output folder of the kernel target.
+fn release_dir() -> PathBuf {
+    root().join("target").join(TARGET).join("release")
+}
+
+/// Where `build_sys` puts the image of the driver whose image stem is `stem`.
+pub fn image_path(stem: &str) -> PathBuf {
+    release_dir().join(format!("{stem}.sys"))
 }
 
 fn rustc_is_debian_web() -> bool {
@@ -64,7 +68,11 @@ fn kernel_cargo(subcommand: &str) -> Command {
     let mut command = cargo();
     command
         .arg(subcommand)
-        .args(["--release", "--target", TARGET, "-p", "wsk-attach", "--lib"])
+        .args(["--release", "--target", TARGET, "--lib"]);
+    for (package, _) in DRIVERS {
+        command.args(["-p", package]);
+    }
+    command
         .args([
             "-Zbuild-std=core",
             "-Zbuild-std-features=compiler-builtins-mem",
@@ -75,8 +83,9 @@ fn kernel_cargo(subcommand: &str) -> Command {
     command
 }
 
-/// Builds the kernel image and copies it to [`image_path`]. Fails on any compiler warning.
-pub fn build_sys() -> Result<PathBuf, String> {
+/// Builds every driver image and copies each to its [`image_path`]. Fails on any compiler
+/// warning.
+pub fn build_sys() -> Result<Vec<PathBuf>, String> {
     let mut command = kernel_cargo("build");
     command.args(["--message-format", "short"]);
     command.current_dir(root());
@@ -93,15 +102,16 @@ pub fn build_sys() -> Result<PathBuf, String> {
         eprint!("{stderr}");
         return Err("the kernel build failed or warned".into());
     }
-    let built = root()
-        .join("target")
-        .join(TARGET)
-        .join("release")
-        .join("wsk_attach.dll");
-    let image = image_path();
-    std::fs::copy(&built, &image)
-        .map_err(|e| format!("copy {} to {}: {e}", built.display(), image.display()))?;
-    Ok(image)
+    DRIVERS
+        .iter()
+        .map(|(_, stem)| {
+            let built = release_dir().join(format!("{stem}.dll"));
+            let image = image_path(stem);
+            std::fs::copy(&built, &image)
+                .map_err(|e| format!("copy {} to {}: {e}", built.display(), image.display()))?;
+            Ok(image)
+        })
+        .collect()
 }
 
 /// Makes `command` run clippy with warnings denied (Debian's clippy-driver, matching its rustc).
@@ -112,7 +122,8 @@ fn with_clippy(command: &mut Command) -> &mut Command {
     )
 }
 
-/// Clippy on the kernel build (`cfg(wsk_kernel)`, `no_std`, `driver.rs`), warnings denied.
+/// Clippy on the kernel build of every driver and the library crates under them (`cfg(wsk_kernel)`,
+/// `no_std`), warnings denied.
 pub fn clippy_kernel() -> Result<(), String> {
     run(with_clippy(&mut kernel_cargo("check")))
 }

@@ -1,0 +1,117 @@
+//! What an embedding driver chooses: the [`Client`] trait, and the [`ClientState`] static it
+//! declares for the library to keep its per-client state in.
+//!
+//! Everything here is compile-time data or interlocked state: any IRQL.
+
+use core::ffi::CStr;
+
+use crate::binding::BindingSlot;
+use crate::pool::{PoolState, PoolTag};
+use crate::sys::{DPFLTR_IHVDRIVER_ID, GUID, PFN_WSK_CLIENT_EVENT};
+use crate::version::WskVersion;
+
+/// A WSK client: the identity and choices of one driver (or of one client inside a driver).
+///
+/// The library builds this client's `NPI_CLIENT_CHARACTERISTICS` and `WSK_CLIENT_DISPATCH`
+/// tables from these constants at compile time, and its NMR callbacks are monomorphised per
+/// client, so two clients in one image never share a module id, a pool tag or a binding.
+///
+/// ```
+/// use wsk_client::{Client, ClientState, PoolTag, WskVersion, guid};
+/// use wsk_client::binding::BindingSlot;
+///
+/// struct MyDriver;
+///
+/// static STATE: ClientState<[BindingSlot; 2]> = ClientState::new();
+///
+/// impl Client for MyDriver {
+///     const NAME: &'static core::ffi::CStr = c"my_driver";
+///     const MODULE_ID: wsk_client::sys::GUID = guid(0x0123_4567_89AB_CDEF_0123_4567_89AB_CDEF);
+///     const POOL_TAG: PoolTag = PoolTag::new(*b"MyDr");
+///     const VERSIONS: &'static [WskVersion] = &[WskVersion::V1_1, WskVersion::V1_0];
+///     fn state() -> &'static ClientState {
+///         &STATE
+///     }
+/// }
+/// ```
+pub trait Client: Sized + 'static {
+    /// The log prefix (`wsk_attach` logs `wsk_attach: attached at WSK 1.1`). ASCII; no `%`.
+    const NAME: &'static CStr;
+
+    /// The `DbgPrintEx` component id of the log lines.
+    const DEBUG_COMPONENT: u32 = DPFLTR_IHVDRIVER_ID;
+
+    /// The NMR module id (`NPI_MODULEID`, `MIT_GUID`): a GUID of this client's own.
+    const MODULE_ID: GUID;
+
+    /// The pool tag of the binding context (one tag per purpose: use other tags elsewhere).
+    const POOL_TAG: PoolTag;
+
+    /// The WSK versions this client supports, highest first: the order attach tries them in.
+    /// At least one and at most [`crate::version::MAX_VERSIONS`], strictly descending (checked at
+    /// compile time).
+    const VERSIONS: &'static [WskVersion];
+
+    /// `WSK_CLIENT_DISPATCH.WskClientEvent` for every version (NULL: no client-level events).
+    const CLIENT_EVENT: PFN_WSK_CLIENT_EVENT = None;
+
+    /// The client's state: a static the driver declares, for example
+    /// `static STATE: ClientState<[BindingSlot; 4]> = ClientState::new();` (4 bindings).
+    fn state() -> &'static ClientState;
+}
+
+/// The library's state for one client: its pool accounting and its binding slots (one per
+/// provider attached at once; Windows has one WSK provider, the spares cover a provider that
+/// re-registers before its old binding is cleaned up).
+///
+/// Declared by the driver as a static of the sized form `ClientState<[BindingSlot; N]>`; the
+/// library sees it as the unsized `ClientState` (`[BindingSlot]`).
+pub struct ClientState<Slots: ?Sized = [BindingSlot]> {
+    pub(crate) pool: PoolState,
+    pub(crate) slots: Slots,
+}
+
+impl<const N: usize> ClientState<[BindingSlot; N]> {
+    /// No binding, no allocation.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            pool: PoolState::new(),
+            slots: [const { BindingSlot::new() }; N],
+        }
+    }
+}
+
+impl<const N: usize> Default for ClientState<[BindingSlot; N]> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClientState {
+    /// Pool blocks allocated through this client's state and not yet freed. Any IRQL.
+    #[must_use]
+    pub fn live_allocations(&self) -> usize {
+        self.pool.live()
+    }
+
+    /// How many binding slots are reserved (attaching, attached or detaching). Any IRQL.
+    #[must_use]
+    pub fn bindings_in_use(&self) -> usize {
+        self.slots.iter().filter(|slot| slot.in_use()).count()
+    }
+}
+
+/// A `GUID` from its usual spelling as one number: `guid(0x4D636F0B_B15B_48CA_8894_FB0987DBE869)`
+/// is `{4D636F0B-B15B-48CA-8894-FB0987DBE869}`.
+#[must_use]
+#[allow(clippy::cast_possible_truncation)] // each field takes its own bits
+pub const fn guid(value: u128) -> GUID {
+    let tail = (value as u64).to_be_bytes();
+    GUID {
+        Data1: (value >> 96) as u32,
+        Data2: (value >> 80) as u16,
+        Data3: (value >> 64) as u16,
+        Data4: tail,
+    }
+}

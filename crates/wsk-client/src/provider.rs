@@ -1,0 +1,180 @@
+//! The safe API for code that embeds this crate: use the attached WSK provider while holding a
+//! call-in-flight reference, so that a detach waits for the call instead of pulling the provider
+//! out from under it.
+//!
+//! IRQL: [`with_provider`] and the accessors of [`AttachedProvider`] run at any IRQL
+//! <= `DISPATCH_LEVEL`; the WSK functions they hand out have their own limits.
+
+use core::ptr::NonNull;
+
+use crate::binding::{self, AcquireError, InFlight};
+use crate::client::Client;
+use crate::status::NtStatus;
+use crate::sys::{
+    PFN_WSK_CONTROL_CLIENT, PFN_WSK_FREE_ADDRESS_INFO, PFN_WSK_GET_ADDRESS_INFO,
+    PFN_WSK_GET_NAME_INFO, PFN_WSK_SOCKET, PFN_WSK_SOCKET_CONNECT, PWSK_CLIENT,
+    WSK_PROVIDER_DISPATCH,
+};
+use crate::version::WskVersion;
+
+/// Why the provider could not be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProviderError {
+    /// No WSK provider is attached.
+    NotAttached,
+    /// The provider is detaching (or still attaching): no new call may start.
+    Detaching,
+    /// The provider attached without a `WSK_CLIENT` or dispatch table.
+    BadProvider,
+}
+
+impl From<ProviderError> for NtStatus {
+    fn from(error: ProviderError) -> Self {
+        match error {
+            ProviderError::NotAttached | ProviderError::Detaching => Self::DEVICE_NOT_READY,
+            ProviderError::BadProvider => Self::UNSUCCESSFUL,
+        }
+    }
+}
+
+impl From<AcquireError> for ProviderError {
+    fn from(error: AcquireError) -> Self {
+        match error {
+            AcquireError::NotAttached => Self::NotAttached,
+            AcquireError::Detaching => Self::Detaching,
+        }
+    }
+}
+
+/// The attached provider, for the duration of one [`with_provider`] call.
+pub struct AttachedProvider<C: Client> {
+    call: InFlight<C>,
+    // INVARIANT: the provider's dispatch, valid while `call` is held; only the members of
+    // `version` may be read.
+    dispatch: NonNull<WSK_PROVIDER_DISPATCH>,
+}
+
+impl<C: Client> AttachedProvider<C> {
+    /// The `WSK_CLIENT` to pass to the provider's functions.
+    #[must_use]
+    pub fn client(&self) -> PWSK_CLIENT {
+        self.call.context().wsk_client
+    }
+
+    /// The negotiated WSK version.
+    #[must_use]
+    pub fn version(&self) -> WskVersion {
+        self.call.context().version
+    }
+
+    fn has_v1_1(&self) -> bool {
+        self.version() >= WskVersion::V1_1
+    }
+
+    /// `WskSocket` (WSK 1.0).
+    #[must_use]
+    pub fn socket(&self) -> PFN_WSK_SOCKET {
+        // SAFETY: by the type invariant the dispatch is valid; a 1.0 member is read by place.
+        unsafe { (*self.dispatch.as_ptr()).WskSocket }
+    }
+
+    /// `WskSocketConnect` (WSK 1.0).
+    #[must_use]
+    pub fn socket_connect(&self) -> PFN_WSK_SOCKET_CONNECT {
+        // SAFETY: as for `socket`.
+        unsafe { (*self.dispatch.as_ptr()).WskSocketConnect }
+    }
+
+    /// `WskControlClient` (WSK 1.0).
+    #[must_use]
+    pub fn control_client(&self) -> PFN_WSK_CONTROL_CLIENT {
+        // SAFETY: as for `socket`.
+        unsafe { (*self.dispatch.as_ptr()).WskControlClient }
+    }
+
+    /// `WskGetAddressInfo`: `None` below WSK 1.1, whose dispatch does not have the member.
+    #[must_use]
+    pub fn get_address_info(&self) -> PFN_WSK_GET_ADDRESS_INFO {
+        // SAFETY: by the type invariant; the 1.1 member is read only at 1.1 or above.
+        self.has_v1_1()
+            .then(|| unsafe { (*self.dispatch.as_ptr()).WskGetAddressInfo })
+            .flatten()
+    }
+
+    /// `WskFreeAddressInfo`: `None` below WSK 1.1.
+    #[must_use]
+    pub fn free_address_info(&self) -> PFN_WSK_FREE_ADDRESS_INFO {
+        // SAFETY: as for `get_address_info`.
+        self.has_v1_1()
+            .then(|| unsafe { (*self.dispatch.as_ptr()).WskFreeAddressInfo })
+            .flatten()
+    }
+
+    /// `WskGetNameInfo`: `None` below WSK 1.1.
+    #[must_use]
+    pub fn get_name_info(&self) -> PFN_WSK_GET_NAME_INFO {
+        // SAFETY: as for `get_address_info`.
+        self.has_v1_1()
+            .then(|| unsafe { (*self.dispatch.as_ptr()).WskGetNameInfo })
+            .flatten()
+    }
+}
+
+/// Runs `f` with client `C`'s attached WSK provider, holding a call-in-flight reference: a
+/// detach that arrives meanwhile returns `STATUS_PENDING` and completes when `f` returns.
+///
+/// IRQL <= `DISPATCH_LEVEL` for this function; the WSK functions `f` calls have their own limits
+/// (most are `PASSIVE_LEVEL`). `f` must not wait for the driver to unload.
+///
+/// # Errors
+/// [`ProviderError`] when no provider accepts calls; `NtStatus::from` maps it for a C caller.
+///
+/// # Example
+/// ```
+/// # // The host model plays NMR and a WSK 1.0-1.1 provider (host builds only).
+/// # use wsk_client::{Client, ClientState, PoolTag, Registration, guid};
+/// # use wsk_client::binding::BindingSlot;
+/// # struct MyDriver;
+/// # static STATE: ClientState<[BindingSlot; 1]> = ClientState::new();
+/// # impl Client for MyDriver {
+/// #     const NAME: &'static core::ffi::CStr = c"my_driver";
+/// #     const MODULE_ID: wsk_client::sys::GUID = guid(0x0123_4567_89AB_CDEF_0123_4567_89AB_CDEF);
+/// #     const POOL_TAG: PoolTag = PoolTag::new(*b"MyDr");
+/// #     const VERSIONS: &'static [WskVersion] = &[WskVersion::V1_1, WskVersion::V1_0];
+/// #     fn state() -> &'static ClientState { &STATE }
+/// # }
+/// # let session = wsk_host_model::session();
+/// # let _ = session.register_provider(wsk_host_model::ProviderConfig::default_wsk());
+/// # let _ = wsk_client::pool::select::<MyDriver>();
+/// # let registration = Registration::<MyDriver>::register().unwrap();
+/// use wsk_client::provider::with_provider;
+/// use wsk_client::WskVersion;
+///
+/// let version = with_provider::<MyDriver, _>(|provider| {
+///     // Call the provider here: `provider.control_client()`, `provider.socket()`, ... with
+///     // `provider.client()`; a detach that arrives meanwhile waits for this closure.
+///     provider.version()
+/// })?;
+/// assert_eq!(version, WskVersion::V1_1);
+/// # drop(registration);
+/// # Ok::<(), wsk_client::provider::ProviderError>(())
+/// ```
+pub fn with_provider<C: Client, R>(
+    f: impl FnOnce(&AttachedProvider<C>) -> R,
+) -> Result<R, ProviderError> {
+    let call = binding::acquire::<C>(&C::state().slots)?;
+    let context = call.context();
+    if context.wsk_client.is_null() {
+        return Err(ProviderError::BadProvider);
+    }
+    let dispatch = NonNull::new(
+        context
+            .provider_dispatch
+            .cast_mut()
+            .cast::<WSK_PROVIDER_DISPATCH>(),
+    )
+    .ok_or(ProviderError::BadProvider)?;
+    // INVARIANT: the dispatch NMR returned for this binding, valid while the call is held.
+    let provider = AttachedProvider { call, dispatch };
+    Ok(f(&provider))
+}

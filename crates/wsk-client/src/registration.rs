@@ -1,0 +1,200 @@
+//! The NMR client registration: client `C`'s `NPI_CLIENT_CHARACTERISTICS`, built at compile time,
+//! and [`Registration`], a guard that registers when created and deregisters (and waits) when
+//! dropped.
+
+use core::ffi::c_void;
+use core::marker::PhantomData;
+use core::mem::{ManuallyDrop, size_of};
+use core::ptr::{self, NonNull};
+
+use crate::attach::{ClientAttachProvider, client_context};
+use crate::cleanup::ClientCleanupBindingContext;
+use crate::client::Client;
+use crate::detach::ClientDetachProvider;
+use crate::log::log;
+
+use crate::status::NtStatus;
+use crate::sys::{
+    HANDLE, MIT_GUID, NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_MODULEID_u,
+    NPI_REGISTRATION_INSTANCE, NPI_WSK_INTERFACE_ID, NmrDeregisterClient, NmrRegisterClient,
+    NmrWaitForClientDeregisterComplete,
+};
+use crate::version::Dispatch;
+
+#[allow(clippy::cast_possible_truncation)] // 24 and 40 and 72 bytes
+const fn size_u16<T>() -> u16 {
+    size_of::<T>() as u16
+}
+
+/// The characteristics client `C` registers: a WSK NPI client with `C`'s module id, whose
+/// callbacks are `C`'s monomorphised trampolines. A constant with a `'static` address: NMR reads
+/// it until `NmrWaitForClientDeregisterComplete` returns.
+pub struct Characteristics<C>(PhantomData<C>);
+
+impl<C: Client> Characteristics<C> {
+    /// The raw characteristics.
+    pub const TABLE: &'static NPI_CLIENT_CHARACTERISTICS = &NPI_CLIENT_CHARACTERISTICS {
+        Version: 0,
+        Length: size_u16::<NPI_CLIENT_CHARACTERISTICS>(),
+        ClientAttachProvider: Some(ClientAttachProvider::<C>),
+        ClientDetachProvider: Some(ClientDetachProvider::<C>),
+        ClientCleanupBindingContext: Some(ClientCleanupBindingContext::<C>),
+        ClientRegistrationInstance: NPI_REGISTRATION_INSTANCE {
+            Version: 0,
+            Size: size_u16::<NPI_REGISTRATION_INSTANCE>(),
+            NpiId: &NPI_WSK_INTERFACE_ID,
+            ModuleId: &NPI_MODULEID {
+                Length: size_u16::<NPI_MODULEID>(),
+                Type: MIT_GUID,
+                u: NPI_MODULEID_u { Guid: C::MODULE_ID },
+            },
+            Number: 0,
+            NpiSpecificCharacteristics: ptr::null(),
+        },
+    };
+}
+
+/// Why [`Registration::register`] gave no registration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegisterError {
+    /// `NmrRegisterClient` failed: nothing is registered. Fail `DriverEntry` with this status.
+    Failed(NtStatus),
+    /// `NmrRegisterClient` succeeded but returned no handle. The client is registered (and may be
+    /// attached already) but can never be deregistered, so NMR may call into the image for as long
+    /// as the system runs: the image must never unload. `DriverEntry` must return
+    /// `STATUS_SUCCESS` and leave `DriverUnload` unset (the driver then cannot be stopped), which
+    /// is what [`RegisterError::driver_entry_status`] tells it.
+    NoHandle,
+}
+
+impl RegisterError {
+    /// The status `DriverEntry` returns for this error: the failure, or `STATUS_SUCCESS` for
+    /// [`RegisterError::NoHandle`] (failing `DriverEntry` would unmap an image NMR still calls).
+    #[must_use]
+    pub const fn driver_entry_status(self) -> NtStatus {
+        match self {
+            Self::Failed(status) => status,
+            Self::NoHandle => NtStatus::SUCCESS,
+        }
+    }
+}
+
+/// A registered NMR client `C`. Dropping it deregisters and waits until every binding is detached
+/// and cleaned up.
+pub struct Registration<C: Client> {
+    // INVARIANT: the handle NmrRegisterClient returned, not yet deregistered.
+    handle: NonNull<c_void>,
+    _client: PhantomData<C>,
+}
+
+// SAFETY: an NMR client handle may be deregistered from any thread.
+unsafe impl<C: Client> Send for Registration<C> {}
+// SAFETY: `&Registration` gives no access to the handle.
+unsafe impl<C: Client> Sync for Registration<C> {}
+
+impl<C: Client> Registration<C> {
+    /// Registers client `C` with NMR, with `C::state()` as the
+    /// client context. NMR may attach before this returns.
+    ///
+    /// IRQL: `PASSIVE_LEVEL`.
+    ///
+    /// [`crate::pool::select`] must have run first (the top of `DriverEntry`, like the WDK's
+    /// `ExInitializeDriverRuntime`): NMR may attach, and so allocate, before this returns.
+    ///
+    /// # Errors
+    /// [`RegisterError`]: read its variants — one of them must not fail `DriverEntry`.
+    /// `Failed(STATUS_INVALID_DEVICE_STATE)` when [`crate::pool::select`] never ran.
+    pub fn register() -> Result<Self, RegisterError> {
+        // Fails the build when C::VERSIONS is malformed.
+        let () = Dispatch::<C>::CHECK;
+        if !C::state().pool.is_selected() {
+            log!(
+                C,
+                DPFLTR_ERROR_LEVEL,
+                "register: call wsk_client::pool::select first (at the top of DriverEntry)"
+            );
+            return Err(RegisterError::Failed(NtStatus::INVALID_DEVICE_STATE));
+        }
+        let mut handle: HANDLE = ptr::null_mut();
+        // SAFETY: PASSIVE_LEVEL; the characteristics are a constant with a 'static address and
+        // the client context is the client's static state, both valid until after
+        // deregistration completes; `handle` is a valid out-pointer.
+        let status = NtStatus::from_raw(unsafe {
+            NmrRegisterClient(
+                Characteristics::<C>::TABLE,
+                client_context::<C>().cast_mut(),
+                &raw mut handle,
+            )
+        });
+        if let Err(status) = status.into_result() {
+            log!(
+                C,
+                DPFLTR_ERROR_LEVEL,
+                "NmrRegisterClient failed: 0x%08X",
+                status.bits()
+            );
+            return Err(RegisterError::Failed(status));
+        }
+        let Some(handle) = NonNull::new(handle) else {
+            log!(
+                C,
+                DPFLTR_ERROR_LEVEL,
+                "NmrRegisterClient returned no handle: registered for good, the image must stay loaded"
+            );
+            return Err(RegisterError::NoHandle);
+        };
+        log!(C, DPFLTR_INFO_LEVEL, "registered as WSK NPI client");
+        // INVARIANT: a fresh registration handle.
+        Ok(Self {
+            handle,
+            _client: PhantomData,
+        })
+    }
+
+    /// Deregisters and waits for every binding to be cleaned up; returns the first failure, or
+    /// the status of the wait.
+    ///
+    /// IRQL: `PASSIVE_LEVEL` (the wait).
+    #[must_use]
+    pub fn deregister(self) -> NtStatus {
+        let this = ManuallyDrop::new(self);
+        this.deregister_and_wait()
+    }
+
+    fn deregister_and_wait(&self) -> NtStatus {
+        let handle = self.handle.as_ptr();
+        // SAFETY: by the type invariant, a live registration handle; IRQL <= DISPATCH_LEVEL.
+        let status = NtStatus::from_raw(unsafe { NmrDeregisterClient(handle) });
+        if status != NtStatus::PENDING {
+            // STATUS_SUCCESS would mean done already; anything else is an error. Either way
+            // there is nothing to wait for.
+            if !status.is_success() {
+                log!(
+                    C,
+                    DPFLTR_ERROR_LEVEL,
+                    "NmrDeregisterClient failed: 0x%08X",
+                    status.bits()
+                );
+            }
+            return status;
+        }
+        // SAFETY: PASSIVE_LEVEL; the handle was deregistered just above and is waited on once.
+        let status = NtStatus::from_raw(unsafe { NmrWaitForClientDeregisterComplete(handle) });
+        if !status.is_success() {
+            log!(
+                C,
+                DPFLTR_ERROR_LEVEL,
+                "NmrWaitForClientDeregisterComplete failed: 0x%08X",
+                status.bits(),
+            );
+        }
+        status
+    }
+}
+
+impl<C: Client> Drop for Registration<C> {
+    /// IRQL: `PASSIVE_LEVEL`. A failure is logged; [`Registration::deregister`] returns it.
+    fn drop(&mut self) {
+        let _ = self.deregister_and_wait();
+    }
+}

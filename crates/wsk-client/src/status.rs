@@ -1,0 +1,104 @@
+//! `NtStatus`: the one place where an `NTSTATUS` becomes control flow.
+//!
+//! Pure value code: any IRQL.
+
+use core::fmt;
+
+use crate::sys as abi;
+
+/// An `NTSTATUS` value. Success and informational values (`NT_SUCCESS`) are `>= 0`.
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NtStatus(abi::NTSTATUS);
+
+impl NtStatus {
+    /// `STATUS_SUCCESS`.
+    pub const SUCCESS: Self = Self(abi::STATUS_SUCCESS);
+    /// `STATUS_PENDING`.
+    pub const PENDING: Self = Self(abi::STATUS_PENDING);
+    /// `STATUS_UNSUCCESSFUL`.
+    pub const UNSUCCESSFUL: Self = Self(abi::STATUS_UNSUCCESSFUL);
+    /// `STATUS_INVALID_PARAMETER`.
+    pub const INVALID_PARAMETER: Self = Self(abi::STATUS_INVALID_PARAMETER);
+    /// `STATUS_INSUFFICIENT_RESOURCES`.
+    pub const INSUFFICIENT_RESOURCES: Self = Self(abi::STATUS_INSUFFICIENT_RESOURCES);
+    /// `STATUS_NOT_SUPPORTED`.
+    pub const NOT_SUPPORTED: Self = Self(abi::STATUS_NOT_SUPPORTED);
+    /// `STATUS_DEVICE_NOT_READY`.
+    pub const DEVICE_NOT_READY: Self = Self(abi::STATUS_DEVICE_NOT_READY);
+    /// `STATUS_NOINTERFACE`.
+    pub const NOINTERFACE: Self = Self(abi::STATUS_NOINTERFACE);
+    /// `STATUS_INVALID_DEVICE_STATE`.
+    pub const INVALID_DEVICE_STATE: Self = Self(abi::STATUS_INVALID_DEVICE_STATE);
+
+    /// Wraps a raw status.
+    #[must_use]
+    pub const fn from_raw(raw: abi::NTSTATUS) -> Self {
+        Self(raw)
+    }
+
+    /// The raw value, for returning to C.
+    #[must_use]
+    pub const fn raw(self) -> abi::NTSTATUS {
+        self.0
+    }
+
+    /// The value as the unsigned number logs print (`0xC00002B9`).
+    #[must_use]
+    #[allow(clippy::cast_sign_loss)]
+    pub const fn bits(self) -> u32 {
+        self.0 as u32
+    }
+
+    /// `NT_SUCCESS(status)`: success or informational (includes `STATUS_PENDING`).
+    #[must_use]
+    pub const fn is_success(self) -> bool {
+        self.0 >= 0
+    }
+
+    /// `Ok(self)` for a success value, `Err(self)` otherwise.
+    ///
+    /// # Errors
+    /// The status itself, when it is not `NT_SUCCESS`.
+    pub const fn into_result(self) -> Result<Self, Self> {
+        if self.is_success() {
+            Ok(self)
+        } else {
+            Err(self)
+        }
+    }
+
+    /// Collapses a `Result` back into the status a C caller expects.
+    #[must_use]
+    pub const fn from_result(result: Result<Self, Self>) -> Self {
+        match result {
+            Ok(status) | Err(status) => status,
+        }
+    }
+
+    /// The `STATUS_*` name of the values this crate uses, if it is one of them.
+    #[must_use]
+    pub const fn name(self) -> Option<&'static str> {
+        Some(match self {
+            Self::SUCCESS => "STATUS_SUCCESS",
+            Self::PENDING => "STATUS_PENDING",
+            Self::UNSUCCESSFUL => "STATUS_UNSUCCESSFUL",
+            Self::INVALID_PARAMETER => "STATUS_INVALID_PARAMETER",
+            Self::INSUFFICIENT_RESOURCES => "STATUS_INSUFFICIENT_RESOURCES",
+            Self::NOT_SUPPORTED => "STATUS_NOT_SUPPORTED",
+            Self::DEVICE_NOT_READY => "STATUS_DEVICE_NOT_READY",
+            Self::NOINTERFACE => "STATUS_NOINTERFACE",
+            Self::INVALID_DEVICE_STATE => "STATUS_INVALID_DEVICE_STATE",
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Debug for NtStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => write!(f, "{name}"),
+            None => write!(f, "NtStatus({:#010X})", self.bits()),
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The test driver the library's integration tests and benchmark embed the library in: a client
+//! with its own identity, `DriverEntry` and `DriverUnload`, written the way a real driver does it.
+
+#![allow(dead_code, clippy::missing_panics_doc, clippy::unwrap_used)]
+
+use wsk_client::binding::BindingSlot;
+use wsk_client::sys::{DRIVER_OBJECT, GUID, NTSTATUS, UNICODE_STRING};
+use wsk_client::{
+    Client, ClientState, DriverCell, NtStatus, PoolTag, Registration, WskVersion, dbg_print, guid,
+};
+use wsk_host_model::Session;
+
+/// How many bindings the test driver holds at once.
+pub const MAX_BINDINGS: usize = 4;
+
+pub struct TestDriver;
+
+static STATE: ClientState<[BindingSlot; MAX_BINDINGS]> = ClientState::new();
+static REGISTRATION: DriverCell<Registration<TestDriver>> = DriverCell::new();
+
+impl Client for TestDriver {
+    const NAME: &'static core::ffi::CStr = c"test_driver";
+    const MODULE_ID: GUID = guid(0x7E57_D41E_0000_4000_8000_0000_0000_0001);
+    const POOL_TAG: PoolTag = PoolTag::new(*b"WskT");
+    const VERSIONS: &'static [WskVersion] = &[WskVersion::V1_1, WskVersion::V1_0];
+    fn state() -> &'static ClientState {
+        &STATE
+    }
+}
+
+/// The binding context's pool tag, as the model reports tags.
+pub const TAG: u32 = TestDriver::POOL_TAG.raw();
+
+/// `DRIVER_INITIALIZE` of the test driver.
+///
+/// # Safety
+/// As a `DriverEntry`.
+#[allow(non_snake_case)]
+pub unsafe extern "system" fn DriverEntry(
+    DriverObject: *mut DRIVER_OBJECT,
+    _RegistryPath: *const UNICODE_STRING,
+) -> NTSTATUS {
+    // SAFETY: the model passes its own DRIVER_OBJECT, exclusively.
+    let Some(driver) = (unsafe { DriverObject.as_mut() }) else {
+        return NtStatus::INVALID_PARAMETER.raw();
+    };
+    // First: the pool routine and type for this system (the WDK's ExInitializeDriverRuntime).
+    let _ = wsk_client::pool::select::<TestDriver>();
+    match Registration::<TestDriver>::register() {
+        Ok(registration) => {
+            // SAFETY: DriverEntry, with no DriverUnload set yet.
+            drop(unsafe { REGISTRATION.set(registration) });
+            driver.DriverUnload = Some(DriverUnload);
+            NtStatus::SUCCESS.raw()
+        }
+        Err(error) => error.driver_entry_status().raw(),
+    }
+}
+
+#[allow(non_snake_case)]
+unsafe extern "system" fn DriverUnload(_DriverObject: *mut DRIVER_OBJECT) {
+    // SAFETY: DriverUnload, after DriverEntry returned.
+    if let Some(registration) = unsafe { REGISTRATION.take() } {
+        let _ = registration.deregister();
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    let live = TestDriver::state().live_allocations() as u32;
+    // SAFETY: `%u` takes the `u32`.
+    let _ = unsafe {
+        dbg_print!(
+            TestDriver,
+            DPFLTR_INFO_LEVEL,
+            "unloaded, live pool allocations: %u",
+            live
+        )
+    };
+}
+
+/// A session whose end check includes the library's own state: no binding slot in use and no
+/// pool block counted live.
+pub fn session() -> Session {
+    let mut s = wsk_host_model::session();
+    s.add_check(|| {
+        let state = TestDriver::state();
+        match (state.bindings_in_use(), state.live_allocations()) {
+            (0, 0) => Ok(()),
+            (slots, live) => Err(format!(
+                "library state: {slots} binding slot(s) in use, {live} live allocation(s)"
+            )),
+        }
+    });
+    s
+}
+
+/// A session with the test driver loaded.
+pub fn started() -> Session {
+    let mut s = session();
+    assert_eq!(s.driver_entry(DriverEntry), wsk_host_model::Status::SUCCESS);
+    s
+}

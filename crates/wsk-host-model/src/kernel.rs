@@ -1,0 +1,312 @@
+//! The model's ntoskrnl.exe: pool with per-tag accounting, `MmGetSystemRoutineAddress`, the
+//! `DbgPrintEx` sink, and the provider's WSK dispatch functions.
+
+use core::ffi::{c_char, c_void};
+use std::alloc::{Layout, alloc, alloc_zeroed, dealloc};
+use std::ffi::CStr;
+
+use crate::Status;
+use wsk_sys::{
+    ADDRESS_FAMILY, ADDRINFOEXW, DRIVER_OBJECT, EPROCESS, ETHREAD, GUID, IRP, NTSTATUS,
+    NonPagedPool, NonPagedPoolNx, POOL_FLAG_NON_PAGED, POOL_FLAGS, POOL_TYPE, PVOID, PWSK_CLIENT,
+    RTL_OSVERSIONINFOW, SECURITY_DESCRIPTOR, SOCKADDR, UNICODE_STRING, WSK_PROVIDER_DISPATCH,
+};
+
+use super::state::{self, Allocation, Event};
+
+/// Pool blocks are 16-byte aligned on x64.
+const POOL_ALIGN: usize = 16;
+
+fn allocate(routine: &'static str, size: usize, tag: u32, zeroed: bool) -> PVOID {
+    let ok = state::with(|s| {
+        let ok = s.failing_allocations == 0;
+        s.failing_allocations = s.failing_allocations.saturating_sub(1);
+        if size == 0 {
+            s.violation("pool allocation of 0 bytes".into());
+        }
+        s.events.push(Event::Allocate {
+            routine,
+            tag,
+            size,
+            ok,
+        });
+        ok
+    });
+    if !ok || size == 0 {
+        return std::ptr::null_mut();
+    }
+    let layout = Layout::from_size_align(size, POOL_ALIGN).expect("pool layout");
+    let memory = if zeroed {
+        // SAFETY: a non-zero size.
+        unsafe { alloc_zeroed(layout) }
+    } else {
+        // SAFETY: a non-zero size.
+        unsafe { alloc(layout) }
+    };
+    assert!(!memory.is_null(), "host allocation failed");
+    if !zeroed {
+        // Like real pool: old contents, here a recognisable pattern.
+        // SAFETY: `memory` holds `size` bytes.
+        unsafe { memory.write_bytes(0xCD, size) };
+    }
+    state::with(|s| {
+        s.allocations
+            .insert(memory as usize, Allocation { tag, size });
+        s.allocation_count += 1;
+    });
+    memory.cast()
+}
+
+/// `ExAllocatePoolWithTag`: old contents (0xCD), like real pool.
+///
+/// # Safety
+/// As the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn ExAllocatePoolWithTag(
+    PoolType: POOL_TYPE,
+    NumberOfBytes: usize,
+    Tag: u32,
+) -> PVOID {
+    state::with(|s| {
+        let (major, minor, _) = s.os_version;
+        let nx_exists = major > 6 || (major == 6 && minor >= 2);
+        if PoolType == NonPagedPoolNx && !nx_exists {
+            s.violation(format!(
+                "NonPagedPoolNx on Windows {major}.{minor}, which has no such pool type"
+            ));
+        } else if PoolType == NonPagedPool && nx_exists {
+            s.violation(format!(
+                "executable NonPagedPool on Windows {major}.{minor}, which has NonPagedPoolNx"
+            ));
+        } else if PoolType != NonPagedPoolNx && PoolType != NonPagedPool {
+            s.violation(format!("pool type {PoolType} is not non-paged"));
+        }
+    });
+    allocate("ExAllocatePoolWithTag", NumberOfBytes, Tag, false)
+}
+
+/// `ExAllocatePool2`: zeroed. Deliberately not exported under its name: the driver can reach it
+/// only through `MmGetSystemRoutineAddress`, as on systems where importing it would fail.
+unsafe extern "system" fn model_ex_allocate_pool2(
+    Flags: POOL_FLAGS,
+    NumberOfBytes: usize,
+    Tag: u32,
+) -> PVOID {
+    if Flags & POOL_FLAG_NON_PAGED == 0 {
+        state::with(|s| s.violation(format!("ExAllocatePool2 flags {Flags:#x} lack NON_PAGED")));
+    }
+    allocate("ExAllocatePool2", NumberOfBytes, Tag, true)
+}
+
+/// `ExFreePoolWithTag`: the block must be live and freed with its own tag.
+///
+/// # Safety
+/// As the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn ExFreePoolWithTag(P: PVOID, Tag: u32) {
+    let known = state::with(|s| {
+        s.events.push(Event::Free { tag: Tag });
+        match s.allocations.remove(&(P as usize)) {
+            None => {
+                s.violation(format!("free of {P:p}, which is not a live pool block"));
+                None
+            }
+            Some(allocation) => {
+                if allocation.tag != Tag {
+                    s.violation(format!(
+                        "block {P:p} allocated with tag {:#x} freed with {Tag:#x}",
+                        allocation.tag
+                    ));
+                }
+                Some(allocation)
+            }
+        }
+    });
+    if let Some(allocation) = known {
+        let layout = Layout::from_size_align(allocation.size, POOL_ALIGN).expect("pool layout");
+        // SAFETY: allocated by `allocate` with this layout, and removed from the live set above.
+        unsafe { dealloc(P.cast(), layout) };
+    }
+}
+
+/// `MmGetSystemRoutineAddress`: knows `ExAllocatePool2` when the session says it is available.
+///
+/// # Safety
+/// As the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn MmGetSystemRoutineAddress(
+    SystemRoutineName: *const UNICODE_STRING,
+) -> *mut c_void {
+    // SAFETY: per the contract, a valid counted string.
+    let name = unsafe { &*SystemRoutineName };
+    // SAFETY: its buffer holds `Length` bytes.
+    let name = unsafe { std::slice::from_raw_parts(name.Buffer, usize::from(name.Length) / 2) };
+    let name = String::from_utf16_lossy(name);
+    let found = name == "ExAllocatePool2" && state::with(|s| s.pool2_available);
+    state::with(|s| {
+        s.events.push(Event::MmGetSystemRoutineAddress {
+            name: name.clone(),
+            found,
+        });
+    });
+    if found {
+        model_ex_allocate_pool2 as *mut c_void
+    } else {
+        std::ptr::null_mut()
+    }
+}
+
+/// `RtlGetVersion`: the session's modelled Windows version.
+///
+/// # Safety
+/// As the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn RtlGetVersion(
+    lpVersionInformation: *mut RTL_OSVERSIONINFOW,
+) -> NTSTATUS {
+    let (major, minor, build) = state::with(|s| {
+        s.events.push(Event::RtlGetVersion);
+        s.os_version
+    });
+    // SAFETY: per the contract, a writable RTL_OSVERSIONINFOW.
+    let info = unsafe { &mut *lpVersionInformation };
+    if info.dwOSVersionInfoSize as usize != size_of::<RTL_OSVERSIONINFOW>() {
+        state::with(|s| s.violation("RtlGetVersion: dwOSVersionInfoSize is wrong".into()));
+        return Status::INVALID_PARAMETER.raw();
+    }
+    info.dwMajorVersion = major;
+    info.dwMinorVersion = minor;
+    info.dwBuildNumber = build;
+    info.dwPlatformId = 2; // VER_PLATFORM_WIN32_NT
+    Status::SUCCESS.raw()
+}
+
+/// Receives each formatted `DbgPrintEx` line from `dbgprint.c`.
+///
+/// # Safety
+/// `text` is a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wsk_host_log_sink(component: u32, level: u32, text: *const c_char) {
+    // SAFETY: per the contract.
+    let text = unsafe { CStr::from_ptr(text) }.to_string_lossy();
+    let line = text.trim_end_matches('\n').to_string();
+    if std::env::var_os("WSK_HOST_LOG").is_some() {
+        eprintln!("[DbgPrintEx {component}:{level}] {line}");
+    }
+    state::with(|s| s.log.push(line));
+}
+
+/// A zeroed `DRIVER_OBJECT`, as the I/O manager hands to `DriverEntry` (for what this driver
+/// reads and writes).
+pub(crate) fn zeroed_driver_object() -> DRIVER_OBJECT {
+    // SAFETY: DRIVER_OBJECT is plain data (integers, raw pointers, Option<fn>); all zeroes is a
+    // valid value of each.
+    unsafe { std::mem::zeroed() }
+}
+
+fn provider_call(name: &'static str, client: PWSK_CLIENT) {
+    state::with(|s| {
+        s.events.push(Event::ProviderCall {
+            name,
+            client: client as usize,
+        });
+    });
+}
+
+unsafe extern "system" fn wsk_socket(
+    Client: PWSK_CLIENT,
+    _AddressFamily: ADDRESS_FAMILY,
+    _SocketType: u16,
+    _Protocol: u32,
+    _Flags: u32,
+    _SocketContext: PVOID,
+    _Dispatch: *const c_void,
+    _OwningProcess: *mut EPROCESS,
+    _OwningThread: *mut ETHREAD,
+    _SecurityDescriptor: *mut SECURITY_DESCRIPTOR,
+    _Irp: *mut IRP,
+) -> NTSTATUS {
+    provider_call("WskSocket", Client);
+    Status::NOT_SUPPORTED.raw()
+}
+
+unsafe extern "system" fn wsk_socket_connect(
+    Client: PWSK_CLIENT,
+    _SocketType: u16,
+    _Protocol: u32,
+    _LocalAddress: *mut SOCKADDR,
+    _RemoteAddress: *mut SOCKADDR,
+    _Flags: u32,
+    _SocketContext: PVOID,
+    _Dispatch: *const c_void,
+    _OwningProcess: *mut EPROCESS,
+    _OwningThread: *mut ETHREAD,
+    _SecurityDescriptor: *mut SECURITY_DESCRIPTOR,
+    _Irp: *mut IRP,
+) -> NTSTATUS {
+    provider_call("WskSocketConnect", Client);
+    Status::NOT_SUPPORTED.raw()
+}
+
+unsafe extern "system" fn wsk_control_client(
+    Client: PWSK_CLIENT,
+    _ControlCode: u32,
+    _InputSize: usize,
+    _InputBuffer: PVOID,
+    _OutputSize: usize,
+    _OutputBuffer: PVOID,
+    _OutputSizeReturned: *mut usize,
+    _Irp: *mut IRP,
+) -> NTSTATUS {
+    provider_call("WskControlClient", Client);
+    Status::SUCCESS.raw()
+}
+
+unsafe extern "system" fn wsk_get_address_info(
+    Client: PWSK_CLIENT,
+    _NodeName: *mut UNICODE_STRING,
+    _ServiceName: *mut UNICODE_STRING,
+    _NameSpace: u32,
+    _Provider: *mut GUID,
+    _Hints: *mut ADDRINFOEXW,
+    _Result: *mut *mut ADDRINFOEXW,
+    _OwningProcess: *mut EPROCESS,
+    _OwningThread: *mut ETHREAD,
+    _Irp: *mut IRP,
+) -> NTSTATUS {
+    provider_call("WskGetAddressInfo", Client);
+    Status::NOT_SUPPORTED.raw()
+}
+
+unsafe extern "system" fn wsk_free_address_info(Client: PWSK_CLIENT, _AddrInfo: *mut ADDRINFOEXW) {
+    provider_call("WskFreeAddressInfo", Client);
+}
+
+unsafe extern "system" fn wsk_get_name_info(
+    Client: PWSK_CLIENT,
+    _SockAddr: *mut SOCKADDR,
+    _SockAddrLength: u32,
+    _NodeName: *mut UNICODE_STRING,
+    _ServiceName: *mut UNICODE_STRING,
+    _Flags: u32,
+    _OwningProcess: *mut EPROCESS,
+    _OwningThread: *mut ETHREAD,
+    _Irp: *mut IRP,
+) -> NTSTATUS {
+    provider_call("WskGetNameInfo", Client);
+    Status::NOT_SUPPORTED.raw()
+}
+
+/// The provider's dispatch table (WSK 1.1 layout); `Version` is set per attach.
+pub(crate) fn provider_dispatch() -> WSK_PROVIDER_DISPATCH {
+    WSK_PROVIDER_DISPATCH {
+        Version: 0,
+        Reserved: 0,
+        WskSocket: Some(wsk_socket),
+        WskSocketConnect: Some(wsk_socket_connect),
+        WskControlClient: Some(wsk_control_client),
+        WskGetAddressInfo: Some(wsk_get_address_info),
+        WskFreeAddressInfo: Some(wsk_free_address_info),
+        WskGetNameInfo: Some(wsk_get_name_info),
+    }
+}

@@ -1,0 +1,320 @@
+//! A host model of NMR, the WSK provider and the ntoskrnl pieces a WSK client imports, so that a
+//! driver's own callbacks run unchanged under `cargo test`. A test double: use it as a
+//! dev-dependency only. It depends on `wsk-sys`, never on the library it tests.
+//!
+//! It defines the very symbols a kernel image imports (`NmrRegisterClient`, `ExFreePoolWithTag`,
+//! `DbgPrintEx`, ...) with the same signatures; the `extern` declarations of `wsk-sys` link to
+//! them in a host build.
+//! Like NMR it offers providers to clients on registration (before `NmrRegisterClient` has
+//! written its out-handle) and when a provider registers later, detaches bindings when either side
+//! goes away, waits for `NmrClientDetachProviderComplete` after `STATUS_PENDING`, and cleans up.
+//! Unlike NMR it offers every provider to every client (whatever its `NpiId`), so that the
+//! driver's own checks are exercised, and it records every call, every pool block and every rule
+//! broken (a "violation": what would be a bugcheck or an NMR assertion on Windows).
+//!
+//! A test takes a [`Session`] (tests are serialised, the model is reset), runs a driver's
+//! `DriverEntry` with [`Session::driver_entry`], drives NMR, and reads [`Session::events`].
+//! Dropping the session unloads the driver and fails the test if a pool block is still live, a
+//! client is still registered or a rule was broken — including code of the image that NMR could
+//! still call after a failed `DriverEntry` or after `DriverUnload`.
+
+#![allow(
+    non_snake_case,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::missing_panics_doc
+)]
+
+mod kernel;
+mod nmr;
+mod state;
+mod status;
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+pub use state::{Allocation, BindingState, Event, ProviderConfig, ProviderId, WSK_1_0, WSK_1_1};
+pub use status::Status;
+
+use wsk_sys::{DRIVER_OBJECT, HANDLE, NTSTATUS, PDRIVER_UNLOAD, UNICODE_STRING};
+
+/// `DRIVER_INITIALIZE`: a driver's `DriverEntry`.
+pub type DriverInitialize =
+    unsafe extern "system" fn(*mut DRIVER_OBJECT, *const UNICODE_STRING) -> NTSTATUS;
+
+/// A check of the test's own (for example, of the library's state) run with the session's.
+pub type ExtraCheck = Box<dyn Fn() -> Result<(), String>>;
+
+/// Serialises tests: the driver and the model are both process-wide.
+static TEST_LOCK: Mutex<()> = Mutex::new(());
+
+/// How long the model waits for a pending detach to complete before it records a violation.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(10);
+
+/// One test's exclusive use of the model.
+pub struct Session {
+    _serial: MutexGuard<'static, ()>,
+    driver: Box<DRIVER_OBJECT>,
+    registry_path: Box<[u16]>,
+    extra_checks: Vec<ExtraCheck>,
+    checked: bool,
+}
+
+/// Starts a session: waits for other sessions to end and resets the model.
+#[must_use]
+pub fn session() -> Session {
+    let serial = TEST_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    state::reset();
+    Session {
+        _serial: serial,
+        driver: Box::new(kernel::zeroed_driver_object()),
+        registry_path: "\\Registry\\Machine\\System\\CurrentControlSet\\Services\\test"
+            .encode_utf16()
+            .collect(),
+        extra_checks: Vec::new(),
+        checked: false,
+    }
+}
+
+impl Session {
+    /// Whether `MmGetSystemRoutineAddress("ExAllocatePool2")` finds it (default: yes).
+    pub fn set_pool2_available(&self, available: bool) {
+        state::with(|s| s.pool2_available = available);
+    }
+
+    /// Makes the next `count` pool allocations fail.
+    pub fn fail_allocations(&self, count: usize) {
+        state::with(|s| s.failing_allocations = count);
+    }
+
+    /// Makes `NmrRegisterClient` fail with `status`.
+    pub fn fail_register_client(&self, status: Status) {
+        state::with(|s| s.register_client_failure = Some(status));
+    }
+
+    /// The Windows version `RtlGetVersion` reports (default 10.0.19041).
+    pub fn set_os_version(&self, major: u32, minor: u32, build: u32) {
+        state::with(|s| s.os_version = (major, minor, build));
+    }
+
+    /// Makes `NmrRegisterClient` succeed without writing a handle (a broken NMR).
+    pub fn return_null_client_handle(&self) {
+        state::with(|s| s.register_client_null_handle = true);
+    }
+
+    /// Adds a check run with the session's own at the end (for example, the library's state).
+    pub fn add_check(&mut self, check: impl Fn() -> Result<(), String> + 'static) {
+        self.extra_checks.push(Box::new(check));
+    }
+
+    /// Runs a driver's `DriverEntry` with this session's `DRIVER_OBJECT`, as the I/O manager does.
+    /// When it fails, the I/O manager unloads the image at once (without `DriverUnload`): a client
+    /// still registered then is recorded as a rule broken.
+    pub fn driver_entry(&mut self, entry: DriverInitialize) -> Status {
+        let path_bytes = u16::try_from(self.registry_path.len() * 2).expect("short path");
+        let path = UNICODE_STRING {
+            Length: path_bytes,
+            MaximumLength: path_bytes,
+            Buffer: self.registry_path.as_mut_ptr(),
+        };
+        // SAFETY: sessions are serialised, so no other DriverEntry/DriverUnload runs now; the
+        // driver object and the registry path are valid for the call.
+        let status = Status::from_raw(unsafe { entry(&raw mut *self.driver, &raw const path) });
+        if status.raw() < 0 {
+            let left = nmr::registered_clients();
+            if !left.is_empty() {
+                state::with(|s| {
+                    s.violation(format!(
+                        "DriverEntry failed with {status:?} but {} NMR client(s) stay registered: NMR would call into an unloaded image",
+                        left.len()
+                    ));
+                });
+                for client in left {
+                    nmr::deregister_stuck_client(client);
+                }
+            }
+            self.driver.DriverUnload = None;
+        }
+        status
+    }
+
+    /// The `DriverUnload` routine `DriverEntry` set, if any.
+    #[must_use]
+    pub fn unload_routine(&self) -> PDRIVER_UNLOAD {
+        self.driver.DriverUnload
+    }
+
+    /// Calls the `DriverUnload` routine that `DriverEntry` set, as the I/O manager does; once it
+    /// returns, a client still registered (NMR could call into the unmapped image) is recorded as a
+    /// rule broken.
+    pub fn driver_unload(&mut self) {
+        let unload = self
+            .driver
+            .DriverUnload
+            .take()
+            .expect("DriverEntry did not set DriverUnload");
+        // SAFETY: DriverEntry succeeded (it set the routine); sessions are serialised.
+        unsafe { unload(&raw mut *self.driver) };
+        let left = nmr::registered_clients();
+        if !left.is_empty() {
+            state::with(|s| {
+                s.violation(format!(
+                    "DriverUnload returned with {} NMR client(s) still registered",
+                    left.len()
+                ));
+            });
+        }
+    }
+
+    /// Deregisters, from NMR's side, clients that a driver registered but cannot deregister (it
+    /// got no handle): what a system shutdown does; for tests that leave one on purpose.
+    pub fn deregister_stuck_clients(&self) {
+        for client in nmr::registered_clients() {
+            nmr::deregister_stuck_client(client);
+        }
+    }
+
+    /// The module ids of the clients registered now, in registration order.
+    #[must_use]
+    pub fn client_module_ids(&self) -> Vec<wsk_sys::GUID> {
+        state::with(|s| {
+            s.clients
+                .iter()
+                .map(|c| {
+                    // SAFETY: the client's characteristics point at its module id for as long as
+                    // it is registered.
+                    let module_id =
+                        unsafe { *c.characteristics.ClientRegistrationInstance.ModuleId };
+                    // SAFETY: a WSK client's module id is a MIT_GUID (checked at registration).
+                    unsafe { module_id.u.Guid }
+                })
+                .collect()
+        })
+    }
+
+    /// Forgets the rules broken so far (for a test that breaks one on purpose and checked it).
+    pub fn forget_violations(&self) {
+        state::with(|s| s.violations.clear());
+    }
+
+    /// Registers a provider; NMR offers it to every registered client at once (the attach
+    /// callbacks run on this thread before this returns).
+    #[allow(clippy::must_use_candidate)] // often registered for good
+    pub fn register_provider(&self, config: ProviderConfig) -> ProviderId {
+        nmr::register_provider(config)
+    }
+
+    /// Deregisters a provider: detaches every binding of it and returns the detach statuses. A
+    /// binding whose detach was pending is cleaned up when the driver completes it.
+    #[allow(clippy::must_use_candidate)] // the statuses are not always of interest
+    pub fn deregister_provider(&self, provider: ProviderId) -> Vec<Status> {
+        nmr::deregister_provider(provider)
+    }
+
+    /// Waits until no binding of `provider` is left (after pending detaches completed).
+    pub fn wait_provider_unbound(&self, provider: ProviderId) {
+        state::wait_until(|s| !s.bindings.iter().any(|b| b.provider == provider));
+    }
+
+    /// Every event so far, in order.
+    #[must_use]
+    pub fn events(&self) -> Vec<Event> {
+        state::with(|s| s.events.clone())
+    }
+
+    /// The versions named by each `NmrClientAttachProvider` call so far.
+    #[must_use]
+    pub fn attach_tries(&self) -> Vec<(u16, Status)> {
+        self.events()
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::NmrClientAttachProvider {
+                    version, status, ..
+                } => Some((version, status)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The statuses `ClientAttachProvider` returned so far.
+    #[must_use]
+    pub fn attach_results(&self) -> Vec<Status> {
+        self.events()
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::ClientAttachProvider { status, .. } => Some(status),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The bindings NMR currently holds, with their states.
+    #[must_use]
+    pub fn bindings(&self) -> Vec<(HANDLE, BindingState)> {
+        state::with(|s| {
+            s.bindings
+                .iter()
+                .map(|b| (b.handle as HANDLE, b.state))
+                .collect()
+        })
+    }
+
+    /// The pool blocks still allocated.
+    #[must_use]
+    pub fn live_allocations(&self) -> Vec<Allocation> {
+        state::with(|s| s.allocations.values().copied().collect())
+    }
+
+    /// How many pool allocations succeeded in this session.
+    #[must_use]
+    pub fn allocation_count(&self) -> usize {
+        state::with(|s| s.allocation_count)
+    }
+
+    /// The driver's log lines (formatted `DbgPrintEx` output).
+    #[must_use]
+    pub fn log(&self) -> Vec<String> {
+        state::with(|s| s.log.clone())
+    }
+
+    /// The rules broken so far.
+    #[must_use]
+    pub fn violations(&self) -> Vec<String> {
+        state::with(|s| s.violations.clone())
+    }
+
+    /// Checks the end state: nothing allocated, no rule broken, no client or binding left, and
+    /// the test's own checks. Dropping the session runs it too (unless the test is already
+    /// failing).
+    pub fn check_clean(&mut self) {
+        self.checked = true;
+        let violations = self.violations();
+        assert!(violations.is_empty(), "rules broken: {violations:#?}");
+        let live = self.live_allocations();
+        assert!(live.is_empty(), "pool still allocated: {live:?}");
+        let bindings = self.bindings();
+        assert!(bindings.is_empty(), "bindings left: {bindings:?}");
+        let clients = nmr::registered_clients();
+        assert!(clients.is_empty(), "clients still registered: {clients:x?}");
+        for check in &self.extra_checks {
+            if let Err(problem) = check() {
+                panic!("{problem}");
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    /// Unloads a driver the test left loaded (so that one failing test does not leave the next
+    /// one a registered driver), then checks the end state unless the test is already failing.
+    fn drop(&mut self) {
+        if self.driver.DriverUnload.is_some() {
+            self.driver_unload();
+        }
+        if !self.checked && !std::thread::panicking() {
+            self.check_clean();
+        }
+    }
+}

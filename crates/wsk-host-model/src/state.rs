@@ -1,0 +1,332 @@
+//! The model's state: one process-wide record, behind a mutex that is never held while the
+//! driver's code runs.
+
+use std::collections::HashMap;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use crate::Status;
+use wsk_sys::PVOID;
+use wsk_sys::{
+    GUID, MIT_GUID, NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_MODULEID_u,
+    NPI_REGISTRATION_INSTANCE, NPI_WSK_INTERFACE_ID, WSK_PROVIDER_CHARACTERISTICS,
+    WSK_PROVIDER_DISPATCH,
+};
+
+use super::WAIT_LIMIT;
+
+/// WSK 1.0, `MAKE_WSK_VERSION(1, 0)`.
+pub const WSK_1_0: u16 = wsk_sys::MAKE_WSK_VERSION(1, 0);
+/// WSK 1.1, `MAKE_WSK_VERSION(1, 1)`.
+pub const WSK_1_1: u16 = wsk_sys::MAKE_WSK_VERSION(1, 1);
+
+/// A provider registered with the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProviderId(pub usize);
+
+/// How a provider looks and answers.
+#[derive(Clone, Debug)]
+pub struct ProviderConfig {
+    /// The `NpiId` of its registration instance.
+    pub npi_id: GUID,
+    /// Its `WSK_PROVIDER_CHARACTERISTICS`; `None` makes `NpiSpecificCharacteristics` NULL.
+    pub characteristics: Option<WSK_PROVIDER_CHARACTERISTICS>,
+    /// The `Size` of its registration instance.
+    pub instance_size: u16,
+    /// Scripted `NmrClientAttachProvider` answers by requested version; a version not listed
+    /// gets `STATUS_SUCCESS` inside the characteristics' range and `STATUS_NOINTERFACE` outside.
+    pub answers: Vec<(u16, Status)>,
+    /// Detach (and clean up) the binding inside `NmrClientAttachProvider`, before it returns.
+    pub detach_during_attach: bool,
+    /// Return a NULL dispatch table on success (a broken provider).
+    pub null_dispatch: bool,
+}
+
+impl ProviderConfig {
+    /// A WSK provider supporting `[lowest, highest]` (`MAKE_WSK_VERSION` values).
+    #[must_use]
+    pub fn wsk(lowest: u16, highest: u16) -> Self {
+        Self {
+            npi_id: NPI_WSK_INTERFACE_ID,
+            characteristics: Some(WSK_PROVIDER_CHARACTERISTICS {
+                HighestVersion: highest,
+                LowestVersion: lowest,
+            }),
+            #[allow(clippy::cast_possible_truncation)]
+            instance_size: size_of::<NPI_REGISTRATION_INSTANCE>() as u16,
+            answers: Vec::new(),
+            detach_during_attach: false,
+            null_dispatch: false,
+        }
+    }
+
+    /// Windows 7 and later: WSK 1.0 to 1.1.
+    #[must_use]
+    pub fn default_wsk() -> Self {
+        Self::wsk(WSK_1_0, WSK_1_1)
+    }
+
+    /// Scripts the answer to an attach try naming `version` (a `MAKE_WSK_VERSION` value).
+    #[must_use]
+    pub fn answer(mut self, version: u16, status: Status) -> Self {
+        self.answers.push((version, status));
+        self
+    }
+
+    pub(crate) fn answer_for(&self, version: u16) -> Status {
+        if let Some((_, status)) = self.answers.iter().find(|(v, _)| *v == version) {
+            return *status;
+        }
+        match self.characteristics {
+            Some(c) if c.LowestVersion <= version && version <= c.HighestVersion => Status::SUCCESS,
+            _ => Status::NOINTERFACE,
+        }
+    }
+}
+
+/// What happened, in order. Fields are what their names say: binding handles, statuses, tags.
+#[allow(missing_docs)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// `MmGetSystemRoutineAddress(name)`.
+    MmGetSystemRoutineAddress { name: String, found: bool },
+    /// A pool allocation through `routine` (`ok: false` when it failed).
+    Allocate {
+        routine: &'static str,
+        tag: u32,
+        size: usize,
+        ok: bool,
+    },
+    /// `ExFreePoolWithTag`.
+    Free { tag: u32 },
+    /// `NmrRegisterClient` returned.
+    NmrRegisterClient { status: Status },
+    /// The model called the client's `ClientAttachProvider`, which returned `status`.
+    ClientAttachProvider {
+        binding: usize,
+        provider: ProviderId,
+        status: Status,
+    },
+    /// `NmrClientAttachProvider` naming `version`.
+    NmrClientAttachProvider {
+        binding: usize,
+        version: u16,
+        status: Status,
+    },
+    /// The model called `ClientDetachProvider`.
+    ClientDetachProvider { binding: usize, status: Status },
+    /// `NmrClientDetachProviderComplete`.
+    NmrClientDetachProviderComplete { binding: usize },
+    /// The model called `ClientCleanupBindingContext`.
+    ClientCleanupBindingContext { binding: usize },
+    /// `NmrDeregisterClient`.
+    NmrDeregisterClient { status: Status },
+    /// `NmrWaitForClientDeregisterComplete`.
+    NmrWaitForClientDeregisterComplete { status: Status },
+    /// `RtlGetVersion`.
+    RtlGetVersion,
+    /// A provider dispatch function called by the client.
+    ProviderCall { name: &'static str, client: usize },
+}
+
+/// A pool block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Allocation {
+    /// Its tag.
+    pub tag: u32,
+    /// Its size in bytes.
+    pub size: usize,
+}
+
+/// Where a binding is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindingState {
+    /// `ClientAttachProvider` is running; no `NmrClientAttachProvider` success yet.
+    Offered,
+    /// `NmrClientAttachProvider` succeeded.
+    Attached,
+    /// `ClientDetachProvider` is running.
+    Detaching,
+    /// `ClientDetachProvider` returned `STATUS_PENDING`; waiting for the completion.
+    DetachPending,
+    /// Detached; cleanup is running.
+    CleaningUp,
+}
+
+pub(crate) struct Binding {
+    pub handle: usize,
+    pub client: usize,
+    pub provider: ProviderId,
+    pub state: BindingState,
+    pub client_binding_context: usize,
+    /// `NmrClientDetachProviderComplete` was called for it.
+    pub completed: bool,
+}
+
+pub(crate) struct Client {
+    pub handle: usize,
+    pub characteristics: NPI_CLIENT_CHARACTERISTICS,
+    pub context: usize,
+    pub deregistering: bool,
+}
+
+/// Provider memory the driver reads through pointers: stable while the session lasts.
+pub(crate) struct ProviderMemory {
+    pub npi_id: GUID,
+    pub module_id: NPI_MODULEID,
+    pub characteristics: WSK_PROVIDER_CHARACTERISTICS,
+    pub instance: NPI_REGISTRATION_INSTANCE,
+    pub dispatch: WSK_PROVIDER_DISPATCH,
+    /// What the provider hands out as its `WSK_CLIENT` (opaque to the client).
+    pub wsk_client: PVOID,
+}
+
+pub(crate) struct Provider {
+    pub id: ProviderId,
+    pub config: ProviderConfig,
+    pub registered: bool,
+    pub memory: Box<ProviderMemory>,
+}
+
+// SAFETY: the raw pointers inside point into the same `Box` or at statics; the model only touches
+// them under the state mutex, and the driver only reads them.
+unsafe impl Send for Provider {}
+// SAFETY: the client's characteristics are the driver's statics, read-only.
+unsafe impl Send for Client {}
+
+#[derive(Default)]
+pub(crate) struct State {
+    /// The Windows version `RtlGetVersion` reports: `(major, minor, build)`.
+    pub os_version: (u32, u32, u32),
+    pub pool2_available: bool,
+    /// `NmrRegisterClient` succeeds but writes a NULL handle.
+    pub register_client_null_handle: bool,
+    pub failing_allocations: usize,
+    pub register_client_failure: Option<Status>,
+    pub allocations: HashMap<usize, Allocation>,
+    pub allocation_count: usize,
+    pub events: Vec<Event>,
+    pub log: Vec<String>,
+    pub violations: Vec<String>,
+    pub clients: Vec<Client>,
+    pub providers: Vec<Provider>,
+    pub bindings: Vec<Binding>,
+    pub next_handle: usize,
+}
+
+impl State {
+    pub fn new_handle(&mut self) -> usize {
+        self.next_handle += 1;
+        0x4E4D_0000 + self.next_handle * 0x10
+    }
+
+    pub fn violation(&mut self, what: String) {
+        self.violations.push(what);
+    }
+
+    pub fn binding(&mut self, handle: usize) -> Option<&mut Binding> {
+        self.bindings.iter_mut().find(|b| b.handle == handle)
+    }
+
+    pub fn client(&self, handle: usize) -> Option<&Client> {
+        self.clients.iter().find(|c| c.handle == handle)
+    }
+
+    pub fn provider_mut(&mut self, id: ProviderId) -> Option<&mut Provider> {
+        self.providers.get_mut(id.0.checked_sub(1)?)
+    }
+
+    pub fn provider(&self, id: ProviderId) -> Option<&Provider> {
+        // Ids are handed out in order from 1.
+        self.providers.get(id.0.checked_sub(1)?)
+    }
+}
+
+static STATE: Mutex<Option<State>> = Mutex::new(None);
+static CHANGED: Condvar = Condvar::new();
+
+fn lock() -> MutexGuard<'static, Option<State>> {
+    STATE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A fresh state (providers and pool blocks of an earlier session are dropped; a block the driver
+/// leaked there is leaked for good).
+pub(crate) fn reset() {
+    *lock() = Some(State {
+        os_version: (10, 0, 19041),
+        pool2_available: true,
+        ..State::default()
+    });
+}
+
+/// Runs `f` on the state. Never call the driver from `f`.
+pub(crate) fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
+    let mut guard = lock();
+    let state = guard.get_or_insert_with(State::default);
+    let result = f(state);
+    drop(guard);
+    CHANGED.notify_all();
+    result
+}
+
+/// Waits until `done` holds, up to [`WAIT_LIMIT`]; records a violation when it does not.
+pub(crate) fn wait_until(mut done: impl FnMut(&State) -> bool) -> bool {
+    let deadline = Instant::now() + WAIT_LIMIT;
+    let mut guard = lock();
+    loop {
+        let state = guard.get_or_insert_with(State::default);
+        if done(state) {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            state.violation("waited too long: a pending detach was never completed".into());
+            return false;
+        }
+        guard = CHANGED
+            .wait_timeout(guard, deadline - now)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
+}
+
+pub(crate) fn new_provider_memory(config: &ProviderConfig, id: ProviderId) -> Box<ProviderMemory> {
+    let mut memory = Box::new(ProviderMemory {
+        npi_id: config.npi_id,
+        module_id: NPI_MODULEID {
+            #[allow(clippy::cast_possible_truncation)]
+            Length: size_of::<NPI_MODULEID>() as u16,
+            Type: MIT_GUID,
+            u: NPI_MODULEID_u {
+                Guid: GUID {
+                    Data1: 0x5753_4B50,
+                    Data2: 0,
+                    Data3: 0,
+                    Data4: [0; 8],
+                },
+            },
+        },
+        characteristics: config
+            .characteristics
+            .unwrap_or(WSK_PROVIDER_CHARACTERISTICS {
+                HighestVersion: 0,
+                LowestVersion: 0,
+            }),
+        instance: NPI_REGISTRATION_INSTANCE {
+            Version: 0,
+            Size: config.instance_size,
+            NpiId: std::ptr::null(),
+            ModuleId: std::ptr::null(),
+            Number: 0,
+            NpiSpecificCharacteristics: std::ptr::null(),
+        },
+        dispatch: super::kernel::provider_dispatch(),
+        wsk_client: (0x5753_4B43_0000_0000_usize | id.0) as PVOID,
+    });
+    memory.instance.NpiId = &raw const memory.npi_id;
+    memory.instance.ModuleId = &raw const memory.module_id;
+    if config.characteristics.is_some() {
+        memory.instance.NpiSpecificCharacteristics = (&raw const memory.characteristics).cast();
+    }
+    memory
+}

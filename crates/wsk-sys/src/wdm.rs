@@ -1,0 +1,94 @@
+//! The ntoskrnl.exe subset the driver uses (`wdm.h`).
+
+use core::ffi::{c_char, c_void};
+
+use super::ntdef::{NTSTATUS, PVOID, UNICODE_STRING};
+
+/// `POOL_TYPE` (an `enum` in C: 4 bytes).
+pub type POOL_TYPE = i32;
+/// Non-paged pool (executable): the only non-paged type before Windows 8.
+pub const NonPagedPool: POOL_TYPE = 0;
+/// Non-paged, non-executable pool: Windows 8 and later; what memory integrity (HVCI) wants.
+pub const NonPagedPoolNx: POOL_TYPE = 512;
+/// `POOL_FLAGS` for `ExAllocatePool2`.
+pub type POOL_FLAGS = u64;
+pub const POOL_FLAG_NON_PAGED: POOL_FLAGS = 0x0000_0000_0000_0040;
+
+pub const DPFLTR_IHVDRIVER_ID: u32 = 77;
+pub const DPFLTR_ERROR_LEVEL: u32 = 0;
+pub const DPFLTR_WARNING_LEVEL: u32 = 1;
+pub const DPFLTR_TRACE_LEVEL: u32 = 2;
+pub const DPFLTR_INFO_LEVEL: u32 = 3;
+
+/// `ExAllocatePool2` (Windows 10 2004 and later). Never imported statically: the driver looks it
+/// up with `MmGetSystemRoutineAddress` so that it still loads on older systems.
+pub type PFN_EX_ALLOCATE_POOL2 =
+    unsafe extern "system" fn(Flags: POOL_FLAGS, NumberOfBytes: usize, Tag: u32) -> PVOID;
+
+/// `RTL_OSVERSIONINFOW`: size 276.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RTL_OSVERSIONINFOW {
+    pub dwOSVersionInfoSize: u32,
+    pub dwMajorVersion: u32,
+    pub dwMinorVersion: u32,
+    pub dwBuildNumber: u32,
+    pub dwPlatformId: u32,
+    pub szCSDVersion: [u16; 128],
+}
+
+/// `DRIVER_UNLOAD`.
+pub type PDRIVER_UNLOAD = Option<unsafe extern "system" fn(DriverObject: *mut DRIVER_OBJECT)>;
+
+/// `DRIVER_OBJECT` (x64 layout; size 0x150). Only `DriverUnload` is written by this driver.
+#[repr(C)]
+pub struct DRIVER_OBJECT {
+    pub Type: i16,
+    pub Size: i16,
+    pub DeviceObject: PVOID,
+    pub Flags: u32,
+    pub DriverStart: PVOID,
+    pub DriverSize: u32,
+    pub DriverSection: PVOID,
+    pub DriverExtension: PVOID,
+    pub DriverName: UNICODE_STRING,
+    pub HardwareDatabase: *mut UNICODE_STRING,
+    pub FastIoDispatch: PVOID,
+    pub DriverInit: PVOID,
+    pub DriverStartIo: PVOID,
+    pub DriverUnload: PDRIVER_UNLOAD,
+    pub MajorFunction: [PVOID; 28],
+}
+
+#[cfg_attr(
+    wsk_kernel,
+    link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")
+)]
+unsafe extern "system" {
+    /// Any IRQL <= `DISPATCH_LEVEL` for non-paged pool. Does not zero the memory.
+    pub fn ExAllocatePoolWithTag(PoolType: POOL_TYPE, NumberOfBytes: usize, Tag: u32) -> PVOID;
+    /// IRQL <= `DISPATCH_LEVEL` for non-paged pool.
+    pub fn ExFreePoolWithTag(P: PVOID, Tag: u32);
+    /// `PASSIVE_LEVEL`.
+    pub fn MmGetSystemRoutineAddress(SystemRoutineName: *const UNICODE_STRING) -> *mut c_void;
+    /// `PASSIVE_LEVEL`. Always `STATUS_SUCCESS` (Windows 2000 and later).
+    pub fn RtlGetVersion(lpVersionInformation: *mut RTL_OSVERSIONINFOW) -> NTSTATUS;
+    /// Any IRQL. Stops the system with a bug check; never returns.
+    pub fn KeBugCheckEx(
+        BugCheckCode: u32,
+        BugCheckParameter1: usize,
+        BugCheckParameter2: usize,
+        BugCheckParameter3: usize,
+        BugCheckParameter4: usize,
+    ) -> !;
+}
+
+#[cfg_attr(
+    wsk_kernel,
+    link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")
+)]
+unsafe extern "C" {
+    /// `__cdecl`, variadic. Any IRQL, as long as the format uses no Unicode conversion (`%wZ`,
+    /// `%ws`, `%C`, `%S`), which this driver never does.
+    pub fn DbgPrintEx(ComponentId: u32, Level: u32, Format: *const c_char, ...) -> u32;
+}

@@ -1,0 +1,169 @@
+//! Every size and field offset of the hand-declared ABI, against the x64 layout of the C headers
+//! (see the project's ABI reference: netioddk.h, wsk.h, wdm.h).
+
+use std::mem::{align_of, offset_of, size_of};
+
+use wsk_sys::*;
+
+#[test]
+fn guid_and_luid() {
+    assert_eq!(size_of::<GUID>(), 16);
+    assert_eq!(align_of::<GUID>(), 4);
+    assert_eq!(offset_of!(GUID, Data1), 0);
+    assert_eq!(offset_of!(GUID, Data2), 4);
+    assert_eq!(offset_of!(GUID, Data3), 6);
+    assert_eq!(offset_of!(GUID, Data4), 8);
+    assert_eq!(size_of::<LUID>(), 8);
+    assert_eq!(offset_of!(LUID, HighPart), 4);
+}
+
+#[test]
+fn npi_moduleid() {
+    assert_eq!(size_of::<NPI_MODULEID>(), 0x18);
+    assert_eq!(align_of::<NPI_MODULEID>(), 4);
+    assert_eq!(offset_of!(NPI_MODULEID, Length), 0);
+    assert_eq!(offset_of!(NPI_MODULEID, Type), 4);
+    assert_eq!(offset_of!(NPI_MODULEID, u), 8);
+    assert_eq!(size_of::<NPI_MODULEID_TYPE>(), 4);
+    assert_eq!((MIT_GUID, MIT_IF_LUID), (1, 2));
+}
+
+#[test]
+fn npi_registration_instance() {
+    assert_eq!(size_of::<NPI_REGISTRATION_INSTANCE>(), 0x28);
+    assert_eq!(align_of::<NPI_REGISTRATION_INSTANCE>(), 8);
+    assert_eq!(offset_of!(NPI_REGISTRATION_INSTANCE, Version), 0);
+    assert_eq!(offset_of!(NPI_REGISTRATION_INSTANCE, Size), 2);
+    assert_eq!(offset_of!(NPI_REGISTRATION_INSTANCE, NpiId), 8);
+    assert_eq!(offset_of!(NPI_REGISTRATION_INSTANCE, ModuleId), 16);
+    assert_eq!(offset_of!(NPI_REGISTRATION_INSTANCE, Number), 24);
+    assert_eq!(
+        offset_of!(NPI_REGISTRATION_INSTANCE, NpiSpecificCharacteristics),
+        32
+    );
+}
+
+#[test]
+fn npi_client_characteristics() {
+    assert_eq!(size_of::<NPI_CLIENT_CHARACTERISTICS>(), 0x48);
+    assert_eq!(align_of::<NPI_CLIENT_CHARACTERISTICS>(), 8);
+    assert_eq!(offset_of!(NPI_CLIENT_CHARACTERISTICS, Version), 0);
+    assert_eq!(offset_of!(NPI_CLIENT_CHARACTERISTICS, Length), 2);
+    assert_eq!(
+        offset_of!(NPI_CLIENT_CHARACTERISTICS, ClientAttachProvider),
+        8
+    );
+    assert_eq!(
+        offset_of!(NPI_CLIENT_CHARACTERISTICS, ClientDetachProvider),
+        16
+    );
+    assert_eq!(
+        offset_of!(NPI_CLIENT_CHARACTERISTICS, ClientCleanupBindingContext),
+        24
+    );
+    assert_eq!(
+        offset_of!(NPI_CLIENT_CHARACTERISTICS, ClientRegistrationInstance),
+        32
+    );
+    // The callbacks are nullable function pointers: one pointer each.
+    assert_eq!(size_of::<Option<NPI_CLIENT_ATTACH_PROVIDER_FN>>(), 8);
+    assert_eq!(size_of::<Option<NPI_CLIENT_DETACH_PROVIDER_FN>>(), 8);
+    assert_eq!(
+        size_of::<Option<NPI_CLIENT_CLEANUP_BINDING_CONTEXT_FN>>(),
+        8
+    );
+}
+
+#[test]
+fn wsk_client_dispatch() {
+    assert_eq!(size_of::<WSK_CLIENT_DISPATCH>(), 16);
+    assert_eq!(offset_of!(WSK_CLIENT_DISPATCH, Version), 0);
+    assert_eq!(offset_of!(WSK_CLIENT_DISPATCH, Reserved), 2);
+    assert_eq!(offset_of!(WSK_CLIENT_DISPATCH, WskClientEvent), 8);
+}
+
+#[test]
+fn wsk_provider_characteristics() {
+    assert_eq!(size_of::<WSK_PROVIDER_CHARACTERISTICS>(), 4);
+    assert_eq!(offset_of!(WSK_PROVIDER_CHARACTERISTICS, HighestVersion), 0);
+    assert_eq!(offset_of!(WSK_PROVIDER_CHARACTERISTICS, LowestVersion), 2);
+}
+
+#[test]
+fn wsk_provider_dispatch() {
+    assert_eq!(size_of::<WSK_PROVIDER_DISPATCH>(), 56);
+    assert_eq!(offset_of!(WSK_PROVIDER_DISPATCH, Version), 0);
+    assert_eq!(offset_of!(WSK_PROVIDER_DISPATCH, Reserved), 2);
+    assert_eq!(offset_of!(WSK_PROVIDER_DISPATCH, WskSocket), 8);
+    assert_eq!(offset_of!(WSK_PROVIDER_DISPATCH, WskSocketConnect), 16);
+    assert_eq!(offset_of!(WSK_PROVIDER_DISPATCH, WskControlClient), 24);
+    // WSK 1.0 ends here: 32 bytes.
+    assert_eq!(offset_of!(WSK_PROVIDER_DISPATCH, WskGetAddressInfo), 32);
+    assert_eq!(offset_of!(WSK_PROVIDER_DISPATCH, WskFreeAddressInfo), 40);
+    assert_eq!(offset_of!(WSK_PROVIDER_DISPATCH, WskGetNameInfo), 48);
+}
+
+#[test]
+fn unicode_string() {
+    assert_eq!(size_of::<UNICODE_STRING>(), 16);
+    assert_eq!(offset_of!(UNICODE_STRING, Length), 0);
+    assert_eq!(offset_of!(UNICODE_STRING, MaximumLength), 2);
+    assert_eq!(offset_of!(UNICODE_STRING, Buffer), 8);
+}
+
+#[test]
+fn driver_object() {
+    assert_eq!(size_of::<DRIVER_OBJECT>(), 0x150);
+    assert_eq!(offset_of!(DRIVER_OBJECT, Type), 0);
+    assert_eq!(offset_of!(DRIVER_OBJECT, Size), 2);
+    assert_eq!(offset_of!(DRIVER_OBJECT, DeviceObject), 8);
+    assert_eq!(offset_of!(DRIVER_OBJECT, Flags), 16);
+    assert_eq!(offset_of!(DRIVER_OBJECT, DriverStart), 24);
+    assert_eq!(offset_of!(DRIVER_OBJECT, DriverSize), 32);
+    assert_eq!(offset_of!(DRIVER_OBJECT, DriverSection), 40);
+    assert_eq!(offset_of!(DRIVER_OBJECT, DriverExtension), 48);
+    assert_eq!(offset_of!(DRIVER_OBJECT, DriverName), 56);
+    assert_eq!(offset_of!(DRIVER_OBJECT, HardwareDatabase), 72);
+    assert_eq!(offset_of!(DRIVER_OBJECT, FastIoDispatch), 80);
+    assert_eq!(offset_of!(DRIVER_OBJECT, DriverInit), 88);
+    assert_eq!(offset_of!(DRIVER_OBJECT, DriverStartIo), 96);
+    assert_eq!(offset_of!(DRIVER_OBJECT, DriverUnload), 0x68);
+    assert_eq!(offset_of!(DRIVER_OBJECT, MajorFunction), 112);
+}
+
+#[test]
+fn constants() {
+    assert_eq!(
+        NPI_WSK_INTERFACE_ID,
+        GUID {
+            Data1: 0x2227_E803,
+            Data2: 0x8D8B,
+            Data3: 0x11D4,
+            Data4: [0xAB, 0xAD, 0x00, 0x90, 0x27, 0x71, 0x9E, 0x09],
+        }
+    );
+    assert_eq!(MAKE_WSK_VERSION(1, 0), 0x0100);
+    assert_eq!(MAKE_WSK_VERSION(1, 1), 0x0101);
+    assert_eq!(WSK_MAJOR_VERSION(0x0102), 1);
+    assert_eq!(WSK_MINOR_VERSION(0x0102), 2);
+    assert_eq!(STATUS_SUCCESS, 0);
+    assert_eq!(STATUS_PENDING, 0x103);
+    assert_eq!(STATUS_UNSUCCESSFUL.cast_unsigned(), 0xC000_0001);
+    assert_eq!(STATUS_INVALID_PARAMETER.cast_unsigned(), 0xC000_000D);
+    assert_eq!(STATUS_INSUFFICIENT_RESOURCES.cast_unsigned(), 0xC000_009A);
+    assert_eq!(STATUS_NOINTERFACE.cast_unsigned(), 0xC000_02B9);
+    assert_eq!(STATUS_INVALID_DEVICE_STATE.cast_unsigned(), 0xC000_0184);
+    assert_eq!(POOL_FLAG_NON_PAGED, 0x40);
+    assert_eq!((NonPagedPool, NonPagedPoolNx), (0, 512));
+    assert_eq!(DPFLTR_IHVDRIVER_ID, 77);
+}
+
+#[test]
+fn rtl_osversioninfow() {
+    assert_eq!(size_of::<RTL_OSVERSIONINFOW>(), 276);
+    assert_eq!(align_of::<RTL_OSVERSIONINFOW>(), 4);
+    assert_eq!(offset_of!(RTL_OSVERSIONINFOW, dwMajorVersion), 4);
+    assert_eq!(offset_of!(RTL_OSVERSIONINFOW, dwMinorVersion), 8);
+    assert_eq!(offset_of!(RTL_OSVERSIONINFOW, dwBuildNumber), 12);
+    assert_eq!(offset_of!(RTL_OSVERSIONINFOW, szCSDVersion), 20);
+}
