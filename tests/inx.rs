@@ -116,6 +116,9 @@ struct Section {
 
 #[derive(Debug, Default)]
 struct Inf {
+    /// The driver the file installs: its service name, which is also the `.sys` and `.cat`
+    /// stem (cargo-make's `CARGO_MAKE_CRATE_FS_NAME`, the package name with `_` for `-`).
+    service: String,
     sections: Vec<Section>,
     /// Problems found while parsing (text outside a section, bad headers).
     parse_errors: Vec<String>,
@@ -143,7 +146,10 @@ fn unquote(value: &str) -> &str {
 }
 
 fn parse(text: &str) -> Inf {
-    let mut inf = Inf::default();
+    let mut inf = Inf {
+        service: SERVICE_NAME.to_owned(),
+        ..Inf::default()
+    };
     let mut pending = String::new();
     for (index, raw_line) in text.lines().enumerate() {
         let line_number = index + 1;
@@ -295,8 +301,13 @@ fn mutated(from: &str, to: &str) -> Inf {
 
 /// The `.sys` name cargo-make gives the package: `CARGO_MAKE_CRATE_FS_NAME`
 /// (the package name with `-` replaced by `_`) plus `.sys`.
-fn expected_binary() -> String {
-    format!("{}.sys", env!("CARGO_PKG_NAME").replace('-', "_"))
+fn expected_binary(inf: &Inf) -> String {
+    format!("{}.sys", inf.service)
+}
+
+#[test]
+fn the_seed_service_is_the_package_name() {
+    assert_eq!(SERVICE_NAME, env!("CARGO_PKG_NAME").replace('-', "_"));
 }
 
 // --------------------------------------------------------------------------
@@ -375,7 +386,7 @@ fn check_version(inf: &Inf) -> Vec<String> {
         },
         "a provider defined in [Strings] that is not Microsoft (InfVerif 1204)",
     );
-    let catalog = format!("{SERVICE_NAME}.cat");
+    let catalog = format!("{}.cat", inf.service);
     expect(
         "CatalogFile",
         &|v| v.eq_ignore_ascii_case(&catalog),
@@ -532,7 +543,7 @@ fn check_strings(inf: &Inf) -> Vec<String> {
 
 fn check_files(inf: &Inf) -> Vec<String> {
     let mut problems = Vec::new();
-    let binary = expected_binary();
+    let binary = expected_binary(inf);
     let disks: BTreeSet<String> = inf
         .section("SourceDisksNames")
         .map(|s| s.entries.iter().filter_map(|e| e.key.clone()).collect())
@@ -632,10 +643,10 @@ fn check_service(inf: &Inf) -> Vec<String> {
     };
     let parts = fields(&entry.value);
     let mut problems = Vec::new();
-    if !parts[0].eq_ignore_ascii_case(SERVICE_NAME) {
+    if !parts[0].eq_ignore_ascii_case(&inf.service) {
         problems.push(format!(
-            "AddService installs `{}`, expected {SERVICE_NAME}",
-            parts[0]
+            "AddService installs `{}`, expected {}",
+            parts[0], inf.service
         ));
     }
     // Flags: 0x2 (SPSVCINST_ASSOCSERVICE) makes it a device's function driver,
@@ -650,7 +661,7 @@ fn check_service(inf: &Inf) -> Vec<String> {
         return problems;
     };
     let strings = inf.strings();
-    let binary_path = format!("%13%\\{}", expected_binary());
+    let binary_path = format!("%13%\\{}", expected_binary(inf));
     let wanted: [(&str, &str, &str); 4] = [
         ("ServiceType", "1", "SERVICE_KERNEL_DRIVER"),
         ("StartType", "3", "SERVICE_DEMAND_START"),
@@ -706,7 +717,7 @@ fn check_service(inf: &Inf) -> Vec<String> {
 fn assert_clean(what: &str, problems: &[String]) {
     assert!(
         problems.is_empty(),
-        "wsk_attach.inx {what}:\n  {}",
+        "INF source {what}:\n  {}",
         problems.join("\n  ")
     );
 }
@@ -949,4 +960,37 @@ fn service_check_rejects_wrong_install_values() {
         )),
         "only HKR",
     );
+}
+
+// --------------------------------------------------------------------------
+// The example driver's INF source passes every check too
+// --------------------------------------------------------------------------
+
+#[test]
+fn example_inx_passes_every_check() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/wsk-echo/wsk_echo.inx"
+    );
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    assert_clean("encoding (wsk_echo)", &check_encoding(&bytes));
+    let text = decode_utf16le_with_bom(&bytes).expect("wsk_echo.inx decodes");
+    let mut inf = parse(&text);
+    inf.service = "wsk_echo".to_owned();
+    let checks: [(&str, fn(&Inf) -> Vec<String>); 7] = [
+        ("syntax", check_syntax),
+        ("[Version]", check_version),
+        ("primitive driver", check_primitive_driver),
+        ("references", check_references),
+        ("strings", check_strings),
+        ("files", check_files),
+        ("service", check_service),
+    ];
+    for (what, check) in checks {
+        assert_clean(&format!("{what} (wsk_echo)"), &check(&inf));
+    }
+    // The same checks on the seed's file under the example's name must fail: they look at names.
+    let mut seed = load();
+    seed.service = "wsk_echo".to_owned();
+    assert!(!check_service(&seed).is_empty() && !check_files(&seed).is_empty());
 }

@@ -751,9 +751,15 @@ fn registered_characteristics_are_the_clients_own() {
     // SAFETY: Type is MIT_GUID, so the union holds a GUID.
     let guid = unsafe { module_id.u.Guid };
     assert_eq!(guid, <TestDriver as wsk_client::Client>::MODULE_ID);
+    // guid(0x7E57_D41E_0000_4000_8000_0000_0000_0001) is {7E57D41E-0000-4000-8000-000000000001}.
     assert_eq!(
-        format!("{guid:?}"),
-        "GUID { Data1: 2119684382, Data2: 0, Data3: 16384, Data4: [128, 0, 0, 0, 0, 0, 0, 1] }"
+        guid,
+        GUID {
+            Data1: 0x7E57_D41E,
+            Data2: 0,
+            Data3: 0x4000,
+            Data4: [0x80, 0, 0, 0, 0, 0, 0, 1],
+        }
     );
     assert!(c.ClientAttachProvider.is_some());
     assert!(c.ClientDetachProvider.is_some());

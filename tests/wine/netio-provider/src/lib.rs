@@ -21,9 +21,9 @@
 //! `netio-provider: `. A breach of the NMR rules by the client is logged as
 //! `netio-provider: ERROR: ...`, which the Wine test treats as a failure.
 //!
-//! The ABI declarations are the driver's own (`src/abi`), included by path. They declare the
-//! `Nmr*` functions as raw-dylib imports from NETIO.SYS; this crate *defines* functions of the
-//! same names with `#[unsafe(no_mangle)]` in the crate root and never calls the imported ones.
+//! The ABI declarations are the driver's own (`crates/wsk-sys`). They declare the `Nmr*` functions
+//! as raw-dylib imports from NETIO.SYS; this crate *defines* functions of the same names with
+//! `#[unsafe(no_mangle)]` in the crate root and never calls the imported ones.
 
 #![no_std]
 #![allow(non_snake_case)]
@@ -33,9 +33,7 @@ compile_error!("enable exactly one variant feature: wsk11 or noif11");
 #[cfg(not(any(feature = "wsk11", feature = "noif11")))]
 compile_error!("enable exactly one variant feature: wsk11 or noif11");
 
-#[path = "../../../../src/abi/mod.rs"]
-#[allow(dead_code, unused_imports, clippy::all, clippy::pedantic)]
-mod abi;
+use wsk_sys as abi;
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
