@@ -60,7 +60,7 @@ pub unsafe extern "system" fn DriverEntry(
     };
     // First: the pool routine and type for this system (the WDK's ExInitializeDriverRuntime).
     let _ = wsk_client::pool::select::<WskAttach>();
-    let registration = match Registration::<WskAttach>::register() {
+    let registration = match Registration::<WskAttach>::register(driver) {
         Ok(registration) => registration,
         // NoHandle returns STATUS_SUCCESS without DriverUnload: the image must stay loaded.
         Err(error) => return error.driver_entry_status().raw(),

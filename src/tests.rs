@@ -77,22 +77,3 @@ fn a_failed_registration_fails_driver_entry_without_unload() {
     ));
     s.check_clean();
 }
-
-#[test]
-fn a_registration_without_handle_keeps_the_image_loaded() {
-    // NMR registered the client (and attached it) but returned no handle: failing DriverEntry
-    // would unmap an image NMR still calls. The driver must load, without DriverUnload.
-    let mut s = wsk_host_model::session();
-    s.register_provider(ProviderConfig::default_wsk());
-    s.return_null_client_handle();
-    assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
-    assert!(s.unload_routine().is_none(), "an unloadable driver");
-    assert!(has_log(
-        &s,
-        "wsk_attach: NmrRegisterClient returned no handle: registered for good, the image must stay loaded"
-    ));
-    assert!(s.violations().is_empty(), "{:#?}", s.violations());
-    // What a shutdown would do, so that the next test starts clean.
-    s.deregister_stuck_clients();
-    s.check_clean();
-}

@@ -966,6 +966,9 @@ fn service_check_rejects_wrong_install_values() {
 // The example driver's INF source passes every check too
 // --------------------------------------------------------------------------
 
+/// One of the checks above.
+type Check = fn(&Inf) -> Vec<String>;
+
 #[test]
 fn example_inx_passes_every_check() {
     let path = concat!(
@@ -977,7 +980,7 @@ fn example_inx_passes_every_check() {
     let text = decode_utf16le_with_bom(&bytes).expect("wsk_echo.inx decodes");
     let mut inf = parse(&text);
     inf.service = "wsk_echo".to_owned();
-    let checks: [(&str, fn(&Inf) -> Vec<String>); 7] = [
+    let checks: [(&str, Check); 7] = [
         ("syntax", check_syntax),
         ("[Version]", check_version),
         ("primitive driver", check_primitive_driver),

@@ -208,6 +208,23 @@ pub struct InFlight<C: Client> {
 }
 
 impl<C: Client> InFlight<C> {
+    /// Another call through the same binding.
+    ///
+    /// # Errors
+    /// [`AcquireError::Detaching`] when the binding's detach has begun.
+    pub(crate) fn try_clone(&self) -> Result<Self, AcquireError> {
+        self.slot
+            .gate
+            .enter()
+            .map_err(|_| AcquireError::Detaching)?;
+        // INVARIANT: the new entry keeps the same context alive, like the one cloned.
+        Ok(Self {
+            slot: self.slot,
+            context: self.context,
+            _client: PhantomData,
+        })
+    }
+
     /// The binding context. Valid until this value is dropped.
     pub(crate) fn context(&self) -> &BindingContext {
         // SAFETY: by the type invariant the context is live; after attach, only reads happen.

@@ -7,6 +7,7 @@ use core::ffi::CStr;
 
 use crate::binding::BindingSlot;
 use crate::pool::{PoolState, PoolTag};
+use crate::runtime::Runtime;
 use crate::sys::{DPFLTR_IHVDRIVER_ID, GUID, PFN_WSK_CLIENT_EVENT};
 use crate::version::WskVersion;
 
@@ -55,6 +56,19 @@ pub trait Client: Sized + 'static {
     /// `WSK_CLIENT_DISPATCH.WskClientEvent` for every version (NULL: no client-level events).
     const CLIENT_EVENT: PFN_WSK_CLIENT_EVENT = None;
 
+    /// The pool tag of the library's work item contexts ([`crate::work`]): by default
+    /// [`Client::POOL_TAG`] with `W` as its last character.
+    const WORK_ITEM_TAG: PoolTag = Self::POOL_TAG.with_last(b'W');
+
+    /// Called once when a binding starts to go away — the provider detaches, or the client's
+    /// unload begins — so that the client closes its sockets and drops its
+    /// [`crate::provider::BindingRef`]s: the detach (and the unload) completes when the last one
+    /// is gone. New references fail from this moment on.
+    ///
+    /// IRQL <= `DISPATCH_LEVEL`, from inside NMR's or the unload's call: must not block (queue a
+    /// work item with [`crate::work::queue`] for anything that must wait).
+    fn on_detach(_notice: DetachNotice) {}
+
     /// The client's state: a static the driver declares, for example
     /// `static STATE: ClientState<[BindingSlot; 4]> = ClientState::new();` (4 bindings).
     fn state() -> &'static ClientState;
@@ -68,6 +82,7 @@ pub trait Client: Sized + 'static {
 /// library sees it as the unsized `ClientState` (`[BindingSlot]`).
 pub struct ClientState<Slots: ?Sized = [BindingSlot]> {
     pub(crate) pool: PoolState,
+    pub(crate) runtime: Runtime,
     pub(crate) slots: Slots,
 }
 
@@ -77,6 +92,7 @@ impl<const N: usize> ClientState<[BindingSlot; N]> {
     pub const fn new() -> Self {
         Self {
             pool: PoolState::new(),
+            runtime: Runtime::new(),
             slots: [const { BindingSlot::new() }; N],
         }
     }
@@ -100,6 +116,24 @@ impl ClientState {
     pub fn bindings_in_use(&self) -> usize {
         self.slots.iter().filter(|slot| slot.in_use()).count()
     }
+}
+
+/// Why [`Client::on_detach`] is called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DetachReason {
+    /// NMR detaches a binding (the provider goes away, or the client deregisters).
+    Provider,
+    /// The client's unload began ([`crate::Registration`] is being dropped).
+    Unload,
+}
+
+/// What [`Client::on_detach`] is told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DetachNotice {
+    /// Why.
+    pub reason: DetachReason,
+    /// The references still held that the detach (or the unload) waits for.
+    pub references: u32,
 }
 
 /// A `GUID` from its usual spelling as one number: `guid(0x4D636F0B_B15B_48CA_8894_FB0987DBE869)`

@@ -4,7 +4,7 @@
 use core::ptr::NonNull;
 
 use crate::binding::BindingContext;
-use crate::client::Client;
+use crate::client::{Client, DetachNotice, DetachReason};
 use crate::gate::Close;
 use crate::log::log;
 use crate::status::NtStatus;
@@ -12,10 +12,11 @@ use crate::sys::{NTSTATUS, PVOID};
 
 /// `NPI_CLIENT_DETACH_PROVIDER_FN` of client `C`, registered with NMR.
 ///
-/// IRQL <= `DISPATCH_LEVEL`: never blocks. Returns `STATUS_SUCCESS` when no call is in flight,
-/// otherwise `STATUS_PENDING`; the last call to return then calls
-/// `NmrClientDetachProviderComplete` (see `crate::binding::InFlight`). The context is freed by
-/// cleanup, never here.
+/// IRQL <= `DISPATCH_LEVEL`: never blocks. Returns `STATUS_SUCCESS` when no reference is held,
+/// otherwise `STATUS_PENDING`; the last reference released then calls
+/// `NmrClientDetachProviderComplete` (see `crate::binding::InFlight`). Tells the client through
+/// [`Client::on_detach`], unless its unload already did. The context is freed by cleanup, never
+/// here.
 ///
 /// # Safety
 /// Called by NMR with the `ClientBindingContext` of an attached binding, once, before cleanup.
@@ -30,7 +31,18 @@ pub(crate) unsafe extern "system" fn ClientDetachProvider<C: Client>(
     // SAFETY: per this function's contract the context is live until cleanup; its slot field was
     // written before NMR got the context and is never written again.
     let slot = unsafe { (*context.as_ptr()).slot };
-    detach_status::<C>(slot.begin_detach()).raw()
+    let close = slot.begin_detach();
+    let status = detach_status::<C>(close);
+    if !C::state().runtime.is_unloading() {
+        C::on_detach(DetachNotice {
+            reason: DetachReason::Provider,
+            references: match close {
+                Close::Idle => 0,
+                Close::Pending(count) => count,
+            },
+        });
+    }
+    status.raw()
 }
 
 /// Logs the outcome of a detach and maps it to the status NMR expects. Any IRQL.

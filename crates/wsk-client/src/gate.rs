@@ -35,6 +35,20 @@ const GENERATION_MASK: u64 = !(GENERATION_ONE - 1);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Generation(u64);
 
+impl Generation {
+    /// The raw value, to keep in an atomic.
+    #[must_use]
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// A generation kept with [`Generation::raw`].
+    #[must_use]
+    pub const fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+}
+
 /// Why [`Gate::enter`] refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refused {

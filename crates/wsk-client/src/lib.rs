@@ -47,15 +47,19 @@ pub mod gate;
 pub mod pool;
 pub mod provider;
 pub mod registration;
+pub mod runtime;
 pub mod status;
+pub mod unload;
 pub mod version;
+pub mod work;
 
 #[cfg(test)]
 mod test_client;
 
-pub use client::{Client, ClientState, guid};
+pub use client::{Client, ClientState, DetachNotice, DetachReason, guid};
 pub use driver_cell::DriverCell;
 pub use pool::PoolTag;
+pub use provider::{BindingRef, ProviderError};
 pub use registration::{RegisterError, Registration};
 pub use status::NtStatus;
 pub use version::WskVersion;

@@ -44,6 +44,13 @@ impl PoolTag {
     pub const fn raw(self) -> u32 {
         self.0
     }
+
+    /// This tag with its fourth character replaced: a tag of the same family for another purpose.
+    #[must_use]
+    pub const fn with_last(self, last: u8) -> Self {
+        let [a, b, c, _] = self.0.to_le_bytes();
+        Self::new([a, b, c, last])
+    }
 }
 
 /// Which pool routine a client uses, chosen by [`select`].
@@ -354,8 +361,9 @@ mod tests {
             PoolBox::try_new::<Unselected>(0_u32, Unselected::POOL_TAG).err(),
             Some(NtStatus::INVALID_DEVICE_STATE)
         );
+        let mut driver = wsk_host_model::zeroed_driver_object();
         assert_eq!(
-            Registration::<Unselected>::register().err(),
+            Registration::<Unselected>::register(&mut driver).err(),
             Some(RegisterError::Failed(NtStatus::INVALID_DEVICE_STATE))
         );
         let log = session.log();

@@ -1,14 +1,24 @@
-//! The safe API for code that embeds this crate: use the attached WSK provider while holding a
-//! call-in-flight reference, so that a detach waits for the call instead of pulling the provider
-//! out from under it.
+//! Binding references: the safe way to use the attached WSK provider. A [`BindingRef`] keeps
+//! its binding from completing a detach (and the client's unload from going on) until it is
+//! dropped, so the `WSK_CLIENT` and the provider's dispatch it hands out stay valid meanwhile. It
+//! is `'static` and `Send`: move it into a socket object or an IRP's completion context, and drop
+//! it where the operation ends.
 //!
-//! IRQL: [`with_provider`] and the accessors of [`AttachedProvider`] run at any IRQL
-//! <= `DISPATCH_LEVEL`; the WSK functions they hand out have their own limits.
+//! Where to drop the last references: in a context the unload waits for. The library's own
+//! contexts qualify — a work item ([`crate::work`]), `DriverEntry`/`DriverUnload`, the
+//! [`crate::Client::on_detach`] callback — and so does a thread of the driver's own that its unload
+//! joins before the [`crate::Registration`] is dropped. A thread nobody waits for may still be
+//! running image code after it released the last reference: the unload then returns and the image
+//! is unmapped under it.
+//!
+//! IRQL: everything here runs at any IRQL <= `DISPATCH_LEVEL`; the WSK functions a reference hands
+//! out have their own limits.
 
 use core::ptr::NonNull;
 
 use crate::binding::{self, AcquireError, InFlight};
 use crate::client::Client;
+use crate::runtime::Unavailable;
 use crate::status::NtStatus;
 use crate::sys::{
     PFN_WSK_CONTROL_CLIENT, PFN_WSK_FREE_ADDRESS_INFO, PFN_WSK_GET_ADDRESS_INFO,
@@ -26,6 +36,10 @@ pub enum ProviderError {
     Detaching,
     /// The provider attached without a `WSK_CLIENT` or dispatch table.
     BadProvider,
+    /// The client is not registered.
+    NotRegistered,
+    /// The client's unload has begun: no new reference.
+    Unloading,
 }
 
 impl From<ProviderError> for NtStatus {
@@ -33,6 +47,16 @@ impl From<ProviderError> for NtStatus {
         match error {
             ProviderError::NotAttached | ProviderError::Detaching => Self::DEVICE_NOT_READY,
             ProviderError::BadProvider => Self::UNSUCCESSFUL,
+            ProviderError::NotRegistered | ProviderError::Unloading => Self::INVALID_DEVICE_STATE,
+        }
+    }
+}
+
+impl From<Unavailable> for ProviderError {
+    fn from(error: Unavailable) -> Self {
+        match error {
+            Unavailable::NotRegistered => Self::NotRegistered,
+            Unavailable::Unloading => Self::Unloading,
         }
     }
 }
@@ -46,15 +70,85 @@ impl From<AcquireError> for ProviderError {
     }
 }
 
-/// The attached provider, for the duration of one [`with_provider`] call.
-pub struct AttachedProvider<C: Client> {
+/// A counted reference on client `C`'s attached binding: the provider's `WSK_CLIENT` and
+/// dispatch, valid until it is dropped. See the module documentation for where to drop it.
+pub struct BindingRef<C: Client> {
+    // Field order is drop order: the binding's count first (it may complete a detach), then the
+    // client's (it may wake the unload).
     call: InFlight<C>,
+    _client: ClientEntry<C>,
     // INVARIANT: the provider's dispatch, valid while `call` is held; only the members of
     // `version` may be read.
     dispatch: NonNull<WSK_PROVIDER_DISPATCH>,
 }
 
-impl<C: Client> AttachedProvider<C> {
+// SAFETY: the reference is a count on static state plus pointers into the provider's binding,
+// which the count keeps valid whatever thread holds it; releasing it is legal on any thread at
+// IRQL <= DISPATCH_LEVEL.
+unsafe impl<C: Client> Send for BindingRef<C> {}
+// SAFETY: `&BindingRef` only reads immutable binding data.
+unsafe impl<C: Client> Sync for BindingRef<C> {}
+
+/// One entry in the client's reference gate, left when dropped.
+struct ClientEntry<C: Client>(core::marker::PhantomData<C>);
+
+impl<C: Client> ClientEntry<C> {
+    fn enter() -> Result<Self, ProviderError> {
+        C::state().runtime.enter_reference()?;
+        Ok(Self(core::marker::PhantomData))
+    }
+}
+
+impl<C: Client> Drop for ClientEntry<C> {
+    /// IRQL <= `DISPATCH_LEVEL`.
+    fn drop(&mut self) {
+        C::state().runtime.leave_reference();
+    }
+}
+
+impl<C: Client> BindingRef<C> {
+    /// A reference on the first attached binding of client `C`.
+    ///
+    /// # Errors
+    /// [`ProviderError`]: not registered, unloading, no binding attached, the only bindings
+    /// detaching, or a provider without `WSK_CLIENT`/dispatch.
+    pub fn acquire() -> Result<Self, ProviderError> {
+        let entry = ClientEntry::<C>::enter()?;
+        let call = binding::acquire::<C>(&C::state().slots)?;
+        let context = call.context();
+        if context.wsk_client.is_null() {
+            return Err(ProviderError::BadProvider);
+        }
+        let dispatch = NonNull::new(
+            context
+                .provider_dispatch
+                .cast_mut()
+                .cast::<WSK_PROVIDER_DISPATCH>(),
+        )
+        .ok_or(ProviderError::BadProvider)?;
+        // INVARIANT: the dispatch NMR returned for this binding, valid while the call is held.
+        Ok(Self {
+            call,
+            _client: entry,
+            dispatch,
+        })
+    }
+
+    /// Another reference on the same binding (for a second operation that ends on its own).
+    ///
+    /// # Errors
+    /// [`ProviderError::Unloading`] or [`ProviderError::Detaching`] once those have begun.
+    pub fn try_clone(&self) -> Result<Self, ProviderError> {
+        let entry = ClientEntry::<C>::enter()?;
+        let call = self.call.try_clone()?;
+        // INVARIANT: the same binding's dispatch, kept valid by the new count.
+        Ok(Self {
+            call,
+            _client: entry,
+            dispatch: self.dispatch,
+        })
+    }
+
     /// The `WSK_CLIENT` to pass to the provider's functions.
     #[must_use]
     pub fn client(&self) -> PWSK_CLIENT {
@@ -120,8 +214,9 @@ impl<C: Client> AttachedProvider<C> {
     }
 }
 
-/// Runs `f` with client `C`'s attached WSK provider, holding a call-in-flight reference: a
-/// detach that arrives meanwhile returns `STATUS_PENDING` and completes when `f` returns.
+/// Runs `f` with a [`BindingRef`] on client `C`'s attached WSK provider: a detach that arrives
+/// meanwhile returns `STATUS_PENDING` and completes when `f` returns (the reference is dropped
+/// here, in the caller's context: see the module documentation).
 ///
 /// IRQL <= `DISPATCH_LEVEL` for this function; the WSK functions `f` calls have their own limits
 /// (most are `PASSIVE_LEVEL`). `f` must not wait for the driver to unload.
@@ -143,10 +238,10 @@ impl<C: Client> AttachedProvider<C> {
 /// #     const VERSIONS: &'static [WskVersion] = &[WskVersion::V1_1, WskVersion::V1_0];
 /// #     fn state() -> &'static ClientState { &STATE }
 /// # }
-/// # let session = wsk_host_model::session();
+/// # let mut session = wsk_host_model::session();
 /// # let _ = session.register_provider(wsk_host_model::ProviderConfig::default_wsk());
 /// # let _ = wsk_client::pool::select::<MyDriver>();
-/// # let registration = Registration::<MyDriver>::register().unwrap();
+/// # let registration = Registration::<MyDriver>::register(session.driver_object()).unwrap();
 /// use wsk_client::provider::with_provider;
 /// use wsk_client::WskVersion;
 ///
@@ -160,21 +255,8 @@ impl<C: Client> AttachedProvider<C> {
 /// # Ok::<(), wsk_client::provider::ProviderError>(())
 /// ```
 pub fn with_provider<C: Client, R>(
-    f: impl FnOnce(&AttachedProvider<C>) -> R,
+    f: impl FnOnce(&BindingRef<C>) -> R,
 ) -> Result<R, ProviderError> {
-    let call = binding::acquire::<C>(&C::state().slots)?;
-    let context = call.context();
-    if context.wsk_client.is_null() {
-        return Err(ProviderError::BadProvider);
-    }
-    let dispatch = NonNull::new(
-        context
-            .provider_dispatch
-            .cast_mut()
-            .cast::<WSK_PROVIDER_DISPATCH>(),
-    )
-    .ok_or(ProviderError::BadProvider)?;
-    // INVARIANT: the dispatch NMR returned for this binding, valid while the call is held.
-    let provider = AttachedProvider { call, dispatch };
-    Ok(f(&provider))
+    let reference = BindingRef::<C>::acquire()?;
+    Ok(f(&reference))
 }

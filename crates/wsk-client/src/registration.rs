@@ -15,10 +15,11 @@ use crate::log::log;
 
 use crate::status::NtStatus;
 use crate::sys::{
-    HANDLE, MIT_GUID, NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_MODULEID_u,
+    DRIVER_OBJECT, HANDLE, MIT_GUID, NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_MODULEID_u,
     NPI_REGISTRATION_INSTANCE, NPI_WSK_INTERFACE_ID, NmrDeregisterClient, NmrRegisterClient,
     NmrWaitForClientDeregisterComplete,
 };
+use crate::unload;
 use crate::version::Dispatch;
 
 #[allow(clippy::cast_possible_truncation)] // 24 and 40 and 72 bytes
@@ -93,7 +94,8 @@ unsafe impl<C: Client> Send for Registration<C> {}
 unsafe impl<C: Client> Sync for Registration<C> {}
 
 impl<C: Client> Registration<C> {
-    /// Registers client `C` with NMR, with `C::state()` as the
+    /// Starts client `C`'s run-time objects (its device object, on `driver`) and registers it with
+    /// NMR, with `C::state()` as the
     /// client context. NMR may attach before this returns.
     ///
     /// IRQL: `PASSIVE_LEVEL`.
@@ -104,7 +106,7 @@ impl<C: Client> Registration<C> {
     /// # Errors
     /// [`RegisterError`]: read its variants — one of them must not fail `DriverEntry`.
     /// `Failed(STATUS_INVALID_DEVICE_STATE)` when [`crate::pool::select`] never ran.
-    pub fn register() -> Result<Self, RegisterError> {
+    pub fn register(driver: &mut DRIVER_OBJECT) -> Result<Self, RegisterError> {
         // Fails the build when C::VERSIONS is malformed.
         let () = Dispatch::<C>::CHECK;
         if !C::state().pool.is_selected() {
@@ -114,6 +116,9 @@ impl<C: Client> Registration<C> {
                 "register: call wsk_client::pool::select first (at the top of DriverEntry)"
             );
             return Err(RegisterError::Failed(NtStatus::INVALID_DEVICE_STATE));
+        }
+        if let Err(status) = C::state().runtime.start::<C>(driver) {
+            return Err(RegisterError::Failed(status));
         }
         let mut handle: HANDLE = ptr::null_mut();
         // SAFETY: PASSIVE_LEVEL; the characteristics are a constant with a 'static address and
@@ -133,6 +138,7 @@ impl<C: Client> Registration<C> {
                 "NmrRegisterClient failed: 0x%08X",
                 status.bits()
             );
+            C::state().runtime.stop();
             return Err(RegisterError::Failed(status));
         }
         let Some(handle) = NonNull::new(handle) else {
@@ -151,31 +157,35 @@ impl<C: Client> Registration<C> {
         })
     }
 
-    /// Deregisters and waits for every binding to be cleaned up; returns the first failure, or
-    /// the status of the wait.
+    /// Unloads the client (see [`crate::unload`] for the order): no new reference or work item;
+    /// [`Client::on_detach`]; waits at `PASSIVE_LEVEL` until every reference is released and every
+    /// work item finished; `NmrDeregisterClient` and `NmrWaitForClientDeregisterComplete`; deletes
+    /// the device object. Returns the first failure, or the status of the wait.
     ///
-    /// IRQL: `PASSIVE_LEVEL` (the wait).
+    /// Before this, the driver stops its own work: it joins its threads and flushes its DPCs, so
+    /// that nothing but the library's own contexts can still hold a reference.
+    ///
+    /// IRQL: `PASSIVE_LEVEL`.
     #[must_use]
     pub fn deregister(self) -> NtStatus {
         let this = ManuallyDrop::new(self);
-        this.deregister_and_wait()
+        unload::unload::<C>(|| this.deregister_nmr())
     }
 
-    fn deregister_and_wait(&self) -> NtStatus {
+    /// `NmrDeregisterClient`, then `NmrWaitForClientDeregisterComplete` whenever the former
+    /// succeeded: `STATUS_PENDING` is what Windows returns, but a success says the deregistration
+    /// began as well, and only the wait says it ended.
+    fn deregister_nmr(&self) -> NtStatus {
         let handle = self.handle.as_ptr();
         // SAFETY: by the type invariant, a live registration handle; IRQL <= DISPATCH_LEVEL.
         let status = NtStatus::from_raw(unsafe { NmrDeregisterClient(handle) });
-        if status != NtStatus::PENDING {
-            // STATUS_SUCCESS would mean done already; anything else is an error. Either way
-            // there is nothing to wait for.
-            if !status.is_success() {
-                log!(
-                    C,
-                    DPFLTR_ERROR_LEVEL,
-                    "NmrDeregisterClient failed: 0x%08X",
-                    status.bits()
-                );
-            }
+        if !status.is_success() {
+            log!(
+                C,
+                DPFLTR_ERROR_LEVEL,
+                "NmrDeregisterClient failed: 0x%08X",
+                status.bits()
+            );
             return status;
         }
         // SAFETY: PASSIVE_LEVEL; the handle was deregistered just above and is waited on once.
@@ -195,6 +205,6 @@ impl<C: Client> Registration<C> {
 impl<C: Client> Drop for Registration<C> {
     /// IRQL: `PASSIVE_LEVEL`. A failure is logged; [`Registration::deregister`] returns it.
     fn drop(&mut self) {
-        let _ = self.deregister_and_wait();
+        let _ = unload::unload::<C>(|| self.deregister_nmr());
     }
 }

@@ -12,6 +12,7 @@ use wsk_sys::{
     RTL_OSVERSIONINFOW, SECURITY_DESCRIPTOR, SOCKADDR, UNICODE_STRING, WSK_PROVIDER_DISPATCH,
 };
 
+use super::image;
 use super::state::{self, Allocation, Event};
 
 /// Pool blocks are 16-byte aligned on x64.
@@ -19,6 +20,7 @@ const POOL_ALIGN: usize = 16;
 
 fn allocate(routine: &'static str, size: usize, tag: u32, zeroed: bool) -> PVOID {
     let ok = state::with(|s| {
+        image::driver_calls(s, routine);
         let ok = s.failing_allocations == 0;
         s.failing_allocations = s.failing_allocations.saturating_sub(1);
         if size == 0 {
@@ -105,6 +107,7 @@ unsafe extern "system" fn model_ex_allocate_pool2(
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn ExFreePoolWithTag(P: PVOID, Tag: u32) {
     let known = state::with(|s| {
+        image::driver_calls(s, "ExFreePoolWithTag");
         s.events.push(Event::Free { tag: Tag });
         match s.allocations.remove(&(P as usize)) {
             None => {
@@ -165,6 +168,7 @@ pub unsafe extern "system" fn RtlGetVersion(
     lpVersionInformation: *mut RTL_OSVERSIONINFOW,
 ) -> NTSTATUS {
     let (major, minor, build) = state::with(|s| {
+        image::driver_calls(s, "RtlGetVersion");
         s.events.push(Event::RtlGetVersion);
         s.os_version
     });
@@ -193,7 +197,10 @@ pub unsafe extern "C" fn wsk_host_log_sink(component: u32, level: u32, text: *co
     if std::env::var_os("WSK_HOST_LOG").is_some() {
         eprintln!("[DbgPrintEx {component}:{level}] {line}");
     }
-    state::with(|s| s.log.push(line));
+    state::with(|s| {
+        image::driver_calls(s, "DbgPrintEx");
+        s.log.push(line);
+    });
 }
 
 /// A zeroed `DRIVER_OBJECT`, as the I/O manager hands to `DriverEntry` (for what this driver
@@ -206,6 +213,7 @@ pub(crate) fn zeroed_driver_object() -> DRIVER_OBJECT {
 
 fn provider_call(name: &'static str, client: PWSK_CLIENT) {
     state::with(|s| {
+        image::driver_calls(s, name);
         s.events.push(Event::ProviderCall {
             name,
             client: client as usize,

@@ -27,10 +27,13 @@
     clippy::missing_panics_doc
 )]
 
+mod image;
+mod io;
 mod kernel;
 mod nmr;
 mod state;
 mod status;
+mod sync;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -60,6 +63,13 @@ pub struct Session {
     registry_path: Box<[u16]>,
     extra_checks: Vec<ExtraCheck>,
     checked: bool,
+}
+
+/// A zeroed `DRIVER_OBJECT`, as the I/O manager hands to `DriverEntry` (for unit tests that need
+/// one outside a session's).
+#[must_use]
+pub fn zeroed_driver_object() -> DRIVER_OBJECT {
+    kernel::zeroed_driver_object()
 }
 
 /// Starts a session: waits for other sessions to end and resets the model.
@@ -119,9 +129,13 @@ impl Session {
             MaximumLength: path_bytes,
             Buffer: self.registry_path.as_mut_ptr(),
         };
-        // SAFETY: sessions are serialised, so no other DriverEntry/DriverUnload runs now; the
-        // driver object and the registry path are valid for the call.
-        let status = Status::from_raw(unsafe { entry(&raw mut *self.driver, &raw const path) });
+        let driver = &raw mut *self.driver;
+        let path = &raw const path;
+        let status = Status::from_raw(image::run(image::Guard::Caller, || {
+            // SAFETY: sessions are serialised, so no other DriverEntry/DriverUnload runs now; the
+            // driver object and the registry path are valid for the call.
+            unsafe { entry(driver, path) }
+        }));
         if status.raw() < 0 {
             let left = nmr::registered_clients();
             if !left.is_empty() {
@@ -136,8 +150,15 @@ impl Session {
                 }
             }
             self.driver.DriverUnload = None;
+            // The I/O manager unloads the image of a failed DriverEntry at once.
+            state::with(image::unload_returned);
         }
         status
+    }
+
+    /// The session's `DRIVER_OBJECT`, for code that runs without `DriverEntry` (doctests).
+    pub fn driver_object(&mut self) -> &mut DRIVER_OBJECT {
+        &mut self.driver
     }
 
     /// The `DriverUnload` routine `DriverEntry` set, if any.
@@ -155,8 +176,12 @@ impl Session {
             .DriverUnload
             .take()
             .expect("DriverEntry did not set DriverUnload");
-        // SAFETY: DriverEntry succeeded (it set the routine); sessions are serialised.
-        unsafe { unload(&raw mut *self.driver) };
+        let driver = &raw mut *self.driver;
+        image::run(image::Guard::Caller, || {
+            // SAFETY: DriverEntry succeeded (it set the routine); sessions are serialised.
+            unsafe { unload(driver) };
+        });
+        state::with(image::unload_returned);
         let left = nmr::registered_clients();
         if !left.is_empty() {
             state::with(|s| {
@@ -192,6 +217,55 @@ impl Session {
                 })
                 .collect()
         })
+    }
+
+    /// Makes `NmrDeregisterClient` return `STATUS_SUCCESS` instead of `STATUS_PENDING` (a client
+    /// must wait for the deregistration either way).
+    pub fn deregister_client_returns_success(&self) {
+        state::with(|s| s.deregister_client_returns_success = true);
+    }
+
+    /// Makes the next `count` `IoAllocateWorkItem` calls fail.
+    pub fn fail_work_items(&self, count: usize) {
+        state::with(|s| s.failing_work_items = count);
+    }
+
+    /// Makes `IoCreateDevice` fail with `status`.
+    pub fn fail_create_device(&self, status: Status) {
+        state::with(|s| s.create_device_failure = Some(status));
+    }
+
+    /// Runs `f` on a new thread as driver code that nothing in Windows waits for (a thread or DPC
+    /// of the driver's own): the driver must have waited for it before `DriverUnload` returns.
+    pub fn driver_thread<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> std::thread::JoinHandle<R> {
+        std::thread::spawn(move || image::run(image::Guard::Unprotected, f))
+    }
+
+    /// Whether the model considers the image unmapped (unloaded, and nothing holds it).
+    #[must_use]
+    pub fn image_unmapped(&self) -> bool {
+        state::with(|s| s.image.unmapped)
+    }
+
+    /// Waits until no work item routine is queued or running.
+    pub fn wait_work_items(&self) {
+        state::wait_until(|s| s.running_work_items == 0);
+    }
+
+    /// Ends a session whose driver can never unload (it registered without getting a handle):
+    /// NMR deregisters its clients as a shutdown would, then the end check runs, except that the
+    /// driver's device objects stay (they keep the image loaded, as they must).
+    pub fn end_with_image_pinned(mut self) {
+        self.deregister_stuck_clients();
+        self.wait_work_items();
+        state::with(|s| {
+            s.devices.clear();
+            s.image.devices = 0;
+        });
+        self.check_clean();
     }
 
     /// Forgets the rules broken so far (for a test that breaks one on purpose and checked it).
@@ -298,6 +372,9 @@ impl Session {
         assert!(bindings.is_empty(), "bindings left: {bindings:?}");
         let clients = nmr::registered_clients();
         assert!(clients.is_empty(), "clients still registered: {clients:x?}");
+        let (devices, work_items) = state::with(|s| (s.devices.len(), s.work_items.len()));
+        assert_eq!(devices, 0, "device objects left");
+        assert_eq!(work_items, 0, "work items still allocated");
         for check in &self.extra_checks {
             if let Err(problem) = check() {
                 panic!("{problem}");
@@ -313,6 +390,7 @@ impl Drop for Session {
         if self.driver.DriverUnload.is_some() {
             self.driver_unload();
         }
+        self.wait_work_items();
         if !self.checked && !std::thread::panicking() {
             self.check_clean();
         }

@@ -8,6 +8,7 @@ use wsk_sys::{
     PVOID, WSK_CLIENT_DISPATCH,
 };
 
+use super::image::{self, Guard};
 use super::state::{self, Binding, BindingState, Client, Event, ProviderConfig, ProviderId};
 
 /// `NmrRegisterClient`: records the client, offers it every registered provider, and only then
@@ -24,6 +25,7 @@ pub unsafe extern "system" fn NmrRegisterClient(
     // SAFETY: per the contract.
     let characteristics = unsafe { *ClientCharacteristics };
     let registered = state::with(|s| {
+        image::driver_calls(s, "NmrRegisterClient");
         if let Some(status) = s.register_client_failure {
             s.events.push(Event::NmrRegisterClient { status });
             return Err(status);
@@ -155,6 +157,7 @@ pub unsafe extern "system" fn NmrClientAttachProvider(
     // SAFETY: per the contract, a WSK client dispatch.
     let version = unsafe { (*ClientDispatch.cast::<WSK_CLIENT_DISPATCH>()).Version };
     let answer = state::with(|s| {
+        image::driver_calls(s, "NmrClientAttachProvider");
         let Some(b) = s.bindings.iter().find(|b| b.handle == binding) else {
             s.violation(format!(
                 "NmrClientAttachProvider: unknown binding {binding:#x}"
@@ -224,7 +227,9 @@ fn detach(binding: usize) -> Option<Status> {
         })
     })?;
     // SAFETY: the client's own callback with the context it gave NmrClientAttachProvider.
-    let status = Status::from_raw(unsafe { detach(context as PVOID) });
+    let status = Status::from_raw(image::run(Guard::Caller, || unsafe {
+        detach(context as PVOID)
+    }));
     let cleanup_now = state::with(|s| {
         s.events
             .push(Event::ClientDetachProvider { binding, status });
@@ -277,7 +282,7 @@ fn cleanup(binding: usize) {
     });
     if let Some((cleanup, context)) = callback {
         // SAFETY: the client's own callback, once, after its detach completed.
-        unsafe { cleanup(context as PVOID) };
+        image::run(Guard::Caller, || unsafe { cleanup(context as PVOID) });
     }
     state::with(|s| {
         s.events
@@ -294,6 +299,7 @@ fn cleanup(binding: usize) {
 pub unsafe extern "system" fn NmrClientDetachProviderComplete(NmrBindingHandle: HANDLE) {
     let binding = NmrBindingHandle as usize;
     let cleanup_now = state::with(|s| {
+        image::driver_calls(s, "NmrClientDetachProviderComplete");
         let already = s.binding(binding).is_some_and(|b| b.completed);
         if let Some(b) = s.binding(binding) {
             b.completed = true;
@@ -326,6 +332,7 @@ pub unsafe extern "system" fn NmrClientDetachProviderComplete(NmrBindingHandle: 
     if cleanup_now {
         cleanup(binding);
     }
+    image::preempt_after_wake_up();
 }
 
 /// `NmrDeregisterClient`: detaches every binding of the client; returns `STATUS_PENDING`.
@@ -336,6 +343,7 @@ pub unsafe extern "system" fn NmrClientDetachProviderComplete(NmrBindingHandle: 
 pub unsafe extern "system" fn NmrDeregisterClient(NmrClientHandle: HANDLE) -> NTSTATUS {
     let client = NmrClientHandle as usize;
     let bindings = state::with(|s| {
+        image::driver_calls(s, "NmrDeregisterClient");
         let Some(c) = s.clients.iter_mut().find(|c| c.handle == client) else {
             s.violation(format!("NmrDeregisterClient: unknown client {client:#x}"));
             return None;
@@ -345,9 +353,12 @@ pub unsafe extern "system" fn NmrDeregisterClient(NmrClientHandle: HANDLE) -> NT
             return None;
         }
         c.deregistering = true;
-        s.events.push(Event::NmrDeregisterClient {
-            status: Status::PENDING,
-        });
+        let status = if s.deregister_client_returns_success {
+            Status::SUCCESS
+        } else {
+            Status::PENDING
+        };
+        s.events.push(Event::NmrDeregisterClient { status });
         Some(
             s.bindings
                 .iter()
@@ -362,7 +373,12 @@ pub unsafe extern "system" fn NmrDeregisterClient(NmrClientHandle: HANDLE) -> NT
     for binding in bindings {
         detach(binding);
     }
-    Status::PENDING.raw()
+    // Either way deregistration may still be under way (a detach pending): a client must wait.
+    if state::with(|s| s.deregister_client_returns_success) {
+        Status::SUCCESS.raw()
+    } else {
+        Status::PENDING.raw()
+    }
 }
 
 /// `NmrWaitForClientDeregisterComplete`: waits until every binding of the client is cleaned up.
@@ -374,7 +390,10 @@ pub unsafe extern "system" fn NmrWaitForClientDeregisterComplete(
     NmrClientHandle: HANDLE,
 ) -> NTSTATUS {
     let client = NmrClientHandle as usize;
-    let known = state::with(|s| s.client(client).is_some_and(|c| c.deregistering));
+    let known = state::with(|s| {
+        image::driver_calls(s, "NmrWaitForClientDeregisterComplete");
+        s.client(client).is_some_and(|c| c.deregistering)
+    });
     if !known {
         state::with(|s| {
             s.violation(format!(

@@ -125,6 +125,18 @@ pub enum Event {
     NmrWaitForClientDeregisterComplete { status: Status },
     /// `RtlGetVersion`.
     RtlGetVersion,
+    /// `KeSetEvent`.
+    KeSetEvent,
+    /// `KeWaitForSingleObject`, with its timeout (100 ns units, negative: relative).
+    KeWaitForSingleObject { timeout: Option<i64> },
+    /// `IoCreateDevice`.
+    IoCreateDevice { status: Status },
+    /// `IoDeleteDevice`.
+    IoDeleteDevice,
+    /// `IoAllocateWorkItem` (`ok: false` when it failed).
+    IoAllocateWorkItem { ok: bool },
+    /// `IoQueueWorkItem`.
+    IoQueueWorkItem,
     /// A provider dispatch function called by the client.
     ProviderCall { name: &'static str, client: usize },
 }
@@ -212,6 +224,23 @@ pub(crate) struct State {
     pub providers: Vec<Provider>,
     pub bindings: Vec<Binding>,
     pub next_handle: usize,
+    /// Kernel events by address.
+    pub kernel_events: HashMap<usize, crate::sync::EventState>,
+    /// Device objects by address.
+    pub devices: HashMap<usize, crate::io::Device>,
+    /// Work items by address.
+    pub work_items: HashMap<usize, crate::io::WorkItem>,
+    /// Work item routines queued or running.
+    pub running_work_items: usize,
+    /// Make the next `count` `IoAllocateWorkItem` calls fail.
+    pub failing_work_items: usize,
+    /// Make `IoCreateDevice` fail with this status.
+    pub create_device_failure: Option<Status>,
+    /// `NmrDeregisterClient` returns `STATUS_SUCCESS` (and detaches synchronously) rather than
+    /// `STATUS_PENDING`, as it may.
+    pub deregister_client_returns_success: bool,
+    /// The image's life.
+    pub image: crate::image::Image,
 }
 
 impl State {
@@ -270,17 +299,31 @@ pub(crate) fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
 }
 
 /// Waits until `done` holds, up to [`WAIT_LIMIT`]; records a violation when it does not.
-pub(crate) fn wait_until(mut done: impl FnMut(&State) -> bool) -> bool {
-    let deadline = Instant::now() + WAIT_LIMIT;
+pub(crate) fn wait_until(done: impl FnMut(&mut State) -> bool) -> bool {
+    let met = wait_for(WAIT_LIMIT, done);
+    if !met {
+        with(|s| s.violation("waited too long: a pending detach was never completed".into()));
+    }
+    met
+}
+
+/// Waits until `done` holds (it may change the state when it does, under the lock), up to
+/// `limit`; `false` when the time ran out.
+pub(crate) fn wait_for(
+    limit: std::time::Duration,
+    mut done: impl FnMut(&mut State) -> bool,
+) -> bool {
+    let deadline = Instant::now() + limit;
     let mut guard = lock();
     loop {
         let state = guard.get_or_insert_with(State::default);
         if done(state) {
+            drop(guard);
+            CHANGED.notify_all();
             return true;
         }
         let now = Instant::now();
         if now >= deadline {
-            state.violation("waited too long: a pending detach was never completed".into());
             return false;
         }
         guard = CHANGED

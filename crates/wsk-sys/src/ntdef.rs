@@ -13,6 +13,7 @@ const fn ntstatus(bits: u32) -> NTSTATUS {
 }
 
 pub const STATUS_SUCCESS: NTSTATUS = 0x0000_0000;
+pub const STATUS_TIMEOUT: NTSTATUS = 0x0000_0102;
 pub const STATUS_PENDING: NTSTATUS = 0x0000_0103;
 pub const STATUS_UNSUCCESSFUL: NTSTATUS = ntstatus(0xC000_0001);
 pub const STATUS_INVALID_PARAMETER: NTSTATUS = ntstatus(0xC000_000D);
@@ -21,6 +22,8 @@ pub const STATUS_NOT_SUPPORTED: NTSTATUS = ntstatus(0xC000_00BB);
 pub const STATUS_DEVICE_NOT_READY: NTSTATUS = ntstatus(0xC000_00A3);
 pub const STATUS_NOINTERFACE: NTSTATUS = ntstatus(0xC000_02B9);
 pub const STATUS_INVALID_DEVICE_STATE: NTSTATUS = ntstatus(0xC000_0184);
+pub const STATUS_NOT_IMPLEMENTED: NTSTATUS = ntstatus(0xC000_0002);
+pub const STATUS_CANCELLED: NTSTATUS = ntstatus(0xC000_0120);
 
 /// `GUID`: 16 bytes, 4-byte aligned.
 #[repr(C)]

@@ -37,6 +37,43 @@ pub struct RTL_OSVERSIONINFOW {
     pub szCSDVersion: [u16; 128],
 }
 
+/// `DEVICE_OBJECT`: opaque here (the driver only passes it back to the I/O manager).
+#[repr(C)]
+pub struct DEVICE_OBJECT {
+    _opaque: [u8; 0],
+}
+/// `DEVICE_TYPE` of a device object that is no particular kind of device.
+pub const FILE_DEVICE_UNKNOWN: u32 = 0x0000_0022;
+/// Device characteristic: the I/O manager checks the device's security on every open.
+pub const FILE_DEVICE_SECURE_OPEN: u32 = 0x0000_0100;
+
+/// `IO_WORKITEM`: opaque, allocated by `IoAllocateWorkItem`.
+#[repr(C)]
+pub struct IO_WORKITEM {
+    _opaque: [u8; 0],
+}
+/// `WORK_QUEUE_TYPE` (an `enum` in C: 4 bytes).
+pub type WORK_QUEUE_TYPE = i32;
+pub const DelayedWorkQueue: WORK_QUEUE_TYPE = 1;
+/// `IO_WORKITEM_ROUTINE`. `PASSIVE_LEVEL`, in a system worker thread.
+pub type PIO_WORKITEM_ROUTINE =
+    Option<unsafe extern "system" fn(DeviceObject: *mut DEVICE_OBJECT, Context: PVOID)>;
+
+/// `KEVENT` (x64: a 24-byte `DISPATCHER_HEADER`), initialised by `KeInitializeEvent`; resident
+/// (non-paged) memory.
+#[repr(C, align(8))]
+pub struct KEVENT {
+    pub Header: [u64; 3],
+}
+/// `EVENT_TYPE` (an `enum` in C: 4 bytes).
+pub type EVENT_TYPE = i32;
+pub const NotificationEvent: EVENT_TYPE = 0;
+pub const SynchronizationEvent: EVENT_TYPE = 1;
+/// `KWAIT_REASON` `Executive`.
+pub const Executive: i32 = 0;
+/// `KPROCESSOR_MODE` `KernelMode`.
+pub const KernelMode: i8 = 0;
+
 /// `DRIVER_UNLOAD`.
 pub type PDRIVER_UNLOAD = Option<unsafe extern "system" fn(DriverObject: *mut DRIVER_OBJECT)>;
 
@@ -73,6 +110,47 @@ unsafe extern "system" {
     pub fn MmGetSystemRoutineAddress(SystemRoutineName: *const UNICODE_STRING) -> *mut c_void;
     /// `PASSIVE_LEVEL`. Always `STATUS_SUCCESS` (Windows 2000 and later).
     pub fn RtlGetVersion(lpVersionInformation: *mut RTL_OSVERSIONINFOW) -> NTSTATUS;
+    /// `PASSIVE_LEVEL`. Creates a device object of `DriverObject` (which it references until the
+    /// device object is deleted and its last reference dropped).
+    pub fn IoCreateDevice(
+        DriverObject: *mut DRIVER_OBJECT,
+        DeviceExtensionSize: u32,
+        DeviceName: *const UNICODE_STRING,
+        DeviceType: u32,
+        DeviceCharacteristics: u32,
+        Exclusive: u8,
+        DeviceObject: *mut *mut DEVICE_OBJECT,
+    ) -> NTSTATUS;
+    /// `PASSIVE_LEVEL`. The object goes away once its last reference is dropped.
+    pub fn IoDeleteDevice(DeviceObject: *mut DEVICE_OBJECT);
+    /// IRQL <= `DISPATCH_LEVEL`. NULL when out of memory.
+    pub fn IoAllocateWorkItem(DeviceObject: *mut DEVICE_OBJECT) -> *mut IO_WORKITEM;
+    /// IRQL <= `DISPATCH_LEVEL`. References the work item's device object until the routine has
+    /// returned, which keeps the driver image loaded meanwhile.
+    pub fn IoQueueWorkItem(
+        IoWorkItem: *mut IO_WORKITEM,
+        WorkerRoutine: PIO_WORKITEM_ROUTINE,
+        QueueType: WORK_QUEUE_TYPE,
+        Context: PVOID,
+    );
+    /// IRQL <= `DISPATCH_LEVEL`.
+    pub fn IoFreeWorkItem(IoWorkItem: *mut IO_WORKITEM);
+    /// IRQL <= `DISPATCH_LEVEL`.
+    pub fn KeInitializeEvent(Event: *mut KEVENT, Type: EVENT_TYPE, State: u8);
+    /// IRQL <= `DISPATCH_LEVEL` (with `Wait` FALSE). Returns the previous state.
+    pub fn KeSetEvent(Event: *mut KEVENT, Increment: i32, Wait: u8) -> i32;
+    /// IRQL <= `DISPATCH_LEVEL`.
+    pub fn KeClearEvent(Event: *mut KEVENT);
+    /// `PASSIVE_LEVEL` to wait (any `Timeout`); <= `DISPATCH_LEVEL` with a zero timeout.
+    /// `Timeout`: NULL waits forever; negative is relative, in 100 ns units.
+    /// Returns `STATUS_SUCCESS` when signalled, `STATUS_TIMEOUT` when the time ran out.
+    pub fn KeWaitForSingleObject(
+        Object: PVOID,
+        WaitReason: i32,
+        WaitMode: i8,
+        Alertable: u8,
+        Timeout: *const i64,
+    ) -> NTSTATUS;
     /// Any IRQL. Stops the system with a bug check; never returns.
     pub fn KeBugCheckEx(
         BugCheckCode: u32,

@@ -172,6 +172,66 @@ pub type PFN_WSK_GET_NAME_INFO = Option<
     ) -> NTSTATUS,
 >;
 
+/// `WSK_CLIENT_NPI`: what `WskRegister` registers. Size 16.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WSK_CLIENT_NPI {
+    pub ClientContext: PVOID,
+    pub Dispatch: *const WSK_CLIENT_DISPATCH,
+}
+
+/// `WSK_REGISTRATION`: opaque state of `WskRegister`, owned by the client, never touched by it.
+/// Size 24. Must stay allocated until `WskDeregister` returns.
+#[repr(C)]
+pub struct WSK_REGISTRATION {
+    pub ReservedRegistrationState: u64,
+    pub ReservedRegistrationContext: PVOID,
+    /// `KSPIN_LOCK` (`ULONG_PTR`).
+    pub ReservedRegistrationLock: usize,
+}
+
+/// `WSK_PROVIDER_NPI`: what `WskCaptureProviderNPI` returns. Size 16.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WSK_PROVIDER_NPI {
+    pub Client: PWSK_CLIENT,
+    pub Dispatch: *const WSK_PROVIDER_DISPATCH,
+}
+
+/// `WskCaptureProviderNPI` wait: return at once.
+pub const WSK_NO_WAIT: u32 = 0;
+/// `WskCaptureProviderNPI` wait: until the provider is ready (never from `DriverEntry`).
+pub const WSK_INFINITE_WAIT: u32 = 0xFFFF_FFFF;
+
+#[cfg_attr(
+    wsk_kernel,
+    link(name = "NETIO.SYS", kind = "raw-dylib", modifiers = "+verbatim")
+)]
+unsafe extern "system" {
+    /// `PASSIVE_LEVEL`. Registers the client NPI; `WskRegistration` stays allocated until
+    /// `WskDeregister` returns.
+    pub fn WskRegister(
+        WskClientNpi: *const WSK_CLIENT_NPI,
+        WskRegistration: *mut WSK_REGISTRATION,
+    ) -> NTSTATUS;
+    /// `PASSIVE_LEVEL` (<= `DISPATCH_LEVEL` with `WSK_NO_WAIT`). `WaitTimeout` in milliseconds,
+    /// or `WSK_NO_WAIT` / `WSK_INFINITE_WAIT`.
+    pub fn WskCaptureProviderNPI(
+        WskRegistration: *mut WSK_REGISTRATION,
+        WaitTimeout: u32,
+        WskProviderNpi: *mut WSK_PROVIDER_NPI,
+    ) -> NTSTATUS;
+    /// IRQL <= `DISPATCH_LEVEL`. Once per successful capture.
+    pub fn WskReleaseProviderNPI(WskRegistration: *mut WSK_REGISTRATION);
+    /// IRQL <= `DISPATCH_LEVEL`. May be unimplemented (Wine: `STATUS_NOT_IMPLEMENTED`).
+    pub fn WskQueryProviderCharacteristics(
+        WskRegistration: *mut WSK_REGISTRATION,
+        WskProviderCharacteristics: *mut WSK_PROVIDER_CHARACTERISTICS,
+    ) -> NTSTATUS;
+    /// `PASSIVE_LEVEL`. Blocks until every captured NPI is released and every socket closed.
+    pub fn WskDeregister(WskRegistration: *mut WSK_REGISTRATION);
+}
+
 /// `WSK_PROVIDER_DISPATCH`: 32 bytes at WSK 1.0, 56 with the WSK 1.1 members. A client attached
 /// at 1.0 must not read past `WskControlClient`.
 #[repr(C)]

@@ -167,3 +167,32 @@ fn rtl_osversioninfow() {
     assert_eq!(offset_of!(RTL_OSVERSIONINFOW, dwBuildNumber), 12);
     assert_eq!(offset_of!(RTL_OSVERSIONINFOW, szCSDVersion), 20);
 }
+
+#[test]
+fn kernel_objects() {
+    assert_eq!(size_of::<KEVENT>(), 24);
+    assert_eq!(align_of::<KEVENT>(), 8);
+    assert_eq!((NotificationEvent, SynchronizationEvent), (0, 1));
+    assert_eq!((Executive, KernelMode), (0, 0));
+    assert_eq!(DelayedWorkQueue, 1);
+    assert_eq!(
+        (FILE_DEVICE_UNKNOWN, FILE_DEVICE_SECURE_OPEN),
+        (0x22, 0x100)
+    );
+    assert_eq!(STATUS_TIMEOUT, 0x102);
+    assert_eq!(STATUS_NOT_IMPLEMENTED.cast_unsigned(), 0xC000_0002);
+    assert_eq!(STATUS_CANCELLED.cast_unsigned(), 0xC000_0120);
+}
+
+#[test]
+fn wsk_registration() {
+    assert_eq!(size_of::<WSK_CLIENT_NPI>(), 16);
+    assert_eq!(offset_of!(WSK_CLIENT_NPI, Dispatch), 8);
+    assert_eq!(size_of::<WSK_REGISTRATION>(), 24);
+    assert_eq!(align_of::<WSK_REGISTRATION>(), 8);
+    assert_eq!(offset_of!(WSK_REGISTRATION, ReservedRegistrationContext), 8);
+    assert_eq!(offset_of!(WSK_REGISTRATION, ReservedRegistrationLock), 16);
+    assert_eq!(size_of::<WSK_PROVIDER_NPI>(), 16);
+    assert_eq!(offset_of!(WSK_PROVIDER_NPI, Dispatch), 8);
+    assert_eq!((WSK_NO_WAIT, WSK_INFINITE_WAIT), (0, 0xFFFF_FFFF));
+}

@@ -94,7 +94,7 @@ pub unsafe extern "system" fn DriverEntry(
         )
     };
     // ... then the client's registration, which may attach before it returns.
-    let registration = match Registration::<WskEcho>::register() {
+    let registration = match Registration::<WskEcho>::register(driver) {
         Ok(registration) => registration,
         Err(error) => {
             // NoHandle leaves the image loaded for good, and the context with it.

@@ -3,10 +3,13 @@
 
 #![allow(dead_code, clippy::missing_panics_doc, clippy::unwrap_used)]
 
+use std::sync::Mutex;
+
 use wsk_client::binding::BindingSlot;
 use wsk_client::sys::{DRIVER_OBJECT, GUID, NTSTATUS, UNICODE_STRING};
 use wsk_client::{
-    Client, ClientState, DriverCell, NtStatus, PoolTag, Registration, WskVersion, dbg_print, guid,
+    BindingRef, Client, ClientState, DetachNotice, DriverCell, NtStatus, PoolTag, Registration,
+    WskVersion, dbg_print, guid,
 };
 use wsk_host_model::Session;
 
@@ -26,6 +29,37 @@ impl Client for TestDriver {
     fn state() -> &'static ClientState {
         &STATE
     }
+
+    fn on_detach(notice: DetachNotice) {
+        NOTICES.lock().unwrap().push(notice);
+        if let Some(hook) = ON_DETACH.lock().unwrap().as_mut() {
+            hook(notice);
+        }
+    }
+}
+
+/// Every detach notice so far (cleared by `session()`).
+pub static NOTICES: Mutex<Vec<DetachNotice>> = Mutex::new(Vec::new());
+
+type Hook<T> = Mutex<Option<Box<dyn FnMut(T) + Send>>>;
+
+/// What the test driver does on a detach notice (besides recording it).
+static ON_DETACH: Hook<DetachNotice> = Mutex::new(None);
+
+/// What the test driver's `DriverUnload` does first: stopping its own work.
+static STOP_OWN_WORK: Hook<()> = Mutex::new(None);
+
+/// A reference the test driver holds, like a socket would (dropped by tests where they choose).
+pub static HELD: Mutex<Option<BindingRef<TestDriver>>> = Mutex::new(None);
+
+/// Sets what the test driver does on a detach notice.
+pub fn on_detach(hook: impl FnMut(DetachNotice) + Send + 'static) {
+    *ON_DETACH.lock().unwrap() = Some(Box::new(hook));
+}
+
+/// Sets what the test driver's `DriverUnload` does before dropping its registration.
+pub fn stop_own_work(hook: impl FnMut(()) + Send + 'static) {
+    *STOP_OWN_WORK.lock().unwrap() = Some(Box::new(hook));
 }
 
 /// The binding context's pool tag, as the model reports tags.
@@ -46,7 +80,7 @@ pub unsafe extern "system" fn DriverEntry(
     };
     // First: the pool routine and type for this system (the WDK's ExInitializeDriverRuntime).
     let _ = wsk_client::pool::select::<TestDriver>();
-    match Registration::<TestDriver>::register() {
+    match Registration::<TestDriver>::register(driver) {
         Ok(registration) => {
             // SAFETY: DriverEntry, with no DriverUnload set yet.
             drop(unsafe { REGISTRATION.set(registration) });
@@ -59,6 +93,11 @@ pub unsafe extern "system" fn DriverEntry(
 
 #[allow(non_snake_case)]
 unsafe extern "system" fn DriverUnload(_DriverObject: *mut DRIVER_OBJECT) {
+    // First the driver's own work (threads joined), as the unload contract says.
+    let stop = STOP_OWN_WORK.lock().unwrap().take();
+    if let Some(mut stop) = stop {
+        stop(());
+    }
     // SAFETY: DriverUnload, after DriverEntry returned.
     if let Some(registration) = unsafe { REGISTRATION.take() } {
         let _ = registration.deregister();
@@ -80,6 +119,10 @@ unsafe extern "system" fn DriverUnload(_DriverObject: *mut DRIVER_OBJECT) {
 /// pool block counted live.
 pub fn session() -> Session {
     let mut s = wsk_host_model::session();
+    NOTICES.lock().unwrap().clear();
+    *ON_DETACH.lock().unwrap() = None;
+    *STOP_OWN_WORK.lock().unwrap() = None;
+    drop(HELD.lock().unwrap().take());
     s.add_check(|| {
         let state = TestDriver::state();
         match (state.bindings_in_use(), state.live_allocations()) {

@@ -1,0 +1,53 @@
+//! The unload of a client, in an order a driver cannot get wrong: it drops its
+//! [`crate::Registration`] (after stopping its own threads and DPCs), and this runs:
+//!
+//! 1. no new [`crate::provider::BindingRef`] from now on;
+//! 2. [`crate::Client::on_detach`] with [`crate::client::DetachReason::Unload`], once, so that the
+//!    client closes its sockets and drops its references (it may queue work items for that);
+//! 3. a `PASSIVE_LEVEL` wait until every reference is released (logged every 5 s while it lasts:
+//!    an embedder that ignores the notification shows up in the debugger, and the unload resumes
+//!    once it lets go); then no new work item, and a wait until every queued one has finished;
+//! 4. the backend's deregistration — `NmrDeregisterClient` + `NmrWaitForClientDeregisterComplete`:
+//!    every binding is idle by now, so each detach completes at once, in NMR's call;
+//! 5. `IoDeleteDevice` of the client's device object. The I/O manager still holds it for a work
+//!    item that is returning from its last action (leaving the work gate), so the image is
+//!    unmapped only after that code is done (see [`crate::runtime`]).
+//!
+//! When `DriverUnload` returns after this, no code of the image runs anywhere, provided the driver
+//! released references only in the contexts [`crate::provider`] lists.
+//!
+//! IRQL: `PASSIVE_LEVEL`.
+
+use crate::client::{Client, DetachNotice, DetachReason};
+use crate::log::log;
+use crate::status::NtStatus;
+
+/// Runs the unload of client `C`, with `deregister` as step 4; returns its status.
+pub(crate) fn unload<C: Client>(deregister: impl FnOnce() -> NtStatus) -> NtStatus {
+    let runtime = &C::state().runtime;
+    let references = runtime.close_references();
+    log!(
+        C,
+        DPFLTR_INFO_LEVEL,
+        "unload: %u reference(s) outstanding",
+        references
+    );
+    C::on_detach(DetachNotice {
+        reason: DetachReason::Unload,
+        references,
+    });
+    runtime.wait_references::<C>(references);
+    let work = runtime.close_work();
+    if work > 0 {
+        log!(
+            C,
+            DPFLTR_INFO_LEVEL,
+            "unload: %u work item(s) outstanding",
+            work
+        );
+    }
+    runtime.wait_work::<C>(work);
+    let status = deregister();
+    runtime.stop();
+    status
+}
