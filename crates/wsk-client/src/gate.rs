@@ -24,6 +24,70 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+/// The atomic word under a gate: `AtomicU64` in the kernel; a model checker's own atomic in the
+/// loom test (`tests/loom_gate.rs`), which then explores every interleaving of the gate's
+/// operations.
+pub trait AtomicWord {
+    /// `AtomicU64::load`.
+    fn load(&self, order: Ordering) -> u64;
+    /// `AtomicU64::store`.
+    fn store(&self, value: u64, order: Ordering);
+    /// `AtomicU64::compare_exchange`.
+    ///
+    /// # Errors
+    /// The current value when it was not `current`.
+    fn compare_exchange(
+        &self,
+        current: u64,
+        new: u64,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u64, u64>;
+    /// `AtomicU64::fetch_sub`.
+    fn fetch_sub(&self, value: u64, order: Ordering) -> u64;
+    /// `AtomicU64::fetch_or`.
+    fn fetch_or(&self, value: u64, order: Ordering) -> u64;
+
+    /// `AtomicU64::fetch_update`, built on [`AtomicWord::compare_exchange`].
+    ///
+    /// # Errors
+    /// The current value when `f` declined it.
+    fn fetch_update(&self, mut f: impl FnMut(u64) -> Option<u64>) -> Result<u64, u64> {
+        let mut current = self.load(Ordering::Acquire);
+        while let Some(new) = f(current) {
+            match self.compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(previous) => return Ok(previous),
+                Err(actual) => current = actual,
+            }
+        }
+        Err(current)
+    }
+}
+
+impl AtomicWord for AtomicU64 {
+    fn load(&self, order: Ordering) -> u64 {
+        Self::load(self, order)
+    }
+    fn store(&self, value: u64, order: Ordering) {
+        Self::store(self, value, order);
+    }
+    fn compare_exchange(
+        &self,
+        current: u64,
+        new: u64,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u64, u64> {
+        Self::compare_exchange(self, current, new, success, failure)
+    }
+    fn fetch_sub(&self, value: u64, order: Ordering) -> u64 {
+        Self::fetch_sub(self, value, order)
+    }
+    fn fetch_or(&self, value: u64, order: Ordering) -> u64 {
+        Self::fetch_or(self, value, order)
+    }
+}
+
 const COUNT_MASK: u64 = 0xFFFF_FFFF;
 const RESERVED: u64 = 1 << 32;
 const OPEN: u64 = 1 << 33;
@@ -80,8 +144,8 @@ pub enum Leave {
 }
 
 /// See the module documentation.
-pub struct Gate {
-    state: AtomicU64,
+pub struct Gate<W = AtomicU64> {
+    state: W,
 }
 
 impl Gate {
@@ -91,6 +155,14 @@ impl Gate {
         Self {
             state: AtomicU64::new(0),
         }
+    }
+}
+
+impl<W: AtomicWord> Gate<W> {
+    /// A free gate over `word`, which must hold 0 (for a model checker's atomics).
+    #[must_use]
+    pub const fn with_word(word: W) -> Self {
+        Self { state: word }
     }
 
     /// Reserves a free gate; `None` when it is in use.
@@ -130,7 +202,7 @@ impl Gate {
     /// [`Refused`]: free, not open or closing, or full.
     pub fn enter(&self) -> Result<(), Refused> {
         self.state
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+            .fetch_update(|state| {
                 let open = state & (RESERVED | OPEN | CLOSING) == RESERVED | OPEN;
                 (open && state & COUNT_MASK < COUNT_MASK).then_some(state + 1)
             })

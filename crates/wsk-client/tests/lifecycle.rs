@@ -716,6 +716,85 @@ fn detach_before_attach_returns_is_survived() {
 }
 
 #[test]
+fn a_stale_attach_never_opens_the_slot_another_attach_reused() {
+    // Attach A's binding is detached and cleaned up inside NmrClientAttachProvider (its slot is
+    // freed); before A's NmrClientAttachProvider returns, attach B takes the same slot on another
+    // thread and is held inside its own NmrClientAttachProvider. A's late open must fail (the
+    // slot's generation changed); B, once released, must open its binding. Either generation
+    // mutation (free() not bumping it, open() ignoring it) lets A open B's slot.
+    use std::sync::Arc;
+
+    let mut s = started();
+    // Fill every slot but one, so that A and B must share the last.
+    for _ in 1..MAX_BINDINGS {
+        s.register_provider(ProviderConfig::default_wsk());
+    }
+    let (b_inside_tx, b_inside_rx) = mpsc::channel::<()>();
+    let (b_release_tx, b_release_rx) = mpsc::channel::<()>();
+    let b_inside_tx = std::sync::Mutex::new(b_inside_tx);
+    let b_release_rx = std::sync::Mutex::new(b_release_rx);
+    let mut b = ProviderConfig::default_wsk();
+    b.during_attach = Some(wsk_host_model::AttachHook(Arc::new(move || {
+        b_inside_tx.lock().unwrap().send(()).unwrap();
+        b_release_rx.lock().unwrap().recv().unwrap();
+    })));
+    let b_thread = std::sync::Mutex::new(None);
+    let b_thread = Arc::new(b_thread);
+    let mut a = ProviderConfig::default_wsk();
+    a.detach_during_attach = true;
+    let spawn_b = Arc::clone(&b_thread);
+    let b_inside_rx = std::sync::Mutex::new(b_inside_rx);
+    a.during_attach = Some(wsk_host_model::AttachHook(Arc::new(move || {
+        // A's binding is gone and its slot free: B takes it and stays inside its attach.
+        let b = b.clone();
+        let handle = thread::spawn(move || wsk_host_model::register_provider(b));
+        *spawn_b.lock().unwrap() = Some(handle);
+        b_inside_rx.lock().unwrap().recv().unwrap();
+    })));
+    s.register_provider(a);
+    // A returned: its open found B's reservation and failed.
+    assert!(has_log(&s, "detached before the attach returned"));
+    b_release_tx.send(()).unwrap();
+    let b_id = b_thread.lock().unwrap().take().unwrap().join().unwrap();
+    let log = s.log();
+    let attached = log
+        .iter()
+        .filter(|l| *l == "test_driver: attached at WSK 1.1")
+        .count();
+    assert_eq!(
+        attached, MAX_BINDINGS,
+        "B (and the others) attached: {log:#?}"
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.contains("detached before the attach returned"))
+            .count(),
+        1,
+        "only A was detached early: {log:#?}"
+    );
+    // B's binding is usable and detaches cleanly.
+    assert_eq!(s.deregister_provider(b_id), [Status::SUCCESS]);
+    s.driver_unload();
+}
+
+#[test]
+fn a_deregistration_that_reports_success_is_still_waited_for() {
+    // NmrDeregisterClient may return STATUS_SUCCESS: the unload must still wait for the
+    // deregistration to complete before DriverUnload returns (NMR would otherwise call
+    // cleanup into an unloaded image).
+    let mut s = started();
+    s.register_provider(ProviderConfig::default_wsk());
+    s.deregister_client_returns_success();
+    s.driver_unload();
+    assert!(matches!(
+        nmr_events(&s).last(),
+        Some(Event::NmrWaitForClientDeregisterComplete {
+            status: Status::SUCCESS
+        })
+    ));
+}
+
+#[test]
 fn every_slot_in_use_declines_without_allocating() {
     let mut s = started();
     for _ in 0..MAX_BINDINGS {

@@ -38,7 +38,9 @@ mod sync;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-pub use state::{Allocation, BindingState, Event, ProviderConfig, ProviderId, WSK_1_0, WSK_1_1};
+pub use state::{
+    Allocation, AttachHook, BindingState, Event, ProviderConfig, ProviderId, WSK_1_0, WSK_1_1,
+};
 pub use status::Status;
 
 use wsk_sys::{DRIVER_OBJECT, HANDLE, NTSTATUS, PDRIVER_UNLOAD, UNICODE_STRING};
@@ -63,6 +65,12 @@ pub struct Session {
     registry_path: Box<[u16]>,
     extra_checks: Vec<ExtraCheck>,
     checked: bool,
+}
+
+/// Registers a provider from any thread (the session's [`Session::register_provider`] needs the
+/// session): for a provider that registers while the test thread is busy elsewhere.
+pub fn register_provider(config: ProviderConfig) -> ProviderId {
+    nmr::register_provider(config)
 }
 
 /// A zeroed `DRIVER_OBJECT`, as the I/O manager hands to `DriverEntry` (for unit tests that need

@@ -175,6 +175,7 @@ pub unsafe extern "system" fn NmrClientAttachProvider(
         let p = s.provider_mut(provider)?;
         let status = p.config.answer_for(version);
         let detach_now = p.config.detach_during_attach;
+        let hook = p.config.during_attach.clone();
         let outs = if status == Status::SUCCESS {
             p.memory.dispatch.Version = version;
             let dispatch = if p.config.null_dispatch {
@@ -197,9 +198,9 @@ pub unsafe extern "system" fn NmrClientAttachProvider(
             version,
             status,
         });
-        Some((status, outs, detach_now))
+        Some((status, outs, detach_now, hook))
     });
-    let Some((status, outs, detach_now)) = answer else {
+    let Some((status, outs, detach_now, hook)) = answer else {
         return Status::INVALID_PARAMETER.raw();
     };
     if let Some((wsk_client, dispatch)) = outs {
@@ -210,6 +211,9 @@ pub unsafe extern "system" fn NmrClientAttachProvider(
         if detach_now {
             detach(binding);
         }
+    }
+    if let Some(hook) = hook {
+        (hook.0)();
     }
     status.raw()
 }

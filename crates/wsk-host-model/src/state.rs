@@ -40,6 +40,19 @@ pub struct ProviderConfig {
     pub detach_during_attach: bool,
     /// Return a NULL dispatch table on success (a broken provider).
     pub null_dispatch: bool,
+    /// Run inside `NmrClientAttachProvider` (after an early detach, if any), before it returns to
+    /// the client: to hold an attach there while other things happen.
+    pub during_attach: Option<AttachHook>,
+}
+
+/// Code a provider runs inside `NmrClientAttachProvider` (see [`ProviderConfig::during_attach`]).
+#[derive(Clone)]
+pub struct AttachHook(pub std::sync::Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for AttachHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AttachHook")
+    }
 }
 
 impl ProviderConfig {
@@ -57,6 +70,7 @@ impl ProviderConfig {
             answers: Vec::new(),
             detach_during_attach: false,
             null_dispatch: false,
+            during_attach: None,
         }
     }
 
