@@ -69,6 +69,7 @@ pub struct Session {
 
 /// Registers a provider from any thread (the session's [`Session::register_provider`] needs the
 /// session): for a provider that registers while the test thread is busy elsewhere.
+#[allow(clippy::must_use_candidate)] // often registered for good
 pub fn register_provider(config: ProviderConfig) -> ProviderId {
     nmr::register_provider(config)
 }
