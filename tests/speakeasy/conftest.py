@@ -11,14 +11,16 @@ import harness  # noqa: E402
 
 @pytest.fixture(scope="session")
 def image():
-    """The wsk_attach.sys under test: $WSK_ATTACH_SYS, else the cargo xtask output.
+    """The driver image under test (wsk_attach.sys or wsk_echo.sys): $WSK_DRIVER_SYS, else the
+    seed driver's cargo xtask output. What the tests expect of it is its driver profile
+    (test_driver.PROFILE, from the file name).
 
     A missing image is a failure, not a skip: these tests exist to check the image CI built.
     """
     path = harness.default_image()
     if not os.path.isfile(path):
-        pytest.fail("driver image not found: %s (build it with `cargo xtask build-sys`, or set "
-                    "WSK_ATTACH_SYS)" % path, pytrace=False)
+        pytest.fail("driver image not found: %s (build it with `cargo xtask sys`, or set "
+                    "WSK_DRIVER_SYS)" % path, pytrace=False)
     return path
 
 

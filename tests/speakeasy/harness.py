@@ -1,4 +1,5 @@
-"""Run wsk_attach.sys under Mandiant's Speakeasy, with this file playing NMR and the WSK provider.
+"""Run a driver image built on wsk-client (wsk_attach.sys, wsk_echo.sys) under Mandiant's Speakeasy,
+with this file playing NMR and the WSK provider.
 
 Speakeasy (pinned in requirements.txt) emulates an x64 kernel driver with unicorn. It implements
 DbgPrintEx, ExAllocatePoolWithTag, ExFreePoolWithTag, MmGetSystemRoutineAddress, ... but neither
@@ -11,7 +12,11 @@ ExAllocatePool2 nor any Nmr* function. This module adds them as API hooks and mo
 * the WSK provider: an NPI_REGISTRATION_INSTANCE (NpiId, ModuleId, WSK_PROVIDER_CHARACTERISTICS)
   in emulated memory, an answer per requested WSK version, and a WSK_PROVIDER_DISPATCH whose six
   functions are hooks;
-* the pool: every allocation and free, per tag, for the balance check at unload.
+* the pool: every allocation and free, per tag, for the balance check at unload;
+* RtlGetVersion: the Windows version of the scenario (the driver picks its pool type by it).
+
+What is expected of the image (log prefix, pool tags, NMR module id, ...) is its driver profile
+(tests/driver_profiles.py), chosen by the image's file name.
 
 How a hook makes the emulated CPU call into the driver (see ``_CallEngine``): a hook for a function
 Speakeasy does not implement ends with Speakeasy "returning" to the address found at [RSP]. The
@@ -30,9 +35,14 @@ import dataclasses
 import logging
 import os
 import struct
+import sys
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Generator, List, Optional, Union
+from typing import Callable, Dict, Generator, List, Optional, Tuple, Union
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import driver_profiles  # noqa: E402  (tests/driver_profiles.py, shared with tests/wine)
+from driver_profiles import DriverProfile, UnknownDriver, profile_for  # noqa: E402,F401
 
 # ---------------------------------------------------------------------------------------------
 # Constants (values from wdm.h / netioddk.h / wsk.h; see shared/reference/nmr-wsk-abi.md)
@@ -69,8 +79,8 @@ NPI_OTHER_INTERFACE_ID = uuid.UUID("2227E804-8D8B-11D4-ABAD-009027719E09")
 PROVIDER_MODULE_ID = uuid.UUID("7B2D5A54-9C3E-4A8B-8C3E-5F1A2B3C4D5E")
 
 POOL_FLAG_NON_PAGED = 0x40
+NON_PAGED_POOL = 0  # before Windows 8
 NON_PAGED_POOL_NX = 512
-POOL_TAG_WSKA = int.from_bytes(b"WskA", "little")
 
 # Sizes / offsets (x64)
 SIZEOF_NPI_CLIENT_CHARACTERISTICS = 72
@@ -90,7 +100,7 @@ WSK_PROVIDER_DISPATCH_FUNCS = [  # (name, argc), in table order from +8
     ("WskGetNameInfo", 9),
 ]
 
-DEFAULT_IMAGE = "target/x86_64-pc-windows-msvc/release/wsk_attach.sys"
+DEFAULT_IMAGE = driver_profiles.DEFAULT_IMAGE
 
 
 def status_name(st: Optional[int]) -> str:
@@ -104,6 +114,14 @@ def version_name(v: Optional[int]) -> str:
     if v is None:
         return "?"
     return "%d.%d (0x%04x)" % (v >> 8, v & 0xFF, v)
+
+
+def pool_tag(text: str) -> int:
+    """The ULONG of a four-character pool tag, as the driver passes it ('WskA' -> 0x416b7357)."""
+    raw = text.encode("ascii")
+    if len(raw) != 4:
+        raise ValueError("pool tag %r is not four characters" % text)
+    return int.from_bytes(raw, "little")
 
 
 def tag_name(tag: int) -> str:
@@ -181,8 +199,14 @@ class Scenario:
     after_entry: provider events after DriverEntry returned, before DriverUnload, as
       ("register", Provider) or ("deregister", provider_name).
     exallocatepool2: whether MmGetSystemRoutineAddress(L"ExAllocatePool2") finds it.
+    windows_version: (major, minor, build) that RtlGetVersion reports; from 6.2 (Windows 8) on,
+      the driver's ExAllocatePoolWithTag fallback asks for NonPagedPoolNx, before it NonPagedPool.
     fail_pool_allocations: every pool allocation returns NULL.
+    fail_binding_allocations: every allocation with the driver's binding tag (a binding context)
+      returns NULL; the driver's own allocations succeed.
+    fail_allocations: the pool allocations with these numbers (1: the first) return NULL.
     register_status: what NmrRegisterClient returns (non-success: no attach happens).
+    drivers: the driver profiles (names) the scenario is meant for; empty: every driver.
     """
 
     name: str = "default"
@@ -190,8 +214,15 @@ class Scenario:
     providers: List[Provider] = field(default_factory=lambda: [Provider()])
     after_entry: list = field(default_factory=list)
     exallocatepool2: bool = True
+    windows_version: Tuple[int, int, int] = (10, 0, 19041)  # Windows 10 2004
     fail_pool_allocations: bool = False
+    fail_binding_allocations: bool = False
+    fail_allocations: Tuple[int, ...] = ()
     register_status: int = STATUS_SUCCESS
+    drivers: Tuple[str, ...] = ()
+
+    def is_for(self, profile: DriverProfile) -> bool:
+        return not self.drivers or profile.name in self.drivers
 
 
 def _inverted(h, l):
@@ -223,12 +254,24 @@ SCENARIOS: Dict[str, Scenario] = {
                                      WSK_1_0: STATUS_SUCCESS})]),
     "no-pool": Scenario(
         name="no-pool",
-        description="every pool allocation fails",
-        fail_pool_allocations=True),
+        description="every allocation of a binding context fails (the driver's own ones do not)",
+        fail_binding_allocations=True),
+    "setup-no-pool": Scenario(
+        name="setup-no-pool",
+        description="the first pool allocation, wsk_echo's own context in DriverEntry, fails: "
+                    "the load fails before NmrRegisterClient",
+        fail_allocations=(1,),
+        drivers=("wsk_echo",)),
     "no-exallocatepool2": Scenario(
         name="no-exallocatepool2",
-        description="a pre-2004 kernel: no ExAllocatePool2, so ExAllocatePoolWithTag(NonPagedPoolNx)",
-        exallocatepool2=False),
+        description="a pre-2004 kernel (Windows 10 1909): no ExAllocatePool2, so "
+                    "ExAllocatePoolWithTag(NonPagedPoolNx)",
+        exallocatepool2=False, windows_version=(10, 0, 18363)),
+    "windows-7": Scenario(
+        name="windows-7",
+        description="Windows 7 (6.1): no ExAllocatePool2 and no NonPagedPoolNx, so "
+                    "ExAllocatePoolWithTag(NonPagedPool)",
+        exallocatepool2=False, windows_version=(6, 1, 7601)),
     "null-characteristics": Scenario(
         name="null-characteristics",
         description="a registration instance whose NpiSpecificCharacteristics is NULL",
@@ -331,6 +374,7 @@ class AttachTry:
 class Result:
     scenario: Scenario
     image: str
+    profile: DriverProfile
     events: List[Event]
     bindings: List[Binding]
     allocations: List[Allocation]
@@ -386,6 +430,18 @@ class Result:
     def calls(self, name: str) -> List[Event]:
         return [e for e in self.events if e.name == name and e.kind in ("nmr", "callback")]
 
+    @property
+    def binding_allocations(self) -> List[Allocation]:
+        """The binding contexts: the allocations with the driver's binding tag."""
+        tag = pool_tag(self.profile.binding_tag)
+        return [a for a in self.allocations if a.tag == tag]
+
+    @property
+    def own_allocations(self) -> List[Allocation]:
+        """Everything else the driver allocated (its own context, for wsk_echo)."""
+        tag = pool_tag(self.profile.binding_tag)
+        return [a for a in self.allocations if a.tag != tag]
+
 
 class HarnessError(Exception):
     pass
@@ -405,8 +461,10 @@ class Call:
 # The harness
 # ---------------------------------------------------------------------------------------------
 class Harness:
-    def __init__(self, image: str, scenario: Scenario, verbose: bool = False):
+    def __init__(self, image: str, scenario: Scenario, verbose: bool = False,
+                 profile: Optional[DriverProfile] = None):
         self.image = image
+        self.profile = profile or profile_for(image)
         self.scenario = scenario
         self.verbose = verbose
         self.events: List[Event] = []
@@ -428,6 +486,7 @@ class Harness:
         self._fake_next = 0
         self.skipped_exports: List[str] = []
         self.stack_top = self.min_rsp = 0
+        self.allocation_attempts = 0
 
     # -- small helpers ---------------------------------------------------------------------
     def ev(self, kind, name, args=None, status=None, text="", depth=None) -> Event:
@@ -493,7 +552,7 @@ class Harness:
 
         if not os.path.isfile(self.image):
             raise HarnessError("driver image not found: %s" % self.image)
-        logger = logging.getLogger("speakeasy.wsk_attach")
+        logger = logging.getLogger("speakeasy.wsk_driver")
         if not self.verbose:
             logger.setLevel(logging.CRITICAL + 1)
         self.se = Speakeasy(logger=logger)
@@ -533,6 +592,7 @@ class Harness:
         add(self._h_exfreepoolwithtag, "ntoskrnl", "ExFreePoolWithTag", argc=2)
         add(self._h_exfreepool, "ntoskrnl", "ExFreePool", argc=1)
         add(self._h_getroutine, "ntoskrnl", "MmGetSystemRoutineAddress", argc=1)
+        add(self._h_rtlgetversion, "ntoskrnl", "RtlGetVersion", argc=1)
         add(self._h_dbgprintex, "ntoskrnl", "DbgPrintEx", argc=3)
         add(self._h_dbgprint, "ntoskrnl", "DbgPrint", argc=1)
 
@@ -705,6 +765,10 @@ class Harness:
                 "ModuleId.Length %d, expected 24" % c["ModuleId"]["Length"])
             chk(c["ModuleId"]["Type"] == 1, "ModuleId.Type %d, expected MIT_GUID"
                 % c["ModuleId"]["Type"])
+            chk(c["ModuleId"]["Guid"] == self.profile.module_id,
+                "ModuleId.Guid {%s}, expected %s's {%s}" % (
+                    str(c["ModuleId"]["Guid"]).upper(), self.profile.name,
+                    str(self.profile.module_id).upper()))
         chk(c["reg_Number"] == 0, "ClientRegistrationInstance.Number %d" % c["reg_Number"])
         base, size = self.module.get_base(), self.module.get_image_size()
         chk(base <= c["address"] < base + size,
@@ -968,7 +1032,10 @@ class Harness:
 
     # hooks: pool and system routines -------------------------------------------------------
     def _new_alloc(self, api, size, tag, pool) -> int:
-        if self.scenario.fail_pool_allocations:
+        self.allocation_attempts += 1
+        sc = self.scenario
+        if (sc.fail_pool_allocations or self.allocation_attempts in sc.fail_allocations
+                or (sc.fail_binding_allocations and tag == pool_tag(self.profile.binding_tag))):
             return 0
         addr = self.alloc(size, "pool.%08x" % tag)
         a = Allocation(addr, size, tag, api, pool)
@@ -1042,6 +1109,21 @@ class Harness:
         self.ev("kernel", "MmGetSystemRoutineAddress", {"SystemRoutineName": name}, status=addr)
         return addr
 
+    def _h_rtlgetversion(self, emu, api, func, argv):
+        (info,) = argv
+        major, minor, build = self.scenario.windows_version
+        size = self.rd32(info) if self.readable(info, 4) else None
+        # RTL_OSVERSIONINFOW is 276 bytes, RTL_OSVERSIONINFOEXW 284: the driver says which.
+        if size not in (276, 284):
+            self.violation("RtlGetVersion: dwOSVersionInfoSize %s, expected 276 or 284" % size)
+            status = STATUS_INVALID_PARAMETER
+        else:
+            self.wr(info + 4, struct.pack("<IIII", major, minor, build, 2))  # VER_PLATFORM_WIN32_NT
+            status = STATUS_SUCCESS
+        self.ev("kernel", "RtlGetVersion", {"dwOSVersionInfoSize": size or 0}, status=status,
+                text="Windows %d.%d build %d" % (major, minor, build))
+        return status
+
     # hooks: debug output -------------------------------------------------------------------
     def _h_dbgprintex(self, emu, api, func, argv):
         cid, level, fmt = emu.get_func_argv(_cdecl(), 3)
@@ -1096,7 +1178,8 @@ class Harness:
                     self.violation("pool leak at %s: %d bytes tag %s at 0x%x (%s)"
                                    % ("unload" if self.unload_ran else "failed DriverEntry",
                                       a.size, tag_name(a.tag), a.address, a.api))
-        return Result(scenario=self.scenario, image=self.image, events=self.events,
+        return Result(scenario=self.scenario, image=self.image, profile=self.profile,
+                      events=self.events,
                       bindings=self.bindings, allocations=self.alloc_list,
                       violations=self.violations, entry_status=self.entry_status,
                       unload_ran=self.unload_ran, unload_set=self.unload_ptr,
@@ -1210,20 +1293,31 @@ def _s32(v):
 # Public API
 # ---------------------------------------------------------------------------------------------
 def default_image() -> str:
-    return os.environ.get("WSK_ATTACH_SYS") or os.path.join(_repo_root(), DEFAULT_IMAGE)
+    """The image under test: $WSK_DRIVER_SYS, else the seed driver's cargo xtask output."""
+    return driver_profiles.image_from_env(_repo_root())
 
 
 def _repo_root() -> str:
     return os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
+def scenarios_for(profile: DriverProfile) -> Dict[str, Scenario]:
+    """The named scenarios meant for this driver."""
+    return {n: sc for n, sc in SCENARIOS.items() if sc.is_for(profile)}
+
+
 def run_scenario(image: str, scenario: Union[str, Scenario] = "default",
                  verbose: bool = False) -> Result:
+    """Runs `image` through `scenario`, with the driver profile of the image (profile_for)."""
+    profile = profile_for(image)
     if isinstance(scenario, str):
         if scenario not in SCENARIOS:
             raise HarnessError("unknown scenario %r (known: %s)" % (scenario, ", ".join(SCENARIOS)))
         scenario = SCENARIOS[scenario]
-    return Harness(image, dataclasses.replace(scenario), verbose=verbose).run()
+    if not scenario.is_for(profile):
+        raise HarnessError("scenario %r is for %s only, not %s"
+                           % (scenario.name, ", ".join(scenario.drivers), profile.name))
+    return Harness(image, dataclasses.replace(scenario), verbose=verbose, profile=profile).run()
 
 
 def _fmt_args(args: dict) -> str:
@@ -1236,12 +1330,13 @@ def _fmt_args(args: dict) -> str:
                 v = "WSK " + version_name(v)
             elif k == "Tag":
                 v = tag_name(v)
-            elif k in ("NumberOfBytes", "ComponentId", "Level"):
+            elif k in ("NumberOfBytes", "ComponentId", "Level", "dwOSVersionInfoSize"):
                 v = str(v)
             elif k == "Flags":
                 v = "0x%x%s" % (v, " (POOL_FLAG_NON_PAGED)" if v == POOL_FLAG_NON_PAGED else "")
             elif k == "PoolType":
-                v = "%d%s" % (v, " (NonPagedPoolNx)" if v == NON_PAGED_POOL_NX else "")
+                v = "%d%s" % (v, {NON_PAGED_POOL_NX: " (NonPagedPoolNx)",
+                                  NON_PAGED_POOL: " (NonPagedPool)"}.get(v, ""))
             else:
                 v = "0x%x" % v
         elif isinstance(v, str):
@@ -1255,7 +1350,7 @@ def format_trace(r: Result) -> str:
     L = []
     sc = r.scenario
     L.append("=" * 78)
-    L.append("wsk_attach.sys under Speakeasy  --  scenario '%s'" % sc.name)
+    L.append("%s under Speakeasy  --  scenario '%s'" % (r.profile.image_name, sc.name))
     L.append("  image:    %s" % r.image)
     L.append("  scenario: %s" % sc.description)
     if sc.providers:
@@ -1266,10 +1361,16 @@ def format_trace(r: Result) -> str:
     for action, what in sc.after_entry:
         L.append("  later: provider %s %s" % (action, what if isinstance(what, str)
                                                else what.describe()))
+    L.append("  Windows version (RtlGetVersion): %d.%d build %d" % sc.windows_version)
     L.append("  ExAllocatePool2 available: %s" % ("yes" if sc.exallocatepool2 else
                                                  "no (pre-Windows 10 2004 kernel)"))
     if sc.fail_pool_allocations:
         L.append("  every pool allocation fails")
+    if sc.fail_binding_allocations:
+        L.append("  every allocation of a binding context (tag %s) fails"
+                 % tag_name(pool_tag(r.profile.binding_tag)))
+    if sc.fail_allocations:
+        L.append("  pool allocation(s) number %s fail" % ", ".join(map(str, sc.fail_allocations)))
     L.append("")
     L.append("Legend: '->' NMR/kernel answers the driver; '<=' NMR calls into the driver and the "
              "driver returns; 'log' is the driver's own DbgPrintEx output.")
@@ -1331,6 +1432,9 @@ def format_trace(r: Result) -> str:
             else:
                 L.append("%spool: %s(%s) -> %s" % (ind, e.name, _fmt_args(e.args),
                                                    "0x%x" % e.status if e.status else "NULL"))
+        elif e.kind == "kernel" and e.name == "RtlGetVersion":
+            L.append("%s%s(%s) -> %s: %s" % (ind, e.name, _fmt_args(e.args), status_name(e.status),
+                                            e.text))
         elif e.kind == "kernel":
             L.append("%s%s(%s) -> %s" % (ind, e.name, _fmt_args(e.args),
                                          "0x%x" % e.status if e.status else "NULL"))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run wsk_attach.sys under Speakeasy and print what happens, as `sc start` + `sc stop` would.
+"""Run a driver image under Speakeasy and print what happens, as `sc start` + `sc stop` would.
 
     python tests/speakeasy/run_driver.py [--provider NAME] [PATH.sys]
     python tests/speakeasy/run_driver.py --list
@@ -8,7 +8,9 @@ The driver loads (DriverEntry), registers with NMR, is attached to the emulated 
 and unloads (DriverUnload: detach, cleanup). The trace shows the driver's own log lines
 (DbgPrintEx), every call between NMR and the driver with its arguments and status, and the pool
 balance. --provider picks what the WSK side looks like (see --list), e.g. `wsk10-only` to watch
-the driver settle for WSK 1.0. Exit status: 0 when no problem was found, 1 otherwise, 2 on a
+the driver settle for WSK 1.0. The image is wsk_attach.sys (default) or wsk_echo.sys; what the
+harness expects of it (its NMR module id, ...) is the driver profile of its file name
+(tests/driver_profiles.py). Exit status: 0 when no problem was found, 1 otherwise, 2 on a
 usage or set-up error.
 
 If Speakeasy is not importable, this runs tests/speakeasy/setup-venv.sh (which creates
@@ -46,12 +48,13 @@ def main(argv=None):
     sys.path.insert(0, HERE)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("image", nargs="?", help="the .sys to run (default: $WSK_ATTACH_SYS or "
+    ap.add_argument("image", nargs="?", help="the .sys to run (default: $WSK_DRIVER_SYS or "
                     "target/x86_64-pc-windows-msvc/release/wsk_attach.sys)")
     ap.add_argument("--provider", "-p", default="default",
                     help="provider scenario (default: %(default)s; --list shows all)")
     ap.add_argument("--list", action="store_true", help="list the provider scenarios and exit")
-    ap.add_argument("--all", action="store_true", help="run every provider scenario in turn")
+    ap.add_argument("--all", action="store_true",
+                    help="run every provider scenario meant for the image in turn")
     ap.add_argument("--verbose", "-v", action="store_true", help="also show Speakeasy's own log")
     args = ap.parse_args(argv)
 
@@ -60,19 +63,29 @@ def main(argv=None):
 
     if args.list:
         for name, sc in harness.SCENARIOS.items():
-            print("%-22s %s" % (name, sc.description))
+            only = " (%s only)" % ", ".join(sc.drivers) if sc.drivers else ""
+            print("%-22s %s%s" % (name, sc.description, only))
         return 0
-    names = list(harness.SCENARIOS) if args.all else [args.provider]
+    image = args.image or harness.default_image()
+    if not os.path.isfile(image):
+        print("run_driver.py: no driver image at %s (build it: cargo xtask sys)" % image,
+              file=sys.stderr)
+        return 2
+    try:
+        profile = harness.profile_for(image)
+    except harness.UnknownDriver as e:
+        print("run_driver.py: %s" % e, file=sys.stderr)
+        return 2
+    names = list(harness.scenarios_for(profile)) if args.all else [args.provider]
     for n in names:
         if n not in harness.SCENARIOS:
             print("run_driver.py: unknown provider scenario %r; known: %s"
                   % (n, ", ".join(harness.SCENARIOS)), file=sys.stderr)
             return 2
-    image = args.image or harness.default_image()
-    if not os.path.isfile(image):
-        print("run_driver.py: no driver image at %s (build it: cargo xtask build-sys)" % image,
-              file=sys.stderr)
-        return 2
+        if not harness.SCENARIOS[n].is_for(profile):
+            print("run_driver.py: scenario %r is for %s only, not %s"
+                  % (n, ", ".join(harness.SCENARIOS[n].drivers), profile.name), file=sys.stderr)
+            return 2
     if args.verbose:
         import logging
         logging.basicConfig(level=logging.INFO)

@@ -1,13 +1,18 @@
-"""End-to-end tests of the real wsk_attach.sys image under Speakeasy (see harness.py).
+"""End-to-end tests of a real driver image (wsk_attach.sys or wsk_echo.sys) under Speakeasy
+(see harness.py).
 
-Each scenario asserts the exact sequence of calls between NMR and the driver (both directions),
-the WSK version named by the client dispatch of every NmrClientAttachProvider try, and every
-status returned; plus the pool balance per tag and the absence of contract violations that the
-harness's NMR model detects (bad handles, callbacks in the wrong state, leaks, double frees, ...).
+Each scenario asserts the exact sequence of calls between NMR and the driver (both directions)
+with the driver's own pool allocations and frees where they happen, the WSK version named by the
+client dispatch of every NmrClientAttachProvider try, and every status returned; plus the pool
+balance per tag and the absence of contract violations that the harness's NMR model detects (bad
+handles, callbacks in the wrong state, a foreign NMR module id, leaks, double frees, ...).
+
+What differs between the images (log prefix, binding tag, the driver's own allocations and log
+lines, module id) comes from the image's driver profile, PROFILE (tests/driver_profiles.py).
 
 Run: target/speakeasy-venv/bin/python -m pytest tests/speakeasy
-Image: $WSK_ATTACH_SYS, default target/x86_64-pc-windows-msvc/release/wsk_attach.sys (a missing
-image FAILS the tests).
+Image: $WSK_DRIVER_SYS, default target/x86_64-pc-windows-msvc/release/wsk_attach.sys (a missing
+image FAILS the tests; an image name without a profile fails the collection).
 """
 import os
 import re
@@ -15,31 +20,46 @@ import re
 import pytest
 
 import harness
-from harness import (NON_PAGED_POOL_NX, POOL_FLAG_NON_PAGED, POOL_TAG_WSKA, STATUS_INSUFFICIENT_RESOURCES,
-                     STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE, STATUS_PENDING, STATUS_SUCCESS,
-                     STATUS_UNSUCCESSFUL, WSK_1_0, WSK_1_1, Provider, Scenario, status_name)
+from harness import (NON_PAGED_POOL, NON_PAGED_POOL_NX, POOL_FLAG_NON_PAGED,
+                     STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE,
+                     STATUS_PENDING, STATUS_SUCCESS, STATUS_UNSUCCESSFUL, WSK_1_0, WSK_1_1,
+                     Provider, Scenario, status_name, tag_name)
 
 S = status_name
+
+# The driver under test, by the image's file name (or $WSK_DRIVER_PROFILE).
+PROFILE = harness.profile_for(harness.default_image())
+BINDING_TAG = harness.pool_tag(PROFILE.binding_tag)
+OWN_TAGS = [harness.pool_tag(t) for t in PROFILE.own_tags]
+# Named scenarios in which DriverEntry fails, by design.
+LOAD_FAILS = {"register-fails", "setup-no-pool"}
 
 
 def test_image_exists():
     """FAILS when the image is missing (every other test then errors in the image fixture)."""
     image = harness.default_image()
     assert os.path.isfile(image), ("driver image not found: %s (build it with `cargo xtask "
-                                   "build-sys`, or set WSK_ATTACH_SYS)" % image)
+                                   "sys`, or set WSK_DRIVER_SYS)" % image)
     with open(image, "rb") as f:
         assert f.read(2) == b"MZ", "%s is not a PE image" % image
 
-REGISTER = "NmrRegisterClient -> STATUS_SUCCESS"
+
+# The driver's own allocations (none for wsk_attach) in sequence(): made in DriverEntry before it
+# registers, freed in DriverUnload once deregistration is complete.
+SETUP = ["allocate %s" % tag_name(t) for t in OWN_TAGS]
+TEARDOWN = ["free %s" % tag_name(t) for t in OWN_TAGS]
+LOAD = [*SETUP, "NmrRegisterClient -> STATUS_SUCCESS"]
 UNLOAD = [
     "NmrDeregisterClient -> STATUS_PENDING",
     "ClientDetachProvider -> STATUS_SUCCESS",
     "ClientCleanupBindingContext",
     "NmrWaitForClientDeregisterComplete -> STATUS_SUCCESS",
+    *TEARDOWN,
 ]
 UNLOAD_NOTHING_ATTACHED = [
     "NmrDeregisterClient -> STATUS_PENDING",
     "NmrWaitForClientDeregisterComplete -> STATUS_SUCCESS",
+    *TEARDOWN,
 ]
 
 
@@ -52,10 +72,20 @@ def nmr_attach(version, st):
 
 
 def sequence(r):
-    """The calls between NMR and the driver, in the order they started, as readable strings."""
+    """The calls between NMR and the driver, in the order they started, and the driver's own
+    pool allocations ("allocate 'EchD'", "... -> NULL" when it failed) and frees ("free 'EchD'")
+    where they happen, as readable strings. Binding contexts are checked by the tests instead."""
     out = []
-    for e in r.nmr_calls:
-        if e.name == "NmrClientAttachProvider":
+    for e in r.events:
+        if e.kind == "pool" and e.args.get("Tag") in OWN_TAGS:
+            if e.name.startswith("ExFree"):
+                out.append("free %s" % tag_name(e.args["Tag"]))
+            else:
+                out.append("allocate %s%s" % (tag_name(e.args["Tag"]),
+                                              "" if e.status else " -> NULL"))
+        elif e.kind not in ("nmr", "callback"):
+            continue
+        elif e.name == "NmrClientAttachProvider":
             v = e.args.get("ClientDispatch.Version", 0)
             out.append("NmrClientAttachProvider(WSK %d.%d) -> %s" % (v >> 8, v & 0xFF, S(e.status)))
         elif e.name == "ClientCleanupBindingContext":
@@ -66,20 +96,26 @@ def sequence(r):
 
 
 def assert_clean(r):
-    """No contract violation seen by the NMR model, no emulation error, pool balanced, unloaded."""
+    """No contract violation seen by the NMR model, no emulation error, pool balanced, unloaded;
+    every allocation is a binding context (the binding tag) or one of the driver's own, which are
+    exactly the profile's (one block per tag)."""
     assert r.run_errors == [], r.run_errors
     assert r.violations == [], r.violations
     assert r.entry_status == STATUS_SUCCESS, S(r.entry_status)
     assert r.unload_set, "DriverEntry did not set DriverObject->DriverUnload"
     assert r.unload_ran, "DriverUnload did not run"
     assert r.outstanding == [], "pool left allocated at unload: %r" % r.outstanding
+    own = sorted(tag_name(a.tag) for a in r.own_allocations)
+    assert own == sorted(tag_name(t) for t in OWN_TAGS), (
+        "allocations other than binding contexts (%s): %s, expected %s's own: %s"
+        % (tag_name(BINDING_TAG), own, PROFILE.name, [tag_name(t) for t in OWN_TAGS]))
     for a in r.allocations:
-        assert a.tag == POOL_TAG_WSKA, "allocation with tag %s" % harness.tag_name(a.tag)
         assert a.freed_by == "ExFreePoolWithTag" and a.free_tag == a.tag, a
 
 
-def wska_allocations(r):
-    return [a for a in r.allocations if a.tag == POOL_TAG_WSKA]
+def binding_pool_events(r):
+    """The pool calls with the binding tag (allocations and frees of binding contexts)."""
+    return [e for e in r.events if e.kind == "pool" and e.args.get("Tag") == BINDING_TAG]
 
 
 def first(events, name):
@@ -101,7 +137,7 @@ def event_index(r, kind, name, nth=0):
 # ---------------------------------------------------------------------------------------------
 def test_attach_during_registration_at_highest_common_version(run):
     r = run("default")
-    assert sequence(r) == [REGISTER, attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
+    assert sequence(r) == [*LOAD, attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
                            *UNLOAD]
     assert_clean(r)
     # The attach happened inside NmrRegisterClient, before NMR wrote the client handle.
@@ -112,9 +148,11 @@ def test_attach_during_registration_at_highest_common_version(run):
     (b,) = r.bindings
     assert b.state == "cleaned"
     assert [(t.version, t.status) for t in b.tries] == [(WSK_1_1, STATUS_SUCCESS)]
-    # One binding context, from ExAllocatePool2(POOL_FLAG_NON_PAGED, ..., 'WskA').
-    (a,) = r.allocations
-    assert (a.api, a.pool, a.tag) == ("ExAllocatePool2", POOL_FLAG_NON_PAGED, POOL_TAG_WSKA)
+    # One binding context, from ExAllocatePool2(POOL_FLAG_NON_PAGED, ..., binding tag); the
+    # driver's own allocations come from there too.
+    (a,) = r.binding_allocations
+    assert (a.api, a.pool, a.tag) == ("ExAllocatePool2", POOL_FLAG_NON_PAGED, BINDING_TAG)
+    assert {(x.api, x.pool) for x in r.allocations} == {("ExAllocatePool2", POOL_FLAG_NON_PAGED)}
     (t,) = b.tries
     assert t.context_is_pool and t.client_context == a.address
     # NMR's out-values go straight into the binding context (no window where they are elsewhere).
@@ -132,11 +170,17 @@ def test_client_characteristics_and_system_routine(run):
     assert (c["reg_Version"], c["reg_Size"], c["reg_Number"]) == (0, 40, 0)
     assert c["NpiId"] == harness.NPI_WSK_INTERFACE_ID
     assert c["ModuleId"]["Length"] == 24 and c["ModuleId"]["Type"] == 1
+    # The driver's own module id (the NMR model reports any other as a violation, too).
+    assert c["ModuleId"]["Guid"] == PROFILE.module_id, c["ModuleId"]
     assert c["ClientCleanupBindingContext"], "no cleanup callback: the context would leak"
     lookups = [e for e in r.events if e.name == "MmGetSystemRoutineAddress"]
     assert [e.args["SystemRoutineName"] for e in lookups] == ["ExAllocatePool2"]
-    # ... looked up in DriverEntry, before the registration.
-    assert lookups[0].seq < event_index(r, "nmr", "NmrRegisterClient")
+    # ... looked up in DriverEntry with the Windows version, before any allocation and before
+    # the registration.
+    (version,) = [e for e in r.events if e.name == "RtlGetVersion"]
+    first_pool = min(e.seq for e in r.events if e.kind == "pool")
+    register = event_index(r, "nmr", "NmrRegisterClient")
+    assert max(lookups[0].seq, version.seq) < min(first_pool, register)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,7 +188,7 @@ def test_client_characteristics_and_system_routine(run):
 # ---------------------------------------------------------------------------------------------
 def test_fallback_from_1_1_to_1_0_on_nointerface(run):
     r = run("fallback")
-    assert sequence(r) == [REGISTER, attach(STATUS_SUCCESS),
+    assert sequence(r) == [*LOAD, attach(STATUS_SUCCESS),
                            nmr_attach(WSK_1_1, STATUS_NOINTERFACE),
                            nmr_attach(WSK_1_0, STATUS_SUCCESS), *UNLOAD]
     assert_clean(r)
@@ -152,7 +196,7 @@ def test_fallback_from_1_1_to_1_0_on_nointerface(run):
     # Both tries with the same binding handle and the same, single, context.
     assert {t.binding for t in b.tries} == {b.handle}
     assert len({t.client_context for t in b.tries}) == 1
-    assert len(r.allocations) == 1
+    assert len(r.binding_allocations) == 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,7 +204,7 @@ def test_fallback_from_1_1_to_1_0_on_nointerface(run):
 # ---------------------------------------------------------------------------------------------
 def test_wsk_1_0_only_provider_never_sees_1_1(run):
     r = run("wsk10-only")
-    assert sequence(r) == [REGISTER, attach(STATUS_SUCCESS), nmr_attach(WSK_1_0, STATUS_SUCCESS),
+    assert sequence(r) == [*LOAD, attach(STATUS_SUCCESS), nmr_attach(WSK_1_0, STATUS_SUCCESS),
                            *UNLOAD]
     assert_clean(r)
     assert all(t.version == WSK_1_0 for t in r.attach_tries)
@@ -168,7 +212,7 @@ def test_wsk_1_0_only_provider_never_sees_1_1(run):
 
 def test_provider_above_1_1_attaches_at_1_1(run):
     r = run(Scenario(name="wsk10-12", providers=[Provider(highest=0x0102, lowest=WSK_1_0)]))
-    assert sequence(r) == [REGISTER, attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
+    assert sequence(r) == [*LOAD, attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
                            *UNLOAD]
     assert_clean(r)
 
@@ -179,15 +223,15 @@ def test_provider_above_1_1_attaches_at_1_1(run):
 @pytest.mark.parametrize("low,high", [(0x0102, 0x0102), (0x0200, 0x0203), (0x0001, 0x00FF)])
 def test_no_common_version_declines_without_allocating(run, low, high):
     r = run(Scenario(name="no-common", providers=[Provider(highest=high, lowest=low)]))
-    assert sequence(r) == [REGISTER, attach(STATUS_NOINTERFACE), *UNLOAD_NOTHING_ATTACHED]
+    assert sequence(r) == [*LOAD, attach(STATUS_NOINTERFACE), *UNLOAD_NOTHING_ATTACHED]
     assert_clean(r)
-    assert r.allocations == []
+    assert r.binding_allocations == []
 
 
 def test_named_scenario_wsk12_only(run):
     r = run("wsk12-only")
-    assert sequence(r) == [REGISTER, attach(STATUS_NOINTERFACE), *UNLOAD_NOTHING_ATTACHED]
-    assert r.allocations == []
+    assert sequence(r) == [*LOAD, attach(STATUS_NOINTERFACE), *UNLOAD_NOTHING_ATTACHED]
+    assert r.binding_allocations == []
     assert_clean(r)
 
 
@@ -196,15 +240,15 @@ def test_named_scenario_wsk12_only(run):
 # ---------------------------------------------------------------------------------------------
 def test_nointerface_for_all_versions_frees_context(run):
     r = run("all-nointerface")
-    assert sequence(r) == [REGISTER, attach(STATUS_NOINTERFACE),
+    assert sequence(r) == [*LOAD, attach(STATUS_NOINTERFACE),
                            nmr_attach(WSK_1_1, STATUS_NOINTERFACE),
                            nmr_attach(WSK_1_0, STATUS_NOINTERFACE), *UNLOAD_NOTHING_ATTACHED]
     assert_clean(r)
-    (a,) = r.allocations
+    (a,) = r.binding_allocations
     # Freed inside ClientAttachProvider, before it returned.
-    free = first(r.events, "ExFreePoolWithTag")
+    free = first(binding_pool_events(r), "ExFreePoolWithTag")
     ret = event_index(r, "return", "ClientAttachProvider")
-    assert free.seq < ret and free.args == {"P": a.address, "Tag": POOL_TAG_WSKA}
+    assert free.seq < ret and free.args == {"P": a.address, "Tag": BINDING_TAG}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,16 +259,16 @@ def test_nointerface_for_all_versions_frees_context(run):
 def test_other_nmr_error_is_not_retried(run, error):
     r = run(Scenario(name="nmr-error", providers=[
         Provider(answers={WSK_1_1: error, WSK_1_0: STATUS_SUCCESS})]))
-    assert sequence(r) == [REGISTER, attach(error), nmr_attach(WSK_1_1, error),
+    assert sequence(r) == [*LOAD, attach(error), nmr_attach(WSK_1_1, error),
                            *UNLOAD_NOTHING_ATTACHED]
     assert_clean(r)
-    assert len(r.allocations) == 1
+    assert len(r.binding_allocations) == 1
 
 
 def test_error_after_fallback_returns_last_status(run):
     r = run(Scenario(name="nointerface-then-error", providers=[
         Provider(answers={WSK_1_1: STATUS_NOINTERFACE, WSK_1_0: STATUS_UNSUCCESSFUL})]))
-    assert sequence(r) == [REGISTER, attach(STATUS_UNSUCCESSFUL),
+    assert sequence(r) == [*LOAD, attach(STATUS_UNSUCCESSFUL),
                            nmr_attach(WSK_1_1, STATUS_NOINTERFACE),
                            nmr_attach(WSK_1_0, STATUS_UNSUCCESSFUL), *UNLOAD_NOTHING_ATTACHED]
     assert_clean(r)
@@ -235,23 +279,51 @@ def test_error_after_fallback_returns_last_status(run):
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("pool2", [True, False], ids=["ExAllocatePool2", "ExAllocatePoolWithTag"])
 def test_allocation_failure(run, pool2):
-    r = run(Scenario(name="no-pool", fail_pool_allocations=True, exallocatepool2=pool2))
-    assert sequence(r) == [REGISTER, attach(STATUS_INSUFFICIENT_RESOURCES),
+    """The binding context's allocation fails (the driver's own ones, if any, succeed)."""
+    r = run(Scenario(name="no-pool", fail_binding_allocations=True, exallocatepool2=pool2))
+    assert sequence(r) == [*LOAD, attach(STATUS_INSUFFICIENT_RESOURCES),
                            *UNLOAD_NOTHING_ATTACHED]
     assert_clean(r)
-    tried = [e for e in r.events if e.kind == "pool" and e.name.startswith("ExAllocate")]
+    tried = [e for e in binding_pool_events(r) if e.name.startswith("ExAllocate")]
     assert [e.name for e in tried] == ["ExAllocatePool2" if pool2 else "ExAllocatePoolWithTag"]
     assert tried[0].status == 0
+    assert r.binding_allocations == []
 
 
-def test_fallback_allocator_without_exallocatepool2(run):
-    r = run("no-exallocatepool2")
-    assert sequence(r) == [REGISTER, attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
+@pytest.mark.skipif("setup-no-pool" not in harness.scenarios_for(PROFILE),
+                    reason="%s allocates nothing of its own in DriverEntry" % PROFILE.name)
+def test_setup_allocation_failure_fails_the_load(run):
+    """The driver's own allocation in DriverEntry (the first pool allocation) fails: DriverEntry
+    logs it and returns STATUS_INSUFFICIENT_RESOURCES without registering; nothing is left."""
+    r = run("setup-no-pool")
+    assert sequence(r) == ["allocate %s -> NULL" % tag_name(OWN_TAGS[0])]
+    assert r.calls("NmrRegisterClient") == []
+    assert r.entry_status == STATUS_INSUFFICIENT_RESOURCES, S(r.entry_status)
+    assert r.violations == [] and r.run_errors == []
+    assert r.allocations == [] and r.outstanding == []
+    assert not r.unload_ran
+    logs = [(e.args["Level"], e.text) for e in log_events(r)]
+    assert (0, PROFILE.log(PROFILE.setup_failure_log) + "\n") in logs, logs  # DPFLTR_ERROR_LEVEL
+    assert not any(t in text for text in r.logs for t in PROFILE.setup_logs), r.logs
+
+
+@pytest.mark.parametrize("scenario,pool_type,line", [
+    ("no-exallocatepool2", NON_PAGED_POOL_NX, "pool: ExAllocatePoolWithTag(NonPagedPoolNx) fallback"),
+    ("windows-7", NON_PAGED_POOL,
+     "pool: ExAllocatePoolWithTag(NonPagedPool) fallback, before Windows 8"),
+])
+def test_fallback_allocator_without_exallocatepool2(run, scenario, pool_type, line):
+    """No ExAllocatePool2: ExAllocatePoolWithTag, with NonPagedPoolNx from Windows 8 on and
+    NonPagedPool before, for every allocation of the driver."""
+    r = run(scenario)
+    assert sequence(r) == [*LOAD, attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
                            *UNLOAD]
     assert_clean(r)
-    (a,) = r.allocations
-    assert (a.api, a.pool, a.tag) == ("ExAllocatePoolWithTag", NON_PAGED_POOL_NX, POOL_TAG_WSKA)
+    (a,) = r.binding_allocations
+    assert (a.api, a.pool, a.tag) == ("ExAllocatePoolWithTag", pool_type, BINDING_TAG)
+    assert {(x.api, x.pool) for x in r.allocations} == {("ExAllocatePoolWithTag", pool_type)}
     assert not any(e.name == "ExAllocatePool2" for e in r.events)
+    assert PROFILE.log(line) + "\n" in r.logs, r.logs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,9 +332,9 @@ def test_fallback_allocator_without_exallocatepool2(run):
 @pytest.mark.parametrize("scenario", ["null-characteristics", "wrong-npiid", "inverted-range"])
 def test_malformed_registration_instance_is_declined(run, scenario):
     r = run(scenario)
-    assert sequence(r) == [REGISTER, attach(STATUS_NOINTERFACE), *UNLOAD_NOTHING_ATTACHED]
+    assert sequence(r) == [*LOAD, attach(STATUS_NOINTERFACE), *UNLOAD_NOTHING_ATTACHED]
     assert_clean(r)
-    assert r.allocations == []
+    assert r.binding_allocations == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,18 +342,18 @@ def test_malformed_registration_instance_is_declined(run, scenario):
 # ---------------------------------------------------------------------------------------------
 def test_provider_detach_then_cleanup_frees_in_cleanup(run):
     r = run("provider-detach")
-    assert sequence(r) == [REGISTER, attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
+    assert sequence(r) == [*LOAD, attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
                            "ClientDetachProvider -> STATUS_SUCCESS", "ClientCleanupBindingContext",
                            *UNLOAD_NOTHING_ATTACHED]
     assert_clean(r)
     (b,) = r.bindings
-    (a,) = r.allocations
+    (a,) = r.binding_allocations
     detach = first(r.nmr_calls, "ClientDetachProvider")
     cleanup = first(r.nmr_calls, "ClientCleanupBindingContext")
     assert detach.args["ClientBindingContext"] == b.client_context == a.address
     assert cleanup.args["ClientBindingContext"] == a.address
     # Freed in cleanup, not in detach.
-    free = first(r.events, "ExFreePoolWithTag")
+    free = first(binding_pool_events(r), "ExFreePoolWithTag")
     assert event_index(r, "return", "ClientDetachProvider") < cleanup.seq < free.seq
     assert free.seq < event_index(r, "return", "ClientCleanupBindingContext")
     assert not any(e.name == "NmrClientDetachProviderComplete" for e in r.events)
@@ -289,14 +361,14 @@ def test_provider_detach_then_cleanup_frees_in_cleanup(run):
 
 def test_late_provider_attach_detach_reattach(run):
     r = run("late-provider")
-    assert sequence(r) == [REGISTER,
+    assert sequence(r) == [*LOAD,
                            attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
                            "ClientDetachProvider -> STATUS_SUCCESS", "ClientCleanupBindingContext",
                            attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
                            *UNLOAD]
     assert_clean(r)
     assert len(r.bindings) == 2 and all(b.state == "cleaned" for b in r.bindings)
-    assert len(r.allocations) == 2
+    assert len(r.binding_allocations) == 2
 
 
 def test_detach_during_attach_call(run):
@@ -304,7 +376,7 @@ def test_detach_during_attach_call(run):
     ebpf-for-windows #4982): attach must still return STATUS_SUCCESS, and the context must be
     freed exactly once, by cleanup, with nothing left for unload."""
     r = run("detach-during-attach")
-    assert sequence(r) == [REGISTER, attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
+    assert sequence(r) == [*LOAD, attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
                            "ClientDetachProvider -> STATUS_SUCCESS", "ClientCleanupBindingContext",
                            *UNLOAD_NOTHING_ATTACHED]
     assert_clean(r)
@@ -342,9 +414,30 @@ def test_unload_order_and_handles(run):
     assert detach.args["ClientBindingContext"] == nmr.args["ClientBindingContext"]
     assert cleanup.args["ClientBindingContext"] == nmr.args["ClientBindingContext"]
     # The context is freed by cleanup, before the wait.
-    free = first(r.events, "ExFreePoolWithTag")
+    free = first(binding_pool_events(r), "ExFreePoolWithTag")
     assert cleanup.seq < free.seq < wait.seq
     assert_clean(r)
+
+
+def test_driver_own_allocations_span_the_registration(run):
+    """The driver's own blocks (exactly the profile's; none for wsk_attach): allocated in
+    DriverEntry before NmrRegisterClient, freed with their tag in DriverUnload after
+    NmrWaitForClientDeregisterComplete (no binding can use them any more)."""
+    r = run("default")
+    assert_clean(r)
+    own = r.own_allocations
+    assert sorted(a.tag for a in own) == sorted(OWN_TAGS)
+    entry = event_index(r, "run", "DriverEntry")
+    register = event_index(r, "nmr", "NmrRegisterClient")
+    wait = event_index(r, "nmr", "NmrWaitForClientDeregisterComplete")
+    unload_end = event_index(r, "run", "DriverUnload returned")
+    pool = [e for e in r.events if e.kind == "pool"]
+    for a in own:
+        (alloc,) = [e for e in pool if e.name.startswith("ExAllocate") and e.status == a.address]
+        (free,) = [e for e in pool if e.name.startswith("ExFree") and e.args["P"] == a.address]
+        assert entry < alloc.seq < register, (tag_name(a.tag), alloc)
+        assert wait < free.seq < unload_end, (tag_name(a.tag), free)
+        assert free.args["Tag"] == a.tag
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,7 +455,7 @@ def test_log_lines_are_well_formed_and_present(run):
         assert e.name == "DbgPrintEx", e
         assert e.args["ComponentId"] == 77, e  # DPFLTR_IHVDRIVER_ID
         assert 0 <= e.args["Level"] <= 3, e
-        assert e.text.startswith("wsk_attach: ") and e.text.endswith("\n"), e.text
+        assert e.text.startswith(PROFILE.prefix) and e.text.endswith("\n"), e.text
         assert "\n" not in e.text[:-1], e.text
         assert not re.search(r"%[-+ #0-9.]*[a-zA-Z]", e.text), "unformatted: %r" % e.text
     text = "".join(e.text for e in logs)
@@ -371,6 +464,40 @@ def test_log_lines_are_well_formed_and_present(run):
     # Unload is visible too: detach and cleanup log.
     assert re.search(r"detach", text), text
     assert re.search(r"cleanup", text), text
+
+
+def test_log_lines_of_load_and_unload(run):
+    """The lines of a load, attach and unload come in this order (other lines may come between),
+    the driver's own set-up and teardown lines in their place, each once; those sit before
+    NmrRegisterClient and after the deregistration completed (and the driver's own frees)."""
+    r = run("default")
+    lines = [t.rstrip("\n") for t in r.logs]
+    expected = [PROFILE.log(t) for t in [
+        "pool: ExAllocatePool2",
+        *PROFILE.setup_logs,
+        "attach tried WSK 1.1: 0x00000000",
+        "attached at WSK 1.1",
+        "registered as WSK NPI client",
+        "detach: no call in flight, detached",
+        "cleanup: binding context freed",
+        *PROFILE.teardown_logs,
+        "unloaded, live pool allocations: 0",
+    ]]
+    positions = [i for want in expected for i, line in enumerate(lines) if line == want]
+    assert positions == sorted(positions) and len(positions) == len(expected), (
+        "expected, in this order and once each:\n  %s\nlogged:\n  %s"
+        % ("\n  ".join(expected), "\n  ".join(lines)))
+    logs = log_events(r)
+    register = event_index(r, "nmr", "NmrRegisterClient")
+    wait = event_index(r, "nmr", "NmrWaitForClientDeregisterComplete")
+    last_free = max((e.seq for e in r.events if e.kind == "pool" and e.name.startswith("ExFree")),
+                    default=0)
+    for line in PROFILE.setup_logs:
+        (e,) = [e for e in logs if e.text == PROFILE.log(line) + "\n"]
+        assert e.seq < register, e
+    for line in PROFILE.teardown_logs:
+        (e,) = [e for e in logs if e.text == PROFILE.log(line) + "\n"]
+        assert e.seq > wait and e.seq > last_free, e
 
 
 def test_log_lines_tell_fallback_and_declines(run):
@@ -389,15 +516,20 @@ def test_log_lines_tell_fallback_and_declines(run):
 # Every named scenario (as run_driver.py shows them) runs clean
 # ---------------------------------------------------------------------------------------------
 def test_registration_failure_fails_the_load(run):
+    """NmrRegisterClient fails: DriverEntry fails, its own allocations freed before it returns."""
     r = run("register-fails")
-    assert sequence(r) == ["NmrRegisterClient -> STATUS_INSUFFICIENT_RESOURCES"]
+    assert sequence(r) == [*SETUP, "NmrRegisterClient -> STATUS_INSUFFICIENT_RESOURCES",
+                           *TEARDOWN]
     assert r.entry_status is not None and r.entry_status & 0x80000000, S(r.entry_status)
     assert r.violations == [] and r.run_errors == []
+    assert r.binding_allocations == []
+    assert sorted(a.tag for a in r.own_allocations) == sorted(OWN_TAGS), r.allocations
+    assert all(a.freed_by == "ExFreePoolWithTag" and a.free_tag == a.tag for a in r.allocations)
     assert r.outstanding == []
     assert not r.unload_ran
 
 
-@pytest.mark.parametrize("scenario", sorted(set(harness.SCENARIOS) - {"register-fails"}))
+@pytest.mark.parametrize("scenario", sorted(set(harness.scenarios_for(PROFILE)) - LOAD_FAILS))
 def test_every_named_scenario_is_clean(run, scenario):
     r = run(scenario)
     assert_clean(r)

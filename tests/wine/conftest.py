@@ -1,4 +1,5 @@
-"""pytest set-up for the Wine tests: tools, the images under test, a fresh prefix per test.
+"""pytest set-up for the Wine tests: tools, the images under test and the driver's profile, a
+fresh prefix per test.
 
 Nothing here skips: a missing tool or image is a failure (these tests exist to check the image
 CI built). Run tests/wine/setup.sh first (it installs Wine and the venv).
@@ -23,12 +24,13 @@ def wine_tools():
 
 @pytest.fixture(scope="session")
 def driver_image():
-    """wsk_attach.sys: $WSK_ATTACH_SYS, else target/x86_64-pc-windows-msvc/release/wsk_attach.sys,
-    built once with `cargo xtask sys` when missing."""
+    """The driver image (wsk_attach.sys or wsk_echo.sys): $WSK_DRIVER_SYS, else
+    target/x86_64-pc-windows-msvc/release/wsk_attach.sys, built once with `cargo xtask sys` when
+    missing."""
     path = wh.driver_image_path()
-    if os.environ.get("WSK_ATTACH_SYS"):
+    if os.environ.get("WSK_DRIVER_SYS"):
         if not os.path.isfile(path):
-            pytest.fail("WSK_ATTACH_SYS=%s: no such file" % path, pytrace=False)
+            pytest.fail("WSK_DRIVER_SYS=%s: no such file" % path, pytrace=False)
         return path
     if not os.path.isfile(path):
         try:
@@ -37,6 +39,16 @@ def driver_image():
             pytest.fail("driver image %s missing and could not be built: %s" % (path, error),
                         pytrace=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def profile(driver_image):
+    """The driver profile of the image (service name, image file name, log lines): by the image's
+    file name, or $WSK_DRIVER_PROFILE. An image name without a profile is a failure."""
+    try:
+        return wh.driver_profile(driver_image)
+    except wh.UnknownDriver as error:
+        pytest.fail(str(error), pytrace=False)
 
 
 @pytest.fixture(scope="session")

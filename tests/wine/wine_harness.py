@@ -1,23 +1,34 @@
-"""Wine harness for wsk_attach.sys: a fresh WINEPREFIX, the test NETIO.SYS, Wine's real sc.exe.
+"""Wine harness for a driver image (wsk_attach.sys, wsk_echo.sys): a fresh WINEPREFIX, the test
+NETIO.SYS, Wine's real sc.exe.
 
 Every Wine process of a prefix writes its stderr to one log file (opened in append mode), so the
 DbgPrintEx output of winedevice.exe lands there whichever process started services.exe; the
-harness writes a marker line (`=== sc start wsk_attach`) into the same file before each sc
+harness writes a marker line (`=== wine sc start wsk_attach`) into the same file before each sc
 command, so that the log splits into phases. Under WINEDEBUG=+debugstr a DbgPrintEx line reads
 `0134:warn:debugstr:vDbgPrintExWithPrefix 0000004d:00000008: wsk_attach: ...`.
+
+The service name, the image's file name in the prefix and the expected log lines come from the
+image's driver profile (tests/driver_profiles.py, chosen by the image's file name).
 """
 import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-DEFAULT_IMAGE = os.path.join(ROOT, "target", "x86_64-pc-windows-msvc", "release", "wsk_attach.sys")
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+import driver_profiles  # noqa: E402  (tests/driver_profiles.py, shared with tests/speakeasy)
+from driver_profiles import DriverProfile, UnknownDriver  # noqa: E402,F401
+
+DEFAULT_IMAGE = os.path.join(ROOT, driver_profiles.DEFAULT_IMAGE)
 PROVIDER_BUILD = os.path.join(ROOT, "tests", "wine", "build-provider.sh")
-SERVICE = "wsk_attach"
-BIN_PATH = r"C:\windows\system32\drivers\wsk_attach.sys"
+DRIVERS_DIR = r"C:\windows\system32\drivers"
+# The Windows version of the prefix (`HKCU\Software\Wine\Version`): Windows 10, whatever Wine's
+# default, so the driver's pool fallback is the Windows 8 .. 10 1909 one (NonPagedPoolNx).
+WINDOWS_VERSION = "win10"
 
 DBG_LINE = re.compile(r"debugstr:\w+ [0-9a-fA-F]{8}:[0-9a-fA-F]{8}: (.*?)\s*$")
 MARKER = "=== "
@@ -41,7 +52,19 @@ class HarnessError(Exception):
 
 
 def driver_image_path():
-    return os.environ.get("WSK_ATTACH_SYS") or DEFAULT_IMAGE
+    """$WSK_DRIVER_SYS, else the seed driver's image."""
+    return driver_profiles.image_from_env(ROOT)
+
+
+def driver_profile(image):
+    """The driver profile of `image` (by its file name, or $WSK_DRIVER_PROFILE); UnknownDriver
+    for an image name without one."""
+    return driver_profiles.profile_for(image)
+
+
+def bin_path(profile):
+    """The service's binPath: the image, under its own file name, in the prefix's drivers."""
+    return "%s\\%s" % (DRIVERS_DIR, profile.image_name)
 
 
 def build_driver_image():
@@ -133,30 +156,33 @@ class Prefix:
         if not os.path.isdir(self.drivers):
             raise HarnessError("wineboot -i made no %s\n%s" % (self.drivers, self.log_tail()))
         self.server(["-p"], timeout=60)
+        self.run(["wine", "reg", "add", r"HKCU\Software\Wine", "/v", "Version", "/t", "REG_SZ",
+                  "/d", WINDOWS_VERSION, "/f"])
 
     def server(self, args, timeout=60):
         subprocess.run(["wineserver"] + args, env=self.env, stdin=subprocess.DEVNULL,
                        stdout=self._log, stderr=self._log, timeout=timeout, check=False)
 
-    def install(self, provider, driver):
+    def install(self, provider, driver, profile):
+        """The test NETIO.SYS as netio.sys, the driver image under its profile's file name."""
         shutil.copyfile(provider, os.path.join(self.drivers, "netio.sys"))
-        shutil.copyfile(driver, os.path.join(self.drivers, "wsk_attach.sys"))
+        shutil.copyfile(driver, os.path.join(self.drivers, profile.image_name))
 
     def sc(self, *args, timeout=60):
         """`wine sc ARGS`: (exit code, stdout)."""
         return self.run(["wine", "sc"] + list(args), timeout=timeout, check=False)
 
-    def state(self):
-        code, out = self.sc("query", SERVICE)
+    def state(self, service):
+        code, out = self.sc("query", service)
         match = re.search(r"STATE\s*:\s*\d+\s+(\w+)", out)
         return match.group(1) if (code == 0 and match) else None
 
-    def wait_state(self, want, timeout=20.0):
+    def wait_state(self, service, want, timeout=20.0):
         deadline = time.monotonic() + timeout
-        state = self.state()
+        state = self.state(service)
         while state != want and time.monotonic() < deadline:
             time.sleep(0.2)
-            state = self.state()
+            state = self.state(service)
         return state
 
     def wait_log(self, text, count=1, timeout=20.0):
