@@ -158,7 +158,9 @@ pub(crate) fn acquire<C: Client>(
 fn release<C: Client>(slot: &BindingSlot) {
     // Read before leaving: afterwards the slot may be freed and reused at any time.
     let handle = slot.nmr_binding_handle.load(Ordering::Acquire);
-    if slot.gate.leave() == Leave::LastOfClosing {
+    if slot.gate.leave() == Leave::LastOfClosing && !handle.is_null() {
+        // (A NULL handle is a `WskRegister` binding: its close is the unload's, which waits for
+        // the client's references itself.)
         log!(
             C,
             DPFLTR_INFO_LEVEL,

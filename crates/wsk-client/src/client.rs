@@ -56,6 +56,10 @@ pub trait Client: Sized + 'static {
     /// `WSK_CLIENT_DISPATCH.WskClientEvent` for every version (NULL: no client-level events).
     const CLIENT_EVENT: PFN_WSK_CLIENT_EVENT = None;
 
+    /// How the client attaches: raw NMR (the seed's flow), or `WskRegister` and
+    /// `WskCaptureProviderNPI`. Chosen at compile time; the API on top is the same.
+    const BACKEND: Backend = Backend::Nmr;
+
     /// The pool tag of the library's work item contexts ([`crate::work`]): by default
     /// [`Client::POOL_TAG`] with `W` as its last character.
     const WORK_ITEM_TAG: PoolTag = Self::POOL_TAG.with_last(b'W');
@@ -116,6 +120,17 @@ impl ClientState {
     pub fn bindings_in_use(&self) -> usize {
         self.slots.iter().filter(|slot| slot.in_use()).count()
     }
+}
+
+/// How a client attaches to the WSK subsystem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `NmrRegisterClient` and the NMR callbacks (`crate::attach`, `crate::detach`,
+    /// `crate::cleanup`).
+    Nmr,
+    /// `WskRegister`, `WskCaptureProviderNPI`, `WskReleaseProviderNPI`, `WskDeregister`
+    /// (`crate::wsk_register`).
+    WskRegister,
 }
 
 /// Why [`Client::on_detach`] is called.

@@ -52,11 +52,12 @@ pub mod status;
 pub mod unload;
 pub mod version;
 pub mod work;
+pub mod wsk_register;
 
 #[cfg(test)]
 mod test_client;
 
-pub use client::{Client, ClientState, DetachNotice, DetachReason, guid};
+pub use client::{Backend, Client, ClientState, DetachNotice, DetachReason, guid};
 pub use driver_cell::DriverCell;
 pub use pool::PoolTag;
 pub use provider::{BindingRef, ProviderError};

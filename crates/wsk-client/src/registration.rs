@@ -9,7 +9,7 @@ use core::ptr::{self, NonNull};
 
 use crate::attach::{ClientAttachProvider, client_context};
 use crate::cleanup::ClientCleanupBindingContext;
-use crate::client::Client;
+use crate::client::{Backend, Client};
 use crate::detach::ClientDetachProvider;
 use crate::log::log;
 
@@ -21,6 +21,7 @@ use crate::sys::{
 };
 use crate::unload;
 use crate::version::Dispatch;
+use crate::wsk_register;
 
 #[allow(clippy::cast_possible_truncation)] // 24 and 40 and 72 bytes
 const fn size_u16<T>() -> u16 {
@@ -83,8 +84,9 @@ impl RegisterError {
 /// A registered NMR client `C`. Dropping it deregisters and waits until every binding is detached
 /// and cleaned up.
 pub struct Registration<C: Client> {
-    // INVARIANT: the handle NmrRegisterClient returned, not yet deregistered.
-    handle: NonNull<c_void>,
+    // INVARIANT: NMR backend: the handle NmrRegisterClient returned, not yet deregistered;
+    // WskRegister backend: None (the registration is in the client's state).
+    handle: Option<NonNull<c_void>>,
     _client: PhantomData<C>,
 }
 
@@ -120,6 +122,22 @@ impl<C: Client> Registration<C> {
         if let Err(status) = C::state().runtime.start::<C>(driver) {
             return Err(RegisterError::Failed(status));
         }
+        if C::BACKEND == Backend::WskRegister {
+            if let Err(status) = wsk_register::register::<C>() {
+                C::state().runtime.stop();
+                return Err(RegisterError::Failed(status));
+            }
+            log!(
+                C,
+                DPFLTR_INFO_LEVEL,
+                "registered as WSK client (WskRegister)"
+            );
+            // INVARIANT: the WskRegister backend has no NMR handle.
+            return Ok(Self {
+                handle: None,
+                _client: PhantomData,
+            });
+        }
         let mut handle: HANDLE = ptr::null_mut();
         // SAFETY: PASSIVE_LEVEL; the characteristics are a constant with a 'static address and
         // the client context is the client's static state, both valid until after
@@ -152,7 +170,7 @@ impl<C: Client> Registration<C> {
         log!(C, DPFLTR_INFO_LEVEL, "registered as WSK NPI client");
         // INVARIANT: a fresh registration handle.
         Ok(Self {
-            handle,
+            handle: Some(handle),
             _client: PhantomData,
         })
     }
@@ -169,14 +187,22 @@ impl<C: Client> Registration<C> {
     #[must_use]
     pub fn deregister(self) -> NtStatus {
         let this = ManuallyDrop::new(self);
-        unload::unload::<C>(|| this.deregister_nmr())
+        unload::unload::<C>(|| this.deregister_backend())
+    }
+
+    /// Step 4 of the unload: the backend's deregistration.
+    fn deregister_backend(&self) -> NtStatus {
+        match self.handle {
+            Some(handle) => Self::deregister_nmr(handle),
+            None => wsk_register::deregister::<C>(),
+        }
     }
 
     /// `NmrDeregisterClient`, then `NmrWaitForClientDeregisterComplete` whenever the former
     /// succeeded: `STATUS_PENDING` is what Windows returns, but a success says the deregistration
     /// began as well, and only the wait says it ended.
-    fn deregister_nmr(&self) -> NtStatus {
-        let handle = self.handle.as_ptr();
+    fn deregister_nmr(handle: NonNull<c_void>) -> NtStatus {
+        let handle = handle.as_ptr();
         // SAFETY: by the type invariant, a live registration handle; IRQL <= DISPATCH_LEVEL.
         let status = NtStatus::from_raw(unsafe { NmrDeregisterClient(handle) });
         if !status.is_success() {
@@ -205,6 +231,6 @@ impl<C: Client> Registration<C> {
 impl<C: Client> Drop for Registration<C> {
     /// IRQL: `PASSIVE_LEVEL`. A failure is logged; [`Registration::deregister`] returns it.
     fn drop(&mut self) {
-        let _ = unload::unload::<C>(|| self.deregister_nmr());
+        let _ = unload::unload::<C>(|| self.deregister_backend());
     }
 }

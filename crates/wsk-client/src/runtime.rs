@@ -47,6 +47,8 @@ pub struct Runtime {
     work_drained: UnsafeCell<KEVENT>,
     /// The unload began (the embedder was notified once).
     unloading: AtomicBool,
+    /// The `WskRegister` backend's state (unused by the NMR backend).
+    pub(crate) wsk: crate::wsk_register::WskRegisterState,
 }
 
 // SAFETY: the atomics and gates are thread-safe; the two KEVENTs are only passed to Ke* routines,
@@ -74,6 +76,7 @@ impl Runtime {
             references_drained: UnsafeCell::new(KEVENT { Header: [0; 3] }),
             work_drained: UnsafeCell::new(KEVENT { Header: [0; 3] }),
             unloading: AtomicBool::new(false),
+            wsk: crate::wsk_register::WskRegisterState::new(),
         }
     }
 

@@ -34,6 +34,7 @@ mod nmr;
 mod state;
 mod status;
 mod sync;
+mod wsk_register;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -244,6 +245,16 @@ impl Session {
         state::with(|s| s.create_device_failure = Some(status));
     }
 
+    /// Makes `WskQueryProviderCharacteristics` answer `STATUS_NOT_IMPLEMENTED` (as Wine's does).
+    pub fn wsk_query_not_implemented(&self) {
+        state::with(|s| s.wsk_query_not_implemented = true);
+    }
+
+    /// Makes `WskRegister` fail with `status`.
+    pub fn fail_wsk_register(&self, status: Status) {
+        state::with(|s| s.wsk_register_failure = Some(status));
+    }
+
     /// Runs `f` on a new thread as driver code that nothing in Windows waits for (a thread or DPC
     /// of the driver's own): the driver must have waited for it before `DriverUnload` returns.
     pub fn driver_thread<R: Send + 'static>(
@@ -381,6 +392,8 @@ impl Session {
         assert!(bindings.is_empty(), "bindings left: {bindings:?}");
         let clients = nmr::registered_clients();
         assert!(clients.is_empty(), "clients still registered: {clients:x?}");
+        let wsk = state::with(|s| s.wsk_registrations.len());
+        assert_eq!(wsk, 0, "WskRegister registrations left");
         let (devices, work_items) = state::with(|s| (s.devices.len(), s.work_items.len()));
         assert_eq!(devices, 0, "device objects left");
         assert_eq!(work_items, 0, "work items still allocated");

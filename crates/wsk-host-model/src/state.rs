@@ -43,6 +43,8 @@ pub struct ProviderConfig {
     /// Run inside `NmrClientAttachProvider` (after an early detach, if any), before it returns to
     /// the client: to hold an attach there while other things happen.
     pub during_attach: Option<AttachHook>,
+    /// The `Version` its dispatch table says, when not the version attached (Wine's says 1.0).
+    pub dispatch_version: Option<u16>,
 }
 
 /// Code a provider runs inside `NmrClientAttachProvider` (see [`ProviderConfig::during_attach`]).
@@ -71,6 +73,7 @@ impl ProviderConfig {
             detach_during_attach: false,
             null_dispatch: false,
             during_attach: None,
+            dispatch_version: None,
         }
     }
 
@@ -151,6 +154,14 @@ pub enum Event {
     IoAllocateWorkItem { ok: bool },
     /// `IoQueueWorkItem`.
     IoQueueWorkItem,
+    /// `WskRegister` with a client dispatch of `version`.
+    WskRegister { version: u16, status: Status },
+    /// `WskCaptureProviderNPI`.
+    WskCaptureProviderNPI { status: Status },
+    /// `WskReleaseProviderNPI`.
+    WskReleaseProviderNPI,
+    /// `WskDeregister`.
+    WskDeregister,
     /// A provider dispatch function called by the client.
     ProviderCall { name: &'static str, client: usize },
 }
@@ -221,6 +232,7 @@ unsafe impl Send for Provider {}
 unsafe impl Send for Client {}
 
 #[derive(Default)]
+#[allow(clippy::struct_excessive_bools)] // one switch per behaviour a test can choose
 pub(crate) struct State {
     /// The Windows version `RtlGetVersion` reports: `(major, minor, build)`.
     pub os_version: (u32, u32, u32),
@@ -255,6 +267,12 @@ pub(crate) struct State {
     pub deregister_client_returns_success: bool,
     /// The image's life.
     pub image: crate::image::Image,
+    /// `WskRegister` registrations by address.
+    pub wsk_registrations: HashMap<usize, crate::wsk_register::WskRegistration>,
+    /// `WskQueryProviderCharacteristics` answers `STATUS_NOT_IMPLEMENTED` (as Wine's does).
+    pub wsk_query_not_implemented: bool,
+    /// `WskRegister` fails with this status.
+    pub wsk_register_failure: Option<Status>,
 }
 
 impl State {

@@ -8,10 +8,10 @@ use std::sync::Mutex;
 use wsk_client::binding::BindingSlot;
 use wsk_client::sys::{DRIVER_OBJECT, GUID, NTSTATUS, UNICODE_STRING};
 use wsk_client::{
-    BindingRef, Client, ClientState, DetachNotice, DriverCell, NtStatus, PoolTag, Registration,
-    WskVersion, dbg_print, guid,
+    Backend, BindingRef, Client, ClientState, DetachNotice, DriverCell, NtStatus, PoolTag,
+    Registration, WskVersion, dbg_print, guid,
 };
-use wsk_host_model::Session;
+use wsk_host_model::{DriverInitialize, Session};
 
 /// How many bindings the test driver holds at once.
 pub const MAX_BINDINGS: usize = 4;
@@ -20,6 +20,44 @@ pub struct TestDriver;
 
 static STATE: ClientState<[BindingSlot; MAX_BINDINGS]> = ClientState::new();
 static REGISTRATION: DriverCell<Registration<TestDriver>> = DriverCell::new();
+
+/// A test driver: a client plus where its `DriverEntry` keeps the registration.
+pub trait TestClient: Client {
+    fn registration() -> &'static DriverCell<Registration<Self>>;
+}
+
+impl TestClient for TestDriver {
+    fn registration() -> &'static DriverCell<Registration<Self>> {
+        &REGISTRATION
+    }
+}
+
+/// The same driver through the `WskRegister` backend (its own identity and state).
+pub struct WskTestDriver;
+
+static WSK_STATE: ClientState<[BindingSlot; 1]> = ClientState::new();
+static WSK_REGISTRATION: DriverCell<Registration<WskTestDriver>> = DriverCell::new();
+
+impl Client for WskTestDriver {
+    const NAME: &'static core::ffi::CStr = c"wsk_test_driver";
+    const MODULE_ID: GUID = guid(0x7E57_D41E_0000_4000_8000_0000_0000_0002);
+    const POOL_TAG: PoolTag = PoolTag::new(*b"WskR");
+    const VERSIONS: &'static [WskVersion] = &[WskVersion::V1_1, WskVersion::V1_0];
+    const BACKEND: Backend = Backend::WskRegister;
+    fn state() -> &'static ClientState {
+        &WSK_STATE
+    }
+}
+
+impl TestClient for WskTestDriver {
+    fn registration() -> &'static DriverCell<Registration<Self>> {
+        &WSK_REGISTRATION
+    }
+}
+
+/// The NMR test driver's `DriverEntry`.
+#[allow(non_upper_case_globals)]
+pub const DriverEntry: DriverInitialize = driver_entry::<TestDriver>;
 
 impl Client for TestDriver {
     const NAME: &'static core::ffi::CStr = c"test_driver";
@@ -65,12 +103,12 @@ pub fn stop_own_work(hook: impl FnMut(()) + Send + 'static) {
 /// The binding context's pool tag, as the model reports tags.
 pub const TAG: u32 = TestDriver::POOL_TAG.raw();
 
-/// `DRIVER_INITIALIZE` of the test driver.
+/// `DRIVER_INITIALIZE` of test driver `D`.
 ///
 /// # Safety
 /// As a `DriverEntry`.
 #[allow(non_snake_case)]
-pub unsafe extern "system" fn DriverEntry(
+pub unsafe extern "system" fn driver_entry<D: TestClient>(
     DriverObject: *mut DRIVER_OBJECT,
     _RegistryPath: *const UNICODE_STRING,
 ) -> NTSTATUS {
@@ -79,12 +117,12 @@ pub unsafe extern "system" fn DriverEntry(
         return NtStatus::INVALID_PARAMETER.raw();
     };
     // First: the pool routine and type for this system (the WDK's ExInitializeDriverRuntime).
-    let _ = wsk_client::pool::select::<TestDriver>();
-    match Registration::<TestDriver>::register(driver) {
+    let _ = wsk_client::pool::select::<D>();
+    match Registration::<D>::register(driver) {
         Ok(registration) => {
             // SAFETY: DriverEntry, with no DriverUnload set yet.
-            drop(unsafe { REGISTRATION.set(registration) });
-            driver.DriverUnload = Some(DriverUnload);
+            drop(unsafe { D::registration().set(registration) });
+            driver.DriverUnload = Some(driver_unload::<D>);
             NtStatus::SUCCESS.raw()
         }
         Err(error) => error.driver_entry_status().raw(),
@@ -92,22 +130,22 @@ pub unsafe extern "system" fn DriverEntry(
 }
 
 #[allow(non_snake_case)]
-unsafe extern "system" fn DriverUnload(_DriverObject: *mut DRIVER_OBJECT) {
+unsafe extern "system" fn driver_unload<D: TestClient>(_DriverObject: *mut DRIVER_OBJECT) {
     // First the driver's own work (threads joined), as the unload contract says.
     let stop = STOP_OWN_WORK.lock().unwrap().take();
     if let Some(mut stop) = stop {
         stop(());
     }
     // SAFETY: DriverUnload, after DriverEntry returned.
-    if let Some(registration) = unsafe { REGISTRATION.take() } {
+    if let Some(registration) = unsafe { D::registration().take() } {
         let _ = registration.deregister();
     }
     #[allow(clippy::cast_possible_truncation)]
-    let live = TestDriver::state().live_allocations() as u32;
+    let live = D::state().live_allocations() as u32;
     // SAFETY: `%u` takes the `u32`.
     let _ = unsafe {
         dbg_print!(
-            TestDriver,
+            D,
             DPFLTR_INFO_LEVEL,
             "unloaded, live pool allocations: %u",
             live
@@ -124,13 +162,17 @@ pub fn session() -> Session {
     *STOP_OWN_WORK.lock().unwrap() = None;
     drop(HELD.lock().unwrap().take());
     s.add_check(|| {
-        let state = TestDriver::state();
-        match (state.bindings_in_use(), state.live_allocations()) {
-            (0, 0) => Ok(()),
-            (slots, live) => Err(format!(
-                "library state: {slots} binding slot(s) in use, {live} live allocation(s)"
-            )),
+        for state in [TestDriver::state(), WskTestDriver::state()] {
+            match (state.bindings_in_use(), state.live_allocations()) {
+                (0, 0) => {}
+                (slots, live) => {
+                    return Err(format!(
+                        "library state: {slots} binding slot(s) in use, {live} live allocation(s)"
+                    ));
+                }
+            }
         }
+        Ok(())
     });
     s
 }

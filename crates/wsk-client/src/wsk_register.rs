@@ -1,0 +1,352 @@
+//! The `WskRegister` backend: the helper layer Microsoft recommends over raw NMR
+//! ("Registering a Winsock Kernel Application"), behind the same API as the NMR backend —
+//! [`crate::provider::BindingRef`]s, [`crate::Client::on_detach`] and the unload order.
+//!
+//! `Registration::register` calls [`register`]: `WskRegister` with the client's highest version,
+//! `WskQueryProviderCharacteristics` to pick the highest version the provider supports (when the
+//! provider implements it: Wine's answers `STATUS_NOT_IMPLEMENTED`, and then a capture that answers
+//! `STATUS_NOINTERFACE` moves to the next version), and one `WskCaptureProviderNPI` with
+//! `WSK_NO_WAIT`. It never blocks `DriverEntry` (a capture that waits there can deadlock the boot):
+//! when the provider is not ready, a work item of the client retries the capture with one-second
+//! waits until it succeeds, fails for good, or the unload begins. The captured NPI becomes the
+//! client's one binding. The unload ([`deregister`]) releases it (`WskReleaseProviderNPI`) and calls
+//! `WskDeregister`, which returns once every socket is closed: by then every reference is gone.
+//!
+//! IRQL: `PASSIVE_LEVEL` throughout (the capture work item runs at `PASSIVE_LEVEL`).
+
+use core::cell::UnsafeCell;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+
+use crate::binding::{self, BindingContext};
+use crate::client::Client;
+use crate::log::log;
+use crate::pool::PoolBox;
+use crate::status::NtStatus;
+use crate::sys::{
+    WSK_CLIENT_NPI, WSK_NO_WAIT, WSK_PROVIDER_CHARACTERISTICS, WSK_PROVIDER_NPI, WSK_REGISTRATION,
+    WskCaptureProviderNPI, WskDeregister, WskQueryProviderCharacteristics, WskRegister,
+    WskReleaseProviderNPI,
+};
+use crate::version::{Dispatch, ProviderRange, WskVersion};
+use crate::work;
+
+/// How long one capture attempt of the retry work item waits, in milliseconds.
+const CAPTURE_WAIT_MS: u32 = 1000;
+
+/// The backend's state, inside the client's [`crate::runtime::Runtime`].
+pub struct WskRegisterState {
+    /// `WSK_REGISTRATION`: must stay allocated until `WskDeregister` returns (a static here).
+    registration: UnsafeCell<WSK_REGISTRATION>,
+    /// `WSK_CLIENT_NPI`: what `WskRegister` registered; must stay valid while registered.
+    npi: UnsafeCell<WSK_CLIENT_NPI>,
+    /// `WskRegister` succeeded and `WskDeregister` was not called yet.
+    registered: AtomicBool,
+    /// Which of the client's versions is registered (an index into `Client::VERSIONS`).
+    version_index: AtomicUsize,
+    /// The provider NPI is captured (one `WskReleaseProviderNPI` owed).
+    captured: AtomicBool,
+    /// The binding made from the captured NPI.
+    binding: AtomicPtr<BindingContext>,
+}
+
+// SAFETY: the UnsafeCells are written only while registering and deregistering (`PASSIVE_LEVEL`,
+// from `Registration`, never concurrently with each other — the capture work item that also uses
+// them is waited for before `deregister`), and otherwise only passed to the WSK registration
+// functions, which synchronise themselves.
+unsafe impl Sync for WskRegisterState {}
+
+impl WskRegisterState {
+    pub(crate) const fn new() -> Self {
+        Self {
+            registration: UnsafeCell::new(WSK_REGISTRATION {
+                ReservedRegistrationState: 0,
+                ReservedRegistrationContext: ptr::null_mut(),
+                ReservedRegistrationLock: 0,
+            }),
+            npi: UnsafeCell::new(WSK_CLIENT_NPI {
+                ClientContext: ptr::null_mut(),
+                Dispatch: ptr::null(),
+            }),
+            registered: AtomicBool::new(false),
+            version_index: AtomicUsize::new(0),
+            captured: AtomicBool::new(false),
+            binding: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
+}
+
+fn state<C: Client>() -> &'static WskRegisterState {
+    &C::state().runtime.wsk
+}
+
+/// `WskRegister` with the client dispatch of `C::VERSIONS[index]`.
+fn register_version<C: Client>(index: usize) -> Result<(), NtStatus> {
+    let wsk = state::<C>();
+    let Some(dispatch) = Dispatch::<C>::TABLES.get(index) else {
+        return Err(NtStatus::NOINTERFACE);
+    };
+    // SAFETY: PASSIVE_LEVEL, not registered: nothing else reads the NPI now.
+    unsafe {
+        wsk.npi.get().write(WSK_CLIENT_NPI {
+            ClientContext: ptr::from_ref(C::state())
+                .cast::<core::ffi::c_void>()
+                .cast_mut(),
+            Dispatch: dispatch,
+        });
+    };
+    // SAFETY: PASSIVE_LEVEL; the NPI and the registration are in the client's static state,
+    // valid until WskDeregister returns.
+    let status = NtStatus::from_raw(unsafe { WskRegister(wsk.npi.get(), wsk.registration.get()) });
+    let version = C::VERSIONS.get(index).copied().unwrap_or(WskVersion::V1_0);
+    log!(
+        C,
+        DPFLTR_INFO_LEVEL,
+        "WskRegister with WSK %u.%u: 0x%08X",
+        u32::from(version.major()),
+        u32::from(version.minor()),
+        status.bits()
+    );
+    status.into_result()?;
+    wsk.registered.store(true, Ordering::Release);
+    wsk.version_index.store(index, Ordering::Release);
+    Ok(())
+}
+
+/// `WskDeregister`, once. Blocks until every captured NPI is released and every socket closed.
+fn deregister_once<C: Client>() {
+    let wsk = state::<C>();
+    if wsk.registered.swap(false, Ordering::AcqRel) {
+        // SAFETY: PASSIVE_LEVEL; the registration WskRegister initialised, deregistered once.
+        unsafe { WskDeregister(wsk.registration.get()) };
+    }
+}
+
+/// The index of the best version of `C` the provider says it supports, when it says.
+fn best_supported<C: Client>() -> Option<usize> {
+    let wsk = state::<C>();
+    let mut characteristics = WSK_PROVIDER_CHARACTERISTICS {
+        HighestVersion: 0,
+        LowestVersion: 0,
+    };
+    // SAFETY: a registered registration; a valid out-pointer; IRQL <= DISPATCH_LEVEL.
+    let status = NtStatus::from_raw(unsafe {
+        WskQueryProviderCharacteristics(wsk.registration.get(), &raw mut characteristics)
+    });
+    if !status.is_success() {
+        log!(
+            C,
+            DPFLTR_INFO_LEVEL,
+            "WskQueryProviderCharacteristics: 0x%08X; trying versions in order",
+            status.bits()
+        );
+        return None;
+    }
+    let range = ProviderRange::new(&characteristics).ok()?;
+    C::VERSIONS
+        .iter()
+        .position(|version| range.contains(*version))
+}
+
+/// Registers client `C` through `WskRegister` and captures the provider if it is ready; else
+/// queues the capture work item. The runtime is started.
+///
+/// # Errors
+/// The status of `WskRegister`, or of queueing the capture work item (nothing stays registered).
+pub(crate) fn register<C: Client>() -> Result<(), NtStatus> {
+    register_version::<C>(0)?;
+    if let Some(best) = best_supported::<C>()
+        && best != 0
+    {
+        deregister_once::<C>();
+        register_version::<C>(best)?;
+    }
+    match capture::<C>(WSK_NO_WAIT) {
+        Capture::Done => Ok(()),
+        Capture::Failed(status) => {
+            deregister_once::<C>();
+            Err(status)
+        }
+        Capture::NotReady => {
+            log!(
+                C,
+                DPFLTR_INFO_LEVEL,
+                "WSK provider not ready: capturing from a work item"
+            );
+            if let Err(status) = work::queue::<C, _>(CaptureLater::<C>(core::marker::PhantomData)) {
+                deregister_once::<C>();
+                return Err(status);
+            }
+            Ok(())
+        }
+    }
+}
+
+enum Capture {
+    Done,
+    NotReady,
+    Failed(NtStatus),
+}
+
+/// One `WskCaptureProviderNPI`, with the version fallback on `STATUS_NOINTERFACE`.
+fn capture<C: Client>(wait_ms: u32) -> Capture {
+    let wsk = state::<C>();
+    loop {
+        let mut npi = WSK_PROVIDER_NPI {
+            Client: ptr::null_mut(),
+            Dispatch: ptr::null(),
+        };
+        // SAFETY: a registered registration; a valid out-pointer; PASSIVE_LEVEL for a wait.
+        let status = NtStatus::from_raw(unsafe {
+            WskCaptureProviderNPI(wsk.registration.get(), wait_ms, &raw mut npi)
+        });
+        if status == NtStatus::SUCCESS {
+            wsk.captured.store(true, Ordering::Release);
+            return match attach_captured::<C>(npi) {
+                Ok(()) => Capture::Done,
+                Err(status) => Capture::Failed(status),
+            };
+        }
+        if status == NtStatus::DEVICE_NOT_READY {
+            return Capture::NotReady;
+        }
+        if status == NtStatus::NOINTERFACE {
+            let next = wsk.version_index.load(Ordering::Acquire) + 1;
+            if next < C::VERSIONS.len() {
+                log!(
+                    C,
+                    DPFLTR_WARNING_LEVEL,
+                    "WskCaptureProviderNPI: STATUS_NOINTERFACE, falling back"
+                );
+                deregister_once::<C>();
+                if let Err(status) = register_version::<C>(next) {
+                    return Capture::Failed(status);
+                }
+                continue;
+            }
+        }
+        log!(
+            C,
+            DPFLTR_ERROR_LEVEL,
+            "WskCaptureProviderNPI failed: 0x%08X",
+            status.bits()
+        );
+        return Capture::Failed(status);
+    }
+}
+
+/// Makes the captured NPI the client's binding.
+fn attach_captured<C: Client>(npi: WSK_PROVIDER_NPI) -> Result<(), NtStatus> {
+    let wsk = state::<C>();
+    let registered = C::VERSIONS
+        .get(wsk.version_index.load(Ordering::Acquire))
+        .copied()
+        .unwrap_or(WskVersion::V1_0);
+    let Some(dispatch) = NonNull::new(npi.Dispatch.cast_mut()) else {
+        log!(
+            C,
+            DPFLTR_ERROR_LEVEL,
+            "WskCaptureProviderNPI returned no dispatch"
+        );
+        release_capture::<C>();
+        return Err(NtStatus::UNSUCCESSFUL);
+    };
+    // SAFETY: the provider's dispatch, valid while captured; `Version` is its first member.
+    let provider_version = WskVersion::from_raw(unsafe { (*dispatch.as_ptr()).Version });
+    // The provider's table says which members it has; never use more than it says.
+    let version = registered.min(provider_version);
+    let Some(slot) = binding::reserve(&C::state().slots, ptr::null_mut()) else {
+        log!(
+            C,
+            DPFLTR_ERROR_LEVEL,
+            "capture: every binding slot is in use"
+        );
+        release_capture::<C>();
+        return Err(NtStatus::INSUFFICIENT_RESOURCES);
+    };
+    let mut context = BindingContext::new(ptr::null_mut(), slot);
+    context.wsk_client = npi.Client;
+    context.provider_dispatch = npi.Dispatch.cast();
+    context.version = version;
+    let context = match PoolBox::try_new::<C>(context, C::POOL_TAG) {
+        Ok(context) => context,
+        Err(status) => {
+            slot.free();
+            log!(
+                C,
+                DPFLTR_ERROR_LEVEL,
+                "capture: no pool for the binding context"
+            );
+            release_capture::<C>();
+            return Err(status);
+        }
+    };
+    slot.publish(context.as_ptr());
+    wsk.binding
+        .store(context.into_raw().as_ptr(), Ordering::Release);
+    let opened = slot.open();
+    log!(
+        C,
+        DPFLTR_INFO_LEVEL,
+        "captured the WSK provider NPI, attached at WSK %u.%u%s",
+        u32::from(version.major()),
+        u32::from(version.minor()),
+        if opened { c"" } else { c" (unloading)" }.as_ptr()
+    );
+    Ok(())
+}
+
+/// `WskReleaseProviderNPI`, once per capture.
+fn release_capture<C: Client>() {
+    let wsk = state::<C>();
+    if wsk.captured.swap(false, Ordering::AcqRel) {
+        // SAFETY: a captured NPI of this registration, released once; IRQL <= DISPATCH_LEVEL.
+        unsafe { WskReleaseProviderNPI(wsk.registration.get()) };
+    }
+}
+
+/// The capture retry: runs in a work item of the client until the capture is done, fails for
+/// good, or the unload begins.
+struct CaptureLater<C>(core::marker::PhantomData<C>);
+
+// SAFETY: a marker; the work touches only `C`'s static state.
+unsafe impl<C> Send for CaptureLater<C> {}
+
+impl<C: Client> work::Work for CaptureLater<C> {
+    fn run(self) {
+        while !C::state().runtime.is_unloading() {
+            match capture::<C>(CAPTURE_WAIT_MS) {
+                Capture::NotReady => {}
+                Capture::Done | Capture::Failed(_) => return,
+            }
+        }
+        log!(C, DPFLTR_INFO_LEVEL, "capture: given up, the unload began");
+    }
+}
+
+/// Step 4 of the unload for this backend: detach the binding (idle by now: every reference is
+/// gone), free it, release the NPI, `WskDeregister`.
+///
+/// IRQL: `PASSIVE_LEVEL`.
+pub(crate) fn deregister<C: Client>() -> NtStatus {
+    let wsk = state::<C>();
+    if let Some(context) = NonNull::new(wsk.binding.swap(ptr::null_mut(), Ordering::AcqRel)) {
+        // SAFETY: the context `attach_captured` gave up with `into_raw`, made by
+        // `PoolBox::try_new::<C>` with `C::POOL_TAG`; no reference is left to use it.
+        let context = unsafe { PoolBox::from_raw::<C>(context, C::POOL_TAG) };
+        // SAFETY: the context is owned here; its slot field is never written after attach.
+        let slot = unsafe { (*context.as_ptr()).slot };
+        let _ = slot.begin_detach();
+        slot.free();
+        drop(context);
+        log!(
+            C,
+            DPFLTR_INFO_LEVEL,
+            "WskReleaseProviderNPI: binding context freed"
+        );
+    }
+    release_capture::<C>();
+    deregister_once::<C>();
+    log!(C, DPFLTR_INFO_LEVEL, "WskDeregister returned");
+    NtStatus::SUCCESS
+}
