@@ -33,21 +33,6 @@ foreach ($file in $sys, $inf) {
     if (-not (Test-Path $file)) { throw "Missing ${file}: build the package with 'cargo make' first." }
 }
 
-function Add-TrustedCertificate([System.Security.Cryptography.X509Certificates.X509Certificate2] $Cert) {
-    foreach ($storeName in 'Root', 'TrustedPublisher') {
-        $store = New-Object System.Security.Cryptography.X509Certificates.X509Store($storeName, 'LocalMachine')
-        $store.Open('ReadWrite')
-        try {
-            if ($store.Certificates.Find('FindByThumbprint', $Cert.Thumbprint, $false).Count -eq 0) {
-                $store.Add($Cert)
-                Write-Host "Trusted $($Cert.Subject) in LocalMachine\$storeName."
-            } else {
-                Write-Host "$($Cert.Subject) is already in LocalMachine\$storeName."
-            }
-        } finally { $store.Close() }
-    }
-}
-
 if ($TrustCargoMakeCertificate) {
     $cer = Join-Path $PackageDir 'WDRLocalTestCert.cer'
     if (-not (Test-Path $cer)) { throw "Missing ${cer}: cargo make writes it into the package folder." }

@@ -1,16 +1,18 @@
 //! Checks a built driver image (`wsk_attach.sys`, `wsk_echo.sys`) with the `object` crate's PE reader: the properties Windows
-//! and the HLK require of a kernel driver, imports against the source's declarations, and (from
-//! the linker map) that no panic or formatting machinery reached the image.
+//! and the HLK require of a kernel driver, imports against the source's declarations, (from
+//! the linker map) that no panic or formatting machinery reached the image, and its Authenticode
+//! security directory: absent from the build output, present and well-formed in a signed package.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use object::LittleEndian as LE;
 use object::pe::{
-    IMAGE_DLLCHARACTERISTICS_DYNAMIC_BASE, IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY,
-    IMAGE_DLLCHARACTERISTICS_NX_COMPAT, IMAGE_FILE_MACHINE_AMD64, IMAGE_SCN_MEM_EXECUTE,
-    IMAGE_SCN_MEM_WRITE, IMAGE_SUBSYSTEM_NATIVE, ImageNtHeaders64,
+    IMAGE_DIRECTORY_ENTRY_SECURITY, IMAGE_DLLCHARACTERISTICS_DYNAMIC_BASE,
+    IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY, IMAGE_DLLCHARACTERISTICS_NX_COMPAT,
+    IMAGE_FILE_MACHINE_AMD64, IMAGE_SCN_MEM_EXECUTE, IMAGE_SCN_MEM_WRITE, IMAGE_SUBSYSTEM_NATIVE,
+    ImageNtHeaders64,
 };
 use object::read::pe::{ExportTarget, ImageNtHeaders, ImageOptionalHeader, Import, PeFile64};
 
@@ -31,6 +33,22 @@ const REQUIRED_IMPORTS: &[&str] = &[
 const FORBIDDEN_IMPORTS: &[&str] = &["ExAllocatePool2"];
 /// Symbol fragments of Rust's panic and formatting machinery (v0-mangled or plain).
 const PANIC_MARKERS: &[&str] = &["panic", "4core3fmt", "rust_begin_unwind", "eh_personality"];
+
+/// `WIN_CERTIFICATE.wRevision` of an Authenticode signature (`WIN_CERT_REVISION_2_0`).
+const WIN_CERT_REVISION_2_0: u16 = 0x0200;
+/// `WIN_CERTIFICATE.wCertificateType` of an Authenticode signature (`WIN_CERT_TYPE_PKCS_SIGNED_DATA`).
+const WIN_CERT_TYPE_PKCS_SIGNED_DATA: u16 = 0x0002;
+
+/// What the check expects of an image beyond what every driver image must be.
+#[derive(Debug, Clone, Default)]
+pub struct Expect {
+    /// `true`: the image is Authenticode-signed, so its security directory must be present and
+    /// hold one well-formed `WIN_CERTIFICATE` at the end of the file; `false`: it must have none
+    /// (the linker's output).
+    pub signed: bool,
+    /// The linker map to search for panic machinery; `None`: `deps/<stem>.map` beside the image.
+    pub map: Option<PathBuf>,
+}
 
 /// The checked facts, for the summary.
 struct Summary {
@@ -57,10 +75,10 @@ fn declared_functions(root: &Path) -> Result<BTreeSet<String>, String> {
         let text =
             std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         for line in text.lines() {
-            if let Some(rest) = line.trim_start().strip_prefix("pub fn ") {
-                if let Some((name, _)) = rest.split_once('(') {
-                    names.insert(name.to_string());
-                }
+            if let Some(rest) = line.trim_start().strip_prefix("pub fn ")
+                && let Some((name, _)) = rest.split_once('(')
+            {
+                names.insert(name.to_string());
             }
         }
     }
@@ -68,7 +86,9 @@ fn declared_functions(root: &Path) -> Result<BTreeSet<String>, String> {
 }
 
 /// The PE checksum (as `CheckSumMappedFile` computes it), over `data` with the stored checksum
-/// at `checksum_offset` counted as zero.
+/// at `checksum_offset` counted as zero. It covers the whole file, the certificate table of a
+/// signed image included (the signer sets it after appending the signature; Authenticode's own
+/// hash skips the checksum and the table, so the checksum can change without breaking it).
 fn pe_checksum(data: &[u8], checksum_offset: usize) -> u32 {
     let mut sum: u64 = 0;
     for (i, chunk) in data.chunks(2).enumerate() {
@@ -96,9 +116,88 @@ fn section_name(raw: [u8; 8]) -> String {
         .to_string()
 }
 
-/// Checks the image at `path`; returns the summary, or the list of failures.
-#[allow(clippy::too_many_lines)]
+/// Checks the linker's output at `path` (unsigned, map beside it); returns the summary, or the
+/// list of failures.
 pub fn check(path: &Path, root: &Path) -> Result<String, String> {
+    check_with(path, root, &Expect::default())
+}
+
+/// The end of the last section's raw data in the file: where a certificate table may start.
+fn end_of_sections(pe: &PeFile64<'_>) -> u64 {
+    pe.section_table()
+        .iter()
+        .map(|section| {
+            u64::from(section.pointer_to_raw_data.get(LE))
+                + u64::from(section.size_of_raw_data.get(LE))
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// What is wrong with the certificate table at file offset `offset` of `size` bytes (the
+/// security directory of a signed image): it must follow the sections, be 8-byte aligned, end at
+/// the end of the file, and hold one `WIN_CERTIFICATE` of revision 2.0 and type PKCS#7 signed
+/// data whose length fills the table (up to 8 bytes of padding) and whose content is DER.
+fn certificate_table_problems(
+    data: &[u8],
+    offset: u64,
+    size: u64,
+    sections_end: u64,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let len = data.len() as u64;
+    if offset < sections_end {
+        problems.push(format!(
+            "it starts at {offset:#x}, inside the sections (which end at {sections_end:#x})"
+        ));
+    }
+    if !offset.is_multiple_of(8) {
+        problems.push(format!("its offset {offset:#x} is not 8-byte aligned"));
+    }
+    if offset.saturating_add(size) != len {
+        problems.push(format!(
+            "it ends at {:#x}, not at the end of the file ({len:#x})",
+            offset.saturating_add(size)
+        ));
+    }
+    let header = usize::try_from(offset)
+        .ok()
+        .and_then(|start| data.get(start..start.checked_add(8)?));
+    let Some(header) = header else {
+        problems.push("no room for a WIN_CERTIFICATE header".into());
+        return problems;
+    };
+    let length = u64::from(u32::from_le_bytes([
+        header[0], header[1], header[2], header[3],
+    ]));
+    let revision = u16::from_le_bytes([header[4], header[5]]);
+    let kind = u16::from_le_bytes([header[6], header[7]]);
+    if length < 9 || length > size || size - length >= 8 {
+        problems.push(format!(
+            "WIN_CERTIFICATE dwLength {length} does not fill the {size}-byte table"
+        ));
+    }
+    if revision != WIN_CERT_REVISION_2_0 {
+        problems.push(format!(
+            "WIN_CERTIFICATE wRevision {revision:#06x}, expected 0x0200"
+        ));
+    }
+    if kind != WIN_CERT_TYPE_PKCS_SIGNED_DATA {
+        problems.push(format!(
+            "WIN_CERTIFICATE wCertificateType {kind:#06x}, expected 0x0002 (PKCS#7 signed data)"
+        ));
+    }
+    let der = usize::try_from(offset + 8).ok().and_then(|at| data.get(at));
+    if der != Some(&0x30) {
+        problems.push("WIN_CERTIFICATE content is not a DER SEQUENCE".into());
+    }
+    problems
+}
+
+/// Checks the image at `path` with the expectations `expect`; returns the summary, or the list
+/// of failures.
+#[allow(clippy::too_many_lines)]
+pub fn check_with(path: &Path, root: &Path, expect: &Expect) -> Result<String, String> {
     let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let pe = PeFile64::parse(&*data)
         .map_err(|e| format!("{}: not a PE32+ image: {e}", path.display()))?;
@@ -194,6 +293,44 @@ pub fn check(path: &Path, root: &Path) -> Result<String, String> {
         &format!("checksum {stored:#x} is valid (computed {computed:#x})"),
     );
 
+    // Security directory (a file offset, not an RVA): the Authenticode signature.
+    let security = pe
+        .data_directories()
+        .get(IMAGE_DIRECTORY_ENTRY_SECURITY)
+        .map(|dir| {
+            (
+                u64::from(dir.virtual_address.get(LE)),
+                u64::from(dir.size.get(LE)),
+            )
+        });
+    match (expect.signed, security) {
+        (false, None) => s.check(true, "no security directory (unsigned build output)"),
+        (false, Some((offset, size))) => s.check(
+            false,
+            &format!(
+                "security directory ({size} bytes at {offset:#x}) in an image expected unsigned"
+            ),
+        ),
+        (true, None) => s.check(
+            false,
+            "security directory present (the Authenticode signature): the image has none",
+        ),
+        (true, Some((offset, size))) => {
+            let problems = certificate_table_problems(&data, offset, size, end_of_sections(&pe));
+            s.check(
+                problems.is_empty(),
+                &format!(
+                    "security directory: {size} bytes at {offset:#x}, one WIN_CERTIFICATE (rev 2.0, PKCS#7) at the end of the file{}",
+                    if problems.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", problems.join("; "))
+                    }
+                ),
+            );
+        }
+    }
+
     // Imports.
     let declared = declared_functions(root)?;
     let mut imported = BTreeSet::new();
@@ -250,14 +387,8 @@ pub fn check(path: &Path, root: &Path) -> Result<String, String> {
         );
     }
 
-    // Panic machinery, from the linker map next to the image.
-    // `wsk_echo.sys` and its self-test mutant `wsk_echo.selftest.sys` share `deps/wsk_echo.map`.
-    let name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = name.split('.').next().unwrap_or_default();
-    let map = path.with_file_name("deps").join(format!("{stem}.map"));
+    // Panic machinery, from the linker map (by default next to the image).
+    let map = expect.map.clone().unwrap_or_else(|| map_beside(path));
     match std::fs::read_to_string(&map) {
         Ok(text) => {
             let hits: Vec<&str> = text
@@ -286,6 +417,17 @@ pub fn check(path: &Path, root: &Path) -> Result<String, String> {
         eprint!("{}", s.lines);
         Err(format!("image check failed: {}", s.failures.join("; ")))
     }
+}
+
+/// The linker map of the image at `path` in the build output: `deps/<stem>.map` beside it.
+/// `wsk_echo.sys` and its self-test mutant `wsk_echo.selftest.sys` share `deps/wsk_echo.map`.
+pub fn map_beside(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.split('.').next().unwrap_or_default();
+    path.with_file_name("deps").join(format!("{stem}.map"))
 }
 
 /// A mutation of an image that the check must reject, and what the failure must name.
@@ -333,43 +475,165 @@ const MUTATIONS: &[Mutation] = &[
     },
 ];
 
+/// The offset of the NT headers (`e_lfanew`) of `image`.
+fn nt_offset(image: &[u8]) -> Result<usize, String> {
+    let bytes = image.get(0x3C..0x40).ok_or("not a PE image: too short")?;
+    usize::try_from(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+        .map_err(|e| e.to_string())
+}
+
+/// Sets the stored checksum of `data` to the one computed over it.
+fn fix_checksum(data: &mut [u8], checksum_offset: usize) {
+    let sum = pe_checksum(data, checksum_offset);
+    data[checksum_offset..checksum_offset + 4].copy_from_slice(&sum.to_le_bytes());
+}
+
+/// One self-test case: a mutant image, what it breaks, the text the failure must contain, and
+/// the expectations it is checked with.
+struct Case {
+    what: String,
+    expect: &'static str,
+    data: Vec<u8>,
+    with: Expect,
+}
+
+/// Writes each case's image to `mutant` and checks it: each must be rejected with a failure that
+/// names what was broken. Removes `mutant` afterwards.
+fn reject_all(mutant: &Path, root: &Path, cases: Vec<Case>) -> Result<(), String> {
+    for case in cases {
+        std::fs::write(mutant, &case.data).map_err(|e| format!("{}: {e}", mutant.display()))?;
+        match check_with(mutant, root, &case.with) {
+            Err(message) if message.contains(case.expect) => {
+                eprintln!("image check self-test: rejected ({})", case.what);
+            }
+            other => {
+                let _ = std::fs::remove_file(mutant);
+                return Err(format!(
+                    "image check self-test: {}: expected a failure naming '{}', got {other:?}",
+                    case.what, case.expect
+                ));
+            }
+        }
+    }
+    std::fs::remove_file(mutant).map_err(|e| format!("{}: {e}", mutant.display()))
+}
+
 /// Proves the check can fail: each mutation of a good image (with its checksum recomputed, so
 /// only the mutated property is wrong), and a corrupted checksum, must be rejected.
 pub fn self_test(image: &Path, root: &Path) -> Result<(), String> {
     check(image, root)?;
     let good = std::fs::read(image).map_err(|e| e.to_string())?;
-    let nt = usize::try_from(u32::from_le_bytes([
-        good[0x3C], good[0x3D], good[0x3E], good[0x3F],
-    ]))
-    .map_err(|e| e.to_string())?;
+    let nt = nt_offset(&good)?;
     let checksum_offset = nt + 4 + 20 + 64;
-    let mutant = image.with_extension("selftest.sys");
-    let mut cases: Vec<(&str, &str, Vec<u8>)> = MUTATIONS
+    let unsigned = || Expect {
+        signed: false,
+        map: Some(map_beside(image)),
+    };
+    let mut cases: Vec<Case> = MUTATIONS
         .iter()
         .map(|m| {
             let mut data = good.clone();
             (m.apply)(&mut data, nt);
-            let sum = pe_checksum(&data, checksum_offset);
-            data[checksum_offset..checksum_offset + 4].copy_from_slice(&sum.to_le_bytes());
-            (m.what, m.expect, data)
+            fix_checksum(&mut data, checksum_offset);
+            Case {
+                what: m.what.into(),
+                expect: m.expect,
+                data,
+                with: unsigned(),
+            }
         })
         .collect();
     let mut bad_sum = good.clone();
     bad_sum[checksum_offset] ^= 0x01;
-    cases.push(("checksum off by one", "checksum", bad_sum));
-    for (what, expect, data) in cases {
-        std::fs::write(&mutant, data).map_err(|e| e.to_string())?;
-        match check(&mutant, root) {
-            Err(message) if message.contains(expect) => {
-                eprintln!("image check self-test: rejected ({what})");
-            }
-            other => {
-                return Err(format!(
-                    "image check self-test: {what}: expected a failure naming '{expect}', got {other:?}"
-                ));
-            }
-        }
+    cases.push(Case {
+        what: "checksum off by one".into(),
+        expect: "checksum",
+        data: bad_sum,
+        with: unsigned(),
+    });
+    cases.push(Case {
+        what: "the unsigned image checked as a signed one".into(),
+        expect: "security directory present",
+        data: good,
+        with: Expect {
+            signed: true,
+            map: Some(map_beside(image)),
+        },
+    });
+    reject_all(&image.with_extension("selftest.sys"), root, cases)
+}
+
+/// Proves the signed-image checks can fail, on the signed image `signed` whose linker map is
+/// `map`: a zeroed security directory, a `WIN_CERTIFICATE` of the wrong revision, bytes appended
+/// after the certificate table (each with the checksum recomputed), a checksum off by one, and
+/// the signed image checked as an unsigned one must all be rejected. The mutants are written in
+/// `scratch` (a folder), never beside the package.
+pub fn self_test_signed(
+    signed: &Path,
+    root: &Path,
+    map: &Path,
+    scratch: &Path,
+) -> Result<(), String> {
+    let with = |signed: bool| Expect {
+        signed,
+        map: Some(map.to_path_buf()),
+    };
+    check_with(signed, root, &with(true))?;
+    let good = std::fs::read(signed).map_err(|e| e.to_string())?;
+    let nt = nt_offset(&good)?;
+    let checksum_offset = nt + 4 + 20 + 64;
+    // IMAGE_OPTIONAL_HEADER64.DataDirectory starts at 112; the security entry is the fifth.
+    let security = nt + 4 + 20 + 112 + 8 * IMAGE_DIRECTORY_ENTRY_SECURITY;
+    let table = usize::try_from(u32::from_le_bytes([
+        good[security],
+        good[security + 1],
+        good[security + 2],
+        good[security + 3],
+    ]))
+    .map_err(|e| e.to_string())?;
+    if table == 0 || table + 8 > good.len() {
+        return Err(format!(
+            "{}: no certificate table to mutate",
+            signed.display()
+        ));
     }
-    std::fs::remove_file(&mutant).map_err(|e| e.to_string())?;
-    Ok(())
+
+    let mut no_directory = good.clone();
+    no_directory[security..security + 8].fill(0);
+    fix_checksum(&mut no_directory, checksum_offset);
+    let mut revision = good.clone();
+    revision[table + 4..table + 6].copy_from_slice(&0x0100_u16.to_le_bytes());
+    fix_checksum(&mut revision, checksum_offset);
+    let mut appended = good.clone();
+    appended.extend_from_slice(&[0; 8]);
+    fix_checksum(&mut appended, checksum_offset);
+    let mut bad_sum = good.clone();
+    bad_sum[checksum_offset] ^= 0x01;
+
+    let case = |what: &str, expect, data, signed| Case {
+        what: format!("signed image: {what}"),
+        expect,
+        data,
+        with: with(signed),
+    };
+    let cases = vec![
+        case(
+            "security directory zeroed",
+            "security directory present",
+            no_directory,
+            true,
+        ),
+        case("WIN_CERTIFICATE revision 1.0", "wRevision", revision, true),
+        case(
+            "8 bytes after the certificate table",
+            "not at the end of the file",
+            appended,
+            true,
+        ),
+        case("checksum off by one", "checksum", bad_sum, true),
+        case("checked as unsigned", "expected unsigned", good, false),
+    ];
+    std::fs::create_dir_all(scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let name = signed.file_name().unwrap_or_default().to_string_lossy();
+    reject_all(&scratch.join(format!("selftest-{name}")), root, cases)
 }

@@ -5,14 +5,19 @@
 //!   driver, `wsk_attach.sys`) under Speakeasy against a WSK provider scenario, printing the trace
 //!   (the README's first command);
 //! - `check-image [PATH]`: check a built image (default: both);
+//! - `package [--release] [--pfx FILE [--pfx-password-env VAR]]`: a test-signed package per driver
+//!   under `target/package/` for a test VM (see `package.rs`);
 //! - `ci`: every check — fmt, clippy (host and kernel target), host tests, rustdoc, the cross
-//!   build, the image check, the Speakeasy tests and the Wine `sc.exe` tests of both images, and
-//!   the workflow lint (the README's test command; `.ci/run` runs it).
+//!   build, the image check, the signed packages and their checks, the Speakeasy tests and the
+//!   Wine `sc.exe` tests of both signed images, and the workflow lint (the README's test command;
+//!   `.ci/run` runs it).
 
 // Build tooling, not kernel code: an out-of-range index here is a bug to stop on, with a message.
 #![allow(clippy::indexing_slicing)]
 
 mod image;
+mod inf;
+mod package;
 mod toolchain;
 
 use std::path::{Path, PathBuf};
@@ -99,7 +104,7 @@ fn speakeasy_tests(image: &Path) -> Result<(), String> {
             "-p",
             "no:cacheprovider",
         ])
-        .env("WSK_ATTACH_SYS", image))
+        .env("WSK_DRIVER_SYS", image))
 }
 
 fn ci() -> Result<(), String> {
@@ -125,12 +130,14 @@ fn ci() -> Result<(), String> {
     toolchain::clippy_kernel()?;
     toolchain::clippy_wine_provider()?;
     let images = build_and_check()?;
-    for image in &images {
+    // The suites run the test-signed images of the packages, as a VM would load them.
+    let signed = package::ci(&images)?;
+    for (image, signed) in images.iter().zip(&signed) {
         image::self_test(image, &root())?;
-        speakeasy_tests(image)?;
+        speakeasy_tests(signed)?;
         run(Command::new("bash")
             .arg("tests/wine/run.sh")
-            .env("WSK_ATTACH_SYS", image))?;
+            .env("WSK_DRIVER_SYS", signed))?;
     }
     run(Command::new("bash").arg("windows/lint-workflows.sh"))?;
     eprintln!("xtask ci: every check passed");
@@ -153,9 +160,10 @@ fn main() -> ExitCode {
                 image::check(image, &root()).map(|report| print!("{report}"))
             })
         }
+        Some("package") => package::command(args.get(1..).unwrap_or_default()),
         Some("ci") => ci(),
         _ => Err(
-            "usage: cargo xtask <sys [--driver NAME] [--provider NAME | --all | --list] | check-image [PATH] | ci>"
+            "usage: cargo xtask <sys [--driver NAME] [--provider NAME | --all | --list] | check-image [PATH] | package [--release] [--pfx FILE [--pfx-password-env VAR]] | ci>"
                 .into(),
         ),
     };
