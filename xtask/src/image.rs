@@ -18,16 +18,37 @@ use object::read::pe::{ExportTarget, ImageNtHeaders, ImageOptionalHeader, Import
 
 /// The DLLs a WDM driver built from this project may import from.
 const ALLOWED_DLLS: &[&str] = &["ntoskrnl.exe", "NETIO.SYS"];
-/// Imports the lifecycle cannot work without.
+/// Imports the lifecycle cannot work without, whatever the backend.
 const REQUIRED_IMPORTS: &[&str] = &[
-    "NmrRegisterClient",
-    "NmrClientAttachProvider",
-    "NmrDeregisterClient",
-    "NmrWaitForClientDeregisterComplete",
     "ExAllocatePoolWithTag",
     "ExFreePoolWithTag",
     "MmGetSystemRoutineAddress",
+    "RtlGetVersion",
+    "IoCreateDevice",
+    "IoDeleteDevice",
     "DbgPrintEx",
+];
+/// The client functions of each backend: an image imports all of one set and none of the other
+/// (the backend is chosen at compile time, so the other one must not be linked in).
+const BACKEND_IMPORTS: &[(&str, &[&str])] = &[
+    (
+        "NMR",
+        &[
+            "NmrRegisterClient",
+            "NmrClientAttachProvider",
+            "NmrDeregisterClient",
+            "NmrWaitForClientDeregisterComplete",
+        ],
+    ),
+    (
+        "WskRegister",
+        &[
+            "WskRegister",
+            "WskCaptureProviderNPI",
+            "WskReleaseProviderNPI",
+            "WskDeregister",
+        ],
+    ),
 ];
 /// Imports that would stop the driver from loading on Windows before 10 2004.
 const FORBIDDEN_IMPORTS: &[&str] = &["ExAllocatePool2"];
@@ -380,6 +401,22 @@ pub fn check_with(path: &Path, root: &Path, expect: &Expect) -> Result<String, S
     for name in REQUIRED_IMPORTS {
         s.check(imported.contains(*name), &format!("imports {name}"));
     }
+    let backends: Vec<&str> = BACKEND_IMPORTS
+        .iter()
+        .filter(|(_, names)| names.iter().all(|name| imported.contains(*name)))
+        .map(|(backend, _)| *backend)
+        .collect();
+    let partial: Vec<&str> = BACKEND_IMPORTS
+        .iter()
+        .filter(|(_, names)| names.iter().any(|name| imported.contains(*name)))
+        .map(|(backend, _)| *backend)
+        .collect();
+    s.check(
+        backends.len() == 1 && partial == backends,
+        &format!(
+            "imports the client functions of exactly one backend (complete: {backends:?}, any: {partial:?})"
+        ),
+    );
     for name in FORBIDDEN_IMPORTS {
         s.check(
             !imported.contains(*name),

@@ -78,22 +78,24 @@ fn build_and_check() -> Result<Vec<PathBuf>, String> {
 /// The main job: build and check the images, and run one under Speakeasy (`run_driver.py` sets
 /// up its own virtual environment on first use).
 fn sys(args: &[String]) -> Result<(), String> {
-    let (driver, scenario_args) = match args {
-        [flag, driver, rest @ ..] if flag == "--driver" => (driver.as_str(), rest),
+    let (image, scenario_args) = match args {
+        [flag, image, rest @ ..] if flag == "--driver" => (image.as_str(), rest),
         rest => ("wsk_attach", rest),
     };
-    if !toolchain::DRIVERS.iter().any(|(_, stem)| *stem == driver) {
-        return Err(format!("unknown driver {driver} (wsk_attach, wsk_echo)"));
-    }
+    let Some(driver) = toolchain::driver(image) else {
+        let known: Vec<&str> = toolchain::DRIVERS.iter().map(|d| d.image).collect();
+        return Err(format!("unknown driver {image} ({})", known.join(", ")));
+    };
     build_and_check()?;
     run(Command::new("python3")
         .arg("tests/speakeasy/run_driver.py")
         .args(scenario_args)
-        .arg(toolchain::image_path(driver)))
+        .arg(toolchain::image_path(driver.image))
+        .env("WSK_DRIVER_PROFILE", driver.image))
 }
 
-/// The Speakeasy end-to-end tests of one image.
-fn speakeasy_tests(image: &Path) -> Result<(), String> {
+/// The Speakeasy end-to-end tests of one image, whose test profile is `profile`.
+fn speakeasy_tests(image: &Path, profile: &str) -> Result<(), String> {
     run(Command::new("bash").arg("tests/speakeasy/setup-venv.sh"))?;
     run(Command::new("target/speakeasy-venv/bin/python")
         .args([
@@ -104,7 +106,8 @@ fn speakeasy_tests(image: &Path) -> Result<(), String> {
             "-p",
             "no:cacheprovider",
         ])
-        .env("WSK_DRIVER_SYS", image))
+        .env("WSK_DRIVER_SYS", image)
+        .env("WSK_DRIVER_PROFILE", profile))
 }
 
 fn ci() -> Result<(), String> {
@@ -118,6 +121,19 @@ fn ci() -> Result<(), String> {
         "warnings",
     ]))?;
     run(cargo().args(["test", "--workspace"]))?;
+    // The example driver's other backend (a feature): its lints and its own tests.
+    run(cargo().args([
+        "clippy",
+        "-p",
+        "wsk-echo",
+        "--all-targets",
+        "--features",
+        "wsk-register",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo().args(["test", "-p", "wsk-echo", "--features", "wsk-register"]))?;
     run(cargo()
         .args([
             "doc",
@@ -132,12 +148,13 @@ fn ci() -> Result<(), String> {
     let images = build_and_check()?;
     // The suites run the test-signed images of the packages, as a VM would load them.
     let signed = package::ci(&images)?;
-    for (image, signed) in images.iter().zip(&signed) {
+    for ((image, signed), driver) in images.iter().zip(&signed).zip(toolchain::DRIVERS) {
         image::self_test(image, &root())?;
-        speakeasy_tests(signed)?;
+        speakeasy_tests(signed, driver.image)?;
         run(Command::new("bash")
             .arg("tests/wine/run.sh")
-            .env("WSK_DRIVER_SYS", signed))?;
+            .env("WSK_DRIVER_SYS", signed)
+            .env("WSK_DRIVER_PROFILE", driver.image))?;
     }
     run(Command::new("bash").arg("windows/lint-workflows.sh"))?;
     eprintln!("xtask ci: every check passed");
@@ -153,7 +170,7 @@ fn main() -> ExitCode {
                 Some(path) => vec![PathBuf::from(path)],
                 None => toolchain::DRIVERS
                     .iter()
-                    .map(|(_, stem)| toolchain::image_path(stem))
+                    .map(|driver| toolchain::image_path(driver.image))
                     .collect(),
             };
             images.iter().try_for_each(|image| {

@@ -429,8 +429,10 @@ fn verify(signed: &Path, anchor: &Path) -> Result<String, String> {
     }
 }
 
-/// One driver to package: its image stem, the built (unsigned) image and its `.inx`.
+/// One driver to package: its folder (the image's name), its crate's file stem (the `.sys`,
+/// `.inf` and service name), the built (unsigned) image and its `.inx`.
 struct Driver {
+    folder: String,
     stem: String,
     image: PathBuf,
     inx: PathBuf,
@@ -465,12 +467,13 @@ fn drivers(images: &[PathBuf]) -> Result<Vec<Driver>, String> {
     toolchain::DRIVERS
         .iter()
         .zip(images)
-        .map(|((package, stem), image)| {
-            let (dir, version) = package_dir_and_version(package)?;
+        .map(|(driver, image)| {
+            let (dir, version) = package_dir_and_version(driver.package)?;
             Ok(Driver {
-                stem: (*stem).to_owned(),
+                folder: driver.image.to_owned(),
+                stem: driver.stem.to_owned(),
                 image: image.clone(),
-                inx: dir.join(format!("{stem}.inx")),
+                inx: dir.join(format!("{}.inx", driver.stem)),
                 version,
             })
         })
@@ -524,7 +527,7 @@ fn expected_files(stem: &str) -> Vec<String> {
 /// Writes `driver`'s package folder (replacing any earlier one): the signed image, the stamped
 /// INF, the certificate and the VM scripts. Returns the folder.
 fn write_package(driver: &Driver, signer: &Signer, stamp: &inf::Stamp) -> Result<PathBuf, String> {
-    let dir = package_root().join(&driver.stem);
+    let dir = package_root().join(&driver.folder);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }

@@ -13,17 +13,60 @@ const LLD_LINK: &str = "/usr/lib/llvm-22/bin/lld-link";
 const PACKAGES: &[&str] = &["rustc-web", "rust-web-src", "rust-web-clippy", "lld-22"];
 const TARGET: &str = "x86_64-pc-windows-msvc";
 
-/// The driver images of the workspace: (cargo package, image stem).
-pub const DRIVERS: &[(&str, &str)] = &[("wsk-attach", "wsk_attach"), ("wsk-echo", "wsk_echo")];
+/// One driver image the workspace builds.
+#[derive(Clone, Copy, Debug)]
+pub struct Driver {
+    /// The cargo package.
+    pub package: &'static str,
+    /// The crate's file stem: the linker's output, the `.inx`, the service name on a VM.
+    pub stem: &'static str,
+    /// The cargo features of this build.
+    pub features: &'static str,
+    /// The image's name here (`<image>.sys`), and its test profile (`tests/driver_profiles.py`).
+    pub image: &'static str,
+}
+
+/// The driver images of the workspace: the seed driver, and the example driver in both backends.
+pub const DRIVERS: &[Driver] = &[
+    Driver {
+        package: "wsk-attach",
+        stem: "wsk_attach",
+        features: "",
+        image: "wsk_attach",
+    },
+    Driver {
+        package: "wsk-echo",
+        stem: "wsk_echo",
+        features: "",
+        image: "wsk_echo",
+    },
+    Driver {
+        package: "wsk-echo",
+        stem: "wsk_echo",
+        features: "wsk-register",
+        image: "wsk_echo_wskregister",
+    },
+];
+
+/// The driver whose image is `image`.
+pub fn driver(image: &str) -> Option<&'static Driver> {
+    DRIVERS.iter().find(|driver| driver.image == image)
+}
 
 /// The release output folder of the kernel target.
 fn release_dir() -> PathBuf {
     root().join("target").join(TARGET).join("release")
 }
 
-/// Where `build_sys` puts the image of the driver whose image stem is `stem`.
-pub fn image_path(stem: &str) -> PathBuf {
-    release_dir().join(format!("{stem}.sys"))
+/// Where `build_sys` puts the image named `image`.
+pub fn image_path(image: &str) -> PathBuf {
+    release_dir().join(format!("{image}.sys"))
+}
+
+/// The linker map of the image named `image` (the linker writes `deps/<stem>.map`; `build_sys`
+/// copies it for images of the same crate built with other features).
+pub fn map_path(image: &str) -> PathBuf {
+    release_dir().join("deps").join(format!("{image}.map"))
 }
 
 fn rustc_is_debian_web() -> bool {
@@ -63,14 +106,24 @@ pub fn ensure() -> Result<(), String> {
     }
 }
 
-/// `cargo` for the kernel target: Debian's rustc, lld-link, build-std.
-fn kernel_cargo(subcommand: &str) -> Command {
+/// `cargo` for the kernel target: Debian's rustc, lld-link, build-std; every driver package
+/// built with `features`.
+fn kernel_cargo(subcommand: &str, features: &str) -> Command {
     let mut command = cargo();
     command
         .arg(subcommand)
         .args(["--release", "--target", TARGET, "--lib"]);
-    for (package, _) in DRIVERS {
+    let mut packages: Vec<&str> = DRIVERS
+        .iter()
+        .filter(|driver| driver.features == features)
+        .map(|driver| driver.package)
+        .collect();
+    packages.dedup();
+    for package in packages {
         command.args(["-p", package]);
+    }
+    if !features.is_empty() {
+        command.args(["--features", features]);
     }
     command
         .args([
@@ -86,32 +139,49 @@ fn kernel_cargo(subcommand: &str) -> Command {
 /// Builds every driver image and copies each to its [`image_path`]. Fails on any compiler
 /// warning.
 pub fn build_sys() -> Result<Vec<PathBuf>, String> {
-    let mut command = kernel_cargo("build");
-    command.args(["--message-format", "short"]);
-    command.current_dir(root());
-    eprintln!(
-        "$ cargo build --release --target {TARGET} -Zbuild-std=core (Debian rustc, lld-link)"
-    );
-    let output = command.output().map_err(|e| format!("cargo build: {e}"))?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let warnings: Vec<&str> = stderr
-        .lines()
-        .filter(|line| line.contains("warning") && !line.contains("did not match any packages"))
-        .collect();
-    if !output.status.success() || !warnings.is_empty() {
-        eprint!("{stderr}");
-        return Err("the kernel build failed or warned".into());
+    let mut images = Vec::new();
+    let mut builds: Vec<&str> = DRIVERS.iter().map(|driver| driver.features).collect();
+    builds.dedup();
+    // One cargo build per feature set (the packages with the same features build together); each
+    // build's outputs are copied before the next one overwrites them.
+    for features in builds {
+        let mut command = kernel_cargo("build", features);
+        command.args(["--message-format", "short"]);
+        command.current_dir(root());
+        eprintln!(
+            "$ cargo build --release --target {TARGET} -Zbuild-std=core --features '{features}' \
+             (Debian rustc, lld-link)"
+        );
+        let output = command.output().map_err(|e| format!("cargo build: {e}"))?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let warnings: Vec<&str> = stderr
+            .lines()
+            .filter(|line| line.contains("warning") && !line.contains("did not match any packages"))
+            .collect();
+        if !output.status.success() || !warnings.is_empty() {
+            eprint!("{stderr}");
+            return Err("the kernel build failed or warned".into());
+        }
+        for driver in DRIVERS.iter().filter(|driver| driver.features == features) {
+            let copy = |from: PathBuf, to: PathBuf| {
+                std::fs::copy(&from, &to)
+                    .map(|_| to.clone())
+                    .map_err(|e| format!("copy {} to {}: {e}", from.display(), to.display()))
+            };
+            let deps = release_dir().join("deps");
+            if driver.image != driver.stem {
+                copy(
+                    deps.join(format!("{}.map", driver.stem)),
+                    map_path(driver.image),
+                )?;
+            }
+            images.push(copy(
+                release_dir().join(format!("{}.dll", driver.stem)),
+                image_path(driver.image),
+            )?);
+        }
     }
-    DRIVERS
-        .iter()
-        .map(|(_, stem)| {
-            let built = release_dir().join(format!("{stem}.dll"));
-            let image = image_path(stem);
-            std::fs::copy(&built, &image)
-                .map_err(|e| format!("copy {} to {}: {e}", built.display(), image.display()))?;
-            Ok(image)
-        })
-        .collect()
+    Ok(images)
 }
 
 /// Makes `command` run clippy with warnings denied (Debian's clippy-driver, matching its rustc).
@@ -125,7 +195,11 @@ fn with_clippy(command: &mut Command) -> &mut Command {
 /// Clippy on the kernel build of every driver and the library crates under them (`cfg(wsk_kernel)`,
 /// `no_std`), warnings denied.
 pub fn clippy_kernel() -> Result<(), String> {
-    run(with_clippy(&mut kernel_cargo("check")))
+    let mut builds: Vec<&str> = DRIVERS.iter().map(|driver| driver.features).collect();
+    builds.dedup();
+    builds
+        .into_iter()
+        .try_for_each(|features| run(with_clippy(&mut kernel_cargo("check", features))))
 }
 
 /// rustfmt and clippy on the Wine tests' NETIO.SYS (kernel code too; its own workspace), each

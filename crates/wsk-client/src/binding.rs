@@ -18,7 +18,7 @@ use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-use crate::client::Client;
+use crate::client::{Backend, Client};
 use crate::gate::{Close, Gate, Generation, Leave, Refused};
 use crate::log::log;
 use crate::sys::{HANDLE, NmrClientDetachProviderComplete, PWSK_CLIENT};
@@ -158,9 +158,11 @@ pub(crate) fn acquire<C: Client>(
 fn release<C: Client>(slot: &BindingSlot) {
     // Read before leaving: afterwards the slot may be freed and reused at any time.
     let handle = slot.nmr_binding_handle.load(Ordering::Acquire);
-    if slot.gate.leave() == Leave::LastOfClosing && !handle.is_null() {
-        // (A NULL handle is a `WskRegister` binding: its close is the unload's, which waits for
-        // the client's references itself.)
+    // A `WskRegister` binding has no NMR detach to complete (its close is the unload's, which
+    // waits for the client's references itself); the backend is a constant, so an image of that
+    // backend does not link NmrClientDetachProviderComplete at all.
+    if slot.gate.leave() == Leave::LastOfClosing && C::BACKEND == Backend::Nmr && !handle.is_null()
+    {
         log!(
             C,
             DPFLTR_INFO_LEVEL,

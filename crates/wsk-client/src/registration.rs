@@ -192,9 +192,14 @@ impl<C: Client> Registration<C> {
 
     /// Step 4 of the unload: the backend's deregistration.
     fn deregister_backend(&self) -> NtStatus {
-        match self.handle {
-            Some(handle) => Self::deregister_nmr(handle),
-            None => wsk_register::deregister::<C>(),
+        // On the compile-time backend, so that an image links only its own backend's imports.
+        match (C::BACKEND, self.handle) {
+            (Backend::Nmr, Some(handle)) => Self::deregister_nmr(handle),
+            (Backend::WskRegister, _) => wsk_register::deregister::<C>(),
+            (Backend::Nmr, None) => {
+                log!(C, DPFLTR_ERROR_LEVEL, "deregister: no NMR handle");
+                NtStatus::INVALID_DEVICE_STATE
+            }
         }
     }
 

@@ -10,8 +10,8 @@
 //! can be the last code of the image to run: the I/O manager, not the image, drops the last
 //! reference after it returns.
 //!
-//! IRQL: [`Runtime::start`] and [`Runtime::wait_drained`] at `PASSIVE_LEVEL`; the enter/leave
-//! functions at <= `DISPATCH_LEVEL`, non-blocking.
+//! IRQL: starting, stopping and the unload's waits at `PASSIVE_LEVEL`; the enter/leave functions
+//! at <= `DISPATCH_LEVEL`, non-blocking.
 
 use core::cell::UnsafeCell;
 use core::ptr;

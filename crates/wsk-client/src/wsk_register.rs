@@ -2,14 +2,15 @@
 //! ("Registering a Winsock Kernel Application"), behind the same API as the NMR backend —
 //! [`crate::provider::BindingRef`]s, [`crate::Client::on_detach`] and the unload order.
 //!
-//! `Registration::register` calls [`register`]: `WskRegister` with the client's highest version,
-//! `WskQueryProviderCharacteristics` to pick the highest version the provider supports (when the
-//! provider implements it: Wine's answers `STATUS_NOT_IMPLEMENTED`, and then a capture that answers
-//! `STATUS_NOINTERFACE` moves to the next version), and one `WskCaptureProviderNPI` with
-//! `WSK_NO_WAIT`. It never blocks `DriverEntry` (a capture that waits there can deadlock the boot):
+//! `Registration::register` calls `register`: `WskRegister` with the client's highest version
+//! and one `WskCaptureProviderNPI` with `WSK_NO_WAIT`; a capture answered `STATUS_NOINTERFACE`
+//! (the provider does not support that version) re-registers with the next version. It does not
+//! call `WskQueryProviderCharacteristics`: the capture's answer says the same, and Wine's
+//! netio.sys exports that function as an unimplemented stub whose first call kills the driver's
+//! host process. It never blocks `DriverEntry` (a capture that waits there can deadlock the boot):
 //! when the provider is not ready, a work item of the client retries the capture with one-second
 //! waits until it succeeds, fails for good, or the unload begins. The captured NPI becomes the
-//! client's one binding. The unload ([`deregister`]) releases it (`WskReleaseProviderNPI`) and calls
+//! client's one binding. The unload (`deregister`) releases it (`WskReleaseProviderNPI`) and calls
 //! `WskDeregister`, which returns once every socket is closed: by then every reference is gone.
 //!
 //! IRQL: `PASSIVE_LEVEL` throughout (the capture work item runs at `PASSIVE_LEVEL`).
@@ -24,11 +25,10 @@ use crate::log::log;
 use crate::pool::PoolBox;
 use crate::status::NtStatus;
 use crate::sys::{
-    WSK_CLIENT_NPI, WSK_NO_WAIT, WSK_PROVIDER_CHARACTERISTICS, WSK_PROVIDER_NPI, WSK_REGISTRATION,
-    WskCaptureProviderNPI, WskDeregister, WskQueryProviderCharacteristics, WskRegister,
-    WskReleaseProviderNPI,
+    WSK_CLIENT_NPI, WSK_NO_WAIT, WSK_PROVIDER_NPI, WSK_REGISTRATION, WskCaptureProviderNPI,
+    WskDeregister, WskRegister, WskReleaseProviderNPI,
 };
-use crate::version::{Dispatch, ProviderRange, WskVersion};
+use crate::version::{Dispatch, WskVersion};
 use crate::work;
 
 /// How long one capture attempt of the retry work item waits, in milliseconds.
@@ -122,32 +122,6 @@ fn deregister_once<C: Client>() {
     }
 }
 
-/// The index of the best version of `C` the provider says it supports, when it says.
-fn best_supported<C: Client>() -> Option<usize> {
-    let wsk = state::<C>();
-    let mut characteristics = WSK_PROVIDER_CHARACTERISTICS {
-        HighestVersion: 0,
-        LowestVersion: 0,
-    };
-    // SAFETY: a registered registration; a valid out-pointer; IRQL <= DISPATCH_LEVEL.
-    let status = NtStatus::from_raw(unsafe {
-        WskQueryProviderCharacteristics(wsk.registration.get(), &raw mut characteristics)
-    });
-    if !status.is_success() {
-        log!(
-            C,
-            DPFLTR_INFO_LEVEL,
-            "WskQueryProviderCharacteristics: 0x%08X; trying versions in order",
-            status.bits()
-        );
-        return None;
-    }
-    let range = ProviderRange::new(&characteristics).ok()?;
-    C::VERSIONS
-        .iter()
-        .position(|version| range.contains(*version))
-}
-
 /// Registers client `C` through `WskRegister` and captures the provider if it is ready; else
 /// queues the capture work item. The runtime is started.
 ///
@@ -155,12 +129,6 @@ fn best_supported<C: Client>() -> Option<usize> {
 /// The status of `WskRegister`, or of queueing the capture work item (nothing stays registered).
 pub(crate) fn register<C: Client>() -> Result<(), NtStatus> {
     register_version::<C>(0)?;
-    if let Some(best) = best_supported::<C>()
-        && best != 0
-    {
-        deregister_once::<C>();
-        register_version::<C>(best)?;
-    }
     match capture::<C>(WSK_NO_WAIT) {
         Capture::Done => Ok(()),
         Capture::Failed(status) => {

@@ -245,11 +245,6 @@ impl Session {
         state::with(|s| s.create_device_failure = Some(status));
     }
 
-    /// Makes `WskQueryProviderCharacteristics` answer `STATUS_NOT_IMPLEMENTED` (as Wine's does).
-    pub fn wsk_query_not_implemented(&self) {
-        state::with(|s| s.wsk_query_not_implemented = true);
-    }
-
     /// Makes `WskRegister` fail with `status`.
     pub fn fail_wsk_register(&self, status: Status) {
         state::with(|s| s.wsk_register_failure = Some(status));

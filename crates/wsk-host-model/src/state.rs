@@ -269,8 +269,6 @@ pub(crate) struct State {
     pub image: crate::image::Image,
     /// `WskRegister` registrations by address.
     pub wsk_registrations: HashMap<usize, crate::wsk_register::WskRegistration>,
-    /// `WskQueryProviderCharacteristics` answers `STATUS_NOT_IMPLEMENTED` (as Wine's does).
-    pub wsk_query_not_implemented: bool,
     /// `WskRegister` fails with this status.
     pub wsk_register_failure: Option<Status>,
 }

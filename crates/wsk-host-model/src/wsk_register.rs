@@ -70,8 +70,7 @@ pub unsafe extern "system" fn WskRegister(
     })
 }
 
-/// `WskQueryProviderCharacteristics`: the subsystem's range, or `STATUS_NOT_IMPLEMENTED` when the
-/// session says so (Wine).
+/// `WskQueryProviderCharacteristics`: the subsystem's range.
 ///
 /// # Safety
 /// As the C function.
@@ -86,9 +85,6 @@ pub unsafe extern "system" fn WskQueryProviderCharacteristics(
         if s.wsk_registrations.get(&key).is_none_or(|r| r.deregistered) {
             s.violation("WskQueryProviderCharacteristics on an unregistered registration".into());
             return Err(Status::INVALID_PARAMETER);
-        }
-        if s.wsk_query_not_implemented {
-            return Err(Status::from_raw(wsk_sys::STATUS_NOT_IMPLEMENTED));
         }
         let provider = subsystem(s).ok_or(Status::DEVICE_NOT_READY)?;
         Ok(s.providers[provider].memory.characteristics)

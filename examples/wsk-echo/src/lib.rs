@@ -1,6 +1,7 @@
 //! `wsk_echo.sys`: an example driver that embeds `wsk-client` with an identity of its own (module
-//! GUID, pool tags, log prefix `wsk_echo`), and chains its own setup and teardown around the
-//! client's registration: `DriverEntry` sets up the driver's context, then registers;
+//! GUID, pool tags, log prefix `wsk_echo`), attaching through raw NMR or, with the `wsk-register`
+//! feature, through `WskRegister`, and chains its own setup and teardown around the client's
+//! registration: `DriverEntry` sets up the driver's context, then registers;
 //! `DriverUnload` deregisters (waiting for every binding), then tears the context down.
 //!
 //! Kernel build (`cfg(wsk_kernel)`): `no_std`, exports `DriverEntry`, brings the panic handler and
@@ -12,8 +13,11 @@ use wsk_client::binding::BindingSlot;
 use wsk_client::pool::PoolBox;
 use wsk_client::sys::{DRIVER_OBJECT, GUID, NTSTATUS, UNICODE_STRING};
 use wsk_client::{
-    Client, ClientState, DriverCell, NtStatus, PoolTag, Registration, WskVersion, dbg_print, guid,
+    Backend, Client, ClientState, DetachNotice, DriverCell, NtStatus, PoolTag, Registration,
+    WskVersion, dbg_print, guid,
 };
+
+mod connection;
 
 /// The example driver as a WSK client.
 pub struct WskEcho;
@@ -25,9 +29,20 @@ impl Client for WskEcho {
     /// The binding context's tag.
     const POOL_TAG: PoolTag = PoolTag::new(*b"EchB");
     const VERSIONS: &'static [WskVersion] = &[WskVersion::V1_1, WskVersion::V1_0];
+    /// Raw NMR by default; `WskRegister` with the `wsk-register` feature.
+    const BACKEND: Backend = if cfg!(feature = "wsk-register") {
+        Backend::WskRegister
+    } else {
+        Backend::Nmr
+    };
 
     fn state() -> &'static ClientState {
         &STATE
+    }
+
+    /// A detach or the unload began: close the connection (from a work item).
+    fn on_detach(notice: DetachNotice) {
+        connection::on_detach(notice);
     }
 }
 
@@ -112,6 +127,8 @@ pub unsafe extern "system" fn DriverEntry(
         })
     });
     driver.DriverUnload = Some(DriverUnload);
+    // Then the connection, off the DriverEntry thread (a work item logs why, if it fails).
+    let _ = connection::start();
     NtStatus::SUCCESS.raw()
 }
 
