@@ -57,6 +57,50 @@ fn cycles(s: &Session, name: &str, config: &ProviderConfig) {
     println!("  time per cycle, model included:     {nanos:.0} ns");
 }
 
+const REFERENCES: u32 = 2_000_000;
+
+/// Nanoseconds per iteration of `op`, run `REFERENCES` times on each of `threads` threads at once.
+fn per_op(threads: usize, op: impl Fn() + Sync) -> f64 {
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                for _ in 0..REFERENCES {
+                    op();
+                }
+            });
+        }
+    });
+    #[allow(clippy::cast_precision_loss)]
+    let nanos = start.elapsed().as_nanos() as f64 / f64::from(REFERENCES);
+    nanos
+}
+
+/// The per-call protection cost: acquire + drop of a binding reference, against a bare atomic
+/// increment and decrement of one shared counter, on 1 and 2 threads.
+fn reference_cost(s: &Session) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let provider = s.register_provider(ProviderConfig::default_wsk());
+    let counter = AtomicU64::new(0);
+    println!("binding reference (acquire + drop) vs a bare atomic increment + decrement:");
+    for threads in [1, 2] {
+        let bare = per_op(threads, || {
+            counter.fetch_add(1, Ordering::AcqRel);
+            counter.fetch_sub(1, Ordering::AcqRel);
+        });
+        let reference = per_op(threads, || {
+            let reference = wsk_client::BindingRef::<common::TestDriver>::acquire();
+            assert!(reference.is_ok());
+            drop(reference);
+        });
+        println!(
+            "  {threads} thread(s): reference {reference:.1} ns, bare atomics {bare:.1} ns, ratio {:.2}",
+            reference / bare
+        );
+    }
+    let _ = s.deregister_provider(provider);
+}
+
 fn main() {
     let mut s = common::started();
     cycles(
@@ -69,12 +113,13 @@ fn main() {
         "fallback (1.1 refused, WSK 1.0)",
         &ProviderConfig::default_wsk().answer(WSK_1_1, NtStatus::NOINTERFACE),
     );
+    reference_cost(&s);
     s.driver_unload();
     s.check_clean();
 
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../target/x86_64-pc-windows-msvc/release");
-    for name in ["wsk_attach.sys", "wsk_echo.sys"] {
+    for name in ["wsk_attach.sys", "wsk_echo.sys", "wsk_echo_wskregister.sys"] {
         let image = root.join(name);
         match std::fs::metadata(&image) {
             Ok(meta) => println!("release image {name}: {} bytes", meta.len()),
