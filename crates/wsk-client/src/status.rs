@@ -30,6 +30,10 @@ impl NtStatus {
     pub const NOINTERFACE: Self = Self(abi::STATUS_NOINTERFACE);
     /// `STATUS_INVALID_DEVICE_STATE`.
     pub const INVALID_DEVICE_STATE: Self = Self(abi::STATUS_INVALID_DEVICE_STATE);
+    /// `STATUS_CANCELLED`.
+    pub const CANCELLED: Self = Self(abi::STATUS_CANCELLED);
+    /// `STATUS_NOT_IMPLEMENTED`.
+    pub const NOT_IMPLEMENTED: Self = Self(abi::STATUS_NOT_IMPLEMENTED);
 
     /// Wraps a raw status.
     #[must_use]
@@ -89,6 +93,8 @@ impl NtStatus {
             Self::DEVICE_NOT_READY => "STATUS_DEVICE_NOT_READY",
             Self::NOINTERFACE => "STATUS_NOINTERFACE",
             Self::INVALID_DEVICE_STATE => "STATUS_INVALID_DEVICE_STATE",
+            Self::CANCELLED => "STATUS_CANCELLED",
+            Self::NOT_IMPLEMENTED => "STATUS_NOT_IMPLEMENTED",
             _ => return None,
         })
     }

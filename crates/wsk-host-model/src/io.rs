@@ -29,7 +29,7 @@ pub(crate) struct WorkItem {
     pub _memory: Box<[u64; 4]>,
 }
 
-fn release_device(s: &mut State, device: usize) {
+pub(crate) fn release_device(s: &mut State, device: usize) {
     let gone = match s.devices.get_mut(&device) {
         Some(d) => {
             d.refs -= 1;

@@ -9,11 +9,13 @@ use crate::Status;
 use wsk_sys::{
     ADDRESS_FAMILY, ADDRINFOEXW, DRIVER_OBJECT, EPROCESS, ETHREAD, GUID, IRP, NTSTATUS,
     NonPagedPool, NonPagedPoolNx, POOL_FLAG_NON_PAGED, POOL_FLAGS, POOL_TYPE, PVOID, PWSK_CLIENT,
-    RTL_OSVERSIONINFOW, SECURITY_DESCRIPTOR, SOCKADDR, UNICODE_STRING, WSK_PROVIDER_DISPATCH,
+    RTL_OSVERSIONINFOW, SECURITY_DESCRIPTOR, SOCKADDR, UNICODE_STRING, WSK_PROVIDER_BASIC_DISPATCH,
+    WSK_PROVIDER_DISPATCH, WSK_SOCKET,
 };
 
 use super::image;
-use super::state::{self, Allocation, Event};
+use super::irp;
+use super::state::{self, Allocation, Event, ProviderId};
 
 /// Pool blocks are 16-byte aligned on x64.
 const POOL_ALIGN: usize = 16;
@@ -221,6 +223,26 @@ fn provider_call(name: &'static str, client: PWSK_CLIENT) {
     });
 }
 
+/// Runs `f` on a provider thread (the session waits for these before its end check).
+fn spawn_provider(f: impl FnOnce() + Send + 'static) {
+    state::with(|s| s.provider_threads += 1);
+    std::thread::spawn(move || {
+        f();
+        state::with(|s| s.provider_threads -= 1);
+    });
+}
+
+/// The model provider that handed out `client` (its `WSK_CLIENT` encodes the provider id).
+fn provider_of(client: PWSK_CLIENT) -> ProviderId {
+    ProviderId(client as usize & 0xFFFF)
+}
+
+/// The basic dispatch of every socket the model makes.
+static SOCKET_DISPATCH: WSK_PROVIDER_BASIC_DISPATCH = WSK_PROVIDER_BASIC_DISPATCH {
+    WskControlSocket: None,
+    WskCloseSocket: Some(wsk_close_socket),
+};
+
 unsafe extern "system" fn wsk_socket(
     Client: PWSK_CLIENT,
     _AddressFamily: ADDRESS_FAMILY,
@@ -232,10 +254,90 @@ unsafe extern "system" fn wsk_socket(
     _OwningProcess: *mut EPROCESS,
     _OwningThread: *mut ETHREAD,
     _SecurityDescriptor: *mut SECURITY_DESCRIPTOR,
-    _Irp: *mut IRP,
+    Irp: *mut IRP,
 ) -> NTSTATUS {
     provider_call("WskSocket", Client);
-    Status::NOT_SUPPORTED.raw()
+    let provider = provider_of(Client);
+    let (failure, hangs, stub) = state::with(|s| {
+        s.provider(provider).map_or((None, false, false), |p| {
+            (
+                p.config.socket_failure,
+                p.config.socket_hangs_until_cancelled,
+                p.config.socket_stub,
+            )
+        })
+    });
+    if stub {
+        // Like Wine's stubs: an answer, and the IRP never completed.
+        return wsk_sys::STATUS_NOT_IMPLEMENTED;
+    }
+    if !irp::begin(Irp) {
+        return Status::INVALID_PARAMETER.raw();
+    }
+    let irp_addr = Irp as usize;
+    if hangs {
+        spawn_provider(move || {
+            let cancelled = state::wait_for(super::WAIT_LIMIT, |s| {
+                s.irps.get(&irp_addr).is_some_and(|i| i.cancelled)
+            });
+            if !cancelled {
+                state::with(|s| s.violation("a hanging WskSocket was never cancelled".into()));
+            }
+            irp::complete(
+                irp_addr as *mut IRP,
+                Status::from_raw(wsk_sys::STATUS_CANCELLED),
+                0,
+            );
+        });
+        return Status::PENDING.raw();
+    }
+    if let Some(status) = failure {
+        state::with(|s| s.events.push(Event::WskSocket { status }));
+        spawn_provider(move || irp::complete(irp_addr as *mut IRP, status, 0));
+        return Status::PENDING.raw();
+    }
+    let memory = Box::new(WSK_SOCKET {
+        Dispatch: (&raw const SOCKET_DISPATCH).cast(),
+    });
+    let socket = &raw const *memory as usize;
+    state::with(|s| {
+        s.events.push(Event::WskSocket {
+            status: Status::SUCCESS,
+        });
+        s.sockets.insert(
+            socket,
+            state::OpenSocket {
+                provider,
+                _memory: memory,
+            },
+        );
+    });
+    spawn_provider(move || irp::complete(irp_addr as *mut IRP, Status::SUCCESS, socket));
+    Status::PENDING.raw()
+}
+
+unsafe extern "system" fn wsk_close_socket(Socket: *mut WSK_SOCKET, Irp: *mut IRP) -> NTSTATUS {
+    let known = state::with(|s| {
+        image::driver_calls(s, "WskCloseSocket");
+        s.events.push(Event::WskCloseSocket);
+        s.sockets.contains_key(&(Socket as usize))
+    });
+    if !known {
+        state::with(|s| s.violation(format!("WskCloseSocket of {Socket:p}: not an open socket")));
+        return Status::INVALID_PARAMETER.raw();
+    }
+    if !irp::begin(Irp) {
+        return Status::INVALID_PARAMETER.raw();
+    }
+    let (socket, irp_addr) = (Socket as usize, Irp as usize);
+    spawn_provider(move || {
+        // The socket is gone once the close completes.
+        state::with(|s| {
+            s.sockets.remove(&socket);
+        });
+        irp::complete(irp_addr as *mut IRP, Status::SUCCESS, 0);
+    });
+    Status::PENDING.raw()
 }
 
 unsafe extern "system" fn wsk_socket_connect(

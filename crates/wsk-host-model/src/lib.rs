@@ -29,6 +29,7 @@
 
 mod image;
 mod io;
+mod irp;
 mod kernel;
 mod nmr;
 mod state;
@@ -265,9 +266,26 @@ impl Session {
         state::with(|s| s.image.unmapped)
     }
 
-    /// Waits until no work item routine is queued or running.
+    /// Waits until no work item routine is queued or running and no provider thread is
+    /// completing a request.
     pub fn wait_work_items(&self) {
-        state::wait_until(|s| s.running_work_items == 0);
+        state::wait_until(|s| s.running_work_items == 0 && s.provider_threads == 0);
+    }
+
+    /// Makes the next `count` `IoAllocateIrp` calls fail.
+    pub fn fail_irps(&self, count: usize) {
+        state::with(|s| s.failing_irps = count);
+    }
+
+    /// Makes the next `IoSetCompletionRoutineEx` fail with `status`.
+    pub fn fail_completion_routine(&self, status: Status) {
+        state::with(|s| s.completion_routine_failure = Some(status));
+    }
+
+    /// Sockets the model's providers made that are still open.
+    #[must_use]
+    pub fn open_sockets(&self) -> usize {
+        state::with(|s| s.sockets.len())
     }
 
     /// Ends a session whose driver can never unload (it registered without getting a handle):
@@ -389,9 +407,18 @@ impl Session {
         assert!(clients.is_empty(), "clients still registered: {clients:x?}");
         let wsk = state::with(|s| s.wsk_registrations.len());
         assert_eq!(wsk, 0, "WskRegister registrations left");
-        let (devices, work_items) = state::with(|s| (s.devices.len(), s.work_items.len()));
+        let (devices, work_items, irps, sockets) = state::with(|s| {
+            (
+                s.devices.len(),
+                s.work_items.len(),
+                s.irps.len(),
+                s.sockets.len(),
+            )
+        });
         assert_eq!(devices, 0, "device objects left");
         assert_eq!(work_items, 0, "work items still allocated");
+        assert_eq!(irps, 0, "IRPs still allocated");
+        assert_eq!(sockets, 0, "sockets still open");
         for check in &self.extra_checks {
             if let Err(problem) = check() {
                 panic!("{problem}");

@@ -273,8 +273,14 @@ fn detach(binding: usize) -> Option<Status> {
     Some(status)
 }
 
-/// Calls `ClientCleanupBindingContext` and forgets the binding.
+/// Calls `ClientCleanupBindingContext` and forgets the binding — once the provider side has
+/// detached too, which the WSK subsystem does only when the client has closed every socket it
+/// opened through the binding ("Unregistering and Unloading the WSK Client").
 fn cleanup(binding: usize) {
+    let provider = state::with(|s| s.binding(binding).map(|b| b.provider));
+    if let Some(provider) = provider {
+        wait_for_sockets(provider);
+    }
     let callback = state::with(|s| {
         let b = s.bindings.iter().find(|b| b.handle == binding)?;
         let context = b.client_binding_context;
@@ -475,4 +481,27 @@ pub(crate) fn deregister_provider(provider: ProviderId) -> Vec<Status> {
             .collect::<Vec<_>>()
     });
     bindings.into_iter().filter_map(detach).collect()
+}
+
+/// The provider's detach waits until the client closed every socket it made through `provider`;
+/// a client that never does hangs its unload (recorded).
+pub(crate) fn wait_for_sockets(provider: ProviderId) {
+    // Shorter than the model's general limit: a test that shows this hang should not take long.
+    const SOCKET_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+    let closed = state::wait_for(SOCKET_WAIT, |s| {
+        !s.sockets.values().any(|k| k.provider == provider)
+    });
+    if !closed {
+        state::with(|s| {
+            let open = s
+                .sockets
+                .values()
+                .filter(|k| k.provider == provider)
+                .count();
+            s.violation(format!(
+                "the provider's detach waited {SOCKET_WAIT:?} for {open} socket(s) the client never closed: an unload hangs here"
+            ));
+            s.sockets.retain(|_, k| k.provider != provider);
+        });
+    }
 }

@@ -26,6 +26,7 @@ pub struct ProviderId(pub usize);
 
 /// How a provider looks and answers.
 #[derive(Clone, Debug)]
+#[allow(clippy::struct_excessive_bools)] // one switch per behaviour a test can choose
 pub struct ProviderConfig {
     /// The `NpiId` of its registration instance.
     pub npi_id: GUID,
@@ -45,6 +46,12 @@ pub struct ProviderConfig {
     pub during_attach: Option<AttachHook>,
     /// The `Version` its dispatch table says, when not the version attached (Wine's says 1.0).
     pub dispatch_version: Option<u16>,
+    /// `WskSocket` fails (completes its IRP) with this status.
+    pub socket_failure: Option<Status>,
+    /// `WskSocket` does not complete until the IRP is cancelled (then `STATUS_CANCELLED`).
+    pub socket_hangs_until_cancelled: bool,
+    /// `WskSocket` is a stub: returns `STATUS_NOT_IMPLEMENTED` without completing its IRP (Wine).
+    pub socket_stub: bool,
 }
 
 /// Code a provider runs inside `NmrClientAttachProvider` (see [`ProviderConfig::during_attach`]).
@@ -74,6 +81,9 @@ impl ProviderConfig {
             null_dispatch: false,
             during_attach: None,
             dispatch_version: None,
+            socket_failure: None,
+            socket_hangs_until_cancelled: false,
+            socket_stub: false,
         }
     }
 
@@ -162,6 +172,14 @@ pub enum Event {
     WskReleaseProviderNPI,
     /// `WskDeregister`.
     WskDeregister,
+    /// `IoAllocateIrp` (`ok: false` when it failed).
+    IoAllocateIrp { ok: bool },
+    /// `IoCancelIrp`.
+    IoCancelIrp,
+    /// The provider made a socket (or failed to, with `status`).
+    WskSocket { status: Status },
+    /// The client closed a socket.
+    WskCloseSocket,
     /// A provider dispatch function called by the client.
     ProviderCall { name: &'static str, client: usize },
 }
@@ -271,7 +289,26 @@ pub(crate) struct State {
     pub wsk_registrations: HashMap<usize, crate::wsk_register::WskRegistration>,
     /// `WskRegister` fails with this status.
     pub wsk_register_failure: Option<Status>,
+    /// The driver's IRPs by address.
+    pub irps: HashMap<usize, crate::irp::Irp>,
+    /// Make the next `count` `IoAllocateIrp` calls fail.
+    pub failing_irps: usize,
+    /// Make the next `IoSetCompletionRoutineEx` fail with this status.
+    pub completion_routine_failure: Option<Status>,
+    /// Open sockets by address: the provider that made each.
+    pub sockets: HashMap<usize, OpenSocket>,
+    /// Provider threads completing requests, still running.
+    pub provider_threads: usize,
 }
+
+/// A socket the model's provider made and the client has not closed.
+pub(crate) struct OpenSocket {
+    pub provider: ProviderId,
+    pub _memory: Box<wsk_sys::WSK_SOCKET>,
+}
+
+// SAFETY: the socket's memory holds a pointer to a static dispatch table; only the driver reads it.
+unsafe impl Send for OpenSocket {}
 
 impl State {
     pub fn new_handle(&mut self) -> usize {

@@ -24,6 +24,7 @@ pub const STATUS_NOINTERFACE: NTSTATUS = ntstatus(0xC000_02B9);
 pub const STATUS_INVALID_DEVICE_STATE: NTSTATUS = ntstatus(0xC000_0184);
 pub const STATUS_NOT_IMPLEMENTED: NTSTATUS = ntstatus(0xC000_0002);
 pub const STATUS_CANCELLED: NTSTATUS = ntstatus(0xC000_0120);
+pub const STATUS_MORE_PROCESSING_REQUIRED: NTSTATUS = ntstatus(0xC000_0016);
 
 /// `GUID`: 16 bytes, 4-byte aligned.
 #[repr(C)]

@@ -74,6 +74,40 @@ pub const Executive: i32 = 0;
 /// `KPROCESSOR_MODE` `KernelMode`.
 pub const KernelMode: i8 = 0;
 
+/// `IO_STATUS_BLOCK` (x64): size 16.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct IO_STATUS_BLOCK {
+    /// The `Status` member of the `Status`/`Pointer` union (the union is 8 bytes).
+    pub Status: NTSTATUS,
+    pub Padding: u32,
+    pub Information: usize,
+}
+
+/// `IRP`: only the fixed prefix this crate reads (x64 offsets; the I/O manager allocates it).
+#[repr(C)]
+pub struct IRP {
+    pub Type: i16,
+    pub Size: u16,
+    pub AllocationProcessorNumber: u16,
+    pub Reserved: u16,
+    pub MdlAddress: PVOID,
+    pub Flags: u32,
+    pub AssociatedIrp: PVOID,
+    pub ThreadListEntry: [PVOID; 2],
+    pub IoStatus: IO_STATUS_BLOCK,
+    // ... more members and the stack locations follow; never sized or moved by a driver.
+}
+
+/// `IO_COMPLETION_ROUTINE`. IRQL <= `DISPATCH_LEVEL`.
+pub type PIO_COMPLETION_ROUTINE = Option<
+    unsafe extern "system" fn(
+        DeviceObject: *mut DEVICE_OBJECT,
+        Irp: *mut IRP,
+        Context: PVOID,
+    ) -> NTSTATUS,
+>;
+
 /// `DRIVER_UNLOAD`.
 pub type PDRIVER_UNLOAD = Option<unsafe extern "system" fn(DriverObject: *mut DRIVER_OBJECT)>;
 
@@ -150,6 +184,25 @@ unsafe extern "system" {
         WaitMode: i8,
         Alertable: u8,
         Timeout: *const i64,
+    ) -> NTSTATUS;
+    /// IRQL <= `DISPATCH_LEVEL`. NULL when out of memory. `StackSize` is a `CCHAR`.
+    pub fn IoAllocateIrp(StackSize: i8, ChargeQuota: u8) -> *mut IRP;
+    /// IRQL <= `DISPATCH_LEVEL`. The IRP must not be pending.
+    pub fn IoFreeIrp(Irp: *mut IRP);
+    /// IRQL <= `DISPATCH_LEVEL`. Returns TRUE when the IRP's cancel routine was called.
+    pub fn IoCancelIrp(Irp: *mut IRP) -> u8;
+    /// IRQL <= `DISPATCH_LEVEL`. Sets `CompletionRoutine` in the IRP's next stack location and
+    /// references `DeviceObject` until the routine has returned (`IoSetCompletionRoutineEx`,
+    /// wdm.h: so the driver is not unloaded while its routine runs). Fails with
+    /// `STATUS_INSUFFICIENT_RESOURCES`.
+    pub fn IoSetCompletionRoutineEx(
+        DeviceObject: *mut DEVICE_OBJECT,
+        Irp: *mut IRP,
+        CompletionRoutine: PIO_COMPLETION_ROUTINE,
+        Context: PVOID,
+        InvokeOnSuccess: u8,
+        InvokeOnError: u8,
+        InvokeOnCancel: u8,
     ) -> NTSTATUS;
     /// Any IRQL. Stops the system with a bug check; never returns.
     pub fn KeBugCheckEx(

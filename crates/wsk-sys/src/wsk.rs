@@ -1,6 +1,7 @@
 //! Winsock Kernel (`wsk.h`): the NPI id, versions and dispatch tables.
 
 use super::ntdef::{GUID, NTSTATUS, PVOID, UNICODE_STRING};
+use super::wdm::IRP;
 
 /// `NPI_WSK_INTERFACE_ID` {2227E803-8D8B-11D4-ABAD-009027719E09}.
 pub const NPI_WSK_INTERFACE_ID: GUID = GUID {
@@ -31,10 +32,6 @@ pub const fn WSK_MINOR_VERSION(V: u16) -> u8 {
 }
 
 /// Opaque kernel objects that appear in WSK signatures.
-#[repr(C)]
-pub struct IRP {
-    _opaque: [u8; 0],
-}
 #[repr(C)]
 pub struct EPROCESS {
     _opaque: [u8; 0],
@@ -231,6 +228,51 @@ unsafe extern "system" {
     /// `PASSIVE_LEVEL`. Blocks until every captured NPI is released and every socket closed.
     pub fn WskDeregister(WskRegistration: *mut WSK_REGISTRATION);
 }
+
+/// `WSK_SOCKET`: what a provider returns for a socket; only its dispatch is public.
+#[repr(C)]
+pub struct WSK_SOCKET {
+    pub Dispatch: *const core::ffi::c_void,
+}
+
+/// `PFN_WSK_CLOSE_SOCKET`: IRQL <= `DISPATCH_LEVEL`; completes `Irp`.
+pub type PFN_WSK_CLOSE_SOCKET =
+    Option<unsafe extern "system" fn(Socket: *mut WSK_SOCKET, Irp: *mut IRP) -> NTSTATUS>;
+
+/// `PFN_WSK_CONTROL_SOCKET`.
+pub type PFN_WSK_CONTROL_SOCKET = Option<
+    unsafe extern "system" fn(
+        Socket: *mut WSK_SOCKET,
+        RequestType: i32,
+        ControlCode: u32,
+        Level: u32,
+        InputSize: usize,
+        InputBuffer: PVOID,
+        OutputSize: usize,
+        OutputBuffer: PVOID,
+        OutputSizeReturned: *mut usize,
+        Irp: *mut IRP,
+    ) -> NTSTATUS,
+>;
+
+/// `WSK_PROVIDER_BASIC_DISPATCH`: the first members of every socket's dispatch table. Size 16.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WSK_PROVIDER_BASIC_DISPATCH {
+    pub WskControlSocket: PFN_WSK_CONTROL_SOCKET,
+    pub WskCloseSocket: PFN_WSK_CLOSE_SOCKET,
+}
+
+/// `WSK_FLAG_*` socket kinds for `WskSocket`.
+pub const WSK_FLAG_BASIC_SOCKET: u32 = 0x0000_0000;
+pub const WSK_FLAG_LISTEN_SOCKET: u32 = 0x0000_0001;
+pub const WSK_FLAG_CONNECTION_SOCKET: u32 = 0x0000_0002;
+pub const WSK_FLAG_DATAGRAM_SOCKET: u32 = 0x0000_0004;
+/// Address families and socket types (`ws2def.h`).
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 23;
+pub const SOCK_STREAM: u16 = 1;
+pub const IPPROTO_TCP: u32 = 6;
 
 /// `WSK_PROVIDER_DISPATCH`: 32 bytes at WSK 1.0, 56 with the WSK 1.1 members. A client attached
 /// at 1.0 must not read past `WskControlClient`.

@@ -196,3 +196,28 @@ fn wsk_registration() {
     assert_eq!(offset_of!(WSK_PROVIDER_NPI, Dispatch), 8);
     assert_eq!((WSK_NO_WAIT, WSK_INFINITE_WAIT), (0, 0xFFFF_FFFF));
 }
+
+#[test]
+fn irp_prefix_and_sockets() {
+    assert_eq!(size_of::<IO_STATUS_BLOCK>(), 16);
+    assert_eq!(offset_of!(IO_STATUS_BLOCK, Information), 8);
+    assert_eq!(offset_of!(IRP, MdlAddress), 8);
+    assert_eq!(offset_of!(IRP, Flags), 0x10);
+    assert_eq!(offset_of!(IRP, AssociatedIrp), 0x18);
+    assert_eq!(offset_of!(IRP, ThreadListEntry), 0x20);
+    assert_eq!(offset_of!(IRP, IoStatus), 0x30);
+    assert_eq!(STATUS_MORE_PROCESSING_REQUIRED.cast_unsigned(), 0xC000_0016);
+    assert_eq!(size_of::<WSK_SOCKET>(), 8);
+    assert_eq!(size_of::<WSK_PROVIDER_BASIC_DISPATCH>(), 16);
+    assert_eq!(offset_of!(WSK_PROVIDER_BASIC_DISPATCH, WskCloseSocket), 8);
+    assert_eq!(
+        (
+            WSK_FLAG_BASIC_SOCKET,
+            WSK_FLAG_LISTEN_SOCKET,
+            WSK_FLAG_CONNECTION_SOCKET,
+            WSK_FLAG_DATAGRAM_SOCKET
+        ),
+        (0, 1, 2, 4)
+    );
+    assert_eq!((AF_INET, AF_INET6, SOCK_STREAM, IPPROTO_TCP), (2, 23, 1, 6));
+}

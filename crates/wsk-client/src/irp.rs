@@ -1,0 +1,370 @@
+//! WSK requests: an IRP of the client, its completion routine, and the binding reference it holds
+//! until it completes — the plumbing every WSK call that takes an IRP needs.
+//!
+//! [`submit`] allocates the IRP (`IoAllocateIrp`) and sets the completion routine with
+//! `IoSetCompletionRoutineEx` on the client's device object, which "ensures that the driver is not
+//! unloaded while the completion routine runs" (its Remarks): the routine may drop the last binding
+//! reference and let the unload go on, and the I/O manager keeps the image until it has returned.
+//! The routine returns `STATUS_MORE_PROCESSING_REQUIRED` (the IRP is the client's, not a driver
+//! stack's) and frees the IRP.
+//!
+//! A WSK function that completes at once still completes its IRP; one that only pretends to exist
+//! (Wine's stubs answer `STATUS_NOT_IMPLEMENTED`) returns without completing it. So: when the call
+//! returned `STATUS_PENDING`, the completion routine reports the result; when it returned anything
+//! else and the routine has not run, the return value is the result and the IRP is freed here.
+//!
+//! [`call`] is the synchronous form, for `PASSIVE_LEVEL`: it waits on an event, with a timeout
+//! after which it cancels the IRP (`IoCancelIrp`) and waits a little longer; a request that still
+//! does not complete is abandoned to its completion routine, which frees it whenever the provider
+//! completes it (keeping the binding reference until then, so a detach waits for it).
+//!
+//! IRQL: [`submit`] at <= `DISPATCH_LEVEL` (the WSK function called has its own limit);
+//! [`Completion::complete`] at <= `DISPATCH_LEVEL`; [`call`] at `PASSIVE_LEVEL`.
+
+use core::cell::UnsafeCell;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use crate::client::Client;
+use crate::log::log;
+use crate::pool::{PoolBox, PoolTag};
+use crate::provider::BindingRef;
+use crate::status::NtStatus;
+use crate::sys::{
+    DEVICE_OBJECT, Executive, IRP, IoAllocateIrp, IoCancelIrp, IoFreeIrp, IoSetCompletionRoutineEx,
+    KEVENT, KeInitializeEvent, KeSetEvent, KeWaitForSingleObject, KernelMode, NTSTATUS,
+    NotificationEvent, PVOID, STATUS_MORE_PROCESSING_REQUIRED, STATUS_TIMEOUT,
+};
+
+/// What a request does once the provider completed it.
+pub trait Completion<C: Client>: Send + 'static {
+    /// The request ended with `status` and `information` (`IoStatus`). IRQL <= `DISPATCH_LEVEL`,
+    /// in the completion routine (or in `submit`'s caller for a request that never pended); must
+    /// not block. `reference` is the request's binding reference: keep it (a socket's) or let it
+    /// go.
+    fn complete(self, reference: BindingRef<C>, status: NtStatus, information: usize);
+}
+
+/// The request's two owners — the completion routine and the submitter (or waiter) — each set
+/// their bit when they are done with it; the one that finds the other's bit already set frees it.
+const COMPLETED: u32 = 1;
+const RELEASED: u32 = 2;
+
+/// A request's context in pool: the IRP, its reference and what to do at completion. Shared by
+/// its two owners through `&Request`: every field they write is an `UnsafeCell` (written by one
+/// owner at a time, as the protocol above orders) or atomic.
+struct Request<C: Client, F> {
+    /// Set once by `prepare`, before the request is shared.
+    irp: *mut IRP,
+    reference: UnsafeCell<Option<BindingRef<C>>>,
+    completion: UnsafeCell<Option<F>>,
+    state: AtomicU32,
+    /// For [`call`]: the routine stores the result, then sets the event.
+    event: UnsafeCell<KEVENT>,
+    result: UnsafeCell<(NTSTATUS, usize)>,
+}
+
+impl<C: Client, F> Request<C, F> {
+    /// Takes the reference and the completion (the one owner that delivers does this once).
+    ///
+    /// # Safety
+    /// Only the owner that delivers calls it, once.
+    unsafe fn take_parts(&self) -> (Option<BindingRef<C>>, Option<F>) {
+        // SAFETY: per the contract, no other access to these cells now.
+        let reference = unsafe { (*self.reference.get()).take() };
+        // SAFETY: as above.
+        let completion = unsafe { (*self.completion.get()).take() };
+        (reference, completion)
+    }
+}
+
+/// The tag of request contexts: the client's tag with `I` last.
+const fn tag<C: Client>() -> PoolTag {
+    C::POOL_TAG.with_last(b'I')
+}
+
+/// Allocates the request, its IRP, and sets the completion routine.
+fn prepare<C: Client, F: Completion<C>>(
+    reference: BindingRef<C>,
+    completion: Option<F>,
+) -> Result<NonNull<Request<C, F>>, NtStatus> {
+    let request = PoolBox::try_new::<C>(
+        Request {
+            irp: core::ptr::null_mut(),
+            reference: UnsafeCell::new(Some(reference)),
+            completion: UnsafeCell::new(completion),
+            state: AtomicU32::new(0),
+            event: UnsafeCell::new(KEVENT { Header: [0; 3] }),
+            result: UnsafeCell::new((0, 0)),
+        },
+        tag::<C>(),
+    )
+    .inspect_err(|_| log!(C, DPFLTR_ERROR_LEVEL, "request: no pool for its context"))?;
+    // SAFETY: IRQL <= DISPATCH_LEVEL; one stack location (the provider's), no quota.
+    let irp = unsafe { IoAllocateIrp(1, 0) };
+    if irp.is_null() {
+        log!(C, DPFLTR_ERROR_LEVEL, "request: IoAllocateIrp failed");
+        return Err(NtStatus::INSUFFICIENT_RESOURCES);
+    }
+    let raw = request.as_ptr();
+    // SAFETY: the request is owned here and nobody else sees it yet.
+    unsafe { (*raw).irp = irp };
+    // SAFETY: live and initialised; shared only through `&` from now on.
+    let shared = unsafe { &*raw };
+    // SAFETY: an event in the request's non-paged pool, before anything can wait on it.
+    unsafe { KeInitializeEvent(shared.event.get(), NotificationEvent, 0) };
+    // SAFETY: the client's device object (live while a reference is held), a fresh IRP, this
+    // crate's routine for `C` and `F`, and the request it takes back; IRQL <= DISPATCH_LEVEL.
+    let status = NtStatus::from_raw(unsafe {
+        IoSetCompletionRoutineEx(
+            C::state().runtime.device(),
+            irp,
+            Some(complete_request::<C, F>),
+            raw.cast(),
+            1,
+            1,
+            1,
+        )
+    });
+    if let Err(status) = status.into_result() {
+        // SAFETY: the IRP allocated above, never sent anywhere.
+        unsafe { IoFreeIrp(irp) };
+        log!(
+            C,
+            DPFLTR_ERROR_LEVEL,
+            "request: IoSetCompletionRoutineEx failed: 0x%08X",
+            status.bits()
+        );
+        return Err(status);
+    }
+    Ok(request.into_raw())
+}
+
+/// Frees a request and its IRP (not pending: completed, or never sent).
+///
+/// # Safety
+/// `request` came from `prepare::<C, F>` and its last owner is the caller.
+unsafe fn free<C: Client, F>(request: NonNull<Request<C, F>>) {
+    // SAFETY: per the contract: `prepare` gave it up with `into_raw`, with `tag::<C>()`.
+    let request = unsafe { PoolBox::from_raw::<C>(request, tag::<C>()) };
+    // SAFETY: owned here; `irp` was set by `prepare` and never written again.
+    let irp = unsafe { (*request.as_ptr()).irp };
+    // SAFETY: the request's IRP, not pending (per the contract).
+    unsafe { IoFreeIrp(irp) };
+    drop(request);
+}
+
+/// Sets `bit` in the request's state; `true` when the other owner was done already (the caller
+/// then frees it).
+///
+/// # Safety
+/// `request` is live and the caller is one of its two owners, done with it but for this.
+unsafe fn last_owner<C: Client, F>(request: NonNull<Request<C, F>>, bit: u32) -> bool {
+    // SAFETY: per the contract.
+    let previous = unsafe { (*request.as_ptr()).state.fetch_or(bit, Ordering::AcqRel) };
+    previous & (COMPLETED | RELEASED) & !bit != 0
+}
+
+/// Submits a request: `call` gets the reference and the IRP and calls the WSK function; the
+/// result goes to `completion` (with the reference), once.
+///
+/// IRQL <= `DISPATCH_LEVEL` (and whatever the WSK function needs).
+///
+/// # Errors
+/// The request could not be prepared (pool, IRP, completion routine): `call` did not run, and
+/// the reference is dropped.
+pub fn submit<C: Client, F: Completion<C>>(
+    reference: BindingRef<C>,
+    completion: F,
+    call: impl FnOnce(&BindingRef<C>, *mut IRP) -> NTSTATUS,
+) -> Result<(), NtStatus> {
+    let request = prepare::<C, F>(reference, Some(completion))?;
+    // SAFETY: live while this submitter owns it (until it releases below).
+    let shared = unsafe { request.as_ref() };
+    let irp = shared.irp;
+    // SAFETY: the reference is taken only by the owner that delivers, which cannot be the
+    // routine before the call below hands the IRP over; the submitter reads it during the call.
+    let reference = unsafe { (*shared.reference.get()).as_ref() };
+    let status = match reference {
+        Some(reference) => NtStatus::from_raw(call(reference, irp)),
+        None => NtStatus::UNSUCCESSFUL,
+    };
+    if status == NtStatus::PENDING {
+        // SAFETY: an owner, done with it.
+        if unsafe { last_owner(request, RELEASED) } {
+            // SAFETY: the routine ran already: the last owner is here.
+            unsafe { free(request) };
+        }
+        return Ok(());
+    }
+    // Not pending: the provider completed the IRP before returning (the routine has run), or it
+    // is a stub that never will (then the result is the return value).
+    let completed = shared.state.load(Ordering::Acquire) & COMPLETED != 0;
+    if !completed {
+        log!(
+            C,
+            DPFLTR_WARNING_LEVEL,
+            "request: answered 0x%08X without completing its IRP",
+            status.bits()
+        );
+        // SAFETY: the routine never runs for this IRP: this submitter is its only owner.
+        let (reference, completion) = unsafe { shared.take_parts() };
+        // SAFETY: as above.
+        unsafe { free(request) };
+        if let (Some(reference), Some(completion)) = (reference, completion) {
+            completion.complete(reference, status, 0);
+        }
+        return Ok(());
+    }
+    // SAFETY: an owner, done with it.
+    if unsafe { last_owner(request, RELEASED) } {
+        // SAFETY: the routine is done too.
+        unsafe { free(request) };
+    }
+    Ok(())
+}
+
+/// `IO_COMPLETION_ROUTINE` of every request.
+///
+/// IRQL <= `DISPATCH_LEVEL`. Runs with the I/O manager's reference on the client's device object
+/// (`IoSetCompletionRoutineEx`), so whatever it lets go may be the image's last work.
+///
+/// # Safety
+/// Called by the I/O manager for an IRP `prepare` set up, with its request as the context.
+unsafe extern "system" fn complete_request<C: Client, F: Completion<C>>(
+    _device: *mut DEVICE_OBJECT,
+    irp: *mut IRP,
+    context: PVOID,
+) -> NTSTATUS {
+    let Some(request) = NonNull::new(context.cast::<Request<C, F>>()) else {
+        return STATUS_MORE_PROCESSING_REQUIRED;
+    };
+    // SAFETY: live: this routine is an owner until it sets COMPLETED.
+    let shared = unsafe { request.as_ref() };
+    // SAFETY: the IRP being completed: its IoStatus is final.
+    let io_status = unsafe { (*irp).IoStatus };
+    let (status, information) = (io_status.Status, io_status.Information);
+    // SAFETY: the routine delivers: the submitter touches these only for an IRP never completed.
+    let (reference, completion) = unsafe { shared.take_parts() };
+    if let Some(completion) = completion {
+        // Asynchronous form: deliver, with the request's reference.
+        if let Some(reference) = reference {
+            completion.complete(reference, NtStatus::from_raw(status), information);
+        }
+    } else {
+        // Synchronous form: the reference goes with the request; store the result, then wake
+        // the waiter.
+        // SAFETY: put back untouched (the request drops it when freed).
+        unsafe { *shared.reference.get() = reference };
+        // SAFETY: the waiter reads the result only after the event or COMPLETED.
+        unsafe { shared.result.get().write((status, information)) };
+        // SAFETY: the waiter's event, initialised by `prepare`; IRQL <= DISPATCH_LEVEL.
+        let _ = unsafe { KeSetEvent(shared.event.get(), 0, 0) };
+    }
+    // SAFETY: an owner, done with it.
+    if unsafe { last_owner(request, COMPLETED) } {
+        // SAFETY: the submitter or waiter is done too; the IRP is completed.
+        unsafe { free(request) };
+    }
+    // The IRP is the client's, not a driver stack's: the I/O manager must not touch it again.
+    STATUS_MORE_PROCESSING_REQUIRED
+}
+
+/// No completion: the synchronous form's marker type.
+struct Waiter;
+
+impl<C: Client> Completion<C> for Waiter {
+    fn complete(self, _reference: BindingRef<C>, _status: NtStatus, _information: usize) {}
+}
+
+/// How long [`call`] waits after cancelling a request that timed out, in 100 ns units (relative).
+const AFTER_CANCEL_100NS: i64 = -10_000_000; // 1 s
+
+/// Calls a WSK function with a request and waits for its result: `(status, information)`.
+///
+/// `timeout_100ns`: how long to wait (100 ns units); `None` waits until the provider completes.
+/// On timeout the IRP is cancelled; if it still does not complete within a second, the request
+/// is abandoned to its completion routine (which frees it, and drops its reference, when the
+/// provider completes it) and the result is `STATUS_CANCELLED`.
+///
+/// IRQL: `PASSIVE_LEVEL`.
+///
+/// # Errors
+/// The request could not be prepared (see [`submit`]), or no new reference (unloading).
+pub fn call<C: Client>(
+    reference: &BindingRef<C>,
+    timeout_100ns: Option<i64>,
+    call: impl FnOnce(&BindingRef<C>, *mut IRP) -> NTSTATUS,
+) -> Result<(NtStatus, usize), NtStatus> {
+    let own = reference.try_clone().map_err(NtStatus::from)?;
+    let request = prepare::<C, Waiter>(own, None)?;
+    // SAFETY: live while this waiter owns it.
+    let shared = unsafe { request.as_ref() };
+    let irp = shared.irp;
+    let status = NtStatus::from_raw(call(reference, irp));
+    if status != NtStatus::PENDING {
+        if shared.state.load(Ordering::Acquire) & COMPLETED == 0 {
+            log!(
+                C,
+                DPFLTR_WARNING_LEVEL,
+                "request: answered 0x%08X without completing its IRP",
+                status.bits()
+            );
+        }
+        // SAFETY: the routine ran already or never will: the last owner is here.
+        unsafe { free(request) };
+        return Ok((status, 0));
+    }
+    if !wait(shared, timeout_100ns.map(|t| -t.abs())) {
+        // SAFETY: the request's IRP, still pending; IRQL <= DISPATCH_LEVEL.
+        let _ = unsafe { IoCancelIrp(irp) };
+        log!(C, DPFLTR_WARNING_LEVEL, "request: timed out, cancelled");
+        if !wait(shared, Some(AFTER_CANCEL_100NS)) {
+            // SAFETY: an owner, done with it (abandoned).
+            if unsafe { last_owner(request, RELEASED) } {
+                // Completed meanwhile after all.
+                // SAFETY: the routine stored the result before setting COMPLETED.
+                let (status, information) = unsafe { shared.result.get().read() };
+                // SAFETY: both owners done.
+                unsafe { free(request) };
+                return Ok((NtStatus::from_raw(status), information));
+            }
+            log!(
+                C,
+                DPFLTR_WARNING_LEVEL,
+                "request: not completed after cancel, abandoned to its completion routine"
+            );
+            return Ok((NtStatus::CANCELLED, 0));
+        }
+    }
+    // SAFETY: the event is set after the result is stored.
+    let (status, information) = unsafe { shared.result.get().read() };
+    // SAFETY: an owner, done with it.
+    if unsafe { last_owner(request, RELEASED) } {
+        // SAFETY: both owners done.
+        unsafe { free(request) };
+    }
+    Ok((NtStatus::from_raw(status), information))
+}
+
+/// Waits for the request's event; `false` on timeout. `PASSIVE_LEVEL`.
+fn wait<C: Client>(request: &Request<C, Waiter>, timeout_100ns: Option<i64>) -> bool {
+    let timeout = timeout_100ns.unwrap_or(0);
+    let timeout_ptr = if timeout_100ns.is_some() {
+        &raw const timeout
+    } else {
+        core::ptr::null()
+    };
+    // SAFETY: the request's initialised event, live while the waiter owns it; PASSIVE_LEVEL;
+    // `timeout_ptr` is NULL or valid for the call.
+    let status = unsafe {
+        KeWaitForSingleObject(
+            request.event.get().cast(),
+            Executive,
+            KernelMode,
+            0,
+            timeout_ptr,
+        )
+    };
+    status != STATUS_TIMEOUT
+}

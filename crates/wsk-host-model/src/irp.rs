@@ -1,0 +1,202 @@
+//! The model's IRPs (`IoAllocateIrp`, `IoSetCompletionRoutineEx`, `IoCancelIrp`, `IoFreeIrp`) and
+//! how the model's provider completes them: the completion routine runs on the completing thread,
+//! holding the device object `IoSetCompletionRoutineEx` named (as the I/O manager does), and must
+//! return `STATUS_MORE_PROCESSING_REQUIRED` for an IRP the driver allocated itself.
+
+use wsk_sys::{
+    DEVICE_OBJECT, IRP, NTSTATUS, PIO_COMPLETION_ROUTINE, PVOID, STATUS_MORE_PROCESSING_REQUIRED,
+};
+
+use crate::Status;
+use crate::image::{self, Guard};
+use crate::state::{self, Event};
+
+/// An IRP of the driver.
+pub(crate) struct Irp {
+    /// The routine, its context and the device object it holds while it runs.
+    pub completion: Option<(usize, usize, usize)>,
+    /// Handed to the provider and not completed yet.
+    pub pending: bool,
+    /// `IoCancelIrp` was called while pending.
+    pub cancelled: bool,
+    pub _memory: Box<[u64; 32]>,
+}
+
+/// `IoAllocateIrp`: zeroed memory, `Type` `IO_TYPE_IRP`.
+///
+/// # Safety
+/// As the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn IoAllocateIrp(StackSize: i8, _ChargeQuota: u8) -> *mut IRP {
+    state::with(|s| {
+        image::driver_calls(s, "IoAllocateIrp");
+        let fail = s.failing_irps > 0;
+        s.failing_irps = s.failing_irps.saturating_sub(1);
+        s.events.push(Event::IoAllocateIrp { ok: !fail });
+        if StackSize < 1 {
+            s.violation(format!("IoAllocateIrp with {StackSize} stack locations"));
+        }
+        if fail {
+            return std::ptr::null_mut();
+        }
+        let mut memory = Box::new([0u64; 32]);
+        memory[0] = 6; // IO_TYPE_IRP
+        let address = memory.as_ptr() as usize;
+        s.irps.insert(
+            address,
+            Irp {
+                completion: None,
+                pending: false,
+                cancelled: false,
+                _memory: memory,
+            },
+        );
+        address as *mut IRP
+    })
+}
+
+/// `IoSetCompletionRoutineEx`: references the device object until the routine has returned.
+///
+/// # Safety
+/// As the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn IoSetCompletionRoutineEx(
+    DeviceObject: *mut DEVICE_OBJECT,
+    Irp: *mut IRP,
+    CompletionRoutine: PIO_COMPLETION_ROUTINE,
+    Context: PVOID,
+    _InvokeOnSuccess: u8,
+    _InvokeOnError: u8,
+    _InvokeOnCancel: u8,
+) -> NTSTATUS {
+    let (device, irp) = (DeviceObject as usize, Irp as usize);
+    state::with(|s| {
+        image::driver_calls(s, "IoSetCompletionRoutineEx");
+        if let Some(status) = s.completion_routine_failure.take() {
+            return status.raw();
+        }
+        let Some(routine) = CompletionRoutine else {
+            s.violation("IoSetCompletionRoutineEx without a routine".into());
+            return Status::INVALID_PARAMETER.raw();
+        };
+        if s.devices.get(&device).is_none_or(|d| d.deleted) {
+            s.violation("IoSetCompletionRoutineEx on a device object that is not live".into());
+            return Status::INVALID_PARAMETER.raw();
+        }
+        match s.irps.get_mut(&irp) {
+            Some(i) if !i.pending => {
+                let twice = i.completion.is_some();
+                i.completion = Some((routine as usize, Context as usize, device));
+                if twice {
+                    s.violation("IoSetCompletionRoutineEx twice on one IRP".into());
+                }
+            }
+            _ => {
+                s.violation(
+                    "IoSetCompletionRoutineEx on an IRP that is not the driver's or is pending"
+                        .into(),
+                );
+                return Status::INVALID_PARAMETER.raw();
+            }
+        }
+        if let Some(d) = s.devices.get_mut(&device) {
+            d.refs += 1;
+        }
+        Status::SUCCESS.raw()
+    })
+}
+
+/// `IoCancelIrp`: marks it; the model's provider completes a cancelled request with
+/// `STATUS_CANCELLED` when it supports cancelling it.
+///
+/// # Safety
+/// As the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn IoCancelIrp(Irp: *mut IRP) -> u8 {
+    state::with(|s| {
+        image::driver_calls(s, "IoCancelIrp");
+        s.events.push(Event::IoCancelIrp);
+        match s.irps.get_mut(&(Irp as usize)) {
+            Some(i) if i.pending => {
+                i.cancelled = true;
+                1
+            }
+            _ => 0,
+        }
+    })
+}
+
+/// `IoFreeIrp`.
+///
+/// # Safety
+/// As the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn IoFreeIrp(Irp: *mut IRP) {
+    state::with(|s| {
+        image::driver_calls(s, "IoFreeIrp");
+        match s.irps.get(&(Irp as usize)) {
+            None => s.violation(format!("IoFreeIrp of {Irp:p}: not an IRP of the driver")),
+            Some(i) if i.pending => {
+                s.violation(format!("IoFreeIrp of {Irp:p} while it is pending"));
+            }
+            Some(i) => {
+                if let Some((_, _, device)) = i.completion {
+                    // Freed without completion: the routine's device reference goes with it.
+                    crate::io::release_device(s, device);
+                }
+                s.irps.remove(&(Irp as usize));
+            }
+        }
+    });
+}
+
+/// The provider takes an IRP: it must be the driver's, with a completion routine, not pending.
+pub(crate) fn begin(irp: *mut IRP) -> bool {
+    state::with(|s| match s.irps.get_mut(&(irp as usize)) {
+        Some(i) if !i.pending && i.completion.is_some() => {
+            i.pending = true;
+            true
+        }
+        _ => {
+            s.violation(format!("the provider got IRP {irp:p}: not the driver's, pending, or without completion routine"));
+            false
+        }
+    })
+}
+
+/// Completes `irp` with `status` and `information`: runs its completion routine here.
+pub(crate) fn complete(irp: *mut IRP, status: Status, information: usize) {
+    let routine = state::with(|s| {
+        let i = s.irps.get_mut(&(irp as usize))?;
+        i.pending = false;
+        i.completion.take()
+    });
+    let Some((routine, context, device)) = routine else {
+        state::with(|s| s.violation(format!("completing IRP {irp:p}, which is not pending")));
+        return;
+    };
+    // SAFETY: the IRP's memory is the model's, live until IoFreeIrp (which the routine may call).
+    unsafe {
+        (*irp).IoStatus = wsk_sys::IO_STATUS_BLOCK {
+            Status: status.raw(),
+            Padding: 0,
+            Information: information,
+        };
+    }
+    // SAFETY: the routine the driver set with IoSetCompletionRoutineEx.
+    let routine: unsafe extern "system" fn(*mut DEVICE_OBJECT, *mut IRP, PVOID) -> NTSTATUS =
+        unsafe { std::mem::transmute::<usize, _>(routine) };
+    let answer = image::run(Guard::Device(device), || {
+        // SAFETY: the driver's routine, with its device object, the IRP and its context.
+        unsafe { routine(device as *mut DEVICE_OBJECT, irp, context as PVOID) }
+    });
+    state::with(|s| {
+        if answer != STATUS_MORE_PROCESSING_REQUIRED {
+            s.violation(format!(
+                "completion routine of IRP {irp:p} returned {:?}: the I/O manager would go on completing a driver-allocated IRP",
+                Status::from_raw(answer)
+            ));
+        }
+        crate::io::release_device(s, device);
+    });
+}
