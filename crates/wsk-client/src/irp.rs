@@ -15,8 +15,9 @@
 //!
 //! [`call`] is the synchronous form, for `PASSIVE_LEVEL`: it waits on an event, with a timeout
 //! after which it cancels the IRP (`IoCancelIrp`) and waits a little longer; a request that still
-//! does not complete is abandoned to its completion routine, which frees it whenever the provider
-//! completes it (keeping the binding reference until then, so a detach waits for it).
+//! does not complete gets its caller's last resort (a socket closes itself: providers complete a
+//! socket's pending requests when it closes — Wine's ignores `IoCancelIrp`), and is waited for to
+//! the end: the memory a request borrows (addresses, buffers) must outlive it.
 //!
 //! IRQL: [`submit`] at <= `DISPATCH_LEVEL` (the WSK function called has its own limit);
 //! [`Completion::complete`] at <= `DISPATCH_LEVEL`; [`call`] at `PASSIVE_LEVEL`.
@@ -283,9 +284,8 @@ const AFTER_CANCEL_100NS: i64 = -10_000_000; // 1 s
 /// Calls a WSK function with a request and waits for its result: `(status, information)`.
 ///
 /// `timeout_100ns`: how long to wait (100 ns units); `None` waits until the provider completes.
-/// On timeout the IRP is cancelled; if it still does not complete within a second, the request
-/// is abandoned to its completion routine (which frees it, and drops its reference, when the
-/// provider completes it) and the result is `STATUS_CANCELLED`.
+/// On timeout the IRP is cancelled; if it still does not complete within a second, `stuck` runs
+/// (close the socket, say) and the wait goes on until the provider completes the IRP.
 ///
 /// IRQL: `PASSIVE_LEVEL`.
 ///
@@ -295,6 +295,19 @@ pub fn call<C: Client>(
     reference: &BindingRef<C>,
     timeout_100ns: Option<i64>,
     call: impl FnOnce(&BindingRef<C>, *mut IRP) -> NTSTATUS,
+) -> Result<(NtStatus, usize), NtStatus> {
+    call_or(reference, timeout_100ns, call, || {})
+}
+
+/// [`call`], with `stuck` as the last resort for a request that a cancel did not complete.
+///
+/// # Errors
+/// As [`call`].
+pub fn call_or<C: Client>(
+    reference: &BindingRef<C>,
+    timeout_100ns: Option<i64>,
+    call: impl FnOnce(&BindingRef<C>, *mut IRP) -> NTSTATUS,
+    stuck: impl FnOnce(),
 ) -> Result<(NtStatus, usize), NtStatus> {
     let own = reference.try_clone().map_err(NtStatus::from)?;
     let request = prepare::<C, Waiter>(own, None)?;
@@ -320,21 +333,13 @@ pub fn call<C: Client>(
         let _ = unsafe { IoCancelIrp(irp) };
         log!(C, DPFLTR_WARNING_LEVEL, "request: timed out, cancelled");
         if !wait(shared, Some(AFTER_CANCEL_100NS)) {
-            // SAFETY: an owner, done with it (abandoned).
-            if unsafe { last_owner(request, RELEASED) } {
-                // Completed meanwhile after all.
-                // SAFETY: the routine stored the result before setting COMPLETED.
-                let (status, information) = unsafe { shared.result.get().read() };
-                // SAFETY: both owners done.
-                unsafe { free(request) };
-                return Ok((NtStatus::from_raw(status), information));
-            }
             log!(
                 C,
                 DPFLTR_WARNING_LEVEL,
-                "request: not completed after cancel, abandoned to its completion routine"
+                "request: not completed after cancel; last resort, then waiting for it"
             );
-            return Ok((NtStatus::CANCELLED, 0));
+            stuck();
+            let _ = wait(shared, None);
         }
     }
     // SAFETY: the event is set after the result is stored.

@@ -39,6 +39,7 @@ mod log;
 
 pub mod attach;
 pub mod binding;
+pub mod buffer;
 pub mod cleanup;
 pub mod client;
 pub mod detach;

@@ -200,6 +200,20 @@ impl PoolState {
         Some(memory)
     }
 
+    /// Allocates `size` bytes (for [`crate::buffer::Buffer`]); `None` as [`PoolState::allocate`].
+    pub(crate) fn allocate_bytes(&self, size: usize, tag: PoolTag) -> Option<NonNull<u8>> {
+        self.allocate(size, tag)
+    }
+
+    /// Frees what [`PoolState::allocate_bytes`] returned.
+    ///
+    /// # Safety
+    /// As [`PoolState::free`].
+    pub(crate) unsafe fn free_bytes(&self, memory: NonNull<u8>, tag: PoolTag) {
+        // SAFETY: per this function's contract.
+        unsafe { self.free(memory, tag) };
+    }
+
     /// Frees what [`PoolState::allocate`] returned, with the same tag.
     ///
     /// IRQL <= `DISPATCH_LEVEL`.

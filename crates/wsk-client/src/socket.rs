@@ -2,31 +2,80 @@
 //! life, so a detach (and the unload) waits until it is closed, and [`crate::Client::on_detach`] is
 //! where the driver closes it.
 //!
-//! This is the start of the socket API: create a connection socket, and close it — explicitly with
-//! [`Socket::close`], or by dropping it. Both queue `WskCloseSocket` with a request whose completion
-//! drops the socket's binding reference (`crate::irp`), so a close never blocks and may run at
-//! `DISPATCH_LEVEL`.
+//! A TCP connection: [`Socket::connection`] (`WskSocket`), [`Socket::bind`] (`WskBind`, the wildcard
+//! address for a client), [`Socket::connect`] (`WskConnect`), [`Socket::send`] and
+//! [`Socket::receive`] over a [`Buffer`] (`WskSend`/`WskReceive`, never past the buffer's MDL),
+//! [`Socket::disconnect`] (`WskDisconnect`; a provider without it — Wine's — is logged and the
+//! socket simply closed), and the close — explicitly with [`Socket::close`], or by dropping it. A
+//! close queues `WskCloseSocket` with a request whose completion drops the socket's binding
+//! reference (`crate::irp`), so it never blocks and may run at `DISPATCH_LEVEL`.
 //!
-//! IRQL: [`Socket::connection`] at `PASSIVE_LEVEL` (it waits); closing and dropping at
+//! Each operation waits for its request, with a timeout; a request the cancel does not complete
+//! closes the socket (which completes it) and is waited for to the end, so the address and buffer
+//! it borrows outlive it. After that every operation fails with `STATUS_CONNECTION_ABORTED`.
+//!
+//! IRQL: creating and the operations at `PASSIVE_LEVEL` (they wait); closing and dropping at
 //! <= `DISPATCH_LEVEL`.
 
+use core::cell::UnsafeCell;
+use core::net::SocketAddr;
 use core::ptr::{self, NonNull};
 
+use crate::buffer::Buffer;
 use crate::client::Client;
 use crate::irp::{self, Completion};
 use crate::log::log;
 use crate::provider::BindingRef;
 use crate::status::NtStatus;
 use crate::sys::{
-    IPPROTO_TCP, SOCK_STREAM, WSK_FLAG_CONNECTION_SOCKET, WSK_PROVIDER_BASIC_DISPATCH, WSK_SOCKET,
+    AF_INET, AF_INET6, IPPROTO_TCP, IRP, NTSTATUS, SOCK_STREAM, SOCKADDR, SOCKADDR_IN,
+    SOCKADDR_IN6, WSK_BUF, WSK_FLAG_CONNECTION_SOCKET, WSK_PROVIDER_BASIC_DISPATCH,
+    WSK_PROVIDER_CONNECTION_DISPATCH, WSK_SOCKET,
 };
 
 /// An open WSK socket of client `C`.
 pub struct Socket<C: Client> {
-    // INVARIANT: a socket the provider created for this binding, not closed yet.
+    // INVARIANT: a socket the provider created for this binding; open while `reference` is Some.
     socket: NonNull<WSK_SOCKET>,
-    // The binding reference the socket holds until its close completes.
-    reference: Option<BindingRef<C>>,
+    // The binding reference the socket holds until its close completes. Taken by the close (once:
+    // `&mut self` in `close_now`, or the last resort of a stuck operation, which holds `&self`;
+    // `Socket` is not `Sync`, so no other access runs then, and an operation borrows the cell's
+    // content only to clone it before its request starts).
+    reference: UnsafeCell<Option<BindingRef<C>>>,
+}
+
+/// A socket address in the provider's form.
+#[repr(C)]
+enum Sockaddr {
+    V4(SOCKADDR_IN),
+    V6(SOCKADDR_IN6),
+}
+
+impl Sockaddr {
+    fn new(address: SocketAddr) -> Self {
+        match address {
+            SocketAddr::V4(a) => Self::V4(SOCKADDR_IN {
+                sin_family: AF_INET,
+                sin_port: a.port().to_be(),
+                sin_addr: a.ip().octets(),
+                sin_zero: [0; 8],
+            }),
+            SocketAddr::V6(a) => Self::V6(SOCKADDR_IN6 {
+                sin6_family: AF_INET6,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo().to_be(),
+                sin6_addr: a.ip().octets(),
+                sin6_scope_id: a.scope_id(),
+            }),
+        }
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut SOCKADDR {
+        match self {
+            Self::V4(a) => ptr::from_mut(a).cast(),
+            Self::V6(a) => ptr::from_mut(a).cast(),
+        }
+    }
 }
 
 // SAFETY: a WSK socket may be used and closed from any thread; the reference is Send.
@@ -88,8 +137,189 @@ impl<C: Client> Socket<C> {
         // INVARIANT: the provider's new socket, open.
         Ok(Self {
             socket,
-            reference: Some(own),
+            reference: UnsafeCell::new(Some(own)),
         })
+    }
+
+    /// The provider's connection dispatch of this socket.
+    fn dispatch(&self) -> Option<&WSK_PROVIDER_CONNECTION_DISPATCH> {
+        // SAFETY: by the type invariant an open socket the provider made.
+        let dispatch = unsafe { (*self.socket.as_ptr()).Dispatch };
+        // SAFETY: a connection socket's dispatch is the provider's
+        // WSK_PROVIDER_CONNECTION_DISPATCH, valid while it is open.
+        unsafe { dispatch.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>().as_ref() }
+    }
+
+    /// A new reference on the socket's binding, while the socket is open.
+    fn clone_reference(&self) -> Result<BindingRef<C>, NtStatus> {
+        // SAFETY: see the field: no close runs now, and the borrow ends with this function.
+        let reference = unsafe { (*self.reference.get()).as_ref() };
+        reference
+            .ok_or(NtStatus::CONNECTION_ABORTED)?
+            .try_clone()
+            .map_err(NtStatus::from)
+    }
+
+    /// Runs one operation: a request through the socket's reference, waited for; a request that
+    /// a cancel does not complete closes the socket.
+    fn operate(
+        &self,
+        what: &core::ffi::CStr,
+        timeout_100ns: Option<i64>,
+        call: impl FnOnce(*mut IRP) -> NTSTATUS,
+    ) -> Result<usize, NtStatus> {
+        let reference = self.clone_reference()?;
+        let (status, information) = irp::call_or(
+            &reference,
+            timeout_100ns,
+            |_, irp| call(irp),
+            || {
+                // SAFETY: the last resort of the only operation running on this socket.
+                let reference = unsafe { (*self.reference.get()).take() };
+                if let Some(reference) = reference {
+                    log!(
+                        C,
+                        DPFLTR_WARNING_LEVEL,
+                        "socket: closing it to end a stuck request"
+                    );
+                    close_raw::<C>(self.socket, reference);
+                }
+            },
+        )?;
+        if let Err(status) = status.into_result() {
+            log!(
+                C,
+                DPFLTR_ERROR_LEVEL,
+                "socket: %s failed: 0x%08X",
+                what.as_ptr(),
+                status.bits()
+            );
+            return Err(status);
+        }
+        Ok(information)
+    }
+
+    /// `WskBind` to `local` (a client binds the wildcard address of its family, port 0).
+    ///
+    /// IRQL: `PASSIVE_LEVEL`.
+    ///
+    /// # Errors
+    /// The provider's status; `STATUS_NOT_SUPPORTED` without `WskBind`.
+    pub fn bind(&self, local: SocketAddr, timeout_100ns: Option<i64>) -> Result<(), NtStatus> {
+        let bind = self
+            .dispatch()
+            .and_then(|d| d.WskBind)
+            .ok_or(NtStatus::NOT_SUPPORTED)?;
+        let mut address = Sockaddr::new(local);
+        let socket = self.socket.as_ptr();
+        // SAFETY: the open socket's WskBind, with an address that outlives the request (waited
+        // for to the end) and the request's IRP.
+        self.operate(c"WskBind", timeout_100ns, |irp| unsafe {
+            bind(socket, address.as_mut_ptr(), 0, irp)
+        })
+        .map(|_| ())
+    }
+
+    /// `WskConnect` to `remote`.
+    ///
+    /// IRQL: `PASSIVE_LEVEL`.
+    ///
+    /// # Errors
+    /// The provider's status (`STATUS_CONNECTION_REFUSED`, ...); `STATUS_NOT_SUPPORTED` without
+    /// `WskConnect`.
+    pub fn connect(&self, remote: SocketAddr, timeout_100ns: Option<i64>) -> Result<(), NtStatus> {
+        let connect = self
+            .dispatch()
+            .and_then(|d| d.WskConnect)
+            .ok_or(NtStatus::NOT_SUPPORTED)?;
+        let mut address = Sockaddr::new(remote);
+        let socket = self.socket.as_ptr();
+        // SAFETY: as in `bind`.
+        self.operate(c"WskConnect", timeout_100ns, |irp| unsafe {
+            connect(socket, address.as_mut_ptr(), 0, irp)
+        })
+        .map(|_| ())
+    }
+
+    /// `WskSend` of the first `length` bytes of `buffer` (at most its capacity); returns how many
+    /// were sent.
+    ///
+    /// IRQL: `PASSIVE_LEVEL`.
+    ///
+    /// # Errors
+    /// The provider's status; `STATUS_NOT_SUPPORTED` without `WskSend`.
+    pub fn send(
+        &self,
+        buffer: &Buffer,
+        length: usize,
+        timeout_100ns: Option<i64>,
+    ) -> Result<usize, NtStatus> {
+        let send = self
+            .dispatch()
+            .and_then(|d| d.WskSend)
+            .ok_or(NtStatus::NOT_SUPPORTED)?;
+        let mut wsk_buf: WSK_BUF = buffer.wsk_buf(length);
+        let socket = self.socket.as_ptr();
+        // SAFETY: the open socket's WskSend, with a WSK_BUF within the buffer's MDL; both
+        // outlive the request (waited for to the end).
+        self.operate(c"WskSend", timeout_100ns, |irp| unsafe {
+            send(socket, &raw mut wsk_buf, 0, irp)
+        })
+    }
+
+    /// `WskReceive` into `buffer` (up to its capacity); returns how many bytes arrived (0: the
+    /// peer closed its side).
+    ///
+    /// IRQL: `PASSIVE_LEVEL`.
+    ///
+    /// # Errors
+    /// The provider's status; `STATUS_NOT_SUPPORTED` without `WskReceive`.
+    pub fn receive(
+        &self,
+        buffer: &mut Buffer,
+        timeout_100ns: Option<i64>,
+    ) -> Result<usize, NtStatus> {
+        let receive = self
+            .dispatch()
+            .and_then(|d| d.WskReceive)
+            .ok_or(NtStatus::NOT_SUPPORTED)?;
+        let mut wsk_buf: WSK_BUF = buffer.wsk_buf(buffer.capacity());
+        let socket = self.socket.as_ptr();
+        // SAFETY: as in `send`; the buffer is borrowed mutably for the whole request.
+        self.operate(c"WskReceive", timeout_100ns, |irp| unsafe {
+            receive(socket, &raw mut wsk_buf, 0, irp)
+        })
+    }
+
+    /// `WskDisconnect` (graceful). A provider that does not implement it (Wine's answers
+    /// `STATUS_NOT_IMPLEMENTED`) is logged; the socket is closed anyway when dropped.
+    ///
+    /// IRQL: `PASSIVE_LEVEL`.
+    ///
+    /// # Errors
+    /// The provider's status.
+    pub fn disconnect(&self, timeout_100ns: Option<i64>) -> Result<(), NtStatus> {
+        let Some(disconnect) = self.dispatch().and_then(|d| d.WskDisconnect) else {
+            log!(
+                C,
+                DPFLTR_WARNING_LEVEL,
+                "socket: no WskDisconnect; closing without it"
+            );
+            return Err(NtStatus::NOT_SUPPORTED);
+        };
+        let socket = self.socket.as_ptr();
+        // SAFETY: the open socket's WskDisconnect, without a final buffer, with the request's IRP.
+        let result = self.operate(c"WskDisconnect", timeout_100ns, |irp| unsafe {
+            disconnect(socket, ptr::null_mut(), 0, irp)
+        });
+        if result == Err(NtStatus::NOT_IMPLEMENTED) {
+            log!(
+                C,
+                DPFLTR_WARNING_LEVEL,
+                "socket: the provider does not implement WskDisconnect; closing without it"
+            );
+        }
+        result.map(|_| ())
     }
 
     /// The raw socket, for the provider's functions (valid while `self` lives).
@@ -106,7 +336,7 @@ impl<C: Client> Socket<C> {
     }
 
     fn close_now(&mut self) {
-        if let Some(reference) = self.reference.take() {
+        if let Some(reference) = self.reference.get_mut().take() {
             close_raw::<C>(self.socket, reference);
         }
     }

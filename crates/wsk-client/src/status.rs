@@ -34,6 +34,10 @@ impl NtStatus {
     pub const CANCELLED: Self = Self(abi::STATUS_CANCELLED);
     /// `STATUS_NOT_IMPLEMENTED`.
     pub const NOT_IMPLEMENTED: Self = Self(abi::STATUS_NOT_IMPLEMENTED);
+    /// `STATUS_CONNECTION_ABORTED`.
+    pub const CONNECTION_ABORTED: Self = Self(abi::STATUS_CONNECTION_ABORTED);
+    /// `STATUS_CONNECTION_REFUSED`.
+    pub const CONNECTION_REFUSED: Self = Self(abi::STATUS_CONNECTION_REFUSED);
 
     /// Wraps a raw status.
     #[must_use]
@@ -95,6 +99,8 @@ impl NtStatus {
             Self::INVALID_DEVICE_STATE => "STATUS_INVALID_DEVICE_STATE",
             Self::CANCELLED => "STATUS_CANCELLED",
             Self::NOT_IMPLEMENTED => "STATUS_NOT_IMPLEMENTED",
+            Self::CONNECTION_ABORTED => "STATUS_CONNECTION_ABORTED",
+            Self::CONNECTION_REFUSED => "STATUS_CONNECTION_REFUSED",
             _ => return None,
         })
     }

@@ -205,3 +205,151 @@ fn request_plumbing_failures_leave_nothing_behind() {
     drop(reference);
     s.driver_unload();
 }
+
+/// 127.0.0.1:7, the echo port.
+fn echo_address() -> std::net::SocketAddr {
+    "127.0.0.1:7".parse().unwrap()
+}
+
+/// A connected socket to the model's echo peer.
+fn connected() -> Socket<TestDriver> {
+    let socket = open_socket();
+    socket
+        .bind("0.0.0.0:0".parse().unwrap(), Some(10_000_000))
+        .unwrap();
+    socket.connect(echo_address(), Some(10_000_000)).unwrap();
+    socket
+}
+
+#[test]
+fn bind_connect_send_receive_disconnect_close() {
+    use wsk_client::buffer::Buffer;
+
+    let mut s = common::started();
+    s.register_provider(ProviderConfig::default_wsk());
+    let socket = connected();
+    let mut out = Buffer::new::<TestDriver>(5).unwrap();
+    out.as_mut_slice().copy_from_slice(b"hello");
+    assert_eq!(socket.send(&out, 5, Some(10_000_000)), Ok(5));
+    let mut back = Buffer::new::<TestDriver>(16).unwrap();
+    let received = socket.receive(&mut back, Some(10_000_000)).unwrap();
+    assert_eq!(&back.as_slice()[..received], b"hello");
+    assert_eq!(socket.disconnect(Some(10_000_000)), Ok(()));
+    drop(socket);
+    drop((out, back));
+    s.wait_work_items();
+    assert_eq!(s.open_sockets(), 0);
+    assert!(s.events().contains(&Event::WskSend { bytes: 5 }));
+    s.driver_unload();
+}
+
+#[test]
+fn a_send_never_claims_more_than_the_buffer_holds() {
+    use wsk_client::buffer::Buffer;
+
+    let mut s = common::started();
+    s.register_provider(ProviderConfig::default_wsk());
+    let socket = connected();
+    let out = Buffer::new::<TestDriver>(4).unwrap();
+    // Asked for 1000 bytes of a 4-byte buffer: the WSK_BUF says 4 (a longer one would be a
+    // bugcheck on Windows; the model records it).
+    assert_eq!(socket.send(&out, 1000, Some(10_000_000)), Ok(4));
+    assert!(s.events().contains(&Event::WskSend { bytes: 4 }));
+    drop((socket, out));
+    s.wait_work_items();
+    s.driver_unload();
+}
+
+#[test]
+fn a_refused_connection_is_reported_and_closed() {
+    let mut s = common::started();
+    let mut config = ProviderConfig::default_wsk();
+    config.connect_failure = Some(Status::from_raw(wsk_client::sys::STATUS_CONNECTION_REFUSED));
+    s.register_provider(config);
+    let socket = open_socket();
+    assert_eq!(
+        socket.connect(echo_address(), Some(10_000_000)),
+        Err(NtStatus::CONNECTION_REFUSED)
+    );
+    assert!(has_log(
+        &s,
+        "test_driver: socket: WskConnect failed: 0xC0000236"
+    ));
+    drop(socket);
+    s.wait_work_items();
+    assert_eq!(s.open_sockets(), 0);
+    s.driver_unload();
+}
+
+#[test]
+fn a_provider_without_disconnect_is_logged_and_the_socket_still_closes() {
+    let mut s = common::started();
+    let mut config = ProviderConfig::default_wsk();
+    config.disconnect_stub = true;
+    s.register_provider(config);
+    let socket = connected();
+    assert_eq!(
+        socket.disconnect(Some(10_000_000)),
+        Err(NtStatus::NOT_IMPLEMENTED)
+    );
+    assert!(has_log(
+        &s,
+        "test_driver: socket: the provider does not implement WskDisconnect; closing without it"
+    ));
+    drop(socket);
+    s.wait_work_items();
+    assert_eq!(s.open_sockets(), 0);
+    s.driver_unload();
+}
+
+#[test]
+fn a_receive_from_a_silent_peer_times_out_and_is_cancelled() {
+    use wsk_client::buffer::Buffer;
+
+    let mut s = common::started();
+    let mut config = ProviderConfig::default_wsk();
+    config.peer_silent = true;
+    s.register_provider(config);
+    let socket = connected();
+    let mut back = Buffer::new::<TestDriver>(8).unwrap();
+    assert_eq!(
+        socket.receive(&mut back, Some(1_000_000)),
+        Err(NtStatus::CANCELLED)
+    );
+    assert!(s.events().contains(&Event::IoCancelIrp));
+    drop((socket, back));
+    s.wait_work_items();
+    s.driver_unload();
+}
+
+#[test]
+fn a_receive_the_provider_will_not_cancel_ends_by_closing_the_socket() {
+    // Wine ignores IoCancelIrp on a pending receive; closing the socket completes it. The
+    // receive's buffer is borrowed until then: the library waits for the completion.
+    use wsk_client::buffer::Buffer;
+
+    let mut s = common::started();
+    let mut config = ProviderConfig::default_wsk();
+    config.peer_silent = true;
+    config.ignores_cancel = true;
+    s.register_provider(config);
+    let socket = connected();
+    let mut back = Buffer::new::<TestDriver>(8).unwrap();
+    assert_eq!(
+        socket.receive(&mut back, Some(1_000_000)),
+        Err(NtStatus::CANCELLED)
+    );
+    assert!(has_log(
+        &s,
+        "test_driver: socket: closing it to end a stuck request"
+    ));
+    // Closed already: the socket refuses further operations, and dropping it closes nothing more.
+    assert_eq!(
+        socket.send(&back, 1, Some(1_000_000)),
+        Err(NtStatus::CONNECTION_ABORTED)
+    );
+    drop((socket, back));
+    s.wait_work_items();
+    assert_eq!(s.open_sockets(), 0);
+    s.driver_unload();
+}

@@ -113,17 +113,21 @@ pub unsafe extern "system" fn IoSetCompletionRoutineEx(
 /// As the C function.
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn IoCancelIrp(Irp: *mut IRP) -> u8 {
-    state::with(|s| {
+    let pending = state::with(|s| {
         image::driver_calls(s, "IoCancelIrp");
         s.events.push(Event::IoCancelIrp);
         match s.irps.get_mut(&(Irp as usize)) {
             Some(i) if i.pending => {
                 i.cancelled = true;
-                1
+                true
             }
-            _ => 0,
+            _ => false,
         }
-    })
+    });
+    if pending {
+        crate::socket::cancel(Irp as usize);
+    }
+    u8::from(pending)
 }
 
 /// `IoFreeIrp`.

@@ -9,8 +9,8 @@ use crate::Status;
 use wsk_sys::{
     ADDRESS_FAMILY, ADDRINFOEXW, DRIVER_OBJECT, EPROCESS, ETHREAD, GUID, IRP, NTSTATUS,
     NonPagedPool, NonPagedPoolNx, POOL_FLAG_NON_PAGED, POOL_FLAGS, POOL_TYPE, PVOID, PWSK_CLIENT,
-    RTL_OSVERSIONINFOW, SECURITY_DESCRIPTOR, SOCKADDR, UNICODE_STRING, WSK_PROVIDER_BASIC_DISPATCH,
-    WSK_PROVIDER_DISPATCH, WSK_SOCKET,
+    RTL_OSVERSIONINFOW, SECURITY_DESCRIPTOR, SOCKADDR, UNICODE_STRING, WSK_PROVIDER_DISPATCH,
+    WSK_SOCKET,
 };
 
 use super::image;
@@ -224,7 +224,7 @@ fn provider_call(name: &'static str, client: PWSK_CLIENT) {
 }
 
 /// Runs `f` on a provider thread (the session waits for these before its end check).
-fn spawn_provider(f: impl FnOnce() + Send + 'static) {
+pub(crate) fn spawn_provider(f: impl FnOnce() + Send + 'static) {
     state::with(|s| s.provider_threads += 1);
     std::thread::spawn(move || {
         f();
@@ -236,12 +236,6 @@ fn spawn_provider(f: impl FnOnce() + Send + 'static) {
 fn provider_of(client: PWSK_CLIENT) -> ProviderId {
     ProviderId(client as usize & 0xFFFF)
 }
-
-/// The basic dispatch of every socket the model makes.
-static SOCKET_DISPATCH: WSK_PROVIDER_BASIC_DISPATCH = WSK_PROVIDER_BASIC_DISPATCH {
-    WskControlSocket: None,
-    WskCloseSocket: Some(wsk_close_socket),
-};
 
 unsafe extern "system" fn wsk_socket(
     Client: PWSK_CLIENT,
@@ -297,46 +291,25 @@ unsafe extern "system" fn wsk_socket(
         return Status::PENDING.raw();
     }
     let memory = Box::new(WSK_SOCKET {
-        Dispatch: (&raw const SOCKET_DISPATCH).cast(),
+        Dispatch: (&raw const super::socket::DISPATCH).cast(),
     });
     let socket = &raw const *memory as usize;
     state::with(|s| {
         s.events.push(Event::WskSocket {
             status: Status::SUCCESS,
         });
-        s.sockets.insert(
+        s.peers.insert(
             socket,
-            state::OpenSocket {
+            super::socket::Peer {
                 provider,
+                connected: false,
+                echo: std::collections::VecDeque::new(),
+                receive: None,
                 _memory: memory,
             },
         );
     });
     spawn_provider(move || irp::complete(irp_addr as *mut IRP, Status::SUCCESS, socket));
-    Status::PENDING.raw()
-}
-
-unsafe extern "system" fn wsk_close_socket(Socket: *mut WSK_SOCKET, Irp: *mut IRP) -> NTSTATUS {
-    let known = state::with(|s| {
-        image::driver_calls(s, "WskCloseSocket");
-        s.events.push(Event::WskCloseSocket);
-        s.sockets.contains_key(&(Socket as usize))
-    });
-    if !known {
-        state::with(|s| s.violation(format!("WskCloseSocket of {Socket:p}: not an open socket")));
-        return Status::INVALID_PARAMETER.raw();
-    }
-    if !irp::begin(Irp) {
-        return Status::INVALID_PARAMETER.raw();
-    }
-    let (socket, irp_addr) = (Socket as usize, Irp as usize);
-    spawn_provider(move || {
-        // The socket is gone once the close completes.
-        state::with(|s| {
-            s.sockets.remove(&socket);
-        });
-        irp::complete(irp_addr as *mut IRP, Status::SUCCESS, 0);
-    });
     Status::PENDING.raw()
 }
 

@@ -32,6 +32,7 @@ mod io;
 mod irp;
 mod kernel;
 mod nmr;
+mod socket;
 mod state;
 mod status;
 mod sync;
@@ -282,10 +283,15 @@ impl Session {
         state::with(|s| s.completion_routine_failure = Some(status));
     }
 
+    /// Makes the next `count` `IoAllocateMdl` calls fail.
+    pub fn fail_mdls(&self, count: usize) {
+        state::with(|s| s.failing_mdls = count);
+    }
+
     /// Sockets the model's providers made that are still open.
     #[must_use]
     pub fn open_sockets(&self) -> usize {
-        state::with(|s| s.sockets.len())
+        state::with(|s| s.peers.len())
     }
 
     /// Ends a session whose driver can never unload (it registered without getting a handle):
@@ -412,7 +418,7 @@ impl Session {
                 s.devices.len(),
                 s.work_items.len(),
                 s.irps.len(),
-                s.sockets.len(),
+                s.peers.len(),
             )
         });
         assert_eq!(devices, 0, "device objects left");

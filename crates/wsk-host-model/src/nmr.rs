@@ -489,19 +489,15 @@ pub(crate) fn wait_for_sockets(provider: ProviderId) {
     // Shorter than the model's general limit: a test that shows this hang should not take long.
     const SOCKET_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
     let closed = state::wait_for(SOCKET_WAIT, |s| {
-        !s.sockets.values().any(|k| k.provider == provider)
+        !s.peers.values().any(|k| k.provider == provider)
     });
     if !closed {
         state::with(|s| {
-            let open = s
-                .sockets
-                .values()
-                .filter(|k| k.provider == provider)
-                .count();
+            let open = s.peers.values().filter(|k| k.provider == provider).count();
             s.violation(format!(
                 "the provider's detach waited {SOCKET_WAIT:?} for {open} socket(s) the client never closed: an unload hangs here"
             ));
-            s.sockets.retain(|_, k| k.provider != provider);
+            s.peers.retain(|_, k| k.provider != provider);
         });
     }
 }

@@ -52,6 +52,14 @@ pub struct ProviderConfig {
     pub socket_hangs_until_cancelled: bool,
     /// `WskSocket` is a stub: returns `STATUS_NOT_IMPLEMENTED` without completing its IRP (Wine).
     pub socket_stub: bool,
+    /// `WskConnect` fails with this status (`STATUS_CONNECTION_REFUSED`, say).
+    pub connect_failure: Option<Status>,
+    /// The peer never answers: what the client sends is not echoed.
+    pub peer_silent: bool,
+    /// `IoCancelIrp` does nothing to a pending receive (Wine); closing the socket completes it.
+    pub ignores_cancel: bool,
+    /// `WskDisconnect` is a stub (Wine): `STATUS_NOT_IMPLEMENTED`, IRP not completed.
+    pub disconnect_stub: bool,
 }
 
 /// Code a provider runs inside `NmrClientAttachProvider` (see [`ProviderConfig::during_attach`]).
@@ -84,6 +92,10 @@ impl ProviderConfig {
             socket_failure: None,
             socket_hangs_until_cancelled: false,
             socket_stub: false,
+            connect_failure: None,
+            peer_silent: false,
+            ignores_cancel: false,
+            disconnect_stub: false,
         }
     }
 
@@ -180,6 +192,16 @@ pub enum Event {
     WskSocket { status: Status },
     /// The client closed a socket.
     WskCloseSocket,
+    /// `WskBind`.
+    WskBind,
+    /// `WskConnect`, answered `status`.
+    WskConnect { status: Status },
+    /// `WskSend` of `bytes`.
+    WskSend { bytes: usize },
+    /// `WskReceive` posted.
+    WskReceive,
+    /// `WskDisconnect`.
+    WskDisconnect,
     /// A provider dispatch function called by the client.
     ProviderCall { name: &'static str, client: usize },
 }
@@ -295,20 +317,15 @@ pub(crate) struct State {
     pub failing_irps: usize,
     /// Make the next `IoSetCompletionRoutineEx` fail with this status.
     pub completion_routine_failure: Option<Status>,
-    /// Open sockets by address: the provider that made each.
-    pub sockets: HashMap<usize, OpenSocket>,
+    /// Open sockets by address, each with its echo peer.
+    pub peers: HashMap<usize, crate::socket::Peer>,
+    /// The client's MDLs by address.
+    pub mdls: HashMap<usize, crate::socket::Mdl>,
+    /// Make the next `count` `IoAllocateMdl` calls fail.
+    pub failing_mdls: usize,
     /// Provider threads completing requests, still running.
     pub provider_threads: usize,
 }
-
-/// A socket the model's provider made and the client has not closed.
-pub(crate) struct OpenSocket {
-    pub provider: ProviderId,
-    pub _memory: Box<wsk_sys::WSK_SOCKET>,
-}
-
-// SAFETY: the socket's memory holds a pointer to a static dispatch table; only the driver reads it.
-unsafe impl Send for OpenSocket {}
 
 impl State {
     pub fn new_handle(&mut self) -> usize {

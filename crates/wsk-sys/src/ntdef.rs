@@ -25,6 +25,8 @@ pub const STATUS_INVALID_DEVICE_STATE: NTSTATUS = ntstatus(0xC000_0184);
 pub const STATUS_NOT_IMPLEMENTED: NTSTATUS = ntstatus(0xC000_0002);
 pub const STATUS_CANCELLED: NTSTATUS = ntstatus(0xC000_0120);
 pub const STATUS_MORE_PROCESSING_REQUIRED: NTSTATUS = ntstatus(0xC000_0016);
+pub const STATUS_CONNECTION_ABORTED: NTSTATUS = ntstatus(0xC000_0241);
+pub const STATUS_CONNECTION_REFUSED: NTSTATUS = ntstatus(0xC000_0236);
 
 /// `GUID`: 16 bytes, 4-byte aligned.
 #[repr(C)]

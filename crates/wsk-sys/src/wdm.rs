@@ -204,6 +204,18 @@ unsafe extern "system" {
         InvokeOnError: u8,
         InvokeOnCancel: u8,
     ) -> NTSTATUS;
+    /// IRQL <= `DISPATCH_LEVEL`. NULL when out of memory.
+    pub fn IoAllocateMdl(
+        VirtualAddress: PVOID,
+        Length: u32,
+        SecondaryBuffer: u8,
+        ChargeQuota: u8,
+        Irp: *mut IRP,
+    ) -> *mut crate::MDL;
+    /// IRQL <= `DISPATCH_LEVEL`. Fills in the MDL of a non-paged buffer.
+    pub fn MmBuildMdlForNonPagedPool(MemoryDescriptorList: *mut crate::MDL);
+    /// IRQL <= `DISPATCH_LEVEL`.
+    pub fn IoFreeMdl(Mdl: *mut crate::MDL);
     /// Any IRQL. Stops the system with a bug check; never returns.
     pub fn KeBugCheckEx(
         BugCheckCode: u32,

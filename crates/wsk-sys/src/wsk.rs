@@ -263,6 +263,88 @@ pub struct WSK_PROVIDER_BASIC_DISPATCH {
     pub WskCloseSocket: PFN_WSK_CLOSE_SOCKET,
 }
 
+/// `MDL`: opaque (built by `IoAllocateMdl` + `MmBuildMdlForNonPagedPool`).
+#[repr(C)]
+pub struct MDL {
+    _opaque: [u8; 0],
+}
+
+/// `WSK_BUF`: a byte range of an MDL chain. Size 24. `Offset + Length` must not pass the MDL.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WSK_BUF {
+    pub Mdl: *mut MDL,
+    pub Offset: u32,
+    pub Length: usize,
+}
+
+/// `SOCKADDR_IN`: size 16; port and address in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SOCKADDR_IN {
+    pub sin_family: u16,
+    pub sin_port: u16,
+    pub sin_addr: [u8; 4],
+    pub sin_zero: [u8; 8],
+}
+
+/// `SOCKADDR_IN6`: size 28; port and address in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SOCKADDR_IN6 {
+    pub sin6_family: u16,
+    pub sin6_port: u16,
+    pub sin6_flowinfo: u32,
+    pub sin6_addr: [u8; 16],
+    pub sin6_scope_id: u32,
+}
+
+/// `PFN_WSK_BIND`, `PFN_WSK_CONNECT`: `(Socket, Address, Flags, Irp)`.
+pub type PFN_WSK_ADDRESS_CALL = Option<
+    unsafe extern "system" fn(
+        Socket: *mut WSK_SOCKET,
+        Address: *mut SOCKADDR,
+        Flags: u32,
+        Irp: *mut IRP,
+    ) -> NTSTATUS,
+>;
+
+/// `PFN_WSK_GET_LOCAL_ADDRESS`, `PFN_WSK_GET_REMOTE_ADDRESS`: `(Socket, Address, Irp)`.
+pub type PFN_WSK_GET_ADDRESS = Option<
+    unsafe extern "system" fn(
+        Socket: *mut WSK_SOCKET,
+        Address: *mut SOCKADDR,
+        Irp: *mut IRP,
+    ) -> NTSTATUS,
+>;
+
+/// `PFN_WSK_SEND`, `PFN_WSK_RECEIVE`, `PFN_WSK_DISCONNECT`: `(Socket, Buffer, Flags, Irp)`.
+pub type PFN_WSK_BUFFER_CALL = Option<
+    unsafe extern "system" fn(
+        Socket: *mut WSK_SOCKET,
+        Buffer: *mut WSK_BUF,
+        Flags: u32,
+        Irp: *mut IRP,
+    ) -> NTSTATUS,
+>;
+
+/// `WSK_PROVIDER_CONNECTION_DISPATCH`, the members up to `WskDisconnect` (the rest is never read).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WSK_PROVIDER_CONNECTION_DISPATCH {
+    pub Basic: WSK_PROVIDER_BASIC_DISPATCH,
+    pub WskBind: PFN_WSK_ADDRESS_CALL,
+    pub WskConnect: PFN_WSK_ADDRESS_CALL,
+    pub WskGetLocalAddress: PFN_WSK_GET_ADDRESS,
+    pub WskGetRemoteAddress: PFN_WSK_GET_ADDRESS,
+    pub WskSend: PFN_WSK_BUFFER_CALL,
+    pub WskReceive: PFN_WSK_BUFFER_CALL,
+    pub WskDisconnect: PFN_WSK_BUFFER_CALL,
+}
+
+/// `WskDisconnect` flag: abort (reset) instead of a graceful disconnect.
+pub const WSK_FLAG_ABORTIVE: u32 = 0x0000_0001;
+
 /// `WSK_FLAG_*` socket kinds for `WskSocket`.
 pub const WSK_FLAG_BASIC_SOCKET: u32 = 0x0000_0000;
 pub const WSK_FLAG_LISTEN_SOCKET: u32 = 0x0000_0001;

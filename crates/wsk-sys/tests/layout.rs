@@ -221,3 +221,34 @@ fn irp_prefix_and_sockets() {
     );
     assert_eq!((AF_INET, AF_INET6, SOCK_STREAM, IPPROTO_TCP), (2, 23, 1, 6));
 }
+
+#[test]
+fn buffers_addresses_and_connection_dispatch() {
+    assert_eq!(size_of::<WSK_BUF>(), 24);
+    assert_eq!(offset_of!(WSK_BUF, Offset), 8);
+    assert_eq!(offset_of!(WSK_BUF, Length), 16);
+    assert_eq!(size_of::<SOCKADDR_IN>(), 16);
+    assert_eq!(offset_of!(SOCKADDR_IN, sin_port), 2);
+    assert_eq!(offset_of!(SOCKADDR_IN, sin_addr), 4);
+    assert_eq!(size_of::<SOCKADDR_IN6>(), 28);
+    assert_eq!(offset_of!(SOCKADDR_IN6, sin6_flowinfo), 4);
+    assert_eq!(offset_of!(SOCKADDR_IN6, sin6_addr), 8);
+    assert_eq!(offset_of!(SOCKADDR_IN6, sin6_scope_id), 24);
+    assert_eq!(offset_of!(WSK_PROVIDER_CONNECTION_DISPATCH, WskBind), 16);
+    assert_eq!(offset_of!(WSK_PROVIDER_CONNECTION_DISPATCH, WskConnect), 24);
+    assert_eq!(
+        offset_of!(WSK_PROVIDER_CONNECTION_DISPATCH, WskGetLocalAddress),
+        32
+    );
+    assert_eq!(
+        offset_of!(WSK_PROVIDER_CONNECTION_DISPATCH, WskGetRemoteAddress),
+        40
+    );
+    assert_eq!(offset_of!(WSK_PROVIDER_CONNECTION_DISPATCH, WskSend), 48);
+    assert_eq!(offset_of!(WSK_PROVIDER_CONNECTION_DISPATCH, WskReceive), 56);
+    assert_eq!(
+        offset_of!(WSK_PROVIDER_CONNECTION_DISPATCH, WskDisconnect),
+        64
+    );
+    assert_eq!(WSK_FLAG_ABORTIVE, 1);
+}

@@ -1,0 +1,363 @@
+//! The model's connection sockets: an echo peer behind each one — what the client sends comes
+//! back to its receives — with the failures a test asks for (a refused connection, a peer that
+//! never answers, a provider without `WskDisconnect` or that ignores `IoCancelIrp`, as Wine's).
+//! Also the MDLs the client describes its buffers with, and the `WSK_BUF` check: a buffer longer
+//! than its MDL is recorded (Windows bugchecks).
+
+use std::collections::VecDeque;
+
+use wsk_sys::{
+    IRP, MDL, NTSTATUS, PVOID, SOCKADDR, WSK_BUF, WSK_PROVIDER_BASIC_DISPATCH,
+    WSK_PROVIDER_CONNECTION_DISPATCH, WSK_SOCKET,
+};
+
+use crate::Status;
+use crate::image;
+use crate::irp;
+use crate::state::{self, Event, ProviderId, State};
+
+/// A socket's peer and its pending receive.
+pub(crate) struct Peer {
+    pub provider: ProviderId,
+    pub connected: bool,
+    /// Bytes sent and not yet received back.
+    pub echo: VecDeque<u8>,
+    /// A receive waiting for data: its IRP and the client's buffer (address, length).
+    pub receive: Option<(usize, usize, usize)>,
+    pub _memory: Box<WSK_SOCKET>,
+}
+
+// SAFETY: the socket memory points at a static dispatch table; only the driver reads it.
+unsafe impl Send for Peer {}
+
+/// An MDL of the client: the buffer it describes.
+pub(crate) struct Mdl {
+    pub va: usize,
+    pub len: usize,
+    /// `MmBuildMdlForNonPagedPool` was called.
+    pub built: bool,
+    pub _memory: Box<[u64; 6]>,
+}
+
+/// The dispatch of every socket the model makes.
+pub(crate) static DISPATCH: WSK_PROVIDER_CONNECTION_DISPATCH = WSK_PROVIDER_CONNECTION_DISPATCH {
+    Basic: WSK_PROVIDER_BASIC_DISPATCH {
+        WskControlSocket: None,
+        WskCloseSocket: Some(close),
+    },
+    WskBind: Some(bind),
+    WskConnect: Some(connect),
+    WskGetLocalAddress: None,
+    WskGetRemoteAddress: None,
+    WskSend: Some(send),
+    WskReceive: Some(receive),
+    WskDisconnect: Some(disconnect),
+};
+
+/// `IoAllocateMdl`: remembers the buffer it describes.
+///
+/// # Safety
+/// As the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn IoAllocateMdl(
+    VirtualAddress: PVOID,
+    Length: u32,
+    _SecondaryBuffer: u8,
+    _ChargeQuota: u8,
+    _Irp: *mut IRP,
+) -> *mut MDL {
+    state::with(|s| {
+        image::driver_calls(s, "IoAllocateMdl");
+        let fail = s.failing_mdls > 0;
+        s.failing_mdls = s.failing_mdls.saturating_sub(1);
+        if fail {
+            return std::ptr::null_mut();
+        }
+        let memory = Box::new([0u64; 6]);
+        let address = memory.as_ptr() as usize;
+        s.mdls.insert(
+            address,
+            Mdl {
+                va: VirtualAddress as usize,
+                len: Length as usize,
+                built: false,
+                _memory: memory,
+            },
+        );
+        address as *mut MDL
+    })
+}
+
+/// `MmBuildMdlForNonPagedPool`.
+///
+/// # Safety
+/// As the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn MmBuildMdlForNonPagedPool(MemoryDescriptorList: *mut MDL) {
+    state::with(|s| {
+        image::driver_calls(s, "MmBuildMdlForNonPagedPool");
+        match s.mdls.get_mut(&(MemoryDescriptorList as usize)) {
+            Some(mdl) => mdl.built = true,
+            None => s.violation("MmBuildMdlForNonPagedPool of an unknown MDL".into()),
+        }
+    });
+}
+
+/// `IoFreeMdl`.
+///
+/// # Safety
+/// As the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn IoFreeMdl(Mdl: *mut MDL) {
+    state::with(|s| {
+        image::driver_calls(s, "IoFreeMdl");
+        if s.mdls.remove(&(Mdl as usize)).is_none() {
+            s.violation("IoFreeMdl of an unknown MDL".into());
+        }
+    });
+}
+
+/// The client memory a `WSK_BUF` names, checked against its MDL.
+fn buffer_range(s: &mut State, buffer: *const WSK_BUF) -> Option<(usize, usize)> {
+    // SAFETY: the client passes a valid WSK_BUF for the call.
+    let buf = unsafe { *buffer };
+    let Some(&Mdl { va, len, built, .. }) = s.mdls.get(&(buf.Mdl as usize)) else {
+        s.violation("a WSK_BUF whose MDL the client never allocated".into());
+        return None;
+    };
+    if !built {
+        s.violation("a WSK_BUF whose MDL was never built (MmBuildMdlForNonPagedPool)".into());
+    }
+    let offset = buf.Offset as usize;
+    if offset + buf.Length > len {
+        s.violation(format!(
+            "WSK_BUF offset {offset} length {} past its MDL of {len} bytes (a bugcheck on Windows)",
+            buf.Length
+        ));
+        return None;
+    }
+    Some((va + offset, buf.Length))
+}
+
+fn peer(s: &mut State, socket: *mut WSK_SOCKET) -> Option<&mut Peer> {
+    s.peers.get_mut(&(socket as usize))
+}
+
+fn config(s: &State, provider: ProviderId) -> Option<&crate::ProviderConfig> {
+    s.provider(provider).map(|p| &p.config)
+}
+
+/// Takes `irp`, and completes it with `status` on a provider thread.
+fn complete_later(irp: *mut IRP, status: Status, information: usize) -> NTSTATUS {
+    if !irp::begin(irp) {
+        return Status::INVALID_PARAMETER.raw();
+    }
+    let irp = irp as usize;
+    crate::kernel::spawn_provider(move || irp::complete(irp as *mut IRP, status, information));
+    Status::PENDING.raw()
+}
+
+unsafe extern "system" fn bind(
+    Socket: *mut WSK_SOCKET,
+    _LocalAddress: *mut SOCKADDR,
+    _Flags: u32,
+    Irp: *mut IRP,
+) -> NTSTATUS {
+    let known = state::with(|s| {
+        image::driver_calls(s, "WskBind");
+        s.events.push(Event::WskBind);
+        peer(s, Socket).is_some()
+    });
+    if !known {
+        state::with(|s| s.violation("WskBind on a socket that is not open".into()));
+        return Status::INVALID_PARAMETER.raw();
+    }
+    complete_later(Irp, Status::SUCCESS, 0)
+}
+
+unsafe extern "system" fn connect(
+    Socket: *mut WSK_SOCKET,
+    _RemoteAddress: *mut SOCKADDR,
+    _Flags: u32,
+    Irp: *mut IRP,
+) -> NTSTATUS {
+    let answer = state::with(|s| {
+        image::driver_calls(s, "WskConnect");
+        let provider = peer(s, Socket)?.provider;
+        let failure = config(s, provider).and_then(|c| c.connect_failure);
+        s.events.push(Event::WskConnect {
+            status: failure.unwrap_or(Status::SUCCESS),
+        });
+        if failure.is_none() {
+            peer(s, Socket)?.connected = true;
+        }
+        Some(failure.unwrap_or(Status::SUCCESS))
+    });
+    let Some(status) = answer else {
+        state::with(|s| s.violation("WskConnect on a socket that is not open".into()));
+        return Status::INVALID_PARAMETER.raw();
+    };
+    complete_later(Irp, status, 0)
+}
+
+unsafe extern "system" fn send(
+    Socket: *mut WSK_SOCKET,
+    Buffer: *mut WSK_BUF,
+    _Flags: u32,
+    Irp: *mut IRP,
+) -> NTSTATUS {
+    let answer = state::with(|s| {
+        image::driver_calls(s, "WskSend");
+        let (va, length) = buffer_range(s, Buffer)?;
+        let peer = peer(s, Socket)?;
+        if !peer.connected {
+            return Some(Err(Status::from_raw(wsk_sys::STATUS_INVALID_DEVICE_STATE)));
+        }
+        // SAFETY: the client's buffer, checked against its MDL, valid for the request.
+        let bytes = unsafe { std::slice::from_raw_parts(va as *const u8, length) };
+        let provider = peer.provider;
+        let silent = s.provider(provider).is_some_and(|p| p.config.peer_silent);
+        let peer = s.peers.get_mut(&(Socket as usize))?;
+        if !silent {
+            peer.echo.extend(bytes);
+        }
+        s.events.push(Event::WskSend { bytes: length });
+        Some(Ok(length))
+    });
+    match answer {
+        Some(Ok(length)) => {
+            let status = complete_later(Irp, Status::SUCCESS, length);
+            deliver(Socket);
+            status
+        }
+        Some(Err(status)) => complete_later(Irp, status, 0),
+        None => Status::INVALID_PARAMETER.raw(),
+    }
+}
+
+unsafe extern "system" fn receive(
+    Socket: *mut WSK_SOCKET,
+    Buffer: *mut WSK_BUF,
+    _Flags: u32,
+    Irp: *mut IRP,
+) -> NTSTATUS {
+    let taken = state::with(|s| {
+        image::driver_calls(s, "WskReceive");
+        s.events.push(Event::WskReceive);
+        let (va, length) = buffer_range(s, Buffer)?;
+        let peer = peer(s, Socket)?;
+        if peer.receive.is_some() {
+            s.violation("a second WskReceive while one is pending".into());
+            return None;
+        }
+        peer.receive = Some((Irp as usize, va, length));
+        Some(())
+    });
+    if taken.is_none() {
+        return Status::INVALID_PARAMETER.raw();
+    }
+    if !irp::begin(Irp) {
+        return Status::INVALID_PARAMETER.raw();
+    }
+    deliver(Socket);
+    Status::PENDING.raw()
+}
+
+/// Completes the socket's pending receive if data is there.
+fn deliver(socket: *mut WSK_SOCKET) {
+    let done = state::with(|s| {
+        let peer = peer(s, socket)?;
+        if peer.echo.is_empty() {
+            return None;
+        }
+        let (irp, va, length) = peer.receive.take()?;
+        let n = length.min(peer.echo.len());
+        let bytes: Vec<u8> = peer.echo.drain(..n).collect();
+        // SAFETY: the pending receive's buffer, checked against its MDL when it was posted.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), va as *mut u8, n) };
+        Some((irp, n))
+    });
+    if let Some((irp, n)) = done {
+        crate::kernel::spawn_provider(move || irp::complete(irp as *mut IRP, Status::SUCCESS, n));
+    }
+}
+
+/// `IoCancelIrp` of a pending receive: completed with `STATUS_CANCELLED`, unless the provider
+/// ignores cancels (as Wine's does).
+pub(crate) fn cancel(irp: usize) {
+    let cancelled = state::with(|s| {
+        let (socket, provider) = s
+            .peers
+            .iter()
+            .find(|(_, p)| p.receive.is_some_and(|r| r.0 == irp))
+            .map(|(k, p)| (*k, p.provider))?;
+        if s.provider(provider)
+            .is_some_and(|p| p.config.ignores_cancel)
+        {
+            return None;
+        }
+        s.peers.get_mut(&socket)?.receive = None;
+        Some(())
+    });
+    if cancelled.is_some() {
+        crate::kernel::spawn_provider(move || {
+            irp::complete(
+                irp as *mut IRP,
+                Status::from_raw(wsk_sys::STATUS_CANCELLED),
+                0,
+            );
+        });
+    }
+}
+
+unsafe extern "system" fn disconnect(
+    Socket: *mut WSK_SOCKET,
+    _Buffer: *mut WSK_BUF,
+    _Flags: u32,
+    Irp: *mut IRP,
+) -> NTSTATUS {
+    let stub = state::with(|s| {
+        image::driver_calls(s, "WskDisconnect");
+        s.events.push(Event::WskDisconnect);
+        let provider = peer(s, Socket)?.provider;
+        Some(config(s, provider).is_some_and(|c| c.disconnect_stub))
+    });
+    match stub {
+        None => Status::INVALID_PARAMETER.raw(),
+        // Wine: an answer, and the IRP never completed.
+        Some(true) => wsk_sys::STATUS_NOT_IMPLEMENTED,
+        Some(false) => complete_later(Irp, Status::SUCCESS, 0),
+    }
+}
+
+/// `WskCloseSocket`: completes a pending receive with `STATUS_CANCELLED`, then the close.
+unsafe extern "system" fn close(Socket: *mut WSK_SOCKET, Irp: *mut IRP) -> NTSTATUS {
+    let receive = state::with(|s| {
+        image::driver_calls(s, "WskCloseSocket");
+        s.events.push(Event::WskCloseSocket);
+        let peer = peer(s, Socket)?;
+        Some(peer.receive.take())
+    });
+    let Some(receive) = receive else {
+        state::with(|s| s.violation(format!("WskCloseSocket of {Socket:p}: not an open socket")));
+        return Status::INVALID_PARAMETER.raw();
+    };
+    if !irp::begin(Irp) {
+        return Status::INVALID_PARAMETER.raw();
+    }
+    let (socket, irp) = (Socket as usize, Irp as usize);
+    crate::kernel::spawn_provider(move || {
+        if let Some((pending, _, _)) = receive {
+            irp::complete(
+                pending as *mut IRP,
+                Status::from_raw(wsk_sys::STATUS_CANCELLED),
+                0,
+            );
+        }
+        state::with(|s| {
+            s.peers.remove(&socket);
+        });
+        irp::complete(irp as *mut IRP, Status::SUCCESS, 0);
+    });
+    Status::PENDING.raw()
+}
