@@ -1,9 +1,11 @@
 """What the Speakeasy and Wine suites expect of each driver image that embeds wsk-client.
 
-Both images run the same library code and log the same lines; a profile holds what differs.
-The profile is chosen by the image's file name (`wsk_attach.sys`, `wsk_echo.sys`); any other
-name is an error, unless $WSK_DRIVER_PROFILE names the profile to use (for a renamed copy of an
-image, or to check that the suites fail when the profile does not fit the image).
+The images run the same library code and log the same lines; a profile holds what differs.
+The profile is chosen by the image's file name as `cargo xtask sys` builds it (`wsk_attach.sys`,
+`wsk_echo.sys`, `wsk_echo_wskregister.sys`); any other name is an error, unless
+$WSK_DRIVER_PROFILE names the profile to use (for a renamed copy of an image — the test-signed
+packages are `target/package/<profile>/<service>.sys` — or to check that the suites fail when
+the profile does not fit the image).
 """
 from __future__ import annotations
 
@@ -15,43 +17,92 @@ from typing import Dict, Optional, Tuple
 # Where `cargo xtask sys` puts the images.
 IMAGE_DIR = os.path.join("target", "x86_64-pc-windows-msvc", "release")
 
+# The echo driver's connection (examples/wsk-echo/src/connection.rs): after registering, a work
+# item takes a binding reference and keeps it in a pool block; when a detach or the unload begins,
+# a work item lets it go.
+CONNECTION_OPEN_LOG = "connection: holding a binding reference"
+CONNECTION_CLOSE_LOG = "connection: reference released"
+
 
 @dataclass(frozen=True)
 class DriverProfile:
     """One driver image, as the tests see it.
 
-    name: the client's name: the image is `<name>.sys`, every log line starts `<name>: `.
-    service: the service name `sc create` gives it (the INF's).
+    name: the profile's name: the image is built as `<name>.sys` (the file name that selects this
+      profile).
+    service: the service name `sc create` gives it (the INF's), and the file name it is installed
+      under (`<service>.sys`).
+    log_name: the client's name: every log line starts `<log_name>: ` (default: `name`).
+    backend: how the library attaches: "nmr" (NmrRegisterClient and the NMR callbacks) or
+      "wskregister" (WskRegister / WskCaptureProviderNPI / WskReleaseProviderNPI / WskDeregister).
     binding_tag: the pool tag of the binding contexts (the library's allocations).
-    module_id: the NPI_MODULEID GUID in its NPI_CLIENT_CHARACTERISTICS.
-    own_tags: the driver's own allocations, one block per tag: allocated in DriverEntry before
-      NmrRegisterClient, freed in DriverUnload after NmrWaitForClientDeregisterComplete.
-    setup_logs: logged in DriverEntry after the `pool:` line, before NmrRegisterClient.
+    work_item_tag: the pool tag of the library's work item contexts (one block per queued work
+      item, allocated before IoAllocateWorkItem, freed by the work item's routine).
+    module_id: the NPI_MODULEID GUID in its NPI_CLIENT_CHARACTERISTICS (NMR backend).
+    own_tags: the driver's own allocations, one block per tag: allocated in DriverEntry before it
+      registers, freed in DriverUnload after the deregistration completed.
+    setup_logs: logged in DriverEntry after the `pool:` line, before it registers.
     teardown_logs: logged in DriverUnload once deregistration is complete, before the
       `unloaded, live pool allocations: N` line.
     setup_failure_log: logged when DriverEntry's own allocation fails (None: it has none).
-    Log lines are given without the `<name>: ` prefix.
+    connection_tag: the driver holds a connection — a binding reference in a pool block with this
+      tag, taken by a work item queued once DriverEntry registered (logs CONNECTION_OPEN_LOG),
+      let go by a work item queued when a detach or the unload begins (logs
+      CONNECTION_CLOSE_LOG); so a provider detach pends and the unload waits for it. None: no
+      connection (the driver queues no work item).
+    Log lines are given without the `<log_name>: ` prefix.
     """
 
     name: str
     service: str
     binding_tag: str
     module_id: uuid.UUID
+    backend: str = "nmr"
+    log_name: Optional[str] = None
+    work_item_tag: Optional[str] = None
     own_tags: Tuple[str, ...] = ()
     setup_logs: Tuple[str, ...] = ()
     teardown_logs: Tuple[str, ...] = ()
     setup_failure_log: Optional[str] = None
+    connection_tag: Optional[str] = None
+
+    def __post_init__(self):
+        if self.backend not in ("nmr", "wskregister"):
+            raise ValueError("%s: unknown backend %r" % (self.name, self.backend))
+        if self.work_item_tag is None:  # the library's default: the binding tag, last char W
+            object.__setattr__(self, "work_item_tag", self.binding_tag[:3] + "W")
 
     @property
     def prefix(self) -> str:
-        return self.name + ": "
+        return (self.log_name or self.name) + ": "
 
     @property
     def image_name(self) -> str:
+        """The built image's file name (selects the profile)."""
         return self.name + ".sys"
 
+    @property
+    def sys_name(self) -> str:
+        """The file name the image is installed under (the service's)."""
+        return self.service + ".sys"
+
+    @property
+    def connection(self) -> bool:
+        return self.connection_tag is not None
+
+    @property
+    def registered_log(self) -> str:
+        """The line that ends a successful registration."""
+        return ("registered as WSK NPI client" if self.backend == "nmr"
+                else "registered as WSK client (WskRegister)")
+
+    @property
+    def started_log(self) -> str:
+        """The last line of a start: the connection's, else the registration's."""
+        return CONNECTION_OPEN_LOG if self.connection else self.registered_log
+
     def log(self, text: str) -> str:
-        """A log line of this driver: `<name>: text`."""
+        """A log line of this driver: `<log_name>: text`."""
         return self.prefix + text
 
 
@@ -66,14 +117,34 @@ WSK_ECHO = DriverProfile(
     name="wsk_echo",
     service="wsk_echo",
     binding_tag="EchB",
+    work_item_tag="EchW",
     module_id=uuid.UUID("9A3C5E21-6B7D-4F80-A1B2-C3D4E5F60718"),
     own_tags=("EchD",),
     setup_logs=("setup: driver context ready (start 1)",),
     teardown_logs=("teardown: driver context freed",),
     setup_failure_log="setup failed: no pool",
+    connection_tag="EchC",
 )
 
-PROFILES: Dict[str, DriverProfile] = {p.image_name: p for p in (WSK_ATTACH, WSK_ECHO)}
+# The same example built with the `wsk-register` feature: the same service, file and log name
+# (and tags, and module id, which this backend never hands to NMR itself).
+WSK_ECHO_WSKREGISTER = DriverProfile(
+    name="wsk_echo_wskregister",
+    service="wsk_echo",
+    log_name="wsk_echo",
+    backend="wskregister",
+    binding_tag="EchB",
+    work_item_tag="EchW",
+    module_id=uuid.UUID("9A3C5E21-6B7D-4F80-A1B2-C3D4E5F60718"),
+    own_tags=("EchD",),
+    setup_logs=("setup: driver context ready (start 1)",),
+    teardown_logs=("teardown: driver context freed",),
+    setup_failure_log="setup failed: no pool",
+    connection_tag="EchC",
+)
+
+PROFILES: Dict[str, DriverProfile] = {
+    p.image_name: p for p in (WSK_ATTACH, WSK_ECHO, WSK_ECHO_WSKREGISTER)}
 
 # The image tested when $WSK_DRIVER_SYS is not set: the seed driver.
 DEFAULT_IMAGE = os.path.join(IMAGE_DIR, WSK_ATTACH.image_name)

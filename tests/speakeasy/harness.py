@@ -1,9 +1,13 @@
-"""Run a driver image built on wsk-client (wsk_attach.sys, wsk_echo.sys) under Mandiant's Speakeasy,
-with this file playing NMR and the WSK provider.
+"""Run a driver image built on wsk-client (wsk_attach.sys, wsk_echo.sys, wsk_echo_wskregister.sys)
+under Mandiant's Speakeasy, with this file playing NMR, the WSK subsystem and the parts of the
+kernel the images rely on.
 
 Speakeasy (pinned in requirements.txt) emulates an x64 kernel driver with unicorn. It implements
 DbgPrintEx, ExAllocatePoolWithTag, ExFreePoolWithTag, MmGetSystemRoutineAddress, ... but neither
-ExAllocatePool2 nor any Nmr* function. This module adds them as API hooks and models:
+ExAllocatePool2 nor any Nmr* function nor IoAllocateWorkItem / IoQueueWorkItem / IoFreeWorkItem;
+its KeWaitForSingleObject returns at once, its events and device objects are stubs, and its
+WskCaptureProviderNPI always succeeds (and writes nothing the second time). This module adds or
+replaces them as API hooks and models:
 
 * NMR: NmrRegisterClient / NmrDeregisterClient / NmrWaitForClientDeregisterComplete /
   NmrClientAttachProvider / NmrClientDetachProviderComplete, including NMR calling the driver's
@@ -12,13 +16,20 @@ ExAllocatePool2 nor any Nmr* function. This module adds them as API hooks and mo
 * the WSK provider: an NPI_REGISTRATION_INSTANCE (NpiId, ModuleId, WSK_PROVIDER_CHARACTERISTICS)
   in emulated memory, an answer per requested WSK version, and a WSK_PROVIDER_DISPATCH whose six
   functions are hooks;
+* the WskRegister layer: WskRegister / WskCaptureProviderNPI (WSK_NO_WAIT, a timeout, or
+  WSK_INFINITE_WAIT, against a provider that is ready at load, later, or never) /
+  WskReleaseProviderNPI / WskDeregister, with the same per-version answers as the NMR provider;
+* device objects (IoCreateDevice / IoDeleteDevice), work items (IoAllocateWorkItem /
+  IoQueueWorkItem / IoFreeWorkItem: queued routines run on worker threads of the harness) and
+  events (KeInitializeEvent / KeSetEvent / KeClearEvent / KeResetEvent / KeWaitForSingleObject,
+  with an emulated clock for timeouts);
 * the pool: every allocation and free, per tag, for the balance check at unload;
 * RtlGetVersion: the Windows version of the scenario (the driver picks its pool type by it).
 
-What is expected of the image (log prefix, pool tags, NMR module id, ...) is its driver profile
-(tests/driver_profiles.py), chosen by the image's file name.
+What is expected of the image (log prefix, pool tags, NMR module id, backend, ...) is its driver
+profile (tests/driver_profiles.py), chosen by the image's file name or $WSK_DRIVER_PROFILE.
 
-How a hook makes the emulated CPU call into the driver (see ``_CallEngine``): a hook for a function
+How a hook makes the emulated CPU call into the driver (see ``_drive``): a hook for a function
 Speakeasy does not implement ends with Speakeasy "returning" to the address found at [RSP]. The
 hook points RSP at a scratch frame ``[callee, stub, home space...]``, so that return lands on the
 driver's callback with return address ``stub``; ``stub`` is a real code stub ``jmp [rip+0]`` to a
@@ -26,11 +37,26 @@ reserved address hooked as ``harness.CallbackReturn`` (a ``ret`` straight into S
 range executes nothing, hence the stub). That hook reads RAX, and either sets up the next call or
 puts RSP back on the original frame, so Speakeasy returns to the driver's original call site.
 The NMR behaviour is written as Python generators that ``yield Call(...)`` and get the RAX back.
+(For a function Speakeasy does implement, it only returns by itself when the hook left RSP and
+RIP alone, so ``_wrap`` does that return when the hook moved RSP.)
+
+Threads (see ``Thread`` and ``schedule``): Speakeasy's runs (DriverEntry, the harness's "after
+DriverEntry" run, DriverUnload) are one thread each, on Speakeasy's stack; each work item runs on
+a worker thread of its own, with its own 24 KiB stack. Only one runs at a time, and a switch
+happens only inside a hook: a thread that must wait (KeWaitForSingleObject on an event that is not
+signalled, WskCaptureProviderNPI with a wait while the provider is not ready, the harness's own
+"let everything settle") has its registers saved and the scheduler resumes another one (its
+registers restored, the value of its blocked call returned), or starts a queued work item. A wait
+resumes with its success value once its condition holds, with its timeout value when the emulated
+clock reaches its deadline (time advances only when nothing else can run), and is reported as a
+violation when nothing could ever satisfy it (the emulation of that thread is then abandoned
+instead of looping).
 
 Use ``run_scenario(path, scenario)`` -> ``Result``; ``format_trace(result)`` renders a trace.
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
 import os
@@ -48,6 +74,7 @@ from driver_profiles import DriverProfile, UnknownDriver, profile_for  # noqa: E
 # Constants (values from wdm.h / netioddk.h / wsk.h; see shared/reference/nmr-wsk-abi.md)
 # ---------------------------------------------------------------------------------------------
 STATUS_SUCCESS = 0x00000000
+STATUS_TIMEOUT = 0x00000102
 STATUS_PENDING = 0x00000103
 STATUS_UNSUCCESSFUL = 0xC0000001
 STATUS_NOT_IMPLEMENTED = 0xC0000002
@@ -56,9 +83,12 @@ STATUS_INSUFFICIENT_RESOURCES = 0xC000009A
 STATUS_NOT_SUPPORTED = 0xC00000BB
 STATUS_NOINTERFACE = 0xC00002B9
 STATUS_DEVICE_NOT_READY = 0xC00000A3
+STATUS_INVALID_DEVICE_STATE = 0xC0000184
+STATUS_OBJECT_NAME_COLLISION = 0xC0000035
 
 STATUS_NAMES = {
     STATUS_SUCCESS: "STATUS_SUCCESS",
+    STATUS_TIMEOUT: "STATUS_TIMEOUT",
     STATUS_PENDING: "STATUS_PENDING",
     STATUS_UNSUCCESSFUL: "STATUS_UNSUCCESSFUL",
     STATUS_NOT_IMPLEMENTED: "STATUS_NOT_IMPLEMENTED",
@@ -67,10 +97,14 @@ STATUS_NAMES = {
     STATUS_NOT_SUPPORTED: "STATUS_NOT_SUPPORTED",
     STATUS_NOINTERFACE: "STATUS_NOINTERFACE",
     STATUS_DEVICE_NOT_READY: "STATUS_DEVICE_NOT_READY",
+    STATUS_INVALID_DEVICE_STATE: "STATUS_INVALID_DEVICE_STATE",
+    STATUS_OBJECT_NAME_COLLISION: "STATUS_OBJECT_NAME_COLLISION",
 }
 
 WSK_1_0 = 0x0100
 WSK_1_1 = 0x0101
+WSK_NO_WAIT = 0
+WSK_INFINITE_WAIT = 0xFFFFFFFF
 
 NPI_WSK_INTERFACE_ID = uuid.UUID("2227E803-8D8B-11D4-ABAD-009027719E09")
 # The NPI id of the network-layer NPI, used as a "wrong NpiId" in tests.
@@ -82,14 +116,40 @@ POOL_FLAG_NON_PAGED = 0x40
 NON_PAGED_POOL = 0  # before Windows 8
 NON_PAGED_POOL_NX = 512
 
+NOTIFICATION_EVENT = 0
+SYNCHRONIZATION_EVENT = 1
+EVENT_TYPES = {NOTIFICATION_EVENT: "NotificationEvent",
+               SYNCHRONIZATION_EVENT: "SynchronizationEvent"}
+WORK_QUEUES = {0: "CriticalWorkQueue", 1: "DelayedWorkQueue", 2: "HyperCriticalWorkQueue",
+               3: "NormalWorkQueue", 4: "BackgroundWorkQueue", 5: "RealTimeWorkQueue",
+               6: "SuperCriticalWorkQueue"}
+DELAYED_WORK_QUEUE = 1
+
 # Sizes / offsets (x64)
 SIZEOF_NPI_CLIENT_CHARACTERISTICS = 72
 SIZEOF_NPI_REGISTRATION_INSTANCE = 40
 SIZEOF_NPI_MODULEID = 24
 SIZEOF_WSK_CLIENT_DISPATCH = 16
 SIZEOF_WSK_PROVIDER_DISPATCH = 56
+SIZEOF_WSK_CLIENT_NPI = 16
+SIZEOF_WSK_PROVIDER_NPI = 16
+SIZEOF_WSK_REGISTRATION = 24
+SIZEOF_KEVENT = 24
+SIZEOF_DEVICE_OBJECT = 0x150
+SIZEOF_IO_WORKITEM = 0x58  # opaque; what IoSizeofWorkItem says on x64
+DRIVER_OBJECT_DEVICE_OBJECT = 0x08
 DRIVER_OBJECT_DRIVER_UNLOAD = 0x68
+DEVICE_OBJECT_DRIVER_OBJECT = 0x08
+DEVICE_OBJECT_NEXT_DEVICE = 0x10
+IO_TYPE_DEVICE = 3
 KERNEL_STACK_SIZE = 0x6000  # x64
+
+# The emulated clock counts in 100 ns units, like the kernel's.
+TICKS_PER_MS = 10_000
+# A wait that keeps timing out while nothing else happens is reported after this many timeouts,
+# and the emulation of a scenario stops at this emulated time.
+MAX_FRUITLESS_TIMEOUTS = 60
+MAX_EMULATED_TIME = 3600 * 1000 * TICKS_PER_MS
 
 WSK_PROVIDER_DISPATCH_FUNCS = [  # (name, argc), in table order from +8
     ("WskSocket", 11),
@@ -101,6 +161,8 @@ WSK_PROVIDER_DISPATCH_FUNCS = [  # (name, argc), in table order from +8
 ]
 
 DEFAULT_IMAGE = driver_profiles.DEFAULT_IMAGE
+
+BACKENDS = ("nmr", "wskregister")
 
 
 def status_name(st: Optional[int]) -> str:
@@ -114,6 +176,10 @@ def version_name(v: Optional[int]) -> str:
     if v is None:
         return "?"
     return "%d.%d (0x%04x)" % (v >> 8, v & 0xFF, v)
+
+
+def short_version(v: int) -> str:
+    return "%d.%d" % (v >> 8, v & 0xFF)
 
 
 def pool_tag(text: str) -> int:
@@ -135,6 +201,10 @@ def guid_bytes(g: uuid.UUID) -> bytes:
     return g.bytes_le
 
 
+def seconds(ticks: int) -> str:
+    return "%.3f s" % (ticks / (1000.0 * TICKS_PER_MS))
+
+
 # ---------------------------------------------------------------------------------------------
 # Scenario description
 # ---------------------------------------------------------------------------------------------
@@ -143,10 +213,12 @@ AttachAnswer = Union[None, Dict[int, int], Callable[[int, int], int]]
 
 @dataclass
 class Provider:
-    """One WSK provider registration, as NMR presents it to the client.
+    """One WSK provider registration, as NMR presents it to the client (NMR backend), or the WSK
+    subsystem behind WskCaptureProviderNPI (WskRegister backend).
 
     highest/lowest: WSK_PROVIDER_CHARACTERISTICS. characteristics=False makes
-    NpiSpecificCharacteristics NULL. answers: how NmrClientAttachProvider answers a request for a
+    NpiSpecificCharacteristics NULL. answers: how NmrClientAttachProvider (or
+    WskCaptureProviderNPI, for the version the client registered) answers a request for a
     version: a dict {version: status} (versions not in it: STATUS_NOINTERFACE), a function
     (version, try_index) -> status, or None: STATUS_SUCCESS inside [lowest, highest], else
     STATUS_NOINTERFACE (what the real WSK subsystem does).
@@ -187,6 +259,8 @@ class Provider:
             else:
                 parts.append("answers " + ", ".join(
                     "%s->%s" % (version_name(v), status_name(s)) for v, s in self.answers.items()))
+        if self.dispatch_version is not None:
+            parts.append("its WSK_PROVIDER_DISPATCH says %s" % version_name(self.dispatch_version))
         return "%s: %s" % (self.name, "; ".join(parts))
 
 
@@ -195,9 +269,10 @@ class Scenario:
     """What the emulated system looks like and does, from driver load to unload.
 
     providers: registered with NMR before the driver loads, so NMR attaches them from inside
-      NmrRegisterClient (before it has written the client handle).
-    after_entry: provider events after DriverEntry returned, before DriverUnload, as
-      ("register", Provider) or ("deregister", provider_name).
+      NmrRegisterClient (before it has written the client handle). For the WskRegister backend,
+      the first one is the WSK subsystem, ready at load.
+    after_entry: provider events after DriverEntry returned (and its work items ran), before
+      DriverUnload, as ("register", Provider) or ("deregister", provider_name) (NMR backend).
     exallocatepool2: whether MmGetSystemRoutineAddress(L"ExAllocatePool2") finds it.
     windows_version: (major, minor, build) that RtlGetVersion reports; from 6.2 (Windows 8) on,
       the driver's ExAllocatePoolWithTag fallback asks for NonPagedPoolNx, before it NonPagedPool.
@@ -205,8 +280,18 @@ class Scenario:
     fail_binding_allocations: every allocation with the driver's binding tag (a binding context)
       returns NULL; the driver's own allocations succeed.
     fail_allocations: the pool allocations with these numbers (1: the first) return NULL.
-    register_status: what NmrRegisterClient returns (non-success: no attach happens).
+    register_status: what NmrRegisterClient (or WskRegister) returns (non-success: no attach).
+    create_device_status: what IoCreateDevice returns.
+    work_delay_ms: a queued work item starts this long after IoQueueWorkItem (busy worker
+      threads); 0: as soon as nothing else runs.
+    unload_after_ms: `sc stop` comes this long after everything DriverEntry started has settled.
+    wsk_ready_after_ms: WskRegister backend, no `providers`: the WSK subsystem becomes ready this
+      long after the load (None: never).
     drivers: the driver profiles (names) the scenario is meant for; empty: every driver.
+    backends: the backends ("nmr", "wskregister") the scenario is meant for.
+    needs_own_setup: meant for drivers with allocations of their own in DriverEntry only.
+    load_fails_for: the backends whose DriverEntry fails in this scenario, by design.
+    wsk_description: the description for the WskRegister backend, when it differs.
     """
 
     name: str = "default"
@@ -219,10 +304,39 @@ class Scenario:
     fail_binding_allocations: bool = False
     fail_allocations: Tuple[int, ...] = ()
     register_status: int = STATUS_SUCCESS
+    create_device_status: int = STATUS_SUCCESS
+    work_delay_ms: int = 0
+    unload_after_ms: int = 0
+    wsk_ready_after_ms: Optional[int] = None
     drivers: Tuple[str, ...] = ()
+    backends: Tuple[str, ...] = BACKENDS
+    needs_own_setup: bool = False
+    load_fails_for: Tuple[str, ...] = ()
+    wsk_description: Optional[str] = None
 
     def is_for(self, profile: DriverProfile) -> bool:
-        return not self.drivers or profile.name in self.drivers
+        return ((not self.drivers or profile.name in self.drivers)
+                and profile.backend in self.backends
+                and (not self.needs_own_setup or bool(profile.own_tags)))
+
+    def load_fails(self, profile: DriverProfile) -> bool:
+        return profile.backend in self.load_fails_for
+
+    def describe_for(self, profile: Optional[DriverProfile]) -> str:
+        if profile is not None and profile.backend == "wskregister" and self.wsk_description:
+            return self.wsk_description
+        return self.description
+
+    def applies_to(self) -> str:
+        """For --list: which drivers the scenario is for, when not all."""
+        parts = []
+        if self.drivers:
+            parts.append(", ".join(self.drivers) + " only")
+        if tuple(self.backends) != BACKENDS:
+            parts.append(" and ".join(self.backends) + " backend only")
+        if self.needs_own_setup:
+            parts.append("drivers with their own set-up only")
+        return "; ".join(parts)
 
 
 def _inverted(h, l):
@@ -234,34 +348,50 @@ SCENARIOS: Dict[str, Scenario] = {
     "wsk10-only": Scenario(
         name="wsk10-only",
         description="a provider that only speaks WSK 1.0 (Windows Vista): 1.1 is never asked for",
+        wsk_description="a WSK subsystem that only speaks WSK 1.0: the capture at 1.1 gets "
+                        "STATUS_NOINTERFACE, the driver re-registers at 1.0",
         providers=[Provider(name="WSK 1.0 provider", highest=WSK_1_0, lowest=WSK_1_0)]),
     "fallback": Scenario(
         name="fallback",
         description="the provider advertises 1.0..1.1 but refuses 1.1 with STATUS_NOINTERFACE",
+        wsk_description="WskCaptureProviderNPI refuses 1.1 with STATUS_NOINTERFACE: WskDeregister, "
+                        "WskRegister at 1.0, capture again",
         providers=[Provider(answers={WSK_1_1: STATUS_NOINTERFACE, WSK_1_0: STATUS_SUCCESS})]),
     "wsk12-only": Scenario(
         name="wsk12-only",
         description="a provider offering only WSK 1.2: no version in common, nothing allocated",
-        providers=[Provider(name="WSK 1.2 provider", highest=0x0102, lowest=0x0102)]),
+        wsk_description="a WSK subsystem offering only WSK 1.2: both captures STATUS_NOINTERFACE, "
+                        "the load fails",
+        providers=[Provider(name="WSK 1.2 provider", highest=0x0102, lowest=0x0102)],
+        load_fails_for=("wskregister",)),
     "all-nointerface": Scenario(
         name="all-nointerface",
         description="the provider advertises 1.0..1.1 but refuses every version",
-        providers=[Provider(answers={WSK_1_1: STATUS_NOINTERFACE, WSK_1_0: STATUS_NOINTERFACE})]),
+        wsk_description="WskCaptureProviderNPI refuses every version: the load fails",
+        providers=[Provider(answers={WSK_1_1: STATUS_NOINTERFACE, WSK_1_0: STATUS_NOINTERFACE})],
+        load_fails_for=("wskregister",)),
     "nmr-error": Scenario(
         name="nmr-error",
         description="NmrClientAttachProvider fails with STATUS_INSUFFICIENT_RESOURCES: no retry",
+        wsk_description="WskCaptureProviderNPI fails with STATUS_INSUFFICIENT_RESOURCES: no "
+                        "retry, the load fails",
         providers=[Provider(answers={WSK_1_1: STATUS_INSUFFICIENT_RESOURCES,
-                                     WSK_1_0: STATUS_SUCCESS})]),
+                                     WSK_1_0: STATUS_SUCCESS})],
+        load_fails_for=("wskregister",)),
     "no-pool": Scenario(
         name="no-pool",
         description="every allocation of a binding context fails (the driver's own ones do not)",
-        fail_binding_allocations=True),
+        wsk_description="the binding context's allocation fails after the capture: released, "
+                        "deregistered, the load fails",
+        fail_binding_allocations=True,
+        load_fails_for=("wskregister",)),
     "setup-no-pool": Scenario(
         name="setup-no-pool",
-        description="the first pool allocation, wsk_echo's own context in DriverEntry, fails: "
-                    "the load fails before NmrRegisterClient",
+        description="the first pool allocation, the driver's own context in DriverEntry, fails: "
+                    "the load fails before it registers",
         fail_allocations=(1,),
-        drivers=("wsk_echo",)),
+        needs_own_setup=True,
+        load_fails_for=BACKENDS),
     "no-exallocatepool2": Scenario(
         name="no-exallocatepool2",
         description="a pre-2004 kernel (Windows 10 1909): no ExAllocatePool2, so "
@@ -275,33 +405,70 @@ SCENARIOS: Dict[str, Scenario] = {
     "null-characteristics": Scenario(
         name="null-characteristics",
         description="a registration instance whose NpiSpecificCharacteristics is NULL",
-        providers=[Provider(name="provider without characteristics", characteristics=False)]),
+        providers=[Provider(name="provider without characteristics", characteristics=False)],
+        backends=("nmr",)),
     "wrong-npiid": Scenario(
         name="wrong-npiid",
         description="a registration instance of another NPI",
-        providers=[Provider(name="non-WSK provider", npi_id=NPI_OTHER_INTERFACE_ID)]),
+        providers=[Provider(name="non-WSK provider", npi_id=NPI_OTHER_INTERFACE_ID)],
+        backends=("nmr",)),
     "inverted-range": Scenario(
         name="inverted-range",
         description="a provider whose LowestVersion (1.1) is above its HighestVersion (1.0)",
-        providers=[_inverted(WSK_1_0, WSK_1_1)]),
+        providers=[_inverted(WSK_1_0, WSK_1_1)],
+        backends=("nmr",)),
     "late-provider": Scenario(
         name="late-provider",
         description="no provider at load; WSK registers later, deregisters, registers again",
         providers=[],
         after_entry=[("register", Provider()), ("deregister", "WSK provider"),
-                     ("register", Provider())]),
+                     ("register", Provider())],
+        backends=("nmr",)),
     "register-fails": Scenario(
         name="register-fails",
         description="NmrRegisterClient fails (STATUS_INSUFFICIENT_RESOURCES): the load fails",
-        register_status=STATUS_INSUFFICIENT_RESOURCES),
+        wsk_description="WskRegister fails (STATUS_INSUFFICIENT_RESOURCES): the load fails",
+        register_status=STATUS_INSUFFICIENT_RESOURCES,
+        load_fails_for=BACKENDS),
+    "device-fails": Scenario(
+        name="device-fails",
+        description="IoCreateDevice fails (STATUS_INSUFFICIENT_RESOURCES): the driver does not "
+                    "register, the load fails",
+        create_device_status=STATUS_INSUFFICIENT_RESOURCES,
+        load_fails_for=BACKENDS),
     "detach-during-attach": Scenario(
         name="detach-during-attach",
         description="the provider deregisters while NmrClientAttachProvider is still returning",
-        providers=[Provider(detach_during_attach=True)]),
+        providers=[Provider(detach_during_attach=True)],
+        backends=("nmr",)),
     "provider-detach": Scenario(
         name="provider-detach",
         description="attach at load, then the WSK provider deregisters before the driver unloads",
-        after_entry=[("deregister", "WSK provider")]),
+        after_entry=[("deregister", "WSK provider")],
+        backends=("nmr",)),
+    "busy-workers": Scenario(
+        name="busy-workers",
+        description="the system's worker threads are busy: a work item starts 12 s after it is "
+                    "queued; sc stop 20 s after load (the unload's 5 s waits time out)",
+        work_delay_ms=12_000, unload_after_ms=20_000),
+    "wsk-dispatch-1.0": Scenario(
+        name="wsk-dispatch-1.0",
+        description="a WSK subsystem like Wine's: WskRegister at 1.1 accepted, its "
+                    "WSK_PROVIDER_DISPATCH says 1.0: the client uses 1.0",
+        providers=[Provider(name="WSK subsystem (dispatch 1.0)", dispatch_version=WSK_1_0)],
+        backends=("wskregister",)),
+    "wsk-late": Scenario(
+        name="wsk-late",
+        description="the WSK subsystem is not ready at load and becomes ready 2.5 s later: "
+                    "captured from the work item; sc stop at 5 s",
+        providers=[], wsk_ready_after_ms=2500, unload_after_ms=5000,
+        backends=("wskregister",)),
+    "wsk-never": Scenario(
+        name="wsk-never",
+        description="the WSK subsystem never becomes ready: the work item retries until the "
+                    "unload (sc stop at 3.5 s), then gives up",
+        providers=[], wsk_ready_after_ms=None, unload_after_ms=3500,
+        backends=("wskregister",)),
 }
 
 
@@ -314,7 +481,11 @@ class Event:
 
     kind: 'run' (Speakeasy starts/ends a driver entry point), 'log' (DbgPrintEx), 'nmr' (the driver
     calls NMR), 'callback' (NMR calls the driver; status = what the callback returned), 'pool',
-    'kernel' (other ntoskrnl calls we model), 'wsk' (a provider dispatch function), 'violation'.
+    'kernel' (other ntoskrnl calls we model), 'device' (IoCreateDevice/IoDeleteDevice), 'work'
+    (work item calls, and a routine starting/returning), 'ke' (events and waits), 'wskreg'
+    (WskRegister and friends), 'wsk' (a provider dispatch function), 'thread' (the scheduler
+    switches threads or the clock advances), 'violation'.
+    thread: the name of the thread it happened on.
     """
 
     seq: int
@@ -324,6 +495,8 @@ class Event:
     status: Optional[int] = None
     depth: int = 0
     text: str = ""
+    thread: str = ""
+    time: int = 0
 
     def __repr__(self):  # compact, for assertion messages
         st = "" if self.status is None else " -> %s" % status_name(self.status)
@@ -354,6 +527,7 @@ class Binding:
     attach_status: Optional[int] = None
     detach_status: Optional[int] = None
     complete_called: bool = False
+    complete_calls: int = 0
 
 
 @dataclass
@@ -368,6 +542,109 @@ class AttachTry:
     out_client_in_context: bool
     out_dispatch_in_context: bool
     context_is_pool: bool
+
+
+@dataclass
+class Device:
+    address: int
+    driver_object: int
+    extension_size: int
+    name: Optional[str]
+    device_type: int
+    characteristics: int
+    exclusive: int
+    created_seq: int
+    deleted_seq: Optional[int] = None
+
+
+@dataclass
+class WorkItem:
+    """An IO_WORKITEM from IoAllocateWorkItem. state: allocated (not queued yet, or ran and not
+    queued again), queued, running, freed."""
+
+    number: int
+    address: int
+    device: int
+    state: str = "allocated"
+    routine: int = 0
+    context: int = 0
+    queue_type: int = 0
+    queued_at: int = 0
+    ready_at: int = 0
+    queued_count: int = 0
+    runs: int = 0
+    freed: bool = False
+    thread: Optional[str] = None
+
+
+@dataclass
+class KEvent:
+    address: int
+    type: int
+    signalled: bool
+    init_seq: int
+    sets: int = 0
+    waits: int = 0
+
+
+@dataclass
+class WskRegistration:
+    """One WskRegister call's registration (a WSK_REGISTRATION of the driver)."""
+
+    address: int
+    client_npi: int
+    version: int  # WSK_CLIENT_DISPATCH.Version of the registered client NPI
+    client_dispatch: int
+    client_context: int
+    status: int
+    registered_seq: int
+    deregistered_seq: Optional[int] = None
+    captures: int = 0  # captured and not released
+    capture_answers: List[Tuple[int, int]] = field(default_factory=list)  # (wait ms, status)
+    releases: int = 0
+    wsk_client: Optional[int] = None
+    provider_dispatch: Optional[int] = None
+    dispatch_version: Optional[int] = None
+
+
+@dataclass
+class Wait:
+    """What a blocked thread waits for."""
+
+    kind: str  # 'event' | 'provider' | 'settle' | 'time'
+    what: str
+    deadline: Optional[int] = None  # emulated time; None: no timeout
+    event: int = 0
+    registration: Optional[WskRegistration] = None
+    since: int = 0  # order of blocking (FIFO among waiters)
+    timed_out: bool = False
+
+
+@dataclass
+class Thread:
+    """A thread of the emulated system: a Speakeasy run ('run') or a work item ('worker')."""
+
+    tid: int
+    name: str
+    kind: str
+    stack_top: int
+    stack_size: int
+    min_rsp: int
+    pending: list = field(default_factory=list)  # (generator, frame_rsp, Call, depth)
+    depth: int = 0
+    regs: Optional[dict] = None
+    wait: Optional[Wait] = None
+    cont: Optional[Callable[[int], int]] = None
+    state: str = "running"  # running | blocked | done | abandoned
+    run_rsp: int = 0
+    item: Optional[WorkItem] = None
+    last_log: str = ""
+    fruitless_timeouts: int = 0
+    progress_at_timeout: int = -1
+
+    @property
+    def stack_used(self) -> int:
+        return self.stack_top - self.min_rsp
 
 
 @dataclass
@@ -387,7 +664,14 @@ class Result:
     characteristics: Optional[dict]
     image_base: int = 0
     image_size: int = 0
-    stack_used: int = 0  # deepest RSP seen at an API call, from the top of the 24 KiB stack
+    stack_used: int = 0  # deepest RSP seen at an API call, from the top of its 24 KiB stack
+    devices: List[Device] = field(default_factory=list)
+    work_items: List[WorkItem] = field(default_factory=list)
+    kevents: List[KEvent] = field(default_factory=list)
+    wsk_registrations: List[WskRegistration] = field(default_factory=list)
+    threads: List[Thread] = field(default_factory=list)
+    clock: int = 0
+    unload_completed: bool = False
 
     def in_image(self, addr: int) -> bool:
         return self.image_base <= addr < self.image_base + self.image_size
@@ -405,6 +689,12 @@ class Result:
     @property
     def call_names(self) -> List[str]:
         return [e.name for e in self.nmr_calls]
+
+    @property
+    def wsk_calls(self) -> List[Event]:
+        """The driver's WskRegister / WskCaptureProviderNPI / WskReleaseProviderNPI /
+        WskDeregister calls, in order."""
+        return [e for e in self.events if e.kind == "wskreg"]
 
     @property
     def attach_tries(self) -> List[AttachTry]:
@@ -428,19 +718,36 @@ class Result:
         return out
 
     def calls(self, name: str) -> List[Event]:
-        return [e for e in self.events if e.name == name and e.kind in ("nmr", "callback")]
+        return [e for e in self.events if e.name == name
+                and e.kind in ("nmr", "callback", "wskreg", "device", "work", "ke")]
+
+    def _tagged(self, tag: Optional[str]) -> List[Allocation]:
+        if not tag:
+            return []
+        t = pool_tag(tag)
+        return [a for a in self.allocations if a.tag == t]
 
     @property
     def binding_allocations(self) -> List[Allocation]:
         """The binding contexts: the allocations with the driver's binding tag."""
-        tag = pool_tag(self.profile.binding_tag)
-        return [a for a in self.allocations if a.tag == tag]
+        return self._tagged(self.profile.binding_tag)
+
+    @property
+    def work_allocations(self) -> List[Allocation]:
+        """The library's work item contexts (the profile's work item tag)."""
+        return self._tagged(self.profile.work_item_tag)
+
+    @property
+    def connection_allocations(self) -> List[Allocation]:
+        """The connection's blocks (the profile's connection tag; none for wsk_attach)."""
+        return self._tagged(self.profile.connection_tag)
 
     @property
     def own_allocations(self) -> List[Allocation]:
         """Everything else the driver allocated (its own context, for wsk_echo)."""
-        tag = pool_tag(self.profile.binding_tag)
-        return [a for a in self.allocations if a.tag != tag]
+        known = {pool_tag(t) for t in (self.profile.binding_tag, self.profile.work_item_tag,
+                                       self.profile.connection_tag) if t}
+        return [a for a in self.allocations if a.tag not in known]
 
 
 class HarnessError(Exception):
@@ -455,6 +762,20 @@ class Call:
     args: list
     name: str
     returns: bool = True  # False for VOID functions (RAX is meaningless)
+
+
+@dataclass
+class Block:
+    """Request, from a generator of the harness, that its thread wait (see Harness.schedule)."""
+
+    wait: Wait
+
+
+# Registers a switch between threads saves and restores (every general-purpose register, the
+# flags, and the SSE state: Windows x64 code keeps values in RBX, RBP, RDI, RSI, R12-R15 and
+# XMM6-XMM15 across calls).
+_GPRS = ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12",
+         "r13", "r14", "r15", "eflags", "mxcsr"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,25 +798,46 @@ class Harness:
         self.client_handle: Optional[int] = None
         self.deregistered = False
         self.wait_done = False
-        self.pending_calls: list = []  # (generator, frame_rsp, Call, depth)
         self.run_errors: List[dict] = []
         self.entry_status: Optional[int] = None
         self.unload_ran = False
+        self.unload_completed = False
         self.unload_ptr = 0
         self.driver_object = 0
-        self._fake_next = 0
         self.skipped_exports: List[str] = []
-        self.stack_top = self.min_rsp = 0
+        self.stack_top = 0
         self.allocation_attempts = 0
+        # Kernel objects.
+        self.devices: List[Device] = []
+        self.work_items: List[WorkItem] = []
+        self.work_queue: List[WorkItem] = []
+        self.kevents: Dict[int, KEvent] = {}
+        self.wsk_regs: List[WskRegistration] = []
+        self.wsk_capture_answers = 0
+        # Threads and time.
+        self.threads: List[Thread] = []
+        self.current: Optional[Thread] = None
+        self.run_thread: Optional[Thread] = None
+        self.now = 0
+        self.progress = 0
+        self._block_seq = 0
+        self._switched = False
+        self._free_stacks: List[Tuple[int, int]] = []
+        self.settled_at: Optional[int] = None
 
     # -- small helpers ---------------------------------------------------------------------
     def ev(self, kind, name, args=None, status=None, text="", depth=None) -> Event:
-        try:
-            self.min_rsp = min(self.min_rsp, self.emu.get_stack_ptr())
-        except Exception:
-            pass
+        t = self.current
+        if t is not None:
+            try:
+                rsp = self.emu.get_stack_ptr()
+                if t.stack_top - t.stack_size <= rsp <= t.stack_top:
+                    t.min_rsp = min(t.min_rsp, rsp)
+            except Exception:
+                pass
         e = Event(len(self.events), kind, name, dict(args or {}), status,
-                  self.depth if depth is None else depth, text)
+                  self.depth if depth is None else depth, text,
+                  thread=t.name if t is not None else "", time=self.now)
         self.events.append(e)
         return e
 
@@ -535,11 +877,32 @@ class Harness:
         except Exception:
             return False
 
+    def in_image(self, addr: int) -> bool:
+        base, size = self.module.get_base(), self.module.get_image_size()
+        return base <= addr < base + size
+
     def pool_block(self, addr: int) -> Optional[Allocation]:
         for a in self.allocations.values():
             if a.freed_by is None and a.address <= addr < a.address + a.size:
                 return a
         return None
+
+    def on_a_stack(self, addr: int) -> Optional[Thread]:
+        for t in self.threads:
+            if t.stack_top - t.stack_size <= addr < t.stack_top:
+                return t
+        return None
+
+    def where(self, addr: int) -> str:
+        """Where an address is, for messages."""
+        if self.in_image(addr):
+            return "in the image"
+        if self.pool_block(addr):
+            return "in pool tagged %s" % tag_name(self.pool_block(addr).tag)
+        t = self.on_a_stack(addr)
+        if t:
+            return "on the stack of %s" % t.name
+        return "elsewhere"
 
     # -- set-up ----------------------------------------------------------------------------
     def _build(self):
@@ -558,16 +921,16 @@ class Harness:
         self.se = Speakeasy(logger=logger)
         self.module = self.se.load_module(self.image)
         self.emu = self.se.emu
+        self.uc = self.emu.emu_eng.emu
         # Speakeasy sizes the kernel stack from the image's SizeOfStackCommit (4 KiB for a
         # usual link); Windows x64 gives a thread KERNEL_STACK_SIZE, 24 KiB. Use that.
         self.stack_top, _ = self.emu.alloc_stack(KERNEL_STACK_SIZE)
         self.emu.stack_base = self.stack_top
         self.emu.reset_stack(self.stack_top)
-        self.min_rsp = self.stack_top
 
         # Code stub: jmp [rip+0] ; dq harness.CallbackReturn
         self.cont_addr = self.emu.get_proc("harness", "CallbackReturn")
-        self.trigger_addr = self.emu.get_proc("harness", "ProviderEvents")
+        self.trigger_addr = self.emu.get_proc("harness", "AfterEntry")
         self.stub = self.alloc(32, "stub")
         self.wr(self.stub, b"\xff\x25\x00\x00\x00\x00" + struct.pack("<Q", self.cont_addr))
         self.trigger_stub = self.alloc(32, "trigger_stub")
@@ -576,25 +939,44 @@ class Harness:
         self.wsk_funcs = {name: self.emu.get_proc("harness", name)
                           for name, _ in WSK_PROVIDER_DISPATCH_FUNCS}
 
-        add = self.se.add_api_hook
-        add(self._h_cont, "harness", "CallbackReturn", argc=0)
-        add(self._h_provider_events, "harness", "ProviderEvents", argc=0)
+        def add(fn, mod, name, argc):
+            # A function Speakeasy implements returns by itself only when the hook leaves RSP
+            # and RIP alone: _wrap returns for it when the hook moved the CPU elsewhere.
+            _, handler = self.emu.api.get_export_func_handler(mod, name)
+            self.se.add_api_hook(self._wrap(fn, handler is not None), mod, name, argc=argc)
+
+        add(self._h_cont, "harness", "CallbackReturn", 0)
+        add(self._h_after_entry, "harness", "AfterEntry", 0)
         for name, argc in WSK_PROVIDER_DISPATCH_FUNCS:
-            add(self._make_wsk_hook(name, argc), "harness", name, argc=argc)
-        add(self._h_register, "netio", "NmrRegisterClient", argc=3)
-        add(self._h_deregister, "netio", "NmrDeregisterClient", argc=1)
-        add(self._h_wait, "netio", "NmrWaitForClientDeregisterComplete", argc=1)
-        add(self._h_client_attach, "netio", "NmrClientAttachProvider", argc=5)
-        add(self._h_detach_complete, "netio", "NmrClientDetachProviderComplete", argc=1)
-        add(self._h_exallocatepool2, "ntoskrnl", "ExAllocatePool2", argc=3)
-        add(self._h_exallocatepoolwithtag, "ntoskrnl", "ExAllocatePoolWithTag", argc=3)
-        add(self._h_exallocatepool, "ntoskrnl", "ExAllocatePool", argc=2)
-        add(self._h_exfreepoolwithtag, "ntoskrnl", "ExFreePoolWithTag", argc=2)
-        add(self._h_exfreepool, "ntoskrnl", "ExFreePool", argc=1)
-        add(self._h_getroutine, "ntoskrnl", "MmGetSystemRoutineAddress", argc=1)
-        add(self._h_rtlgetversion, "ntoskrnl", "RtlGetVersion", argc=1)
-        add(self._h_dbgprintex, "ntoskrnl", "DbgPrintEx", argc=3)
-        add(self._h_dbgprint, "ntoskrnl", "DbgPrint", argc=1)
+            add(self._make_wsk_hook(name, argc), "harness", name, argc)
+        add(self._h_register, "netio", "NmrRegisterClient", 3)
+        add(self._h_deregister, "netio", "NmrDeregisterClient", 1)
+        add(self._h_wait, "netio", "NmrWaitForClientDeregisterComplete", 1)
+        add(self._h_client_attach, "netio", "NmrClientAttachProvider", 5)
+        add(self._h_detach_complete, "netio", "NmrClientDetachProviderComplete", 1)
+        add(self._h_wsk_register, "netio", "WskRegister", 2)
+        add(self._h_wsk_capture, "netio", "WskCaptureProviderNPI", 3)
+        add(self._h_wsk_release, "netio", "WskReleaseProviderNPI", 1)
+        add(self._h_wsk_deregister, "netio", "WskDeregister", 1)
+        add(self._h_exallocatepool2, "ntoskrnl", "ExAllocatePool2", 3)
+        add(self._h_exallocatepoolwithtag, "ntoskrnl", "ExAllocatePoolWithTag", 3)
+        add(self._h_exallocatepool, "ntoskrnl", "ExAllocatePool", 2)
+        add(self._h_exfreepoolwithtag, "ntoskrnl", "ExFreePoolWithTag", 2)
+        add(self._h_exfreepool, "ntoskrnl", "ExFreePool", 1)
+        add(self._h_getroutine, "ntoskrnl", "MmGetSystemRoutineAddress", 1)
+        add(self._h_rtlgetversion, "ntoskrnl", "RtlGetVersion", 1)
+        add(self._h_dbgprintex, "ntoskrnl", "DbgPrintEx", 3)
+        add(self._h_dbgprint, "ntoskrnl", "DbgPrint", 1)
+        add(self._h_iocreatedevice, "ntoskrnl", "IoCreateDevice", 7)
+        add(self._h_iodeletedevice, "ntoskrnl", "IoDeleteDevice", 1)
+        add(self._h_ioallocateworkitem, "ntoskrnl", "IoAllocateWorkItem", 1)
+        add(self._h_ioqueueworkitem, "ntoskrnl", "IoQueueWorkItem", 4)
+        add(self._h_iofreeworkitem, "ntoskrnl", "IoFreeWorkItem", 1)
+        add(self._h_keinitializeevent, "ntoskrnl", "KeInitializeEvent", 3)
+        add(self._h_kesetevent, "ntoskrnl", "KeSetEvent", 3)
+        add(self._h_keclearevent, "ntoskrnl", "KeClearEvent", 1)
+        add(self._h_keresetevent, "ntoskrnl", "KeResetEvent", 1)
+        add(self._h_kewaitforsingleobject, "ntoskrnl", "KeWaitForSingleObject", 5)
 
         # Observe Speakeasy's runs (DriverEntry, DriverUnload, ours) start and end.
         emu = self.emu
@@ -602,7 +984,10 @@ class Harness:
 
         def exec_run(run):
             self._run_started(run)
-            return orig_exec_run(run)
+            out = orig_exec_run(run)
+            # Speakeasy put the run's return address (its end-of-run hook) at [RSP].
+            self.run_thread.run_rsp = emu.get_stack_ptr()
+            return out
 
         def on_run_complete():
             self._run_completed(emu.curr_run)
@@ -611,15 +996,37 @@ class Harness:
         emu._exec_run = exec_run
         emu.on_run_complete = on_run_complete
 
+    def _wrap(self, fn, implemented_by_speakeasy: bool):
+        def cb(emu, api, func, argv):
+            self._switched = False
+            rv = fn(emu, api, func, argv)
+            if implemented_by_speakeasy and self._switched:
+                sp = emu.get_stack_ptr()
+                ret = self.rd64(sp)
+                emu.reg_write("rsp", sp + 8)
+                emu.set_pc(ret)
+                if rv is not None:
+                    emu.reg_write("rax", rv & 0xFFFFFFFFFFFFFFFF)
+            return rv
+        return cb
+
     # -- Speakeasy runs ----------------------------------------------------------------------
     def _run_name(self, run) -> str:
         from speakeasy.windows.kernel import EP_DRIVER_ENTRY, EP_DRIVER_UNLOAD
         return {EP_DRIVER_ENTRY: "DriverEntry", EP_DRIVER_UNLOAD: "DriverUnload"}.get(
             run.type, str(run.type))
 
+    def _new_thread(self, name, kind, stack_top, stack_size) -> Thread:
+        t = Thread(tid=len(self.threads), name=name, kind=kind, stack_top=stack_top,
+                   stack_size=stack_size, min_rsp=stack_top)
+        self.threads.append(t)
+        return t
+
     def _run_started(self, run):
         name = self._run_name(run)
         self.depth = 0
+        self.run_thread = self._new_thread(name, "run", self.stack_top, KERNEL_STACK_SIZE)
+        self.current = self.run_thread
         if name == "DriverEntry":
             self.driver_object = run.args[0]
             self.ev("run", "DriverEntry", {"DriverObject": run.args[0],
@@ -627,8 +1034,13 @@ class Harness:
         elif name == "DriverUnload":
             self.unload_ran = True
             self.ev("run", "DriverUnload", {"DriverObject": run.args[0]})
-        elif name == "provider-events":
-            self.ev("run", "provider-events", text="the WSK provider side acts, after DriverEntry")
+        elif name == "after DriverEntry":
+            parts = ["the system after DriverEntry: the work items it queued run"]
+            if self.scenario.after_entry:
+                parts.append("then the provider's events")
+            if self.scenario.unload_after_ms:
+                parts.append("sc stop %d ms after that" % self.scenario.unload_after_ms)
+            self.ev("run", "after DriverEntry", text="; ".join(parts))
         else:
             self.ev("run", name)
 
@@ -636,6 +1048,10 @@ class Harness:
         if run is None:
             return
         name = self._run_name(run)
+        t = self.run_thread
+        abandoned = t is not None and t.state == "abandoned"
+        if t is not None and t.state == "running":
+            t.state = "done"
         if getattr(run, "error", None):
             err = dict(run.error)
             err.pop("regs", None)
@@ -644,15 +1060,15 @@ class Harness:
             self.ev("violation", "emulation-error", text="%s: %s at %s (%s)" % (
                 name, err.get("type"), err.get("pc"), err.get("api_name", err.get("instr", ""))))
         if name == "DriverEntry":
-            st = self.emu.get_return_val() & 0xFFFFFFFF
+            st = None if abandoned else self.emu.get_return_val() & 0xFFFFFFFF
             self.entry_status = st
             if self.driver_object:
                 self.unload_ptr = self.rd64(self.driver_object + DRIVER_OBJECT_DRIVER_UNLOAD)
-                if st & 0x80000000 and self.unload_ptr:
+                if (st is None or st & 0x80000000) and self.unload_ptr:
                     # The I/O manager never calls DriverUnload after DriverEntry failed.
                     self.wr64(self.driver_object + DRIVER_OBJECT_DRIVER_UNLOAD, 0)
-            self.ev("run", "DriverEntry returned", status=st,
-                    args={"DriverUnload": self.unload_ptr})
+            self.ev("run", "DriverEntry abandoned" if abandoned else "DriverEntry returned",
+                    status=st, args={"DriverUnload": self.unload_ptr})
             # Speakeasy's all-entrypoints mode would now call every export with dummy
             # arguments, DriverEntry included when the image exports it (a cdylib does).
             # Windows never does that: drop those runs, and say so in the trace.
@@ -664,34 +1080,265 @@ class Harness:
                 self.ev("run", "exports not called", text="exported by the image, not called "
                         "(Windows does not call a driver's exports): %s"
                         % ", ".join(self.skipped_exports))
-            if st == STATUS_SUCCESS and self.scenario.after_entry:
-                from speakeasy.profiler import Run
-                r = Run()
-                r.type = "provider-events"
-                r.start_addr = self.trigger_stub
-                r.args = []
-                self.emu.add_run(r)
+            if st == STATUS_SUCCESS:
+                if (self.scenario.after_entry or self.work_queue or self._blocked()
+                        or self.scenario.unload_after_ms):
+                    from speakeasy.profiler import Run
+                    r = Run()
+                    r.type = "after DriverEntry"
+                    r.start_addr = self.trigger_stub
+                    r.args = []
+                    self.emu.add_run(r)
+            else:
+                self._check_nothing_left("DriverEntry failed")
         elif name == "DriverUnload":
-            self.ev("run", "DriverUnload returned")
-        elif name == "provider-events":
-            self.ev("run", "provider-events done")
+            self.unload_completed = not abandoned
+            self.ev("run", "DriverUnload abandoned" if abandoned else "DriverUnload returned")
+            self._check_nothing_left("DriverUnload abandoned" if abandoned
+                                     else "DriverUnload returned")
+        elif name == "after DriverEntry":
+            self.ev("run", "after DriverEntry done")
+
+    def _check_nothing_left(self, when: str):
+        """When the image may be unmapped: no work item queued or running."""
+        for it in self.work_items:
+            if it.state == "queued":
+                self.violation("%s with work item %d still queued (routine 0x%x): it would run "
+                               "in an unmapped image" % (when, it.number, it.routine))
+            elif it.state == "running":
+                self.violation("%s while work item %d (routine 0x%x) is still running on %s: "
+                               "the image would be unmapped under it"
+                               % (when, it.number, it.routine, it.thread))
+
+    # -- threads -----------------------------------------------------------------------------
+    def _save_regs(self) -> dict:
+        from unicorn import x86_const as X
+        from unicorn.unicorn import _uc, uc_x86_xmm
+        regs = {r: self.uc.reg_read(getattr(X, "UC_X86_REG_" + r.upper())) for r in _GPRS}
+        for i in range(16):
+            x = uc_x86_xmm()
+            _uc.uc_reg_read(self.uc._uch, X.UC_X86_REG_XMM0 + i, ctypes.byref(x))
+            regs["xmm%d" % i] = (x.low_qword, x.high_qword)
+        return regs
+
+    def _load_regs(self, regs: dict):
+        from unicorn import x86_const as X
+        from unicorn.unicorn import _uc, uc_x86_xmm
+        for r in _GPRS:
+            self.uc.reg_write(getattr(X, "UC_X86_REG_" + r.upper()), regs[r])
+        for i in range(16):
+            x = uc_x86_xmm()
+            x.low_qword, x.high_qword = regs["xmm%d" % i]
+            _uc.uc_reg_write(self.uc._uch, X.UC_X86_REG_XMM0 + i, ctypes.byref(x))
+
+    def _blocked(self) -> List[Thread]:
+        return sorted((t for t in self.threads if t.state == "blocked"),
+                      key=lambda t: t.wait.since)
+
+    def _block(self, wait: Wait, cont: Callable[[int], int]):
+        """Blocks the current thread (inside a hook); returns what the hook must return."""
+        t = self.current
+        self._block_seq += 1
+        wait.since = self._block_seq
+        t.regs = self._save_regs()
+        t.depth = self.depth
+        t.wait = wait
+        t.cont = cont
+        t.state = "blocked"
+        return self.schedule()
+
+    def _resume(self, t: Thread, value: int):
+        self._load_regs(t.regs)
+        t.regs = None
+        t.state = "running"
+        w, t.wait = t.wait, None
+        self._switched = True
+        switched = self.current is not t
+        self.current = t
+        self.depth = t.depth
+        if switched:
+            self.ev("thread", "switch", text="back on %s (%s)" % (
+                t.name, "timed out" if w.timed_out else "wait over"), depth=0)
+        return t.cont(value)
+
+    def _stack_for_worker(self) -> Tuple[int, int]:
+        if self._free_stacks:
+            return self._free_stacks.pop()
+        base = self.emu.mem_map(KERNEL_STACK_SIZE, tag="harness.worker_stack")
+        return base + KERNEL_STACK_SIZE, KERNEL_STACK_SIZE
+
+    def _start_worker(self, item: WorkItem):
+        self.work_queue.remove(item)
+        top, size = self._stack_for_worker()
+        t = self._new_thread("work item %d" % item.number, "worker", top, size)
+        t.item = item
+        item.state = "running"
+        item.runs += 1
+        item.thread = t.name
+        self.progress += 1
+        self.current = t
+        self.depth = 1
+        self.ev("thread", "switch", text="a worker thread (%s) runs work item %d" % (
+            WORK_QUEUES.get(item.queue_type, item.queue_type), item.number), depth=0)
+        self.ev("work", "work item runs", {"WorkerRoutine": item.routine,
+                                           "DeviceObject": item.device,
+                                           "Context": item.context, "item": item.number},
+                depth=1)
+
+        def gen():
+            yield Call(item.routine, [item.device, item.context], "WorkerRoutine", returns=False)
+            self.depth = 1
+            self.ev("work", "work item done", {"item": item.number}, depth=1)
+            if item.state == "running":
+                item.state = "freed" if item.freed else "allocated"
+            return 0
+        self._switched = True
+        return self._drive(gen(), None, None)
+
+    def _thread_exit(self):
+        t = self.current
+        t.state = "done"
+        if t.kind == "worker":
+            self._free_stacks.append((t.stack_top, t.stack_size))
+        self.progress += 1
+        return self.schedule()
+
+    def _end_run(self, t: Thread):
+        """Ends the Speakeasy run of thread t (abandoned): Speakeasy 'returns' to its end hook."""
+        self.current = t
+        self._switched = True
+        self.emu.reg_write("rsp", t.run_rsp)
+        return 0
+
+    def _describe_wait(self, t: Thread) -> str:
+        w = t.wait
+        what = w.what
+        if w.deadline is not None:
+            what += " (timeout at t=%s)" % seconds(w.deadline)
+        else:
+            what += " (no timeout)"
+        last = (", after its log line %r" % t.last_log.rstrip("\n")) if t.last_log else ""
+        return "%s waits for %s%s" % (t.name, what, last)
+
+    def _abandon(self, t: Thread, why: str):
+        self.violation("%s: %s; the emulation of %s is abandoned" % (self._describe_wait(t), why,
+                                                                     t.name))
+        t.state = "abandoned"
+        if t.item is not None:
+            t.item.state = "running"  # it never returns: reported when the image goes away
+
+    def _satisfied(self, w: Wait) -> bool:
+        if w.kind == "event":
+            ke = self.kevents.get(w.event)
+            return bool(ke and ke.signalled)
+        if w.kind == "provider":
+            ready = self._wsk_ready_at()
+            return (ready is not None and self.now >= ready) or (
+                w.registration is not None and w.registration.deregistered_seq is not None)
+        return False
+
+    def _wake_time(self, w: Wait) -> Optional[int]:
+        times = [w.deadline] if w.deadline is not None else []
+        if w.kind == "provider":
+            ready = self._wsk_ready_at()
+            if ready is not None and ready > self.now:
+                times.append(ready)
+        return min(times) if times else None
+
+    def schedule(self):
+        """Picks what runs next, from inside a hook whose thread just blocked or ended; returns
+        what that hook must return (the CPU is then set up for the thread that runs).
+
+        In this order: a blocked thread whose wait is satisfied (FIFO); a queued work item whose
+        start time has come (FIFO; it starts on a new worker thread); the harness's own
+        "settle" waiter (the system goes on only once nothing else can run); else the clock
+        advances to the earliest wake-up (a timeout, the WSK provider becoming ready, a delayed
+        work item) and the choice is made again. A wait nothing can satisfy any more is a
+        violation: that thread is abandoned (a run ends there)."""
+        while True:
+            blocked = self._blocked()
+            for t in blocked:
+                if t.wait.kind not in ("settle", "time") and self._satisfied(t.wait):
+                    self.progress += 1
+                    return self._resume(t, STATUS_SUCCESS)
+            for t in blocked:
+                if t.wait.deadline is not None and self.now >= t.wait.deadline:
+                    t.wait.timed_out = True
+                    if t.wait.kind == "event":
+                        ke = self.kevents.get(t.wait.event)
+                        if ke:
+                            ke.waits += 1
+                    return self._resume(t, STATUS_TIMEOUT)
+            for item in self.work_queue:
+                if item.ready_at <= self.now:
+                    return self._start_worker(item)
+            for t in blocked:
+                if t.wait.kind == "settle":
+                    return self._resume(t, STATUS_SUCCESS)
+            # Nothing can run now: let time pass, up to the earliest wake-up.
+            wakes = [(self._wake_time(t.wait), 0, t.wait.since, t) for t in blocked
+                     if self._wake_time(t.wait) is not None]
+            wakes += [(it.ready_at, 1, it.number, it) for it in self.work_queue]
+            if wakes:
+                when, _, _, who = min(wakes, key=lambda w: w[:3])
+                if isinstance(who, Thread) and who.wait.kind == "event" and \
+                        when == who.wait.deadline:
+                    others = [w for w in wakes if w[3] is not who]
+                    if not others:
+                        self._abandon(who, "nothing can ever signal it (no work item queued, "
+                                           "no other thread that can ever run again)")
+                        continue
+                    if who.progress_at_timeout == self.progress:
+                        who.fruitless_timeouts += 1
+                    else:
+                        who.fruitless_timeouts = 0
+                    who.progress_at_timeout = self.progress
+                    if who.fruitless_timeouts >= MAX_FRUITLESS_TIMEOUTS:
+                        self._abandon(who, "%d timeouts in a row with nothing happening "
+                                           "meanwhile" % who.fruitless_timeouts)
+                        continue
+                if when > MAX_EMULATED_TIME:
+                    for t in blocked:
+                        self._abandon(t, "the emulated clock passed %s" % seconds(
+                            MAX_EMULATED_TIME))
+                    self.work_queue.clear()
+                    continue
+                if when > self.now:
+                    self.ev("thread", "time", text="time passes: t = %s (+%s)" % (
+                        seconds(when), seconds(when - self.now)), depth=0)
+                    self.now = when
+                continue
+            # Nothing will ever happen: every blocked thread is stuck for good.
+            for t in blocked:
+                self._abandon(t, "nothing can ever satisfy it")
+            run = self.run_thread
+            if run is not None and run.state == "abandoned":
+                return self._end_run(run)
+            raise HarnessError("the scheduler has nothing to run and no run to end")
 
     # -- calling into the driver -------------------------------------------------------------
-    def _drive(self, gen: Generator, send_value, frame_rsp: int):
-        """Advance an NMR generator from inside an unimplemented-API hook.
+    def _drive(self, gen: Generator, send_value, frame_rsp: Optional[int]):
+        """Advance a harness generator from inside a hook.
 
         Returns the value the hook must return. Either the generator finished (RSP back on
-        frame_rsp, whose [RSP] is the original return address), or it asked for a call: RSP now
-        on a scratch frame [fn, stub, home space], so Speakeasy's return lands on fn.
+        frame_rsp, whose [RSP] is the original return address; a worker thread's generator has
+        no frame_rsp: the thread ends), or it asked for a call: RSP now on a scratch frame
+        [fn, stub, home space], so Speakeasy's return lands on fn; or it asked to block.
         """
+        self._switched = True
         try:
             req = gen.send(send_value)
         except StopIteration as stop:
+            if frame_rsp is None:
+                return self._thread_exit()
             self.emu.reg_write("rsp", frame_rsp)
             return STATUS_SUCCESS if stop.value is None else stop.value
+        if isinstance(req, Block):
+            return self._block(req.wait, lambda v: self._drive(gen, v, frame_rsp))
         if not isinstance(req, Call):
-            raise HarnessError("NMR model yielded %r" % (req,))
-        sp = (frame_rsp - 0x80) & ~0xF  # below the hooked call's return address
+            raise HarnessError("harness generator yielded %r" % (req,))
+        base = frame_rsp if frame_rsp is not None else self.current.stack_top - 0x40
+        sp = (base - 0x80) & ~0xF  # below the hooked call's return address
         self.wr64(sp, req.fn)
         self.wr64(sp + 8, self.stub)
         self.wr(sp + 16, b"\0" * 0x20)  # home space
@@ -699,7 +1346,7 @@ class Harness:
         for i, a in enumerate(req.args):
             self.emu.reg_write(regs[i], a)
         self.emu.reg_write("rsp", sp)
-        self.pending_calls.append((gen, frame_rsp, req, self.depth))
+        self.current.pending.append((gen, frame_rsp, req, self.depth))
         self.depth += 1
         return 0
 
@@ -707,9 +1354,10 @@ class Harness:
         return self._drive(gen, None, self.emu.get_stack_ptr())
 
     def _h_cont(self, emu, api, func, argv):
-        if not self.pending_calls:
-            raise HarnessError("CallbackReturn hook without a pending call")
-        gen, frame_rsp, req, depth = self.pending_calls.pop()
+        if not self.current.pending:
+            raise HarnessError("CallbackReturn hook without a pending call on %s"
+                               % self.current.name)
+        gen, frame_rsp, req, depth = self.current.pending.pop()
         self.depth = depth
         rax = emu.get_return_val()
         value = (rax & 0xFFFFFFFF) if req.returns else None
@@ -723,6 +1371,44 @@ class Harness:
         e.text = "returned"
         self.ev("return", name, status=st)
         return st
+
+    def in_callback(self, *names) -> Optional[str]:
+        """The innermost driver callback of the current thread among `names`, if any."""
+        for _, _, c, _ in reversed(self.current.pending):
+            if c.name in names:
+                return c.name
+        return None
+
+    # -- the system after DriverEntry ----------------------------------------------------------
+    def _settle(self):
+        """Generator helper: wait until every work item that can run has run (or blocked)."""
+        yield Block(Wait("settle", "the work items to settle"))
+
+    def _h_after_entry(self, emu, api, func, argv):
+        def gen():
+            yield from self._settle()
+            for action, what in self.scenario.after_entry:
+                if self.deregistered:
+                    break
+                if action == "register":
+                    self.ev("provider", "provider registers", text=what.describe())
+                    yield from self._attach_gen(what)
+                elif action == "deregister":
+                    self.ev("provider", "provider deregisters", text=what)
+                    for b in self.bindings:
+                        if b.provider.name == what and b.state == "attached":
+                            yield from self._detach_gen(b, "provider deregistration")
+                else:
+                    raise HarnessError("unknown after_entry action %r" % action)
+                yield from self._settle()
+            self.settled_at = self.now
+            if self.scenario.unload_after_ms:
+                deadline = self.now + self.scenario.unload_after_ms * TICKS_PER_MS
+                yield Block(Wait("time", "sc stop at t=%s" % seconds(deadline),
+                                 deadline=deadline))
+                self.ev("provider", "sc stop", text="t = %s" % seconds(self.now))
+            return 0
+        return self._start(gen())
 
     # -- NMR model ---------------------------------------------------------------------------
     def _fake_handle(self, what: str) -> int:
@@ -770,8 +1456,7 @@ class Harness:
                     str(c["ModuleId"]["Guid"]).upper(), self.profile.name,
                     str(self.profile.module_id).upper()))
         chk(c["reg_Number"] == 0, "ClientRegistrationInstance.Number %d" % c["reg_Number"])
-        base, size = self.module.get_base(), self.module.get_image_size()
-        chk(base <= c["address"] < base + size,
+        chk(self.in_image(c["address"]),
             "characteristics at 0x%x are not a static inside the image" % c["address"])
 
     def _make_registration_instance(self, p: Provider) -> int:
@@ -787,6 +1472,23 @@ class Harness:
         self.wr(ri, struct.pack("<HH4xQQI4xQ", 0, SIZEOF_NPI_REGISTRATION_INSTANCE, npiid, modid,
                                 0, chars))
         return ri
+
+    def _provider_dispatch(self, version: int) -> int:
+        """A WSK_PROVIDER_DISPATCH of `version` whose functions are the harness's hooks; a
+        client that reads the 1.1 members of a 1.0 table is reported."""
+        pd = self.alloc(SIZEOF_WSK_PROVIDER_DISPATCH, "wsk.provider_dispatch")
+        data = struct.pack("<HH4x", version, 0) + b"".join(
+            struct.pack("<Q", self.wsk_funcs[n]) for n, _ in WSK_PROVIDER_DISPATCH_FUNCS)
+        self.wr(pd, data)
+        if version < WSK_1_1:
+            # A WSK 1.0 dispatch is 32 bytes: the client must not read the 1.1 members.
+            def on_read(emu_, access, addr, size, value, ctx, pd=pd, dv=version):
+                self.violation("read of WSK_PROVIDER_DISPATCH+%d (a WSK 1.1 member) of a "
+                               "WSK %s dispatch" % (addr - pd, version_name(dv)))
+                return True
+            self.emu.add_mem_read_hook(on_read, begin=pd + 32,
+                                       end=pd + SIZEOF_WSK_PROVIDER_DISPATCH - 1)
+        return pd
 
     def _attach_gen(self, p: Provider):
         b = Binding(handle=self._fake_handle("binding"), provider=p,
@@ -858,6 +1560,9 @@ class Harness:
         e = self.ev("nmr", "NmrRegisterClient", {"ClientCharacteristics": chars,
                                                   "ClientContext": ctx,
                                                   "NmrClientHandle": phandle})
+        if self.profile.backend != "nmr":
+            self.violation("NmrRegisterClient: the %s profile is a %s client, not a raw NMR one"
+                           % (self.profile.name, self.profile.backend))
         if self.client is not None:
             self.violation("NmrRegisterClient called twice")
         self.client = self._read_characteristics(chars)
@@ -878,24 +1583,6 @@ class Harness:
             self.ev("nmr-return", "NmrRegisterClient", status=STATUS_SUCCESS,
                     text="NMR wrote client handle 0x%x" % self.client_handle)
             return STATUS_SUCCESS
-        return self._start(gen())
-
-    def _h_provider_events(self, emu, api, func, argv):
-        def gen():
-            for action, what in self.scenario.after_entry:
-                if self.deregistered:
-                    break
-                if action == "register":
-                    self.ev("provider", "provider registers", text=what.describe())
-                    yield from self._attach_gen(what)
-                elif action == "deregister":
-                    self.ev("provider", "provider deregisters", text=what)
-                    for b in self.bindings:
-                        if b.provider.name == what and b.state == "attached":
-                            yield from self._detach_gen(b, "provider deregistration")
-                else:
-                    raise HarnessError("unknown after_entry action %r" % action)
-            return 0
         return self._start(gen())
 
     def _binding(self, handle) -> Optional[Binding]:
@@ -934,11 +1621,7 @@ class Harness:
         b.tries.append(t)
         if status == STATUS_SUCCESS:
             wsk_client = self.alloc(0x40, "wsk.client")
-            pd = self.alloc(SIZEOF_WSK_PROVIDER_DISPATCH, "wsk.provider_dispatch")
-            dv = b.provider.dispatch_version or version
-            data = struct.pack("<HH4x", dv, 0) + b"".join(
-                struct.pack("<Q", self.wsk_funcs[n]) for n, _ in WSK_PROVIDER_DISPATCH_FUNCS)
-            self.wr(pd, data)
+            pd = self._provider_dispatch(b.provider.dispatch_version or version)
             self.wr64(p_ctx, wsk_client)
             self.wr64(p_disp, pd)
             b.client_context = ctx
@@ -946,14 +1629,6 @@ class Harness:
             b.provider_dispatch = pd
             e.args["*ProviderBindingContext"] = wsk_client
             e.args["*ProviderDispatch"] = pd
-            if dv < WSK_1_1:
-                # A WSK 1.0 dispatch is 32 bytes: the client must not read the 1.1 members.
-                def on_read(emu_, access, addr, size, value, ctx, pd=pd, dv=dv):
-                    self.violation("read of WSK_PROVIDER_DISPATCH+%d (a WSK 1.1 member) of a "
-                                   "WSK %s dispatch" % (addr - pd, version_name(dv)))
-                    return True
-                self.emu.add_mem_read_hook(on_read, begin=pd + 32,
-                                           end=pd + SIZEOF_WSK_PROVIDER_DISPATCH - 1)
         e.status = status
         if status == STATUS_SUCCESS and b.provider.detach_during_attach:
             def gen():
@@ -991,12 +1666,16 @@ class Harness:
         if b is None:
             self.violation("NmrClientDetachProviderComplete with unknown handle 0x%x" % handle)
             return 0
+        b.complete_calls += 1
         if b.state == "detaching":
             b.complete_called = True
             return 0
         if b.state == "detach-pending":
             b.complete_called = True
-            if any(c.name == "ClientAttachProvider" for _, _, c, _ in self.pending_calls):
+            attaching = any(c.name == "ClientAttachProvider"
+                            for t in self.threads if t.state in ("running", "blocked")
+                            for _, _, c, _ in t.pending)
+            if attaching:
                 b.state = "detached"  # cleaned up when ClientAttachProvider returns
                 return 0
 
@@ -1023,12 +1702,439 @@ class Harness:
         e.status = STATUS_SUCCESS
         return STATUS_SUCCESS
 
+    # hooks: the WskRegister layer ---------------------------------------------------------
+    def _wsk_provider(self) -> Provider:
+        return self.scenario.providers[0] if self.scenario.providers else Provider()
+
+    def _wsk_ready_at(self) -> Optional[int]:
+        """When WskCaptureProviderNPI finds the WSK subsystem ready (None: never)."""
+        if self.scenario.providers:
+            return 0
+        if self.scenario.wsk_ready_after_ms is None:
+            return None
+        return self.scenario.wsk_ready_after_ms * TICKS_PER_MS
+
+    def _wsk_reg(self, addr: int, api: str) -> Optional[WskRegistration]:
+        for reg in reversed(self.wsk_regs):
+            if reg.address == addr:
+                return reg
+        self.violation("%s(0x%x): not a WSK_REGISTRATION that WskRegister initialised"
+                       % (api, addr))
+        return None
+
+    def _live_wsk_reg(self, addr: int) -> Optional[WskRegistration]:
+        for reg in self.wsk_regs:
+            if (reg.address == addr and reg.status == STATUS_SUCCESS
+                    and reg.deregistered_seq is None):
+                return reg
+        return None
+
+    def _h_wsk_register(self, emu, api, func, argv):
+        npi, registration = argv
+        e = self.ev("wskreg", "WskRegister", {"WskClientNpi": npi, "WskRegistration": registration})
+        if self.profile.backend != "wskregister":
+            self.violation("WskRegister: the %s profile is a raw NMR client, not a WskRegister one"
+                           % self.profile.name)
+        version = disp = ctx = 0
+        if not self.readable(npi, SIZEOF_WSK_CLIENT_NPI):
+            self.violation("WskRegister: WskClientNpi 0x%x not readable" % npi)
+        else:
+            ctx, disp = struct.unpack("<QQ", self.rd(npi, 16))
+            if not self.readable(disp, SIZEOF_WSK_CLIENT_DISPATCH):
+                self.violation("WskRegister: WSK_CLIENT_NPI.Dispatch 0x%x not readable" % disp)
+            else:
+                version, reserved, event = struct.unpack("<HHxxxxQ", self.rd(disp, 16))
+                e.args["ClientDispatch.Version"] = version
+                if reserved:
+                    self.violation("WskRegister: WSK_CLIENT_DISPATCH.Reserved is %d" % reserved)
+                if not self.in_image(disp):
+                    self.violation("WskRegister: the WSK_CLIENT_DISPATCH at 0x%x is %s, not a "
+                                   "static of the image (it must outlive the registration)"
+                                   % (disp, self.where(disp)))
+                if event and not self.in_image(event):
+                    self.violation("WskRegister: WskClientEvent 0x%x is not code of the image"
+                                   % event)
+        for what, addr in (("WskClientNpi", npi), ("WskRegistration", registration)):
+            if self.on_a_stack(addr):
+                self.violation("WskRegister: %s 0x%x is %s: it must stay valid until WskDeregister "
+                               "returns" % (what, addr, self.where(addr)))
+        if not self.readable(registration, SIZEOF_WSK_REGISTRATION):
+            self.violation("WskRegister: WskRegistration 0x%x not writable" % registration)
+            e.status = STATUS_INVALID_PARAMETER
+            return e.status
+        if self._live_wsk_reg(registration):
+            self.violation("WskRegister(0x%x): that WSK_REGISTRATION is registered already (no "
+                           "WskDeregister since)" % registration)
+        status = self.scenario.register_status & 0xFFFFFFFF
+        reg = WskRegistration(address=registration, client_npi=npi, version=version,
+                              client_dispatch=disp, client_context=ctx, status=status,
+                              registered_seq=e.seq)
+        self.wsk_regs.append(reg)
+        if status == STATUS_SUCCESS:
+            # What WskRegister keeps in the registration (opaque to the client).
+            self.wr(registration, struct.pack("<QQQ", 1, self._fake_handle("wsk.registration"), 0))
+        e.status = status
+        return status
+
+    def _capture_now(self, reg: WskRegistration, wait_ms: int, npi_out: int, e: Event) -> int:
+        """The outcome of a capture, once it stops waiting (e: the call's event)."""
+        out = e  # where the outcome is recorded: the call, or the return of a blocked call
+        if e.args.get("blocked"):
+            out = self.ev("wskreg-return", "WskCaptureProviderNPI",
+                          text="after waiting %s" % seconds(self.now - e.time))
+        ready = self._wsk_ready_at()
+        if reg.deregistered_seq is not None or ready is None or self.now < ready:
+            status = STATUS_DEVICE_NOT_READY
+        else:
+            p = self._wsk_provider()
+            status = p.answer(reg.version, self.wsk_capture_answers) & 0xFFFFFFFF
+            self.wsk_capture_answers += 1
+            if status == STATUS_SUCCESS:
+                if not self.readable(npi_out, SIZEOF_WSK_PROVIDER_NPI):
+                    self.violation("WskCaptureProviderNPI: WskProviderNpi 0x%x not writable"
+                                   % npi_out)
+                    status = STATUS_INVALID_PARAMETER
+                else:
+                    if reg.wsk_client is None:
+                        reg.wsk_client = self.alloc(0x40, "wsk.client")
+                        reg.dispatch_version = p.dispatch_version or reg.version
+                        reg.provider_dispatch = self._provider_dispatch(reg.dispatch_version)
+                    self.wr(npi_out, struct.pack("<QQ", reg.wsk_client, reg.provider_dispatch))
+                    reg.captures += 1
+                    out.args["*Client"] = reg.wsk_client
+                    out.args["*Dispatch"] = reg.provider_dispatch
+                    out.args["*Dispatch.Version"] = reg.dispatch_version
+        reg.capture_answers.append((wait_ms, status))
+        e.status = out.status = status
+        return status
+
+    def _h_wsk_capture(self, emu, api, func, argv):
+        registration, wait_ms, npi_out = argv
+        wait_ms &= 0xFFFFFFFF
+        e = self.ev("wskreg", "WskCaptureProviderNPI", {"WskRegistration": registration,
+                                                         "WaitTimeout": wait_ms,
+                                                         "WskProviderNpi": npi_out})
+        reg = self._live_wsk_reg(registration)
+        if reg is None:
+            self.violation("WskCaptureProviderNPI(0x%x): not a registered WSK_REGISTRATION"
+                           % registration)
+            e.status = STATUS_INVALID_PARAMETER
+            return e.status
+        ready = self._wsk_ready_at()
+        if (ready is not None and self.now >= ready) or wait_ms == WSK_NO_WAIT:
+            return self._capture_now(reg, wait_ms, npi_out, e)
+        if self.current.kind == "run" and self.current.name == "DriverEntry":
+            self.violation("WskCaptureProviderNPI waits (%s) in DriverEntry: the WSK subsystem "
+                           "may load after the driver, so this can deadlock the boot"
+                           % ("WSK_INFINITE_WAIT" if wait_ms == WSK_INFINITE_WAIT
+                              else "%d ms" % wait_ms))
+        deadline = None if wait_ms == WSK_INFINITE_WAIT else self.now + wait_ms * TICKS_PER_MS
+        e.args["blocked"] = True
+        return self._block(Wait("provider", "the WSK subsystem to become ready",
+                                deadline=deadline, registration=reg),
+                           lambda _v: self._capture_now(reg, wait_ms, npi_out, e))
+
+    def _h_wsk_release(self, emu, api, func, argv):
+        (registration,) = argv
+        self.ev("wskreg", "WskReleaseProviderNPI", {"WskRegistration": registration})
+        reg = self._live_wsk_reg(registration) or self._wsk_reg(registration,
+                                                                 "WskReleaseProviderNPI")
+        if reg is None:
+            return None
+        if reg.captures <= 0:
+            self.violation("WskReleaseProviderNPI(0x%x) without a captured provider NPI"
+                           % registration)
+        else:
+            reg.captures -= 1
+            reg.releases += 1
+        return None
+
+    def _h_wsk_deregister(self, emu, api, func, argv):
+        (registration,) = argv
+        e = self.ev("wskreg", "WskDeregister", {"WskRegistration": registration})
+        reg = self._live_wsk_reg(registration)
+        if reg is None:
+            self.violation("WskDeregister(0x%x): not a registered WSK_REGISTRATION (never "
+                           "registered, or deregistered already)" % registration)
+            return None
+        reg.deregistered_seq = e.seq
+        if reg.captures:
+            # WskDeregister blocks until every captured NPI is released (and every socket
+            # closed): the caller holds them, so it would wait forever.
+            self.violation("WskDeregister would wait forever: %d captured provider NPI(s) not "
+                           "released (WskReleaseProviderNPI)" % reg.captures)
+        return None
+
     # hooks: WSK provider dispatch ---------------------------------------------------------
     def _make_wsk_hook(self, name, argc):
         def hook(emu, api, func, argv):
             self.ev("wsk", name, {"Client": argv[0] if argv else 0}, status=STATUS_NOT_SUPPORTED)
             return STATUS_NOT_SUPPORTED
         return hook
+
+    # hooks: device objects ------------------------------------------------------------------
+    def _h_iocreatedevice(self, emu, api, func, argv):
+        drv, ext, name_p, dtype, chars, exclusive, out = argv
+        name = self._read_ustr(name_p, True) if name_p else None
+        e = self.ev("device", "IoCreateDevice", {"DriverObject": drv, "DeviceExtensionSize": ext,
+                                                 "DeviceName": name or "NULL",
+                                                 "DeviceType": dtype, "Characteristics": chars,
+                                                 "Exclusive": exclusive & 0xFF})
+        if drv != self.driver_object:
+            self.violation("IoCreateDevice: DriverObject 0x%x is not the driver's (0x%x)"
+                           % (drv, self.driver_object))
+        if not self.readable(out, 8):
+            self.violation("IoCreateDevice: DeviceObject out-pointer 0x%x not writable" % out)
+            e.status = STATUS_INVALID_PARAMETER
+            return e.status
+        status = self.scenario.create_device_status & 0xFFFFFFFF
+        if status == STATUS_SUCCESS and name and any(
+                d.name == name and d.deleted_seq is None for d in self.devices):
+            status = STATUS_OBJECT_NAME_COLLISION
+        if status != STATUS_SUCCESS:
+            e.status = status
+            return status
+        dev = self.alloc(SIZEOF_DEVICE_OBJECT + ext, "io.device")
+        head = self.rd64(drv + DRIVER_OBJECT_DEVICE_OBJECT) if drv else 0
+        self.wr(dev, struct.pack("<hH", IO_TYPE_DEVICE, SIZEOF_DEVICE_OBJECT))
+        self.wr64(dev + DEVICE_OBJECT_DRIVER_OBJECT, drv)
+        self.wr64(dev + DEVICE_OBJECT_NEXT_DEVICE, head)
+        if drv:
+            self.wr64(drv + DRIVER_OBJECT_DEVICE_OBJECT, dev)  # the I/O manager links it in
+        self.wr64(out, dev)
+        self.devices.append(Device(address=dev, driver_object=drv, extension_size=ext, name=name,
+                                   device_type=dtype, characteristics=chars,
+                                   exclusive=exclusive & 0xFF, created_seq=e.seq))
+        e.args["*DeviceObject"] = dev
+        e.status = STATUS_SUCCESS
+        return STATUS_SUCCESS
+
+    def _device(self, addr: int) -> Optional[Device]:
+        for d in self.devices:
+            if d.address == addr:
+                return d
+        return None
+
+    def _h_iodeletedevice(self, emu, api, func, argv):
+        (dev,) = argv
+        e = self.ev("device", "IoDeleteDevice", {"DeviceObject": dev})
+        d = self._device(dev)
+        if d is None:
+            self.violation("IoDeleteDevice(0x%x): not a device object IoCreateDevice returned"
+                           % dev)
+            return None
+        if d.deleted_seq is not None:
+            self.violation("IoDeleteDevice(0x%x): deleted twice" % dev)
+            return None
+        d.deleted_seq = e.seq
+        drv = d.driver_object
+        if drv:  # unlink it from the driver object's list
+            prev = drv + DRIVER_OBJECT_DEVICE_OBJECT
+            cur = self.rd64(prev)
+            while cur:
+                nxt = self.rd64(cur + DEVICE_OBJECT_NEXT_DEVICE)
+                if cur == dev:
+                    self.wr64(prev, nxt)
+                    break
+                prev, cur = cur + DEVICE_OBJECT_NEXT_DEVICE, nxt
+        return None
+
+    # hooks: work items ------------------------------------------------------------------------
+    def _work_item(self, addr: int, api: str) -> Optional[WorkItem]:
+        for it in self.work_items:
+            if it.address == addr:
+                return it
+        self.violation("%s(0x%x): not a work item IoAllocateWorkItem returned" % (api, addr))
+        return None
+
+    def _h_ioallocateworkitem(self, emu, api, func, argv):
+        (dev,) = argv
+        e = self.ev("work", "IoAllocateWorkItem", {"DeviceObject": dev})
+        d = self._device(dev)
+        if d is None or d.deleted_seq is not None:
+            self.violation("IoAllocateWorkItem(0x%x): %s" % (
+                dev, "a deleted device object" if d else "not a device object of the driver"))
+            e.status = 0
+            return 0
+        addr = self.alloc(SIZEOF_IO_WORKITEM, "io.workitem")
+        it = WorkItem(number=len(self.work_items) + 1, address=addr, device=dev)
+        self.work_items.append(it)
+        e.args["item"] = it.number
+        e.status = addr
+        return addr
+
+    def _h_ioqueueworkitem(self, emu, api, func, argv):
+        item_p, routine, qtype, ctx = argv
+        qtype &= 0xFFFFFFFF
+        e = self.ev("work", "IoQueueWorkItem", {"IoWorkItem": item_p, "WorkerRoutine": routine,
+                                                "QueueType": qtype, "Context": ctx})
+        it = self._work_item(item_p, "IoQueueWorkItem")
+        if it is None:
+            return None
+        e.args["item"] = it.number
+        if it.freed:
+            self.violation("IoQueueWorkItem: work item %d was freed (IoFreeWorkItem)" % it.number)
+            return None
+        if it.state == "queued":
+            self.violation("IoQueueWorkItem: work item %d is queued already" % it.number)
+            return None
+        if not self.in_image(routine):
+            self.violation("IoQueueWorkItem: WorkerRoutine 0x%x is not code of the image"
+                           % routine)
+            return None
+        if qtype not in WORK_QUEUES:
+            self.violation("IoQueueWorkItem: QueueType %d is not a WORK_QUEUE_TYPE" % qtype)
+        d = self._device(it.device)
+        if d is not None and d.deleted_seq is not None:
+            self.violation("IoQueueWorkItem: work item %d's device object 0x%x was deleted"
+                           % (it.number, it.device))
+        it.routine, it.context, it.queue_type = routine, ctx, qtype
+        it.state = "queued"
+        it.queued_count += 1
+        it.queued_at = self.now
+        it.ready_at = self.now + self.scenario.work_delay_ms * TICKS_PER_MS
+        self.work_queue.append(it)
+        return None
+
+    def _h_iofreeworkitem(self, emu, api, func, argv):
+        (item_p,) = argv
+        e = self.ev("work", "IoFreeWorkItem", {"IoWorkItem": item_p})
+        it = self._work_item(item_p, "IoFreeWorkItem")
+        if it is None:
+            return None
+        e.args["item"] = it.number
+        if it.freed:
+            self.violation("IoFreeWorkItem: work item %d freed twice" % it.number)
+            return None
+        if it.state == "queued":
+            self.violation("IoFreeWorkItem: work item %d is still queued (its routine has not "
+                           "run)" % it.number)
+            self.work_queue.remove(it)
+        it.freed = True
+        if it.state != "running":
+            it.state = "freed"
+        self.wr(item_p, b"\xdd" * SIZEOF_IO_WORKITEM)
+        return None
+
+    # hooks: events and waits ------------------------------------------------------------------
+    def _write_event(self, ke: KEvent):
+        # DISPATCHER_HEADER: Type, Signalling, Size (in LONGs), Reserved1; SignalState;
+        # WaitListHead (empty: pointing at itself).
+        self.wr(ke.address, struct.pack("<BBBBiQQ", ke.type, 0, SIZEOF_KEVENT // 4, 0,
+                                         1 if ke.signalled else 0, ke.address + 8, ke.address + 8))
+
+    def _event(self, addr: int, api: str) -> Optional[KEvent]:
+        ke = self.kevents.get(addr)
+        if ke is None:
+            self.violation("%s(0x%x): not an event initialised with KeInitializeEvent"
+                           % (api, addr))
+        return ke
+
+    def _h_keinitializeevent(self, emu, api, func, argv):
+        addr, etype, state = argv
+        etype &= 0xFFFFFFFF
+        state &= 0xFF
+        self.ev("ke", "KeInitializeEvent", {"Event": addr, "Type": etype, "State": state})
+        if not self.readable(addr, SIZEOF_KEVENT):
+            self.violation("KeInitializeEvent: Event 0x%x not writable" % addr)
+            return None
+        if addr % 8:
+            self.violation("KeInitializeEvent: Event 0x%x not 8-byte aligned" % addr)
+        if etype not in EVENT_TYPES:
+            self.violation("KeInitializeEvent: Type %d is neither NotificationEvent nor "
+                           "SynchronizationEvent" % etype)
+        if self.on_a_stack(addr) or not (self.in_image(addr) or self.pool_block(addr)):
+            self.violation("KeInitializeEvent: Event 0x%x is %s (not non-paged memory of the "
+                           "driver's)" % (addr, self.where(addr)))
+        if any(t.state == "blocked" and t.wait.kind == "event" and t.wait.event == addr
+               for t in self.threads):
+            self.violation("KeInitializeEvent(0x%x) while a thread waits on it" % addr)
+        ke = KEvent(address=addr, type=etype, signalled=bool(state), init_seq=len(self.events))
+        self.kevents[addr] = ke
+        self._write_event(ke)
+        return None
+
+    def _h_kesetevent(self, emu, api, func, argv):
+        addr, increment, wait = argv
+        e = self.ev("ke", "KeSetEvent", {"Event": addr})
+        ke = self._event(addr, "KeSetEvent")
+        if ke is None:
+            return 0
+        previous = 1 if ke.signalled else 0
+        ke.signalled = True
+        ke.sets += 1
+        self.progress += 1
+        self._write_event(ke)
+        e.status = previous
+        e.text = "previous state %d" % previous
+        return previous
+
+    def _h_keclearevent(self, emu, api, func, argv):
+        (addr,) = argv
+        self.ev("ke", "KeClearEvent", {"Event": addr})
+        ke = self._event(addr, "KeClearEvent")
+        if ke is not None:
+            ke.signalled = False
+            self._write_event(ke)
+        return None
+
+    def _h_keresetevent(self, emu, api, func, argv):
+        (addr,) = argv
+        e = self.ev("ke", "KeResetEvent", {"Event": addr})
+        ke = self._event(addr, "KeResetEvent")
+        if ke is None:
+            return 0
+        previous = 1 if ke.signalled else 0
+        ke.signalled = False
+        self._write_event(ke)
+        e.status = previous
+        return previous
+
+    def _h_kewaitforsingleobject(self, emu, api, func, argv):
+        obj, reason, mode, alertable, timeout_p = argv
+        timeout = None
+        if timeout_p:
+            timeout = struct.unpack("<q", self.rd(timeout_p, 8))[0]
+        e = self.ev("ke", "KeWaitForSingleObject", {"Object": obj, "WaitReason": reason & 0xFF,
+                                                    "WaitMode": mode & 0xFF,
+                                                    "Alertable": alertable & 0xFF,
+                                                    "Timeout": timeout})
+        ke = self._event(obj, "KeWaitForSingleObject")
+        if ke is None:
+            e.status = STATUS_SUCCESS
+            return STATUS_SUCCESS
+        if timeout != 0:
+            inside = self.in_callback("ClientDetachProvider", "ClientCleanupBindingContext")
+            if inside:
+                self.violation("KeWaitForSingleObject with a wait inside %s (which may run at "
+                               "DISPATCH_LEVEL)" % inside)
+        e.args["*event"] = "%s, %s" % (EVENT_TYPES.get(ke.type, "?"),
+                                       "signalled" if ke.signalled else "not signalled")
+
+        def done(status):
+            if status == STATUS_SUCCESS and ke.type == SYNCHRONIZATION_EVENT:
+                ke.signalled = False  # a satisfied wait resets a synchronization event
+                self._write_event(ke)
+            e.status = status
+            if e.args.get("blocked"):
+                self.ev("ke-return", "KeWaitForSingleObject", status=status,
+                        text="after %s" % seconds(self.now - e.time))
+            return status
+
+        if ke.signalled:
+            ke.waits += 1
+            return done(STATUS_SUCCESS)
+        if timeout == 0:
+            return done(STATUS_TIMEOUT)
+        if timeout is None:
+            deadline = None
+        elif timeout < 0:
+            deadline = self.now - timeout
+        else:
+            deadline = max(self.now, timeout)  # absolute: the clock starts at 0 at load
+        e.args["blocked"] = True
+        return self._block(Wait("event", "event 0x%x (%s)" % (obj, self.where(obj)),
+                                deadline=deadline, event=obj), done)
 
     # hooks: pool and system routines -------------------------------------------------------
     def _new_alloc(self, api, size, tag, pool) -> int:
@@ -1130,12 +2236,16 @@ class Harness:
         text = self._format(fmt, 3)
         self.ev("log", "DbgPrintEx", {"ComponentId": cid & 0xFFFFFFFF,
                                       "Level": level & 0xFFFFFFFF}, text=text)
+        if self.current is not None:
+            self.current.last_log = text
         return len(text)
 
     def _h_dbgprint(self, emu, api, func, argv):
         (fmt,) = emu.get_func_argv(_cdecl(), 1)
         text = self._format(fmt, 1)
         self.ev("log", "DbgPrint", {}, text=text)
+        if self.current is not None:
+            self.current.last_log = text
         return len(text)
 
     def _format(self, fmt_addr: int, first_vararg: int) -> str:
@@ -1165,19 +2275,38 @@ class Harness:
     def run(self) -> Result:
         self._build()
         self.se.run_module(self.module, all_entrypoints=True)
-        if self.pending_calls:
-            self.violation("emulation ended inside %d driver callback(s)" % len(self.pending_calls))
+        for t in self.threads:
+            if t.pending and t.state in ("running", "blocked"):
+                self.violation("emulation ended inside %d driver callback(s) on %s"
+                               % (len(t.pending), t.name))
         if self.client is not None and self.unload_ran and not self.wait_done:
             self.violation("DriverUnload did not call NmrWaitForClientDeregisterComplete")
         if self.client is not None and self.unload_ran and not self.deregistered:
             self.violation("DriverUnload did not call NmrDeregisterClient")
-        failed_entry = self.entry_status is not None and self.entry_status & 0x80000000
+        failed_entry = self.entry_status is None or bool(self.entry_status & 0x80000000)
         if self.unload_ran or failed_entry:
+            when = "unload" if self.unload_ran else "failed DriverEntry"
+            for reg in self.wsk_regs:
+                if reg.status == STATUS_SUCCESS and reg.deregistered_seq is None:
+                    self.violation("WSK registration 0x%x left registered at %s (no WskDeregister)"
+                                   % (reg.address, when))
+                if reg.captures:
+                    self.violation("%d captured WSK provider NPI(s) not released at %s"
+                                   % (reg.captures, when))
+            for d in self.devices:
+                if d.deleted_seq is None:
+                    self.violation("device object 0x%x (IoCreateDevice) not deleted at %s "
+                                   "(IoDeleteDevice): the driver could never unload"
+                                   % (d.address, when))
+            for it in self.work_items:
+                if not it.freed:
+                    self.violation("work item %d (IoAllocateWorkItem) not freed at %s "
+                                   "(IoFreeWorkItem)" % (it.number, when))
             for a in self.alloc_list:
                 if a.freed_by is None:
                     self.violation("pool leak at %s: %d bytes tag %s at 0x%x (%s)"
-                                   % ("unload" if self.unload_ran else "failed DriverEntry",
-                                      a.size, tag_name(a.tag), a.address, a.api))
+                                   % (when, a.size, tag_name(a.tag), a.address, a.api))
+        stack = max((t.stack_used for t in self.threads), default=0)
         return Result(scenario=self.scenario, image=self.image, profile=self.profile,
                       events=self.events,
                       bindings=self.bindings, allocations=self.alloc_list,
@@ -1186,7 +2315,10 @@ class Harness:
                       run_errors=self.run_errors, client_handle=self.client_handle,
                       characteristics=self.client, image_base=self.module.get_base(),
                       image_size=self.module.get_image_size(),
-                      stack_used=self.stack_top - self.min_rsp)
+                      stack_used=stack, devices=self.devices, work_items=self.work_items,
+                      kevents=list(self.kevents.values()), wsk_registrations=self.wsk_regs,
+                      threads=self.threads, clock=self.now,
+                      unload_completed=self.unload_completed)
 
 
 def _cdecl():
@@ -1315,28 +2447,42 @@ def run_scenario(image: str, scenario: Union[str, Scenario] = "default",
             raise HarnessError("unknown scenario %r (known: %s)" % (scenario, ", ".join(SCENARIOS)))
         scenario = SCENARIOS[scenario]
     if not scenario.is_for(profile):
-        raise HarnessError("scenario %r is for %s only, not %s"
-                           % (scenario.name, ", ".join(scenario.drivers), profile.name))
+        raise HarnessError("scenario %r is not for %s (%s)"
+                           % (scenario.name, profile.name, scenario.applies_to()))
     return Harness(image, dataclasses.replace(scenario), verbose=verbose, profile=profile).run()
 
 
 def _fmt_args(args: dict) -> str:
     parts = []
     for k, v in args.items():
-        if k.startswith("*"):
+        if k.startswith("*") or k in ("blocked", "item"):
             continue
-        if isinstance(v, int):
-            if k == "ClientDispatch.Version":
+        if v is None:
+            v = "NULL" if k != "Timeout" else "NULL (no timeout)"
+        elif isinstance(v, int):
+            if k in ("ClientDispatch.Version", "Dispatch.Version"):
                 v = "WSK " + version_name(v)
             elif k == "Tag":
                 v = tag_name(v)
-            elif k in ("NumberOfBytes", "ComponentId", "Level", "dwOSVersionInfoSize"):
+            elif k in ("NumberOfBytes", "ComponentId", "Level", "dwOSVersionInfoSize",
+                       "DeviceExtensionSize", "WaitReason", "WaitMode", "Alertable", "Exclusive",
+                       "State"):
                 v = str(v)
             elif k == "Flags":
                 v = "0x%x%s" % (v, " (POOL_FLAG_NON_PAGED)" if v == POOL_FLAG_NON_PAGED else "")
             elif k == "PoolType":
                 v = "%d%s" % (v, {NON_PAGED_POOL_NX: " (NonPagedPoolNx)",
                                   NON_PAGED_POOL: " (NonPagedPool)"}.get(v, ""))
+            elif k == "QueueType":
+                v = "%d (%s)" % (v, WORK_QUEUES.get(v, "?"))
+            elif k == "Type":
+                v = "%d (%s)" % (v, EVENT_TYPES.get(v, "?"))
+            elif k == "WaitTimeout":
+                v = {WSK_NO_WAIT: "WSK_NO_WAIT", WSK_INFINITE_WAIT: "WSK_INFINITE_WAIT"}.get(
+                    v, "%d ms" % v)
+            elif k == "Timeout":
+                v = ("%d (%s %s)" % (v, "relative" if v < 0 else "absolute",
+                                     seconds(abs(v))) if v else "0 (poll)")
             else:
                 v = "0x%x" % v
         elif isinstance(v, str):
@@ -1349,18 +2495,32 @@ def format_trace(r: Result) -> str:
     """A trace for someone who has never seen the driver run."""
     L = []
     sc = r.scenario
+    backend = r.profile.backend
     L.append("=" * 78)
     L.append("%s under Speakeasy  --  scenario '%s'" % (r.profile.image_name, sc.name))
     L.append("  image:    %s" % r.image)
-    L.append("  scenario: %s" % sc.description)
-    if sc.providers:
-        for p in sc.providers:
-            L.append("  provider registered before load: %s" % p.describe())
+    L.append("  driver:   %s (log prefix '%s', service %s, %s backend)" % (
+        r.profile.name, r.profile.prefix.rstrip(), r.profile.service,
+        "raw NMR" if backend == "nmr" else "WskRegister"))
+    L.append("  scenario: %s" % sc.describe_for(r.profile))
+    if backend == "nmr":
+        if sc.providers:
+            for p in sc.providers:
+                L.append("  provider registered before load: %s" % p.describe())
+        else:
+            L.append("  no provider registered when the driver loads")
+        for action, what in sc.after_entry:
+            L.append("  later: provider %s %s" % (action, what if isinstance(what, str)
+                                                   else what.describe()))
     else:
-        L.append("  no provider registered when the driver loads")
-    for action, what in sc.after_entry:
-        L.append("  later: provider %s %s" % (action, what if isinstance(what, str)
-                                               else what.describe()))
+        if sc.providers:
+            L.append("  WSK subsystem ready at load: %s" % sc.providers[0].describe())
+        elif sc.wsk_ready_after_ms is None:
+            L.append("  WSK subsystem never ready (WskCaptureProviderNPI: "
+                     "STATUS_DEVICE_NOT_READY)")
+        else:
+            L.append("  WSK subsystem ready %d ms after load: %s"
+                     % (sc.wsk_ready_after_ms, Provider().describe()))
     L.append("  Windows version (RtlGetVersion): %d.%d build %d" % sc.windows_version)
     L.append("  ExAllocatePool2 available: %s" % ("yes" if sc.exallocatepool2 else
                                                  "no (pre-Windows 10 2004 kernel)"))
@@ -1371,24 +2531,43 @@ def format_trace(r: Result) -> str:
                  % tag_name(pool_tag(r.profile.binding_tag)))
     if sc.fail_allocations:
         L.append("  pool allocation(s) number %s fail" % ", ".join(map(str, sc.fail_allocations)))
+    if sc.register_status != STATUS_SUCCESS:
+        L.append("  %s returns %s" % ("NmrRegisterClient" if backend == "nmr" else "WskRegister",
+                                      status_name(sc.register_status)))
+    if sc.create_device_status != STATUS_SUCCESS:
+        L.append("  IoCreateDevice returns %s" % status_name(sc.create_device_status))
+    if sc.work_delay_ms:
+        L.append("  a work item starts %d ms after it is queued" % sc.work_delay_ms)
+    if sc.unload_after_ms:
+        L.append("  sc stop %d ms after the driver's start has settled" % sc.unload_after_ms)
     L.append("")
     L.append("Legend: '->' NMR/kernel answers the driver; '<=' NMR calls into the driver and the "
-             "driver returns; 'log' is the driver's own DbgPrintEx output.")
+             "driver returns; 'log' is the driver's own DbgPrintEx output; '~~' the harness "
+             "switches threads or lets time pass (t = emulated time since load).")
     L.append("-" * 78)
+    prev_thread = None
     for e in r.events:
         ind = "  " * (e.depth + 1)
+        if e.kind not in ("run", "thread") and e.thread != prev_thread and prev_thread is not None:
+            L.append("  ~~ on %s, t = %s" % (e.thread, seconds(e.time)))
+        if e.kind != "thread":
+            prev_thread = e.thread
         if e.kind == "run":
-            if e.name.endswith("returned") or e.name.endswith("done"):
+            if e.name.endswith(("returned", "done", "abandoned")):
                 extra = ""
                 if e.status is not None:
                     extra = " -> %s" % status_name(e.status)
-                if e.name == "DriverEntry returned":
+                if e.name in ("DriverEntry returned", "DriverEntry abandoned"):
                     extra += ("; DriverObject->DriverUnload = 0x%x" % e.args["DriverUnload"]
                               if e.args.get("DriverUnload") else "; DriverUnload NOT set")
                 L.append("%s%s%s" % (ind, e.name, extra))
                 L.append("")
             else:
-                L.append("[%s] %s" % (e.name, _fmt_args(e.args) or e.text))
+                L.append("[%s] %s (t = %s)" % (e.name, _fmt_args(e.args) or e.text,
+                                               seconds(e.time)))
+        elif e.kind == "thread":
+            L.append("  ~~ %s" % e.text)
+            prev_thread = e.thread
         elif e.kind == "log":
             lvl = e.args.get("Level")
             L.append("%slog%s: %s" % (ind, "" if lvl is None else "[%d]" % lvl,
@@ -1423,9 +2602,13 @@ def format_trace(r: Result) -> str:
                 L.append("%s<= %s returned" % (ind, e.name))
             else:
                 L.append("%s<= %s returned %s" % (ind, e.name, status_name(e.status)))
-        elif e.kind == "nmr-return":
+        elif e.kind in ("nmr-return", "ke-return", "wskreg-return"):
             L.append("%s%s returned %s%s" % (ind, e.name, status_name(e.status),
                                              " (%s)" % e.text if e.text else ""))
+            if e.args.get("*Dispatch"):
+                L.append("%s   (wrote WSK_PROVIDER_NPI: Client 0x%x, Dispatch 0x%x with Version "
+                         "WSK %s)" % (ind, e.args["*Client"], e.args["*Dispatch"],
+                                      version_name(e.args["*Dispatch.Version"])))
         elif e.kind == "pool":
             if e.name.startswith("ExFree"):
                 L.append("%spool: %s(%s)" % (ind, e.name, _fmt_args(e.args)))
@@ -1438,6 +2621,47 @@ def format_trace(r: Result) -> str:
         elif e.kind == "kernel":
             L.append("%s%s(%s) -> %s" % (ind, e.name, _fmt_args(e.args),
                                          "0x%x" % e.status if e.status else "NULL"))
+        elif e.kind == "device":
+            if e.name == "IoCreateDevice":
+                out = ("STATUS_SUCCESS, DeviceObject 0x%x" % e.args["*DeviceObject"]
+                       if e.status == STATUS_SUCCESS else status_name(e.status))
+                L.append("%sIoCreateDevice(%s) -> %s" % (ind, _fmt_args(e.args), out))
+            else:
+                L.append("%s%s(%s)" % (ind, e.name, _fmt_args(e.args)))
+        elif e.kind == "work":
+            item = e.args.get("item")
+            tag = " [work item %d]" % item if item else ""
+            if e.name == "IoAllocateWorkItem":
+                L.append("%sIoAllocateWorkItem(%s) -> %s%s" % (
+                    ind, _fmt_args(e.args), "0x%x" % e.status if e.status else "NULL", tag))
+            elif e.name == "work item runs":
+                L.append("%swork item %d: WorkerRoutine 0x%x(DeviceObject=0x%x, Context=0x%x)"
+                         % (ind, item, e.args["WorkerRoutine"], e.args["DeviceObject"],
+                            e.args["Context"]))
+            elif e.name == "work item done":
+                L.append("%swork item %d: WorkerRoutine returned" % (ind, item))
+            else:
+                L.append("%s%s(%s)%s" % (ind, e.name, _fmt_args(e.args), tag))
+        elif e.kind == "ke":
+            st = ""
+            if e.name == "KeWaitForSingleObject":
+                st = ("  ... blocks: %s" % e.args.get("*event") if e.args.get("blocked")
+                      else " -> %s" % status_name(e.status))
+            elif e.name in ("KeSetEvent", "KeResetEvent") and e.status is not None:
+                st = " -> %d (previous state)" % e.status
+            L.append("%s%s(%s)%s" % (ind, e.name, _fmt_args(e.args), st))
+        elif e.kind == "wskreg":
+            if e.args.get("blocked"):
+                st = "  ... waits"
+            elif e.status is not None:
+                st = " -> %s" % status_name(e.status)
+            else:
+                st = ""
+            L.append("%s%s(%s)%s" % (ind, e.name, _fmt_args(e.args), st))
+            if e.args.get("*Dispatch"):
+                L.append("%s   (wrote WSK_PROVIDER_NPI: Client 0x%x, Dispatch 0x%x with Version "
+                         "WSK %s)" % (ind, e.args["*Client"], e.args["*Dispatch"],
+                                      version_name(e.args["*Dispatch.Version"])))
         elif e.kind == "wsk":
             L.append("%sWSK provider dispatch: %s(%s) -> %s" % (ind, e.name, _fmt_args(e.args),
                                                                 status_name(e.status)))
@@ -1454,13 +2678,33 @@ def format_trace(r: Result) -> str:
         L.append("  binding 0x%x (%s): attach tries: %s; ClientAttachProvider returned %s; "
                  "final state %s" % (b.handle, b.provider.name, tries,
                                      status_name(b.attach_status), b.state))
+    for reg in r.wsk_registrations:
+        answers = ", ".join("%s -> %s" % (
+            {WSK_NO_WAIT: "no wait", WSK_INFINITE_WAIT: "infinite"}.get(w, "%d ms" % w),
+            status_name(s)) for w, s in reg.capture_answers) or "none"
+        L.append("  WskRegister at WSK %s -> %s; captures: %s; %s" % (
+            version_name(reg.version), status_name(reg.status), answers,
+            "deregistered" if reg.deregistered_seq is not None else
+            ("NOT deregistered" if reg.status == STATUS_SUCCESS else "not registered")))
     bal = r.pool_balance()
     if not bal:
         L.append("  pool: nothing allocated")
     for tag, d in bal.items():
         L.append("  pool tag %s: %d allocated, %d freed, %d outstanding (%d bytes)"
                  % (tag, d["allocated"], d["freed"], d["outstanding"], d["bytes_outstanding"]))
-    L.append("  DriverUnload ran: %s" % ("yes" if r.unload_ran else "no"))
+    L.append("  device objects: %d created, %d deleted" % (
+        len(r.devices), sum(d.deleted_seq is not None for d in r.devices)))
+    L.append("  work items: %d allocated, %d queued, %d ran, %d freed" % (
+        len(r.work_items), sum(it.queued_count for it in r.work_items),
+        sum(it.runs for it in r.work_items), sum(it.freed for it in r.work_items)))
+    L.append("  events: %d initialised, %d set, %d waits (%d timed out)" % (
+        len(r.kevents), sum(k.sets for k in r.kevents),
+        sum(1 for e in r.events if e.kind == "ke" and e.name == "KeWaitForSingleObject"),
+        sum(1 for e in r.events if e.kind == "ke" and e.name == "KeWaitForSingleObject"
+            and e.status == STATUS_TIMEOUT)))
+    L.append("  DriverUnload ran: %s" % ("yes" if r.unload_completed else
+                                         ("ABANDONED (it would hang)" if r.unload_ran else "no")))
+    L.append("  emulated time at the end: %s" % seconds(r.clock))
     L.append("  stack: %d bytes deep at the deepest API call (of a %d KiB kernel stack)"
              % (r.stack_used, KERNEL_STACK_SIZE // 1024))
     if r.violations:

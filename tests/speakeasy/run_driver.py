@@ -4,13 +4,17 @@
     python tests/speakeasy/run_driver.py [--provider NAME] [PATH.sys]
     python tests/speakeasy/run_driver.py --list
 
-The driver loads (DriverEntry), registers with NMR, is attached to the emulated WSK provider,
-and unloads (DriverUnload: detach, cleanup). The trace shows the driver's own log lines
-(DbgPrintEx), every call between NMR and the driver with its arguments and status, and the pool
-balance. --provider picks what the WSK side looks like (see --list), e.g. `wsk10-only` to watch
-the driver settle for WSK 1.0. The image is wsk_attach.sys (default) or wsk_echo.sys; what the
-harness expects of it (its NMR module id, ...) is the driver profile of its file name
-(tests/driver_profiles.py). Exit status: 0 when no problem was found, 1 otherwise, 2 on a
+The driver loads (DriverEntry), registers with NMR (or through WskRegister), is attached to the
+emulated WSK provider, runs the work items it queued, and unloads (DriverUnload: detach, cleanup,
+or release and WskDeregister). The trace shows the driver's own log lines (DbgPrintEx), every
+call between NMR (or the WskRegister layer) and the driver with its arguments and status, its
+device object, work items (each on a worker thread of its own), events and waits (with the
+emulated time), and the pool balance. --provider picks what the WSK side looks like (see
+--list), e.g. `wsk10-only` to watch the driver settle for WSK 1.0. The image is wsk_attach.sys
+(default), wsk_echo.sys or wsk_echo_wskregister.sys; what the harness expects of it (backend,
+NMR module id, tags, ...) is the driver profile of its file name, or of $WSK_DRIVER_PROFILE
+(tests/driver_profiles.py); --list marks the scenarios that are not for every image, and --all
+runs those meant for the image. Exit status: 0 when no problem was found, 1 otherwise, 2 on a
 usage or set-up error.
 
 If Speakeasy is not importable, this runs tests/speakeasy/setup-venv.sh (which creates
@@ -63,8 +67,10 @@ def main(argv=None):
 
     if args.list:
         for name, sc in harness.SCENARIOS.items():
-            only = " (%s only)" % ", ".join(sc.drivers) if sc.drivers else ""
+            only = " (%s)" % sc.applies_to() if sc.applies_to() else ""
             print("%-22s %s%s" % (name, sc.description, only))
+            if sc.wsk_description:
+                print("%-22s   WskRegister backend: %s" % ("", sc.wsk_description))
         return 0
     image = args.image or harness.default_image()
     if not os.path.isfile(image):
@@ -83,8 +89,8 @@ def main(argv=None):
                   % (n, ", ".join(harness.SCENARIOS)), file=sys.stderr)
             return 2
         if not harness.SCENARIOS[n].is_for(profile):
-            print("run_driver.py: scenario %r is for %s only, not %s"
-                  % (n, ", ".join(harness.SCENARIOS[n].drivers), profile.name), file=sys.stderr)
+            print("run_driver.py: scenario %r is not for %s (%s)"
+                  % (n, profile.name, harness.SCENARIOS[n].applies_to()), file=sys.stderr)
             return 2
     if args.verbose:
         import logging

@@ -1,19 +1,23 @@
-"""End-to-end tests of a real driver image (wsk_attach.sys or wsk_echo.sys) under Speakeasy
-(see harness.py).
+"""End-to-end tests of a real driver image (wsk_attach.sys, wsk_echo.sys or
+wsk_echo_wskregister.sys) under Speakeasy (see harness.py).
 
-Each scenario asserts the exact sequence of calls between NMR and the driver (both directions)
-with the driver's own pool allocations and frees where they happen, the WSK version named by the
-client dispatch of every NmrClientAttachProvider try, and every status returned; plus the pool
-balance per tag and the absence of contract violations that the harness's NMR model detects (bad
-handles, callbacks in the wrong state, a foreign NMR module id, leaks, double frees, ...).
+Each scenario asserts the exact sequence of calls between the driver and NMR or the WskRegister
+layer (both directions), with the driver's device object, its work items (queued, run, done), the
+events its unload waits on and sets, and its own pool allocations and frees where they happen;
+the WSK version of every NmrClientAttachProvider try and WskRegister, and every status returned;
+plus the pool balance per tag and the absence of contract violations that the harness detects
+(bad handles, callbacks in the wrong state, a foreign NMR module id, leaks, double frees, a device
+object or work item left behind, a wait nothing can satisfy, ...).
 
-What differs between the images (log prefix, binding tag, the driver's own allocations and log
-lines, module id) comes from the image's driver profile, PROFILE (tests/driver_profiles.py).
+What differs between the images (backend, log prefix, tags, the driver's own allocations and log
+lines, its connection, module id) comes from the image's driver profile, PROFILE
+(tests/driver_profiles.py). Tests of one backend are skipped for the other.
 
 Run: target/speakeasy-venv/bin/python -m pytest tests/speakeasy
 Image: $WSK_DRIVER_SYS, default target/x86_64-pc-windows-msvc/release/wsk_attach.sys (a missing
 image FAILS the tests; an image name without a profile fails the collection).
 """
+import dataclasses
 import os
 import re
 
@@ -21,18 +25,35 @@ import pytest
 
 import harness
 from harness import (NON_PAGED_POOL, NON_PAGED_POOL_NX, POOL_FLAG_NON_PAGED,
-                     STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE,
-                     STATUS_PENDING, STATUS_SUCCESS, STATUS_UNSUCCESSFUL, WSK_1_0, WSK_1_1,
-                     Provider, Scenario, status_name, tag_name)
+                     STATUS_DEVICE_NOT_READY, STATUS_INSUFFICIENT_RESOURCES,
+                     STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE, STATUS_PENDING, STATUS_SUCCESS,
+                     STATUS_TIMEOUT, STATUS_UNSUCCESSFUL, TICKS_PER_MS, WSK_1_0, WSK_1_1,
+                     WSK_NO_WAIT, Provider, Scenario, status_name, tag_name)
 
 S = status_name
 
 # The driver under test, by the image's file name (or $WSK_DRIVER_PROFILE).
 PROFILE = harness.profile_for(harness.default_image())
+NMR = PROFILE.backend == "nmr"
+CONN = PROFILE.connection
 BINDING_TAG = harness.pool_tag(PROFILE.binding_tag)
+WORK_TAG = harness.pool_tag(PROFILE.work_item_tag)
+CONN_TAG = harness.pool_tag(PROFILE.connection_tag) if CONN else None
 OWN_TAGS = [harness.pool_tag(t) for t in PROFILE.own_tags]
-# Named scenarios in which DriverEntry fails, by design.
-LOAD_FAILS = {"register-fails", "setup-no-pool"}
+# Named scenarios in which DriverEntry fails, by design, for this driver.
+LOAD_FAILS = {n for n, sc in harness.scenarios_for(PROFILE).items() if sc.load_fails(PROFILE)}
+
+nmr_only = pytest.mark.skipif(not NMR, reason="%s attaches through WskRegister, not raw NMR"
+                              % PROFILE.name)
+wskregister_only = pytest.mark.skipif(NMR, reason="%s attaches through raw NMR, not WskRegister"
+                                      % PROFILE.name)
+connection_only = pytest.mark.skipif(not CONN, reason="%s holds no connection (queues no work "
+                                     "item, never waits)" % PROFILE.name)
+
+# The Wait of the library's unload: 5 s, relative (crates/wsk-client/src/runtime.rs).
+UNLOAD_WAIT = -5000 * TICKS_PER_MS
+FILE_DEVICE_UNKNOWN = 0x22
+FILE_DEVICE_SECURE_OPEN = 0x100
 
 
 def test_image_exists():
@@ -44,23 +65,57 @@ def test_image_exists():
         assert f.read(2) == b"MZ", "%s is not a PE image" % image
 
 
-# The driver's own allocations (none for wsk_attach) in sequence(): made in DriverEntry before it
-# registers, freed in DriverUnload once deregistration is complete.
-SETUP = ["allocate %s" % tag_name(t) for t in OWN_TAGS]
-TEARDOWN = ["free %s" % tag_name(t) for t in OWN_TAGS]
-LOAD = [*SETUP, "NmrRegisterClient -> STATUS_SUCCESS"]
-UNLOAD = [
-    "NmrDeregisterClient -> STATUS_PENDING",
-    "ClientDetachProvider -> STATUS_SUCCESS",
-    "ClientCleanupBindingContext",
-    "NmrWaitForClientDeregisterComplete -> STATUS_SUCCESS",
-    *TEARDOWN,
-]
-UNLOAD_NOTHING_ATTACHED = [
-    "NmrDeregisterClient -> STATUS_PENDING",
-    "NmrWaitForClientDeregisterComplete -> STATUS_SUCCESS",
-    *TEARDOWN,
-]
+# ---------------------------------------------------------------------------------------------
+# The sequence of a run, and its pieces
+# ---------------------------------------------------------------------------------------------
+def sequence(r):
+    """What the driver and the system did to each other, in the order the calls started, as
+    readable strings: the calls between NMR (or the WskRegister layer) and the driver; the device
+    object; work items queued, starting ("work item 2 runs") and returning ("work item 2 done");
+    KeSetEvent and KeWaitForSingleObject with the status the wait ended with; the driver's own
+    pool allocations and its connection's ("allocate 'EchD'", "... -> NULL" when it failed) and
+    frees ("free 'EchD'"). Binding contexts, work item contexts, IoAllocateWorkItem /
+    IoFreeWorkItem and KeInitializeEvent are checked by the tests instead."""
+    tracked = set(OWN_TAGS) | ({CONN_TAG} if CONN else set())
+    out = []
+    for e in r.events:
+        if e.kind == "pool" and e.args.get("Tag") in tracked:
+            if e.name.startswith("ExFree"):
+                out.append("free %s" % tag_name(e.args["Tag"]))
+            else:
+                out.append("allocate %s%s" % (tag_name(e.args["Tag"]),
+                                              "" if e.status else " -> NULL"))
+        elif e.kind == "device":
+            out.append("IoCreateDevice -> %s" % S(e.status) if e.name == "IoCreateDevice"
+                       else e.name)
+        elif e.kind == "work" and e.name == "IoQueueWorkItem":
+            out.append(queue(e.args["item"]))
+        elif e.kind == "work" and e.name == "work item runs":
+            out.append(runs(e.args["item"]))
+        elif e.kind == "work" and e.name == "work item done":
+            out.append(done(e.args["item"]))
+        elif e.kind == "ke" and e.name == "KeSetEvent":
+            out.append(SET)
+        elif e.kind == "ke" and e.name == "KeWaitForSingleObject":
+            out.append("KeWaitForSingleObject -> %s" % S(e.status))
+        elif e.kind == "wskreg":
+            if e.name == "WskRegister":
+                v = e.args.get("ClientDispatch.Version", 0)
+                out.append(wsk_register(v, e.status))
+            elif e.name == "WskCaptureProviderNPI":
+                out.append(capture(e.args["WaitTimeout"], e.status))
+            else:
+                out.append(e.name)
+        elif e.kind not in ("nmr", "callback"):
+            continue
+        elif e.name == "NmrClientAttachProvider":
+            v = e.args.get("ClientDispatch.Version", 0)
+            out.append(nmr_attach(v, e.status))
+        elif e.name in ("ClientCleanupBindingContext", "NmrClientDetachProviderComplete"):
+            out.append(e.name)  # VOID
+        else:
+            out.append("%s -> %s" % (e.name, S(e.status)))
+    return out
 
 
 def attach(st):
@@ -71,46 +126,143 @@ def nmr_attach(version, st):
     return "NmrClientAttachProvider(WSK %d.%d) -> %s" % (version >> 8, version & 0xFF, S(st))
 
 
-def sequence(r):
-    """The calls between NMR and the driver, in the order they started, and the driver's own
-    pool allocations ("allocate 'EchD'", "... -> NULL" when it failed) and frees ("free 'EchD'")
-    where they happen, as readable strings. Binding contexts are checked by the tests instead."""
-    out = []
-    for e in r.events:
-        if e.kind == "pool" and e.args.get("Tag") in OWN_TAGS:
-            if e.name.startswith("ExFree"):
-                out.append("free %s" % tag_name(e.args["Tag"]))
-            else:
-                out.append("allocate %s%s" % (tag_name(e.args["Tag"]),
-                                              "" if e.status else " -> NULL"))
-        elif e.kind not in ("nmr", "callback"):
-            continue
-        elif e.name == "NmrClientAttachProvider":
-            v = e.args.get("ClientDispatch.Version", 0)
-            out.append("NmrClientAttachProvider(WSK %d.%d) -> %s" % (v >> 8, v & 0xFF, S(e.status)))
-        elif e.name == "ClientCleanupBindingContext":
-            out.append(e.name)
-        else:
-            out.append("%s -> %s" % (e.name, S(e.status)))
-    return out
+def wsk_register(version, st=STATUS_SUCCESS):
+    return "WskRegister(WSK %d.%d) -> %s" % (version >> 8, version & 0xFF, S(st))
 
 
+def capture(wait_ms, st):
+    return "WskCaptureProviderNPI(%s) -> %s" % ("no wait" if wait_ms == WSK_NO_WAIT
+                                                else "%d ms" % wait_ms, S(st))
+
+
+def queue(n):
+    return "queue work item %d" % n
+
+
+def runs(n):
+    return "work item %d runs" % n
+
+
+def done(n):
+    return "work item %d done" % n
+
+
+SET = "KeSetEvent"
+WAITED = "KeWaitForSingleObject -> STATUS_SUCCESS"
+DEVICE = "IoCreateDevice -> STATUS_SUCCESS"
+DELETE = "IoDeleteDevice"
+RELEASE = "WskReleaseProviderNPI"
+DEREGISTER = "WskDeregister"
+CONN_ALLOC = "allocate %s" % tag_name(CONN_TAG) if CONN else None
+CONN_FREE = "free %s" % tag_name(CONN_TAG) if CONN else None
+
+# The driver's own allocations (none for wsk_attach): made in DriverEntry before it registers,
+# freed in DriverUnload once deregistration is complete.
+SETUP = ["allocate %s" % tag_name(t) for t in OWN_TAGS]
+TEARDOWN = ["free %s" % tag_name(t) for t in OWN_TAGS]
+
+
+def open_connection(item=1, holding=True):
+    """The connection's work item, queued by DriverEntry once registered, run once DriverEntry
+    returned: it takes a binding reference into its pool block (holding), or finds no provider."""
+    if not CONN:
+        return []
+    return [queue(item), runs(item), *([CONN_ALLOC] if holding else []), done(item)]
+
+
+def close_connection(item=2, holding=True):
+    """The unload's first step: the close work item queued (Client::on_detach), the unload's wait
+    (for the reference, or for the work item itself), the work item releasing the reference
+    (KeSetEvent by the last reference, then the pool block freed) or only leaving (KeSetEvent by
+    the last work item)."""
+    if not CONN:
+        return []
+    return [queue(item), WAITED, runs(item), SET, *([CONN_FREE] if holding else []), done(item)]
+
+
+# NMR backend
+LOAD = [*SETUP, DEVICE, "NmrRegisterClient -> STATUS_SUCCESS"]
+
+
+def unload(attached=True, holding=None, item=2):
+    holding = attached if holding is None else holding
+    return [*close_connection(item, holding),
+            "NmrDeregisterClient -> STATUS_PENDING",
+            *(["ClientDetachProvider -> STATUS_SUCCESS", "ClientCleanupBindingContext"]
+              if attached else []),
+            "NmrWaitForClientDeregisterComplete -> STATUS_SUCCESS",
+            DELETE,
+            *TEARDOWN]
+
+
+UNLOAD = unload(attached=True)
+UNLOAD_NOTHING_ATTACHED = unload(attached=False)
+
+
+def attached_at(*attach_calls):
+    """A whole run that attached at load (the NMR calls in the attach given) and unloaded."""
+    return [*LOAD, *attach_calls, *open_connection(1, True), *UNLOAD]
+
+
+def not_attached(*attach_calls):
+    """A whole run in which the attach at load was declined or failed."""
+    return [*LOAD, *attach_calls, *open_connection(1, False), *UNLOAD_NOTHING_ATTACHED]
+
+
+# WskRegister backend
+WSK_LOAD = [*SETUP, DEVICE]
+WSK_UNLOAD = [*close_connection(2, True), RELEASE, DEREGISTER, DELETE, *TEARDOWN]
+
+
+def wsk_attached(*registration):
+    """A whole WskRegister run: `registration` (WskRegister and captures) in DriverEntry, then
+    the connection, then the unload."""
+    return [*WSK_LOAD, *registration, *open_connection(1, True), *WSK_UNLOAD]
+
+
+def default_run():
+    """The sequence of the default scenario for this driver."""
+    if NMR:
+        return attached_at(attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS))
+    return wsk_attached(wsk_register(WSK_1_1), capture(WSK_NO_WAIT, STATUS_SUCCESS))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks every clean run passes
+# ---------------------------------------------------------------------------------------------
 def assert_clean(r):
-    """No contract violation seen by the NMR model, no emulation error, pool balanced, unloaded;
-    every allocation is a binding context (the binding tag) or one of the driver's own, which are
-    exactly the profile's (one block per tag)."""
+    """No contract violation seen by the harness, no emulation error, pool balanced, device
+    objects deleted, work items freed (none queued or running), registrations undone, unloaded;
+    every allocation is a binding context, a work item context (one per queued work item), the
+    connection's block, or one of the driver's own, which are exactly the profile's (one block
+    per tag)."""
     assert r.run_errors == [], r.run_errors
     assert r.violations == [], r.violations
     assert r.entry_status == STATUS_SUCCESS, S(r.entry_status)
     assert r.unload_set, "DriverEntry did not set DriverObject->DriverUnload"
-    assert r.unload_ran, "DriverUnload did not run"
+    assert r.unload_ran and r.unload_completed, "DriverUnload did not run to its end"
     assert r.outstanding == [], "pool left allocated at unload: %r" % r.outstanding
     own = sorted(tag_name(a.tag) for a in r.own_allocations)
     assert own == sorted(tag_name(t) for t in OWN_TAGS), (
-        "allocations other than binding contexts (%s): %s, expected %s's own: %s"
-        % (tag_name(BINDING_TAG), own, PROFILE.name, [tag_name(t) for t in OWN_TAGS]))
+        "allocations other than binding contexts (%s), work items (%s) and the connection (%s): "
+        "%s, expected %s's own: %s"
+        % (tag_name(BINDING_TAG), tag_name(WORK_TAG), PROFILE.connection_tag, own, PROFILE.name,
+           [tag_name(t) for t in OWN_TAGS]))
     for a in r.allocations:
         assert a.freed_by == "ExFreePoolWithTag" and a.free_tag == a.tag, a
+    # One device object, created and deleted once.
+    assert len(r.devices) == 1 and r.devices[0].deleted_seq is not None, r.devices
+    # Every work item allocated was queued once, ran once, and was freed; one context each.
+    for it in r.work_items:
+        assert (it.queued_count, it.runs, it.freed, it.state) == (1, 1, True, "freed"), it
+    assert len(r.work_allocations) == len(r.work_items)
+    if not CONN:
+        assert r.work_items == [] and r.connection_allocations == []
+    assert len(r.connection_allocations) <= 1
+    for reg in r.wsk_registrations:
+        assert reg.captures == 0, reg
+        assert reg.status != STATUS_SUCCESS or reg.deregistered_seq is not None, reg
+    assert all(t.state == "done" for t in r.threads), [(t.name, t.state) for t in r.threads]
 
 
 def binding_pool_events(r):
@@ -132,13 +284,46 @@ def event_index(r, kind, name, nth=0):
     return hits[nth]
 
 
+def log_events(r):
+    return [e for e in r.events if e.kind == "log"]
+
+
+def log_index(r, text, nth=0):
+    """The event index of the driver's log line `text` (without the prefix)."""
+    hits = [e.seq for e in log_events(r) if e.text == PROFILE.log(text) + "\n"]
+    assert len(hits) > nth, "log line %r not seen (#%d) in:\n  %s" % (
+        text, nth, "\n  ".join(x.rstrip("\n") for x in r.logs))
+    return hits[nth]
+
+
+def registration_index(r):
+    """Where the driver registers: NmrRegisterClient, or its first WskRegister."""
+    return event_index(r, "nmr", "NmrRegisterClient") if NMR else \
+        event_index(r, "wskreg", "WskRegister")
+
+
+def deregistered_index(r):
+    """Where deregistration is complete: NmrWaitForClientDeregisterComplete, or the last
+    WskDeregister."""
+    if NMR:
+        return event_index(r, "nmr", "NmrWaitForClientDeregisterComplete")
+    return max(e.seq for e in r.events if e.kind == "wskreg" and e.name == "WskDeregister")
+
+
+def assert_in_order(lines, expected):
+    positions = [i for want in expected for i, line in enumerate(lines) if line == want]
+    assert positions == sorted(positions) and len(positions) == len(expected), (
+        "expected, in this order and once each:\n  %s\nlogged:\n  %s"
+        % ("\n  ".join(expected), "\n  ".join(lines)))
+
+
 # ---------------------------------------------------------------------------------------------
-# 1. Attach during registration, at the highest common version
+# 1. Attach during registration, at the highest common version (NMR)
 # ---------------------------------------------------------------------------------------------
+@nmr_only
 def test_attach_during_registration_at_highest_common_version(run):
     r = run("default")
-    assert sequence(r) == [*LOAD, attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
-                           *UNLOAD]
+    assert sequence(r) == attached_at(attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS))
     assert_clean(r)
     # The attach happened inside NmrRegisterClient, before NMR wrote the client handle.
     reg = event_index(r, "nmr", "NmrRegisterClient")
@@ -149,7 +334,7 @@ def test_attach_during_registration_at_highest_common_version(run):
     assert b.state == "cleaned"
     assert [(t.version, t.status) for t in b.tries] == [(WSK_1_1, STATUS_SUCCESS)]
     # One binding context, from ExAllocatePool2(POOL_FLAG_NON_PAGED, ..., binding tag); the
-    # driver's own allocations come from there too.
+    # driver's other allocations come from there too.
     (a,) = r.binding_allocations
     assert (a.api, a.pool, a.tag) == ("ExAllocatePool2", POOL_FLAG_NON_PAGED, BINDING_TAG)
     assert {(x.api, x.pool) for x in r.allocations} == {("ExAllocatePool2", POOL_FLAG_NON_PAGED)}
@@ -163,7 +348,8 @@ def test_attach_during_registration_at_highest_common_version(run):
     assert t.client_event == 0 or r.in_image(t.client_event)
 
 
-def test_client_characteristics_and_system_routine(run):
+@nmr_only
+def test_client_characteristics(run):
     r = run("default")
     c = r.characteristics
     assert (c["Version"], c["Length"]) == (0, 72)
@@ -173,24 +359,29 @@ def test_client_characteristics_and_system_routine(run):
     # The driver's own module id (the NMR model reports any other as a violation, too).
     assert c["ModuleId"]["Guid"] == PROFILE.module_id, c["ModuleId"]
     assert c["ClientCleanupBindingContext"], "no cleanup callback: the context would leak"
+
+
+def test_system_routine_looked_up_first(run):
+    r = run("default")
     lookups = [e for e in r.events if e.name == "MmGetSystemRoutineAddress"]
     assert [e.args["SystemRoutineName"] for e in lookups] == ["ExAllocatePool2"]
-    # ... looked up in DriverEntry with the Windows version, before any allocation and before
-    # the registration.
+    # ... looked up in DriverEntry with the Windows version, before any allocation, before the
+    # device object and before the registration.
     (version,) = [e for e in r.events if e.name == "RtlGetVersion"]
     first_pool = min(e.seq for e in r.events if e.kind == "pool")
-    register = event_index(r, "nmr", "NmrRegisterClient")
-    assert max(lookups[0].seq, version.seq) < min(first_pool, register)
+    device = event_index(r, "device", "IoCreateDevice")
+    assert max(lookups[0].seq, version.seq) < min(first_pool, device, registration_index(r))
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. Fallback 1.1 -> 1.0 on STATUS_NOINTERFACE
+# 2. Fallback 1.1 -> 1.0 on STATUS_NOINTERFACE (NMR)
 # ---------------------------------------------------------------------------------------------
+@nmr_only
 def test_fallback_from_1_1_to_1_0_on_nointerface(run):
     r = run("fallback")
-    assert sequence(r) == [*LOAD, attach(STATUS_SUCCESS),
-                           nmr_attach(WSK_1_1, STATUS_NOINTERFACE),
-                           nmr_attach(WSK_1_0, STATUS_SUCCESS), *UNLOAD]
+    assert sequence(r) == attached_at(attach(STATUS_SUCCESS),
+                                      nmr_attach(WSK_1_1, STATUS_NOINTERFACE),
+                                      nmr_attach(WSK_1_0, STATUS_SUCCESS))
     assert_clean(r)
     (b,) = r.bindings
     # Both tries with the same binding handle and the same, single, context.
@@ -200,37 +391,39 @@ def test_fallback_from_1_1_to_1_0_on_nointerface(run):
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. A 1.0-only provider: 1.1 is never tried
+# 3. A 1.0-only provider: 1.1 is never tried (NMR)
 # ---------------------------------------------------------------------------------------------
+@nmr_only
 def test_wsk_1_0_only_provider_never_sees_1_1(run):
     r = run("wsk10-only")
-    assert sequence(r) == [*LOAD, attach(STATUS_SUCCESS), nmr_attach(WSK_1_0, STATUS_SUCCESS),
-                           *UNLOAD]
+    assert sequence(r) == attached_at(attach(STATUS_SUCCESS), nmr_attach(WSK_1_0, STATUS_SUCCESS))
     assert_clean(r)
     assert all(t.version == WSK_1_0 for t in r.attach_tries)
 
 
+@nmr_only
 def test_provider_above_1_1_attaches_at_1_1(run):
     r = run(Scenario(name="wsk10-12", providers=[Provider(highest=0x0102, lowest=WSK_1_0)]))
-    assert sequence(r) == [*LOAD, attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
-                           *UNLOAD]
+    assert sequence(r) == attached_at(attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS))
     assert_clean(r)
 
 
 # ---------------------------------------------------------------------------------------------
 # 4. No fitting version: STATUS_NOINTERFACE, nothing allocated, no NMR call
 # ---------------------------------------------------------------------------------------------
+@nmr_only
 @pytest.mark.parametrize("low,high", [(0x0102, 0x0102), (0x0200, 0x0203), (0x0001, 0x00FF)])
 def test_no_common_version_declines_without_allocating(run, low, high):
     r = run(Scenario(name="no-common", providers=[Provider(highest=high, lowest=low)]))
-    assert sequence(r) == [*LOAD, attach(STATUS_NOINTERFACE), *UNLOAD_NOTHING_ATTACHED]
+    assert sequence(r) == not_attached(attach(STATUS_NOINTERFACE))
     assert_clean(r)
     assert r.binding_allocations == []
 
 
+@nmr_only
 def test_named_scenario_wsk12_only(run):
     r = run("wsk12-only")
-    assert sequence(r) == [*LOAD, attach(STATUS_NOINTERFACE), *UNLOAD_NOTHING_ATTACHED]
+    assert sequence(r) == not_attached(attach(STATUS_NOINTERFACE))
     assert r.binding_allocations == []
     assert_clean(r)
 
@@ -238,11 +431,12 @@ def test_named_scenario_wsk12_only(run):
 # ---------------------------------------------------------------------------------------------
 # 5. STATUS_NOINTERFACE for every version: context freed, STATUS_NOINTERFACE returned
 # ---------------------------------------------------------------------------------------------
+@nmr_only
 def test_nointerface_for_all_versions_frees_context(run):
     r = run("all-nointerface")
-    assert sequence(r) == [*LOAD, attach(STATUS_NOINTERFACE),
-                           nmr_attach(WSK_1_1, STATUS_NOINTERFACE),
-                           nmr_attach(WSK_1_0, STATUS_NOINTERFACE), *UNLOAD_NOTHING_ATTACHED]
+    assert sequence(r) == not_attached(attach(STATUS_NOINTERFACE),
+                                       nmr_attach(WSK_1_1, STATUS_NOINTERFACE),
+                                       nmr_attach(WSK_1_0, STATUS_NOINTERFACE))
     assert_clean(r)
     (a,) = r.binding_allocations
     # Freed inside ClientAttachProvider, before it returned.
@@ -254,35 +448,36 @@ def test_nointerface_for_all_versions_frees_context(run):
 # ---------------------------------------------------------------------------------------------
 # 6. Another NMR error: no retry, that status returned, context freed
 # ---------------------------------------------------------------------------------------------
+@nmr_only
 @pytest.mark.parametrize("error", [STATUS_INSUFFICIENT_RESOURCES, STATUS_UNSUCCESSFUL,
                                    STATUS_INVALID_PARAMETER], ids=status_name)
 def test_other_nmr_error_is_not_retried(run, error):
     r = run(Scenario(name="nmr-error", providers=[
         Provider(answers={WSK_1_1: error, WSK_1_0: STATUS_SUCCESS})]))
-    assert sequence(r) == [*LOAD, attach(error), nmr_attach(WSK_1_1, error),
-                           *UNLOAD_NOTHING_ATTACHED]
+    assert sequence(r) == not_attached(attach(error), nmr_attach(WSK_1_1, error))
     assert_clean(r)
     assert len(r.binding_allocations) == 1
 
 
+@nmr_only
 def test_error_after_fallback_returns_last_status(run):
     r = run(Scenario(name="nointerface-then-error", providers=[
         Provider(answers={WSK_1_1: STATUS_NOINTERFACE, WSK_1_0: STATUS_UNSUCCESSFUL})]))
-    assert sequence(r) == [*LOAD, attach(STATUS_UNSUCCESSFUL),
-                           nmr_attach(WSK_1_1, STATUS_NOINTERFACE),
-                           nmr_attach(WSK_1_0, STATUS_UNSUCCESSFUL), *UNLOAD_NOTHING_ATTACHED]
+    assert sequence(r) == not_attached(attach(STATUS_UNSUCCESSFUL),
+                                       nmr_attach(WSK_1_1, STATUS_NOINTERFACE),
+                                       nmr_attach(WSK_1_0, STATUS_UNSUCCESSFUL))
     assert_clean(r)
 
 
 # ---------------------------------------------------------------------------------------------
 # 7. Allocation failure: STATUS_INSUFFICIENT_RESOURCES, no NMR call
 # ---------------------------------------------------------------------------------------------
+@nmr_only
 @pytest.mark.parametrize("pool2", [True, False], ids=["ExAllocatePool2", "ExAllocatePoolWithTag"])
 def test_allocation_failure(run, pool2):
     """The binding context's allocation fails (the driver's own ones, if any, succeed)."""
     r = run(Scenario(name="no-pool", fail_binding_allocations=True, exallocatepool2=pool2))
-    assert sequence(r) == [*LOAD, attach(STATUS_INSUFFICIENT_RESOURCES),
-                           *UNLOAD_NOTHING_ATTACHED]
+    assert sequence(r) == not_attached(attach(STATUS_INSUFFICIENT_RESOURCES))
     assert_clean(r)
     tried = [e for e in binding_pool_events(r) if e.name.startswith("ExAllocate")]
     assert [e.name for e in tried] == ["ExAllocatePool2" if pool2 else "ExAllocatePoolWithTag"]
@@ -294,10 +489,12 @@ def test_allocation_failure(run, pool2):
                     reason="%s allocates nothing of its own in DriverEntry" % PROFILE.name)
 def test_setup_allocation_failure_fails_the_load(run):
     """The driver's own allocation in DriverEntry (the first pool allocation) fails: DriverEntry
-    logs it and returns STATUS_INSUFFICIENT_RESOURCES without registering; nothing is left."""
+    logs it and returns STATUS_INSUFFICIENT_RESOURCES without registering (no device object
+    either); nothing is left."""
     r = run("setup-no-pool")
     assert sequence(r) == ["allocate %s -> NULL" % tag_name(OWN_TAGS[0])]
-    assert r.calls("NmrRegisterClient") == []
+    assert r.calls("NmrRegisterClient") == [] and r.wsk_calls == []
+    assert r.devices == [] and r.work_items == []
     assert r.entry_status == STATUS_INSUFFICIENT_RESOURCES, S(r.entry_status)
     assert r.violations == [] and r.run_errors == []
     assert r.allocations == [] and r.outstanding == []
@@ -314,10 +511,9 @@ def test_setup_allocation_failure_fails_the_load(run):
 ])
 def test_fallback_allocator_without_exallocatepool2(run, scenario, pool_type, line):
     """No ExAllocatePool2: ExAllocatePoolWithTag, with NonPagedPoolNx from Windows 8 on and
-    NonPagedPool before, for every allocation of the driver."""
+    NonPagedPool before, for every allocation of the driver (work items and connection too)."""
     r = run(scenario)
-    assert sequence(r) == [*LOAD, attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
-                           *UNLOAD]
+    assert sequence(r) == default_run()
     assert_clean(r)
     (a,) = r.binding_allocations
     assert (a.api, a.pool, a.tag) == ("ExAllocatePoolWithTag", pool_type, BINDING_TAG)
@@ -327,24 +523,39 @@ def test_fallback_allocator_without_exallocatepool2(run, scenario, pool_type, li
 
 
 # ---------------------------------------------------------------------------------------------
-# 8. Malformed registration instances: STATUS_NOINTERFACE, nothing allocated
+# 8. Malformed registration instances: STATUS_NOINTERFACE, nothing allocated (NMR)
 # ---------------------------------------------------------------------------------------------
+@nmr_only
 @pytest.mark.parametrize("scenario", ["null-characteristics", "wrong-npiid", "inverted-range"])
 def test_malformed_registration_instance_is_declined(run, scenario):
     r = run(scenario)
-    assert sequence(r) == [*LOAD, attach(STATUS_NOINTERFACE), *UNLOAD_NOTHING_ATTACHED]
+    assert sequence(r) == not_attached(attach(STATUS_NOINTERFACE))
     assert_clean(r)
     assert r.binding_allocations == []
 
 
 # ---------------------------------------------------------------------------------------------
-# 9. Detach and cleanup (provider side) and re-attach
+# 9. Detach and cleanup (provider side) and re-attach (NMR)
 # ---------------------------------------------------------------------------------------------
+@nmr_only
 def test_provider_detach_then_cleanup_frees_in_cleanup(run):
+    """The provider deregisters after DriverEntry. Without a connection the detach completes at
+    once. With one (its work item holds a binding reference), ClientDetachProvider returns
+    STATUS_PENDING and queues the close work item; that work item drops the reference, which
+    calls NmrClientDetachProviderComplete exactly once; NMR cleans up from there. Either way the
+    context is freed in cleanup, never in detach, and the unload afterwards is clean."""
     r = run("provider-detach")
-    assert sequence(r) == [*LOAD, attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
-                           "ClientDetachProvider -> STATUS_SUCCESS", "ClientCleanupBindingContext",
-                           *UNLOAD_NOTHING_ATTACHED]
+    if CONN:
+        assert sequence(r) == [*LOAD, attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
+                               *open_connection(1, True),
+                               "ClientDetachProvider -> STATUS_PENDING", queue(2),
+                               runs(2), "NmrClientDetachProviderComplete",
+                               "ClientCleanupBindingContext", CONN_FREE, done(2),
+                               *unload(attached=False, item=3)]
+    else:
+        assert sequence(r) == [*LOAD, attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
+                               "ClientDetachProvider -> STATUS_SUCCESS",
+                               "ClientCleanupBindingContext", *UNLOAD_NOTHING_ATTACHED]
     assert_clean(r)
     (b,) = r.bindings
     (a,) = r.binding_allocations
@@ -356,29 +567,68 @@ def test_provider_detach_then_cleanup_frees_in_cleanup(run):
     free = first(binding_pool_events(r), "ExFreePoolWithTag")
     assert event_index(r, "return", "ClientDetachProvider") < cleanup.seq < free.seq
     assert free.seq < event_index(r, "return", "ClientCleanupBindingContext")
-    assert not any(e.name == "NmrClientDetachProviderComplete" for e in r.events)
+    completes = r.calls("NmrClientDetachProviderComplete")
+    if not CONN:
+        assert completes == [] and b.detach_status == STATUS_SUCCESS
+        return
+    assert b.detach_status == STATUS_PENDING and b.complete_calls == 1
+    (complete,) = completes
+    assert complete.args["NmrBindingHandle"] == b.handle
+    # The close work item was queued by ClientDetachProvider (Client::on_detach) ...
+    (close_q,) = [e for e in r.events if e.name == "IoQueueWorkItem" and e.args["item"] == 2]
+    assert detach.seq < close_q.seq < event_index(r, "return", "ClientDetachProvider")
+    assert close_q.thread == "after DriverEntry"
+    # ... and completes the detach from that work item, after the detach returned, before the
+    # reference's block is freed and the work item returns; cleanup happens inside that call.
+    assert complete.thread == cleanup.thread == "work item 2"
+    item_done = [e for e in r.events if e.name == "work item done" and e.args["item"] == 2][0]
+    conn_free = [e for e in r.events if e.kind == "pool" and e.args.get("Tag") == CONN_TAG
+                 and e.name.startswith("ExFree")][0]
+    assert event_index(r, "return", "ClientDetachProvider") < complete.seq < cleanup.seq < \
+        conn_free.seq < item_done.seq
+    assert detach.seq < log_index(r, "detach: 1 call(s) in flight, pending") < close_q.seq
+    assert log_index(r, "detach completed: last call in flight returned") < complete.seq
+    assert log_index(r, "connection: reference released") > complete.seq
+    # The unload later finds nothing attached and no reference: it waits only for its own
+    # close work item.
+    assert log_index(r, "unload: 0 reference(s) outstanding") > item_done.seq
+    assert r.calls("ClientDetachProvider") == [detach]
 
 
+@nmr_only
 def test_late_provider_attach_detach_reattach(run):
     r = run("late-provider")
     assert sequence(r) == [*LOAD,
+                           *open_connection(1, holding=False),
                            attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
-                           "ClientDetachProvider -> STATUS_SUCCESS", "ClientCleanupBindingContext",
+                           "ClientDetachProvider -> STATUS_SUCCESS",
+                           *([queue(2)] if CONN else []),
+                           "ClientCleanupBindingContext",
+                           *([runs(2), done(2)] if CONN else []),
                            attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
-                           *UNLOAD]
+                           *unload(attached=True, holding=False, item=3 if CONN else 2)]
     assert_clean(r)
     assert len(r.bindings) == 2 and all(b.state == "cleaned" for b in r.bindings)
     assert len(r.binding_allocations) == 2
+    if CONN:
+        # The connection's work item ran before any provider was there: it holds nothing (the
+        # example opens its connection once, at load).
+        assert log_index(r, "connection: no provider: 0xC00000A3") < \
+            event_index(r, "callback", "ClientAttachProvider")
 
 
+@nmr_only
 def test_detach_during_attach_call(run):
     """NMR detaches the binding before NmrClientAttachProvider has returned (the race of
     ebpf-for-windows #4982): attach must still return STATUS_SUCCESS, and the context must be
     freed exactly once, by cleanup, with nothing left for unload."""
     r = run("detach-during-attach")
     assert sequence(r) == [*LOAD, attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
-                           "ClientDetachProvider -> STATUS_SUCCESS", "ClientCleanupBindingContext",
-                           *UNLOAD_NOTHING_ATTACHED]
+                           "ClientDetachProvider -> STATUS_SUCCESS",
+                           *([queue(1)] if CONN else []),
+                           "ClientCleanupBindingContext",
+                           *([queue(2), runs(1), done(1), runs(2), done(2)] if CONN else []),
+                           *unload(attached=False, item=3)]
     assert_clean(r)
     (b,) = r.bindings
     assert b.state == "cleaned"
@@ -387,8 +637,9 @@ def test_detach_during_attach_call(run):
 
 
 # ---------------------------------------------------------------------------------------------
-# 10. Unload order and handles
+# 10. Unload order and handles (NMR)
 # ---------------------------------------------------------------------------------------------
+@nmr_only
 def test_unload_order_and_handles(run):
     r = run("default")
     names = r.call_names
@@ -413,40 +664,419 @@ def test_unload_order_and_handles(run):
     # Detach and cleanup get the context given to NmrClientAttachProvider.
     assert detach.args["ClientBindingContext"] == nmr.args["ClientBindingContext"]
     assert cleanup.args["ClientBindingContext"] == nmr.args["ClientBindingContext"]
-    # The context is freed by cleanup, before the wait.
+    # The context is freed by cleanup, before the wait; the device object is deleted after it.
     free = first(binding_pool_events(r), "ExFreePoolWithTag")
-    assert cleanup.seq < free.seq < wait.seq
+    assert cleanup.seq < free.seq < wait.seq < event_index(r, "device", "IoDeleteDevice")
+    # The detach finds no call in flight: the connection let its reference go before.
+    assert detach.status == STATUS_SUCCESS
+    if CONN:
+        assert log_index(r, "connection: reference released") < dereg.seq
     assert_clean(r)
+
+
+# ---------------------------------------------------------------------------------------------
+# 11. WskRegister backend: registration, capture, fallback, provider not ready, unload order
+# ---------------------------------------------------------------------------------------------
+@wskregister_only
+def test_wskregister_lifecycle(run):
+    """DriverEntry: WskRegister at WSK 1.1, one capture without waiting, the binding context;
+    the connection's reference; the unload: the reference released, the binding context freed,
+    WskReleaseProviderNPI, WskDeregister, the device object deleted, the driver's teardown."""
+    r = run("default")
+    assert sequence(r) == wsk_attached(wsk_register(WSK_1_1), capture(WSK_NO_WAIT, STATUS_SUCCESS))
+    assert_clean(r)
+    assert r.nmr_calls == [] and r.bindings == []
+    (reg,) = r.wsk_registrations
+    register, cap, release, dereg = r.wsk_calls
+    # The client NPI, its dispatch and the WSK_REGISTRATION are statics of the image (they must
+    # outlive the registration), the same registration for every call.
+    assert r.in_image(reg.client_npi) and r.in_image(reg.client_dispatch)
+    assert r.in_image(reg.address)
+    assert {e.args["WskRegistration"] for e in (register, cap, release, dereg)} == {reg.address}
+    assert reg.version == WSK_1_1 and reg.capture_answers == [(WSK_NO_WAIT, STATUS_SUCCESS)]
+    assert (reg.releases, reg.captures) == (1, 0) and reg.deregistered_seq == dereg.seq
+    # All of the registration in DriverEntry, all of the deregistration in DriverUnload.
+    entry_end = event_index(r, "run", "DriverEntry returned")
+    unload = event_index(r, "run", "DriverUnload")
+    assert register.thread == cap.thread == "DriverEntry" and cap.seq < entry_end
+    assert release.thread == dereg.thread == "DriverUnload" and unload < release.seq
+    # One binding context, allocated after the capture, freed after the reference is gone and
+    # before the NPI is released.
+    (a,) = r.binding_allocations
+    (alloc,) = [e for e in binding_pool_events(r) if e.name.startswith("ExAllocate")]
+    (free,) = [e for e in binding_pool_events(r) if e.name.startswith("ExFree")]
+    assert cap.seq < alloc.seq < entry_end
+    assert log_index(r, CONNECTION_CLOSE) < free.seq < release.seq < dereg.seq
+    assert log_index(r, "captured the WSK provider NPI, attached at WSK 1.1") > alloc.seq
+
+
+CONNECTION_CLOSE = "connection: reference released"
+CONNECTION_OPEN = "connection: holding a binding reference"
+
+
+@wskregister_only
+def test_wskregister_unload_order(run):
+    """Reference released -> WskReleaseProviderNPI -> WskDeregister -> IoDeleteDevice ->
+    teardown, with each of the library's log lines right after its call."""
+    r = run("default")
+    released = log_index(r, CONNECTION_CLOSE)
+    freed_log = log_index(r, "WskReleaseProviderNPI: binding context freed")
+    release = event_index(r, "wskreg", "WskReleaseProviderNPI")
+    dereg = event_index(r, "wskreg", "WskDeregister")
+    dereg_log = log_index(r, "WskDeregister returned")
+    delete = event_index(r, "device", "IoDeleteDevice")
+    teardown = log_index(r, PROFILE.teardown_logs[0])
+    assert released < freed_log < release < dereg < dereg_log < delete < teardown
+    assert_clean(r)
+
+
+@wskregister_only
+@pytest.mark.parametrize("scenario", ["fallback", "wsk10-only"])
+def test_wskregister_nointerface_falls_back_to_1_0(run, scenario):
+    """The capture at WSK 1.1 is refused with STATUS_NOINTERFACE: the driver deregisters and
+    registers the same WSK_REGISTRATION again at WSK 1.0, and the capture then succeeds."""
+    r = run(scenario)
+    assert sequence(r) == wsk_attached(wsk_register(WSK_1_1),
+                                       capture(WSK_NO_WAIT, STATUS_NOINTERFACE), DEREGISTER,
+                                       wsk_register(WSK_1_0),
+                                       capture(WSK_NO_WAIT, STATUS_SUCCESS))
+    assert_clean(r)
+    first_reg, second_reg = r.wsk_registrations
+    assert (first_reg.version, second_reg.version) == (WSK_1_1, WSK_1_0)
+    assert first_reg.address == second_reg.address
+    assert first_reg.deregistered_seq < second_reg.registered_seq
+    assert second_reg.dispatch_version == WSK_1_0
+    lines = [t.rstrip("\n") for t in r.logs]
+    assert_in_order(lines, [PROFILE.log(x) for x in [
+        "WskRegister with WSK 1.1: 0x00000000",
+        "WskCaptureProviderNPI: STATUS_NOINTERFACE, falling back",
+        "WskRegister with WSK 1.0: 0x00000000",
+        "captured the WSK provider NPI, attached at WSK 1.0",
+        "registered as WSK client (WskRegister)"]])
+
+
+@wskregister_only
+@pytest.mark.parametrize("scenario", ["wsk12-only", "all-nointerface"])
+def test_wskregister_no_common_version_fails_the_load(run, scenario):
+    r = run(scenario)
+    assert sequence(r) == [*WSK_LOAD, wsk_register(WSK_1_1),
+                           capture(WSK_NO_WAIT, STATUS_NOINTERFACE), DEREGISTER,
+                           wsk_register(WSK_1_0), capture(WSK_NO_WAIT, STATUS_NOINTERFACE),
+                           DEREGISTER, DELETE, *TEARDOWN]
+    assert r.entry_status == STATUS_NOINTERFACE, S(r.entry_status)
+    assert_failed_load_clean(r)
+
+
+@wskregister_only
+def test_wskregister_capture_error_fails_the_load(run):
+    """Another error from WskCaptureProviderNPI: no retry, deregistered, that status returned."""
+    r = run("nmr-error")
+    assert sequence(r) == [*WSK_LOAD, wsk_register(WSK_1_1),
+                           capture(WSK_NO_WAIT, STATUS_INSUFFICIENT_RESOURCES), DEREGISTER,
+                           DELETE, *TEARDOWN]
+    assert r.entry_status == STATUS_INSUFFICIENT_RESOURCES, S(r.entry_status)
+    assert_failed_load_clean(r)
+    assert PROFILE.log("WskCaptureProviderNPI failed: 0xC000009A") + "\n" in r.logs
+
+
+@wskregister_only
+def test_wskregister_binding_allocation_failure_fails_the_load(run):
+    """The binding context cannot be allocated after the capture: the NPI is released, the
+    registration undone, the load fails."""
+    r = run("no-pool")
+    assert sequence(r) == [*WSK_LOAD, wsk_register(WSK_1_1),
+                           capture(WSK_NO_WAIT, STATUS_SUCCESS), RELEASE, DEREGISTER, DELETE,
+                           *TEARDOWN]
+    assert r.entry_status == STATUS_INSUFFICIENT_RESOURCES, S(r.entry_status)
+    assert_failed_load_clean(r)
+    assert r.binding_allocations == []
+    assert PROFILE.log("capture: no pool for the binding context") + "\n" in r.logs
+
+
+@wskregister_only
+def test_wskregister_dispatch_version_1_0(run):
+    """A WSK subsystem like Wine's: the registration at 1.1 is accepted but its dispatch says
+    1.0: the client uses 1.0 (and never reads the dispatch's 1.1 members: the harness reports
+    such a read)."""
+    r = run("wsk-dispatch-1.0")
+    assert sequence(r) == default_run()
+    assert_clean(r)
+    (reg,) = r.wsk_registrations
+    assert (reg.version, reg.dispatch_version) == (WSK_1_1, WSK_1_0)
+    log_index(r, "captured the WSK provider NPI, attached at WSK 1.0")
+
+
+@wskregister_only
+def test_wskregister_provider_ready_later(run):
+    """The WSK subsystem is not ready at load: DriverEntry's capture without waiting gets
+    STATUS_DEVICE_NOT_READY, DriverEntry queues the capture work item and succeeds; the work
+    item waits 1000 ms at a time and captures when the subsystem is ready (2.5 s)."""
+    r = run("wsk-late")
+    assert sequence(r) == [
+        *WSK_LOAD, wsk_register(WSK_1_1), capture(WSK_NO_WAIT, STATUS_DEVICE_NOT_READY),
+        queue(1),  # the capture work item, from DriverEntry
+        queue(2),  # the connection
+        runs(1), capture(1000, STATUS_DEVICE_NOT_READY),
+        runs(2), done(2),  # the connection finds no provider yet (see below)
+        capture(1000, STATUS_DEVICE_NOT_READY), capture(1000, STATUS_SUCCESS), done(1),
+        *close_connection(3, holding=False), RELEASE, DEREGISTER, DELETE, *TEARDOWN]
+    assert_clean(r)
+    caps = r.calls("WskCaptureProviderNPI")
+    assert [(e.time, e.thread) for e in caps] == [
+        (0, "DriverEntry"), (0, "work item 1"), (1000 * TICKS_PER_MS, "work item 1"),
+        (2000 * TICKS_PER_MS, "work item 1")]
+    (reg,) = r.wsk_registrations
+    assert reg.capture_answers[-1] == (1000, STATUS_SUCCESS) and reg.releases == 1
+    # The capture work item is queued before DriverEntry says it registered.
+    not_ready = log_index(r, "WSK provider not ready: capturing from a work item")
+    registered = log_index(r, "registered as WSK client (WskRegister)")
+    (q1,) = [e for e in r.events if e.name == "IoQueueWorkItem" and e.args["item"] == 1]
+    assert not_ready < q1.seq < registered < event_index(r, "run", "DriverEntry returned")
+    # The capture, and the binding context, on the work item's thread at t = 2.5 s.
+    line = PROFILE.log("captured the WSK provider NPI, attached at WSK 1.1") + "\n"
+    captured = [e for e in log_events(r) if e.text == line]
+    assert [(e.thread, e.time) for e in captured] == [("work item 1", 2500 * TICKS_PER_MS)]
+    (alloc,) = [e for e in binding_pool_events(r) if e.name.startswith("ExAllocate")]
+    assert alloc.thread == "work item 1"
+    # The example's connection work item ran while the capture waited, found no provider
+    # (STATUS_DEVICE_NOT_READY) and is not retried: the driver runs without a connection.
+    assert log_index(r, "connection: no provider: 0xC00000A3") < captured[0].seq
+    assert r.connection_allocations == []
+    assert log_index(r, "unload: 0 reference(s) outstanding") > captured[0].seq
+
+
+@wskregister_only
+def test_wskregister_provider_never_ready_gives_up_at_unload(run):
+    """The WSK subsystem never becomes ready: the capture work item retries every 1000 ms until
+    sc stop (3.5 s); the unload waits for it (it is still in a capture wait when the unload's
+    wait begins), it gives up when that capture returns, and only then does the unload go on:
+    WskDeregister (no WskReleaseProviderNPI: nothing was captured), device deleted."""
+    r = run("wsk-never")
+    assert sequence(r) == [
+        *WSK_LOAD, wsk_register(WSK_1_1), capture(WSK_NO_WAIT, STATUS_DEVICE_NOT_READY),
+        queue(1), queue(2),
+        runs(1), capture(1000, STATUS_DEVICE_NOT_READY),
+        runs(2), done(2),
+        capture(1000, STATUS_DEVICE_NOT_READY), capture(1000, STATUS_DEVICE_NOT_READY),
+        capture(1000, STATUS_DEVICE_NOT_READY),  # at t = 3 s, returns at 4 s, after sc stop
+        queue(3), WAITED, runs(3), done(3),  # the close work item: nothing to close
+        SET, done(1),  # the capture work item leaves last, and wakes the unload
+        DEREGISTER, DELETE, *TEARDOWN]
+    assert_clean(r)
+    assert r.binding_allocations == [] and r.calls("WskReleaseProviderNPI") == []
+    unload = event_index(r, "run", "DriverUnload")
+    outstanding = log_index(r, "unload: 2 work item(s) outstanding")
+    wait = [e for e in r.events if e.name == "KeWaitForSingleObject" and e.kind == "ke"]
+    (wait,) = wait
+    gave_up = log_index(r, "capture: given up, the unload began")
+    (item1_done,) = [e for e in r.events if e.name == "work item done" and e.args["item"] == 1]
+    wait_over = event_index(r, "ke-return", "KeWaitForSingleObject")
+    dereg = event_index(r, "wskreg", "WskDeregister")
+    assert unload < outstanding < wait.seq < gave_up < item1_done.seq < wait_over < dereg
+    assert wait.time == 3500 * TICKS_PER_MS and r.events[gave_up].time == 4000 * TICKS_PER_MS
+    assert wait.status == STATUS_SUCCESS and wait.args["Timeout"] == UNLOAD_WAIT
+    assert r.events[gave_up].thread == "work item 1"
+
+
+# ---------------------------------------------------------------------------------------------
+# 12. Device object, events and work items (every image)
+# ---------------------------------------------------------------------------------------------
+def test_device_object_and_events(run):
+    """One unnamed device object (FILE_DEVICE_UNKNOWN, FILE_DEVICE_SECURE_OPEN, no extension,
+    not exclusive) on the driver's DRIVER_OBJECT, created in DriverEntry before the registration
+    and deleted in DriverUnload once deregistration is complete, before the driver's teardown;
+    two notification events, not signalled, in the image's static data, initialised right after
+    it; every KeSetEvent and KeWaitForSingleObject on one of those two."""
+    r = run("default")
+    assert_clean(r)
+    (dev,) = r.devices
+    create = r.events[dev.created_seq]
+    assert create.thread == "DriverEntry"
+    assert (dev.name, dev.device_type, dev.characteristics, dev.exclusive, dev.extension_size) \
+        == (None, FILE_DEVICE_UNKNOWN, FILE_DEVICE_SECURE_OPEN, 0, 0)
+    assert dev.driver_object == r.events[0].args["DriverObject"]
+    assert create.seq < registration_index(r)
+    assert r.events[dev.deleted_seq].thread == "DriverUnload"
+    assert deregistered_index(r) < dev.deleted_seq
+    own_frees = [e.seq for e in r.events if e.kind == "pool" and e.name.startswith("ExFree")
+                 and e.args["Tag"] in OWN_TAGS]
+    assert all(dev.deleted_seq < s for s in own_frees)
+    assert len(r.kevents) == 2
+    inits = [e for e in r.events if e.name == "KeInitializeEvent"]
+    assert [(e.args["Type"], e.args["State"]) for e in inits] == [(0, 0), (0, 0)]
+    assert all(r.in_image(k.address) for k in r.kevents)
+    assert all(create.seq < e.seq < registration_index(r) for e in inits)
+    addresses = {k.address for k in r.kevents}
+    for e in r.events:
+        if e.kind == "ke" and e.name in ("KeSetEvent", "KeWaitForSingleObject"):
+            key = "Event" if e.name == "KeSetEvent" else "Object"
+            assert e.args[key] in addresses, e
+
+
+def test_work_items(run):
+    """Each work item: its context allocated with the work item tag, then IoAllocateWorkItem on
+    the driver's device object, IoQueueWorkItem on the DelayedWorkQueue with that context and a
+    routine of the image; the routine frees the context first and its own work item last (while
+    it runs); nothing queued or running when DriverUnload returns. wsk_attach queues none and
+    never waits."""
+    r = run("default")
+    assert_clean(r)
+    if not CONN:
+        assert r.work_items == [] and r.work_allocations == []
+        assert not any(e.kind == "ke" and e.name in ("KeWaitForSingleObject", "KeSetEvent")
+                       for e in r.events)
+        return
+    assert len(r.work_items) == 2  # open and close the connection
+    (dev,) = r.devices
+    pool = [e for e in r.events if e.kind == "pool" and e.args.get("Tag") == WORK_TAG]
+    for it in r.work_items:
+        (alloc_ev,) = [e for e in r.events if e.name == "IoAllocateWorkItem"
+                       and e.args.get("item") == it.number]
+        (queue_ev,) = [e for e in r.events if e.name == "IoQueueWorkItem"
+                       and e.args.get("item") == it.number]
+        (free_ev,) = [e for e in r.events if e.name == "IoFreeWorkItem"
+                      and e.args.get("item") == it.number]
+        (runs_ev,) = [e for e in r.events if e.name == "work item runs"
+                      and e.args.get("item") == it.number]
+        (done_ev,) = [e for e in r.events if e.name == "work item done"
+                      and e.args.get("item") == it.number]
+        assert alloc_ev.args["DeviceObject"] == dev.address == it.device
+        assert queue_ev.args["QueueType"] == harness.DELAYED_WORK_QUEUE
+        assert r.in_image(it.routine)
+        (ctx_alloc,) = [e for e in pool if e.name.startswith("ExAllocate")
+                        and e.status == it.context]
+        (ctx_free,) = [e for e in pool if e.name.startswith("ExFree") and e.args["P"] == it.context]
+        assert ctx_alloc.seq < alloc_ev.seq < queue_ev.seq < runs_ev.seq < ctx_free.seq < \
+            free_ev.seq < done_ev.seq
+        assert ctx_free.thread == free_ev.thread == "work item %d" % it.number
+    # The open work item: queued by DriverEntry, run after it; the close work item: queued and
+    # run inside DriverUnload.
+    opened, closed = r.work_items
+    assert [e.thread for e in r.events if e.name == "IoQueueWorkItem"] == ["DriverEntry",
+                                                                           "DriverUnload"]
+    assert opened.routine != closed.routine
+
+
+@connection_only
+def test_unload_waits_for_the_connection(run):
+    """The unload, while the connection holds its reference: `unload: 1 reference(s)
+    outstanding`, the close work item queued, `unload: waiting for 1 reference(s)`, a 5 s wait
+    on the references' event that blocks; the work item drops the reference (KeSetEvent on that
+    event, `connection: reference released`); the wait returns STATUS_SUCCESS; then the
+    deregistration, and no second wait (no work item outstanding any more)."""
+    r = run("default")
+    assert_clean(r)
+    outstanding = log_index(r, "unload: 1 reference(s) outstanding")
+    (close_q,) = [e for e in r.events if e.name == "IoQueueWorkItem" and e.args["item"] == 2]
+    waiting = log_index(r, "unload: waiting for 1 reference(s)")
+    (wait,) = [e for e in r.events if e.kind == "ke" and e.name == "KeWaitForSingleObject"]
+    (setev,) = [e for e in r.events if e.kind == "ke" and e.name == "KeSetEvent"]
+    released = log_index(r, CONNECTION_CLOSE)
+    wait_over = event_index(r, "ke-return", "KeWaitForSingleObject")
+    dereg = event_index(r, "nmr", "NmrDeregisterClient") if NMR else \
+        event_index(r, "wskreg", "WskReleaseProviderNPI")
+    assert outstanding < close_q.seq < waiting < wait.seq < setev.seq < released < wait_over < dereg
+    assert wait.args["Object"] == setev.args["Event"]
+    assert wait.args["Timeout"] == UNLOAD_WAIT and wait.status == STATUS_SUCCESS
+    assert wait.thread == "DriverUnload" and setev.thread == "work item 2"
+    assert not any("work item(s) outstanding" in t for t in r.logs), r.logs
+
+
+def test_busy_workers_unload_times_out_and_keeps_waiting(run):
+    """Work items start 12 s after they are queued and sc stop comes at 20 s: the connection's
+    work item runs at 12 s; the unload's close work item starts at 32 s, so the unload's 5 s
+    wait times out twice (STATUS_TIMEOUT, `unload: still waiting for reference(s)` each time)
+    and its third wait returns STATUS_SUCCESS once the reference is released. Without a
+    connection nothing waits."""
+    r = run("busy-workers")
+    assert_clean(r)
+    seq = default_run()
+    if CONN:
+        i = seq.index(WAITED)
+        seq[i:i + 1] = ["KeWaitForSingleObject -> STATUS_TIMEOUT"] * 2 + [WAITED]
+    assert sequence(r) == seq
+    if not CONN:
+        assert not any(e.name == "KeWaitForSingleObject" for e in r.events)
+        return
+    waits = [e for e in r.events if e.kind == "ke" and e.name == "KeWaitForSingleObject"]
+    ms = 1000 * TICKS_PER_MS
+    assert [(e.time, e.status) for e in waits] == [(20 * ms, STATUS_TIMEOUT),
+                                                   (25 * ms, STATUS_TIMEOUT),
+                                                   (30 * ms, STATUS_SUCCESS)]
+    assert len({e.args["Object"] for e in waits}) == 1
+    still = [e for e in log_events(r)
+             if e.text == PROFILE.log("unload: still waiting for reference(s)") + "\n"]
+    assert [(e.time, e.args["Level"]) for e in still] == [(25 * ms, 1), (30 * ms, 1)]  # WARNING
+    (opened,) = [e for e in log_events(r) if e.text == PROFILE.log(CONNECTION_OPEN) + "\n"]
+    (closed,) = [e for e in log_events(r) if e.text == PROFILE.log(CONNECTION_CLOSE) + "\n"]
+    assert (opened.time, closed.time) == (12 * ms, 32 * ms)
+    assert r.clock == 32 * ms
+
+
+@connection_only
+def test_harness_reports_a_wait_nothing_can_satisfy():
+    """The harness itself: if the system never ran the driver's work items, the unload's wait
+    could never be satisfied. That must be a reported violation, DriverUnload abandoned (not an
+    endless loop of 5 s timeouts), and what is left behind reported too."""
+    class NoWorkers(harness.Harness):
+        def _h_ioqueueworkitem(self, emu, api, func, argv):
+            self.ev("work", "IoQueueWorkItem (dropped by this test)", {})
+            return None
+    image = harness.default_image()
+    r = NoWorkers(image, dataclasses.replace(harness.SCENARIOS["default"]),
+                  profile=PROFILE).run()
+    hang = [v for v in r.violations if "nothing can ever signal it" in v]
+    assert len(hang) == 1 and "DriverUnload waits for event" in hang[0], r.violations
+    assert "unload: waiting for 2 work item(s)" in hang[0], hang
+    assert r.unload_ran and not r.unload_completed
+    assert any("device object" in v and "not deleted" in v for v in r.violations), r.violations
+    assert any("work item 1 (IoAllocateWorkItem) not freed" in v for v in r.violations)
+    assert "DriverUnload ran: ABANDONED" in harness.format_trace(r)
+    # One wait, not a loop of timeouts.
+    assert sum(1 for e in r.events if e.name == "KeWaitForSingleObject" and e.kind == "ke") == 1
 
 
 def test_driver_own_allocations_span_the_registration(run):
     """The driver's own blocks (exactly the profile's; none for wsk_attach): allocated in
-    DriverEntry before NmrRegisterClient, freed with their tag in DriverUnload after
-    NmrWaitForClientDeregisterComplete (no binding can use them any more)."""
+    DriverEntry before it registers (and before its device object), freed with their tag in
+    DriverUnload once deregistration is complete (no binding can use them any more)."""
     r = run("default")
     assert_clean(r)
     own = r.own_allocations
     assert sorted(a.tag for a in own) == sorted(OWN_TAGS)
     entry = event_index(r, "run", "DriverEntry")
-    register = event_index(r, "nmr", "NmrRegisterClient")
-    wait = event_index(r, "nmr", "NmrWaitForClientDeregisterComplete")
+    register = min(registration_index(r), event_index(r, "device", "IoCreateDevice"))
+    dereg = deregistered_index(r)
     unload_end = event_index(r, "run", "DriverUnload returned")
     pool = [e for e in r.events if e.kind == "pool"]
     for a in own:
         (alloc,) = [e for e in pool if e.name.startswith("ExAllocate") and e.status == a.address]
         (free,) = [e for e in pool if e.name.startswith("ExFree") and e.args["P"] == a.address]
         assert entry < alloc.seq < register, (tag_name(a.tag), alloc)
-        assert wait < free.seq < unload_end, (tag_name(a.tag), free)
+        assert dereg < free.seq < unload_end, (tag_name(a.tag), free)
         assert free.args["Tag"] == a.tag
 
 
-# ---------------------------------------------------------------------------------------------
-# 11. Log lines
-# ---------------------------------------------------------------------------------------------
-def log_events(r):
-    return [e for e in r.events if e.kind == "log"]
+@connection_only
+def test_connection_block_lives_from_open_to_close(run):
+    """The connection's block: allocated by the open work item once DriverEntry returned, freed
+    by the close work item inside DriverUnload, before the deregistration."""
+    r = run("default")
+    (a,) = r.connection_allocations
+    pool = [e for e in r.events if e.kind == "pool" and e.args.get("Tag") == CONN_TAG]
+    alloc, free = pool
+    assert alloc.status == a.address and free.args == {"P": a.address, "Tag": CONN_TAG}
+    assert alloc.thread == "work item 1" and free.thread == "work item 2"
+    assert event_index(r, "run", "DriverEntry returned") < alloc.seq < log_index(r, CONNECTION_OPEN)
+    deregistration = event_index(r, "nmr", "NmrDeregisterClient") if NMR else \
+        event_index(r, "wskreg", "WskReleaseProviderNPI")
+    assert event_index(r, "run", "DriverUnload") < free.seq < log_index(r, CONNECTION_CLOSE) < \
+        deregistration
 
 
+# ---------------------------------------------------------------------------------------------
+# 13. Log lines
+# ---------------------------------------------------------------------------------------------
 def test_log_lines_are_well_formed_and_present(run):
     r = run("default")
     logs = log_events(r)
@@ -461,35 +1091,52 @@ def test_log_lines_are_well_formed_and_present(run):
     text = "".join(e.text for e in logs)
     # The attach says which version it got.
     assert re.search(r"attach.*WSK 1\.1", text), text
-    # Unload is visible too: detach and cleanup log.
-    assert re.search(r"detach", text), text
-    assert re.search(r"cleanup", text), text
+    # Unload is visible too: detach and cleanup log (NMR), release and deregister (WskRegister).
+    if NMR:
+        assert re.search(r"detach", text), text
+        assert re.search(r"cleanup", text), text
+    else:
+        assert re.search(r"WskReleaseProviderNPI", text), text
+        assert re.search(r"WskDeregister", text), text
+
+
+def unload_logs():
+    """The library's unload lines before the deregistration."""
+    if CONN:
+        return ["unload: 1 reference(s) outstanding", "unload: waiting for 1 reference(s)",
+                CONNECTION_CLOSE]
+    return ["unload: 0 reference(s) outstanding"]
 
 
 def test_log_lines_of_load_and_unload(run):
     """The lines of a load, attach and unload come in this order (other lines may come between),
-    the driver's own set-up and teardown lines in their place, each once; those sit before
-    NmrRegisterClient and after the deregistration completed (and the driver's own frees)."""
+    the driver's own set-up and teardown lines in their place, each once; those sit before the
+    registration and after the deregistration completed (and the driver's own frees)."""
     r = run("default")
     lines = [t.rstrip("\n") for t in r.logs]
+    if NMR:
+        attach_lines = ["attach tried WSK 1.1: 0x00000000", "attached at WSK 1.1",
+                        "registered as WSK NPI client"]
+        detach_lines = ["detach: no call in flight, detached", "cleanup: binding context freed"]
+    else:
+        attach_lines = ["WskRegister with WSK 1.1: 0x00000000",
+                        "captured the WSK provider NPI, attached at WSK 1.1",
+                        "registered as WSK client (WskRegister)"]
+        detach_lines = ["WskReleaseProviderNPI: binding context freed", "WskDeregister returned"]
     expected = [PROFILE.log(t) for t in [
         "pool: ExAllocatePool2",
         *PROFILE.setup_logs,
-        "attach tried WSK 1.1: 0x00000000",
-        "attached at WSK 1.1",
-        "registered as WSK NPI client",
-        "detach: no call in flight, detached",
-        "cleanup: binding context freed",
+        *attach_lines,
+        *([CONNECTION_OPEN] if CONN else []),
+        *unload_logs(),
+        *detach_lines,
         *PROFILE.teardown_logs,
         "unloaded, live pool allocations: 0",
     ]]
-    positions = [i for want in expected for i, line in enumerate(lines) if line == want]
-    assert positions == sorted(positions) and len(positions) == len(expected), (
-        "expected, in this order and once each:\n  %s\nlogged:\n  %s"
-        % ("\n  ".join(expected), "\n  ".join(lines)))
+    assert_in_order(lines, expected)
     logs = log_events(r)
-    register = event_index(r, "nmr", "NmrRegisterClient")
-    wait = event_index(r, "nmr", "NmrWaitForClientDeregisterComplete")
+    register = registration_index(r)
+    dereg = deregistered_index(r)
     last_free = max((e.seq for e in r.events if e.kind == "pool" and e.name.startswith("ExFree")),
                     default=0)
     for line in PROFILE.setup_logs:
@@ -497,9 +1144,12 @@ def test_log_lines_of_load_and_unload(run):
         assert e.seq < register, e
     for line in PROFILE.teardown_logs:
         (e,) = [e for e in logs if e.text == PROFILE.log(line) + "\n"]
-        assert e.seq > wait and e.seq > last_free, e
+        assert e.seq > dereg and e.seq > last_free, e
+    # Nothing above INFO level in a clean run.
+    assert all(e.args["Level"] == 3 for e in logs), [(e.args["Level"], e.text) for e in logs]
 
 
+@nmr_only
 def test_log_lines_tell_fallback_and_declines(run):
     fallback = "".join(e.text for e in log_events(run("fallback")))
     assert re.search(r"WSK 1\.1", fallback) and re.search(r"attached at WSK 1\.0", fallback), \
@@ -512,21 +1162,69 @@ def test_log_lines_tell_fallback_and_declines(run):
             scenario, [e.text for e in log_events(r)])
 
 
+@wskregister_only
+def test_log_lines_tell_capture_fallback_and_failures(run):
+    # DPFLTR_ERROR_LEVEL 0, DPFLTR_WARNING_LEVEL 1.
+    for scenario, level, line in [
+            ("fallback", 1, "WskCaptureProviderNPI: STATUS_NOINTERFACE, falling back"),
+            ("wsk12-only", 0, "WskCaptureProviderNPI failed: 0xC00002B9"),
+            ("nmr-error", 0, "WskCaptureProviderNPI failed: 0xC000009A"),
+            ("no-pool", 0, "capture: no pool for the binding context")]:
+        r = run(scenario)
+        got = [(e.args["Level"], e.text) for e in log_events(r)]
+        assert (level, PROFILE.log(line) + "\n") in got, (scenario, got)
+
+
 # ---------------------------------------------------------------------------------------------
-# Every named scenario (as run_driver.py shows them) runs clean
+# Failed loads, and every named scenario (as run_driver.py shows them)
 # ---------------------------------------------------------------------------------------------
-def test_registration_failure_fails_the_load(run):
-    """NmrRegisterClient fails: DriverEntry fails, its own allocations freed before it returns."""
-    r = run("register-fails")
-    assert sequence(r) == [*SETUP, "NmrRegisterClient -> STATUS_INSUFFICIENT_RESOURCES",
-                           *TEARDOWN]
+def assert_failed_load_clean(r):
+    """A failed DriverEntry leaves nothing: no violation, no DriverUnload, every block freed with
+    its tag, the device object deleted, no work item, registrations undone."""
     assert r.entry_status is not None and r.entry_status & 0x80000000, S(r.entry_status)
     assert r.violations == [] and r.run_errors == []
+    assert not r.unload_ran
+    assert r.outstanding == []
+    assert all(a.freed_by == "ExFreePoolWithTag" and a.free_tag == a.tag for a in r.allocations)
+    assert all(d.deleted_seq is not None for d in r.devices)
+    assert r.work_items == [] and r.work_allocations == [] and r.connection_allocations == []
+    assert all(reg.captures == 0 for reg in r.wsk_registrations)
+    assert all(reg.status != STATUS_SUCCESS or reg.deregistered_seq is not None
+               for reg in r.wsk_registrations)
+
+
+def test_registration_failure_fails_the_load(run):
+    """NmrRegisterClient (or WskRegister) fails: DriverEntry fails, its device object deleted
+    and its own allocations freed before it returns."""
+    r = run("register-fails")
+    if NMR:
+        assert sequence(r) == [*SETUP, DEVICE, "NmrRegisterClient -> STATUS_INSUFFICIENT_RESOURCES",
+                               DELETE, *TEARDOWN]
+    else:
+        assert sequence(r) == [*SETUP, DEVICE, wsk_register(WSK_1_1, STATUS_INSUFFICIENT_RESOURCES),
+                               DELETE, *TEARDOWN]
+    assert r.entry_status == STATUS_INSUFFICIENT_RESOURCES, S(r.entry_status)
+    assert_failed_load_clean(r)
     assert r.binding_allocations == []
     assert sorted(a.tag for a in r.own_allocations) == sorted(OWN_TAGS), r.allocations
-    assert all(a.freed_by == "ExFreePoolWithTag" and a.free_tag == a.tag for a in r.allocations)
-    assert r.outstanding == []
-    assert not r.unload_ran
+
+
+def test_device_creation_failure_fails_the_load(run):
+    """IoCreateDevice fails: the driver does not register, logs why, and DriverEntry fails with
+    that status, its own allocations freed."""
+    r = run("device-fails")
+    assert sequence(r) == [*SETUP, "IoCreateDevice -> STATUS_INSUFFICIENT_RESOURCES", *TEARDOWN]
+    assert r.entry_status == STATUS_INSUFFICIENT_RESOURCES, S(r.entry_status)
+    assert_failed_load_clean(r)
+    assert r.calls("NmrRegisterClient") == [] and r.wsk_calls == [] and r.kevents == []
+    assert PROFILE.log("register: IoCreateDevice failed: 0xC000009A") + "\n" in r.logs, r.logs
+
+
+@pytest.mark.parametrize("scenario", sorted(LOAD_FAILS))
+def test_every_failed_load_is_clean(run, scenario):
+    r = run(scenario)
+    assert_failed_load_clean(r)
+    assert "no problems found" in harness.format_trace(r)
 
 
 @pytest.mark.parametrize("scenario", sorted(set(harness.scenarios_for(PROFILE)) - LOAD_FAILS))
@@ -535,3 +1233,4 @@ def test_every_named_scenario_is_clean(run, scenario):
     assert_clean(r)
     text = harness.format_trace(r)
     assert "no problems found" in text
+    assert "device objects: 1 created, 1 deleted" in text

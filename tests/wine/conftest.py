@@ -24,9 +24,9 @@ def wine_tools():
 
 @pytest.fixture(scope="session")
 def driver_image():
-    """The driver image (wsk_attach.sys or wsk_echo.sys): $WSK_DRIVER_SYS, else
-    target/x86_64-pc-windows-msvc/release/wsk_attach.sys, built once with `cargo xtask sys` when
-    missing."""
+    """The driver image (wsk_attach.sys, wsk_echo.sys, wsk_echo_wskregister.sys):
+    $WSK_DRIVER_SYS, else target/x86_64-pc-windows-msvc/release/wsk_attach.sys, built once with
+    `cargo xtask sys` when missing."""
     path = wh.driver_image_path()
     if os.environ.get("WSK_DRIVER_SYS"):
         if not os.path.isfile(path):
@@ -52,8 +52,15 @@ def profile(driver_image):
 
 
 @pytest.fixture(scope="session")
-def providers():
-    """{variant: test NETIO.SYS path} for wsk11 and noif11."""
+def providers(profile):
+    """{variant: netio.sys to install} for the profile's variants: the test NETIO.SYS builds
+    (wsk11, noif11) for a raw NMR image; for the WskRegister image, {"wine-netio": None}: Wine's
+    own netio.sys stays (checked to be there)."""
+    if profile.backend == "wskregister":
+        if not os.path.isfile(wh.WINE_BUILTIN_NETIO):
+            pytest.fail("Wine's own netio.sys is not at %s: run tests/wine/setup.sh"
+                        % wh.WINE_BUILTIN_NETIO, pytrace=False)
+        return {wh.BUILTIN_VARIANT: None}
     try:
         return wh.provider_images()
     except wh.HarnessError as error:
@@ -61,9 +68,11 @@ def providers():
 
 
 @pytest.fixture
-def prefix(wine_tools):
-    """A fresh, booted WINEPREFIX in a temporary folder (kept when WSK_WINE_KEEP=1)."""
-    p = wh.Prefix()
+def prefix(wine_tools, profile):
+    """A fresh, booted WINEPREFIX in a temporary folder (kept when WSK_WINE_KEEP=1), with the
+    netio.sys override for a raw NMR image (the test NETIO.SYS), without it for the WskRegister
+    image (Wine's own netio.sys)."""
+    p = wh.Prefix(test_netio=profile.backend == "nmr")
     try:
         try:
             p.boot()

@@ -1,5 +1,6 @@
-"""Wine harness for a driver image (wsk_attach.sys, wsk_echo.sys): a fresh WINEPREFIX, the test
-NETIO.SYS, Wine's real sc.exe.
+"""Wine harness for a driver image (wsk_attach.sys, wsk_echo.sys, wsk_echo_wskregister.sys): a
+fresh WINEPREFIX, the test NETIO.SYS (raw NMR images) or Wine's own netio.sys (the WskRegister
+image), Wine's real sc.exe.
 
 Every Wine process of a prefix writes its stderr to one log file (opened in append mode), so the
 DbgPrintEx output of winedevice.exe lands there whichever process started services.exe; the
@@ -8,7 +9,12 @@ command, so that the log splits into phases. Under WINEDEBUG=+debugstr a DbgPrin
 `0134:warn:debugstr:vDbgPrintExWithPrefix 0000004d:00000008: wsk_attach: ...`.
 
 The service name, the image's file name in the prefix and the expected log lines come from the
-image's driver profile (tests/driver_profiles.py, chosen by the image's file name).
+image's driver profile (tests/driver_profiles.py, chosen by the image's file name or
+$WSK_DRIVER_PROFILE). Its backend says which netio.sys is the WSK provider: for "nmr", the test
+NETIO.SYS (tests/wine/netio-provider), loaded instead of Wine's with `WINEDLLOVERRIDES=
+netio.sys=n` (every Nmr* export of Wine's netio.sys is a stub that aborts the process); for
+"wskregister", Wine's own builtin netio.sys, whose WskRegister / WskCaptureProviderNPI /
+WskReleaseProviderNPI / WskDeregister are real (its provider dispatch says WSK 1.0).
 """
 import os
 import re
@@ -26,6 +32,12 @@ from driver_profiles import DriverProfile, UnknownDriver  # noqa: E402,F401
 DEFAULT_IMAGE = os.path.join(ROOT, driver_profiles.DEFAULT_IMAGE)
 PROVIDER_BUILD = os.path.join(ROOT, "tests", "wine", "build-provider.sh")
 DRIVERS_DIR = r"C:\windows\system32\drivers"
+# Wine's own netio.sys (the WSK provider of the WskRegister image), as Debian's wine64 installs it.
+WINE_BUILTIN_NETIO = "/usr/lib/x86_64-linux-gnu/wine/x86_64-windows/netio.sys"
+# The provider variants a profile's image runs against: the test NETIO.SYS builds for raw NMR,
+# Wine's own netio.sys for WskRegister.
+NMR_VARIANTS = ("wsk11", "noif11")
+BUILTIN_VARIANT = "wine-netio"
 # The Windows version of the prefix (`HKCU\Software\Wine\Version`): Windows 10, whatever Wine's
 # default, so the driver's pool fallback is the Windows 8 .. 10 1909 one (NonPagedPoolNx).
 WINDOWS_VERSION = "win10"
@@ -63,8 +75,16 @@ def driver_profile(image):
 
 
 def bin_path(profile):
-    """The service's binPath: the image, under its own file name, in the prefix's drivers."""
-    return "%s\\%s" % (DRIVERS_DIR, profile.image_name)
+    """The service's binPath: the image, under the service's file name, in the prefix's
+    drivers."""
+    return "%s\\%s" % (DRIVERS_DIR, profile.sys_name)
+
+
+def variants_for(profile):
+    """The provider variants to test the profile's image against."""
+    if profile is not None and profile.backend == "wskregister":
+        return (BUILTIN_VARIANT,)
+    return NMR_VARIANTS
 
 
 def build_driver_image():
@@ -76,7 +96,7 @@ def build_driver_image():
     return DEFAULT_IMAGE
 
 
-def provider_images(variants=("wsk11", "noif11")):
+def provider_images(variants=NMR_VARIANTS):
     """{variant: path} of the test NETIO.SYS: $WSK_WINE_PROVIDER_<VARIANT>, else built by
     tests/wine/build-provider.sh (an up-to-date build takes about a second)."""
     images, to_build = {}, []
@@ -107,9 +127,12 @@ def missing_tools():
 
 
 class Prefix:
-    """A fresh WINEPREFIX in a temporary folder, with a persistent wineserver."""
+    """A fresh WINEPREFIX in a temporary folder, with a persistent wineserver.
 
-    def __init__(self, keep=False):
+    test_netio: whether our NETIO.SYS replaces Wine's (`netio.sys=n`); False leaves Wine's own
+    netio.sys as the WSK provider."""
+
+    def __init__(self, keep=False, test_netio=True):
         self.dir = tempfile.mkdtemp(prefix="wsk-wine-")
         self.path = os.path.join(self.dir, "prefix")
         self.log_path = os.path.join(self.dir, "wine.log")
@@ -118,11 +141,14 @@ class Prefix:
         env = dict(os.environ)
         for var in ("DISPLAY", "WAYLAND_DISPLAY"):
             env.pop(var, None)
+        self.test_netio = test_netio
         env.update({
             "WINEPREFIX": self.path,
-            "WINEDEBUG": "+debugstr",
-            # Our NETIO.SYS instead of Wine's builtin stub; no Mono/Gecko set-up in wineboot.
-            "WINEDLLOVERRIDES": "netio.sys=n;mscoree,mshtml=",
+            # DbgPrintEx output; and which netio.sys each process loads (builtin or native).
+            "WINEDEBUG": "+debugstr,+loaddll",
+            # Our NETIO.SYS instead of Wine's builtin one (raw NMR images); no Mono/Gecko set-up
+            # in wineboot.
+            "WINEDLLOVERRIDES": ("netio.sys=n;" if test_netio else "") + "mscoree,mshtml=",
             "WINEARCH": "win64",
         })
         self.env = env
@@ -164,9 +190,15 @@ class Prefix:
                        stdout=self._log, stderr=self._log, timeout=timeout, check=False)
 
     def install(self, provider, driver, profile):
-        """The test NETIO.SYS as netio.sys, the driver image under its profile's file name."""
-        shutil.copyfile(provider, os.path.join(self.drivers, "netio.sys"))
-        shutil.copyfile(driver, os.path.join(self.drivers, profile.image_name))
+        """The test NETIO.SYS as netio.sys (provider None: Wine's own stays), the driver image
+        under its service's file name."""
+        if provider is not None:
+            if not self.test_netio:
+                raise HarnessError("a test NETIO.SYS in a prefix without the netio.sys override")
+            shutil.copyfile(provider, os.path.join(self.drivers, "netio.sys"))
+        elif self.test_netio:
+            raise HarnessError("the netio.sys override without a test NETIO.SYS to load")
+        shutil.copyfile(driver, os.path.join(self.drivers, profile.sys_name))
 
     def sc(self, *args, timeout=60):
         """`wine sc ARGS`: (exit code, stdout)."""
@@ -229,6 +261,15 @@ def events(log_text):
         if match:
             out.append(match.group(1))
     return out
+
+
+NETIO_LOADED = re.compile(r"loaddll:\w+ Loaded L\"[^\"]*\\\\netio\.sys\" at [0-9A-Fa-f]+: (\w+)",
+                          re.IGNORECASE)
+
+
+def netio_loads(log_text):
+    """How each load of netio.sys in the log was satisfied: ["native", "builtin", ...]."""
+    return [m.group(1) for m in NETIO_LOADED.finditer(log_text)]
 
 
 def crash_lines(log_text):
