@@ -49,6 +49,7 @@ pub mod irp;
 pub mod pool;
 pub mod provider;
 pub mod registration;
+pub mod resolve;
 pub mod runtime;
 pub mod socket;
 pub mod status;

@@ -353,3 +353,49 @@ fn a_receive_the_provider_will_not_cancel_ends_by_closing_the_socket() {
     assert_eq!(s.open_sockets(), 0);
     s.driver_unload();
 }
+
+#[test]
+fn names_resolve_through_the_provider_at_1_1() {
+    use wsk_client::resolve::resolve;
+
+    let mut s = common::started();
+    s.register_provider(ProviderConfig::default_wsk());
+    let reference = BindingRef::<TestDriver>::acquire().unwrap();
+    let found = resolve(&reference, "localhost", 7, Some(10_000_000)).unwrap();
+    assert_eq!(found.iter().collect::<Vec<_>>(), [echo_address()]);
+    // A literal needs no provider call.
+    let before = s.events().len();
+    let literal = resolve(&reference, "::1", 9, None).unwrap();
+    assert_eq!(literal.iter().next().unwrap().to_string(), "[::1]:9");
+    assert_eq!(s.events().len(), before);
+    // A name the provider does not know is its status.
+    assert_eq!(
+        resolve(&reference, "nowhere.invalid", 7, Some(10_000_000)).err(),
+        Some(NtStatus::from_raw(0xC000_0225_u32.cast_signed()))
+    );
+    drop(reference);
+    s.wait_work_items();
+    s.driver_unload();
+}
+
+#[test]
+fn names_are_not_resolved_below_1_1() {
+    use wsk_client::resolve::resolve;
+
+    let mut s = common::started();
+    s.register_provider(ProviderConfig::wsk(
+        wsk_host_model::WSK_1_0,
+        wsk_host_model::WSK_1_0,
+    ));
+    let reference = BindingRef::<TestDriver>::acquire().unwrap();
+    assert_eq!(
+        resolve(&reference, "localhost", 7, None).err(),
+        Some(NtStatus::NOT_SUPPORTED)
+    );
+    assert!(has_log(
+        &s,
+        "test_driver: resolve: the provider is below WSK 1.1 (no WskGetAddressInfo)"
+    ));
+    drop(reference);
+    s.driver_unload();
+}

@@ -345,24 +345,92 @@ unsafe extern "system" fn wsk_control_client(
     Status::SUCCESS.raw()
 }
 
+/// An address chain the model handed out: the entries and the addresses they point at.
+pub(crate) struct AddressChain {
+    pub _entries: Vec<ADDRINFOEXW>,
+    pub _addresses: Vec<wsk_sys::SOCKADDR_IN>,
+}
+
+// SAFETY: plain memory the driver reads; the raw pointers point into the same chain.
+unsafe impl Send for AddressChain {}
+
+/// `WskGetAddressInfo`: `localhost` is 127.0.0.1; any other name is not found. The chain is the
+/// model's, freed by `WskFreeAddressInfo` (a chain never freed is a leak at the session's end).
 unsafe extern "system" fn wsk_get_address_info(
     Client: PWSK_CLIENT,
-    _NodeName: *mut UNICODE_STRING,
+    NodeName: *mut UNICODE_STRING,
     _ServiceName: *mut UNICODE_STRING,
     _NameSpace: u32,
     _Provider: *mut GUID,
     _Hints: *mut ADDRINFOEXW,
-    _Result: *mut *mut ADDRINFOEXW,
+    Result: *mut *mut ADDRINFOEXW,
     _OwningProcess: *mut EPROCESS,
     _OwningThread: *mut ETHREAD,
-    _Irp: *mut IRP,
+    Irp: *mut IRP,
 ) -> NTSTATUS {
     provider_call("WskGetAddressInfo", Client);
-    Status::NOT_SUPPORTED.raw()
+    // SAFETY: the client passes a valid counted string.
+    let name = unsafe { &*NodeName };
+    // SAFETY: its buffer holds `Length` bytes.
+    let units = unsafe { std::slice::from_raw_parts(name.Buffer, usize::from(name.Length) / 2) };
+    let name = String::from_utf16_lossy(units);
+    if !irp::begin(Irp) {
+        return Status::INVALID_PARAMETER.raw();
+    }
+    let irp_addr = Irp as usize;
+    if name != "localhost" {
+        spawn_provider(move || {
+            irp::complete(irp_addr as *mut IRP, Status::from_raw(STATUS_NOT_FOUND), 0);
+        });
+        return Status::PENDING.raw();
+    }
+    let mut addresses = vec![wsk_sys::SOCKADDR_IN {
+        sin_family: wsk_sys::AF_INET,
+        sin_port: 0,
+        sin_addr: [127, 0, 0, 1],
+        sin_zero: [0; 8],
+    }];
+    let mut entries = vec![ADDRINFOEXW {
+        ai_flags: 0,
+        ai_family: i32::from(wsk_sys::AF_INET),
+        ai_socktype: 1,
+        ai_protocol: 6,
+        ai_addrlen: size_of::<wsk_sys::SOCKADDR_IN>(),
+        ai_canonname: std::ptr::null_mut(),
+        ai_addr: addresses.as_mut_ptr().cast(),
+        ai_blob: std::ptr::null_mut(),
+        ai_bloblen: 0,
+        ai_provider: std::ptr::null_mut(),
+        ai_next: std::ptr::null_mut(),
+    }];
+    let head = entries.as_mut_ptr();
+    // SAFETY: per the contract, a valid out-pointer, valid until the IRP completes.
+    unsafe { Result.write(head) };
+    state::with(|s| {
+        s.address_chains.insert(
+            head as usize,
+            AddressChain {
+                _entries: entries,
+                _addresses: addresses,
+            },
+        );
+    });
+    spawn_provider(move || irp::complete(irp_addr as *mut IRP, Status::SUCCESS, 0));
+    Status::PENDING.raw()
 }
 
-unsafe extern "system" fn wsk_free_address_info(Client: PWSK_CLIENT, _AddrInfo: *mut ADDRINFOEXW) {
+/// `STATUS_NOT_FOUND`.
+const STATUS_NOT_FOUND: NTSTATUS = 0xC000_0225_u32.cast_signed();
+
+unsafe extern "system" fn wsk_free_address_info(Client: PWSK_CLIENT, AddrInfo: *mut ADDRINFOEXW) {
     provider_call("WskFreeAddressInfo", Client);
+    state::with(|s| {
+        if s.address_chains.remove(&(AddrInfo as usize)).is_none() {
+            s.violation(format!(
+                "WskFreeAddressInfo of {AddrInfo:p}: not a chain the provider made"
+            ));
+        }
+    });
 }
 
 unsafe extern "system" fn wsk_get_name_info(

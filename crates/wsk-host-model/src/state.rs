@@ -325,6 +325,8 @@ pub(crate) struct State {
     pub failing_mdls: usize,
     /// Provider threads completing requests, still running.
     pub provider_threads: usize,
+    /// Address chains `WskGetAddressInfo` handed out and not yet freed.
+    pub address_chains: HashMap<usize, crate::kernel::AddressChain>,
 }
 
 impl State {

@@ -49,9 +49,23 @@ pub struct SOCKADDR {
     _opaque: [u8; 0],
 }
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct ADDRINFOEXW {
-    _opaque: [u8; 0],
+    pub ai_flags: i32,
+    pub ai_family: i32,
+    pub ai_socktype: i32,
+    pub ai_protocol: i32,
+    pub ai_addrlen: usize,
+    pub ai_canonname: *mut u16,
+    pub ai_addr: *mut SOCKADDR,
+    pub ai_blob: PVOID,
+    pub ai_bloblen: usize,
+    pub ai_provider: *mut GUID,
+    pub ai_next: *mut ADDRINFOEXW,
 }
+
+/// `NS_ALL`: every name space, for `WskGetAddressInfo`.
+pub const NS_ALL: u32 = 0;
 
 /// `PWSK_CLIENT`: opaque, the `ProviderBindingContext` NMR returns.
 pub type PWSK_CLIENT = PVOID;

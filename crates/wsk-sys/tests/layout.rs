@@ -252,3 +252,17 @@ fn buffers_addresses_and_connection_dispatch() {
     );
     assert_eq!(WSK_FLAG_ABORTIVE, 1);
 }
+
+#[test]
+fn addrinfoexw() {
+    assert_eq!(size_of::<ADDRINFOEXW>(), 72);
+    assert_eq!(offset_of!(ADDRINFOEXW, ai_family), 4);
+    assert_eq!(offset_of!(ADDRINFOEXW, ai_addrlen), 16);
+    assert_eq!(offset_of!(ADDRINFOEXW, ai_canonname), 24);
+    assert_eq!(offset_of!(ADDRINFOEXW, ai_addr), 32);
+    assert_eq!(offset_of!(ADDRINFOEXW, ai_blob), 40);
+    assert_eq!(offset_of!(ADDRINFOEXW, ai_bloblen), 48);
+    assert_eq!(offset_of!(ADDRINFOEXW, ai_provider), 56);
+    assert_eq!(offset_of!(ADDRINFOEXW, ai_next), 64);
+    assert_eq!(NS_ALL, 0);
+}
