@@ -9,6 +9,25 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "applies(condition, reason): the test is about this image only when condition holds; "
+        "for other images it is deselected (not collected), never skipped")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Deselects the tests that do not apply to the image under test (another backend, no
+    connection): what runs is what applies, and nothing is reported as skipped."""
+    keep, drop = [], []
+    for item in items:
+        marker = item.get_closest_marker("applies")
+        (keep if marker is None or marker.args[0] else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.fixture(scope="session")
 def image():
     """The driver image under test (wsk_attach.sys or wsk_echo.sys): $WSK_DRIVER_SYS, else the

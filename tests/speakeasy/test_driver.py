@@ -11,7 +11,7 @@ object or work item left behind, a wait nothing can satisfy, ...).
 
 What differs between the images (backend, log prefix, tags, the driver's own allocations and log
 lines, its connection, module id) comes from the image's driver profile, PROFILE
-(tests/driver_profiles.py). Tests of one backend are skipped for the other.
+(tests/driver_profiles.py). Tests of one backend are deselected for the other (never skipped).
 
 Run: target/speakeasy-venv/bin/python -m pytest tests/speakeasy
 Image: $WSK_DRIVER_SYS, default target/x86_64-pc-windows-msvc/release/wsk_attach.sys (a missing
@@ -43,12 +43,13 @@ OWN_TAGS = [harness.pool_tag(t) for t in PROFILE.own_tags]
 # Named scenarios in which DriverEntry fails, by design, for this driver.
 LOAD_FAILS = {n for n, sc in harness.scenarios_for(PROFILE).items() if sc.load_fails(PROFILE)}
 
-nmr_only = pytest.mark.skipif(not NMR, reason="%s attaches through WskRegister, not raw NMR"
-                              % PROFILE.name)
-wskregister_only = pytest.mark.skipif(NMR, reason="%s attaches through raw NMR, not WskRegister"
-                                      % PROFILE.name)
-connection_only = pytest.mark.skipif(not CONN, reason="%s holds no connection (queues no work "
-                                     "item, never waits)" % PROFILE.name)
+# Tests that do not apply to this image are deselected (conftest.py), never skipped.
+nmr_only = pytest.mark.applies(NMR, reason="%s attaches through WskRegister, not raw NMR"
+                               % PROFILE.name)
+wskregister_only = pytest.mark.applies(not NMR, reason="%s attaches through raw NMR, not "
+                                       "WskRegister" % PROFILE.name)
+connection_only = pytest.mark.applies(CONN, reason="%s holds no connection (queues no work "
+                                      "item, never waits)" % PROFILE.name)
 
 # The Wait of the library's unload: 5 s, relative (crates/wsk-client/src/runtime.rs).
 UNLOAD_WAIT = -5000 * TICKS_PER_MS
@@ -485,8 +486,8 @@ def test_allocation_failure(run, pool2):
     assert r.binding_allocations == []
 
 
-@pytest.mark.skipif("setup-no-pool" not in harness.scenarios_for(PROFILE),
-                    reason="%s allocates nothing of its own in DriverEntry" % PROFILE.name)
+@pytest.mark.applies("setup-no-pool" in harness.scenarios_for(PROFILE),
+                     reason="%s allocates nothing of its own in DriverEntry" % PROFILE.name)
 def test_setup_allocation_failure_fails_the_load(run):
     """The driver's own allocation in DriverEntry (the first pool allocation) fails: DriverEntry
     logs it and returns STATUS_INSUFFICIENT_RESOURCES without registering (no device object
