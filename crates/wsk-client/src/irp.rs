@@ -51,7 +51,8 @@ pub trait Completion<C: Client>: Send + 'static {
 const COMPLETED: u32 = 1;
 const RELEASED: u32 = 2;
 
-/// A request's context in pool: the IRP, its reference and what to do at completion. Shared by
+/// A request's context in pool: the IRP, its reference (the asynchronous form's; the waited form
+/// borrows its caller's, which outlives the request) and what to do at completion. Shared by
 /// its two owners through `&Request`: every field they write is an `UnsafeCell` (written by one
 /// owner at a time, as the protocol above orders) or atomic.
 struct Request<C: Client, F> {
@@ -86,13 +87,13 @@ const fn tag<C: Client>() -> PoolTag {
 
 /// Allocates the request, its IRP, and sets the completion routine.
 fn prepare<C: Client, F: Completion<C>>(
-    reference: BindingRef<C>,
+    reference: Option<BindingRef<C>>,
     completion: Option<F>,
 ) -> Result<NonNull<Request<C, F>>, NtStatus> {
     let request = PoolBox::try_new::<C>(
         Request {
             irp: core::ptr::null_mut(),
-            reference: UnsafeCell::new(Some(reference)),
+            reference: UnsafeCell::new(reference),
             completion: UnsafeCell::new(completion),
             state: AtomicU32::new(0),
             event: UnsafeCell::new(KEVENT { Header: [0; 3] }),
@@ -179,7 +180,7 @@ pub fn submit<C: Client, F: Completion<C>>(
     completion: F,
     call: impl FnOnce(&BindingRef<C>, *mut IRP) -> NTSTATUS,
 ) -> Result<(), NtStatus> {
-    let request = prepare::<C, F>(reference, Some(completion))?;
+    let request = prepare::<C, F>(Some(reference), Some(completion))?;
     // SAFETY: live while this submitter owns it (until it releases below).
     let shared = unsafe { request.as_ref() };
     let irp = shared.irp;
@@ -253,10 +254,8 @@ unsafe extern "system" fn complete_request<C: Client, F: Completion<C>>(
             completion.complete(reference, NtStatus::from_raw(status), information);
         }
     } else {
-        // Synchronous form: the reference goes with the request; store the result, then wake
-        // the waiter.
-        // SAFETY: put back untouched (the request drops it when freed).
-        unsafe { *shared.reference.get() = reference };
+        // Waited form (no reference of its own): store the result, then wake the waiter.
+        drop(reference);
         // SAFETY: the waiter reads the result only after the event or COMPLETED.
         unsafe { shared.result.get().write((status, information)) };
         // SAFETY: the waiter's event, initialised by `prepare`; IRQL <= DISPATCH_LEVEL.
@@ -289,8 +288,11 @@ const AFTER_CANCEL_100NS: i64 = -10_000_000; // 1 s
 ///
 /// IRQL: `PASSIVE_LEVEL`.
 ///
+/// The request borrows `reference` (the caller's, which outlives it: the call returns only once
+/// the request has ended), so it works during a detach or the unload too.
+///
 /// # Errors
-/// The request could not be prepared (see [`submit`]), or no new reference (unloading).
+/// The request could not be prepared (see [`submit`]).
 pub fn call<C: Client>(
     reference: &BindingRef<C>,
     timeout_100ns: Option<i64>,
@@ -309,8 +311,8 @@ pub fn call_or<C: Client>(
     call: impl FnOnce(&BindingRef<C>, *mut IRP) -> NTSTATUS,
     stuck: impl FnOnce(),
 ) -> Result<(NtStatus, usize), NtStatus> {
-    let own = reference.try_clone().map_err(NtStatus::from)?;
-    let request = prepare::<C, Waiter>(own, None)?;
+    // The caller's reference outlives the request: it is waited for to the end.
+    let request = prepare::<C, Waiter>(None, None)?;
     // SAFETY: live while this waiter owns it.
     let shared = unsafe { request.as_ref() };
     let irp = shared.irp;

@@ -17,7 +17,7 @@
 //! IRQL: creating and the operations at `PASSIVE_LEVEL` (they wait); closing and dropping at
 //! <= `DISPATCH_LEVEL`.
 
-use core::cell::UnsafeCell;
+use core::cell::Cell;
 use core::net::SocketAddr;
 use core::ptr::{self, NonNull};
 
@@ -34,14 +34,16 @@ use crate::sys::{
 };
 
 /// An open WSK socket of client `C`.
+#[allow(clippy::struct_field_names)] // `socket`: the provider's WSK_SOCKET
 pub struct Socket<C: Client> {
-    // INVARIANT: a socket the provider created for this binding; open while `reference` is Some.
+    // INVARIANT: a socket the provider created for this binding; open until `closed` is set or
+    // `reference` is taken by the close.
     socket: NonNull<WSK_SOCKET>,
-    // The binding reference the socket holds until its close completes. Taken by the close (once:
-    // `&mut self` in `close_now`, or the last resort of a stuck operation, which holds `&self`;
-    // `Socket` is not `Sync`, so no other access runs then, and an operation borrows the cell's
-    // content only to clone it before its request starts).
-    reference: UnsafeCell<Option<BindingRef<C>>>,
+    // The binding reference the socket holds until its close completes (moved into the close's
+    // request by `close_now`).
+    reference: Option<BindingRef<C>>,
+    // The last resort of a stuck operation closed the socket already (waited for).
+    closed: Cell<bool>,
 }
 
 /// A socket address in the provider's form.
@@ -97,6 +99,7 @@ impl<C: Client> Socket<C> {
     ) -> Result<Self, NtStatus> {
         let socket_fn = reference.socket().ok_or(NtStatus::NOT_SUPPORTED)?;
         // The socket's own reference, taken first: once the socket exists, it must be closable.
+        // (A new socket needs a new reference: none is made once a detach or the unload began.)
         let own = reference.try_clone().map_err(NtStatus::from)?;
         let (status, information) = irp::call(reference, timeout_100ns, |reference, irp| {
             // SAFETY: the provider's WskSocket for this binding, with its WSK_CLIENT; no socket
@@ -137,27 +140,22 @@ impl<C: Client> Socket<C> {
         // INVARIANT: the provider's new socket, open.
         Ok(Self {
             socket,
-            reference: UnsafeCell::new(Some(own)),
+            reference: Some(own),
+            closed: Cell::new(false),
         })
     }
 
-    /// The provider's connection dispatch of this socket.
-    fn dispatch(&self) -> Option<&WSK_PROVIDER_CONNECTION_DISPATCH> {
+    /// The provider's connection dispatch of this socket, while it is open.
+    fn dispatch(&self) -> Result<&WSK_PROVIDER_CONNECTION_DISPATCH, NtStatus> {
+        if self.closed.get() || self.reference.is_none() {
+            return Err(NtStatus::CONNECTION_ABORTED);
+        }
         // SAFETY: by the type invariant an open socket the provider made.
         let dispatch = unsafe { (*self.socket.as_ptr()).Dispatch };
         // SAFETY: a connection socket's dispatch is the provider's
         // WSK_PROVIDER_CONNECTION_DISPATCH, valid while it is open.
         unsafe { dispatch.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>().as_ref() }
-    }
-
-    /// A new reference on the socket's binding, while the socket is open.
-    fn clone_reference(&self) -> Result<BindingRef<C>, NtStatus> {
-        // SAFETY: see the field: no close runs now, and the borrow ends with this function.
-        let reference = unsafe { (*self.reference.get()).as_ref() };
-        reference
-            .ok_or(NtStatus::CONNECTION_ABORTED)?
-            .try_clone()
-            .map_err(NtStatus::from)
+            .ok_or(NtStatus::NOT_SUPPORTED)
     }
 
     /// Runs one operation: a request through the socket's reference, waited for; a request that
@@ -168,22 +166,23 @@ impl<C: Client> Socket<C> {
         timeout_100ns: Option<i64>,
         call: impl FnOnce(*mut IRP) -> NTSTATUS,
     ) -> Result<usize, NtStatus> {
-        let reference = self.clone_reference()?;
+        let Some(reference) = self.reference.as_ref().filter(|_| !self.closed.get()) else {
+            return Err(NtStatus::CONNECTION_ABORTED);
+        };
         let (status, information) = irp::call_or(
-            &reference,
+            reference,
             timeout_100ns,
             |_, irp| call(irp),
             || {
-                // SAFETY: the last resort of the only operation running on this socket.
-                let reference = unsafe { (*self.reference.get()).take() };
-                if let Some(reference) = reference {
-                    log!(
-                        C,
-                        DPFLTR_WARNING_LEVEL,
-                        "socket: closing it to end a stuck request"
-                    );
-                    close_raw::<C>(self.socket, reference);
-                }
+                // The last resort: close the socket, which completes its pending requests, and
+                // wait for the close (the operation's buffers stay borrowed until it ends).
+                log!(
+                    C,
+                    DPFLTR_WARNING_LEVEL,
+                    "socket: closing it to end a stuck request"
+                );
+                self.closed.set(true);
+                close_waited::<C>(self.socket, reference);
             },
         )?;
         if let Err(status) = status.into_result() {
@@ -206,10 +205,7 @@ impl<C: Client> Socket<C> {
     /// # Errors
     /// The provider's status; `STATUS_NOT_SUPPORTED` without `WskBind`.
     pub fn bind(&self, local: SocketAddr, timeout_100ns: Option<i64>) -> Result<(), NtStatus> {
-        let bind = self
-            .dispatch()
-            .and_then(|d| d.WskBind)
-            .ok_or(NtStatus::NOT_SUPPORTED)?;
+        let bind = self.dispatch()?.WskBind.ok_or(NtStatus::NOT_SUPPORTED)?;
         let mut address = Sockaddr::new(local);
         let socket = self.socket.as_ptr();
         // SAFETY: the open socket's WskBind, with an address that outlives the request (waited
@@ -228,10 +224,7 @@ impl<C: Client> Socket<C> {
     /// The provider's status (`STATUS_CONNECTION_REFUSED`, ...); `STATUS_NOT_SUPPORTED` without
     /// `WskConnect`.
     pub fn connect(&self, remote: SocketAddr, timeout_100ns: Option<i64>) -> Result<(), NtStatus> {
-        let connect = self
-            .dispatch()
-            .and_then(|d| d.WskConnect)
-            .ok_or(NtStatus::NOT_SUPPORTED)?;
+        let connect = self.dispatch()?.WskConnect.ok_or(NtStatus::NOT_SUPPORTED)?;
         let mut address = Sockaddr::new(remote);
         let socket = self.socket.as_ptr();
         // SAFETY: as in `bind`.
@@ -254,10 +247,7 @@ impl<C: Client> Socket<C> {
         length: usize,
         timeout_100ns: Option<i64>,
     ) -> Result<usize, NtStatus> {
-        let send = self
-            .dispatch()
-            .and_then(|d| d.WskSend)
-            .ok_or(NtStatus::NOT_SUPPORTED)?;
+        let send = self.dispatch()?.WskSend.ok_or(NtStatus::NOT_SUPPORTED)?;
         let mut wsk_buf: WSK_BUF = buffer.wsk_buf(length);
         let socket = self.socket.as_ptr();
         // SAFETY: the open socket's WskSend, with a WSK_BUF within the buffer's MDL; both
@@ -279,10 +269,7 @@ impl<C: Client> Socket<C> {
         buffer: &mut Buffer,
         timeout_100ns: Option<i64>,
     ) -> Result<usize, NtStatus> {
-        let receive = self
-            .dispatch()
-            .and_then(|d| d.WskReceive)
-            .ok_or(NtStatus::NOT_SUPPORTED)?;
+        let receive = self.dispatch()?.WskReceive.ok_or(NtStatus::NOT_SUPPORTED)?;
         let mut wsk_buf: WSK_BUF = buffer.wsk_buf(buffer.capacity());
         let socket = self.socket.as_ptr();
         // SAFETY: as in `send`; the buffer is borrowed mutably for the whole request.
@@ -299,7 +286,7 @@ impl<C: Client> Socket<C> {
     /// # Errors
     /// The provider's status.
     pub fn disconnect(&self, timeout_100ns: Option<i64>) -> Result<(), NtStatus> {
-        let Some(disconnect) = self.dispatch().and_then(|d| d.WskDisconnect) else {
+        let Some(disconnect) = self.dispatch()?.WskDisconnect else {
             log!(
                 C,
                 DPFLTR_WARNING_LEVEL,
@@ -336,7 +323,9 @@ impl<C: Client> Socket<C> {
     }
 
     fn close_now(&mut self) {
-        if let Some(reference) = self.reference.get_mut().take() {
+        if let Some(reference) = self.reference.take()
+            && !self.closed.get()
+        {
             close_raw::<C>(self.socket, reference);
         }
     }
@@ -368,14 +357,45 @@ impl<C: Client> Completion<C> for Closed {
     }
 }
 
-/// `WskCloseSocket` of `socket`, with a request that holds `reference` until it completes. If the
-/// request cannot be made, the socket leaks rather than being freed under the provider: logged.
-fn close_raw<C: Client>(socket: NonNull<WSK_SOCKET>, reference: BindingRef<C>) {
+/// The provider's `WskCloseSocket` for an open `socket`.
+fn close_fn(socket: NonNull<WSK_SOCKET>) -> crate::sys::PFN_WSK_CLOSE_SOCKET {
     // SAFETY: an open socket's dispatch starts with WSK_PROVIDER_BASIC_DISPATCH.
     let dispatch = unsafe { (*socket.as_ptr()).Dispatch }.cast::<WSK_PROVIDER_BASIC_DISPATCH>();
     // SAFETY: the provider's dispatch of this socket, valid while it is open.
-    let close = unsafe { dispatch.as_ref() }.and_then(|d| d.WskCloseSocket);
-    let Some(close) = close else {
+    unsafe { dispatch.as_ref() }.and_then(|d| d.WskCloseSocket)
+}
+
+/// `WskCloseSocket` of `socket`, waited for (a stuck operation's last resort; `PASSIVE_LEVEL`).
+fn close_waited<C: Client>(socket: NonNull<WSK_SOCKET>, reference: &BindingRef<C>) {
+    let Some(close) = close_fn(socket) else {
+        log!(
+            C,
+            DPFLTR_ERROR_LEVEL,
+            "socket: the provider has no WskCloseSocket"
+        );
+        return;
+    };
+    // SAFETY: the open socket, closed once (`closed` is set); the IRP is the request's.
+    let result = irp::call(reference, None, |_, irp| unsafe {
+        close(socket.as_ptr(), irp)
+    });
+    match result {
+        Ok((status, _)) if status.is_success() => log!(C, DPFLTR_INFO_LEVEL, "socket: closed"),
+        Ok((status, _)) | Err(status) => {
+            log!(
+                C,
+                DPFLTR_ERROR_LEVEL,
+                "socket: WskCloseSocket failed: 0x%08X",
+                status.bits()
+            );
+        }
+    }
+}
+
+/// `WskCloseSocket` of `socket`, with a request that holds `reference` until it completes. If the
+/// request cannot be made, the socket leaks rather than being freed under the provider: logged.
+fn close_raw<C: Client>(socket: NonNull<WSK_SOCKET>, reference: BindingRef<C>) {
+    let Some(close) = close_fn(socket) else {
         log!(
             C,
             DPFLTR_ERROR_LEVEL,

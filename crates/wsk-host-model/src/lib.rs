@@ -32,6 +32,7 @@ mod io;
 mod irp;
 mod kernel;
 mod nmr;
+mod registry;
 mod socket;
 mod state;
 mod status;
@@ -288,6 +289,20 @@ impl Session {
         state::with(|s| s.failing_mdls = count);
     }
 
+    /// Sets a value under the driver's service key (`subkey`: `Parameters`, say; the service key
+    /// is the registry path `DriverEntry` gets). `value_type`: `REG_SZ`, `REG_DWORD`, ...
+    pub fn set_parameter(&self, subkey: &str, name: &str, value_type: u32, data: &[u8]) {
+        let service = String::from_utf16_lossy(&self.registry_path).to_lowercase();
+        let path = format!("{service}\\{}", subkey.to_lowercase());
+        state::with(|s| {
+            s.registry.entry(service).or_default();
+            s.registry
+                .entry(path)
+                .or_default()
+                .insert(name.to_lowercase(), (value_type, data.to_vec()));
+        });
+    }
+
     /// Sockets the model's providers made that are still open.
     #[must_use]
     pub fn open_sockets(&self) -> usize {
@@ -403,6 +418,8 @@ impl Session {
     /// failing).
     pub fn check_clean(&mut self) {
         self.checked = true;
+        // The end state is the one after every work item and provider completion has returned.
+        self.wait_work_items();
         let violations = self.violations();
         assert!(violations.is_empty(), "rules broken: {violations:#?}");
         let live = self.live_allocations();

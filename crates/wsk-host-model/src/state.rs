@@ -325,6 +325,10 @@ pub(crate) struct State {
     pub failing_mdls: usize,
     /// Provider threads completing requests, still running.
     pub provider_threads: usize,
+    /// Registry keys (lower-case paths) and their values: (type, data).
+    pub registry: HashMap<String, HashMap<String, (u32, Vec<u8>)>>,
+    /// Open key handles and their paths.
+    pub key_handles: HashMap<usize, String>,
     /// Address chains `WskGetAddressInfo` handed out and not yet freed.
     pub address_chains: HashMap<usize, crate::kernel::AddressChain>,
 }

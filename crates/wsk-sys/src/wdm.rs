@@ -2,7 +2,7 @@
 
 use core::ffi::{c_char, c_void};
 
-use super::ntdef::{NTSTATUS, PVOID, UNICODE_STRING};
+use super::ntdef::{HANDLE, NTSTATUS, PVOID, UNICODE_STRING};
 
 /// `POOL_TYPE` (an `enum` in C: 4 bytes).
 pub type POOL_TYPE = i32;
@@ -107,6 +107,35 @@ pub type PIO_COMPLETION_ROUTINE = Option<
         Context: PVOID,
     ) -> NTSTATUS,
 >;
+
+/// `OBJECT_ATTRIBUTES`: size 48.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct OBJECT_ATTRIBUTES {
+    pub Length: u32,
+    pub RootDirectory: HANDLE,
+    pub ObjectName: *const UNICODE_STRING,
+    pub Attributes: u32,
+    pub SecurityDescriptor: PVOID,
+    pub SecurityQualityOfService: PVOID,
+}
+pub const OBJ_CASE_INSENSITIVE: u32 = 0x0000_0040;
+pub const OBJ_KERNEL_HANDLE: u32 = 0x0000_0200;
+/// `KEY_READ`.
+pub const KEY_READ: u32 = 0x0002_0019;
+/// `KEY_VALUE_INFORMATION_CLASS` `KeyValuePartialInformation`.
+pub const KeyValuePartialInformation: i32 = 2;
+/// `KEY_VALUE_PARTIAL_INFORMATION`: a 12-byte header, then `DataLength` bytes of data.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct KEY_VALUE_PARTIAL_INFORMATION {
+    pub TitleIndex: u32,
+    pub Type: u32,
+    pub DataLength: u32,
+    pub Data: [u8; 1],
+}
+pub const REG_SZ: u32 = 1;
+pub const REG_DWORD: u32 = 4;
 
 /// `DRIVER_UNLOAD`.
 pub type PDRIVER_UNLOAD = Option<unsafe extern "system" fn(DriverObject: *mut DRIVER_OBJECT)>;
@@ -216,6 +245,23 @@ unsafe extern "system" {
     pub fn MmBuildMdlForNonPagedPool(MemoryDescriptorList: *mut crate::MDL);
     /// IRQL <= `DISPATCH_LEVEL`.
     pub fn IoFreeMdl(Mdl: *mut crate::MDL);
+    /// `PASSIVE_LEVEL`.
+    pub fn ZwOpenKey(
+        KeyHandle: *mut HANDLE,
+        DesiredAccess: u32,
+        ObjectAttributes: *const OBJECT_ATTRIBUTES,
+    ) -> NTSTATUS;
+    /// `PASSIVE_LEVEL`. `STATUS_BUFFER_OVERFLOW`/`STATUS_BUFFER_TOO_SMALL` when `Length` is short.
+    pub fn ZwQueryValueKey(
+        KeyHandle: HANDLE,
+        ValueName: *const UNICODE_STRING,
+        KeyValueInformationClass: i32,
+        KeyValueInformation: PVOID,
+        Length: u32,
+        ResultLength: *mut u32,
+    ) -> NTSTATUS;
+    /// `PASSIVE_LEVEL`.
+    pub fn ZwClose(Handle: HANDLE) -> NTSTATUS;
     /// Any IRQL. Stops the system with a bug check; never returns.
     pub fn KeBugCheckEx(
         BugCheckCode: u32,

@@ -266,3 +266,19 @@ fn addrinfoexw() {
     assert_eq!(offset_of!(ADDRINFOEXW, ai_next), 64);
     assert_eq!(NS_ALL, 0);
 }
+
+#[test]
+fn registry() {
+    assert_eq!(size_of::<OBJECT_ATTRIBUTES>(), 48);
+    assert_eq!(offset_of!(OBJECT_ATTRIBUTES, RootDirectory), 8);
+    assert_eq!(offset_of!(OBJECT_ATTRIBUTES, ObjectName), 16);
+    assert_eq!(offset_of!(OBJECT_ATTRIBUTES, Attributes), 24);
+    assert_eq!(offset_of!(OBJECT_ATTRIBUTES, SecurityDescriptor), 32);
+    assert_eq!(offset_of!(OBJECT_ATTRIBUTES, SecurityQualityOfService), 40);
+    assert_eq!(offset_of!(KEY_VALUE_PARTIAL_INFORMATION, Data), 12);
+    assert_eq!(
+        (OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, KEY_READ),
+        (0x40, 0x200, 0x20019)
+    );
+    assert_eq!((KeyValuePartialInformation, REG_SZ, REG_DWORD), (2, 1, 4));
+}

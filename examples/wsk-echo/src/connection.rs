@@ -1,40 +1,71 @@
-//! The echo driver's connection — for now only the binding reference a connection holds, the way
-//! a socket will: taken in a work item once the driver is registered, let go in a work item when a
-//! detach or the unload begins. Until it is let go, a detach of the provider pends and the unload
-//! waits: the library's contract, exercised end to end (Speakeasy, Wine).
+//! The echo driver's connection: a work item queued once the driver is registered takes a
+//! binding reference and, when the parameters say where, makes one echo exchange — resolve or
+//! parse `Host`, connect, send `Message`, receive as many bytes — and logs exactly one of
+//! `echo ok, N bytes` or `echo failed: <step> 0x<NTSTATUS>`. The connection (its socket, or only
+//! the reference without parameters) stays open until a detach or the unload begins; then a work
+//! item closes it (disconnect, close). Until then a detach of the provider pends and the unload
+//! waits: the library's contract, exercised end to end.
 //!
-//! IRQL: [`start`] and [`stop`] at <= `DISPATCH_LEVEL` (they queue work items); the work runs at
-//! `PASSIVE_LEVEL`.
+//! A stop during the exchange: every step waits at most [`STEP_TIMEOUT`]; a request the cancel
+//! does not end (Wine ignores it) closes its socket, so the exchange always ends, and the unload,
+//! which waits for its work item, with it.
+//!
+//! IRQL: [`start`] and [`on_detach`] at <= `DISPATCH_LEVEL` (they queue work items); the work runs
+//! at `PASSIVE_LEVEL`.
 
+use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
+use wsk_client::buffer::Buffer;
 use wsk_client::pool::PoolBox;
+use wsk_client::socket::Socket;
+use wsk_client::sys::{AF_INET, AF_INET6};
 use wsk_client::work::{self, Work};
 use wsk_client::{BindingRef, Client, NtStatus, PoolTag, dbg_print};
 
 use crate::WskEcho;
+use crate::parameters::Parameters;
 
 /// The tag of the connection's pool block.
 const CONNECTION_TAG: PoolTag = PoolTag::new(*b"EchC");
 
-/// The connection's binding reference, in pool; NULL when there is none.
-static CONNECTION: AtomicPtr<BindingRef<WskEcho>> = AtomicPtr::new(ptr::null_mut());
+/// How long one step of the exchange may take, in 100 ns units (5 s).
+pub(crate) const STEP_TIMEOUT: Option<i64> = Some(50_000_000);
 
-/// Queues the work that opens the connection (takes the reference).
+/// How long the exchange waits for a provider to attach, in 100 ms steps (10 s).
+const ATTACH_TRIES: u32 = 100;
+
+/// What the driver holds while connected.
+enum Connection {
+    /// No parameters: only the binding reference (held for its drop).
+    Reference(#[allow(dead_code)] BindingRef<WskEcho>),
+    /// The echo connection.
+    Socket(Socket<WskEcho>),
+}
+
+/// The connection, in pool; NULL when there is none.
+static CONNECTION: AtomicPtr<Connection> = AtomicPtr::new(ptr::null_mut());
+
+/// A detach or the unload began: the exchange must not keep (or open) a connection.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Queues the work that opens the connection (and makes the exchange, given `parameters`).
 ///
 /// # Errors
 /// The work item could not be queued (logged by the library).
-pub(crate) fn start() -> Result<(), NtStatus> {
-    work::queue::<WskEcho, _>(Open)
+#[allow(clippy::large_types_passed_by_value)] // moved into the work item, once
+pub(crate) fn start(parameters: Option<Parameters>) -> Result<(), NtStatus> {
+    STOP.store(false, Ordering::Release);
+    work::queue::<WskEcho, _>(Open { parameters })
 }
 
-/// Queues the work that closes the connection (lets the reference go). Called from
-/// [`Client::on_detach`]: must not block.
-pub(crate) fn stop() {
+/// `Client::on_detach` of the echo driver: stop, and close the connection from a work item.
+pub(crate) fn on_detach(_notice: wsk_client::DetachNotice) {
+    STOP.store(true, Ordering::Release);
     if work::queue::<WskEcho, _>(Close).is_err() {
-        // Refused only once the unload stopped taking work, which it does after every reference
-        // is gone: then there is no connection left to close.
+        // Refused only once the unload stopped taking work, after every reference is gone: no
+        // connection is left to close then.
         // SAFETY: no argument; no Unicode conversion.
         let _ = unsafe {
             dbg_print!(
@@ -46,14 +77,154 @@ pub(crate) fn stop() {
     }
 }
 
-struct Open;
+fn log_failed(step: &core::ffi::CStr, status: NtStatus) {
+    // SAFETY: `%s` takes a NUL-terminated string, `%08X` the `u32`; no Unicode conversion.
+    let _ = unsafe {
+        dbg_print!(
+            WskEcho,
+            DPFLTR_ERROR_LEVEL,
+            "echo failed: %s 0x%08X",
+            step.as_ptr(),
+            status.bits()
+        )
+    };
+}
+
+/// Keeps `connection` until the stop (or drops it now if the stop came first).
+fn keep(connection: Connection) {
+    let boxed = match PoolBox::try_new::<WskEcho>(connection, CONNECTION_TAG) {
+        Ok(boxed) => boxed,
+        Err(status) => {
+            log_failed(c"pool", status);
+            return;
+        }
+    };
+    let raw = boxed.into_raw();
+    let kept = CONNECTION
+        .compare_exchange(
+            ptr::null_mut(),
+            raw.as_ptr(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_ok();
+    if !kept || STOP.load(Ordering::Acquire) {
+        // A stop came meanwhile (its Close may have found nothing): close it here.
+        let mine = if kept {
+            NonNull::new(CONNECTION.swap(ptr::null_mut(), Ordering::AcqRel))
+        } else {
+            Some(raw)
+        };
+        if let Some(mine) = mine {
+            // SAFETY: a pointer from `into_raw` with CONNECTION_TAG, now this work's alone.
+            drop(unsafe { PoolBox::from_raw::<WskEcho>(mine, CONNECTION_TAG) });
+        }
+    }
+}
+
+/// Waits (100 ms steps, at most 10 s) for a binding, unless the stop comes first.
+fn acquire() -> Result<BindingRef<WskEcho>, NtStatus> {
+    let mut last = NtStatus::DEVICE_NOT_READY;
+    for _ in 0..ATTACH_TRIES {
+        if STOP.load(Ordering::Acquire) {
+            return Err(NtStatus::CANCELLED);
+        }
+        match BindingRef::<WskEcho>::acquire() {
+            Ok(reference) => return Ok(reference),
+            Err(error) => last = NtStatus::from(error),
+        }
+        sleep_100ms();
+    }
+    Err(last)
+}
+
+/// Sleeps 100 ms at `PASSIVE_LEVEL` (a wait on an event nobody sets).
+fn sleep_100ms() {
+    let mut event = wsk_client::sys::KEVENT { Header: [0; 3] };
+    // SAFETY: an event on this thread's stack, used only here; PASSIVE_LEVEL.
+    unsafe {
+        wsk_client::sys::KeInitializeEvent(&raw mut event, wsk_client::sys::NotificationEvent, 0);
+    };
+    let timeout: i64 = -1_000_000;
+    // SAFETY: the event above and a relative timeout, both valid for the call; PASSIVE_LEVEL.
+    let _ = unsafe {
+        wsk_client::sys::KeWaitForSingleObject(
+            (&raw mut event).cast(),
+            wsk_client::sys::Executive,
+            wsk_client::sys::KernelMode,
+            0,
+            &raw const timeout,
+        )
+    };
+}
+
+/// One step's result: the error logged as `echo failed: <step> 0x<status>`.
+fn step<T>(name: &core::ffi::CStr, result: Result<T, NtStatus>) -> Result<T, ()> {
+    result.map_err(|status| log_failed(name, status))
+}
+
+/// The exchange: connect, send the message, receive it back. Returns the socket to keep.
+fn exchange(
+    reference: &BindingRef<WskEcho>,
+    parameters: &Parameters,
+) -> Result<Socket<WskEcho>, ()> {
+    let addresses = step(
+        c"resolve",
+        wsk_client::resolve::resolve(reference, parameters.host(), parameters.port, STEP_TIMEOUT),
+    )?;
+    let remote = step(
+        c"resolve",
+        addresses.iter().next().ok_or(NtStatus::UNSUCCESSFUL),
+    )?;
+    let (family, wildcard) = match remote {
+        SocketAddr::V4(_) => (AF_INET, SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0)),
+        SocketAddr::V6(_) => (AF_INET6, SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0)),
+    };
+    let socket = step(
+        c"socket",
+        Socket::connection(reference, family, STEP_TIMEOUT),
+    )?;
+    step(c"bind", socket.bind(wildcard, STEP_TIMEOUT))?;
+    step(c"connect", socket.connect(remote, STEP_TIMEOUT))?;
+    let message = parameters.message();
+    let mut out = step(c"buffer", Buffer::new::<WskEcho>(message.len()))?;
+    out.as_mut_slice().copy_from_slice(message);
+    let sent = step(c"send", socket.send(&out, message.len(), STEP_TIMEOUT))?;
+    if sent != message.len() {
+        log_failed(c"send", NtStatus::UNSUCCESSFUL);
+        return Err(());
+    }
+    let mut back = step(c"buffer", Buffer::new::<WskEcho>(message.len()))?;
+    let mut received = 0;
+    while received < message.len() {
+        let n = step(c"receive", socket.receive(&mut back, STEP_TIMEOUT))?;
+        if n == 0 {
+            // The peer closed (or reset: Wine reports a reset as a 0-byte receive).
+            log_failed(c"receive", NtStatus::CONNECTION_ABORTED);
+            return Err(());
+        }
+        if back.as_slice().get(..n) != message.get(received..received + n) {
+            log_failed(c"compare", NtStatus::UNSUCCESSFUL);
+            return Err(());
+        }
+        received += n;
+    }
+    #[allow(clippy::cast_possible_truncation)] // at most MAX_MESSAGE
+    let n = received as u32;
+    // SAFETY: `%u` takes the `u32`; no Unicode conversion.
+    let _ = unsafe { dbg_print!(WskEcho, DPFLTR_INFO_LEVEL, "echo ok, %u bytes", n) };
+    Ok(socket)
+}
+
+struct Open {
+    parameters: Option<Parameters>,
+}
 
 impl Work for Open {
     fn run(self) {
-        let reference = match BindingRef::<WskEcho>::acquire() {
+        let reference = match acquire() {
             Ok(reference) => reference,
-            Err(error) => {
-                let status = NtStatus::from(error);
+            Err(status) => {
                 // SAFETY: `%08X` takes the `u32`; no Unicode conversion.
                 let _ = unsafe {
                     dbg_print!(
@@ -63,46 +234,27 @@ impl Work for Open {
                         status.bits()
                     )
                 };
+                if self.parameters.is_some() {
+                    log_failed(c"attach", status);
+                }
                 return;
             }
         };
-        let boxed = match PoolBox::try_new::<WskEcho>(reference, CONNECTION_TAG) {
-            Ok(boxed) => boxed,
-            Err(status) => {
-                // SAFETY: `%08X` takes the `u32`; no Unicode conversion.
-                let _ = unsafe {
-                    dbg_print!(
-                        WskEcho,
-                        DPFLTR_ERROR_LEVEL,
-                        "connection: no pool: 0x%08X",
-                        status.bits()
-                    )
-                };
-                return;
-            }
-        };
-        let raw = boxed.into_raw();
-        if CONNECTION
-            .compare_exchange(
-                ptr::null_mut(),
-                raw.as_ptr(),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_err()
-        {
-            // SAFETY: `raw` came from `into_raw` just above, with CONNECTION_TAG.
-            drop(unsafe { PoolBox::from_raw::<WskEcho>(raw, CONNECTION_TAG) });
+        let Some(parameters) = self.parameters else {
+            // SAFETY: no argument; no Unicode conversion.
+            let _ = unsafe {
+                dbg_print!(
+                    WskEcho,
+                    DPFLTR_INFO_LEVEL,
+                    "connection: holding a binding reference"
+                )
+            };
+            keep(Connection::Reference(reference));
             return;
-        }
-        // SAFETY: no argument; no Unicode conversion.
-        let _ = unsafe {
-            dbg_print!(
-                WskEcho,
-                DPFLTR_INFO_LEVEL,
-                "connection: holding a binding reference"
-            )
         };
+        if let Ok(socket) = exchange(&reference, &parameters) {
+            keep(Connection::Socket(socket));
+        }
     }
 }
 
@@ -115,21 +267,22 @@ impl Work for Close {
         };
         // SAFETY: CONNECTION only ever holds a pointer from `PoolBox::into_raw` with
         // CONNECTION_TAG, and the swap above made it this work's alone.
-        drop(unsafe { PoolBox::from_raw::<WskEcho>(raw, CONNECTION_TAG) });
+        let connection = unsafe { PoolBox::from_raw::<WskEcho>(raw, CONNECTION_TAG) };
+        // SAFETY: owned here; the value is initialised.
+        if let Connection::Socket(socket) = unsafe { &*connection.as_ptr() } {
+            // A graceful disconnect first; a provider without one is logged by the library.
+            let _ = socket.disconnect(STEP_TIMEOUT);
+        }
+        drop(connection);
         // SAFETY: no argument; no Unicode conversion.
         let _ = unsafe { dbg_print!(WskEcho, DPFLTR_INFO_LEVEL, "connection: reference released") };
     }
 }
 
-/// Whether the connection holds its reference (tests).
+/// Whether the connection is held (tests).
 #[cfg(test)]
 pub(crate) fn is_open() -> bool {
     !CONNECTION.load(Ordering::Acquire).is_null()
-}
-
-/// `Client::on_detach` of the echo driver.
-pub(crate) fn on_detach(_notice: wsk_client::DetachNotice) {
-    stop();
 }
 
 // The connection belongs to client `WskEcho`.

@@ -18,6 +18,7 @@ use wsk_client::{
 };
 
 mod connection;
+mod parameters;
 
 /// The example driver as a WSK client.
 pub struct WskEcho;
@@ -79,7 +80,7 @@ static LOADED: DriverCell<Loaded> = DriverCell::new();
 #[allow(non_snake_case)]
 pub unsafe extern "system" fn DriverEntry(
     DriverObject: *mut DRIVER_OBJECT,
-    _RegistryPath: *const UNICODE_STRING,
+    RegistryPath: *const UNICODE_STRING,
 ) -> NTSTATUS {
     // SAFETY: the I/O manager passes the driver's own DRIVER_OBJECT, exclusively, for this call.
     let Some(driver) = (unsafe { DriverObject.as_mut() }) else {
@@ -108,6 +109,9 @@ pub unsafe extern "system" fn DriverEntry(
             started
         )
     };
+    // The echo parameters (a problem is logged; the driver loads anyway and echoes nothing).
+    // SAFETY: the I/O manager passes the service key's path, valid for DriverEntry.
+    let parameters = unsafe { RegistryPath.as_ref() }.and_then(parameters::read);
     // ... then the client's registration, which may attach before it returns.
     let registration = match Registration::<WskEcho>::register(driver) {
         Ok(registration) => registration,
@@ -128,7 +132,7 @@ pub unsafe extern "system" fn DriverEntry(
     });
     driver.DriverUnload = Some(DriverUnload);
     // Then the connection, off the DriverEntry thread (a work item logs why, if it fails).
-    let _ = connection::start();
+    let _ = connection::start(parameters);
     NtStatus::SUCCESS.raw()
 }
 

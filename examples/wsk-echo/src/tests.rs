@@ -158,3 +158,170 @@ fn a_provider_detach_waits_for_the_connection_to_close() {
     s.driver_unload();
     s.check_clean();
 }
+
+/// `REG_SZ` data of `text`, NUL-terminated UTF-16LE.
+fn sz(text: &str) -> Vec<u8> {
+    text.encode_utf16()
+        .chain([0])
+        .flat_map(u16::to_le_bytes)
+        .collect()
+}
+
+fn set_parameters(s: &wsk_host_model::Session, host: &str, port: u32, message: &str) {
+    use wsk_client::sys::{REG_DWORD, REG_SZ};
+    s.set_parameter("Parameters", "Host", REG_SZ, &sz(host));
+    s.set_parameter("Parameters", "Port", REG_DWORD, &port.to_le_bytes());
+    s.set_parameter("Parameters", "Message", REG_SZ, &sz(message));
+}
+
+fn lines_with(s: &wsk_host_model::Session, needle: &str) -> usize {
+    s.log().iter().filter(|l| l.contains(needle)).count()
+}
+
+#[test]
+fn echoes_the_message_and_keeps_the_connection_until_stop() {
+    let mut s = wsk_host_model::session();
+    s.register_provider(ProviderConfig::default_wsk());
+    set_parameters(&s, "127.0.0.1", 7, "hello, echo");
+    assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
+    s.wait_work_items();
+    assert!(has_log(&s, "wsk_echo: echo ok, 11 bytes"), "{:#?}", s.log());
+    assert_eq!(
+        lines_with(&s, "wsk_echo: echo "),
+        1,
+        "exactly one echo line"
+    );
+    assert_eq!(s.open_sockets(), 1, "the connection stays open");
+    s.driver_unload();
+    assert_eq!(s.open_sockets(), 0);
+    assert!(s.events().contains(&Event::WskDisconnect));
+    assert_eq!(
+        s.log().last().map(String::as_str),
+        Some("wsk_echo: unloaded, live pool allocations: 0")
+    );
+    s.check_clean();
+}
+
+#[test]
+fn a_name_resolves_when_the_provider_can() {
+    let mut s = wsk_host_model::session();
+    s.register_provider(ProviderConfig::default_wsk());
+    set_parameters(&s, "localhost", 7, "hi");
+    assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
+    s.wait_work_items();
+    if WSK_REGISTER {
+        // The model's provider answers 1.1 here; a provider whose dispatch says 1.0 (Wine's)
+        // refuses names: that case is the next test's.
+        assert!(has_log(&s, "wsk_echo: echo ok, 2 bytes"), "{:#?}", s.log());
+    } else {
+        assert!(has_log(&s, "wsk_echo: echo ok, 2 bytes"), "{:#?}", s.log());
+    }
+    s.driver_unload();
+    s.check_clean();
+}
+
+#[test]
+fn a_name_on_a_1_0_provider_is_an_error_logged_once() {
+    let mut s = wsk_host_model::session();
+    let mut config = ProviderConfig::default_wsk();
+    config.dispatch_version = Some(wsk_host_model::WSK_1_0);
+    if !WSK_REGISTER {
+        config = ProviderConfig::wsk(wsk_host_model::WSK_1_0, wsk_host_model::WSK_1_0);
+    }
+    s.register_provider(config);
+    set_parameters(&s, "localhost", 7, "hi");
+    assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
+    s.wait_work_items();
+    assert!(
+        has_log(&s, "wsk_echo: echo failed: resolve 0xC00000BB"),
+        "{:#?}",
+        s.log()
+    );
+    assert_eq!(lines_with(&s, "wsk_echo: echo "), 1);
+    s.driver_unload();
+    s.check_clean();
+}
+
+#[test]
+fn a_refused_connection_is_logged_and_the_driver_unloads() {
+    let mut s = wsk_host_model::session();
+    let mut config = ProviderConfig::default_wsk();
+    config.connect_failure = Some(Status::from_raw(wsk_client::sys::STATUS_CONNECTION_REFUSED));
+    s.register_provider(config);
+    set_parameters(&s, "127.0.0.1", 9, "x");
+    assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
+    s.wait_work_items();
+    assert!(
+        has_log(&s, "wsk_echo: echo failed: connect 0xC0000236"),
+        "{:#?}",
+        s.log()
+    );
+    assert_eq!(s.open_sockets(), 0);
+    s.driver_unload();
+    s.check_clean();
+}
+
+#[test]
+fn a_stop_during_a_pending_receive_unloads_without_hanging() {
+    // A silent server, and a provider that ignores cancels (Wine): the unload begins while the
+    // exchange waits in its receive; the receive's timeout, the cancel and then the close end it,
+    // the exchange logs its failure, and the unload completes.
+    let mut s = wsk_host_model::session();
+    let mut config = ProviderConfig::default_wsk();
+    config.peer_silent = true;
+    config.ignores_cancel = true;
+    s.register_provider(config);
+    set_parameters(&s, "127.0.0.1", 7, "anyone?");
+    assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
+    // Unload once the exchange waits in its receive.
+    let posted = (0..500).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        s.events().contains(&Event::WskReceive)
+    });
+    assert!(posted, "{:#?}", s.log());
+    s.driver_unload();
+    assert_eq!(lines_with(&s, "wsk_echo: echo "), 1, "{:#?}", s.log());
+    assert!(
+        has_log(&s, "wsk_echo: echo failed: receive 0xC0000120"),
+        "{:#?}",
+        s.log()
+    );
+    assert_eq!(s.open_sockets(), 0);
+    s.check_clean();
+}
+
+#[test]
+fn missing_or_malformed_parameters_are_logged_and_the_driver_loads() {
+    let mut s = wsk_host_model::session();
+    s.register_provider(ProviderConfig::default_wsk());
+    s.set_parameter(
+        "Parameters",
+        "Host",
+        wsk_client::sys::REG_SZ,
+        &sz("127.0.0.1"),
+    );
+    assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
+    assert!(
+        has_log(
+            &s,
+            "wsk_echo: parameters: Port missing (0xC0000034): no echo"
+        ),
+        "{:#?}",
+        s.log()
+    );
+    s.driver_unload();
+    s.check_clean();
+    drop(s);
+
+    let mut s = wsk_host_model::session();
+    s.register_provider(ProviderConfig::default_wsk());
+    set_parameters(&s, "127.0.0.1", 0, "x");
+    assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
+    assert!(
+        has_log(&s, "wsk_echo: parameters: Port malformed: no echo"),
+        "{:#?}",
+        s.log()
+    );
+    s.driver_unload();
+    s.check_clean();
+}
