@@ -85,6 +85,12 @@ STATUS_NOINTERFACE = 0xC00002B9
 STATUS_DEVICE_NOT_READY = 0xC00000A3
 STATUS_INVALID_DEVICE_STATE = 0xC0000184
 STATUS_OBJECT_NAME_COLLISION = 0xC0000035
+STATUS_OBJECT_NAME_NOT_FOUND = 0xC0000034
+STATUS_INVALID_HANDLE = 0xC0000008
+STATUS_BUFFER_TOO_SMALL = 0xC0000023
+STATUS_BUFFER_OVERFLOW = 0x80000005
+REG_SZ = 1
+REG_DWORD = 4
 
 STATUS_NAMES = {
     STATUS_SUCCESS: "STATUS_SUCCESS",
@@ -99,6 +105,10 @@ STATUS_NAMES = {
     STATUS_DEVICE_NOT_READY: "STATUS_DEVICE_NOT_READY",
     STATUS_INVALID_DEVICE_STATE: "STATUS_INVALID_DEVICE_STATE",
     STATUS_OBJECT_NAME_COLLISION: "STATUS_OBJECT_NAME_COLLISION",
+    STATUS_OBJECT_NAME_NOT_FOUND: "STATUS_OBJECT_NAME_NOT_FOUND",
+    STATUS_INVALID_HANDLE: "STATUS_INVALID_HANDLE",
+    STATUS_BUFFER_TOO_SMALL: "STATUS_BUFFER_TOO_SMALL",
+    STATUS_BUFFER_OVERFLOW: "STATUS_BUFFER_OVERFLOW",
 }
 
 WSK_1_0 = 0x0100
@@ -292,6 +302,9 @@ class Scenario:
     needs_own_setup: meant for drivers with allocations of their own in DriverEntry only.
     load_fails_for: the backends whose DriverEntry fails in this scenario, by design.
     wsk_description: the description for the WskRegister backend, when it differs.
+    registry: the driver's service key's subkeys (path relative to the service key, e.g.
+      "Parameters") and their values {name: (REG_* type, data bytes)}; the service key itself
+      always exists. ZwOpenKey finds exactly these.
     """
 
     name: str = "default"
@@ -313,6 +326,7 @@ class Scenario:
     needs_own_setup: bool = False
     load_fails_for: Tuple[str, ...] = ()
     wsk_description: Optional[str] = None
+    registry: Dict[str, Dict[str, Tuple[int, bytes]]] = field(default_factory=dict)
 
     def is_for(self, profile: DriverProfile) -> bool:
         return ((not self.drivers or profile.name in self.drivers)
@@ -814,6 +828,10 @@ class Harness:
         self.kevents: Dict[int, KEvent] = {}
         self.wsk_regs: List[WskRegistration] = []
         self.wsk_capture_answers = 0
+        # Registry keys open: handle -> path relative to the service key ("" is the key).
+        self.open_keys: Dict[int, str] = {}
+        self.registry_path = ""  # what DriverEntry got: the service key
+        self.next_key_handle = 0xFFFFFFFF80000100
         # Threads and time.
         self.threads: List[Thread] = []
         self.current: Optional[Thread] = None
@@ -972,6 +990,9 @@ class Harness:
         add(self._h_ioallocateworkitem, "ntoskrnl", "IoAllocateWorkItem", 1)
         add(self._h_ioqueueworkitem, "ntoskrnl", "IoQueueWorkItem", 4)
         add(self._h_iofreeworkitem, "ntoskrnl", "IoFreeWorkItem", 1)
+        add(self._h_zwopenkey, "ntoskrnl", "ZwOpenKey", 3)
+        add(self._h_zwqueryvaluekey, "ntoskrnl", "ZwQueryValueKey", 6)
+        add(self._h_zwclose, "ntoskrnl", "ZwClose", 1)
         add(self._h_keinitializeevent, "ntoskrnl", "KeInitializeEvent", 3)
         add(self._h_kesetevent, "ntoskrnl", "KeSetEvent", 3)
         add(self._h_keclearevent, "ntoskrnl", "KeClearEvent", 1)
@@ -1029,6 +1050,7 @@ class Harness:
         self.current = self.run_thread
         if name == "DriverEntry":
             self.driver_object = run.args[0]
+            self.registry_path = self._read_ustr(run.args[1], True) if run.args[1] else ""
             self.ev("run", "DriverEntry", {"DriverObject": run.args[0],
                                            "RegistryPath": run.args[1]})
         elif name == "DriverUnload":
@@ -1875,6 +1897,9 @@ class Harness:
     # hooks: device objects ------------------------------------------------------------------
     def _h_iocreatedevice(self, emu, api, func, argv):
         drv, ext, name_p, dtype, chars, exclusive, out = argv
+        # 32-bit (and BOOLEAN) arguments: the upper bits of their registers are undefined.
+        ext, dtype, chars, exclusive = (ext & 0xFFFFFFFF, dtype & 0xFFFFFFFF, chars & 0xFFFFFFFF,
+                                        exclusive & 0xFF)
         name = self._read_ustr(name_p, True) if name_p else None
         e = self.ev("device", "IoCreateDevice", {"DriverObject": drv, "DeviceExtensionSize": ext,
                                                  "DeviceName": name or "NULL",
@@ -2230,6 +2255,83 @@ class Harness:
                 text="Windows %d.%d build %d" % (major, minor, build))
         return status
 
+    # hooks: the registry (the service key and the scenario's subkeys) -------------------------
+    def _h_zwopenkey(self, emu, api, func, argv):
+        handle_out, access, attributes = argv
+        access &= 0xFFFFFFFF
+        status, path = STATUS_OBJECT_NAME_NOT_FOUND, None
+        length, root, name_us, attrs = struct.unpack("<I4xQQI", self.rd(attributes, 28))
+        name = self._read_ustr(name_us, True) if name_us else ""
+        if length != 48:
+            self.violation("ZwOpenKey: OBJECT_ATTRIBUTES.Length %d, expected 48" % length)
+            status = STATUS_INVALID_PARAMETER
+        elif not attrs & 0x200:
+            self.violation("ZwOpenKey: a kernel driver's handle without OBJ_KERNEL_HANDLE "
+                           "(Attributes 0x%x) is the current process's" % attrs)
+            status = STATUS_INVALID_PARAMETER
+        elif root == 0:
+            if self.registry_path and name.lower() == self.registry_path.lower():
+                path = ""
+        elif root in self.open_keys:
+            parent = self.open_keys[root]
+            candidate = (parent + "\\" + name) if parent else name
+            path = next((k for k in self.scenario.registry
+                         if k.lower() == candidate.lower()), None)
+        else:
+            self.violation("ZwOpenKey: RootDirectory 0x%x is not an open key" % root)
+            status = STATUS_INVALID_HANDLE
+        if path is not None:
+            handle = self.next_key_handle
+            self.next_key_handle += 4
+            self.open_keys[handle] = path
+            self.wr(handle_out, struct.pack("<Q", handle))
+            status = STATUS_SUCCESS
+        self.ev("kernel", "ZwOpenKey", {"RootDirectory": root, "ObjectName": name,
+                                        "DesiredAccess": access}, status=status)
+        return status
+
+    def _h_zwqueryvaluekey(self, emu, api, func, argv):
+        handle, name_us, klass, info, length, result_out = argv
+        length &= 0xFFFFFFFF
+        name = self._read_ustr(name_us, True) if name_us else ""
+        status = STATUS_OBJECT_NAME_NOT_FOUND
+        if handle not in self.open_keys:
+            self.violation("ZwQueryValueKey: 0x%x is not an open key" % handle)
+            status = STATUS_INVALID_HANDLE
+        elif klass != 2:
+            self.violation("ZwQueryValueKey: class %d, the harness knows "
+                           "KeyValuePartialInformation (2)" % klass)
+            status = STATUS_INVALID_PARAMETER
+        else:
+            values = self.scenario.registry.get(self.open_keys[handle], {})
+            found = next((v for k, v in values.items() if k.lower() == name.lower()), None)
+            if found is not None:
+                kind, data = found
+                needed = 12 + len(data)
+                self.wr(result_out, struct.pack("<I", needed))
+                if length < 12:
+                    status = STATUS_BUFFER_TOO_SMALL
+                else:
+                    self.wr(info, struct.pack("<III", 0, kind, len(data)))
+                    room = min(len(data), length - 12)
+                    if room:
+                        self.wr(info + 12, data[:room])
+                    status = STATUS_SUCCESS if room == len(data) else STATUS_BUFFER_OVERFLOW
+        self.ev("kernel", "ZwQueryValueKey", {"KeyHandle": handle, "ValueName": name,
+                                              "Length": length}, status=status)
+        return status
+
+    def _h_zwclose(self, emu, api, func, argv):
+        (handle,) = argv
+        if handle in self.open_keys:
+            del self.open_keys[handle]
+            status = STATUS_SUCCESS
+        else:
+            self.violation("ZwClose: 0x%x is not a handle the driver opened" % handle)
+            status = STATUS_INVALID_HANDLE
+        self.ev("kernel", "ZwClose", {"Handle": handle}, status=status)
+        return status
+
     # hooks: debug output -------------------------------------------------------------------
     def _h_dbgprintex(self, emu, api, func, argv):
         cid, level, fmt = emu.get_func_argv(_cdecl(), 3)
@@ -2298,6 +2400,9 @@ class Harness:
                     self.violation("device object 0x%x (IoCreateDevice) not deleted at %s "
                                    "(IoDeleteDevice): the driver could never unload"
                                    % (d.address, when))
+            for handle, path in self.open_keys.items():
+                self.violation("registry key handle 0x%x (%s) not closed at %s (ZwClose)"
+                               % (handle, path or "the service key", when))
             for it in self.work_items:
                 if not it.freed:
                     self.violation("work item %d (IoAllocateWorkItem) not freed at %s "
@@ -2615,6 +2720,8 @@ def format_trace(r: Result) -> str:
             else:
                 L.append("%spool: %s(%s) -> %s" % (ind, e.name, _fmt_args(e.args),
                                                    "0x%x" % e.status if e.status else "NULL"))
+        elif e.kind == "kernel" and e.name.startswith("Zw"):
+            L.append("%s%s(%s) -> %s" % (ind, e.name, _fmt_args(e.args), status_name(e.status)))
         elif e.kind == "kernel" and e.name == "RtlGetVersion":
             L.append("%s%s(%s) -> %s: %s" % (ind, e.name, _fmt_args(e.args), status_name(e.status),
                                             e.text))

@@ -139,11 +139,12 @@ fn kernel_cargo(subcommand: &str, features: &str) -> Command {
 /// Builds every driver image and copies each to its [`image_path`]. Fails on any compiler
 /// warning.
 pub fn build_sys() -> Result<Vec<PathBuf>, String> {
-    let mut images = Vec::new();
     let mut builds: Vec<&str> = DRIVERS.iter().map(|driver| driver.features).collect();
     builds.dedup();
     // One cargo build per feature set (the packages with the same features build together); each
-    // build's outputs are copied before the next one overwrites them.
+    // build's outputs are copied before the next one overwrites them, and the default build runs
+    // last, so that the linker maps it leaves (deps/<stem>.map) are its own.
+    builds.reverse();
     for features in builds {
         let mut command = kernel_cargo("build", features);
         command.args(["--message-format", "short"]);
@@ -175,13 +176,17 @@ pub fn build_sys() -> Result<Vec<PathBuf>, String> {
                     map_path(driver.image),
                 )?;
             }
-            images.push(copy(
+            copy(
                 release_dir().join(format!("{}.dll", driver.stem)),
                 image_path(driver.image),
-            )?);
+            )?;
         }
     }
-    Ok(images)
+    // In DRIVERS order, whatever the build order.
+    Ok(DRIVERS
+        .iter()
+        .map(|driver| image_path(driver.image))
+        .collect())
 }
 
 /// Makes `command` run clippy with warnings denied (Debian's clippy-driver, matching its rustc).

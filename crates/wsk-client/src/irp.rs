@@ -6,7 +6,9 @@
 //! unloaded while the completion routine runs" (its Remarks): the routine may drop the last binding
 //! reference and let the unload go on, and the I/O manager keeps the image until it has returned.
 //! The routine returns `STATUS_MORE_PROCESSING_REQUIRED` (the IRP is the client's, not a driver
-//! stack's) and frees the IRP.
+//! stack's). The last of the request's two owners (routine, submitter) frees the IRP and its
+//! context *before* the completion gets the reference: once the last reference goes, a detach
+//! completes and an unload may return, with nothing of the request left in pool.
 //!
 //! A WSK function that completes at once still completes its IRP; one that only pretends to exist
 //! (Wine's stubs answer `STATUS_NOT_IMPLEMENTED`) returns without completing it. So: when the call
@@ -40,9 +42,10 @@ use crate::sys::{
 /// What a request does once the provider completed it.
 pub trait Completion<C: Client>: Send + 'static {
     /// The request ended with `status` and `information` (`IoStatus`). IRQL <= `DISPATCH_LEVEL`,
-    /// in the completion routine (or in `submit`'s caller for a request that never pended); must
-    /// not block. `reference` is the request's binding reference: keep it (a socket's) or let it
-    /// go.
+    /// in the completion routine (or in `submit`'s caller when the IRP completed before the WSK
+    /// function returned); must not block. `reference` is the request's binding reference: keep
+    /// it (a socket's) or let it go. The request is freed before this runs, so the reference may
+    /// be the binding's last.
     fn complete(self, reference: BindingRef<C>, status: NtStatus, information: usize);
 }
 
@@ -60,6 +63,8 @@ struct Request<C: Client, F> {
     irp: *mut IRP,
     reference: UnsafeCell<Option<BindingRef<C>>>,
     completion: UnsafeCell<Option<F>>,
+    /// [`call`]'s form: the routine wakes a waiter instead of delivering to a completion.
+    waited: bool,
     state: AtomicU32,
     /// For [`call`]: the routine stores the result, then sets the event.
     event: UnsafeCell<KEVENT>,
@@ -93,6 +98,7 @@ fn prepare<C: Client, F: Completion<C>>(
     let request = PoolBox::try_new::<C>(
         Request {
             irp: core::ptr::null_mut(),
+            waited: completion.is_none(),
             reference: UnsafeCell::new(reference),
             completion: UnsafeCell::new(completion),
             state: AtomicU32::new(0),
@@ -167,6 +173,27 @@ unsafe fn last_owner<C: Client, F>(request: NonNull<Request<C, F>>, bit: u32) ->
     previous & (COMPLETED | RELEASED) & !bit != 0
 }
 
+/// Frees a completed request of the asynchronous form, then hands its result and reference to its
+/// completion. Freeing first matters: the reference may be the binding's last, and once it goes a
+/// detach completes and an unload may return — nothing of the request may be left by then.
+///
+/// # Safety
+/// `request` came from `prepare::<C, F>`, its IRP completed (the result is stored), and its last
+/// owner is the caller.
+unsafe fn deliver<C: Client, F: Completion<C>>(request: NonNull<Request<C, F>>) {
+    // SAFETY: live until the `free` below; the last owner's alone.
+    let shared = unsafe { request.as_ref() };
+    // SAFETY: the last owner takes the parts, once.
+    let (reference, completion) = unsafe { shared.take_parts() };
+    // SAFETY: the completion routine stored it before setting COMPLETED.
+    let (status, information) = unsafe { shared.result.get().read() };
+    // SAFETY: per the contract.
+    unsafe { free(request) };
+    if let (Some(reference), Some(completion)) = (reference, completion) {
+        completion.complete(reference, NtStatus::from_raw(status), information);
+    }
+}
+
 /// Submits a request: `call` gets the reference and the IRP and calls the WSK function; the
 /// result goes to `completion` (with the reference), once.
 ///
@@ -191,18 +218,10 @@ pub fn submit<C: Client, F: Completion<C>>(
         Some(reference) => NtStatus::from_raw(call(reference, irp)),
         None => NtStatus::UNSUCCESSFUL,
     };
-    if status == NtStatus::PENDING {
-        // SAFETY: an owner, done with it.
-        if unsafe { last_owner(request, RELEASED) } {
-            // SAFETY: the routine ran already: the last owner is here.
-            unsafe { free(request) };
-        }
-        return Ok(());
-    }
     // Not pending: the provider completed the IRP before returning (the routine has run), or it
     // is a stub that never will (then the result is the return value).
     let completed = shared.state.load(Ordering::Acquire) & COMPLETED != 0;
-    if !completed {
+    if status != NtStatus::PENDING && !completed {
         log!(
             C,
             DPFLTR_WARNING_LEVEL,
@@ -220,8 +239,8 @@ pub fn submit<C: Client, F: Completion<C>>(
     }
     // SAFETY: an owner, done with it.
     if unsafe { last_owner(request, RELEASED) } {
-        // SAFETY: the routine is done too.
-        unsafe { free(request) };
+        // SAFETY: the routine completed the IRP already: the last owner delivers.
+        unsafe { deliver(request) };
     }
     Ok(())
 }
@@ -246,25 +265,23 @@ unsafe extern "system" fn complete_request<C: Client, F: Completion<C>>(
     // SAFETY: the IRP being completed: its IoStatus is final.
     let io_status = unsafe { (*irp).IoStatus };
     let (status, information) = (io_status.Status, io_status.Information);
-    // SAFETY: the routine delivers: the submitter touches these only for an IRP never completed.
-    let (reference, completion) = unsafe { shared.take_parts() };
-    if let Some(completion) = completion {
-        // Asynchronous form: deliver, with the request's reference.
-        if let Some(reference) = reference {
-            completion.complete(reference, NtStatus::from_raw(status), information);
-        }
-    } else {
-        // Waited form (no reference of its own): store the result, then wake the waiter.
-        drop(reference);
-        // SAFETY: the waiter reads the result only after the event or COMPLETED.
-        unsafe { shared.result.get().write((status, information)) };
+    // SAFETY: the other owner reads the result only after COMPLETED (or the event).
+    unsafe { shared.result.get().write((status, information)) };
+    let waited = shared.waited;
+    if waited {
+        // Waited form (its caller's reference, no completion): wake the waiter.
         // SAFETY: the waiter's event, initialised by `prepare`; IRQL <= DISPATCH_LEVEL.
         let _ = unsafe { KeSetEvent(shared.event.get(), 0, 0) };
     }
-    // SAFETY: an owner, done with it.
+    // SAFETY: an owner, done with it (`shared` is not touched again unless this is the last).
     if unsafe { last_owner(request, COMPLETED) } {
-        // SAFETY: the submitter or waiter is done too; the IRP is completed.
-        unsafe { free(request) };
+        if waited {
+            // SAFETY: the waiter is done too; the IRP is completed.
+            unsafe { free(request) };
+        } else {
+            // SAFETY: the submitter let go already: the last owner of a completed request.
+            unsafe { deliver(request) };
+        }
     }
     // The IRP is the client's, not a driver stack's: the I/O manager must not touch it again.
     STATUS_MORE_PROCESSING_REQUIRED

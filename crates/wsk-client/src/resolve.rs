@@ -1,4 +1,5 @@
-//! Name resolution: an IP literal needs no resolver; a name goes to the provider's
+//! Name resolution: an IPv4 literal needs no resolver; a name (or an IPv6 literal) goes to the
+//! provider's
 //! `WskGetAddressInfo` (WSK 1.1 and later: a binding attached at 1.0 answers
 //! `STATUS_NOT_SUPPORTED`, as Wine's provider, whose dispatch says 1.0, must).
 //!
@@ -63,12 +64,28 @@ impl Addresses {
     }
 }
 
-/// `host` as an IPv4 or IPv6 literal with `port`.
+/// `host` as an IPv4 literal (four decimal octets) with `port`. Other forms — IPv6 literals
+/// included — go to the provider's resolver, which understands them too. (A hand-written parser:
+/// `core::net`'s brings panic paths into a kernel image.)
 #[must_use]
 pub fn parse_literal(host: &str, port: u16) -> Option<SocketAddr> {
-    host.parse::<IpAddr>()
-        .ok()
-        .map(|ip| SocketAddr::new(ip, port))
+    let mut octets = [0u8; 4];
+    // Bytes, not `str::split('.')`: a char pattern's searcher has a panic path of its own.
+    let mut parts = host.as_bytes().split(|&b| b == b'.');
+    for octet in &mut octets {
+        let digits = parts.next()?;
+        if digits.is_empty() || digits.len() > 3 || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let value = digits
+            .iter()
+            .fold(0u16, |value, digit| value * 10 + u16::from(digit - b'0'));
+        *octet = u8::try_from(value).ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(octets)), port))
 }
 
 /// The addresses of an `ADDRINFOEXW` chain, with `port` (the chain's come without a service).
@@ -251,8 +268,22 @@ mod tests {
             parse_literal("127.0.0.1", 7).unwrap().to_string(),
             "127.0.0.1:7"
         );
-        assert_eq!(parse_literal("::1", 7).unwrap().to_string(), "[::1]:7");
+        assert!(
+            parse_literal("::1", 7).is_none(),
+            "IPv6 literals go to the resolver"
+        );
         assert!(parse_literal("localhost", 7).is_none());
+        for bad in [
+            "1.2.3",
+            "1.2.3.4.5",
+            "256.0.0.1",
+            "1..2.3",
+            "1.2.3.x",
+            "1234.1.1.1",
+            "",
+        ] {
+            assert!(parse_literal(bad, 7).is_none(), "{bad}");
+        }
     }
 
     #[test]

@@ -128,6 +128,42 @@ fn a_pending_close_completes_the_providers_detach_from_its_completion_routine() 
 }
 
 #[test]
+fn a_request_is_freed_before_its_completion_lets_the_last_reference_go() {
+    // The provider completes the close on the closing thread, then answers STATUS_PENDING: the
+    // completion routine runs before the submitter has let go of the request. The reference the
+    // request holds is the binding's last; once it goes the detach completes (and an unload may
+    // return), so the request's pool block must be freed before, whoever frees it.
+    let mut s = common::started();
+    let provider = s.register_provider(ProviderConfig {
+        close_completes_inline: true,
+        ..ProviderConfig::default_wsk()
+    });
+    *SOCKET.lock().unwrap() = Some(open_socket());
+    common::on_detach(|_| drop(SOCKET.lock().unwrap().take()));
+    assert_eq!(s.deregister_provider(provider), [Status::PENDING]);
+    s.wait_provider_unbound(provider);
+    let events = s.events();
+    let request_tag = u32::from_le_bytes(*b"WskI");
+    let close = events
+        .iter()
+        .position(|e| *e == Event::WskCloseSocket)
+        .expect("the socket was closed");
+    let freed = events[close..]
+        .iter()
+        .position(|e| *e == Event::Free { tag: request_tag })
+        .map(|i| close + i);
+    let detached = events
+        .iter()
+        .position(|e| matches!(e, Event::NmrClientDetachProviderComplete { .. }));
+    assert!(
+        freed.is_some() && detached.is_some() && freed < detached,
+        "the close's request freed at {freed:?}, the detach completed at {detached:?}: {events:#?}"
+    );
+    assert_eq!(s.open_sockets(), 0);
+    s.driver_unload();
+}
+
+#[test]
 fn a_request_that_times_out_is_cancelled() {
     let mut s = common::started();
     let mut config = ProviderConfig::default_wsk();
@@ -365,8 +401,8 @@ fn names_resolve_through_the_provider_at_1_1() {
     assert_eq!(found.iter().collect::<Vec<_>>(), [echo_address()]);
     // A literal needs no provider call.
     let before = s.events().len();
-    let literal = resolve(&reference, "::1", 9, None).unwrap();
-    assert_eq!(literal.iter().next().unwrap().to_string(), "[::1]:9");
+    let literal = resolve(&reference, "10.1.2.3", 9, None).unwrap();
+    assert_eq!(literal.iter().next().unwrap().to_string(), "10.1.2.3:9");
     assert_eq!(s.events().len(), before);
     // A name the provider does not know is its status.
     assert_eq!(

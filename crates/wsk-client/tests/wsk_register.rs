@@ -101,6 +101,7 @@ fn unload_before_the_provider_arrives_stops_the_capture() {
         "wsk_test_driver: capture: given up, the unload began"
     ));
     assert!(!wsk_events(&s).contains(&Event::WskReleaseProviderNPI));
+    s.wait_work_items();
     assert!(s.image_unmapped());
 }
 

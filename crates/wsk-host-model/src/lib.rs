@@ -136,6 +136,11 @@ impl Session {
     /// When it fails, the I/O manager unloads the image at once (without `DriverUnload`): a client
     /// still registered then is recorded as a rule broken.
     pub fn driver_entry(&mut self, entry: DriverInitialize) -> Status {
+        // The service key exists whenever a driver loads (the SCM created it).
+        let service = String::from_utf16_lossy(&self.registry_path).to_lowercase();
+        state::with(|s| {
+            s.registry.entry(service).or_default();
+        });
         let path_bytes = u16::try_from(self.registry_path.len() * 2).expect("short path");
         let path = UNICODE_STRING {
             Length: path_bytes,

@@ -336,9 +336,12 @@ unsafe extern "system" fn close(Socket: *mut WSK_SOCKET, Irp: *mut IRP) -> NTSTA
         image::driver_calls(s, "WskCloseSocket");
         s.events.push(Event::WskCloseSocket);
         let peer = peer(s, Socket)?;
-        Some(peer.receive.take())
+        let provider = peer.provider;
+        let receive = peer.receive.take();
+        let inline = config(s, provider).is_some_and(|c| c.close_completes_inline);
+        Some((receive, inline))
     });
-    let Some(receive) = receive else {
+    let Some((receive, inline)) = receive else {
         state::with(|s| s.violation(format!("WskCloseSocket of {Socket:p}: not an open socket")));
         return Status::INVALID_PARAMETER.raw();
     };
@@ -346,7 +349,7 @@ unsafe extern "system" fn close(Socket: *mut WSK_SOCKET, Irp: *mut IRP) -> NTSTA
         return Status::INVALID_PARAMETER.raw();
     }
     let (socket, irp) = (Socket as usize, Irp as usize);
-    crate::kernel::spawn_provider(move || {
+    let finish = move || {
         if let Some((pending, _, _)) = receive {
             irp::complete(
                 pending as *mut IRP,
@@ -358,6 +361,11 @@ unsafe extern "system" fn close(Socket: *mut WSK_SOCKET, Irp: *mut IRP) -> NTSTA
             s.peers.remove(&socket);
         });
         irp::complete(irp as *mut IRP, Status::SUCCESS, 0);
-    });
+    };
+    if inline {
+        finish();
+    } else {
+        crate::kernel::spawn_provider(finish);
+    }
     Status::PENDING.raw()
 }

@@ -60,6 +60,9 @@ pub struct ProviderConfig {
     pub ignores_cancel: bool,
     /// `WskDisconnect` is a stub (Wine): `STATUS_NOT_IMPLEMENTED`, IRP not completed.
     pub disconnect_stub: bool,
+    /// `WskCloseSocket` completes its IRP on the calling thread, then returns `STATUS_PENDING`
+    /// (legal: the completion routine runs before the caller sees the answer).
+    pub close_completes_inline: bool,
 }
 
 /// Code a provider runs inside `NmrClientAttachProvider` (see [`ProviderConfig::during_attach`]).
@@ -96,6 +99,7 @@ impl ProviderConfig {
             peer_silent: false,
             ignores_cancel: false,
             disconnect_stub: false,
+            close_completes_inline: false,
         }
     }
 

@@ -33,7 +33,8 @@ const CONNECTION_TAG: PoolTag = PoolTag::new(*b"EchC");
 /// How long one step of the exchange may take, in 100 ns units (5 s).
 pub(crate) const STEP_TIMEOUT: Option<i64> = Some(50_000_000);
 
-/// How long the exchange waits for a provider to attach, in 100 ms steps (10 s).
+/// How long the exchange waits for a provider to attach, in 100 ms steps (10 s; without
+/// parameters, one try).
 const ATTACH_TRIES: u32 = 100;
 
 /// What the driver holds while connected.
@@ -90,13 +91,13 @@ fn log_failed(step: &core::ffi::CStr, status: NtStatus) {
     };
 }
 
-/// Keeps `connection` until the stop (or drops it now if the stop came first).
-fn keep(connection: Connection) {
+/// Keeps `connection` until the stop (or drops it now if the stop came first). `true` when kept.
+fn keep(connection: Connection) -> bool {
     let boxed = match PoolBox::try_new::<WskEcho>(connection, CONNECTION_TAG) {
         Ok(boxed) => boxed,
         Err(status) => {
             log_failed(c"pool", status);
-            return;
+            return false;
         }
     };
     let raw = boxed.into_raw();
@@ -119,13 +120,18 @@ fn keep(connection: Connection) {
             // SAFETY: a pointer from `into_raw` with CONNECTION_TAG, now this work's alone.
             drop(unsafe { PoolBox::from_raw::<WskEcho>(mine, CONNECTION_TAG) });
         }
+        return false;
     }
+    true
 }
 
-/// Waits (100 ms steps, at most 10 s) for a binding, unless the stop comes first.
-fn acquire() -> Result<BindingRef<WskEcho>, NtStatus> {
+/// Tries `tries` times, 100 ms apart, for a binding, unless the stop comes first.
+fn acquire(tries: u32) -> Result<BindingRef<WskEcho>, NtStatus> {
     let mut last = NtStatus::DEVICE_NOT_READY;
-    for _ in 0..ATTACH_TRIES {
+    for attempt in 0..tries {
+        if attempt > 0 {
+            sleep_100ms();
+        }
         if STOP.load(Ordering::Acquire) {
             return Err(NtStatus::CANCELLED);
         }
@@ -133,7 +139,6 @@ fn acquire() -> Result<BindingRef<WskEcho>, NtStatus> {
             Ok(reference) => return Ok(reference),
             Err(error) => last = NtStatus::from(error),
         }
-        sleep_100ms();
     }
     Err(last)
 }
@@ -188,7 +193,9 @@ fn exchange(
     step(c"connect", socket.connect(remote, STEP_TIMEOUT))?;
     let message = parameters.message();
     let mut out = step(c"buffer", Buffer::new::<WskEcho>(message.len()))?;
-    out.as_mut_slice().copy_from_slice(message);
+    for (to, from) in out.as_mut_slice().iter_mut().zip(message) {
+        *to = *from;
+    }
     let sent = step(c"send", socket.send(&out, message.len(), STEP_TIMEOUT))?;
     if sent != message.len() {
         log_failed(c"send", NtStatus::UNSUCCESSFUL);
@@ -222,7 +229,13 @@ struct Open {
 
 impl Work for Open {
     fn run(self) {
-        let reference = match acquire() {
+        // An echo to make waits for a provider that attaches late; holding a reference does not.
+        let tries = if self.parameters.is_some() {
+            ATTACH_TRIES
+        } else {
+            1
+        };
+        let reference = match acquire(tries) {
             Ok(reference) => reference,
             Err(status) => {
                 // SAFETY: `%08X` takes the `u32`; no Unicode conversion.
@@ -241,19 +254,20 @@ impl Work for Open {
             }
         };
         let Some(parameters) = self.parameters else {
-            // SAFETY: no argument; no Unicode conversion.
-            let _ = unsafe {
-                dbg_print!(
-                    WskEcho,
-                    DPFLTR_INFO_LEVEL,
-                    "connection: holding a binding reference"
-                )
-            };
-            keep(Connection::Reference(reference));
+            if keep(Connection::Reference(reference)) {
+                // SAFETY: no argument; no Unicode conversion.
+                let _ = unsafe {
+                    dbg_print!(
+                        WskEcho,
+                        DPFLTR_INFO_LEVEL,
+                        "connection: holding a binding reference"
+                    )
+                };
+            }
             return;
         };
         if let Ok(socket) = exchange(&reference, &parameters) {
-            keep(Connection::Socket(socket));
+            let _ = keep(Connection::Socket(socket));
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::WskEcho;
 /// The longest host, in bytes (ASCII).
 pub const MAX_HOST: usize = 255;
 /// The longest message, in UTF-8 bytes.
-pub const MAX_MESSAGE: usize = 1024;
+pub const MAX_MESSAGE: usize = 512;
 
 /// What the echo exchange needs.
 #[derive(Clone, Copy)]
@@ -226,6 +226,19 @@ pub fn read(registry_path: &UNICODE_STRING) -> Option<Parameters> {
     let result = read_values(registry_path);
     match result {
         Ok(parameters) => Some(parameters),
+        Err(Problem::Missing(name, status)) if name == c"Parameters" => {
+            // No Parameters key: the usual configuration of a driver with nothing to echo.
+            // SAFETY: `%08X` takes the `u32`; no Unicode conversion.
+            let _ = unsafe {
+                dbg_print!(
+                    WskEcho,
+                    DPFLTR_INFO_LEVEL,
+                    "parameters: no Parameters key (0x%08X): no echo",
+                    status.bits()
+                )
+            };
+            None
+        }
         Err(Problem::Missing(name, status)) => {
             // SAFETY: `%s` takes a NUL-terminated string, `%08X` the `u32`; no Unicode.
             let _ = unsafe {

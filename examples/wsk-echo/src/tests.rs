@@ -53,6 +53,14 @@ fn setup_register_attach_deregister_teardown_in_order() {
     assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
     s.wait_work_items();
     assert!(super::connection::is_open(), "{:#?}", s.log());
+    assert!(
+        has_log(
+            &s,
+            "wsk_echo: parameters: no Parameters key (0xC0000034): no echo"
+        ) && has_log(&s, "wsk_echo: connection: holding a binding reference"),
+        "{:#?}",
+        s.log()
+    );
     let tags: Vec<u32> = s
         .events()
         .iter()
@@ -197,7 +205,10 @@ fn echoes_the_message_and_keeps_the_connection_until_stop() {
     assert!(s.events().contains(&Event::WskDisconnect));
     assert_eq!(
         s.log().last().map(String::as_str),
-        Some("wsk_echo: unloaded, live pool allocations: 0")
+        Some("wsk_echo: unloaded, live pool allocations: 0"),
+        "{:#?}\n{:#?}",
+        s.log(),
+        s.events()
     );
     s.check_clean();
 }
