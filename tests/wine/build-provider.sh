@@ -2,7 +2,7 @@
 # Cross-build the test NETIO.SYS (tests/wine/netio-provider) in each requested variant, with the
 # driver's toolchain (Debian rustc-web, -Zbuild-std=core, lld-link from lld-22; see
 # xtask/src/toolchain.rs), into target/wine-provider/netio-VARIANT.sys.
-#   usage: tests/wine/build-provider.sh [wsk11] [noif11]    (default: both)
+#   usage: tests/wine/build-provider.sh [wsk11] [noif11] [bridge]    (default: all three)
 # Prints one built image path per line on stdout; fails loudly.
 set -euo pipefail
 
@@ -20,10 +20,10 @@ die() { echo "build-provider.sh: error: $*" >&2; exit 1; }
 command -v cargo >/dev/null || die "cargo not found"
 
 variants=("$@")
-[ ${#variants[@]} -gt 0 ] || variants=(wsk11 noif11)
+[ ${#variants[@]} -gt 0 ] || variants=(wsk11 noif11 bridge)
 mkdir -p "$out"
 for variant in "${variants[@]}"; do
-  case "$variant" in wsk11|noif11) ;; *) die "unknown variant $variant (wsk11, noif11)";; esac
+  case "$variant" in wsk11|noif11|bridge) ;; *) die "unknown variant $variant (wsk11, noif11, bridge)";; esac
   (cd "$here/netio-provider" && RUSTC="$rustc_bin" RUSTC_BOOTSTRAP=1 \
     CARGO_TARGET_X86_64_PC_WINDOWS_MSVC_LINKER="$lld_link" \
     cargo build --quiet --release --target "$target" --features "$variant" \

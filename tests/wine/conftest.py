@@ -14,6 +14,29 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wine_harness as wh  # noqa: E402
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "applies(condition, reason): condition(profile) says whether the test is about the image "
+        "under test; for other images it is deselected (not collected), never skipped")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Deselects the tests that do not apply to the image under test's profile. With no profile
+    (an unknown image) everything stays, so the fixtures fail loudly."""
+    try:
+        profile = wh.driver_profile(wh.driver_image_path())
+    except wh.UnknownDriver:
+        return
+    keep, drop = [], []
+    for item in items:
+        marker = item.get_closest_marker("applies")
+        (keep if marker is None or marker.args[0](profile) else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.fixture(scope="session")
 def wine_tools():
     missing = wh.missing_tools()
@@ -67,12 +90,10 @@ def providers(profile):
         pytest.fail("test NETIO.SYS: %s" % error, pytrace=False)
 
 
-@pytest.fixture
-def prefix(wine_tools, profile):
-    """A fresh, booted WINEPREFIX in a temporary folder (kept when WSK_WINE_KEEP=1), with the
-    netio.sys override for a raw NMR image (the test NETIO.SYS), without it for the WskRegister
-    image (Wine's own netio.sys)."""
-    p = wh.Prefix(test_netio=profile.backend == "nmr")
+def booted_prefix(test_netio):
+    """A fresh, booted WINEPREFIX in a temporary folder (kept when WSK_WINE_KEEP=1), closed after
+    the test; `test_netio`: with the netio.sys override (a test NETIO.SYS)."""
+    p = wh.Prefix(test_netio=test_netio)
     try:
         try:
             p.boot()
@@ -81,3 +102,17 @@ def prefix(wine_tools, profile):
         yield p
     finally:
         p.close()
+
+
+@pytest.fixture
+def prefix(wine_tools, profile):
+    """A fresh prefix with the netio.sys override for a raw NMR image (the test NETIO.SYS),
+    without it for the WskRegister image (Wine's own netio.sys)."""
+    yield from booted_prefix(profile.backend == "nmr")
+
+
+@pytest.fixture
+def bridged_prefix(wine_tools):
+    """A fresh prefix with the netio.sys override, for the bridge test NETIO.SYS (either
+    backend: see test_wine_echo.py)."""
+    yield from booted_prefix(True)

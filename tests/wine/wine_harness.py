@@ -37,6 +37,10 @@ WINE_BUILTIN_NETIO = "/usr/lib/x86_64-linux-gnu/wine/x86_64-windows/netio.sys"
 # The provider variants a profile's image runs against: the test NETIO.SYS builds for raw NMR,
 # Wine's own netio.sys for WskRegister.
 NMR_VARIANTS = ("wsk11", "noif11")
+# The test NETIO.SYS that hands an NMR client Wine's real WSK provider (captured from Wine's own
+# netio.sys, copied into the prefix as BRIDGED_NETIO): the raw NMR image's real TCP tests.
+BRIDGE_VARIANT = "bridge"
+BRIDGED_NETIO = "wnetio.sys"
 BUILTIN_VARIANT = "wine-netio"
 # The Windows version of the prefix (`HKCU\Software\Wine\Version`): Windows 10, whatever Wine's
 # default, so the driver's pool fallback is the Windows 8 .. 10 1909 one (NonPagedPoolNx).
@@ -189,9 +193,12 @@ class Prefix:
         subprocess.run(["wineserver"] + args, env=self.env, stdin=subprocess.DEVNULL,
                        stdout=self._log, stderr=self._log, timeout=timeout, check=False)
 
-    def install(self, provider, driver, profile):
+    def install(self, provider, driver, profile, bridged=False):
         """The test NETIO.SYS as netio.sys (provider None: Wine's own stays), the driver image
-        under its service's file name."""
+        under its service's file name; `bridged`: Wine's own netio.sys as wnetio.sys too, for
+        the bridge variant to capture Wine's real provider from."""
+        if bridged:
+            shutil.copyfile(WINE_BUILTIN_NETIO, os.path.join(self.drivers, BRIDGED_NETIO))
         if provider is not None:
             if not self.test_netio:
                 raise HarnessError("a test NETIO.SYS in a prefix without the netio.sys override")

@@ -212,7 +212,7 @@ pub fn clippy_kernel() -> Result<(), String> {
 pub fn clippy_wine_provider() -> Result<(), String> {
     let manifest = "tests/wine/netio-provider/Cargo.toml";
     run(cargo().args(["fmt", "--check", "--manifest-path", manifest]))?;
-    for variant in ["wsk11", "noif11"] {
+    for variant in ["wsk11", "noif11", "bridge"] {
         let mut command = cargo();
         command
             .args([

@@ -185,6 +185,17 @@ impl<C: Client> Socket<C> {
                 close_waited::<C>(self.socket, reference);
             },
         )?;
+        if status == NtStatus::NOT_IMPLEMENTED {
+            // A provider that only stubs the function (Wine's WskDisconnect): said as such.
+            log!(
+                C,
+                DPFLTR_WARNING_LEVEL,
+                "socket: the provider does not implement %s (0x%08X)",
+                what.as_ptr(),
+                status.bits()
+            );
+            return Err(status);
+        }
         if let Err(status) = status.into_result() {
             log!(
                 C,
@@ -303,7 +314,7 @@ impl<C: Client> Socket<C> {
             log!(
                 C,
                 DPFLTR_WARNING_LEVEL,
-                "socket: the provider does not implement WskDisconnect; closing without it"
+                "socket: closing without a graceful disconnect"
             );
         }
         result.map(|_| ())

@@ -330,8 +330,17 @@ fn a_provider_without_disconnect_is_logged_and_the_socket_still_closes() {
     );
     assert!(has_log(
         &s,
-        "test_driver: socket: the provider does not implement WskDisconnect; closing without it"
+        "test_driver: socket: the provider does not implement WskDisconnect (0xC0000002)"
     ));
+    assert!(has_log(
+        &s,
+        "test_driver: socket: closing without a graceful disconnect"
+    ));
+    assert!(
+        !s.log().iter().any(|l| l.contains("failed")),
+        "a missing function is said so, not logged as a failure: {:#?}",
+        s.log()
+    );
     drop(socket);
     s.wait_work_items();
     assert_eq!(s.open_sockets(), 0);

@@ -9,7 +9,9 @@
 //!   out-handle, as Windows may;
 //! - `NmrClientAttachProvider` (only valid during that attach call) answers per variant: `wsk11`
 //!   accepts 1.1 and 1.0, `noif11` answers `STATUS_NOINTERFACE` to 1.1 and accepts 1.0; on
-//!   success it writes a `WSK_CLIENT` pointer and a `WSK_PROVIDER_DISPATCH` of that version;
+//!   success it writes a `WSK_CLIENT` pointer and a `WSK_PROVIDER_DISPATCH` of that version
+//!   (its own logging stubs; `bridge` accepts like `wsk11` and writes Wine's real provider
+//!   instead, see the `bridge` module);
 //! - `NmrDeregisterClient` calls `ClientDetachProvider`; on `STATUS_SUCCESS` it calls
 //!   `ClientCleanupBindingContext` at once; on `STATUS_PENDING` it returns without blocking (it may
 //!   run at `DISPATCH_LEVEL`), and `NmrWaitForClientDeregisterComplete` (`PASSIVE_LEVEL`) waits on a
@@ -27,11 +29,16 @@
 
 #![no_std]
 #![allow(non_snake_case)]
+// The bridge variant hands out Wine's provider: its own stub dispatch goes unused there.
+#![cfg_attr(feature = "bridge", allow(dead_code))]
 
-#[cfg(all(feature = "wsk11", feature = "noif11"))]
-compile_error!("enable exactly one variant feature: wsk11 or noif11");
-#[cfg(not(any(feature = "wsk11", feature = "noif11")))]
-compile_error!("enable exactly one variant feature: wsk11 or noif11");
+#[cfg(any(
+    all(feature = "wsk11", feature = "noif11"),
+    all(feature = "wsk11", feature = "bridge"),
+    all(feature = "noif11", feature = "bridge"),
+    not(any(feature = "wsk11", feature = "noif11", feature = "bridge"))
+))]
+compile_error!("enable exactly one variant feature: wsk11, noif11 or bridge");
 
 use wsk_sys as abi;
 
@@ -116,6 +123,8 @@ const WSK_1_1: u16 = abi::MAKE_WSK_VERSION(1, 1);
 const VARIANT: &str = "wsk11\0";
 #[cfg(feature = "noif11")]
 const VARIANT: &str = "noif11\0";
+#[cfg(feature = "bridge")]
+const VARIANT: &str = "bridge\0";
 
 /// Whether this variant accepts an attach at `version`.
 const fn accepts(version: u16) -> bool {
@@ -123,6 +132,482 @@ const fn accepts(version: u16) -> bool {
         version == WSK_1_0
     } else {
         version == WSK_1_0 || version == WSK_1_1
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bridge variant: the client gets Wine's real WSK provider.
+
+/// The `bridge` variant hands an attaching client Wine's own WSK provider — its `WSK_CLIENT` and
+/// a copy of its `WSK_PROVIDER_DISPATCH` — captured through `WskRegister` /
+/// `WskCaptureProviderNPI` of Wine's builtin netio.sys, which the test copies into the prefix as
+/// `system32/drivers/wnetio.sys` (this NETIO.SYS replaces `netio.sys`, so the builtin one is
+/// reached under another name). The copy says the version the client attached at (Wine's says
+/// 1.0 although its 1.1 members, `WskGetAddressInfo` included, work), so a 1.1 client resolves
+/// names through Wine's real resolver. One bridged binding at a time; released at cleanup.
+#[cfg(feature = "bridge")]
+mod bridge {
+    use core::cell::UnsafeCell;
+    use core::mem::MaybeUninit;
+    use core::ptr;
+    use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+    use crate::abi::{
+        DEVICE_OBJECT, ExAllocatePoolWithTag, ExFreePoolWithTag, HANDLE, IRP, NTSTATUS,
+        NonPagedPool, PIO_COMPLETION_ROUTINE, PVOID, PWSK_CLIENT, STATUS_INSUFFICIENT_RESOURCES,
+        STATUS_SUCCESS, STATUS_UNSUCCESSFUL, UNICODE_STRING, WSK_CLIENT_DISPATCH, WSK_CLIENT_NPI,
+        WSK_NO_WAIT, WSK_PROVIDER_DISPATCH, WSK_PROVIDER_NPI, WSK_REGISTRATION,
+    };
+    use crate::hex;
+
+    // Wine's netio.sys is reached under another name, loaded at run time: a static import of
+    // `WskRegister` & co. from wnetio.sys would collide with wsk-sys's declarations of the same
+    // names from NETIO.SYS (the linker takes the first, and this image *is* NETIO.SYS).
+    #[link(name = "ntdll.dll", kind = "raw-dylib", modifiers = "+verbatim")]
+    unsafe extern "system" {
+        fn LdrLoadDll(
+            SearchPath: *const u16,
+            DllCharacteristics: *mut u32,
+            DllName: *const UNICODE_STRING,
+            BaseAddress: *mut PVOID,
+        ) -> NTSTATUS;
+        fn LdrGetProcedureAddress(
+            BaseAddress: PVOID,
+            Name: *const ANSI_STRING,
+            Ordinal: u32,
+            ProcedureAddress: *mut PVOID,
+        ) -> NTSTATUS;
+        fn LdrGetDllHandle(
+            SearchPath: *const u16,
+            DllCharacteristics: *mut u32,
+            DllName: *const UNICODE_STRING,
+            BaseAddress: *mut PVOID,
+        ) -> NTSTATUS;
+        fn NtProtectVirtualMemory(
+            Process: HANDLE,
+            BaseAddress: *mut PVOID,
+            Size: *mut usize,
+            NewProtection: u32,
+            OldProtection: *mut u32,
+        ) -> NTSTATUS;
+        fn NtFlushInstructionCache(Process: HANDLE, BaseAddress: PVOID, Size: usize) -> NTSTATUS;
+    }
+
+    #[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
+    unsafe extern "system" {
+        fn ObfReferenceObject(Object: PVOID) -> isize;
+        fn ObfDereferenceObject(Object: PVOID) -> isize;
+    }
+
+    /// `ANSI_STRING`.
+    #[repr(C)]
+    struct ANSI_STRING {
+        Length: u16,
+        MaximumLength: u16,
+        Buffer: *const u8,
+    }
+
+    /// Where the test puts Wine's own netio.sys (a bare name is not searched for in `drivers`).
+    const PATH: &[u8] = b"C:\\windows\\system32\\drivers\\wnetio.sys";
+
+    /// [`PATH`] in UTF-16, NUL-terminated (Wine's `LdrLoadDll` reads the buffer as a C string).
+    static PATH_W: [u16; PATH.len() + 1] = wide(PATH);
+
+    /// ASCII `text` widened to UTF-16 with a NUL after it (`N` is its length + 1).
+    #[allow(clippy::indexing_slicing)] // const evaluation: an index past the end fails the build
+    const fn wide<const N: usize>(text: &[u8]) -> [u16; N] {
+        let mut out = [0u16; N];
+        let mut i = 0;
+        while i < text.len() {
+            out[i] = text[i] as u16;
+            i += 1;
+        }
+        out
+    }
+
+    type Register =
+        unsafe extern "system" fn(*const WSK_CLIENT_NPI, *mut WSK_REGISTRATION) -> NTSTATUS;
+    type Capture =
+        unsafe extern "system" fn(*mut WSK_REGISTRATION, u32, *mut WSK_PROVIDER_NPI) -> NTSTATUS;
+    type Release = unsafe extern "system" fn(*mut WSK_REGISTRATION);
+
+    /// Wine's four `WskRegister` functions.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Functions {
+        pub(crate) register: Register,
+        pub(crate) capture: Capture,
+        pub(crate) release: Release,
+        pub(crate) deregister: Release,
+    }
+
+    /// The loaded functions, cached (loading twice is harmless: the loader counts references).
+    static CACHE: AtomicPtr<Functions> = AtomicPtr::new(ptr::null_mut());
+    static CACHED: Cached = Cached(UnsafeCell::new(MaybeUninit::uninit()));
+    struct Cached(UnsafeCell<MaybeUninit<Functions>>);
+    // SAFETY: written once by the CACHING winner, read only after it is published in CACHE.
+    unsafe impl Sync for Cached {}
+    static CACHING: AtomicBool = AtomicBool::new(false);
+
+    /// Wine's `WskRegister` family, loaded from wnetio.sys on first use.
+    pub(crate) fn functions() -> Result<Functions, NTSTATUS> {
+        let cached = CACHE.load(Ordering::Acquire);
+        if !cached.is_null() {
+            // SAFETY: published once, initialised, never written again.
+            return Ok(unsafe { cached.read() });
+        }
+        let loaded = load()?;
+        if !CACHING.swap(true, Ordering::AcqRel) {
+            // SAFETY: the one caller that won CACHING writes the cell, before publishing it.
+            unsafe { (*CACHED.0.get()).write(loaded) };
+            CACHE.store(CACHED.0.get().cast(), Ordering::Release);
+        }
+        Ok(loaded)
+    }
+
+    /// Loads wnetio.sys and finds one export.
+    fn export(base: PVOID, name: &core::ffi::CStr) -> Result<PVOID, NTSTATUS> {
+        let bytes = name.to_bytes();
+        #[allow(clippy::cast_possible_truncation)] // short names
+        let ansi = ANSI_STRING {
+            Length: bytes.len() as u16,
+            MaximumLength: bytes.len() as u16,
+            Buffer: bytes.as_ptr(),
+        };
+        let mut address: PVOID = ptr::null_mut();
+        // SAFETY: a loaded module's base, a counted name, an out-pointer.
+        let status = unsafe { LdrGetProcedureAddress(base, &raw const ansi, 0, &raw mut address) };
+        if status != STATUS_SUCCESS || address.is_null() {
+            log!(
+                "ERROR: bridge: wnetio.sys has no %s (0x%08X)",
+                name.as_ptr(),
+                hex(status)
+            );
+            return Err(STATUS_UNSUCCESSFUL);
+        }
+        Ok(address)
+    }
+
+    fn load() -> Result<Functions, NTSTATUS> {
+        #[allow(clippy::cast_possible_truncation)] // a short path
+        let name = UNICODE_STRING {
+            Length: (PATH.len() * 2) as u16,
+            MaximumLength: (PATH_W.len() * 2) as u16,
+            Buffer: PATH_W.as_ptr().cast_mut(),
+        };
+        let mut base: PVOID = ptr::null_mut();
+        // SAFETY: no search path, no flags, a counted full path, an out-pointer.
+        let status =
+            unsafe { LdrLoadDll(ptr::null(), ptr::null_mut(), &raw const name, &raw mut base) };
+        if status != STATUS_SUCCESS || base.is_null() {
+            log!("ERROR: bridge: LdrLoadDll(wnetio.sys) 0x%08X", hex(status));
+            return Err(STATUS_UNSUCCESSFUL);
+        }
+        let (register, capture, release, deregister) = (
+            export(base, c"WskRegister")?,
+            export(base, c"WskCaptureProviderNPI")?,
+            export(base, c"WskReleaseProviderNPI")?,
+            export(base, c"WskDeregister")?,
+        );
+        Ok(Functions {
+            // SAFETY: Wine's export of that name, with the documented signature.
+            register: unsafe { core::mem::transmute::<PVOID, Register>(register) },
+            // SAFETY: as above.
+            capture: unsafe { core::mem::transmute::<PVOID, Capture>(capture) },
+            // SAFETY: as above.
+            release: unsafe { core::mem::transmute::<PVOID, Release>(release) },
+            // SAFETY: as above.
+            deregister: unsafe { core::mem::transmute::<PVOID, Release>(deregister) },
+        })
+    }
+
+    /// The one bridged binding's state: written only by the owner of [`OPEN`].
+    struct State {
+        registration: UnsafeCell<WSK_REGISTRATION>,
+        client_npi: UnsafeCell<WSK_CLIENT_NPI>,
+        dispatch: UnsafeCell<MaybeUninit<WSK_PROVIDER_DISPATCH>>,
+    }
+
+    // SAFETY: the cells are written only by whoever set OPEN (open, then close), one at a time.
+    unsafe impl Sync for State {}
+
+    static STATE: State = State {
+        registration: UnsafeCell::new(WSK_REGISTRATION {
+            ReservedRegistrationState: 0,
+            ReservedRegistrationContext: ptr::null_mut(),
+            ReservedRegistrationLock: 0,
+        }),
+        client_npi: UnsafeCell::new(WSK_CLIENT_NPI {
+            ClientContext: ptr::null_mut(),
+            Dispatch: ptr::null(),
+        }),
+        dispatch: UnsafeCell::new(MaybeUninit::uninit()),
+    };
+
+    /// A bridged binding is open (registered and captured).
+    static OPEN: AtomicBool = AtomicBool::new(false);
+
+    /// Registers with Wine's provider as the client (its dispatch), captures it, and returns its
+    /// `WSK_CLIENT` and a dispatch copy that says `version`.
+    pub(crate) fn open(
+        client_dispatch: *const WSK_CLIENT_DISPATCH,
+        version: u16,
+    ) -> Result<(PWSK_CLIENT, *const WSK_PROVIDER_DISPATCH), NTSTATUS> {
+        if OPEN.swap(true, Ordering::AcqRel) {
+            log!("ERROR: bridge: a second binding while one is bridged");
+            return Err(STATUS_UNSUCCESSFUL);
+        }
+        let functions = match functions() {
+            Ok(functions) => functions,
+            Err(status) => {
+                OPEN.store(false, Ordering::Release);
+                return Err(status);
+            }
+        };
+        // SAFETY: OPEN is this caller's: nobody else touches the state.
+        unsafe {
+            STATE.client_npi.get().write(WSK_CLIENT_NPI {
+                ClientContext: ptr::null_mut(),
+                Dispatch: client_dispatch,
+            });
+        };
+        // SAFETY: the client NPI and registration above, which outlive the registration.
+        let status =
+            unsafe { (functions.register)(STATE.client_npi.get(), STATE.registration.get()) };
+        if status != STATUS_SUCCESS {
+            OPEN.store(false, Ordering::Release);
+            return Err(status);
+        }
+        let mut npi = WSK_PROVIDER_NPI {
+            Client: ptr::null_mut(),
+            Dispatch: ptr::null(),
+        };
+        // SAFETY: the registration WskRegister initialised; no wait (Wine's is ready at once).
+        let status =
+            unsafe { (functions.capture)(STATE.registration.get(), WSK_NO_WAIT, &raw mut npi) };
+        if status != STATUS_SUCCESS || npi.Dispatch.is_null() {
+            // SAFETY: registered above, nothing captured.
+            unsafe { (functions.deregister)(STATE.registration.get()) };
+            OPEN.store(false, Ordering::Release);
+            return Err(if status == STATUS_SUCCESS {
+                STATUS_UNSUCCESSFUL
+            } else {
+                status
+            });
+        }
+        // SAFETY: the provider's dispatch table, valid while captured.
+        let mut table = unsafe { npi.Dispatch.read() };
+        let theirs = table.Version;
+        table.Version = version;
+        // SAFETY: OPEN is this caller's.
+        unsafe { (*STATE.dispatch.get()).write(table) };
+        log!(
+            "bridge: Wine's WSK provider captured: WSK_CLIENT %p, dispatch %p (Version 0x%04X), handed out as 0x%04X",
+            npi.Client,
+            npi.Dispatch,
+            u32::from(theirs),
+            u32::from(version),
+        );
+        Ok((npi.Client, STATE.dispatch.get().cast()))
+    }
+
+    // --- IoSetCompletionRoutineEx, which Wine 8's ntoskrnl.exe only stubs (a call aborts the
+    // process). Windows' implementation, emulated: a context in pool holds the driver's routine
+    // and a reference on its device object; the IRP's next stack location gets a routine of this
+    // image (which outlives the client) that calls the driver's, then drops the reference.
+    // Patched over Wine's stub at load (`patch_set_completion_routine_ex`), so the driver's own
+    // import — the shipped image, unchanged — reaches it.
+
+    /// `IRP.Tail.Overlay.CurrentStackLocation` (x64).
+    const IRP_CURRENT_STACK_LOCATION: usize = 0xB8;
+    /// `sizeof(IO_STACK_LOCATION)` (x64) and the offsets of `Control`, `CompletionRoutine`,
+    /// `Context` in it.
+    const STACK_LOCATION_SIZE: usize = 0x48;
+    const SL_CONTROL: usize = 0x03;
+    const SL_COMPLETION_ROUTINE: usize = 0x38;
+    const SL_CONTEXT: usize = 0x40;
+    const SL_INVOKE_ON_CANCEL: u8 = 0x20;
+    const SL_INVOKE_ON_SUCCESS: u8 = 0x40;
+    const SL_INVOKE_ON_ERROR: u8 = 0x80;
+    /// The pool tag of the emulation's contexts.
+    const CONTEXT_TAG: u32 = u32::from_le_bytes(*b"BrCx");
+
+    #[repr(C)]
+    struct SafeContext {
+        routine: PIO_COMPLETION_ROUTINE,
+        context: PVOID,
+        device: *mut DEVICE_OBJECT,
+    }
+
+    unsafe extern "system" fn unload_safe_completion(
+        DeviceObject: *mut DEVICE_OBJECT,
+        Irp: *mut IRP,
+        Context: PVOID,
+    ) -> NTSTATUS {
+        let safe = Context.cast::<SafeContext>();
+        // SAFETY: the context `set_completion_routine_ex` allocated for this IRP, read once.
+        let SafeContext {
+            routine,
+            context,
+            device,
+        } = unsafe { safe.read() };
+        // SAFETY: allocated with CONTEXT_TAG, freed once (this routine runs once per IRP).
+        unsafe { ExFreePoolWithTag(safe.cast(), CONTEXT_TAG) };
+        let status = match routine {
+            // SAFETY: the driver's completion routine with its context, as it asked.
+            Some(routine) => unsafe { routine(DeviceObject, Irp, context) },
+            None => STATUS_SUCCESS,
+        };
+        // SAFETY: the reference taken in `set_completion_routine_ex`; the driver's routine has
+        // returned, so its image may go now.
+        unsafe { ObfDereferenceObject(device.cast()) };
+        status
+    }
+
+    /// `IoSetCompletionRoutineEx`.
+    #[allow(clippy::cast_ptr_alignment)] // the IRP's fields are read and written unaligned
+    unsafe extern "system" fn set_completion_routine_ex(
+        DeviceObject: *mut DEVICE_OBJECT,
+        Irp: *mut IRP,
+        CompletionRoutine: PIO_COMPLETION_ROUTINE,
+        Context: PVOID,
+        InvokeOnSuccess: u8,
+        InvokeOnError: u8,
+        InvokeOnCancel: u8,
+    ) -> NTSTATUS {
+        // SAFETY: a plain non-paged allocation.
+        let safe = unsafe {
+            ExAllocatePoolWithTag(
+                NonPagedPool,
+                core::mem::size_of::<SafeContext>(),
+                CONTEXT_TAG,
+            )
+        }
+        .cast::<SafeContext>();
+        if safe.is_null() || DeviceObject.is_null() || Irp.is_null() {
+            log!("ERROR: bridge: IoSetCompletionRoutineEx: no pool, device object or IRP");
+            return STATUS_INSUFFICIENT_RESOURCES;
+        }
+        // SAFETY: the caller's device object, alive while the caller holds it.
+        unsafe { ObfReferenceObject(DeviceObject.cast()) };
+        // SAFETY: fresh pool of the right size.
+        unsafe {
+            safe.write(SafeContext {
+                routine: CompletionRoutine,
+                context: Context,
+                device: DeviceObject,
+            });
+        };
+        // An IRP from IoAllocateIrp: its current-location pointer is past the last stack
+        // location, so the next one is one below it.
+        let field = Irp
+            .cast::<u8>()
+            .wrapping_add(IRP_CURRENT_STACK_LOCATION)
+            .cast::<*mut u8>();
+        // SAFETY: a field of the live IRP (8-aligned in it; read unaligned all the same).
+        let current = unsafe { field.read_unaligned() };
+        let next = current.wrapping_sub(STACK_LOCATION_SIZE);
+        let mut control = 0;
+        if InvokeOnSuccess != 0 {
+            control |= SL_INVOKE_ON_SUCCESS;
+        }
+        if InvokeOnError != 0 {
+            control |= SL_INVOKE_ON_ERROR;
+        }
+        if InvokeOnCancel != 0 {
+            control |= SL_INVOKE_ON_CANCEL;
+        }
+        let routine: PIO_COMPLETION_ROUTINE = Some(unload_safe_completion);
+        let routine_field = next
+            .wrapping_add(SL_COMPLETION_ROUTINE)
+            .cast::<PIO_COMPLETION_ROUTINE>();
+        // SAFETY: the next stack location of the IRP, inside its allocation.
+        unsafe { routine_field.write_unaligned(routine) };
+        let context_field = next.wrapping_add(SL_CONTEXT).cast::<PVOID>();
+        // SAFETY: as above.
+        unsafe { context_field.write_unaligned(safe.cast()) };
+        // SAFETY: as above.
+        unsafe { next.wrapping_add(SL_CONTROL).write(control) };
+        STATUS_SUCCESS
+    }
+
+    /// Replaces Wine's `IoSetCompletionRoutineEx` stub in ntoskrnl.exe with a jump to
+    /// [`set_completion_routine_ex`]. Called once, at this image's load (before any client runs).
+    pub(crate) fn patch_set_completion_routine_ex() {
+        const NAME: &[u8] = b"ntoskrnl.exe";
+        static NAME_W: [u16; NAME.len() + 1] = wide(NAME);
+        #[allow(clippy::cast_possible_truncation)] // short
+        let name = UNICODE_STRING {
+            Length: (NAME.len() * 2) as u16,
+            MaximumLength: (NAME_W.len() * 2) as u16,
+            Buffer: NAME_W.as_ptr().cast_mut(),
+        };
+        let mut base: PVOID = ptr::null_mut();
+        // SAFETY: a counted, NUL-terminated name and an out-pointer.
+        let status = unsafe {
+            LdrGetDllHandle(ptr::null(), ptr::null_mut(), &raw const name, &raw mut base)
+        };
+        if status != STATUS_SUCCESS {
+            log!(
+                "ERROR: bridge: LdrGetDllHandle(ntoskrnl.exe) 0x%08X",
+                hex(status)
+            );
+            return;
+        }
+        let Ok(stub) = export(base, c"IoSetCompletionRoutineEx") else {
+            return;
+        };
+        let target = set_completion_routine_ex as *const () as usize;
+        // mov rax, imm64; jmp rax
+        let mut code = [0x48, 0xB8, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xE0];
+        for (slot, byte) in code.iter_mut().skip(2).zip(target.to_le_bytes()) {
+            *slot = byte;
+        }
+        let process: HANDLE = usize::MAX as HANDLE; // NtCurrentProcess()
+        let (mut address, mut size, mut old) = (stub, code.len(), 0u32);
+        // SAFETY: this process's code page holding the stub; PAGE_EXECUTE_READWRITE.
+        let status = unsafe {
+            NtProtectVirtualMemory(process, &raw mut address, &raw mut size, 0x40, &raw mut old)
+        };
+        if status != STATUS_SUCCESS {
+            log!("ERROR: bridge: NtProtectVirtualMemory 0x%08X", hex(status));
+            return;
+        }
+        // SAFETY: the stub's first bytes, now writable (nothing calls it before a client runs).
+        unsafe { ptr::copy_nonoverlapping(code.as_ptr(), stub.cast::<u8>(), code.len()) };
+        let (mut address, mut size, mut ignored) = (stub, code.len(), 0u32);
+        // SAFETY: as above, back to the old protection.
+        let _ = unsafe {
+            NtProtectVirtualMemory(
+                process,
+                &raw mut address,
+                &raw mut size,
+                old,
+                &raw mut ignored,
+            )
+        };
+        // SAFETY: this process, the bytes just written.
+        let _ = unsafe { NtFlushInstructionCache(process, stub, code.len()) };
+        log!(
+            "bridge: Wine's IoSetCompletionRoutineEx stub %p now runs an emulation of Windows'",
+            stub
+        );
+    }
+
+    /// Releases and deregisters the bridged binding, if any.
+    pub(crate) fn close() {
+        if !OPEN.load(Ordering::Acquire) {
+            return;
+        }
+        // `open` loaded them: cached.
+        let Ok(functions) = functions() else {
+            return;
+        };
+        // SAFETY: captured once by `open`.
+        unsafe { (functions.release)(STATE.registration.get()) };
+        // SAFETY: registered by `open`; the capture is released.
+        unsafe { (functions.deregister)(STATE.registration.get()) };
+        OPEN.store(false, Ordering::Release);
+        log!("bridge: Wine's WSK provider released and deregistered");
     }
 }
 
@@ -479,16 +964,30 @@ pub unsafe extern "system" fn NmrClientAttachProvider(
         );
         return STATUS_NOINTERFACE;
     }
-    let dispatch: &'static WSK_PROVIDER_DISPATCH = if version == WSK_1_1 {
-        &DISPATCH_1_1
-    } else {
-        &DISPATCH_1_0
+    #[cfg(not(feature = "bridge"))]
+    let (client, dispatch): (PWSK_CLIENT, *const WSK_PROVIDER_DISPATCH) = (
+        (&raw const b.wsk_client).cast_mut().cast(),
+        if version == WSK_1_1 {
+            &raw const DISPATCH_1_1
+        } else {
+            &raw const DISPATCH_1_0
+        },
+    );
+    #[cfg(feature = "bridge")]
+    let (client, dispatch) = match bridge::open(ClientDispatch.cast(), version) {
+        Ok(provider) => provider,
+        Err(status) => {
+            log!(
+                "ERROR: bridge: Wine's WSK provider not captured: 0x%08X",
+                hex(status)
+            );
+            return status;
+        }
     };
-    let client: PWSK_CLIENT = (&raw const b.wsk_client).cast_mut().cast();
     // SAFETY: checked non-NULL; the client's out-pointers (fields of its binding context).
     unsafe { ProviderBindingContext.write(client) };
     // SAFETY: as above.
-    unsafe { ProviderDispatch.write(ptr::from_ref(dispatch).cast()) };
+    unsafe { ProviderDispatch.write(dispatch.cast()) };
     b.client_binding_context
         .store(ClientBindingContext, Ordering::Release);
     b.version.store(u32::from(version), Ordering::Release);
@@ -498,7 +997,7 @@ pub unsafe extern "system" fn NmrClientAttachProvider(
         major,
         minor,
         client,
-        ptr::from_ref(dispatch),
+        dispatch,
     );
     STATUS_SUCCESS
 }
@@ -516,6 +1015,9 @@ fn cleanup(reg: &'static Registration) {
         }
         None => log!("no ClientCleanupBindingContext: binding cleaned up"),
     }
+    // The client is done with the provider: give Wine's back.
+    #[cfg(feature = "bridge")]
+    bridge::close();
     b.state.store(B_CLEANED, Ordering::Release);
 }
 
@@ -774,10 +1276,89 @@ unsafe extern "system" fn WskGetNameInfo(
 }
 
 // ---------------------------------------------------------------------------------------------
+// The bridge variant's WskRegister family: Wine's own, passed through, so that a WskRegister
+// client gets Wine's provider with this image's IoSetCompletionRoutineEx in place.
+
+/// `WskRegister`, passed to Wine's netio.sys.
+///
+/// # Safety
+/// As the C function.
+#[cfg(feature = "bridge")]
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn WskRegister(
+    WskClientNpi: *const abi::WSK_CLIENT_NPI,
+    WskRegistration: *mut abi::WSK_REGISTRATION,
+) -> NTSTATUS {
+    match bridge::functions() {
+        Ok(functions) => {
+            // SAFETY: the caller's arguments, as it passed them.
+            let status = unsafe { (functions.register)(WskClientNpi, WskRegistration) };
+            log!(
+                "bridge: WskRegister passed to Wine's netio.sys: 0x%08X",
+                hex(status)
+            );
+            status
+        }
+        Err(status) => status,
+    }
+}
+
+/// `WskCaptureProviderNPI`, passed to Wine's netio.sys.
+///
+/// # Safety
+/// As the C function.
+#[cfg(feature = "bridge")]
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn WskCaptureProviderNPI(
+    WskRegistration: *mut abi::WSK_REGISTRATION,
+    WaitTimeout: u32,
+    WskProviderNpi: *mut abi::WSK_PROVIDER_NPI,
+) -> NTSTATUS {
+    match bridge::functions() {
+        // SAFETY: the caller's arguments, as it passed them.
+        Ok(functions) => unsafe {
+            (functions.capture)(WskRegistration, WaitTimeout, WskProviderNpi)
+        },
+        Err(status) => status,
+    }
+}
+
+/// `WskReleaseProviderNPI`, passed to Wine's netio.sys.
+///
+/// # Safety
+/// As the C function.
+#[cfg(feature = "bridge")]
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn WskReleaseProviderNPI(WskRegistration: *mut abi::WSK_REGISTRATION) {
+    if let Ok(functions) = bridge::functions() {
+        // SAFETY: the caller's argument, as it passed it.
+        unsafe { (functions.release)(WskRegistration) };
+    }
+}
+
+/// `WskDeregister`, passed to Wine's netio.sys.
+///
+/// # Safety
+/// As the C function.
+#[cfg(feature = "bridge")]
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn WskDeregister(WskRegistration: *mut abi::WSK_REGISTRATION) {
+    if let Ok(functions) = bridge::functions() {
+        // SAFETY: the caller's argument, as it passed it.
+        unsafe { (functions.deregister)(WskRegistration) };
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Image glue.
 
 /// The image entry point. Wine may or may not call it for an imported driver; nothing depends
 /// on it (all state is statically initialised).
+///
+/// The bridge variant imports `ntdll.dll` (to load Wine's netio.sys under another name), and
+/// Wine's loader then treats the image as an ordinary DLL and calls this as `DllMain`, whose
+/// `FALSE` fails the load (`STATUS_DLL_INIT_FAILED`): there it answers 1, which is `TRUE` for
+/// `DllMain` and a success status for `DriverEntry` alike.
 ///
 /// # Safety
 /// Called by the loader.
@@ -787,6 +1368,15 @@ pub unsafe extern "system" fn DriverEntry(
     _RegistryPath: *const UNICODE_STRING,
 ) -> NTSTATUS {
     log!("DriverEntry (variant %s)", VARIANT.as_ptr());
+    #[cfg(feature = "bridge")]
+    {
+        static PATCHED: AtomicBool = AtomicBool::new(false);
+        if !PATCHED.swap(true, Ordering::AcqRel) {
+            bridge::patch_set_completion_routine_ex();
+        }
+        1
+    }
+    #[cfg(not(feature = "bridge"))]
     STATUS_SUCCESS
 }
 

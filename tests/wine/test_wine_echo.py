@@ -1,0 +1,345 @@
+"""wsk_echo.sys under Wine exchanging real bytes over TCP: the echo driver's interface (issue 10)
+against a peer on 127.0.0.1 that this test runs, through a WSK provider nobody in this project
+wrote — Wine's own netio.sys, whose WskSocket / WskBind / WskConnect / WskSend / WskReceive /
+WskCloseSocket / WskGetAddressInfo are real and go to host sockets. Both images get it through
+the `bridge` test NETIO.SYS (tests/wine/netio-provider), which loads Wine's netio.sys (copied in
+as wnetio.sys): the raw NMR image through its NMR, which hands the client Wine's provider with a
+dispatch that says the version attached (1.1, so names resolve through Wine's resolver); the
+WskRegister image through Wine's own WskRegister family, passed through unchanged (dispatch 1.0).
+The bridge is needed for both: Wine 8's ntoskrnl.exe only stubs IoSetCompletionRoutineEx (a call
+aborts the process), which the library uses for every request; the bridge patches the stub with
+an emulation of Windows' (see its `bridge` module).
+
+    tests/wine/run.sh        (setup + pytest; see tests/wine/README.md)
+
+For each test: the service's `Parameters` key (Host, Port, Message) written with Wine's reg.exe,
+`sc start`, the driver's one result line (`wsk_echo: echo ok, N bytes` or `wsk_echo: echo
+failed: <step> 0x<NTSTATUS>`), what the peer received, `sc stop`, and the unload's own count of
+live pool allocations at 0. Cases: the exchange (the peer got exactly `Message`, and saw the
+connection closed at stop, after the driver's own `WskCloseSocket`); 20 start/stop cycles with an
+exchange each; a refused connection; a peer that resets the connection mid-exchange; a silent
+peer and a stop while the receive is pending (Wine ignores IoCancelIrp: the driver's bounded
+wait and its close end the receive), which must unload without hanging.
+
+Applies to the echo images (profiles with a connection); for wsk_attach.sys these tests are
+deselected, never skipped (see conftest.py).
+"""
+import os
+import re
+import socket
+import threading
+import time
+
+import pytest
+
+import wine_harness as wh
+from test_wine import _check_clean, _delete, live_allocations
+
+ECHO = pytest.mark.applies(
+    lambda profile: profile.connection,
+    "the echo exchange through Wine's own WSK provider (the echo images)")
+
+MESSAGE = "hello through Wine's WSK, from wsk_echo"
+CYCLES = 20
+# STATUS_* the driver reports in `echo failed` lines.
+CONNECTION_REFUSED = "0xC0000236"
+NOT_SUPPORTED = "0xC00000BB"
+
+
+class Peer:
+    """A TCP peer on 127.0.0.1 (random port), in a thread, bounded in time. `mode`:
+    echo: sends back what it receives, connection after connection;
+    silent: receives, never answers;
+    reset: receives the first bytes, then resets the connection (SO_LINGER 0)."""
+
+    def __init__(self, mode="echo", timeout=120.0):
+        self.mode = mode
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.listener.settimeout(1.0)
+        self.port = self.listener.getsockname()[1]
+        self.deadline = time.monotonic() + timeout
+        self.lock = threading.Lock()
+        self.connections = []  # [{"received": bytearray, "closed": bool}]
+        self.changed = threading.Condition(self.lock)
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stopping and time.monotonic() < self.deadline:
+            try:
+                conn, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            record = {"received": bytearray(), "closed": False}
+            with self.changed:
+                self.connections.append(record)
+                self.changed.notify_all()
+            threading.Thread(target=self._handle, args=(conn, record), daemon=True).start()
+
+    def _handle(self, conn, record):
+        conn.settimeout(1.0)
+        try:
+            while not self.stopping and time.monotonic() < self.deadline:
+                try:
+                    data = conn.recv(4096)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    break
+                with self.changed:
+                    if not data:
+                        break
+                    record["received"] += data
+                    self.changed.notify_all()
+                if self.mode == "echo":
+                    conn.sendall(data)
+                elif self.mode == "reset":
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                    bytes([1, 0, 0, 0, 0, 0, 0, 0]))
+                    break
+        finally:
+            conn.close()
+            with self.changed:
+                record["closed"] = True
+                self.changed.notify_all()
+
+    def wait(self, predicate, timeout=20.0):
+        """Waits until predicate(connections) holds; returns whether it did."""
+        end = time.monotonic() + timeout
+        with self.changed:
+            while not predicate(self.connections):
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self.changed.wait(left)
+            return True
+
+    def snapshot(self):
+        with self.lock:
+            return [{"received": bytes(c["received"]), "closed": c["closed"]}
+                    for c in self.connections]
+
+    def close(self):
+        self.stopping = True
+        self.listener.close()
+        self.thread.join(timeout=5)
+
+
+def closed_port():
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def set_parameters(prefix, profile, host, port, message):
+    key = r"HKLM\System\CurrentControlSet\Services\%s\Parameters" % profile.service
+    for name, kind, value in (("Host", "REG_SZ", host), ("Port", "REG_DWORD", str(port)),
+                              ("Message", "REG_SZ", message)):
+        code, out = prefix.run(["wine", "reg", "add", key, "/v", name, "/t", kind, "/d", value,
+                                "/f"], check=False)
+        assert code == 0, "reg add %s\\%s exited %d:\n%s" % (key, name, code, out)
+
+
+RESULT = re.compile(r"(echo ok, \d+ bytes|echo failed: \w+ 0x[0-9A-F]{8})")
+
+
+def start_and_wait_result(prefix, profile, what, count=1, timeout=30.0):
+    """sc start, then the driver's `count`-th result line; returns that line (without prefix)."""
+    offset = len(prefix.log())
+    code, out = prefix.sc("start", profile.service)
+    assert code == 0 and "RUNNING" in out, "%s: sc start exited %d:\n%s\n%s" % (
+        what, code, out, prefix.log_since(offset))
+    end = time.monotonic() + timeout
+    while True:
+        results = [m.group(1) for line in wh.events(prefix.log())
+                   if line.startswith(profile.prefix) for m in [RESULT.search(line)] if m]
+        if len(results) >= count:
+            return results[count - 1]
+        assert time.monotonic() < end, "%s: no echo result line within %d s:\n%s" % (
+            what, timeout, prefix.log_since(offset))
+        time.sleep(0.1)
+
+
+def stop(prefix, profile, what, count=1, timeout=30.0):
+    """sc stop; STOPPED and the `count`-th unload line within `timeout` (a hang fails)."""
+    offset = len(prefix.log())
+    code, out = prefix.sc("stop", profile.service)
+    state = prefix.wait_state(profile.service, "STOPPED", timeout=timeout)
+    seen = prefix.wait_log(profile.log("unloaded, live pool allocations:"), count,
+                           timeout=timeout)
+    assert code == 0 and state == "STOPPED" and seen == count, (
+        "%s: sc stop exited %d, state %s, unload lines %d of %d:\n%s"
+        % (what, code, state, seen, count, prefix.log_since(offset)))
+
+
+def check_unloads_clean(text, profile, what):
+    crashes = wh.crash_lines(text)
+    assert not crashes, "%s: a Wine process crashed:\n  %s" % (what, "\n  ".join(crashes[:20]))
+    counts = [m.group(1) for m in live_allocations(profile).finditer(text)]
+    assert counts and all(c == "0" for c in counts), (
+        "%s: live pool allocations at unload %r (a leak)" % (what, counts))
+
+
+@pytest.fixture
+def echo_service(bridged_prefix, driver_image, profile):
+    """The echo driver installed and created in a fresh prefix with Wine's own WSK provider
+    behind the bridge test NETIO.SYS."""
+    prefix = bridged_prefix
+    if not os.path.isfile(wh.WINE_BUILTIN_NETIO):
+        pytest.fail("Wine's own netio.sys is not at %s: run tests/wine/setup.sh"
+                    % wh.WINE_BUILTIN_NETIO, pytrace=False)
+    try:
+        bridge = wh.provider_images([wh.BRIDGE_VARIANT])[wh.BRIDGE_VARIANT]
+    except wh.HarnessError as error:
+        pytest.fail("bridge test NETIO.SYS: %s" % error, pytrace=False)
+    prefix.install(bridge, driver_image, profile, bridged=True)
+    code, out = prefix.sc("create", profile.service, "type=", "kernel", "start=", "demand",
+                          "binPath=", wh.bin_path(profile))
+    assert code == 0, "sc create exited %d:\n%s\n%s" % (code, out, prefix.log_tail())
+    yield prefix
+    _delete(prefix, profile)
+
+
+def check_provider(text, profile):
+    """The driver really used Wine's provider, through the bridge, with the emulated
+    IoSetCompletionRoutineEx in place."""
+    if profile.backend == "nmr":
+        assert "netio-provider: bridge: Wine's WSK provider captured" in text, text[-3000:]
+    else:
+        assert "netio-provider: bridge: WskRegister passed to Wine's netio.sys: 0x00000000" \
+            in text, text[-3000:]
+    assert "now runs an emulation of Windows'" in text, text[-3000:]
+    assert "netio-provider: ERROR" not in text
+
+
+@ECHO
+def test_echo_exchange_through_wines_provider(echo_service, profile):
+    prefix = echo_service
+    peer = Peer("echo")
+    try:
+        set_parameters(prefix, profile, "127.0.0.1", peer.port, MESSAGE)
+        base = len(prefix.log())
+        result = start_and_wait_result(prefix, profile, "echo")
+        assert result == "echo ok, %d bytes" % len(MESSAGE), prefix.log_since(base)
+        assert peer.wait(lambda cs: len(cs) == 1 and bytes(cs[0]["received"]) == MESSAGE.encode())
+        assert not peer.snapshot()[0]["closed"], "the connection stays open until sc stop"
+        stop(prefix, profile, "echo")
+        # The driver closed its socket itself (WskCloseSocket completed), then the peer saw EOF.
+        assert peer.wait(lambda cs: cs[0]["closed"]), "the peer never saw the connection close"
+        text = prefix.log()[base:]
+        lines = [line for line in wh.events(text) if line.startswith(profile.prefix)]
+        assert profile.log("socket: closed") in lines, "\n".join(lines)
+        assert peer.snapshot()[0]["received"] == MESSAGE.encode(), "exactly Message, once"
+        check_provider(text, profile)
+        _check_clean(text, "echo", profile)
+    finally:
+        peer.close()
+
+
+@ECHO
+def test_echo_start_stop_cycles(echo_service, profile):
+    prefix = echo_service
+    peer = Peer("echo", timeout=600)
+    try:
+        set_parameters(prefix, profile, "127.0.0.1", peer.port, MESSAGE)
+        base = len(prefix.log())
+        for cycle in range(1, CYCLES + 1):
+            what = "cycle %d of %d" % (cycle, CYCLES)
+            result = start_and_wait_result(prefix, profile, what, count=cycle)
+            assert result == "echo ok, %d bytes" % len(MESSAGE), what
+            stop(prefix, profile, what, count=cycle)
+            assert peer.wait(lambda cs, n=cycle: len(cs) == n and cs[-1]["closed"]), what
+        text = prefix.log()[base:]
+        assert all(c["received"] == MESSAGE.encode() for c in peer.snapshot())
+        assert text.count(profile.log("socket: closed")) == CYCLES
+        check_provider(text, profile)
+        _check_clean(text, "%d cycles" % CYCLES, profile)
+    finally:
+        peer.close()
+
+
+@ECHO
+def test_a_refused_connection_is_logged_and_the_driver_unloads(echo_service, profile):
+    prefix = echo_service
+    set_parameters(prefix, profile, "127.0.0.1", closed_port(), MESSAGE)
+    base = len(prefix.log())
+    result = start_and_wait_result(prefix, profile, "refused")
+    assert result == "echo failed: connect %s" % CONNECTION_REFUSED, prefix.log_since(base)
+    stop(prefix, profile, "refused")
+    check_unloads_clean(prefix.log()[base:], profile, "refused")
+
+
+@ECHO
+def test_a_reset_mid_exchange_is_logged_and_the_driver_unloads(echo_service, profile):
+    prefix = echo_service
+    peer = Peer("reset")
+    try:
+        set_parameters(prefix, profile, "127.0.0.1", peer.port, MESSAGE)
+        base = len(prefix.log())
+        result = start_and_wait_result(prefix, profile, "reset")
+        # Wine reports a reset as a 0-byte receive (the driver: STATUS_CONNECTION_ABORTED) or
+        # as the receive's error status.
+        assert result.startswith("echo failed: receive 0x"), prefix.log_since(base)
+        stop(prefix, profile, "reset")
+        check_unloads_clean(prefix.log()[base:], profile, "reset")
+    finally:
+        peer.close()
+
+
+@ECHO
+def test_a_stop_during_a_pending_receive_unloads_without_hanging(echo_service, profile):
+    prefix = echo_service
+    peer = Peer("silent")
+    try:
+        set_parameters(prefix, profile, "127.0.0.1", peer.port, MESSAGE)
+        base = len(prefix.log())
+        code, out = prefix.sc("start", profile.service)
+        assert code == 0 and "RUNNING" in out, out
+        # The driver sent its message and now waits for the answer that never comes.
+        assert peer.wait(lambda cs: cs and bytes(cs[0]["received"]) == MESSAGE.encode()), \
+            prefix.log_since(base)
+        started = time.monotonic()
+        stop(prefix, profile, "silent peer", timeout=30)
+        took = time.monotonic() - started
+        text = prefix.log()[base:]
+        lines = [line for line in wh.events(text) if line.startswith(profile.prefix)]
+        results = [line for line in lines if RESULT.search(line)]
+        assert len(results) == 1 and "echo failed: receive 0x" in results[0], "\n".join(lines)
+        assert peer.wait(lambda cs: cs[0]["closed"]), "the peer never saw the connection close"
+        check_unloads_clean(text, profile, "silent peer")
+        print("stop during a pending receive took %.1f s" % took)
+    finally:
+        peer.close()
+
+
+@ECHO
+def test_a_name_resolves_through_wines_resolver_at_1_1(echo_service, profile):
+    """`Host` = localhost: the bridge hands the raw NMR image a 1.1 dispatch and the name goes
+    through Wine's real WskGetAddressInfo; Wine's own dispatch says 1.0, so the WskRegister image
+    refuses names with a clear STATUS_NOT_SUPPORTED."""
+    prefix = echo_service
+    peer = Peer("echo")
+    try:
+        set_parameters(prefix, profile, "localhost", peer.port, MESSAGE)
+        base = len(prefix.log())
+        result = start_and_wait_result(prefix, profile, "localhost")
+        if profile.backend == "nmr":
+            assert result == "echo ok, %d bytes" % len(MESSAGE), prefix.log_since(base)
+            assert peer.wait(lambda cs: cs and bytes(cs[0]["received"]) == MESSAGE.encode())
+        else:
+            assert result == "echo failed: resolve %s" % NOT_SUPPORTED, prefix.log_since(base)
+        stop(prefix, profile, "localhost")
+        text = prefix.log()[base:]
+        check_provider(text, profile)
+        check_unloads_clean(text, profile, "localhost")
+    finally:
+        peer.close()
