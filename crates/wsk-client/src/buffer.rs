@@ -41,7 +41,7 @@ impl Buffer {
             return Err(NtStatus::INVALID_PARAMETER);
         }
         let pool = &C::state().pool;
-        let tag = C::POOL_TAG.with_last(b'D');
+        let tag = C::BUFFER_TAG;
         let memory = pool.allocate_bytes(capacity, tag).ok_or_else(|| {
             log!(
                 C,

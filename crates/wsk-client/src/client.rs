@@ -64,6 +64,26 @@ pub trait Client: Sized + 'static {
     /// [`Client::POOL_TAG`] with `W` as its last character.
     const WORK_ITEM_TAG: PoolTag = Self::POOL_TAG.with_last(b'W');
 
+    /// The pool tag of request contexts ([`crate::irp`]): by default `I` last.
+    const REQUEST_TAG: PoolTag = Self::POOL_TAG.with_last(b'I');
+
+    /// The pool tag of send/receive buffers ([`crate::buffer`]): by default `D` last.
+    const BUFFER_TAG: PoolTag = Self::POOL_TAG.with_last(b'D');
+
+    /// The pool tag of a name being resolved ([`crate::resolve`]): by default `N` last.
+    const NAME_TAG: PoolTag = Self::POOL_TAG.with_last(b'N');
+
+    /// Every tag the library allocates with for this client, one per purpose (binding contexts,
+    /// work items, requests, buffers, names). A driver's own tags must be none of these:
+    /// `const _: () = assert!(wsk_client::pool::distinct(&MyDriver::LIBRARY_TAGS, &[MY_TAG]));`.
+    const LIBRARY_TAGS: [PoolTag; 5] = [
+        Self::POOL_TAG,
+        Self::WORK_ITEM_TAG,
+        Self::REQUEST_TAG,
+        Self::BUFFER_TAG,
+        Self::NAME_TAG,
+    ];
+
     /// Called once when a binding starts to go away — the provider detaches, or the client's
     /// unload begins — so that the client closes its sockets and drops its
     /// [`crate::provider::BindingRef`]s: the detach (and the unload) completes when the last one

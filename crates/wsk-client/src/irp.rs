@@ -87,7 +87,7 @@ impl<C: Client, F> Request<C, F> {
 
 /// The tag of request contexts: the client's tag with `I` last.
 const fn tag<C: Client>() -> PoolTag {
-    C::POOL_TAG.with_last(b'I')
+    C::REQUEST_TAG
 }
 
 /// Allocates the request, its IRP, and sets the completion routine.
@@ -335,17 +335,25 @@ pub fn call_or<C: Client>(
     let irp = shared.irp;
     let status = NtStatus::from_raw(call(reference, irp));
     if status != NtStatus::PENDING {
-        if shared.state.load(Ordering::Acquire) & COMPLETED == 0 {
+        let completed = shared.state.load(Ordering::Acquire) & COMPLETED != 0;
+        let result = if completed {
+            // Completed inside the call: the IRP's IoStatus, which the routine stored, is the
+            // result (the information — a socket, a byte count — is only there).
+            // SAFETY: stored by the routine before it set COMPLETED.
+            let (stored, information) = unsafe { shared.result.get().read() };
+            (NtStatus::from_raw(stored), information)
+        } else {
             log!(
                 C,
                 DPFLTR_WARNING_LEVEL,
                 "request: answered 0x%08X without completing its IRP",
                 status.bits()
             );
-        }
+            (status, 0)
+        };
         // SAFETY: the routine ran already or never will: the last owner is here.
         unsafe { free(request) };
-        return Ok((status, 0));
+        return Ok(result);
     }
     if !wait(shared, timeout_100ns.map(|t| -t.abs())) {
         // SAFETY: the request's IRP, still pending; IRQL <= DISPATCH_LEVEL.

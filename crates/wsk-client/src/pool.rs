@@ -32,6 +32,37 @@ use crate::sys::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolTag(u32);
 
+/// Whether every tag of `library` and `own` differs from every other: one tag per purpose, so
+/// that a leak (or `!poolused`) names what leaked. For a compile-time check of a driver's tags
+/// against the library's ([`crate::Client::LIBRARY_TAGS`]).
+#[must_use]
+#[allow(clippy::indexing_slicing)] // every index is below the length it is compared with
+pub const fn distinct(library: &[PoolTag], own: &[PoolTag]) -> bool {
+    let total = library.len() + own.len();
+    let mut i = 0;
+    while i < total {
+        let a = if i < library.len() {
+            library[i]
+        } else {
+            own[i - library.len()]
+        };
+        let mut j = i + 1;
+        while j < total {
+            let b = if j < library.len() {
+                library[j]
+            } else {
+                own[j - library.len()]
+            };
+            if a.0 == b.0 {
+                return false;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    true
+}
+
 impl PoolTag {
     /// The tag whose four bytes, in memory order, are `chars` (`*b"WskA"` shows as `WskA`).
     #[must_use]
@@ -351,7 +382,21 @@ mod tests {
     use crate::binding::BindingSlot;
     use crate::{Client, ClientState, NtStatus, PoolTag, RegisterError, Registration, WskVersion};
 
-    use super::PoolBox;
+    use super::{PoolBox, distinct};
+
+    #[test]
+    fn the_library_tags_are_one_per_purpose_and_collisions_are_found() {
+        assert!(distinct(&Unselected::LIBRARY_TAGS, &[]));
+        let own = PoolTag::new(*b"UnsX");
+        assert!(distinct(&Unselected::LIBRARY_TAGS, &[own]));
+        // A driver tag equal to the buffers' (the echo driver's context had it once).
+        assert!(!distinct(
+            &Unselected::LIBRARY_TAGS,
+            &[Unselected::BUFFER_TAG]
+        ));
+        assert!(!distinct(&[], &[own, own]));
+        assert!(!distinct(&[own], &[PoolTag::new(*b"UnsY"), own]));
+    }
 
     /// A client whose pool nobody selected.
     struct Unselected;

@@ -181,7 +181,7 @@ pub fn resolve<C: Client>(
         );
         return Err(NtStatus::NOT_SUPPORTED);
     };
-    let name = PoolBox::try_new::<C>([0u16; MAX_HOST], C::POOL_TAG.with_last(b'N'))?;
+    let name = PoolBox::try_new::<C>([0u16; MAX_HOST], C::NAME_TAG)?;
     // SAFETY: owned here; a plain array.
     let units = unsafe { &mut *name.as_ptr() };
     for (unit, byte) in units.iter_mut().zip(host.bytes()) {

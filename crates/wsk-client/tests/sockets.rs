@@ -164,6 +164,30 @@ fn a_request_is_freed_before_its_completion_lets_the_last_reference_go() {
 }
 
 #[test]
+fn requests_completed_before_the_call_returns_give_their_results() {
+    // A provider may complete a request inside the call and return its status (no
+    // STATUS_PENDING): the result — the new socket, the bytes sent — is in the IRP's IoStatus,
+    // which the completion routine has already read; the call's return value carries only the
+    // status.
+    use wsk_client::buffer::Buffer;
+
+    let mut s = common::started();
+    s.register_provider(ProviderConfig {
+        requests_complete_inline: true,
+        ..ProviderConfig::default_wsk()
+    });
+    let socket = connected();
+    let mut buffer = Buffer::new::<TestDriver>(5).unwrap();
+    buffer.as_mut_slice().copy_from_slice(b"hello");
+    assert_eq!(socket.send(&buffer, 5, Some(10_000_000)), Ok(5));
+    drop(buffer);
+    drop(socket);
+    s.wait_work_items();
+    assert_eq!(s.open_sockets(), 0);
+    s.driver_unload();
+}
+
+#[test]
 fn a_request_that_times_out_is_cancelled() {
     let mut s = common::started();
     let mut config = ProviderConfig::default_wsk();

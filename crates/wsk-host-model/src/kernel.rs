@@ -309,6 +309,14 @@ unsafe extern "system" fn wsk_socket(
             },
         );
     });
+    let inline = state::with(|s| {
+        s.provider(provider)
+            .is_some_and(|p| p.config.requests_complete_inline)
+    });
+    if inline {
+        irp::complete(irp_addr as *mut IRP, Status::SUCCESS, socket);
+        return Status::SUCCESS.raw();
+    }
     spawn_provider(move || irp::complete(irp_addr as *mut IRP, Status::SUCCESS, socket));
     Status::PENDING.raw()
 }

@@ -148,9 +148,28 @@ fn config(s: &State, provider: ProviderId) -> Option<&crate::ProviderConfig> {
 }
 
 /// Takes `irp`, and completes it with `status` on a provider thread.
-fn complete_later(irp: *mut IRP, status: Status, information: usize) -> NTSTATUS {
+fn complete_later(
+    socket: *mut WSK_SOCKET,
+    irp: *mut IRP,
+    status: Status,
+    information: usize,
+) -> NTSTATUS {
+    let inline = state::with(|s| {
+        let provider = peer(s, socket)?.provider;
+        Some(config(s, provider)?.requests_complete_inline)
+    });
+    finish(irp, status, information, inline == Some(true))
+}
+
+/// Takes `irp` and completes it with `status`: on a provider thread (the call answers
+/// `STATUS_PENDING`), or `inline` before the call returns `status` itself.
+pub(crate) fn finish(irp: *mut IRP, status: Status, information: usize, inline: bool) -> NTSTATUS {
     if !irp::begin(irp) {
         return Status::INVALID_PARAMETER.raw();
+    }
+    if inline {
+        irp::complete(irp, status, information);
+        return status.raw();
     }
     let irp = irp as usize;
     crate::kernel::spawn_provider(move || irp::complete(irp as *mut IRP, status, information));
@@ -172,7 +191,7 @@ unsafe extern "system" fn bind(
         state::with(|s| s.violation("WskBind on a socket that is not open".into()));
         return Status::INVALID_PARAMETER.raw();
     }
-    complete_later(Irp, Status::SUCCESS, 0)
+    complete_later(Socket, Irp, Status::SUCCESS, 0)
 }
 
 unsafe extern "system" fn connect(
@@ -197,7 +216,7 @@ unsafe extern "system" fn connect(
         state::with(|s| s.violation("WskConnect on a socket that is not open".into()));
         return Status::INVALID_PARAMETER.raw();
     };
-    complete_later(Irp, status, 0)
+    complete_later(Socket, Irp, status, 0)
 }
 
 unsafe extern "system" fn send(
@@ -226,11 +245,11 @@ unsafe extern "system" fn send(
     });
     match answer {
         Some(Ok(length)) => {
-            let status = complete_later(Irp, Status::SUCCESS, length);
+            let status = complete_later(Socket, Irp, Status::SUCCESS, length);
             deliver(Socket);
             status
         }
-        Some(Err(status)) => complete_later(Irp, status, 0),
+        Some(Err(status)) => complete_later(Socket, Irp, status, 0),
         None => Status::INVALID_PARAMETER.raw(),
     }
 }
@@ -326,7 +345,7 @@ unsafe extern "system" fn disconnect(
         None => Status::INVALID_PARAMETER.raw(),
         // Wine: an answer, and the IRP never completed.
         Some(true) => wsk_sys::STATUS_NOT_IMPLEMENTED,
-        Some(false) => complete_later(Irp, Status::SUCCESS, 0),
+        Some(false) => complete_later(Socket, Irp, Status::SUCCESS, 0),
     }
 }
 

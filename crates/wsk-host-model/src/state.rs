@@ -63,6 +63,9 @@ pub struct ProviderConfig {
     /// `WskCloseSocket` completes its IRP on the calling thread, then returns `STATUS_PENDING`
     /// (legal: the completion routine runs before the caller sees the answer).
     pub close_completes_inline: bool,
+    /// `WskSocket`, `WskBind`, `WskConnect`, `WskSend`, `WskDisconnect` complete their IRP before
+    /// returning, and return its status (legal: a WSK function need not pend).
+    pub requests_complete_inline: bool,
 }
 
 /// Code a provider runs inside `NmrClientAttachProvider` (see [`ProviderConfig::during_attach`]).
@@ -100,6 +103,7 @@ impl ProviderConfig {
             ignores_cancel: false,
             disconnect_stub: false,
             close_completes_inline: false,
+            requests_complete_inline: false,
         }
     }
 

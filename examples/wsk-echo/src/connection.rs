@@ -22,13 +22,13 @@ use wsk_client::pool::PoolBox;
 use wsk_client::socket::Socket;
 use wsk_client::sys::{AF_INET, AF_INET6};
 use wsk_client::work::{self, Work};
-use wsk_client::{BindingRef, Client, NtStatus, PoolTag, dbg_print};
+use wsk_client::{BindingRef, NtStatus, PoolTag, dbg_print};
 
 use crate::WskEcho;
-use crate::parameters::Parameters;
+use crate::values::Parameters;
 
 /// The tag of the connection's pool block.
-const CONNECTION_TAG: PoolTag = PoolTag::new(*b"EchC");
+pub(crate) const CONNECTION_TAG: PoolTag = PoolTag::new(*b"EchC");
 
 /// How long one step of the exchange may take, in 100 ns units (5 s).
 pub(crate) const STEP_TIMEOUT: Option<i64> = Some(50_000_000);
@@ -298,6 +298,3 @@ impl Work for Close {
 pub(crate) fn is_open() -> bool {
     !CONNECTION.load(Ordering::Acquire).is_null()
 }
-
-// The connection belongs to client `WskEcho`.
-const _: () = assert!(WskEcho::POOL_TAG.raw() != CONNECTION_TAG.raw());

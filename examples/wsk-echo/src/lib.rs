@@ -19,6 +19,7 @@ use wsk_client::{
 
 mod connection;
 mod parameters;
+mod values;
 
 /// The example driver as a WSK client.
 pub struct WskEcho;
@@ -48,7 +49,14 @@ impl Client for WskEcho {
 }
 
 /// The tag of the driver's own context (one tag per purpose).
-const DRIVER_CONTEXT_TAG: PoolTag = PoolTag::new(*b"EchD");
+const DRIVER_CONTEXT_TAG: PoolTag = PoolTag::new(*b"EchG");
+
+// One tag per purpose: the driver's own differ from each other and from every tag the library
+// allocates with for it (binding contexts, work items, requests, buffers, names).
+const _: () = assert!(wsk_client::pool::distinct(
+    &WskEcho::LIBRARY_TAGS,
+    &[DRIVER_CONTEXT_TAG, connection::CONNECTION_TAG]
+));
 
 static STATE: ClientState<[BindingSlot; 2]> = ClientState::new();
 
