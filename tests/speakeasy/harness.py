@@ -24,7 +24,13 @@ replaces them as API hooks and models:
   events (KeInitializeEvent / KeSetEvent / KeClearEvent / KeResetEvent / KeWaitForSingleObject,
   with an emulated clock for timeouts);
 * the pool: every allocation and free, per tag, for the balance check at unload;
-* RtlGetVersion: the Windows version of the scenario (the driver picks its pool type by it).
+* RtlGetVersion: the Windows version of the scenario (the driver picks its pool type by it);
+* IRPs and MDLs (IoAllocateIrp / IoSetCompletionRoutineEx / IoCancelIrp / IoFreeIrp,
+  IoAllocateMdl / MmBuildMdlForNonPagedPool / IoFreeMdl) and the provider's connection sockets
+  (WskSocket, then the socket's WSK_PROVIDER_CONNECTION_DISPATCH) over a simulated peer: the
+  provider completes an IRP as the I/O manager does (IoStatus, then the completion routine,
+  which must give it back with STATUS_MORE_PROCESSING_REQUIRED), on a provider thread of its
+  own (or inside the call: Scenario.complete_inline).
 
 What is expected of the image (log prefix, pool tags, NMR module id, backend, ...) is its driver
 profile (tests/driver_profiles.py), chosen by the image's file name or $WSK_DRIVER_PROFILE.
@@ -89,6 +95,11 @@ STATUS_OBJECT_NAME_NOT_FOUND = 0xC0000034
 STATUS_INVALID_HANDLE = 0xC0000008
 STATUS_BUFFER_TOO_SMALL = 0xC0000023
 STATUS_BUFFER_OVERFLOW = 0x80000005
+STATUS_MORE_PROCESSING_REQUIRED = 0xC0000016
+STATUS_CANCELLED = 0xC0000120
+STATUS_CONNECTION_REFUSED = 0xC0000236
+STATUS_CONNECTION_ABORTED = 0xC0000241
+STATUS_INVALID_DEVICE_REQUEST = 0xC0000010
 REG_SZ = 1
 REG_DWORD = 4
 
@@ -109,6 +120,11 @@ STATUS_NAMES = {
     STATUS_INVALID_HANDLE: "STATUS_INVALID_HANDLE",
     STATUS_BUFFER_TOO_SMALL: "STATUS_BUFFER_TOO_SMALL",
     STATUS_BUFFER_OVERFLOW: "STATUS_BUFFER_OVERFLOW",
+    STATUS_MORE_PROCESSING_REQUIRED: "STATUS_MORE_PROCESSING_REQUIRED",
+    STATUS_CANCELLED: "STATUS_CANCELLED",
+    STATUS_CONNECTION_REFUSED: "STATUS_CONNECTION_REFUSED",
+    STATUS_CONNECTION_ABORTED: "STATUS_CONNECTION_ABORTED",
+    STATUS_INVALID_DEVICE_REQUEST: "STATUS_INVALID_DEVICE_REQUEST",
 }
 
 WSK_1_0 = 0x0100
@@ -169,6 +185,41 @@ WSK_PROVIDER_DISPATCH_FUNCS = [  # (name, argc), in table order from +8
     ("WskFreeAddressInfo", 2),
     ("WskGetNameInfo", 9),
 ]
+
+# A socket's WSK_PROVIDER_CONNECTION_DISPATCH (wsk.h): WSK_PROVIDER_BASIC_DISPATCH
+# (WskControlSocket, WskCloseSocket), then WskBind .. WskDisconnect; (name, argc), from +0.
+WSK_CONNECTION_DISPATCH_FUNCS = [
+    ("WskControlSocket", 10),
+    ("WskCloseSocket", 2),
+    ("WskBind", 4),
+    ("WskConnect", 4),
+    ("WskGetLocalAddress", 3),
+    ("WskGetRemoteAddress", 3),
+    ("WskSend", 4),
+    ("WskReceive", 4),
+    ("WskDisconnect", 4),
+]
+SIZEOF_WSK_PROVIDER_CONNECTION_DISPATCH = 8 * len(WSK_CONNECTION_DISPATCH_FUNCS)  # 72
+AF_INET = 2
+SOCK_STREAM = 1
+IPPROTO_TCP = 6
+WSK_FLAG_CONNECTION_SOCKET = 2
+# IRP (x64, wdm.h): sizeof(IRP) 0xD0, then the IO_STACK_LOCATIONs (0x48 each).
+IO_TYPE_IRP = 6
+SIZEOF_IRP = 0xD0
+SIZEOF_IO_STACK_LOCATION = 0x48
+IRP_IO_STATUS = 0x30
+IRP_STACK_COUNT = 0x42
+IRP_CURRENT_LOCATION = 0x43
+IRP_CANCEL = 0x44
+# MDL (x64): Next, Size, MdlFlags, Process, MappedSystemVa, StartVa, ByteCount, ByteOffset;
+# then one PFN_NUMBER per page.
+SIZEOF_MDL = 0x30
+MDL_MAPPED_SYSTEM_VA = 0x18
+MDL_BYTE_COUNT = 0x28
+MDL_SOURCE_IS_NONPAGED_POOL = 0x0004
+PAGE_SIZE = 0x1000
+PEERS = (None, "echo", "refuse", "silent")
 
 DEFAULT_IMAGE = driver_profiles.DEFAULT_IMAGE
 
@@ -305,6 +356,22 @@ class Scenario:
     registry: the driver's service key's subkeys (path relative to the service key, e.g.
       "Parameters") and their values {name: (REG_* type, data bytes)}; the service key itself
       always exists. ZwOpenKey finds exactly these.
+    needs_connection: meant for drivers that hold a connection (profile.connection) only.
+    peer: what is at the other end of a connection socket (WskSocket of the provider dispatch
+      and the socket's WSK_PROVIDER_CONNECTION_DISPATCH): None (the provider has no sockets:
+      WskSocket answers STATUS_NOT_SUPPORTED), "echo" (connect succeeds; every byte sent comes
+      back), "refuse" (WskConnect completes with STATUS_CONNECTION_REFUSED), "silent" (connect
+      and send succeed, nothing ever comes back: a receive pends until cancelled or closed).
+    peer_ignores_cancel: IoCancelIrp of a pending socket request does nothing (no cancel
+      routine, returns FALSE), like Wine's provider; only WskCloseSocket ends it.
+    disconnect_stub: WskDisconnect answers STATUS_NOT_IMPLEMENTED without completing its IRP
+      (Wine's stub).
+    fail_irp_allocations: IoAllocateIrp returns NULL.
+    fail_mdl_allocations: IoAllocateMdl returns NULL.
+    complete_inline: the provider completes every socket request before its function returns
+      (the completion routine runs inside the call, which then returns the final status: legal
+      WSK behaviour); else it returns STATUS_PENDING and completes it on a provider thread.
+    peer_chunk: a receive gets at most this many bytes (0: as many as the buffer takes).
     """
 
     name: str = "default"
@@ -327,11 +394,24 @@ class Scenario:
     load_fails_for: Tuple[str, ...] = ()
     wsk_description: Optional[str] = None
     registry: Dict[str, Dict[str, Tuple[int, bytes]]] = field(default_factory=dict)
+    needs_connection: bool = False
+    peer: Optional[str] = None
+    peer_ignores_cancel: bool = False
+    disconnect_stub: bool = False
+    fail_irp_allocations: bool = False
+    fail_mdl_allocations: bool = False
+    complete_inline: bool = False
+    peer_chunk: int = 0
+
+    def __post_init__(self):
+        if self.peer not in PEERS:
+            raise ValueError("%s: unknown peer %r (known: %s)" % (self.name, self.peer, PEERS))
 
     def is_for(self, profile: DriverProfile) -> bool:
         return ((not self.drivers or profile.name in self.drivers)
                 and profile.backend in self.backends
-                and (not self.needs_own_setup or bool(profile.own_tags)))
+                and (not self.needs_own_setup or bool(profile.own_tags))
+                and (not self.needs_connection or profile.connection))
 
     def load_fails(self, profile: DriverProfile) -> bool:
         return profile.backend in self.load_fails_for
@@ -350,7 +430,31 @@ class Scenario:
             parts.append(" and ".join(self.backends) + " backend only")
         if self.needs_own_setup:
             parts.append("drivers with their own set-up only")
+        if self.needs_connection:
+            parts.append("drivers with a connection only")
         return "; ".join(parts)
+
+
+# The echo driver's parameters in the echo scenarios (examples/wsk-echo/src/parameters.rs).
+ECHO_HOST = "127.0.0.1"
+ECHO_PORT = 7
+ECHO_MESSAGE = "hello, echo"
+
+
+def reg_sz(text: str) -> Tuple[int, bytes]:
+    """A REG_SZ value: UTF-16LE, NUL-terminated (as regedit and the INF write it)."""
+    return REG_SZ, (text + "\0").encode("utf-16-le")
+
+
+def reg_dword(value: int) -> Tuple[int, bytes]:
+    return REG_DWORD, struct.pack("<I", value)
+
+
+def echo_parameters(host: str = ECHO_HOST, port: int = ECHO_PORT,
+                    message: str = ECHO_MESSAGE) -> Dict[str, Dict[str, Tuple[int, bytes]]]:
+    """The service key's Parameters subkey the echo driver reads: Host, Port, Message."""
+    return {"Parameters": {"Host": reg_sz(host), "Port": reg_dword(port),
+                           "Message": reg_sz(message)}}
 
 
 def _inverted(h, l):
@@ -483,6 +587,58 @@ SCENARIOS: Dict[str, Scenario] = {
                     "unload (sc stop at 3.5 s), then gives up",
         providers=[], wsk_ready_after_ms=None, unload_after_ms=3500,
         backends=("wskregister",)),
+    "echo": Scenario(
+        name="echo",
+        description="Parameters say %s:%d: socket, bind, connect, send, receive from an echoing "
+                    "peer; the connection is kept until the unload disconnects and closes it"
+                    % (ECHO_HOST, ECHO_PORT),
+        registry=echo_parameters(), peer="echo", needs_connection=True),
+    "echo-refused": Scenario(
+        name="echo-refused",
+        description="the peer refuses the connection: WskConnect completes with "
+                    "STATUS_CONNECTION_REFUSED; the socket is closed at once",
+        registry=echo_parameters(), peer="refuse", needs_connection=True),
+    "echo-silent-stop": Scenario(
+        name="echo-silent-stop",
+        description="the peer never answers; sc stop 1 s later, while the receive is pending: "
+                    "the receive times out (5 s), is cancelled, the socket closed, the unload ends",
+        registry=echo_parameters(), peer="silent", unload_after_ms=1000,
+        needs_connection=True),
+    "echo-wine-like": Scenario(
+        name="echo-wine-like",
+        description="a provider like Wine's: WskDisconnect is a stub (STATUS_NOT_IMPLEMENTED, "
+                    "its IRP never completed) and IoCancelIrp does nothing; the peer echoes",
+        registry=echo_parameters(), peer="echo", disconnect_stub=True,
+        peer_ignores_cancel=True, needs_connection=True),
+    "echo-wine-silent": Scenario(
+        name="echo-wine-silent",
+        description="Wine-like provider, silent peer, sc stop at 0.5 s: the receive times out, "
+                    "the cancel does nothing, the last resort closes the socket, which ends it",
+        registry=echo_parameters(), peer="silent", disconnect_stub=True,
+        peer_ignores_cancel=True, unload_after_ms=500, needs_connection=True),
+    "echo-inline": Scenario(
+        name="echo-inline",
+        description="as 'echo', but the provider completes every request before its function "
+                    "returns (the completion routine runs inside the call, which returns the "
+                    "final status; IoStatus.Information carries the socket and the byte counts)",
+        registry=echo_parameters(), peer="echo", complete_inline=True, needs_connection=True),
+    "echo-trickle": Scenario(
+        name="echo-trickle",
+        description="as 'echo', but each receive gets at most 4 bytes: the message comes back "
+                    "in three receives",
+        registry=echo_parameters(), peer="echo", peer_chunk=4, needs_connection=True),
+    "echo-irp-fails": Scenario(
+        name="echo-irp-fails",
+        description="IoAllocateIrp returns NULL: the exchange fails at its first request "
+                    "(WskSocket is never called)",
+        registry=echo_parameters(), peer="echo", fail_irp_allocations=True,
+        needs_connection=True),
+    "echo-mdl-fails": Scenario(
+        name="echo-mdl-fails",
+        description="IoAllocateMdl returns NULL: connected, the send buffer cannot be described; "
+                    "the socket is closed at once",
+        registry=echo_parameters(), peer="echo", fail_mdl_allocations=True,
+        needs_connection=True),
 }
 
 
@@ -622,6 +778,61 @@ class WskRegistration:
 
 
 @dataclass
+class IrpRec:
+    """An IRP from IoAllocateIrp. state: allocated (the driver's: new, or completed and given
+    back by its completion routine's STATUS_MORE_PROCESSING_REQUIRED), pending (a WSK function
+    took it: the provider's until it completes it), completing (its completion routine runs),
+    freed."""
+
+    number: int
+    address: int
+    stack_size: int
+    allocated_seq: int
+    state: str = "allocated"
+    routine: int = 0
+    context: int = 0
+    device: int = 0
+    invoke: Tuple[int, int, int] = (0, 0, 0)  # InvokeOnSuccess, InvokeOnError, InvokeOnCancel
+    op: str = ""  # the WSK function it was last given to
+    socket: Optional["SocketRec"] = None
+    buffer: Optional[tuple] = None  # a pending receive's WSK_BUF: (address, length, MdlRec)
+    uses: int = 0  # WSK functions it was given to
+    completions: int = 0
+    cancels: int = 0
+    completed_status: Optional[int] = None
+    freed_seq: Optional[int] = None
+
+
+@dataclass
+class MdlRec:
+    """An MDL from IoAllocateMdl (describing VirtualAddress .. +Length)."""
+
+    number: int
+    address: int
+    va: int
+    length: int
+    allocated_seq: int
+    built: bool = False
+    freed_seq: Optional[int] = None
+
+
+@dataclass
+class SocketRec:
+    """A WSK_SOCKET the provider created (WskSocket). state: open, bound, connected,
+    disconnected, closed."""
+
+    number: int
+    address: int
+    dispatch: int
+    client: int
+    state: str = "open"
+    remote: str = ""
+    received_by_peer: bytes = b""  # what the peer got (sent by the driver)
+    to_driver: bytes = b""  # what the peer sent that the driver has not received yet
+    closed_seq: Optional[int] = None
+
+
+@dataclass
 class Wait:
     """What a blocked thread waits for."""
 
@@ -686,6 +897,10 @@ class Result:
     threads: List[Thread] = field(default_factory=list)
     clock: int = 0
     unload_completed: bool = False
+    irps: List[IrpRec] = field(default_factory=list)
+    mdls: List[MdlRec] = field(default_factory=list)
+    sockets: List[SocketRec] = field(default_factory=list)
+    mdl_requests: List[int] = field(default_factory=list)
 
     def in_image(self, addr: int) -> bool:
         return self.image_base <= addr < self.image_base + self.image_size
@@ -757,11 +972,38 @@ class Result:
         return self._tagged(self.profile.connection_tag)
 
     @property
+    def request_allocations(self) -> List[Allocation]:
+        """The library's request contexts (crates/wsk-client/src/irp.rs: the binding tag with
+        'I' last), one per IRP it sends."""
+        return self._tagged(self.profile.binding_tag[:3] + "I")
+
+    @property
+    def buffer_allocations(self) -> List[Allocation]:
+        """The blocks an IoAllocateMdl was asked to describe (crates/wsk-client/src/buffer.rs;
+        their tag, the binding tag with 'D' last, is also the echo driver's own context's)."""
+        vas = set(self.mdl_requests)
+        return [a for a in self.allocations if a.address in vas]
+
+    @property
     def own_allocations(self) -> List[Allocation]:
         """Everything else the driver allocated (its own context, for wsk_echo)."""
         known = {pool_tag(t) for t in (self.profile.binding_tag, self.profile.work_item_tag,
-                                       self.profile.connection_tag) if t}
-        return [a for a in self.allocations if a.tag not in known]
+                                       self.profile.connection_tag,
+                                       self.profile.binding_tag[:3] + "I") if t}
+        buffers = {a.address for a in self.buffer_allocations}
+        return [a for a in self.allocations if a.tag not in known and a.address not in buffers]
+
+    @property
+    def socket_calls(self) -> List[Event]:
+        """The driver's calls of the provider's socket functions (WskSocket and the socket's
+        dispatch), in order; status: what the function returned."""
+        return [e for e in self.events if e.kind == "wsk"]
+
+    @property
+    def completions(self) -> List[Event]:
+        """Every IRP completion (the harness's IoCompleteRequest), in order: args op, Irp,
+        Status, Information."""
+        return [e for e in self.events if e.kind == "io" and e.name == "IoCompleteRequest"]
 
 
 class HarnessError(Exception):
@@ -828,6 +1070,15 @@ class Harness:
         self.kevents: Dict[int, KEvent] = {}
         self.wsk_regs: List[WskRegistration] = []
         self.wsk_capture_answers = 0
+        # IRPs, MDLs, the provider's sockets, and the IRP completions it has queued.
+        self.irps: List[IrpRec] = []
+        self.irp_by_addr: Dict[int, IrpRec] = {}
+        self.mdls: List[MdlRec] = []
+        self.mdl_by_addr: Dict[int, MdlRec] = {}
+        self.mdl_requests: List[int] = []  # VirtualAddress of every IoAllocateMdl
+        self.sockets: List[SocketRec] = []
+        self.socket_by_addr: Dict[int, SocketRec] = {}
+        self.completion_queue: list = []
         # Registry keys open: handle -> path relative to the service key ("" is the key).
         self.open_keys: Dict[int, str] = {}
         self.registry_path = ""  # what DriverEntry got: the service key
@@ -956,6 +1207,8 @@ class Harness:
         self.exallocatepool2_addr = self.emu.get_proc("ntoskrnl", "ExAllocatePool2")
         self.wsk_funcs = {name: self.emu.get_proc("harness", name)
                           for name, _ in WSK_PROVIDER_DISPATCH_FUNCS}
+        self.conn_funcs = {name: self.emu.get_proc("harness", "Socket" + name)
+                           for name, _ in WSK_CONNECTION_DISPATCH_FUNCS}
 
         def add(fn, mod, name, argc):
             # A function Speakeasy implements returns by itself only when the hook leaves RSP
@@ -967,6 +1220,20 @@ class Harness:
         add(self._h_after_entry, "harness", "AfterEntry", 0)
         for name, argc in WSK_PROVIDER_DISPATCH_FUNCS:
             add(self._make_wsk_hook(name, argc), "harness", name, argc)
+        socket_hooks = {"WskCloseSocket": self._h_sock_closesocket, "WskBind": self._h_sock_bind,
+                        "WskConnect": self._h_sock_connect, "WskSend": self._h_sock_send,
+                        "WskReceive": self._h_sock_receive,
+                        "WskDisconnect": self._h_sock_disconnect}
+        for name, argc in WSK_CONNECTION_DISPATCH_FUNCS:
+            add(socket_hooks.get(name) or self._h_sock_unsupported(name), "harness",
+                "Socket" + name, argc)
+        add(self._h_ioallocateirp, "ntoskrnl", "IoAllocateIrp", 2)
+        add(self._h_iofreeirp, "ntoskrnl", "IoFreeIrp", 1)
+        add(self._h_iosetcompletionroutineex, "ntoskrnl", "IoSetCompletionRoutineEx", 7)
+        add(self._h_iocancelirp, "ntoskrnl", "IoCancelIrp", 1)
+        add(self._h_ioallocatemdl, "ntoskrnl", "IoAllocateMdl", 5)
+        add(self._h_mmbuildmdlfornonpagedpool, "ntoskrnl", "MmBuildMdlForNonPagedPool", 1)
+        add(self._h_iofreemdl, "ntoskrnl", "IoFreeMdl", 1)
         add(self._h_register, "netio", "NmrRegisterClient", 3)
         add(self._h_deregister, "netio", "NmrDeregisterClient", 1)
         add(self._h_wait, "netio", "NmrWaitForClientDeregisterComplete", 1)
@@ -1220,7 +1487,7 @@ class Harness:
     def _thread_exit(self):
         t = self.current
         t.state = "done"
-        if t.kind == "worker":
+        if t.kind in ("worker", "provider"):
             self._free_stacks.append((t.stack_top, t.stack_size))
         self.progress += 1
         return self.schedule()
@@ -1291,6 +1558,8 @@ class Harness:
                         if ke:
                             ke.waits += 1
                     return self._resume(t, STATUS_TIMEOUT)
+            if self.completion_queue:
+                return self._start_provider_thread(self.completion_queue[0])
             for item in self.work_queue:
                 if item.ready_at <= self.now:
                     return self._start_worker(item)
@@ -1385,13 +1654,15 @@ class Harness:
         value = (rax & 0xFFFFFFFF) if req.returns else None
         return self._drive(gen, value, frame_rsp)
 
-    def call(self, fn: int, args: list, name: str, returns: bool = True, arg_names=()):
-        """Generator helper: call a driver callback, log it, return its status."""
-        e = self.ev("callback", name, dict(zip(arg_names, args)))
+    def call(self, fn: int, args: list, name: str, returns: bool = True, arg_names=(),
+             kind: str = "callback"):
+        """Generator helper: call a driver callback, log it, return its status. kind:
+        "callback" (NMR calls it), "io-callback" (the I/O manager: a completion routine)."""
+        e = self.ev(kind, name, dict(zip(arg_names, args)))
         st = yield Call(fn, list(args), name, returns)
         e.status = st
         e.text = "returned"
-        self.ev("return", name, status=st)
+        self.ev("return" if kind == "callback" else "io-return", name, status=st)
         return st
 
     def in_callback(self, *names) -> Optional[str]:
@@ -1889,10 +2160,542 @@ class Harness:
 
     # hooks: WSK provider dispatch ---------------------------------------------------------
     def _make_wsk_hook(self, name, argc):
+        if name == "WskSocket" and self.scenario.peer is not None:
+            return self._h_wsk_socket
+
         def hook(emu, api, func, argv):
             self.ev("wsk", name, {"Client": argv[0] if argv else 0}, status=STATUS_NOT_SUPPORTED)
             return STATUS_NOT_SUPPORTED
         return hook
+
+    # hooks: IRPs and MDLs (the I/O manager) -----------------------------------------------------
+    def _irp(self, addr: int, api: str) -> Optional[IrpRec]:
+        rec = self.irp_by_addr.get(addr)
+        if rec is None:
+            self.violation("%s(0x%x): not an IRP from IoAllocateIrp" % (api, addr))
+            return None
+        if rec.state == "freed":
+            self.violation("%s(0x%x): IRP %d was freed already (IoFreeIrp)" % (api, addr,
+                                                                              rec.number))
+            return None
+        return rec
+
+    def _h_ioallocateirp(self, emu, api, func, argv):
+        stack_size, quota = argv[0] & 0xFF, argv[1] & 0xFF
+        e = self.ev("io", "IoAllocateIrp", {"StackSize": stack_size, "ChargeQuota": quota})
+        if self.scenario.fail_irp_allocations:
+            e.status = 0
+            return 0
+        if stack_size < 1:
+            self.violation("IoAllocateIrp(StackSize=%d): a WSK request needs a stack location "
+                           "for the provider" % stack_size)
+        size = SIZEOF_IRP + SIZEOF_IO_STACK_LOCATION * max(stack_size, 1)
+        addr = self.alloc(size, "irp")
+        self.wr(addr, struct.pack("<hH", IO_TYPE_IRP, size))
+        self.wr(addr + IRP_STACK_COUNT, bytes([stack_size, (stack_size + 1) & 0xFF]))
+        rec = IrpRec(number=len(self.irps) + 1, address=addr, stack_size=stack_size,
+                     allocated_seq=e.seq)
+        self.irps.append(rec)
+        self.irp_by_addr[addr] = rec
+        e.status = addr
+        e.args["*irp"] = rec.number
+        return addr
+
+    def _h_iofreeirp(self, emu, api, func, argv):
+        (addr,) = argv
+        rec = self.irp_by_addr.get(addr)
+        e = self.ev("io", "IoFreeIrp", {"Irp": addr})
+        if rec is None:
+            self.violation("IoFreeIrp(0x%x): not an IRP from IoAllocateIrp" % addr)
+            return None
+        e.args["*irp"] = rec.number
+        if rec.state == "freed":
+            self.violation("IoFreeIrp(0x%x): IRP %d freed twice" % (addr, rec.number))
+            return None
+        if rec.state == "pending":
+            self.violation("IoFreeIrp(0x%x): IRP %d is still pending in %s (the provider owns it "
+                           "until it completes it)" % (addr, rec.number, rec.op))
+        if rec.routine:
+            # Not a violation here (a provider that never completes the IRP leaves the driver no
+            # other choice), but on Windows the memory IoSetCompletionRoutineEx allocated (and
+            # its device object reference) is only released when the routine runs.
+            e.text = ("its IoSetCompletionRoutineEx routine never ran: Windows would leak the "
+                      "memory it allocated for it")
+        rec.state = "freed"
+        rec.freed_seq = e.seq
+        self.wr(addr, b"\xdd" * (SIZEOF_IRP + SIZEOF_IO_STACK_LOCATION * max(rec.stack_size, 1)))
+        return None
+
+    def _h_iosetcompletionroutineex(self, emu, api, func, argv):
+        dev, irp, routine, ctx, on_success, on_error, on_cancel = argv
+        invoke = (on_success & 0xFF, on_error & 0xFF, on_cancel & 0xFF)
+        e = self.ev("io", "IoSetCompletionRoutineEx", {
+            "DeviceObject": dev, "Irp": irp, "CompletionRoutine": routine, "Context": ctx,
+            "InvokeOnSuccess": invoke[0], "InvokeOnError": invoke[1], "InvokeOnCancel": invoke[2]})
+        rec = self._irp(irp, "IoSetCompletionRoutineEx")
+        if rec is None:
+            e.status = STATUS_INVALID_PARAMETER
+            return e.status
+        e.args["*irp"] = rec.number
+        d = self._device(dev)
+        if d is None or d.deleted_seq is not None:
+            # The I/O manager takes a reference on it until the routine has run.
+            self.violation("IoSetCompletionRoutineEx: DeviceObject 0x%x is not a live device "
+                           "object of the driver" % dev)
+        if not self.in_image(routine):
+            self.violation("IoSetCompletionRoutineEx: CompletionRoutine 0x%x is not in the "
+                           "image" % routine)
+        if rec.state != "allocated":
+            self.violation("IoSetCompletionRoutineEx on IRP %d while it is %s (in %s)"
+                           % (rec.number, rec.state, rec.op))
+        rec.routine, rec.context, rec.device, rec.invoke = routine, ctx, dev, invoke
+        e.status = STATUS_SUCCESS
+        return STATUS_SUCCESS
+
+    def _h_iocancelirp(self, emu, api, func, argv):
+        (addr,) = argv
+        e = self.ev("io", "IoCancelIrp", {"Irp": addr})
+        rec = self._irp(addr, "IoCancelIrp")
+        if rec is None:
+            e.status = 0
+            return 0
+        e.args["*irp"] = rec.number
+        rec.cancels += 1
+        self.wr(addr + IRP_CANCEL, b"\x01")
+        if rec.state != "pending":
+            e.status, e.text = 0, "not pending"
+            return 0
+        if self.scenario.peer_ignores_cancel:
+            e.status, e.text = 0, "the provider set no cancel routine: nothing happens"
+            return 0
+        e.text = "the provider's cancel routine completes it"
+
+        def gen():
+            yield from self._complete_gen(rec, STATUS_CANCELLED, 0)
+            e.status = 1
+            return 1
+        return self._start(gen())
+
+    def _complete_gen(self, rec: IrpRec, status: int, information: int, before=None):
+        """Generator: IoCompleteRequest of a pending IRP: IoStatus written, then the completion
+        routine called (DeviceObject NULL: the driver allocated the IRP); it must return
+        STATUS_MORE_PROCESSING_REQUIRED, which gives the IRP back to the driver."""
+        if rec.state != "pending":
+            raise HarnessError("completing IRP %d while %s" % (rec.number, rec.state))
+        if before is not None:
+            before()
+        self.wr(rec.address + IRP_IO_STATUS, struct.pack("<IIQ", status & 0xFFFFFFFF, 0,
+                                                         information))
+        rec.state = "completing"
+        rec.completions += 1
+        rec.completed_status = status
+        self.progress += 1
+        self.ev("io", "IoCompleteRequest", {"op": rec.op, "Irp": rec.address, "*irp": rec.number,
+                                            "Status": status, "Information": information})
+        routine, ctx = rec.routine, rec.context
+        if status == STATUS_CANCELLED:
+            invoked = rec.invoke[2]
+        elif status & 0x80000000 == 0:
+            invoked = rec.invoke[0]
+        else:
+            invoked = rec.invoke[1]
+        # The stack location is used up: a reuse of the IRP needs its routine set again.
+        rec.routine = rec.context = 0
+        if not routine or not invoked:
+            self.violation("IRP %d (%s) completed with %s and no completion routine to call: "
+                           "the I/O manager would go on completing the driver's own IRP"
+                           % (rec.number, rec.op, status_name(status)))
+            rec.state = "allocated"
+            return
+        st = yield from self.call(routine, [0, rec.address, ctx], "CompletionRoutine",
+                                  arg_names=("DeviceObject", "Irp", "Context"), kind="io-callback")
+        if st != STATUS_MORE_PROCESSING_REQUIRED:
+            self.violation("the completion routine of IRP %d (%s) returned %s, not "
+                           "STATUS_MORE_PROCESSING_REQUIRED: the I/O manager would go on "
+                           "completing (and free) the driver's own IRP"
+                           % (rec.number, rec.op, status_name(st)))
+        if rec.state == "completing":
+            rec.state = "allocated"
+
+    def _queue_completion(self, rec: IrpRec, status: int, information: int = 0, before=None):
+        """The provider completes `rec` later, on a thread of its own (a DPC, say)."""
+        self.completion_queue.append((rec, rec.uses, status, information, before))
+        self.progress += 1
+
+    def _start_provider_thread(self, job):
+        self.completion_queue.remove(job)
+        rec, token, status, information, before = job
+        top, size = self._stack_for_worker()
+        t = self._new_thread("provider thread %d" % (sum(x.kind == "provider"
+                                                         for x in self.threads) + 1),
+                             "provider", top, size)
+        self.progress += 1
+        self.current = t
+        self.depth = 1
+        self.ev("thread", "switch", text="the WSK provider completes IRP %d (%s) on %s"
+                % (rec.number, rec.op, t.name), depth=0)
+
+        def gen():
+            if rec.state == "pending" and rec.uses == token:
+                yield from self._complete_gen(rec, status, information, before)
+            return 0
+        self._switched = True
+        return self._drive(gen(), None, None)
+
+    def _mdl(self, addr: int, api: str) -> Optional[MdlRec]:
+        m = self.mdl_by_addr.get(addr)
+        if m is None:
+            self.violation("%s(0x%x): not an MDL from IoAllocateMdl" % (api, addr))
+            return None
+        if m.freed_seq is not None:
+            self.violation("%s(0x%x): MDL %d was freed already (IoFreeMdl)" % (api, addr,
+                                                                              m.number))
+            return None
+        return m
+
+    def _h_ioallocatemdl(self, emu, api, func, argv):
+        va, length, secondary, quota, irp = argv
+        length &= 0xFFFFFFFF
+        e = self.ev("io", "IoAllocateMdl", {"VirtualAddress": va, "Length": length,
+                                            "SecondaryBuffer": secondary & 0xFF,
+                                            "ChargeQuota": quota & 0xFF, "Irp": irp})
+        self.mdl_requests.append(va)
+        if self.scenario.fail_mdl_allocations:
+            e.status = 0
+            return 0
+        if irp:
+            self.violation("IoAllocateMdl with Irp 0x%x: the MDL would belong to that IRP "
+                           "(IoFreeIrp frees it)" % irp)
+        block = self.pool_block(va)
+        if length == 0 or block is None or va + length > block.address + block.size:
+            self.violation("IoAllocateMdl(0x%x, %d): not within one live pool block (%s)"
+                           % (va, length, self.where(va)))
+        pages = ((va & (PAGE_SIZE - 1)) + length + PAGE_SIZE - 1) // PAGE_SIZE
+        size = SIZEOF_MDL + 8 * pages
+        addr = self.alloc(size, "mdl")
+        self.wr(addr, struct.pack("<QhH4xQQQII", 0, size, 0, 0, 0, va & ~(PAGE_SIZE - 1), length,
+                                  va & (PAGE_SIZE - 1)))
+        m = MdlRec(number=len(self.mdls) + 1, address=addr, va=va, length=length,
+                   allocated_seq=e.seq)
+        self.mdls.append(m)
+        self.mdl_by_addr[addr] = m
+        e.status = addr
+        e.args["*mdl"] = m.number
+        return addr
+
+    def _h_mmbuildmdlfornonpagedpool(self, emu, api, func, argv):
+        (addr,) = argv
+        e = self.ev("io", "MmBuildMdlForNonPagedPool", {"MemoryDescriptorList": addr})
+        m = self._mdl(addr, "MmBuildMdlForNonPagedPool")
+        if m is None:
+            return None
+        e.args["*mdl"] = m.number
+        if self.pool_block(m.va) is None:
+            self.violation("MmBuildMdlForNonPagedPool: MDL %d describes 0x%x, %s (not live "
+                           "non-paged pool)" % (m.number, m.va, self.where(m.va)))
+        flags = struct.unpack("<H", self.rd(addr + 10, 2))[0] | MDL_SOURCE_IS_NONPAGED_POOL
+        self.wr(addr + 10, struct.pack("<H", flags))
+        self.wr64(addr + MDL_MAPPED_SYSTEM_VA, m.va)
+        m.built = True
+        return None
+
+    def _h_iofreemdl(self, emu, api, func, argv):
+        (addr,) = argv
+        e = self.ev("io", "IoFreeMdl", {"Mdl": addr})
+        m = self.mdl_by_addr.get(addr)
+        if m is None:
+            self.violation("IoFreeMdl(0x%x): not an MDL from IoAllocateMdl" % addr)
+            return None
+        e.args["*mdl"] = m.number
+        if m.freed_seq is not None:
+            self.violation("IoFreeMdl(0x%x): MDL %d freed twice" % (addr, m.number))
+            return None
+        for rec in self.irps:
+            if rec.state == "pending" and rec.buffer is not None and rec.buffer[2] is m:
+                self.violation("IoFreeMdl(0x%x): MDL %d is in use by IRP %d, pending in %s"
+                               % (addr, m.number, rec.number, rec.op))
+        m.freed_seq = e.seq
+        self.wr(addr, b"\xdd" * SIZEOF_MDL)
+        return None
+
+    # hooks: the WSK provider's sockets ---------------------------------------------------------
+    def _wsk_buf(self, addr: int, op: str) -> Optional[Tuple[int, int, MdlRec]]:
+        """A WSK_BUF {Mdl, Offset, Length}: (address, length, MDL), or None (reported) when it
+        does not fit its MDL."""
+        if not self.readable(addr, 24):
+            self.violation("%s: WSK_BUF 0x%x not readable" % (op, addr))
+            return None
+        mdl_p, offset, length = struct.unpack("<QI4xQ", self.rd(addr, 24))
+        m = self._mdl(mdl_p, op + " (WSK_BUF.Mdl)")
+        if m is None:
+            return None
+        if not m.built:
+            self.violation("%s: MDL %d of its WSK_BUF was never built (MmBuildMdlForNonPagedPool)"
+                           % (op, m.number))
+        count = self.rd32(mdl_p + MDL_BYTE_COUNT)
+        if offset + length > count:
+            self.violation("%s: WSK_BUF Offset %d + Length %d is beyond its MDL's ByteCount %d: "
+                           "the provider would go past the buffer" % (op, offset, length, count))
+            return None
+        if self.pool_block(m.va) is None:
+            self.violation("%s: the buffer of MDL %d (0x%x) is not live pool" % (op, m.number,
+                                                                                m.va))
+            return None
+        return m.va + offset, length, m
+
+    def _sockaddr(self, addr: int) -> str:
+        if not self.readable(addr, 16):
+            return "(unreadable 0x%x)" % addr
+        family, port = struct.unpack("<HH", self.rd(addr, 4))
+        if family != AF_INET:
+            return "(family %d)" % family
+        ip = self.rd(addr + 4, 4)
+        return "%d.%d.%d.%d:%d" % (ip[0], ip[1], ip[2], ip[3], ((port & 0xFF) << 8) | (port >> 8))
+
+    def _take_irp(self, addr: int, op: str, sock: Optional[SocketRec]) -> Optional[IrpRec]:
+        """A WSK function takes the driver's IRP: it must be the driver's, not in use, with a
+        completion routine set."""
+        if not addr:
+            self.violation("%s without an IRP" % op)
+            return None
+        rec = self._irp(addr, op)
+        if rec is None:
+            return None
+        if rec.state != "allocated":
+            self.violation("%s: IRP %d is %s (in %s)" % (op, rec.number, rec.state, rec.op))
+            return None
+        if not rec.routine:
+            self.violation("%s: IRP %d has no completion routine (IoSetCompletionRoutineEx): "
+                           "nothing would tell the driver it completed" % (op, rec.number))
+        rec.state = "pending"
+        rec.op = op
+        rec.socket = sock
+        rec.buffer = None
+        rec.uses += 1
+        return rec
+
+    def _finish(self, e: Event, rec: Optional[IrpRec], status: int, information: int = 0,
+                before=None):
+        """The WSK function's result: by default it returns STATUS_PENDING and a provider thread
+        completes the IRP; with Scenario.complete_inline it completes the IRP before returning
+        (legal too) and returns the final status."""
+        if rec is None:
+            e.status = status
+            return status
+        if not self.scenario.complete_inline:
+            e.status = STATUS_PENDING
+            self._queue_completion(rec, status, information, before)
+            return STATUS_PENDING
+        e.status = status
+
+        def gen():
+            yield from self._complete_gen(rec, status, information, before)
+            return status
+        return self._start(gen())
+
+    def _h_wsk_socket(self, emu, api, func, argv):
+        (client, family, stype, proto, flags, sctx, disp, proc, thread, sd, irp) = argv
+        family, stype, proto, flags = family & 0xFFFF, stype & 0xFFFF, proto & 0xFFFFFFFF, \
+            flags & 0xFFFFFFFF
+        e = self.ev("wsk", "WskSocket", {"Client": client, "AddressFamily": family,
+                                         "SocketType": stype, "Protocol": proto, "Flags": flags,
+                                         "Irp": irp})
+        clients = {b.wsk_client: b for b in self.bindings if b.wsk_client}
+        clients.update({reg.wsk_client: reg for reg in self.wsk_regs if reg.wsk_client})
+        owner = clients.get(client)
+        if owner is None:
+            self.violation("WskSocket: Client 0x%x is not a WSK_CLIENT the provider gave" % client)
+        elif isinstance(owner, Binding) and owner.state not in ("attached", "detaching",
+                                                                "detach-pending"):
+            self.violation("WskSocket through binding 0x%x, which is %s" % (owner.handle,
+                                                                           owner.state))
+        rec = self._take_irp(irp, "WskSocket", None)
+        if (family, stype, proto, flags) != (AF_INET, SOCK_STREAM, IPPROTO_TCP,
+                                              WSK_FLAG_CONNECTION_SOCKET):
+            return self._finish(e, rec, STATUS_INVALID_PARAMETER)
+        dispatch = self.alloc(SIZEOF_WSK_PROVIDER_CONNECTION_DISPATCH, "wsk.connection_dispatch")
+        self.wr(dispatch, b"".join(struct.pack("<Q", self.conn_funcs[n])
+                                   for n, _ in WSK_CONNECTION_DISPATCH_FUNCS))
+        addr = self.alloc(8, "wsk.socket")
+        self.wr64(addr, dispatch)
+        sock = SocketRec(number=len(self.sockets) + 1, address=addr, dispatch=dispatch,
+                         client=client)
+        self.sockets.append(sock)
+        self.socket_by_addr[addr] = sock
+        e.args["*socket"] = sock.number
+        if rec is not None:
+            rec.socket = sock
+        return self._finish(e, rec, STATUS_SUCCESS, addr)
+
+    def _socket_call(self, name: str, sock_addr: int, args: dict):
+        """Common start of a socket dispatch function: (event, SocketRec or None)."""
+        e = self.ev("wsk", name, dict({"Socket": sock_addr}, **args))
+        sock = self.socket_by_addr.get(sock_addr)
+        if sock is None:
+            self.violation("%s(0x%x): not a socket of the provider" % (name, sock_addr))
+            return e, None
+        e.args["*socket"] = sock.number
+        if sock.state == "closed":
+            self.violation("%s on socket %d after WskCloseSocket" % (name, sock.number))
+            return e, None
+        return e, sock
+
+    def _h_sock_unsupported(self, name):
+        def hook(emu, api, func, argv):
+            e, sock = self._socket_call(name, argv[0], {})
+            rec = self._take_irp(argv[-1], name, sock)
+            return self._finish(e, rec, STATUS_NOT_SUPPORTED)
+        return hook
+
+    def _h_sock_bind(self, emu, api, func, argv):
+        sock_addr, local, flags, irp = argv
+        e, sock = self._socket_call("WskBind", sock_addr, {"LocalAddress": self._sockaddr(local),
+                                                           "Flags": flags & 0xFFFFFFFF})
+        rec = self._take_irp(irp, "WskBind", sock)
+        if sock is None:
+            return self._finish(e, rec, STATUS_INVALID_HANDLE)
+        if sock.state != "open":
+            return self._finish(e, rec, STATUS_INVALID_DEVICE_STATE)
+        sock.state = "bound"
+        return self._finish(e, rec, STATUS_SUCCESS)
+
+    def _h_sock_connect(self, emu, api, func, argv):
+        sock_addr, remote, flags, irp = argv
+        e, sock = self._socket_call("WskConnect", sock_addr,
+                                    {"RemoteAddress": self._sockaddr(remote),
+                                     "Flags": flags & 0xFFFFFFFF})
+        rec = self._take_irp(irp, "WskConnect", sock)
+        if sock is None:
+            return self._finish(e, rec, STATUS_INVALID_HANDLE)
+        if sock.state != "bound":
+            return self._finish(e, rec, STATUS_INVALID_DEVICE_STATE)
+        sock.remote = e.args["RemoteAddress"]
+        if self.scenario.peer == "refuse":
+            return self._finish(e, rec, STATUS_CONNECTION_REFUSED)
+        sock.state = "connected"
+        return self._finish(e, rec, STATUS_SUCCESS)
+
+    def _deliver(self, sock: SocketRec):
+        """Data from the peer meets a pending receive: its completion is queued."""
+        if not sock.to_driver:
+            return
+        for rec in self.irps:
+            if (rec.state == "pending" and rec.socket is sock and rec.op == "WskReceive"
+                    and rec.buffer is not None
+                    and not any(j[0] is rec for j in self.completion_queue)):
+                va, length, _ = rec.buffer
+                n = min(length, len(sock.to_driver), self.scenario.peer_chunk or length)
+                data, sock.to_driver = sock.to_driver[:n], sock.to_driver[n:]
+                self._queue_completion(rec, STATUS_SUCCESS, n, self._receive_copy(rec, va, data))
+                return
+
+    def _receive_copy(self, rec: IrpRec, va: int, data: bytes):
+        """What completing a receive does first: the data goes into the driver's buffer."""
+        def before():
+            if self.pool_block(va) is None:
+                self.violation("the receive buffer of IRP %d (0x%x) was freed while the receive "
+                               "was pending" % (rec.number, va))
+            else:
+                self.wr(va, data)
+        return before
+
+    def _h_sock_send(self, emu, api, func, argv):
+        sock_addr, buf, flags, irp = argv
+        e, sock = self._socket_call("WskSend", sock_addr, {"Buffer": buf,
+                                                           "Flags": flags & 0xFFFFFFFF})
+        rec = self._take_irp(irp, "WskSend", sock)
+        if sock is None:
+            return self._finish(e, rec, STATUS_INVALID_HANDLE)
+        wb = self._wsk_buf(buf, "WskSend")
+        if wb is None:
+            return self._finish(e, rec, STATUS_INVALID_PARAMETER)
+        va, length, _ = wb
+        e.args["Length"] = length
+        if sock.state != "connected":
+            return self._finish(e, rec, STATUS_INVALID_DEVICE_STATE)
+        data = self.rd(va, length) if length else b""
+        e.args["*data"] = data
+        sock.received_by_peer += data
+        if self.scenario.peer == "echo":
+            sock.to_driver += data
+            self._deliver(sock)
+        return self._finish(e, rec, STATUS_SUCCESS, length)
+
+    def _h_sock_receive(self, emu, api, func, argv):
+        sock_addr, buf, flags, irp = argv
+        e, sock = self._socket_call("WskReceive", sock_addr, {"Buffer": buf,
+                                                              "Flags": flags & 0xFFFFFFFF})
+        rec = self._take_irp(irp, "WskReceive", sock)
+        if sock is None:
+            return self._finish(e, rec, STATUS_INVALID_HANDLE)
+        wb = self._wsk_buf(buf, "WskReceive")
+        if wb is None:
+            return self._finish(e, rec, STATUS_INVALID_PARAMETER)
+        e.args["Length"] = wb[1]
+        if sock.state != "connected":
+            return self._finish(e, rec, STATUS_INVALID_DEVICE_STATE)
+        if rec is None:
+            e.status = STATUS_INVALID_PARAMETER
+            return e.status
+        rec.buffer = wb
+        if sock.to_driver:
+            va, length, _ = wb
+            n = min(length, len(sock.to_driver), self.scenario.peer_chunk or length)
+            data, sock.to_driver = sock.to_driver[:n], sock.to_driver[n:]
+            return self._finish(e, rec, STATUS_SUCCESS, n, self._receive_copy(rec, va, data))
+        e.status = STATUS_PENDING  # until data comes, a cancel, or the close
+        return STATUS_PENDING
+
+    def _h_sock_disconnect(self, emu, api, func, argv):
+        sock_addr, buf, flags, irp = argv
+        e, sock = self._socket_call("WskDisconnect", sock_addr, {"Buffer": buf,
+                                                                 "Flags": flags & 0xFFFFFFFF})
+        if self.scenario.disconnect_stub:
+            # Wine's: answers at once and never touches (or completes) the IRP.
+            e.status = STATUS_NOT_IMPLEMENTED
+            e.text = "a stub: the IRP is not completed"
+            return STATUS_NOT_IMPLEMENTED
+        rec = self._take_irp(irp, "WskDisconnect", sock)
+        if sock is None:
+            return self._finish(e, rec, STATUS_INVALID_HANDLE)
+        if buf and self._wsk_buf(buf, "WskDisconnect") is None:
+            return self._finish(e, rec, STATUS_INVALID_PARAMETER)
+        if sock.state != "connected":
+            return self._finish(e, rec, STATUS_INVALID_DEVICE_STATE)
+        sock.state = "disconnected"
+        return self._finish(e, rec, STATUS_SUCCESS)
+
+    def _h_sock_closesocket(self, emu, api, func, argv):
+        sock_addr, irp = argv
+        e, sock = self._socket_call("WskCloseSocket", sock_addr, {"Irp": irp})
+        rec = self._take_irp(irp, "WskCloseSocket", sock)
+        if sock is None:
+            return self._finish(e, rec, STATUS_INVALID_HANDLE)
+        sock.state = "closed"
+        sock.closed_seq = e.seq
+        # The close first completes the socket's pending requests (cancelled), at once.
+        pending = [r for r in self.irps if r.state == "pending" and r.socket is sock
+                   and r is not rec and not any(j[0] is r for j in self.completion_queue)]
+        if not pending:
+            return self._finish(e, rec, STATUS_SUCCESS)
+
+        def gen():
+            for r in pending:
+                if r.state == "pending":
+                    yield from self._complete_gen(r, STATUS_CANCELLED, 0)
+            e.status = yield from self._finish_gen(rec, STATUS_SUCCESS)
+            return e.status
+        return self._start(gen())
+
+    def _finish_gen(self, rec: Optional[IrpRec], status: int, information: int = 0):
+        """_finish from inside a harness generator."""
+        if rec is None:
+            return status
+        if not self.scenario.complete_inline:
+            self._queue_completion(rec, status, information)
+            return STATUS_PENDING
+        yield from self._complete_gen(rec, status, information)
+        return status
 
     # hooks: device objects ------------------------------------------------------------------
     def _h_iocreatedevice(self, emu, api, func, argv):
@@ -2129,7 +2932,8 @@ class Harness:
             e.status = STATUS_SUCCESS
             return STATUS_SUCCESS
         if timeout != 0:
-            inside = self.in_callback("ClientDetachProvider", "ClientCleanupBindingContext")
+            inside = self.in_callback("ClientDetachProvider", "ClientCleanupBindingContext",
+                                      "CompletionRoutine")
             if inside:
                 self.violation("KeWaitForSingleObject with a wait inside %s (which may run at "
                                "DISPATCH_LEVEL)" % inside)
@@ -2411,6 +3215,19 @@ class Harness:
                 if a.freed_by is None:
                     self.violation("pool leak at %s: %d bytes tag %s at 0x%x (%s)"
                                    % (when, a.size, tag_name(a.tag), a.address, a.api))
+            for rec in self.irps:
+                if rec.state != "freed":
+                    self.violation("IRP %d (IoAllocateIrp) not freed at %s (IoFreeIrp)%s"
+                                   % (rec.number, when, "; still pending in %s" % rec.op
+                                      if rec.state == "pending" else ""))
+            for m in self.mdls:
+                if m.freed_seq is None:
+                    self.violation("MDL %d (IoAllocateMdl) not freed at %s (IoFreeMdl)"
+                                   % (m.number, when))
+            for sock in self.sockets:
+                if sock.state != "closed":
+                    self.violation("socket %d (WskSocket) not closed at %s (WskCloseSocket)"
+                                   % (sock.number, when))
         stack = max((t.stack_used for t in self.threads), default=0)
         return Result(scenario=self.scenario, image=self.image, profile=self.profile,
                       events=self.events,
@@ -2423,7 +3240,8 @@ class Harness:
                       stack_used=stack, devices=self.devices, work_items=self.work_items,
                       kevents=list(self.kevents.values()), wsk_registrations=self.wsk_regs,
                       threads=self.threads, clock=self.now,
-                      unload_completed=self.unload_completed)
+                      unload_completed=self.unload_completed, irps=self.irps, mdls=self.mdls,
+                      sockets=self.sockets, mdl_requests=self.mdl_requests)
 
 
 def _cdecl():
@@ -2571,8 +3389,12 @@ def _fmt_args(args: dict) -> str:
                 v = tag_name(v)
             elif k in ("NumberOfBytes", "ComponentId", "Level", "dwOSVersionInfoSize",
                        "DeviceExtensionSize", "WaitReason", "WaitMode", "Alertable", "Exclusive",
-                       "State"):
+                       "State", "Length", "StackSize", "ChargeQuota", "SecondaryBuffer",
+                       "Information", "InvokeOnSuccess", "InvokeOnError", "InvokeOnCancel",
+                       "AddressFamily", "SocketType", "Protocol"):
                 v = str(v)
+            elif k == "Status":
+                v = status_name(v)
             elif k == "Flags":
                 v = "0x%x%s" % (v, " (POOL_FLAG_NON_PAGED)" if v == POOL_FLAG_NON_PAGED else "")
             elif k == "PoolType":
@@ -2645,6 +3467,29 @@ def format_trace(r: Result) -> str:
         L.append("  a work item starts %d ms after it is queued" % sc.work_delay_ms)
     if sc.unload_after_ms:
         L.append("  sc stop %d ms after the driver's start has settled" % sc.unload_after_ms)
+    for key, values in sc.registry.items():
+        shown = []
+        for name, (kind, data) in values.items():
+            if kind == REG_SZ:
+                shown.append("%s=%r" % (name, data.decode("utf-16-le", "replace").rstrip("\0")))
+            elif kind == REG_DWORD and len(data) == 4:
+                shown.append("%s=%d" % (name, struct.unpack("<I", data)[0]))
+            else:
+                shown.append("%s=(type %d, %d bytes)" % (name, kind, len(data)))
+        L.append("  registry: service key\\%s: %s" % (key, ", ".join(shown)))
+    if sc.peer:
+        extra = [x for x, on in (
+            ("IoCancelIrp does nothing", sc.peer_ignores_cancel),
+            ("WskDisconnect is a stub", sc.disconnect_stub),
+            ("requests completed inside the call", sc.complete_inline),
+            ("at most %d bytes per receive" % sc.peer_chunk, sc.peer_chunk)) if on]
+        L.append("  sockets: the peer %s%s" % (
+            {"echo": "echoes", "refuse": "refuses connections",
+             "silent": "never answers"}[sc.peer], "; " + "; ".join(extra) if extra else ""))
+    if sc.fail_irp_allocations:
+        L.append("  IoAllocateIrp returns NULL")
+    if sc.fail_mdl_allocations:
+        L.append("  IoAllocateMdl returns NULL")
     L.append("")
     L.append("Legend: '->' NMR/kernel answers the driver; '<=' NMR calls into the driver and the "
              "driver returns; 'log' is the driver's own DbgPrintEx output; '~~' the harness "
@@ -2770,8 +3615,40 @@ def format_trace(r: Result) -> str:
                          "WSK %s)" % (ind, e.args["*Client"], e.args["*Dispatch"],
                                       version_name(e.args["*Dispatch.Version"])))
         elif e.kind == "wsk":
-            L.append("%sWSK provider dispatch: %s(%s) -> %s" % (ind, e.name, _fmt_args(e.args),
-                                                                status_name(e.status)))
+            where = "provider dispatch" if "Socket" not in e.args else \
+                "socket %s" % e.args.get("*socket", "?")
+            L.append("%sWSK %s: %s(%s) -> %s%s" % (ind, where, e.name, _fmt_args(e.args),
+                                                 status_name(e.status),
+                                                 " (%s)" % e.text if e.text else ""))
+            if e.args.get("*data") is not None:
+                L.append("%s   data: %r" % (ind, e.args["*data"]))
+        elif e.kind == "io":
+            tag = ""
+            if "*irp" in e.args:
+                tag = " [IRP %d]" % e.args["*irp"]
+            elif "*mdl" in e.args:
+                tag = " [MDL %d]" % e.args["*mdl"]
+            if e.name == "IoCompleteRequest":
+                L.append("%sprovider completes the IRP of %s%s: IoStatus = {%s, %d}" % (
+                    ind, e.args["op"], tag, status_name(e.args["Status"]),
+                    e.args["Information"]))
+            elif e.name in ("IoAllocateIrp", "IoAllocateMdl"):
+                L.append("%s%s(%s) -> %s%s" % (ind, e.name, _fmt_args(e.args),
+                                               "0x%x" % e.status if e.status else "NULL", tag))
+            elif e.name == "IoCancelIrp":
+                L.append("%sIoCancelIrp(%s) -> %s%s%s" % (
+                    ind, _fmt_args(e.args), {1: "TRUE", 0: "FALSE"}.get(e.status, "?"), tag,
+                    " (%s)" % e.text if e.text else ""))
+            elif e.name == "IoSetCompletionRoutineEx":
+                L.append("%s%s(%s) -> %s%s" % (ind, e.name, _fmt_args(e.args),
+                                               status_name(e.status), tag))
+            else:
+                L.append("%s%s(%s)%s%s" % (ind, e.name, _fmt_args(e.args), tag,
+                                           " (%s)" % e.text if e.text else ""))
+        elif e.kind == "io-callback":
+            L.append("%sI/O manager => driver %s(%s)" % (ind, e.name, _fmt_args(e.args)))
+        elif e.kind == "io-return":
+            L.append("%s<= %s returned %s" % (ind, e.name, status_name(e.status)))
         elif e.kind == "provider":
             L.append("%s%s: %s" % (ind, e.name, e.text))
         elif e.kind == "violation":
@@ -2809,6 +3686,13 @@ def format_trace(r: Result) -> str:
         sum(1 for e in r.events if e.kind == "ke" and e.name == "KeWaitForSingleObject"),
         sum(1 for e in r.events if e.kind == "ke" and e.name == "KeWaitForSingleObject"
             and e.status == STATUS_TIMEOUT)))
+    if r.irps or r.mdls or r.sockets or r.mdl_requests:
+        L.append("  IRPs: %d allocated, %d freed, %d completions; MDLs: %d allocated (%d asked "
+                 "for), %d freed; sockets: %d created, %d closed" % (
+                     len(r.irps), sum(x.state == "freed" for x in r.irps),
+                     sum(x.completions for x in r.irps), len(r.mdls), len(r.mdl_requests),
+                     sum(m.freed_seq is not None for m in r.mdls), len(r.sockets),
+                     sum(x.state == "closed" for x in r.sockets)))
     L.append("  DriverUnload ran: %s" % ("yes" if r.unload_completed else
                                          ("ABANDONED (it would hang)" if r.unload_ran else "no")))
     L.append("  emulated time at the end: %s" % seconds(r.clock))
