@@ -5,16 +5,18 @@
 //!   driver, `wsk_attach.sys`) under Speakeasy against a WSK provider scenario, printing the trace
 //!   (the README's first command);
 //! - `check-image [PATH]`: check a built image (default: both);
+//! - `fuzz [SECONDS]`: every fuzz target of `fuzz/` for SECONDS each (default 60; see `fuzz.rs`);
 //! - `package [--release] [--pfx FILE [--pfx-password-env VAR]]`: a test-signed package per driver
 //!   under `target/package/` for a test VM (see `package.rs`);
-//! - `ci`: every check — fmt, clippy (host and kernel target), host tests, rustdoc, the cross
-//!   build, the image check, the signed packages and their checks, the Speakeasy tests and the
-//!   Wine `sc.exe` tests of both signed images, and the workflow lint (the README's test command;
-//!   `.ci/run` runs it).
+//! - `ci`: every check — fmt, clippy (host and kernel target), host tests, rustdoc, bounded
+//!   fuzzing, the cross build, the image check, the signed packages and their checks, the
+//!   Speakeasy tests and the Wine `sc.exe` tests of both signed images, and the workflow lint (the
+//!   README's test command; `.ci/run` runs it).
 
 // Build tooling, not kernel code: an out-of-range index here is a bug to stop on, with a message.
 #![allow(clippy::indexing_slicing)]
 
+mod fuzz;
 mod image;
 mod inf;
 mod package;
@@ -142,6 +144,8 @@ fn ci() -> Result<(), String> {
             "--workspace",
         ])
         .env("RUSTDOCFLAGS", "-D warnings"))?;
+    // Bounded fuzzing of every target (nightly, address sanitizer); the corpora grow in place.
+    fuzz::fuzz(30)?;
     toolchain::ensure()?;
     toolchain::clippy_kernel()?;
     toolchain::clippy_wine_provider()?;
@@ -165,6 +169,11 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("sys") => sys(args.get(1..).unwrap_or_default()),
+        Some("fuzz") => match args.get(1).map(|s| s.parse::<u32>()) {
+            None => fuzz::fuzz(60),
+            Some(Ok(seconds)) => fuzz::fuzz(seconds),
+            Some(Err(_)) => Err("usage: cargo xtask fuzz [SECONDS]".to_string()),
+        },
         Some("check-image") => {
             let images: Vec<PathBuf> = match args.get(1) {
                 Some(path) => vec![PathBuf::from(path)],
@@ -180,7 +189,7 @@ fn main() -> ExitCode {
         Some("package") => package::command(args.get(1..).unwrap_or_default()),
         Some("ci") => ci(),
         _ => Err(
-            "usage: cargo xtask <sys [--driver NAME] [--provider NAME | --all | --list] | check-image [PATH] | package [--release] [--pfx FILE [--pfx-password-env VAR]] | ci>"
+            "usage: cargo xtask <sys [--driver NAME] [--provider NAME | --all | --list] | check-image [PATH] | fuzz [SECONDS] | package [--release] [--pfx FILE [--pfx-password-env VAR]] | ci>"
                 .into(),
         ),
     };

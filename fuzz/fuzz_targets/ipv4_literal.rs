@@ -1,0 +1,29 @@
+//! `Host` strings -> `parse_literal`, against std's parser: whatever std reads as an IPv4
+//! address the library reads the same; whatever the library reads, std reads too, except octets
+//! with leading zeros (std refuses them as ambiguous; the library reads them as decimal, as
+//! `RtlIpv4StringToAddress` with `Strict` FALSE does not — it would read octal — so a
+//! leading-zero host is documented as decimal).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use wsk_client::resolve::parse_literal;
+use wsk_host_model as _;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(host) = std::str::from_utf8(data) else {
+        return;
+    };
+    let ours = parse_literal(host, 7);
+    match host.parse::<Ipv4Addr>() {
+        Ok(std) => assert_eq!(ours, Some(SocketAddr::new(IpAddr::V4(std), 7)), "{host:?}"),
+        Err(_) => {
+            if let Some(ours) = ours {
+                let leading_zero = host
+                    .split('.')
+                    .any(|octet| octet.len() > 1 && octet.starts_with('0'));
+                assert!(leading_zero, "{host:?} read as {ours} but std refuses it");
+            }
+        }
+    }
+});
