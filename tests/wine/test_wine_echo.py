@@ -343,3 +343,51 @@ def test_a_name_resolves_through_wines_resolver_at_1_1(echo_service, profile):
         check_unloads_clean(text, profile, "localhost")
     finally:
         peer.close()
+
+
+SOAK_CYCLES = int(os.environ.get("WSK_WINE_SOAK_CYCLES", "12"))
+
+
+@ECHO
+def test_echo_soak_with_resets_and_silent_peers(echo_service, profile):
+    """Start/stop cycles with live connections, the peer's behaviour rotating: echo, echo, reset
+    mid-exchange, silent (the stop comes during the pending receive). Every cycle: its result
+    line, a stop that finishes, the driver's own close of its socket; in all: 0 leaks, 0 hangs,
+    no crash. $WSK_WINE_SOAK_CYCLES cycles (CI: 12; the note's figure: 200)."""
+    prefix = echo_service
+    peer = Peer("echo", timeout=3600)
+    pattern = ["echo", "echo", "reset", "silent"]
+    try:
+        set_parameters(prefix, profile, "127.0.0.1", peer.port, MESSAGE)
+        base = len(prefix.log())
+        started = time.monotonic()
+        for cycle in range(1, SOAK_CYCLES + 1):
+            mode = pattern[(cycle - 1) % len(pattern)]
+            peer.mode = mode
+            what = "soak cycle %d of %d (%s)" % (cycle, SOAK_CYCLES, mode)
+            if mode == "silent":
+                code, out = prefix.sc("start", profile.service)
+                assert code == 0 and "RUNNING" in out, what
+                assert peer.wait(lambda cs, n=cycle: len(cs) == n
+                                 and bytes(cs[-1]["received"]) == MESSAGE.encode()), what
+                stop(prefix, profile, what, count=cycle, timeout=30)
+            else:
+                result = start_and_wait_result(prefix, profile, what, count=cycle)
+                want = "echo ok" if mode == "echo" else "echo failed: receive 0x"
+                assert result.startswith(want), "%s: %s" % (what, result)
+                stop(prefix, profile, what, count=cycle)
+            assert peer.wait(lambda cs, n=cycle: len(cs) == n and cs[-1]["closed"]), what
+        took = time.monotonic() - started
+        text = prefix.log()[base:]
+        results = [m.group(1) for line in wh.events(text) if line.startswith(profile.prefix)
+                   for m in [RESULT.search(line)] if m]
+        assert len(results) == SOAK_CYCLES, results
+        assert text.count(profile.log("socket: closed")) == SOAK_CYCLES
+        check_provider(text, profile)
+        check_unloads_clean(text, profile, "soak")
+        print("soak: %d cycles in %.0f s: %d echo ok, %d failed as the peer made them, "
+              "0 leaks, 0 hangs" % (SOAK_CYCLES, took,
+                                    sum(r.startswith("echo ok") for r in results),
+                                    sum(r.startswith("echo failed") for r in results)))
+    finally:
+        peer.close()

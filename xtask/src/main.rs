@@ -5,6 +5,8 @@
 //!   driver, `wsk_attach.sys`) under Speakeasy against a WSK provider scenario, printing the trace
 //!   (the README's first command);
 //! - `check-image [PATH]`: check a built image (default: both);
+//! - `sanitize`: the host tests under the address sanitizer and the race tests under the thread
+//!   sanitizer (nightly, instrumented std; see `sanitize.rs`);
 //! - `fuzz [SECONDS]`: every fuzz target of `fuzz/` for SECONDS each (default 60; see `fuzz.rs`);
 //! - `package [--release] [--pfx FILE [--pfx-password-env VAR]]`: a test-signed package per driver
 //!   under `target/package/` for a test VM (see `package.rs`);
@@ -20,6 +22,7 @@ mod fuzz;
 mod image;
 mod inf;
 mod package;
+mod sanitize;
 mod toolchain;
 
 use std::path::{Path, PathBuf};
@@ -146,6 +149,8 @@ fn ci() -> Result<(), String> {
         .env("RUSTDOCFLAGS", "-D warnings"))?;
     // Bounded fuzzing of every target (nightly, address sanitizer); the corpora grow in place.
     fuzz::fuzz(30)?;
+    // The address sanitizer over the host tests, the thread sanitizer over the race tests.
+    sanitize::sanitize()?;
     toolchain::ensure()?;
     toolchain::clippy_kernel()?;
     toolchain::clippy_wine_provider()?;
@@ -169,6 +174,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("sys") => sys(args.get(1..).unwrap_or_default()),
+        Some("sanitize") => sanitize::sanitize(),
         Some("fuzz") => match args.get(1).map(|s| s.parse::<u32>()) {
             None => fuzz::fuzz(60),
             Some(Ok(seconds)) => fuzz::fuzz(seconds),
@@ -189,7 +195,7 @@ fn main() -> ExitCode {
         Some("package") => package::command(args.get(1..).unwrap_or_default()),
         Some("ci") => ci(),
         _ => Err(
-            "usage: cargo xtask <sys [--driver NAME] [--provider NAME | --all | --list] | check-image [PATH] | fuzz [SECONDS] | package [--release] [--pfx FILE [--pfx-password-env VAR]] | ci>"
+            "usage: cargo xtask <sys [--driver NAME] [--provider NAME | --all | --list] | check-image [PATH] | sanitize | fuzz [SECONDS] | package [--release] [--pfx FILE [--pfx-password-env VAR]] | ci>"
                 .into(),
         ),
     };
