@@ -4,9 +4,7 @@
 //! needs: the nightly toolchain (rustup) and cargo-fuzz (crates.io) when missing. A crash fails
 //! the command (libFuzzer leaves the input in `fuzz/artifacts/<target>/`).
 
-use std::process::Command;
-
-use crate::{describe, root, run};
+use crate::{describe, nightly, root, run};
 
 /// The targets, in `fuzz/Cargo.toml`.
 pub const TARGETS: [&str; 4] = [
@@ -16,32 +14,9 @@ pub const TARGETS: [&str; 4] = [
     "echo_parameters",
 ];
 
-/// `rustup run nightly cargo ...`, without the outer (stable) cargo's variables.
-fn nightly_cargo() -> Command {
-    let mut command = Command::new("rustup");
-    command
-        .args(["run", "nightly", "cargo"])
-        .env_remove("CARGO")
-        .env_remove("RUSTC")
-        .env_remove("RUSTUP_TOOLCHAIN");
-    command
-}
-
 fn ensure_tools() -> Result<(), String> {
-    let nightly = Command::new("rustup")
-        .args(["run", "nightly", "rustc", "--version"])
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if !nightly {
-        run(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            "nightly",
-            "--profile",
-            "minimal",
-        ]))?;
-    }
-    let fuzz = nightly_cargo()
+    nightly::ensure(&[])?;
+    let fuzz = nightly::cargo()
         .args(["fuzz", "--version"])
         .output()
         .is_ok_and(|out| out.status.success());
@@ -67,7 +42,7 @@ pub fn fuzz(seconds: u32) -> Result<(), String> {
     for target in TARGETS {
         let corpus = root().join("fuzz/corpus").join(target);
         std::fs::create_dir_all(&corpus).map_err(|e| format!("{}: {e}", corpus.display()))?;
-        let mut command = nightly_cargo();
+        let mut command = nightly::cargo();
         command.current_dir(root()).args([
             "fuzz",
             "run",

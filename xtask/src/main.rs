@@ -21,6 +21,7 @@
 mod fuzz;
 mod image;
 mod inf;
+mod nightly;
 mod package;
 mod sanitize;
 mod toolchain;
