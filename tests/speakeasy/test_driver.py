@@ -173,13 +173,13 @@ def open_connection(item=1, holding=True):
 
 
 def close_connection(item=2, holding=True):
-    """The unload's first step: the close work item queued (Client::on_detach), the unload's wait
-    (for the reference, or for the work item itself), the work item releasing the reference
-    (KeSetEvent by the last reference, then the pool block freed) or only leaving (KeSetEvent by
-    the last work item)."""
-    if not CONN:
+    """The unload's first step when the driver holds a connection: its close work item —
+    allocated with the connection, so the stop allocates nothing — queued by Client::on_detach,
+    the unload's wait for the reference, the work item releasing it (KeSetEvent by the last
+    reference, then the pool block freed). No connection: nothing to close, nothing queued."""
+    if not CONN or not holding:
         return []
-    return [queue(item), WAITED, runs(item), SET, *([CONN_FREE] if holding else []), done(item)]
+    return [queue(item), WAITED, runs(item), SET, CONN_FREE, done(item)]
 
 
 # NMR backend
@@ -254,9 +254,12 @@ def assert_clean(r):
         assert a.freed_by == "ExFreePoolWithTag" and a.free_tag == a.tag, a
     # One device object, created and deleted once.
     assert len(r.devices) == 1 and r.devices[0].deleted_seq is not None, r.devices
-    # Every work item allocated was queued once, ran once, and was freed; one context each.
+    # Every work item allocated was queued once, ran once, and was freed — or, prepared for a
+    # connection's close that never came to be (the exchange failed), freed unqueued; one
+    # context each.
     for it in r.work_items:
-        assert (it.queued_count, it.runs, it.freed, it.state) == (1, 1, True, "freed"), it
+        assert (it.queued_count, it.runs, it.freed, it.state) in (
+            (1, 1, True, "freed"), (0, 0, True, "freed")), it
     assert len(r.work_allocations) == len(r.work_items)
     if not CONN:
         assert r.work_items == [] and r.connection_allocations == []
@@ -591,8 +594,7 @@ def test_provider_detach_then_cleanup_frees_in_cleanup(run):
     assert detach.seq < log_index(r, "detach: 1 call(s) in flight, pending") < close_q.seq
     assert log_index(r, "detach completed: last call in flight returned") < complete.seq
     assert log_index(r, "connection: reference released") > complete.seq
-    # The unload later finds nothing attached and no reference: it waits only for its own
-    # close work item.
+    # The unload later finds nothing attached, no reference and no connection: nothing to close.
     assert log_index(r, "unload: 0 reference(s) outstanding") > item_done.seq
     assert r.calls("ClientDetachProvider") == [detach]
 
@@ -604,11 +606,10 @@ def test_late_provider_attach_detach_reattach(run):
                            *open_connection(1, holding=False),
                            attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
                            "ClientDetachProvider -> STATUS_SUCCESS",
-                           *([queue(2)] if CONN else []),
+                           # No connection was kept: the detach has nothing to close.
                            "ClientCleanupBindingContext",
-                           *([runs(2), done(2)] if CONN else []),
                            attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
-                           *unload(attached=True, holding=False, item=3 if CONN else 2)]
+                           *unload(attached=True, holding=False)]
     assert_clean(r)
     assert len(r.bindings) == 2 and all(b.state == "cleaned" for b in r.bindings)
     assert len(r.binding_allocations) == 2
@@ -627,10 +628,11 @@ def test_detach_during_attach_call(run):
     r = run("detach-during-attach")
     assert sequence(r) == [*LOAD, attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
                            "ClientDetachProvider -> STATUS_SUCCESS",
-                           *([queue(1)] if CONN else []),
+                           # No connection yet: the detach has nothing to close; the connection's
+                           # work item then finds no provider.
                            "ClientCleanupBindingContext",
-                           *([queue(2), runs(1), done(1), runs(2), done(2)] if CONN else []),
-                           *unload(attached=False, item=3)]
+                           *([queue(1), runs(1), done(1)] if CONN else []),
+                           *unload(attached=False)]
     assert_clean(r)
     (b,) = r.bindings
     assert b.state == "cleaned"
@@ -861,13 +863,14 @@ def test_wskregister_provider_never_ready_gives_up_at_unload(run):
         runs(2), done(2),
         capture(1000, STATUS_DEVICE_NOT_READY), capture(1000, STATUS_DEVICE_NOT_READY),
         capture(1000, STATUS_DEVICE_NOT_READY),  # at t = 3 s, returns at 4 s, after sc stop
-        queue(3), WAITED, runs(3), done(3),  # the close work item: nothing to close
-        SET, done(1),  # the capture work item leaves last, and wakes the unload
+        # No connection: nothing to close, nothing queued; the unload waits for the capture work
+        # item, which leaves last and wakes it.
+        WAITED, SET, done(1),
         DEREGISTER, DELETE, *TEARDOWN]
     assert_clean(r)
     assert r.binding_allocations == [] and r.calls("WskReleaseProviderNPI") == []
     unload = event_index(r, "run", "DriverUnload")
-    outstanding = log_index(r, "unload: 2 work item(s) outstanding")
+    outstanding = log_index(r, "unload: 1 work item(s) outstanding")
     wait = [e for e in r.events if e.name == "KeWaitForSingleObject" and e.kind == "ke"]
     (wait,) = wait
     gave_up = log_index(r, "capture: given up, the unload began")
@@ -1029,7 +1032,8 @@ def test_harness_reports_a_wait_nothing_can_satisfy():
                   profile=PROFILE).run()
     hang = [v for v in r.violations if "nothing can ever signal it" in v]
     assert len(hang) == 1 and "DriverUnload waits for event" in hang[0], r.violations
-    assert "unload: waiting for 2 work item(s)" in hang[0], hang
+    # The connection's work item never ran (so it prepared no close): the unload waits for it.
+    assert "unload: waiting for 1 work item(s)" in hang[0], hang
     assert r.unload_ran and not r.unload_completed
     assert any("device object" in v and "not deleted" in v for v in r.violations), r.violations
     assert any("work item 1 (IoAllocateWorkItem) not freed" in v for v in r.violations)
@@ -1302,7 +1306,8 @@ def test_echo_buffers_are_mdls_within_their_pool(run):
     """The message goes out of, and comes back into, a non-paged pool block described by an MDL
     (IoAllocateMdl over the whole block, MmBuildMdlForNonPagedPool) whose WSK_BUF never claims
     more than the MDL's ByteCount; the received bytes are the message; both MDLs are freed (and
-    their blocks) once the exchange is over, before the connection is kept."""
+    their blocks) once the exchange is over, before the connection is kept (its block was
+    allocated before the exchange; keeping it is storing the socket in it)."""
     r = run("echo")
     assert_clean_exchange(r)
     assert len(r.mdls) == 2 and len(r.buffer_allocations) == 2
@@ -1310,7 +1315,7 @@ def test_echo_buffers_are_mdls_within_their_pool(run):
         assert (m.va, m.length) == (a.address, len(ECHO_BYTES)) == (a.address, a.size), (m, a)
     kept = [e for e in r.events if e.kind == "pool" and e.args.get("Tag") == CONN_TAG][0]
     frees = [e for e in r.events if e.kind == "io" and e.name == "IoFreeMdl"]
-    assert len(frees) == 2 and all(log_index(r, ECHO_OK) < e.seq < kept.seq for e in frees)
+    assert len(frees) == 2 and all(kept.seq < log_index(r, ECHO_OK) < e.seq for e in frees)
 
 
 @connection_only
@@ -1330,6 +1335,16 @@ def test_echo_comes_back_in_pieces(run):
     assert len(r.mdls) == 2  # one receive buffer, reused
 
 
+def assert_connection_not_kept(r):
+    """The connection's block (and its close work item), allocated before the exchange so that
+    keeping and closing allocate nothing, freed by the exchange's own work item when it failed."""
+    (block,) = r.connection_allocations
+    frees = [e for e in r.events if e.kind == "pool" and e.name.startswith("ExFree")
+             and e.args.get("P") == block.address]
+    assert len(frees) == 1 and frees[0].thread == "work item 1", frees
+    assert all(it.queued_count == 0 for it in r.work_items[1:]), r.work_items
+
+
 @connection_only
 def test_echo_refused_closes_the_socket_at_once(run):
     """WskConnect completes with STATUS_CONNECTION_REFUSED: `echo failed: connect 0xC0000236`;
@@ -1343,7 +1358,8 @@ def test_echo_refused_closes_the_socket_at_once(run):
         *pended("WskConnect", STATUS_CONNECTION_REFUSED), *pended("WskCloseSocket")])
     (close,) = [e for e in r.socket_calls if e.name == "WskCloseSocket"]
     assert close.thread == "work item 1" and close.seq < event_index(r, "run", "DriverUnload")
-    assert r.connection_allocations == [] and r.mdls == []
+    assert_connection_not_kept(r)
+    assert r.mdls == []
 
 
 @connection_only
@@ -1366,7 +1382,8 @@ def test_echo_silent_peer_stop_during_the_receive(run):
     assert receive.time == 0 and unload.time == 1000 * ms
     assert receive.seq < unload.seq < cancel.seq and cancel.time == STEP_MS * ms
     assert cancel.thread == "work item 1"
-    assert r.clock == STEP_MS * ms and r.connection_allocations == []
+    assert r.clock == STEP_MS * ms
+    assert_connection_not_kept(r)
 
 
 @connection_only

@@ -9,8 +9,14 @@
 //! until the routine has returned. So a work item may drop the last [`crate::provider::BindingRef`]
 //! of the client, or do anything else that lets the unload go on.
 //!
-//! IRQL: [`queue`] at <= `DISPATCH_LEVEL`; [`Work::run`] at `PASSIVE_LEVEL`.
+//! [`Prepared`] allocates the same in advance, for a path that must not fail (a stop): its
+//! `queue` cannot fail.
+//!
+//! IRQL: [`queue`] and [`Prepared`]'s methods at <= `DISPATCH_LEVEL`; [`Work::run`] at
+//! `PASSIVE_LEVEL`.
 
+use core::marker::PhantomData;
+use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
 
 use crate::client::Client;
@@ -35,7 +41,8 @@ struct Job<W> {
     work: Option<W>,
 }
 
-/// Queues `work` to run in a work item of client `C`.
+/// Queues `work` to run in a work item of client `C` (allocated now: [`Prepared`] for a path that
+/// must not fail for want of memory).
 ///
 /// IRQL <= `DISPATCH_LEVEL`.
 ///
@@ -44,61 +51,131 @@ struct Job<W> {
 /// `STATUS_INSUFFICIENT_RESOURCES` when the context or the work item cannot be allocated. The work
 /// is dropped then, in the caller's context.
 pub fn queue<C: Client, W: Work>(work: W) -> Result<(), NtStatus> {
-    let runtime = &C::state().runtime;
-    if let Err(reason) = runtime.enter_work() {
-        log!(
-            C,
-            DPFLTR_WARNING_LEVEL,
-            "work item refused: %s",
-            match reason {
-                Unavailable::NotRegistered => c"not registered",
-                Unavailable::Unloading => c"unloading",
-            }
-            .as_ptr()
-        );
-        return Err(NtStatus::INVALID_DEVICE_STATE);
-    }
-    let job = match PoolBox::try_new::<C>(
-        Job {
-            item: core::ptr::null_mut(),
-            work: Some(work),
-        },
-        C::WORK_ITEM_TAG,
-    ) {
-        Ok(job) => job,
-        Err(status) => {
-            runtime.leave_work();
-            log!(C, DPFLTR_ERROR_LEVEL, "work item: no pool for its context");
-            return Err(status);
-        }
-    };
-    // SAFETY: the client's device object, live while the client is registered (the work gate
-    // entered above keeps the unload from deleting it); IRQL <= DISPATCH_LEVEL.
-    let item = unsafe { IoAllocateWorkItem(runtime.device()) };
-    if item.is_null() {
-        drop(job);
-        runtime.leave_work();
-        log!(
-            C,
-            DPFLTR_ERROR_LEVEL,
-            "work item: IoAllocateWorkItem failed"
-        );
-        return Err(NtStatus::INSUFFICIENT_RESOURCES);
-    }
-    // SAFETY: the job is owned here and nothing else sees it yet.
-    unsafe { (*job.as_ptr()).item = item };
-    let context = job.into_raw();
-    // SAFETY: a fresh work item of the client's device object; the routine is this crate's
-    // trampoline for `C` and `W`, and `context` the job it takes back; IRQL <= DISPATCH_LEVEL.
-    unsafe {
-        IoQueueWorkItem(
-            item,
-            Some(run_job::<C, W>),
-            DelayedWorkQueue,
-            context.as_ptr().cast(),
-        );
-    };
+    Prepared::<C, W>::new(work)?.queue();
     Ok(())
+}
+
+/// A work item allocated in advance — its context and its `IO_WORKITEM` — so that queueing it
+/// later cannot fail: what a stop path needs (a close that must happen even when memory is
+/// short). It counts as outstanding work from [`Prepared::new`] on: the unload waits until it is
+/// queued and has run, or dropped (which frees it without running `W`), so keep it no longer
+/// than until [`crate::Client::on_detach`] says the unload began.
+///
+/// IRQL: every method at <= `DISPATCH_LEVEL`.
+pub struct Prepared<C: Client, W: Work> {
+    // INVARIANT: a job from `PoolBox::into_raw` with `C::WORK_ITEM_TAG`, its `item` allocated, the
+    // client's work gate entered for it; owned by this value until `queue` or drop.
+    job: NonNull<Job<W>>,
+    _client: PhantomData<C>,
+}
+
+// SAFETY: the job is owned by the value; `W` is `Send`; the work item may be queued from any
+// thread.
+unsafe impl<C: Client, W: Work> Send for Prepared<C, W> {}
+
+impl<C: Client, W: Work> Prepared<C, W> {
+    /// Allocates the work item for `work`.
+    ///
+    /// # Errors
+    /// As [`queue`]; `work` is dropped then.
+    pub fn new(work: W) -> Result<Self, NtStatus> {
+        let runtime = &C::state().runtime;
+        if let Err(reason) = runtime.enter_work() {
+            log!(
+                C,
+                DPFLTR_WARNING_LEVEL,
+                "work item refused: %s",
+                match reason {
+                    Unavailable::NotRegistered => c"not registered",
+                    Unavailable::Unloading => c"unloading",
+                }
+                .as_ptr()
+            );
+            return Err(NtStatus::INVALID_DEVICE_STATE);
+        }
+        let job = match PoolBox::try_new::<C>(
+            Job {
+                item: core::ptr::null_mut(),
+                work: Some(work),
+            },
+            C::WORK_ITEM_TAG,
+        ) {
+            Ok(job) => job,
+            Err(status) => {
+                runtime.leave_work();
+                log!(C, DPFLTR_ERROR_LEVEL, "work item: no pool for its context");
+                return Err(status);
+            }
+        };
+        // SAFETY: the client's device object, which exists while the work gate is entered;
+        // IRQL <= DISPATCH_LEVEL.
+        let item = unsafe { IoAllocateWorkItem(runtime.device()) };
+        if item.is_null() {
+            drop(job);
+            runtime.leave_work();
+            log!(
+                C,
+                DPFLTR_ERROR_LEVEL,
+                "work item: IoAllocateWorkItem failed"
+            );
+            return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        }
+        // SAFETY: owned here, initialised; `item` is set once, before the job is shared.
+        unsafe { (*job.as_ptr()).item = item };
+        Ok(Self {
+            job: job.into_raw(),
+            _client: PhantomData,
+        })
+    }
+
+    /// Queues the work item; it cannot fail (everything was allocated, the work counted).
+    pub fn queue(self) {
+        let job = ManuallyDrop::new(self).job;
+        // SAFETY: the job is live and owned (the invariant); `item` was set by `new`.
+        let item = unsafe { (*job.as_ptr()).item };
+        // SAFETY: a work item of the client's device object, queued once, with this crate's
+        // routine for `C` and `W` and the job it takes back; IRQL <= DISPATCH_LEVEL.
+        unsafe {
+            IoQueueWorkItem(
+                item,
+                Some(run_job::<C, W>),
+                DelayedWorkQueue,
+                job.as_ptr().cast(),
+            );
+        };
+    }
+
+    /// The raw form, to keep in an `AtomicPtr` (a static the stop path takes it from).
+    #[must_use]
+    pub fn into_raw(self) -> NonNull<()> {
+        ManuallyDrop::new(self).job.cast()
+    }
+
+    /// Back from [`Prepared::into_raw`].
+    ///
+    /// # Safety
+    /// `raw` came from `into_raw` of a `Prepared<C, W>` and is taken back once.
+    #[must_use]
+    pub unsafe fn from_raw(raw: NonNull<()>) -> Self {
+        Self {
+            job: raw.cast(),
+            _client: PhantomData,
+        }
+    }
+}
+
+impl<C: Client, W: Work> Drop for Prepared<C, W> {
+    /// Frees the work item unqueued (`W` is dropped without running).
+    fn drop(&mut self) {
+        // SAFETY: the invariant: owned, from `into_raw` with the work-item tag.
+        let job = unsafe { PoolBox::from_raw::<C>(self.job, C::WORK_ITEM_TAG) };
+        // SAFETY: owned; set by `new`.
+        let item = unsafe { (*job.as_ptr()).item };
+        drop(job);
+        // SAFETY: allocated by `new`, never queued; IRQL <= DISPATCH_LEVEL.
+        unsafe { IoFreeWorkItem(item) };
+        C::state().runtime.leave_work();
+    }
 }
 
 /// `IO_WORKITEM_ROUTINE`: runs the job, frees it and its work item, and leaves the work gate last.

@@ -644,6 +644,38 @@ fn a_detach_notification_lets_the_client_close_what_it_holds() {
 }
 
 #[test]
+fn a_prepared_work_item_queues_without_allocating_and_one_dropped_unqueued_is_freed() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use wsk_client::work::{Closure, Prepared};
+    use wsk_host_model::Failable;
+
+    static RAN: AtomicUsize = AtomicUsize::new(0);
+    RAN.store(0, Ordering::SeqCst);
+    let mut s = started();
+    let run = || {
+        RAN.fetch_add(1, Ordering::SeqCst);
+    };
+    let used = Prepared::<TestDriver, _>::new(Closure(run)).unwrap();
+    let unused = Prepared::<TestDriver, _>::new(Closure(run)).unwrap();
+    // Nothing can be allocated any more: queueing the prepared one still works.
+    s.fail_nth(Failable::WorkItem, 0);
+    s.fail_allocations(usize::MAX);
+    used.queue();
+    s.wait_work_items();
+    assert_eq!(RAN.load(Ordering::SeqCst), 1);
+    assert!(
+        s.nth_failure_pending(Failable::WorkItem),
+        "queue() allocated a work item"
+    );
+    s.fail_allocations(0);
+    // The other one, dropped unqueued: freed (its work never runs), and the unload does not wait
+    // for it (the model checks the work item and its context are gone).
+    drop(unused);
+    s.driver_unload();
+    assert_eq!(RAN.load(Ordering::SeqCst), 1);
+}
+
+#[test]
 fn unload_waits_for_a_client_that_ignores_the_notification() {
     // (c) The client ignores the unload's notification and lets go of its reference only later:
     // the unload waits (logging every 5 s, model time), then resumes.

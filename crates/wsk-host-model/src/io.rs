@@ -138,7 +138,8 @@ pub unsafe extern "system" fn IoAllocateWorkItem(
             ));
             return std::ptr::null_mut();
         }
-        let fail = s.failing_work_items > 0;
+        let nth = s.nth_fails(crate::Failable::WorkItem);
+        let fail = s.failing_work_items > 0 || nth;
         s.failing_work_items = s.failing_work_items.saturating_sub(1);
         s.events.push(Event::IoAllocateWorkItem { ok: !fail });
         if fail {

@@ -30,7 +30,8 @@ pub(crate) struct Irp {
 pub unsafe extern "system" fn IoAllocateIrp(StackSize: i8, _ChargeQuota: u8) -> *mut IRP {
     state::with(|s| {
         image::driver_calls(s, "IoAllocateIrp");
-        let fail = s.failing_irps > 0;
+        let nth = s.nth_fails(crate::Failable::Irp);
+        let fail = s.failing_irps > 0 || nth;
         s.failing_irps = s.failing_irps.saturating_sub(1);
         s.events.push(Event::IoAllocateIrp { ok: !fail });
         if StackSize < 1 {

@@ -23,7 +23,8 @@ const POOL_ALIGN: usize = 16;
 fn allocate(routine: &'static str, size: usize, tag: u32, zeroed: bool) -> PVOID {
     let ok = state::with(|s| {
         image::driver_calls(s, routine);
-        let ok = s.failing_allocations == 0;
+        let nth = s.nth_fails(crate::Failable::Pool);
+        let ok = s.failing_allocations == 0 && !nth;
         s.failing_allocations = s.failing_allocations.saturating_sub(1);
         if size == 0 {
             s.violation("pool allocation of 0 bytes".into());

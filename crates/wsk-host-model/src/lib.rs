@@ -43,7 +43,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 pub use state::{
-    Allocation, AttachHook, BindingState, Event, ProviderConfig, ProviderId, WSK_1_0, WSK_1_1,
+    Allocation, AttachHook, BindingState, Event, Failable, ProviderConfig, ProviderId, WSK_1_0,
+    WSK_1_1,
 };
 pub use status::Status;
 
@@ -105,6 +106,24 @@ impl Session {
     /// Whether `MmGetSystemRoutineAddress("ExAllocatePool2")` finds it (default: yes).
     pub fn set_pool2_available(&self, available: bool) {
         state::with(|s| s.pool2_available = available);
+    }
+
+    /// Makes exactly one call of `kind` fail: the one after `n` more succeed (0: the next).
+    /// [`Session::nth_failure_pending`] says whether it has not been reached yet.
+    pub fn fail_nth(&self, kind: Failable, n: usize) {
+        state::with(|s| s.countdowns.insert(kind, n));
+    }
+
+    /// Whether the failure `fail_nth` set for `kind` is still to come (the run made fewer calls).
+    #[must_use]
+    pub fn nth_failure_pending(&self, kind: Failable) -> bool {
+        state::with(|s| s.countdowns.contains_key(&kind))
+    }
+
+    /// How many more calls of `kind` succeed before the one `fail_nth` chose (`None`: reached).
+    #[must_use]
+    pub fn nth_failure_left(&self, kind: Failable) -> Option<usize> {
+        state::with(|s| s.countdowns.get(&kind).copied())
     }
 
     /// Makes the next `count` pool allocations fail.

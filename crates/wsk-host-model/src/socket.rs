@@ -68,7 +68,8 @@ pub unsafe extern "system" fn IoAllocateMdl(
 ) -> *mut MDL {
     state::with(|s| {
         image::driver_calls(s, "IoAllocateMdl");
-        let fail = s.failing_mdls > 0;
+        let nth = s.nth_fails(crate::Failable::Mdl);
+        let fail = s.failing_mdls > 0 || nth;
         s.failing_mdls = s.failing_mdls.saturating_sub(1);
         if fail {
             return std::ptr::null_mut();

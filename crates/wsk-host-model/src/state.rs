@@ -288,6 +288,8 @@ pub(crate) struct State {
     /// `NmrRegisterClient` succeeds but writes a NULL handle.
     pub register_client_null_handle: bool,
     pub failing_allocations: usize,
+    /// `Session::fail_nth`: how many calls of a kind still succeed before one fails.
+    pub countdowns: std::collections::HashMap<Failable, usize>,
     pub register_client_failure: Option<Status>,
     pub allocations: HashMap<usize, Allocation>,
     pub allocation_count: usize,
@@ -341,7 +343,35 @@ pub(crate) struct State {
     pub address_chains: HashMap<usize, crate::kernel::AddressChain>,
 }
 
+/// A kind of call a test can make fail once ([`crate::Session::fail_nth`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Failable {
+    /// A pool allocation (`ExAllocatePool2` / `ExAllocatePoolWithTag`).
+    Pool,
+    /// `IoAllocateIrp`.
+    Irp,
+    /// `IoAllocateMdl`.
+    Mdl,
+    /// `IoAllocateWorkItem`.
+    WorkItem,
+}
+
 impl State {
+    /// Counts a call of `kind` down to the one `fail_nth` chose: `true` for that one.
+    pub fn nth_fails(&mut self, kind: Failable) -> bool {
+        match self.countdowns.get_mut(&kind) {
+            Some(0) => {
+                self.countdowns.remove(&kind);
+                true
+            }
+            Some(left) => {
+                *left -= 1;
+                false
+            }
+            None => false,
+        }
+    }
+
     pub fn new_handle(&mut self) -> usize {
         self.next_handle += 1;
         0x4E4D_0000 + self.next_handle * 0x10

@@ -21,7 +21,7 @@ use wsk_client::buffer::Buffer;
 use wsk_client::pool::PoolBox;
 use wsk_client::socket::Socket;
 use wsk_client::sys::{AF_INET, AF_INET6};
-use wsk_client::work::{self, Work};
+use wsk_client::work::{self, Prepared, Work};
 use wsk_client::{BindingRef, NtStatus, PoolTag, dbg_print};
 
 use crate::WskEcho;
@@ -39,6 +39,8 @@ const ATTACH_TRIES: u32 = 100;
 
 /// What the driver holds while connected.
 enum Connection {
+    /// Nothing yet (the block allocated before the exchange).
+    Empty,
     /// No parameters: only the binding reference (held for its drop).
     Reference(#[allow(dead_code)] BindingRef<WskEcho>),
     /// The echo connection.
@@ -63,18 +65,23 @@ pub(crate) fn start(parameters: Option<Parameters>) -> Result<(), NtStatus> {
 
 /// `Client::on_detach` of the echo driver: stop, and close the connection from a work item.
 pub(crate) fn on_detach(_notice: wsk_client::DetachNotice) {
-    STOP.store(true, Ordering::Release);
-    if work::queue::<WskEcho, _>(Close).is_err() {
-        // Refused only once the unload stopped taking work, after every reference is gone: no
-        // connection is left to close then.
-        // SAFETY: no argument; no Unicode conversion.
-        let _ = unsafe {
-            dbg_print!(
-                WskEcho,
-                DPFLTR_WARNING_LEVEL,
-                "connection: close not queued"
-            )
-        };
+    STOP.store(true, Ordering::SeqCst);
+    // The close was prepared with the connection: queueing it cannot fail. None: no connection
+    // is kept (or `keep` sees the stop and closes its own).
+    if let Some(close) = NonNull::new(CLOSE.swap(ptr::null_mut(), Ordering::SeqCst)) {
+        // SAFETY: CLOSE only holds `Prepared::<WskEcho, Close>::into_raw`, taken back once (swap).
+        unsafe { Prepared::<WskEcho, Close>::from_raw(close) }.queue();
+    }
+}
+
+/// The connection's close, prepared when it was kept (`Prepared::into_raw`); NULL when none.
+static CLOSE: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
+
+/// Drops the prepared close, if it is still there (the connection was closed another way).
+fn unprepare_close() {
+    if let Some(close) = NonNull::new(CLOSE.swap(ptr::null_mut(), Ordering::SeqCst)) {
+        // SAFETY: as in `on_detach`.
+        drop(unsafe { Prepared::<WskEcho, Close>::from_raw(close) });
     }
 }
 
@@ -92,24 +99,26 @@ fn log_failed(step: &core::ffi::CStr, status: NtStatus) {
 }
 
 /// Keeps `connection` until the stop (or drops it now if the stop came first). `true` when kept.
-fn keep(connection: Connection) -> bool {
-    let boxed = match PoolBox::try_new::<WskEcho>(connection, CONNECTION_TAG) {
-        Ok(boxed) => boxed,
-        Err(status) => {
-            log_failed(c"pool", status);
-            return false;
-        }
-    };
-    let raw = boxed.into_raw();
+fn keep(keeping: Keeping, connection: Connection) -> bool {
+    let Keeping { close, slot } = keeping;
+    // SAFETY: the slot is owned here and initialised (Empty, dropped by the assignment).
+    unsafe { *slot.as_ptr() = connection };
+    let raw = slot.into_raw();
     let kept = CONNECTION
         .compare_exchange(
             ptr::null_mut(),
             raw.as_ptr(),
-            Ordering::AcqRel,
-            Ordering::Acquire,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
         )
         .is_ok();
-    if !kept || STOP.load(Ordering::Acquire) {
+    // After the connection, before the stop check: a stop that finds no close here is one this
+    // check sees (both SeqCst).
+    if kept {
+        drop(close_swap(close));
+    }
+    if !kept || STOP.load(Ordering::SeqCst) {
+        unprepare_close();
         // A stop came meanwhile (its Close may have found nothing): close it here.
         let mine = if kept {
             NonNull::new(CONNECTION.swap(ptr::null_mut(), Ordering::AcqRel))
@@ -123,6 +132,44 @@ fn keep(connection: Connection) -> bool {
         return false;
     }
     true
+}
+
+/// What keeping a connection takes, allocated before the exchange: keeping it (and the stop
+/// path, which closes it) then allocates nothing, and a failure comes before any result line.
+struct Keeping {
+    close: Prepared<WskEcho, Close>,
+    slot: PoolBox<Connection>,
+}
+
+/// Allocates what [`keep`] needs; a failure is logged as the step `what` failed with.
+fn prepare_keeping(log: impl Fn(&core::ffi::CStr, NtStatus)) -> Option<Keeping> {
+    let close = Prepared::<WskEcho, Close>::new(Close)
+        .map_err(|status| log(c"work item", status))
+        .ok()?;
+    let slot = PoolBox::try_new::<WskEcho>(Connection::Empty, CONNECTION_TAG)
+        .map_err(|status| log(c"pool", status))
+        .ok()?;
+    Some(Keeping { close, slot })
+}
+
+fn log_not_kept(what: &core::ffi::CStr, status: NtStatus) {
+    // SAFETY: `%s` takes a NUL-terminated string, `%08X` the `u32`; no Unicode conversion.
+    let _ = unsafe {
+        dbg_print!(
+            WskEcho,
+            DPFLTR_ERROR_LEVEL,
+            "connection: not kept: %s 0x%08X",
+            what.as_ptr(),
+            status.bits()
+        )
+    };
+}
+
+/// Stores the prepared close; returns what was there (nothing: one connection is kept at most).
+fn close_swap(close: Prepared<WskEcho, Close>) -> Option<Prepared<WskEcho, Close>> {
+    let old = CLOSE.swap(close.into_raw().as_ptr(), Ordering::SeqCst);
+    // SAFETY: as in `on_detach`.
+    NonNull::new(old).map(|old| unsafe { Prepared::<WskEcho, Close>::from_raw(old) })
 }
 
 /// Tries `tries` times, 100 ms apart, for a binding, unless the stop comes first.
@@ -254,7 +301,10 @@ impl Work for Open {
             }
         };
         let Some(parameters) = self.parameters else {
-            if keep(Connection::Reference(reference)) {
+            let Some(keeping) = prepare_keeping(log_not_kept) else {
+                return;
+            };
+            if keep(keeping, Connection::Reference(reference)) {
                 // SAFETY: no argument; no Unicode conversion.
                 let _ = unsafe {
                     dbg_print!(
@@ -266,8 +316,11 @@ impl Work for Open {
             }
             return;
         };
+        let Some(keeping) = prepare_keeping(log_failed) else {
+            return;
+        };
         if let Ok(socket) = exchange(&reference, &parameters) {
-            let _ = keep(Connection::Socket(socket));
+            let _ = keep(keeping, Connection::Socket(socket));
         }
     }
 }
