@@ -1,8 +1,7 @@
 //! `Host` strings -> `parse_literal`, against std's parser: whatever std reads as an IPv4
 //! address the library reads the same; whatever the library reads, std reads too, except octets
-//! with leading zeros (std refuses them as ambiguous; the library reads them as decimal, as
-//! `RtlIpv4StringToAddress` with `Strict` FALSE does not — it would read octal — so a
-//! leading-zero host is documented as decimal).
+//! with leading zeros, which std refuses as ambiguous and the library reads as decimal (the
+//! README's choice).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

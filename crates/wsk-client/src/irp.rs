@@ -30,7 +30,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::client::Client;
 use crate::log::log;
-use crate::pool::{PoolBox, PoolTag};
+use crate::pool::PoolBox;
 use crate::provider::BindingRef;
 use crate::status::NtStatus;
 use crate::sys::{
@@ -85,11 +85,6 @@ impl<C: Client, F> Request<C, F> {
     }
 }
 
-/// The tag of request contexts: the client's tag with `I` last.
-const fn tag<C: Client>() -> PoolTag {
-    C::REQUEST_TAG
-}
-
 /// Allocates the request, its IRP, and sets the completion routine.
 fn prepare<C: Client, F: Completion<C>>(
     reference: Option<BindingRef<C>>,
@@ -105,7 +100,7 @@ fn prepare<C: Client, F: Completion<C>>(
             event: UnsafeCell::new(KEVENT { Header: [0; 3] }),
             result: UnsafeCell::new((0, 0)),
         },
-        tag::<C>(),
+        C::REQUEST_TAG,
     )
     .inspect_err(|_| log!(C, DPFLTR_ERROR_LEVEL, "request: no pool for its context"))?;
     // SAFETY: IRQL <= DISPATCH_LEVEL; one stack location (the provider's), no quota.
@@ -153,8 +148,8 @@ fn prepare<C: Client, F: Completion<C>>(
 /// # Safety
 /// `request` came from `prepare::<C, F>` and its last owner is the caller.
 unsafe fn free<C: Client, F>(request: NonNull<Request<C, F>>) {
-    // SAFETY: per the contract: `prepare` gave it up with `into_raw`, with `tag::<C>()`.
-    let request = unsafe { PoolBox::from_raw::<C>(request, tag::<C>()) };
+    // SAFETY: per the contract: `prepare` gave it up with `into_raw`, with `C::REQUEST_TAG`.
+    let request = unsafe { PoolBox::from_raw::<C>(request, C::REQUEST_TAG) };
     // SAFETY: owned here; `irp` was set by `prepare` and never written again.
     let irp = unsafe { (*request.as_ptr()).irp };
     // SAFETY: the request's IRP, not pending (per the contract).

@@ -36,24 +36,22 @@ pub struct PoolTag(u32);
 /// that a leak (or `!poolused`) names what leaked. For a compile-time check of a driver's tags
 /// against the library's ([`crate::Client::LIBRARY_TAGS`]).
 #[must_use]
-#[allow(clippy::indexing_slicing)] // every index is below the length it is compared with
 pub const fn distinct(library: &[PoolTag], own: &[PoolTag]) -> bool {
+    /// The `i`-th tag of `library` followed by `own` (`i` below their total length).
+    #[allow(clippy::indexing_slicing)] // `i` is below the total, so in one of the two
+    const fn at(library: &[PoolTag], own: &[PoolTag], i: usize) -> u32 {
+        if i < library.len() {
+            library[i].0
+        } else {
+            own[i - library.len()].0
+        }
+    }
     let total = library.len() + own.len();
     let mut i = 0;
     while i < total {
-        let a = if i < library.len() {
-            library[i]
-        } else {
-            own[i - library.len()]
-        };
         let mut j = i + 1;
         while j < total {
-            let b = if j < library.len() {
-                library[j]
-            } else {
-                own[j - library.len()]
-            };
-            if a.0 == b.0 {
+            if at(library, own, i) == at(library, own, j) {
                 return false;
             }
             j += 1;

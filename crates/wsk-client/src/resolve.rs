@@ -1,6 +1,5 @@
 //! Name resolution: an IPv4 literal needs no resolver; a name (or an IPv6 literal) goes to the
-//! provider's
-//! `WskGetAddressInfo` (WSK 1.1 and later: a binding attached at 1.0 answers
+//! provider's `WskGetAddressInfo` (WSK 1.1 and later: a binding attached at 1.0 answers
 //! `STATUS_NOT_SUPPORTED`, as Wine's provider, whose dispatch says 1.0, must).
 //!
 //! The address list comes back as a chain of `ADDRINFOEXW` the provider allocated; it is read

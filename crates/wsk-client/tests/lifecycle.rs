@@ -664,7 +664,7 @@ fn a_prepared_work_item_queues_without_allocating_and_one_dropped_unqueued_is_fr
     s.wait_work_items();
     assert_eq!(RAN.load(Ordering::SeqCst), 1);
     assert!(
-        s.nth_failure_pending(Failable::WorkItem),
+        s.nth_failure_left(Failable::WorkItem).is_some(),
         "queue() allocated a work item"
     );
     s.fail_allocations(0);

@@ -129,13 +129,13 @@ fn a_pending_close_completes_the_providers_detach_from_its_completion_routine() 
 
 #[test]
 fn a_request_is_freed_before_its_completion_lets_the_last_reference_go() {
-    // The provider completes the close on the closing thread, then answers STATUS_PENDING: the
-    // completion routine runs before the submitter has let go of the request. The reference the
+    // The provider completes the close on the closing thread before it answers: the completion
+    // routine runs before the submitter has let go of the request. The reference the
     // request holds is the binding's last; once it goes the detach completes (and an unload may
     // return), so the request's pool block must be freed before, whoever frees it.
     let mut s = common::started();
     let provider = s.register_provider(ProviderConfig {
-        close_completes_inline: true,
+        requests_complete_inline: true,
         ..ProviderConfig::default_wsk()
     });
     *SOCKET.lock().unwrap() = Some(open_socket());

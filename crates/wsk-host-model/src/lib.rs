@@ -109,15 +109,9 @@ impl Session {
     }
 
     /// Makes exactly one call of `kind` fail: the one after `n` more succeed (0: the next).
-    /// [`Session::nth_failure_pending`] says whether it has not been reached yet.
+    /// [`Session::nth_failure_left`] says whether (and when) it is still to come.
     pub fn fail_nth(&self, kind: Failable, n: usize) {
         state::with(|s| s.countdowns.insert(kind, n));
-    }
-
-    /// Whether the failure `fail_nth` set for `kind` is still to come (the run made fewer calls).
-    #[must_use]
-    pub fn nth_failure_pending(&self, kind: Failable) -> bool {
-        state::with(|s| s.countdowns.contains_key(&kind))
     }
 
     /// How many more calls of `kind` succeed before the one `fail_nth` chose (`None`: reached).

@@ -148,7 +148,7 @@ fn config(s: &State, provider: ProviderId) -> Option<&crate::ProviderConfig> {
     s.provider(provider).map(|p| &p.config)
 }
 
-/// Takes `irp`, and completes it with `status` on a provider thread.
+/// Takes `irp` and completes it with `status`, as the socket's provider does ([`finish`]).
 fn complete_later(
     socket: *mut WSK_SOCKET,
     irp: *mut IRP,
@@ -164,7 +164,7 @@ fn complete_later(
 
 /// Takes `irp` and completes it with `status`: on a provider thread (the call answers
 /// `STATUS_PENDING`), or `inline` before the call returns `status` itself.
-pub(crate) fn finish(irp: *mut IRP, status: Status, information: usize, inline: bool) -> NTSTATUS {
+fn finish(irp: *mut IRP, status: Status, information: usize, inline: bool) -> NTSTATUS {
     if !irp::begin(irp) {
         return Status::INVALID_PARAMETER.raw();
     }
@@ -358,7 +358,7 @@ unsafe extern "system" fn close(Socket: *mut WSK_SOCKET, Irp: *mut IRP) -> NTSTA
         let peer = peer(s, Socket)?;
         let provider = peer.provider;
         let receive = peer.receive.take();
-        let inline = config(s, provider).is_some_and(|c| c.close_completes_inline);
+        let inline = config(s, provider).is_some_and(|c| c.requests_complete_inline);
         Some((receive, inline))
     });
     let Some((receive, inline)) = receive else {
@@ -384,8 +384,8 @@ unsafe extern "system" fn close(Socket: *mut WSK_SOCKET, Irp: *mut IRP) -> NTSTA
     };
     if inline {
         finish();
-    } else {
-        crate::kernel::spawn_provider(finish);
+        return Status::SUCCESS.raw();
     }
+    crate::kernel::spawn_provider(finish);
     Status::PENDING.raw()
 }

@@ -60,11 +60,9 @@ pub struct ProviderConfig {
     pub ignores_cancel: bool,
     /// `WskDisconnect` is a stub (Wine): `STATUS_NOT_IMPLEMENTED`, IRP not completed.
     pub disconnect_stub: bool,
-    /// `WskCloseSocket` completes its IRP on the calling thread, then returns `STATUS_PENDING`
-    /// (legal: the completion routine runs before the caller sees the answer).
-    pub close_completes_inline: bool,
-    /// `WskSocket`, `WskBind`, `WskConnect`, `WskSend`, `WskDisconnect` complete their IRP before
-    /// returning, and return its status (legal: a WSK function need not pend).
+    /// `WskSocket`, `WskBind`, `WskConnect`, `WskSend`, `WskDisconnect`, `WskCloseSocket` complete
+    /// their IRP before returning, and return its status (legal: a WSK function need not pend;
+    /// the completion routine then runs before the caller sees the answer).
     pub requests_complete_inline: bool,
 }
 
@@ -102,7 +100,6 @@ impl ProviderConfig {
             peer_silent: false,
             ignores_cancel: false,
             disconnect_stub: false,
-            close_completes_inline: false,
             requests_complete_inline: false,
         }
     }

@@ -113,9 +113,10 @@ fn keep(keeping: Keeping, connection: Connection) -> bool {
         )
         .is_ok();
     // After the connection, before the stop check: a stop that finds no close here is one this
-    // check sees (both SeqCst).
+    // check sees (both SeqCst). (Unkept, the close is dropped unqueued below.)
     if kept {
-        drop(close_swap(close));
+        // One connection is kept at most (Open runs once): CLOSE was empty.
+        CLOSE.store(close.into_raw().as_ptr(), Ordering::SeqCst);
     }
     if !kept || STOP.load(Ordering::SeqCst) {
         unprepare_close();
@@ -163,13 +164,6 @@ fn log_not_kept(what: &core::ffi::CStr, status: NtStatus) {
             status.bits()
         )
     };
-}
-
-/// Stores the prepared close; returns what was there (nothing: one connection is kept at most).
-fn close_swap(close: Prepared<WskEcho, Close>) -> Option<Prepared<WskEcho, Close>> {
-    let old = CLOSE.swap(close.into_raw().as_ptr(), Ordering::SeqCst);
-    // SAFETY: as in `on_detach`.
-    NonNull::new(old).map(|old| unsafe { Prepared::<WskEcho, Close>::from_raw(old) })
 }
 
 /// Tries `tries` times, 100 ms apart, for a binding, unless the stop comes first.

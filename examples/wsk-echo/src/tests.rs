@@ -380,7 +380,10 @@ fn each_allocation_of_the_load_and_exchange_failing_in_turn_is_reported_and_leav
         drop(s);
         for n in 0..calls {
             let (mut s, status) = run(kind, n);
-            assert!(!s.nth_failure_pending(kind), "{kind:?} #{n} not reached");
+            assert!(
+                s.nth_failure_left(kind).is_none(),
+                "{kind:?} #{n} not reached"
+            );
             let log = s.log();
             let reported = log.iter().any(|line| {
                 ["fail", "no pool", "not queued", "IoAllocate"]
@@ -422,7 +425,7 @@ fn the_stop_allocates_no_work_item() {
     s.fail_nth(Failable::WorkItem, 0);
     s.driver_unload();
     assert!(
-        s.nth_failure_pending(Failable::WorkItem),
+        s.nth_failure_left(Failable::WorkItem).is_some(),
         "the stop allocated a work item"
     );
     assert!(s.events().contains(&Event::WskDisconnect));
