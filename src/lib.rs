@@ -12,9 +12,11 @@
 #![cfg_attr(wsk_kernel, no_std)]
 
 use wsk_client::binding::BindingSlot;
+#[cfg(not(feature = "no-log"))]
+use wsk_client::dbg_print;
 use wsk_client::sys::{DRIVER_OBJECT, GUID, NTSTATUS, UNICODE_STRING};
 use wsk_client::{
-    Client, ClientState, DriverCell, NtStatus, PoolTag, Registration, WskVersion, dbg_print, guid,
+    Client, ClientState, DriverCell, NtStatus, PoolTag, Registration, WskVersion, guid,
 };
 
 /// The seed driver as a WSK client.
@@ -72,7 +74,7 @@ pub unsafe extern "system" fn DriverEntry(
 }
 
 /// `DRIVER_UNLOAD`: deregisters and waits until every binding is detached and cleaned up, then
-/// logs the number of live pool allocations (0 when healthy).
+/// logs the number of live pool allocations (0 when healthy; not with the feature `no-log`).
 ///
 /// IRQL: `PASSIVE_LEVEL`.
 ///
@@ -85,6 +87,12 @@ unsafe extern "system" fn DriverUnload(_DriverObject: *mut DRIVER_OBJECT) {
         // Deregistration failures are logged by the library; DriverUnload has no status to return.
         let _ = registration.deregister();
     }
+    log_unloaded();
+}
+
+/// The last line of `DriverUnload`: the number of live pool allocations (0 when healthy).
+#[cfg(not(feature = "no-log"))]
+fn log_unloaded() {
     #[allow(clippy::cast_possible_truncation)] // a handful at most
     let live = WskAttach::state().live_allocations() as u32;
     // SAFETY: `%u` takes the `u32`; no Unicode conversion.
@@ -97,6 +105,10 @@ unsafe extern "system" fn DriverUnload(_DriverObject: *mut DRIVER_OBJECT) {
         )
     };
 }
+
+/// Feature `no-log`: the line is compiled out with the library's.
+#[cfg(feature = "no-log")]
+fn log_unloaded() {}
 
 /// No reachable path panics (clippy denies `unwrap`, `expect`, `panic!` and indexing, and
 /// `cargo xtask check-image` proves no panic machinery is linked into the image). Should one ever

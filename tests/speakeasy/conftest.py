@@ -55,3 +55,13 @@ def run(image):
             return cache[scenario]
         return harness.run_scenario(image, scenario)
     return _run
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The failure matrix's counts (test_failure_matrix.py: calls x statuses x occurrences tried,
+    the calls of the table this image never makes, the time), when that module was collected."""
+    module = sys.modules.get("test_failure_matrix")
+    if module is not None and hasattr(module, "summary_lines"):
+        terminalreporter.section("failure matrix")
+        for line in module.summary_lines():
+            terminalreporter.write_line(line)

@@ -127,6 +127,22 @@ STATUS_NAMES = {
     STATUS_INVALID_DEVICE_REQUEST: "STATUS_INVALID_DEVICE_REQUEST",
 }
 
+# More failure statuses, for the failure matrix (tests/failure-matrix.txt).
+STATUS_ACCESS_DENIED = 0xC0000022
+STATUS_FILE_FORCED_CLOSED = 0xC00000B6
+STATUS_IO_TIMEOUT = 0xC00000B5
+STATUS_CONNECTION_RESET = 0xC000020D
+STATUS_ADDRESS_ALREADY_EXISTS = 0xC000020A
+STATUS_NOT_FOUND = 0xC0000225
+STATUS_NAMES.update({
+    STATUS_ACCESS_DENIED: "STATUS_ACCESS_DENIED",
+    STATUS_FILE_FORCED_CLOSED: "STATUS_FILE_FORCED_CLOSED",
+    STATUS_IO_TIMEOUT: "STATUS_IO_TIMEOUT",
+    STATUS_CONNECTION_RESET: "STATUS_CONNECTION_RESET",
+    STATUS_ADDRESS_ALREADY_EXISTS: "STATUS_ADDRESS_ALREADY_EXISTS",
+    STATUS_NOT_FOUND: "STATUS_NOT_FOUND",
+})
+
 WSK_1_0 = 0x0100
 WSK_1_1 = 0x0101
 WSK_NO_WAIT = 0
@@ -212,6 +228,7 @@ IRP_IO_STATUS = 0x30
 IRP_STACK_COUNT = 0x42
 IRP_CURRENT_LOCATION = 0x43
 IRP_CANCEL = 0x44
+IRP_CURRENT_STACK_LOCATION = 0xB8  # Tail.Overlay.CurrentStackLocation
 # MDL (x64): Next, Size, MdlFlags, Process, MappedSystemVa, StartVa, ByteCount, ByteOffset;
 # then one PFN_NUMBER per page.
 SIZEOF_MDL = 0x30
@@ -372,6 +389,12 @@ class Scenario:
       (the completion routine runs inside the call, which then returns the final status: legal
       WSK behaviour); else it returns STATUS_PENDING and completes it on a provider thread.
     peer_chunk: a receive gets at most this many bytes (0: as many as the buffer takes).
+    fail_call: (call name, occurrence, status): the occurrence-th call (1: the first) of that
+      kernel, NMR or WSK function fails with status, as tests/failure-matrix.txt says how: a
+      NULL-returning allocator returns NULL (the status is what the driver should report), a
+      function returning an NTSTATUS returns it (having done nothing), a WSK provider function
+      completes its IRP with it (on a provider thread, or inside the call with complete_inline).
+      Every call of those functions is counted in Result.call_counts either way.
     """
 
     name: str = "default"
@@ -402,6 +425,7 @@ class Scenario:
     fail_mdl_allocations: bool = False
     complete_inline: bool = False
     peer_chunk: int = 0
+    fail_call: Optional[Tuple[str, int, int]] = None
 
     def __post_init__(self):
         if self.peer not in PEERS:
@@ -901,6 +925,10 @@ class Result:
     mdls: List[MdlRec] = field(default_factory=list)
     sockets: List[SocketRec] = field(default_factory=list)
     mdl_requests: List[int] = field(default_factory=list)
+    # The failure matrix: how many times each failable function was called (Harness._inject),
+    # and the injected failures that happened: (name, occurrence, status).
+    call_counts: Dict[str, int] = field(default_factory=dict)
+    injected: List[Tuple[str, int, int]] = field(default_factory=list)
 
     def in_image(self, addr: int) -> bool:
         return self.image_base <= addr < self.image_base + self.image_size
@@ -1093,6 +1121,10 @@ class Harness:
         self._switched = False
         self._free_stacks: List[Tuple[int, int]] = []
         self.settled_at: Optional[int] = None
+        # The failure matrix (Scenario.fail_call): calls counted per function, failures made.
+        self.call_counts: Dict[str, int] = {}
+        self.injected: List[Tuple[str, int, int]] = []
+        self.deregister_failed = False
 
     # -- small helpers ---------------------------------------------------------------------
     def ev(self, kind, name, args=None, status=None, text="", depth=None) -> Event:
@@ -1113,6 +1145,19 @@ class Harness:
     def violation(self, msg: str):
         self.violations.append(msg)
         self.ev("violation", "violation", text=msg)
+
+    def _inject(self, name: str) -> Optional[int]:
+        """Counts a call of `name` (a function of tests/failure-matrix.txt); the status it must
+        fail with when Scenario.fail_call names this occurrence, else None."""
+        n = self.call_counts[name] = self.call_counts.get(name, 0) + 1
+        fc = self.scenario.fail_call
+        if fc is None or fc[0] != name or fc[1] != n:
+            return None
+        status = fc[2] & 0xFFFFFFFF
+        self.injected.append((name, n, status))
+        self.ev("provider", "injected failure", text="failure matrix: call %d of %s fails (%s)"
+                % (n, name, status_name(status)))
+        return status
 
     def rd(self, addr, n) -> bytes:
         return bytes(self.emu.mem_read(addr, n))
@@ -1231,6 +1276,7 @@ class Harness:
         add(self._h_iofreeirp, "ntoskrnl", "IoFreeIrp", 1)
         add(self._h_iosetcompletionroutineex, "ntoskrnl", "IoSetCompletionRoutineEx", 7)
         add(self._h_iocancelirp, "ntoskrnl", "IoCancelIrp", 1)
+        add(self._h_iofcompleterequest, "ntoskrnl", "IofCompleteRequest", 2)
         add(self._h_ioallocatemdl, "ntoskrnl", "IoAllocateMdl", 5)
         add(self._h_mmbuildmdlfornonpagedpool, "ntoskrnl", "MmBuildMdlForNonPagedPool", 1)
         add(self._h_iofreemdl, "ntoskrnl", "IoFreeMdl", 1)
@@ -1861,6 +1907,10 @@ class Harness:
         self.client = self._read_characteristics(chars)
         self.client_context = ctx
         self._check_characteristics(self.client)
+        injected = self._inject("NmrRegisterClient")
+        if injected is not None:
+            e.status = injected
+            return e.status
         if self.scenario.register_status != STATUS_SUCCESS:
             e.status = self.scenario.register_status
             return e.status
@@ -1889,6 +1939,7 @@ class Harness:
         e = self.ev("nmr", "NmrClientAttachProvider", {
             "NmrBindingHandle": handle, "ClientBindingContext": ctx, "ClientDispatch": disp,
             "ProviderBindingContext": p_ctx, "ProviderDispatch": p_disp})
+        injected = self._inject("NmrClientAttachProvider")
         b = self._binding(handle)
         if b is None:
             self.violation("NmrClientAttachProvider with an unknown binding handle 0x%x" % handle)
@@ -1905,6 +1956,8 @@ class Harness:
         e.args["ClientDispatch.Version"] = version
         e.args["ClientDispatch.WskClientEvent"] = event
         status = b.provider.answer(version, len(b.tries)) & 0xFFFFFFFF
+        if injected is not None:
+            status = injected  # the provider did not attach: nothing written
         blk = self.pool_block(ctx)
         t = AttachTry(binding=handle, client_context=ctx, version=version, status=status,
                       client_dispatch=disp, reserved=reserved, client_event=event,
@@ -1942,6 +1995,12 @@ class Harness:
         if self.deregistered:
             self.violation("NmrDeregisterClient called twice")
         self.deregistered = True
+        injected = self._inject("NmrDeregisterClient")
+        if injected is not None:
+            # NMR did not initiate the deregistration: no detach, the bindings stay attached.
+            self.deregister_failed = True
+            e.status = injected
+            return injected
 
         def gen():
             for b in self.bindings:
@@ -1982,6 +2041,13 @@ class Harness:
     def _h_wait(self, emu, api, func, argv):
         (handle,) = argv
         e = self.ev("nmr", "NmrWaitForClientDeregisterComplete", {"NmrClientHandle": handle})
+        injected = self._inject("NmrWaitForClientDeregisterComplete")
+        if self.deregister_failed:
+            # No deregistration was initiated: what the documentation says of a wait before
+            # NmrDeregisterClient (nothing to wait for).
+            self.wait_done = True
+            e.status = injected if injected is not None else STATUS_INVALID_PARAMETER
+            return e.status
         if handle != self.client_handle:
             self.violation("NmrWaitForClientDeregisterComplete(0x%x): not the client handle"
                            % handle)
@@ -1992,8 +2058,8 @@ class Harness:
             self.violation("NmrWaitForClientDeregisterComplete would wait forever: %d binding(s) "
                            "not detached and cleaned up" % len(stuck))
         self.wait_done = True
-        e.status = STATUS_SUCCESS
-        return STATUS_SUCCESS
+        e.status = STATUS_SUCCESS if injected is None else injected
+        return e.status
 
     # hooks: the WskRegister layer ---------------------------------------------------------
     def _wsk_provider(self) -> Provider:
@@ -2025,6 +2091,7 @@ class Harness:
     def _h_wsk_register(self, emu, api, func, argv):
         npi, registration = argv
         e = self.ev("wskreg", "WskRegister", {"WskClientNpi": npi, "WskRegistration": registration})
+        injected = self._inject("WskRegister")
         if self.profile.backend != "wskregister":
             self.violation("WskRegister: the %s profile is a raw NMR client, not a WskRegister one"
                            % self.profile.name)
@@ -2059,6 +2126,8 @@ class Harness:
             self.violation("WskRegister(0x%x): that WSK_REGISTRATION is registered already (no "
                            "WskDeregister since)" % registration)
         status = self.scenario.register_status & 0xFFFFFFFF
+        if injected is not None:
+            status = injected
         reg = WskRegistration(address=registration, client_npi=npi, version=version,
                               client_dispatch=disp, client_context=ctx, status=status,
                               registered_seq=e.seq)
@@ -2107,12 +2176,18 @@ class Harness:
         e = self.ev("wskreg", "WskCaptureProviderNPI", {"WskRegistration": registration,
                                                          "WaitTimeout": wait_ms,
                                                          "WskProviderNpi": npi_out})
+        injected = self._inject("WskCaptureProviderNPI")
         reg = self._live_wsk_reg(registration)
         if reg is None:
             self.violation("WskCaptureProviderNPI(0x%x): not a registered WSK_REGISTRATION"
                            % registration)
             e.status = STATUS_INVALID_PARAMETER
             return e.status
+        if injected is not None:
+            # At once, whatever the wait: nothing captured.
+            reg.capture_answers.append((wait_ms, injected))
+            e.status = injected
+            return injected
         ready = self._wsk_ready_at()
         if (ready is not None and self.now >= ready) or wait_ms == WSK_NO_WAIT:
             return self._capture_now(reg, wait_ms, npi_out, e)
@@ -2164,8 +2239,12 @@ class Harness:
             return self._h_wsk_socket
 
         def hook(emu, api, func, argv):
-            self.ev("wsk", name, {"Client": argv[0] if argv else 0}, status=STATUS_NOT_SUPPORTED)
-            return STATUS_NOT_SUPPORTED
+            e = self.ev("wsk", name, {"Client": argv[0] if argv else 0},
+                        status=STATUS_NOT_SUPPORTED)
+            injected = self._inject(name)
+            if injected is not None:  # not modelled further (no IRP taken)
+                e.status = injected
+            return e.status
         return hook
 
     # hooks: IRPs and MDLs (the I/O manager) -----------------------------------------------------
@@ -2183,7 +2262,7 @@ class Harness:
     def _h_ioallocateirp(self, emu, api, func, argv):
         stack_size, quota = argv[0] & 0xFF, argv[1] & 0xFF
         e = self.ev("io", "IoAllocateIrp", {"StackSize": stack_size, "ChargeQuota": quota})
-        if self.scenario.fail_irp_allocations:
+        if self._inject("IoAllocateIrp") is not None or self.scenario.fail_irp_allocations:
             e.status = 0
             return 0
         if stack_size < 1:
@@ -2193,6 +2272,9 @@ class Harness:
         addr = self.alloc(size, "irp")
         self.wr(addr, struct.pack("<hH", IO_TYPE_IRP, size))
         self.wr(addr + IRP_STACK_COUNT, bytes([stack_size, (stack_size + 1) & 0xFF]))
+        # As IoAllocateIrp leaves it: the current location one past the last one (none yet).
+        self.wr64(addr + IRP_CURRENT_STACK_LOCATION,
+                  addr + SIZEOF_IRP + SIZEOF_IO_STACK_LOCATION * stack_size)
         rec = IrpRec(number=len(self.irps) + 1, address=addr, stack_size=stack_size,
                      allocated_seq=e.seq)
         self.irps.append(rec)
@@ -2232,11 +2314,15 @@ class Harness:
         e = self.ev("io", "IoSetCompletionRoutineEx", {
             "DeviceObject": dev, "Irp": irp, "CompletionRoutine": routine, "Context": ctx,
             "InvokeOnSuccess": invoke[0], "InvokeOnError": invoke[1], "InvokeOnCancel": invoke[2]})
+        injected = self._inject("IoSetCompletionRoutineEx")
         rec = self._irp(irp, "IoSetCompletionRoutineEx")
         if rec is None:
             e.status = STATUS_INVALID_PARAMETER
             return e.status
         e.args["*irp"] = rec.number
+        if injected is not None:  # no routine set (and no device object reference taken)
+            e.status = injected
+            return injected
         d = self._device(dev)
         if d is None or d.deleted_seq is not None:
             # The I/O manager takes a reference on it until the routine has run.
@@ -2274,6 +2360,50 @@ class Harness:
             yield from self._complete_gen(rec, STATUS_CANCELLED, 0)
             e.status = 1
             return 1
+        return self._start(gen())
+
+    def _h_iofcompleterequest(self, emu, api, func, argv):
+        """IoCompleteRequest (IofCompleteRequest) of an IRP the driver allocated and never handed
+        over (or got back): it made the location of its completion routine current
+        (IoSetNextIrpStackLocation) and wrote IoStatus; the routine runs at once, as for a
+        completion by the provider, and must give the IRP back (STATUS_MORE_PROCESSING_REQUIRED).
+        """
+        addr, boost = argv[0], argv[1] & 0xFF
+        e = self.ev("io", "IofCompleteRequest", {"Irp": addr, "PriorityBoost": boost})
+        rec = self._irp(addr, "IofCompleteRequest")
+        if rec is None:
+            return None
+        e.args["*irp"] = rec.number
+        if rec.state != "allocated":
+            self.violation("IofCompleteRequest of IRP %d while it is %s (in %s): the %s owns it"
+                           % (rec.number, rec.state, rec.op,
+                              "provider" if rec.state == "pending" else "I/O manager"))
+            return None
+        location = self.rd(addr + IRP_CURRENT_LOCATION, 1)[0]
+        current = self.rd64(addr + IRP_CURRENT_STACK_LOCATION)
+        expected = addr + SIZEOF_IRP + SIZEOF_IO_STACK_LOCATION * (rec.stack_size - 1)
+        if location != rec.stack_size or current != expected:
+            self.violation("IofCompleteRequest of IRP %d: CurrentLocation %d / "
+                           "CurrentStackLocation 0x%x, expected %d / 0x%x (IoSetNextIrpStackLocation once, to the "
+                           "location of its completion routine)"
+                           % (rec.number, location, current, rec.stack_size, expected))
+        status, _, information = struct.unpack("<IIQ", self.rd(addr + IRP_IO_STATUS, 16))
+        if status == STATUS_PENDING:
+            self.violation("IofCompleteRequest of IRP %d with IoStatus.Status STATUS_PENDING"
+                           % rec.number)
+        rec.state = "pending"  # what _complete_gen completes
+        if not rec.op.endswith("(completed by the driver)"):
+            rec.op = "%s (completed by the driver)" % (rec.op or "never sent")
+
+        def gen():
+            yield from self._complete_gen(rec, status, information)
+            if rec.state == "freed":  # the routine freed it
+                return 0
+            # The I/O manager has moved back up past the routine's location.
+            self.wr(addr + IRP_CURRENT_LOCATION, bytes([(rec.stack_size + 1) & 0xFF]))
+            self.wr64(addr + IRP_CURRENT_STACK_LOCATION,
+                      addr + SIZEOF_IRP + SIZEOF_IO_STACK_LOCATION * rec.stack_size)
+            return 0
         return self._start(gen())
 
     def _complete_gen(self, rec: IrpRec, status: int, information: int, before=None):
@@ -2360,7 +2490,7 @@ class Harness:
                                             "SecondaryBuffer": secondary & 0xFF,
                                             "ChargeQuota": quota & 0xFF, "Irp": irp})
         self.mdl_requests.append(va)
-        if self.scenario.fail_mdl_allocations:
+        if self._inject("IoAllocateMdl") is not None or self.scenario.fail_mdl_allocations:
             e.status = 0
             return 0
         if irp:
@@ -2509,7 +2639,10 @@ class Harness:
                                                                 "detach-pending"):
             self.violation("WskSocket through binding 0x%x, which is %s" % (owner.handle,
                                                                            owner.state))
+        injected = self._inject("WskSocket")
         rec = self._take_irp(irp, "WskSocket", None)
+        if injected is not None:
+            return self._finish(e, rec, injected)
         if (family, stype, proto, flags) != (AF_INET, SOCK_STREAM, IPPROTO_TCP,
                                               WSK_FLAG_CONNECTION_SOCKET):
             return self._finish(e, rec, STATUS_INVALID_PARAMETER)
@@ -2551,9 +2684,12 @@ class Harness:
         sock_addr, local, flags, irp = argv
         e, sock = self._socket_call("WskBind", sock_addr, {"LocalAddress": self._sockaddr(local),
                                                            "Flags": flags & 0xFFFFFFFF})
+        injected = self._inject("WskBind")
         rec = self._take_irp(irp, "WskBind", sock)
         if sock is None:
             return self._finish(e, rec, STATUS_INVALID_HANDLE)
+        if injected is not None:
+            return self._finish(e, rec, injected)
         if sock.state != "open":
             return self._finish(e, rec, STATUS_INVALID_DEVICE_STATE)
         sock.state = "bound"
@@ -2564,9 +2700,12 @@ class Harness:
         e, sock = self._socket_call("WskConnect", sock_addr,
                                     {"RemoteAddress": self._sockaddr(remote),
                                      "Flags": flags & 0xFFFFFFFF})
+        injected = self._inject("WskConnect")
         rec = self._take_irp(irp, "WskConnect", sock)
         if sock is None:
             return self._finish(e, rec, STATUS_INVALID_HANDLE)
+        if injected is not None:
+            return self._finish(e, rec, injected)
         if sock.state != "bound":
             return self._finish(e, rec, STATUS_INVALID_DEVICE_STATE)
         sock.remote = e.args["RemoteAddress"]
@@ -2603,9 +2742,12 @@ class Harness:
         sock_addr, buf, flags, irp = argv
         e, sock = self._socket_call("WskSend", sock_addr, {"Buffer": buf,
                                                            "Flags": flags & 0xFFFFFFFF})
+        injected = self._inject("WskSend")
         rec = self._take_irp(irp, "WskSend", sock)
         if sock is None:
             return self._finish(e, rec, STATUS_INVALID_HANDLE)
+        if injected is not None:  # nothing sent
+            return self._finish(e, rec, injected)
         wb = self._wsk_buf(buf, "WskSend")
         if wb is None:
             return self._finish(e, rec, STATUS_INVALID_PARAMETER)
@@ -2625,9 +2767,12 @@ class Harness:
         sock_addr, buf, flags, irp = argv
         e, sock = self._socket_call("WskReceive", sock_addr, {"Buffer": buf,
                                                               "Flags": flags & 0xFFFFFFFF})
+        injected = self._inject("WskReceive")
         rec = self._take_irp(irp, "WskReceive", sock)
         if sock is None:
             return self._finish(e, rec, STATUS_INVALID_HANDLE)
+        if injected is not None:  # nothing received (what the peer sent stays queued)
+            return self._finish(e, rec, injected)
         wb = self._wsk_buf(buf, "WskReceive")
         if wb is None:
             return self._finish(e, rec, STATUS_INVALID_PARAMETER)
@@ -2655,9 +2800,12 @@ class Harness:
             e.status = STATUS_NOT_IMPLEMENTED
             e.text = "a stub: the IRP is not completed"
             return STATUS_NOT_IMPLEMENTED
+        injected = self._inject("WskDisconnect")
         rec = self._take_irp(irp, "WskDisconnect", sock)
         if sock is None:
             return self._finish(e, rec, STATUS_INVALID_HANDLE)
+        if injected is not None:
+            return self._finish(e, rec, injected)
         if buf and self._wsk_buf(buf, "WskDisconnect") is None:
             return self._finish(e, rec, STATUS_INVALID_PARAMETER)
         if sock.state != "connected":
@@ -2668,22 +2816,27 @@ class Harness:
     def _h_sock_closesocket(self, emu, api, func, argv):
         sock_addr, irp = argv
         e, sock = self._socket_call("WskCloseSocket", sock_addr, {"Irp": irp})
+        injected = self._inject("WskCloseSocket")
         rec = self._take_irp(irp, "WskCloseSocket", sock)
         if sock is None:
             return self._finish(e, rec, STATUS_INVALID_HANDLE)
+        # An injected failure: the socket is gone all the same (the WSK_SOCKET is the
+        # provider's, freed by the close; the driver cannot close it twice), the IRP says the
+        # failure.
+        final = STATUS_SUCCESS if injected is None else injected
         sock.state = "closed"
         sock.closed_seq = e.seq
         # The close first completes the socket's pending requests (cancelled), at once.
         pending = [r for r in self.irps if r.state == "pending" and r.socket is sock
                    and r is not rec and not any(j[0] is r for j in self.completion_queue)]
         if not pending:
-            return self._finish(e, rec, STATUS_SUCCESS)
+            return self._finish(e, rec, final)
 
         def gen():
             for r in pending:
                 if r.state == "pending":
                     yield from self._complete_gen(r, STATUS_CANCELLED, 0)
-            e.status = yield from self._finish_gen(rec, STATUS_SUCCESS)
+            e.status = yield from self._finish_gen(rec, final)
             return e.status
         return self._start(gen())
 
@@ -2716,6 +2869,9 @@ class Harness:
             e.status = STATUS_INVALID_PARAMETER
             return e.status
         status = self.scenario.create_device_status & 0xFFFFFFFF
+        injected = self._inject("IoCreateDevice")
+        if injected is not None:
+            status = injected
         if status == STATUS_SUCCESS and name and any(
                 d.name == name and d.deleted_seq is None for d in self.devices):
             status = STATUS_OBJECT_NAME_COLLISION
@@ -2778,6 +2934,9 @@ class Harness:
     def _h_ioallocateworkitem(self, emu, api, func, argv):
         (dev,) = argv
         e = self.ev("work", "IoAllocateWorkItem", {"DeviceObject": dev})
+        if self._inject("IoAllocateWorkItem") is not None:
+            e.status = 0
+            return 0
         d = self._device(dev)
         if d is None or d.deleted_seq is not None:
             self.violation("IoAllocateWorkItem(0x%x): %s" % (
@@ -2871,9 +3030,12 @@ class Harness:
         if etype not in EVENT_TYPES:
             self.violation("KeInitializeEvent: Type %d is neither NotificationEvent nor "
                            "SynchronizationEvent" % etype)
-        if self.on_a_stack(addr) or not (self.in_image(addr) or self.pool_block(addr)):
+        # KeInitializeEvent (wdm.h): resident storage; "If you allocate the event on the stack,
+        # you must specify a KernelMode wait" (checked by KeWaitForSingleObject): a stack is
+        # resident during a KernelMode wait.
+        if not (self.on_a_stack(addr) or self.in_image(addr) or self.pool_block(addr)):
             self.violation("KeInitializeEvent: Event 0x%x is %s (not non-paged memory of the "
-                           "driver's)" % (addr, self.where(addr)))
+                           "driver's, nor a stack)" % (addr, self.where(addr)))
         if any(t.state == "blocked" and t.wait.kind == "event" and t.wait.event == addr
                for t in self.threads):
             self.violation("KeInitializeEvent(0x%x) while a thread waits on it" % addr)
@@ -2931,6 +3093,10 @@ class Harness:
         if ke is None:
             e.status = STATUS_SUCCESS
             return STATUS_SUCCESS
+        if self.on_a_stack(obj) and mode & 0xFF != 0:
+            self.violation("KeWaitForSingleObject on event 0x%x, %s, with WaitMode %d: an event "
+                           "on a stack needs a KernelMode wait (a UserMode wait may page the "
+                           "stack out)" % (obj, self.where(obj), mode & 0xFF))
         if timeout != 0:
             inside = self.in_callback("ClientDetachProvider", "ClientCleanupBindingContext",
                                       "CompletionRoutine")
@@ -2969,6 +3135,8 @@ class Harness:
     def _new_alloc(self, api, size, tag, pool) -> int:
         self.allocation_attempts += 1
         sc = self.scenario
+        if self._inject(api) is not None:
+            return 0
         if (sc.fail_pool_allocations or self.allocation_attempts in sc.fail_allocations
                 or (sc.fail_binding_allocations and tag == pool_tag(self.profile.binding_tag))):
             return 0
@@ -3084,6 +3252,9 @@ class Harness:
         else:
             self.violation("ZwOpenKey: RootDirectory 0x%x is not an open key" % root)
             status = STATUS_INVALID_HANDLE
+        injected = self._inject("ZwOpenKey")
+        if injected is not None:
+            status, path = injected, None
         if path is not None:
             handle = self.next_key_handle
             self.next_key_handle += 4
@@ -3099,9 +3270,12 @@ class Harness:
         length &= 0xFFFFFFFF
         name = self._read_ustr(name_us, True) if name_us else ""
         status = STATUS_OBJECT_NAME_NOT_FOUND
+        injected = self._inject("ZwQueryValueKey")
         if handle not in self.open_keys:
             self.violation("ZwQueryValueKey: 0x%x is not an open key" % handle)
             status = STATUS_INVALID_HANDLE
+        elif injected is not None:
+            status = injected  # nothing written
         elif klass != 2:
             self.violation("ZwQueryValueKey: class %d, the harness knows "
                            "KeyValuePartialInformation (2)" % klass)
@@ -3185,7 +3359,9 @@ class Harness:
             if t.pending and t.state in ("running", "blocked"):
                 self.violation("emulation ended inside %d driver callback(s) on %s"
                                % (len(t.pending), t.name))
-        if self.client is not None and self.unload_ran and not self.wait_done:
+        # (After a failed NmrDeregisterClient nothing was initiated: there is nothing to wait for.)
+        if (self.client is not None and self.unload_ran and not self.wait_done
+                and not self.deregister_failed):
             self.violation("DriverUnload did not call NmrWaitForClientDeregisterComplete")
         if self.client is not None and self.unload_ran and not self.deregistered:
             self.violation("DriverUnload did not call NmrDeregisterClient")
@@ -3241,7 +3417,8 @@ class Harness:
                       kevents=list(self.kevents.values()), wsk_registrations=self.wsk_regs,
                       threads=self.threads, clock=self.now,
                       unload_completed=self.unload_completed, irps=self.irps, mdls=self.mdls,
-                      sockets=self.sockets, mdl_requests=self.mdl_requests)
+                      sockets=self.sockets, mdl_requests=self.mdl_requests,
+                      call_counts=self.call_counts, injected=self.injected)
 
 
 def _cdecl():

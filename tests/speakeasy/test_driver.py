@@ -832,7 +832,7 @@ def test_wskregister_provider_ready_later(run):
     (reg,) = r.wsk_registrations
     assert reg.capture_answers[-1] == (1000, STATUS_SUCCESS) and reg.releases == 1
     # The capture work item is queued before DriverEntry says it registered.
-    not_ready = log_index(r, "WSK provider not ready: capturing from a work item")
+    not_ready = log_index(r, "WSK provider not ready (0xC00000A3): capturing from a work item")
     registered = log_index(r, "registered as WSK client (WskRegister)")
     (q1,) = [e for e in r.events if e.name == "IoQueueWorkItem" and e.args["item"] == 1]
     assert not_ready < q1.seq < registered < event_index(r, "run", "DriverEntry returned")
@@ -1249,7 +1249,9 @@ def assert_clean_exchange(r):
     assert all(e.args["StackSize"] == 1 and e.args["ChargeQuota"] == 0 for e in allocs), allocs
     assert len(r.request_allocations) == len(allocs)
     for rec in r.irps:
-        assert rec.state == "freed" and rec.completions == rec.uses <= 1, rec
+        # Completed once when sent, or once by the driver itself when never sent (a request
+        # dropped unused, or answered without its IRP being completed).
+        assert rec.state == "freed" and rec.completions == 1 and rec.uses <= 1, rec
         (s,) = [e for e in sets if e.args["*irp"] == rec.number]
         assert s.args["DeviceObject"] == device, s
         assert (s.args["InvokeOnSuccess"], s.args["InvokeOnError"],
@@ -1389,19 +1391,27 @@ def test_echo_silent_peer_stop_during_the_receive(run):
 @connection_only
 def test_echo_wine_like_provider_disconnect_stub(run):
     """A Wine-like provider: WskDisconnect answers STATUS_NOT_IMPLEMENTED and never completes its
-    IRP. The exchange works (`echo ok`); at the unload the driver logs the stub, frees the IRP
-    the provider never took, and closes the socket anyway."""
+    IRP. The exchange works (`echo ok`); at the unload the driver logs the stub, completes the
+    IRP the provider never took itself (IoSetNextIrpStackLocation + IoCompleteRequest: its
+    completion routine runs, so nothing IoSetCompletionRoutineEx allocated is left), frees it,
+    and closes the socket anyway."""
     r = run("echo-wine-like")
     assert_clean_exchange(r)
     assert echo_results(r) == [ECHO_OK]
     assert socket_ops(r) == with_socket(r, [*EXCHANGE, "WskDisconnect -> STATUS_NOT_IMPLEMENTED",
+                                            "  never sent (completed by the driver): "
+                                            "STATUS_NOT_IMPLEMENTED, 0",
                                             *pended("WskCloseSocket")])
     (stub,) = [rec for rec in r.irps if rec.uses == 0]
-    assert stub.completions == 0 and stub.state == "freed"
-    # Noted in the trace (not a violation): its IoSetCompletionRoutineEx routine never ran.
+    assert stub.completions == 1 and stub.state == "freed"
+    assert stub.completed_status == harness.STATUS_NOT_IMPLEMENTED
+    (own,) = [e for e in r.events if e.kind == "io" and e.name == "IofCompleteRequest"]
+    assert own.args["*irp"] == stub.number
+    # Every IRP's routine ran: no IoFreeIrp is noted for a routine that never did.
     frees = [e for e in r.events if e.kind == "io" and e.name == "IoFreeIrp"]
-    assert [e.args["*irp"] for e in frees if e.text] == [stub.number], frees
-    assert log_index(r, "request: answered 0xC0000002 without completing its IRP") < \
+    assert [e.args["*irp"] for e in frees if e.text] == [], frees
+    assert log_index(r, "request: answered 0xC0000002 without completing its IRP; "
+                     "completed here") < \
         event_index(r, "wsk", "WskCloseSocket")
 
 
@@ -1514,7 +1524,11 @@ def test_harness_reports_an_irp_freed_while_pending():
             return e.status
     r = KeepsDisconnect(harness.default_image(), harness.SCENARIOS["echo"], profile=PROFILE).run()
     (irp,) = [x for x in r.irps if x.op == "WskDisconnect"]
-    assert r.violations == ["IoFreeIrp(0x%x): IRP %d is still pending in WskDisconnect (the "
+    # (The driver completes, itself, an IRP a provider answered without completing: that too
+    # is reported, the provider still holding it.)
+    assert r.violations == ["IofCompleteRequest of IRP %d while it is pending (in WskDisconnect): "
+                            "the provider owns it" % irp.number,
+                            "IoFreeIrp(0x%x): IRP %d is still pending in WskDisconnect (the "
                             "provider owns it until it completes it)" % (irp.address, irp.number)]
     assert echo_results(r) == [ECHO_OK] and r.unload_completed
 

@@ -391,3 +391,100 @@ def test_echo_soak_with_resets_and_silent_peers(echo_service, profile):
                                     sum(r.startswith("echo failed") for r in results)))
     finally:
         peer.close()
+
+
+@ECHO
+def test_a_multi_chunk_bytes_transfer_echoes_every_byte(echo_service, profile):
+    """`Parameters\\Bytes` = 1 MiB + 3: the driver streams `Message` repeated, cut at Bytes, in
+    64 KiB chunks of whole messages (17 here, the last one short) through Wine's provider and
+    checks every byte that comes back. The peer must receive exactly that stream, once; the
+    driver logs one `echo ok, N bytes in M ms` (the time is not judged) and closes its socket at
+    stop. Then a peer that flips one bit of its answer, deep in the stream: the driver's check
+    catches it (`echo failed: compare 0xC0000001`) and still unloads clean."""
+    prefix = echo_service
+    total = (1 << 20) + 3
+    stream = (MESSAGE.encode() * (total // len(MESSAGE) + 1))[:total]
+    flip_at = 700_001
+    key = r"HKLM\System\CurrentControlSet\Services\%s\Parameters" % profile.service
+
+    class Corrupting(Peer):
+        """Echoes everything but the byte at stream offset `flip_at`, which it sends back with
+        its lowest bit flipped."""
+
+        def _handle(self, conn, record):
+            seen = 0
+            conn.settimeout(1.0)
+            try:
+                while not self.stopping and time.monotonic() < self.deadline:
+                    try:
+                        data = conn.recv(65536)
+                    except socket.timeout:
+                        continue
+                    except OSError:
+                        break
+                    if not data:
+                        break
+                    with self.changed:
+                        record["received"] += data
+                        self.changed.notify_all()
+                    if seen <= flip_at < seen + len(data):
+                        data = bytearray(data)
+                        data[flip_at - seen] ^= 0x01
+                    seen += len(data)
+                    conn.sendall(data)
+            except OSError:
+                pass
+            finally:
+                conn.close()
+                with self.changed:
+                    record["closed"] = True
+                    self.changed.notify_all()
+
+    def reg_add(name, kind, value):
+        code, out = prefix.run(["wine", "reg", "add", key, "/v", name, "/t", kind, "/d", value,
+                                "/f"], check=False)
+        assert code == 0, "reg add %s\\%s exited %d:\n%s" % (key, name, code, out)
+
+    def results_since(offset):
+        return [line for line in wh.events(prefix.log()[offset:])
+                if line.startswith(profile.prefix) and RESULT.search(line)]
+
+    peer, corrupting = Peer("echo", timeout=300), Corrupting("echo", timeout=300)
+    try:
+        set_parameters(prefix, profile, "127.0.0.1", peer.port, MESSAGE)
+        reg_add("Bytes", "REG_DWORD", str(total))
+        base = len(prefix.log())
+        result = start_and_wait_result(prefix, profile, "1 MiB", timeout=60)
+        lines = results_since(base)
+        assert result == "echo ok, %d bytes" % total and len(lines) == 1 and re.fullmatch(
+            re.escape(profile.log("echo ok, %d bytes in " % total)) + r"\d+ ms", lines[0]), (
+            "\n".join(lines) + "\n" + prefix.log_since(base))
+        assert peer.wait(lambda cs: len(cs) == 1 and len(cs[0]["received"]) >= total), \
+            prefix.log_since(base)
+        got = peer.snapshot()[0]["received"]
+        assert got == stream, "the peer got %d bytes, first difference at %s" % (
+            len(got), next((i for i, (a, b) in enumerate(zip(got, stream)) if a != b), "the end"))
+        assert not peer.snapshot()[0]["closed"], "the connection stays open until sc stop"
+        stop(prefix, profile, "1 MiB")
+        assert peer.wait(lambda cs: cs[0]["closed"]), "the peer never saw the connection close"
+        text = prefix.log()[base:]
+        assert profile.log("socket: closed") in wh.events(text)
+        check_provider(text, profile)
+        check_unloads_clean(text, profile, "1 MiB")
+
+        # The same transfer, answered with one bit flipped at byte 700001.
+        reg_add("Port", "REG_DWORD", str(corrupting.port))
+        base = len(prefix.log())
+        result = start_and_wait_result(prefix, profile, "corrupted", count=2, timeout=60)
+        assert result == "echo failed: compare 0xC0000001", prefix.log_since(base)
+        assert len(results_since(base)) == 1, prefix.log_since(base)
+        # The driver sent up to the chunk with the bad byte, and not one chunk more.
+        assert corrupting.wait(lambda cs: len(cs) == 1 and cs[0]["closed"]), \
+            prefix.log_since(base)
+        got = corrupting.snapshot()[0]["received"]
+        assert stream.startswith(got) and flip_at < len(got) <= flip_at + 65536, len(got)
+        stop(prefix, profile, "corrupted", count=2)
+        check_unloads_clean(prefix.log()[base:], profile, "corrupted")
+    finally:
+        peer.close()
+        corrupting.close()

@@ -50,6 +50,8 @@ const BACKEND_IMPORTS: &[(&str, &[&str])] = &[
         ],
     ),
 ];
+/// The logging import, which the `no-log` build must not have.
+const LOG_IMPORT: &str = "DbgPrintEx";
 /// Imports that would stop the driver from loading on Windows before 10 2004.
 const FORBIDDEN_IMPORTS: &[&str] = &["ExAllocatePool2"];
 /// Symbol fragments of Rust's panic and formatting machinery (v0-mangled or plain).
@@ -217,8 +219,31 @@ fn certificate_table_problems(
 
 /// Checks the image at `path` with the expectations `expect`; returns the summary, or the list
 /// of failures.
-#[allow(clippy::too_many_lines)]
 pub fn check_with(path: &Path, root: &Path, expect: &Expect) -> Result<String, String> {
+    check_image(path, root, expect, Logging::On)
+}
+
+/// Whether the image was built to log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logging {
+    /// The shipped build: `DbgPrintEx` is imported.
+    On,
+    /// The `no-log` build (`cargo xtask baseline`): `DbgPrintEx` must not be imported.
+    Off,
+}
+
+/// [`check`] for an image built with `logging`.
+pub fn check_logging(path: &Path, root: &Path, logging: Logging) -> Result<String, String> {
+    check_image(path, root, &Expect::default(), logging)
+}
+
+#[allow(clippy::too_many_lines)]
+fn check_image(
+    path: &Path,
+    root: &Path,
+    expect: &Expect,
+    logging: Logging,
+) -> Result<String, String> {
     let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let pe = PeFile64::parse(&*data)
         .map_err(|e| format!("{}: not a PE32+ image: {e}", path.display()))?;
@@ -399,7 +424,14 @@ pub fn check_with(path: &Path, root: &Path, expect: &Expect) -> Result<String, S
         &format!("every import is declared in crates/wsk-sys (undeclared: {undeclared:?})"),
     );
     for name in REQUIRED_IMPORTS {
-        s.check(imported.contains(*name), &format!("imports {name}"));
+        if *name == LOG_IMPORT && logging == Logging::Off {
+            s.check(
+                !imported.contains(*name),
+                &format!("does not import {name} (no-log build)"),
+            );
+        } else {
+            s.check(imported.contains(*name), &format!("imports {name}"));
+        }
     }
     let backends: Vec<&str> = BACKEND_IMPORTS
         .iter()

@@ -10,6 +10,8 @@
 //! - `fuzz [SECONDS]`: every fuzz target of `fuzz/` for SECONDS each (default 60; see `fuzz.rs`);
 //! - `package [--release] [--pfx FILE [--pfx-password-env VAR]]`: a test-signed package per driver
 //!   under `target/package/` for a test VM (see `package.rs`);
+//! - `baseline`: the seed driver (shipped and `no-log`) against its C baseline: sizes and
+//!   instructions executed under Speakeasy, with ratios (see `baseline.rs`);
 //! - `ci`: every check — fmt, clippy (host and kernel target), host tests, rustdoc, bounded
 //!   fuzzing, the cross build, the image check, the signed packages and their checks, the
 //!   Speakeasy tests and the Wine `sc.exe` tests of both signed images, and the workflow lint (the
@@ -18,6 +20,8 @@
 // Build tooling, not kernel code: an out-of-range index here is a bug to stop on, with a message.
 #![allow(clippy::indexing_slicing)]
 
+mod baseline;
+mod echo_bench;
 mod fuzz;
 mod image;
 mod inf;
@@ -195,6 +199,8 @@ fn main() -> ExitCode {
         }
         Some("package") => package::command(args.get(1..).unwrap_or_default()),
         Some("ci") => ci(),
+        Some("echo-bench") => echo_bench::echo_bench(args.get(1..).unwrap_or_default()),
+        Some("baseline") => baseline::baseline(),
         _ => Err(
             "usage: cargo xtask <sys [--driver NAME] [--provider NAME | --all | --list] | check-image [PATH] | sanitize | fuzz [SECONDS] | package [--release] [--pfx FILE [--pfx-password-env VAR]] | ci>"
                 .into(),

@@ -189,6 +189,44 @@ pub fn build_sys() -> Result<Vec<PathBuf>, String> {
         .collect())
 }
 
+/// Builds the driver `package` (file stem `stem`) with `features` into its own target directory
+/// `target_dir`, so that the shipped images and their linker maps stay as they are (`cargo xtask
+/// baseline`'s `no-log` build). The image is copied to `<release>/<stem>.sys` there, beside
+/// `deps/<stem>.map`, so the image check finds its map. Fails on any compiler warning.
+pub fn build_variant(
+    package: &str,
+    stem: &str,
+    features: &str,
+    target_dir: &Path,
+) -> Result<PathBuf, String> {
+    let mut command = kernel_cargo("build", features);
+    command
+        .args(["-p", package, "--message-format", "short"])
+        .env("CARGO_TARGET_DIR", target_dir)
+        .current_dir(root());
+    eprintln!(
+        "$ cargo build --release --target {TARGET} -p {package} --features '{features}' \
+         (Debian rustc, lld-link, CARGO_TARGET_DIR={})",
+        target_dir.display()
+    );
+    let output = command.output().map_err(|e| format!("cargo build: {e}"))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let warned = stderr
+        .lines()
+        .any(|line| line.contains("warning") && !line.contains("did not match any packages"));
+    if !output.status.success() || warned {
+        eprint!("{stderr}");
+        return Err(format!(
+            "the kernel build of {package} --features '{features}' failed or warned"
+        ));
+    }
+    let release = target_dir.join(TARGET).join("release");
+    let image = release.join(format!("{stem}.sys"));
+    std::fs::copy(release.join(format!("{stem}.dll")), &image)
+        .map_err(|e| format!("copy {stem}.dll to {}: {e}", image.display()))?;
+    Ok(image)
+}
+
 /// Makes `command` run clippy with warnings denied (Debian's clippy-driver, matching its rustc).
 fn with_clippy(command: &mut Command) -> &mut Command {
     command.env("RUSTC_WORKSPACE_WRAPPER", CLIPPY_DRIVER).env(
@@ -238,4 +276,46 @@ pub fn clippy_wine_provider() -> Result<(), String> {
         run(with_clippy(&mut command))?;
     }
     Ok(())
+}
+
+/// mingw-w64's C compiler (the C baseline, the Winsock comparator of the echo bench).
+pub const MINGW_GCC: &str = "x86_64-w64-mingw32-gcc";
+/// Debian's package of it.
+const MINGW_PACKAGE: &str = "gcc-mingw-w64-x86-64";
+/// Where mingw-w64 keeps its import libraries (`libntoskrnl.a`, and `libnetio.a` in recent ones).
+pub const MINGW_LIB: &str = "/usr/x86_64-w64-mingw32/lib";
+
+fn mingw_present() -> bool {
+    Command::new(MINGW_GCC)
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success())
+        && Path::new(MINGW_LIB).join("libntoskrnl.a").exists()
+}
+
+/// Installs mingw-w64's C compiler (and with it its import libraries) when missing.
+pub fn ensure_mingw() -> Result<(), String> {
+    if mingw_present() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing mingw-w64 ({MINGW_PACKAGE})");
+    run(Command::new("apt-get")
+        .args(["update", "-q"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            MINGW_PACKAGE,
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    if mingw_present() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{MINGW_PACKAGE} installed, but {MINGW_GCC} or {MINGW_LIB}/libntoskrnl.a is missing"
+        ))
+    }
 }

@@ -176,7 +176,8 @@ pub fn attach<C: Client>(
                 log!(
                     C,
                     DPFLTR_ERROR_LEVEL,
-                    "attach failed: no pool for the binding context"
+                    "attach failed: no pool for the binding context: 0x%08X",
+                    status.bits()
                 );
                 return status;
             }

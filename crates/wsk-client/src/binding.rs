@@ -8,8 +8,11 @@
 //! static [`crate::ClientState`] rather than in the pool-allocated context: code that looks a
 //! binding up ([`crate::provider`]) then enters static memory, which cannot be freed under it.
 //!
-//! The policy: the detach callback closes the gate; the call that leaves a closing gate last calls
-//! `NmrClientDetachProviderComplete`; cleanup frees the slot.
+//! The policy: the detach callback closes the gate (as its owner); the call that leaves a closing
+//! gate last calls `NmrClientDetachProviderComplete`; cleanup frees the slot. The unload sweeps
+//! every slot (closes it as the sweep): no reference or attach from then on, and the last call to
+//! leave a swept slot tells the unload ([`crate::runtime::Runtime::slot_drained`]). A reference is
+//! thus one interlocked entry and one interlocked leave, whatever waits for it.
 //!
 //! IRQL: everything here is interlocked, non-blocking and non-paged: any IRQL <= `DISPATCH_LEVEL`.
 
@@ -19,7 +22,7 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::client::{Backend, Client};
-use crate::gate::{Close, Gate, Generation, Leave, Refused};
+use crate::gate::{Close, Closer, Gate, Generation, Leave, Refused};
 use crate::log::log;
 use crate::sys::{HANDLE, NmrClientDetachProviderComplete, PWSK_CLIENT};
 use crate::version::WskVersion;
@@ -84,6 +87,16 @@ impl BindingSlot {
     pub(crate) fn in_use(&self) -> bool {
         self.gate.is_reserved()
     }
+
+    /// The unload's sweep: no new call or attach through this slot until [`Self::unsweep`].
+    pub(crate) fn sweep(&self) -> Close {
+        self.gate.close(Closer::Sweep)
+    }
+
+    /// Ends the sweep (the unload is done).
+    pub(crate) fn unsweep(&self) {
+        self.gate.unsweep();
+    }
 }
 
 impl Default for BindingSlot {
@@ -106,6 +119,8 @@ pub enum AcquireError {
     NotAttached,
     /// The only bindings are detaching (or still attaching).
     Detaching,
+    /// The client's unload has begun.
+    Unloading,
 }
 
 /// Reserves a free slot of `slots` for an attach of `nmr_binding_handle`.
@@ -147,31 +162,54 @@ pub(crate) fn acquire<C: Client>(
                 // through the one release path, which completes a detach that began meanwhile.
                 release::<C>(slot);
             }
-            Err(Refused::Closed | Refused::Full) => error = AcquireError::Detaching,
-            Err(Refused::Free) => {}
+            Err((refused, leave)) => {
+                // The refused entry left at once; its leave may still complete a close.
+                left::<C>(slot, leave);
+                match refused {
+                    Refused::Swept => error = AcquireError::Unloading,
+                    Refused::Closed | Refused::Full if error != AcquireError::Unloading => {
+                        error = AcquireError::Detaching;
+                    }
+                    Refused::Closed | Refused::Full | Refused::Free => {}
+                }
+            }
         }
     }
     Err(error)
 }
 
-/// Ends one call through `slot`; the last call of a detaching binding completes the detach.
+/// Ends one call through `slot` (see [`left`]).
 fn release<C: Client>(slot: &BindingSlot) {
-    // Read before leaving: afterwards the slot may be freed and reused at any time.
-    let handle = slot.nmr_binding_handle.load(Ordering::Acquire);
+    left::<C>(slot, slot.gate.leave());
+}
+
+/// Acts on a leave of `slot`: the last call of a detaching binding completes the detach, and the
+/// last call of a swept one tells the unload (in that order: the unload may return at once).
+fn left<C: Client>(slot: &BindingSlot, leave: Leave) {
+    let Leave::LastOfClosing { owner, sweep } = leave else {
+        return;
+    };
     // A `WskRegister` binding has no NMR detach to complete (its close is the unload's, which
     // waits for the client's references itself); the backend is a constant, so an image of that
     // backend does not link NmrClientDetachProviderComplete at all.
-    if slot.gate.leave() == Leave::LastOfClosing && C::BACKEND == Backend::Nmr && !handle.is_null()
-    {
-        log!(
-            C,
-            DPFLTR_INFO_LEVEL,
-            "detach completed: last call in flight returned"
-        );
-        // SAFETY: `handle` is the binding whose detach returned STATUS_PENDING (calls were in
-        // flight when it began); the gate reports the last leave once per close, so
-        // NmrClientDetachProviderComplete is called exactly once; IRQL <= DISPATCH_LEVEL.
-        unsafe { NmrClientDetachProviderComplete(handle) };
+    if owner && C::BACKEND == Backend::Nmr {
+        // Read now, safely: the detach is not complete before the call below, so the binding is
+        // not cleaned up and its slot not freed (or reused) meanwhile.
+        let handle = slot.nmr_binding_handle.load(Ordering::Acquire);
+        if !handle.is_null() {
+            log!(
+                C,
+                DPFLTR_INFO_LEVEL,
+                "detach completed: last call in flight returned"
+            );
+            // SAFETY: `handle` is the binding whose detach returned STATUS_PENDING (calls were in
+            // flight when it began); the gate lets one leave claim each close, so
+            // NmrClientDetachProviderComplete is called exactly once; IRQL <= DISPATCH_LEVEL.
+            unsafe { NmrClientDetachProviderComplete(handle) };
+        }
+    }
+    if sweep {
+        C::state().runtime.slot_drained();
     }
 }
 
@@ -189,7 +227,7 @@ impl SlotRef {
 
     /// Stops new calls. Never blocks.
     pub(crate) fn begin_detach(self) -> Close {
-        self.slot.gate.close()
+        self.slot.gate.close(Closer::Owner)
     }
 
     /// Frees the slot for reuse: cleanup, or an attach that gave up.
@@ -215,12 +253,15 @@ impl<C: Client> InFlight<C> {
     /// Another call through the same binding.
     ///
     /// # Errors
-    /// [`AcquireError::Detaching`] when the binding's detach has begun.
+    /// [`AcquireError::Unloading`] or [`AcquireError::Detaching`] once those have begun.
     pub(crate) fn try_clone(&self) -> Result<Self, AcquireError> {
-        self.slot
-            .gate
-            .enter()
-            .map_err(|_| AcquireError::Detaching)?;
+        self.slot.gate.enter().map_err(|(refused, leave)| {
+            left::<C>(self.slot, leave);
+            match refused {
+                Refused::Swept => AcquireError::Unloading,
+                Refused::Free | Refused::Closed | Refused::Full => AcquireError::Detaching,
+            }
+        })?;
         // INVARIANT: the new entry keeps the same context alive, like the one cloned.
         Ok(Self {
             slot: self.slot,

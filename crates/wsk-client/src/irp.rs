@@ -13,7 +13,14 @@
 //! A WSK function that completes at once still completes its IRP; one that only pretends to exist
 //! (Wine's stubs answer `STATUS_NOT_IMPLEMENTED`) returns without completing it. So: when the call
 //! returned `STATUS_PENDING`, the completion routine reports the result; when it returned anything
-//! else and the routine has not run, the return value is the result and the IRP is freed here.
+//! else and the routine has not run, the client completes the IRP itself with that answer
+//! (`IoSetNextIrpStackLocation` + `IoCompleteRequest`), so that the routine runs — and the I/O
+//! manager frees `IoSetCompletionRoutineEx`'s context — as for any other request. An IRP with a
+//! routine set is never freed without it having run: that context would leak.
+//!
+//! [`Prepared`] is a request made in advance — pool, IRP and routine — for an operation that must
+//! not fail for want of memory when it comes (a socket's close); unused, it is completed the same
+//! way and freed.
 //!
 //! [`call`] is the synchronous form, for `PASSIVE_LEVEL`: it waits on an event, with a timeout
 //! after which it cancels the IRP (`IoCancelIrp`) and waits a little longer; a request that still
@@ -25,6 +32,7 @@
 //! [`Completion::complete`] at <= `DISPATCH_LEVEL`; [`call`] at `PASSIVE_LEVEL`.
 
 use core::cell::UnsafeCell;
+use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -34,9 +42,10 @@ use crate::pool::PoolBox;
 use crate::provider::BindingRef;
 use crate::status::NtStatus;
 use crate::sys::{
-    DEVICE_OBJECT, Executive, IRP, IoAllocateIrp, IoCancelIrp, IoFreeIrp, IoSetCompletionRoutineEx,
-    KEVENT, KeInitializeEvent, KeSetEvent, KeWaitForSingleObject, KernelMode, NTSTATUS,
-    NotificationEvent, PVOID, STATUS_MORE_PROCESSING_REQUIRED, STATUS_TIMEOUT,
+    DEVICE_OBJECT, Executive, IO_NO_INCREMENT, IO_STATUS_BLOCK, IRP, IoAllocateIrp, IoCancelIrp,
+    IoFreeIrp, IoSetCompletionRoutineEx, IoSetNextIrpStackLocation, IofCompleteRequest, KEVENT,
+    KeInitializeEvent, KeSetEvent, KeWaitForSingleObject, KernelMode, NTSTATUS, NotificationEvent,
+    PVOID, STATUS_MORE_PROCESSING_REQUIRED, STATUS_TIMEOUT,
 };
 
 /// What a request does once the provider completed it.
@@ -63,7 +72,8 @@ struct Request<C: Client, F> {
     irp: *mut IRP,
     reference: UnsafeCell<Option<BindingRef<C>>>,
     completion: UnsafeCell<Option<F>>,
-    /// [`call`]'s form: the routine wakes a waiter instead of delivering to a completion.
+    /// [`call`]'s form: the routine wakes a waiter instead of delivering to a completion. Written
+    /// only while one owner holds the request alone (before its IRP is handed over).
     waited: bool,
     state: AtomicU32,
     /// For [`call`]: the routine stores the result, then sets the event.
@@ -86,16 +96,13 @@ impl<C: Client, F> Request<C, F> {
 }
 
 /// Allocates the request, its IRP, and sets the completion routine.
-fn prepare<C: Client, F: Completion<C>>(
-    reference: Option<BindingRef<C>>,
-    completion: Option<F>,
-) -> Result<NonNull<Request<C, F>>, NtStatus> {
+fn prepare<C: Client, F: Completion<C>>() -> Result<NonNull<Request<C, F>>, NtStatus> {
     let request = PoolBox::try_new::<C>(
         Request {
             irp: core::ptr::null_mut(),
-            waited: completion.is_none(),
-            reference: UnsafeCell::new(reference),
-            completion: UnsafeCell::new(completion),
+            waited: false,
+            reference: UnsafeCell::new(None),
+            completion: UnsafeCell::new(None),
             state: AtomicU32::new(0),
             event: UnsafeCell::new(KEVENT { Header: [0; 3] }),
             result: UnsafeCell::new((0, 0)),
@@ -189,6 +196,189 @@ unsafe fn deliver<C: Client, F: Completion<C>>(request: NonNull<Request<C, F>>) 
     }
 }
 
+/// Completes, here, a request's IRP that no provider completed — one a stub answered without
+/// completing, or one never handed over: makes the routine's stack location current, sets
+/// `status` and runs the completion routines (`IoCompleteRequest`). The request's routine runs
+/// inside this call, and the I/O manager frees `IoSetCompletionRoutineEx`'s context.
+///
+/// IRQL <= `DISPATCH_LEVEL`.
+///
+/// # Safety
+/// `irp` is a request's IRP (set up by `prepare`): not pending, its routine not run.
+unsafe fn complete_here(irp: *mut IRP, status: NtStatus) {
+    // SAFETY: per the contract: the IRP is this caller's alone; its current location is one
+    // above the routine's (`IoAllocateIrp` + `IoSetCompletionRoutineEx`, nothing else).
+    unsafe { IoSetNextIrpStackLocation(irp) };
+    // SAFETY: as above.
+    unsafe {
+        (*irp).IoStatus = IO_STATUS_BLOCK {
+            Status: status.raw(),
+            Padding: 0,
+            Information: 0,
+        };
+    };
+    // SAFETY: as above; IRQL <= DISPATCH_LEVEL.
+    unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
+}
+
+/// A request made in advance — its pool block, IRP and completion routine — for one later
+/// operation, which then cannot fail for want of memory: [`Prepared::submit`] or
+/// [`Prepared::call_or`]. Dropped unused, its IRP is completed here (`STATUS_CANCELLED`, nothing
+/// delivered) and it is freed.
+///
+/// IRQL: [`Prepared::new`], [`Prepared::submit`] and dropping at <= `DISPATCH_LEVEL`;
+/// [`Prepared::call_or`] at `PASSIVE_LEVEL`.
+pub struct Prepared<C: Client, F: Completion<C>> {
+    // INVARIANT: a request from `prepare`, owned by this value alone: its IRP was never handed
+    // over and its routine has not run.
+    request: NonNull<Request<C, F>>,
+}
+
+// SAFETY: the request is in pool, owned by this value alone; what it will hold is `Send`.
+unsafe impl<C: Client, F: Completion<C>> Send for Prepared<C, F> {}
+
+impl<C: Client, F: Completion<C>> Prepared<C, F> {
+    /// Prepares a request.
+    ///
+    /// # Errors
+    /// No pool for its context, no IRP, or `IoSetCompletionRoutineEx` failed (logged).
+    pub fn new() -> Result<Self, NtStatus> {
+        // INVARIANT: just prepared, owned here.
+        prepare::<C, F>().map(|request| Self { request })
+    }
+
+    /// Gives the request up to one of the two forms below.
+    fn into_request(self) -> NonNull<Request<C, F>> {
+        ManuallyDrop::new(self).request
+    }
+
+    /// Submits the request: `call` gets the reference and the IRP and calls the WSK function; the
+    /// result goes to `completion` (with the reference), once. Cannot fail.
+    ///
+    /// IRQL <= `DISPATCH_LEVEL` (and whatever the WSK function needs).
+    pub fn submit(
+        self,
+        reference: BindingRef<C>,
+        completion: F,
+        call: impl FnOnce(&BindingRef<C>, *mut IRP) -> NTSTATUS,
+    ) {
+        let request = self.into_request();
+        // SAFETY: live while this submitter owns it (until it releases below).
+        let shared = unsafe { request.as_ref() };
+        // SAFETY: owned here alone (its IRP not handed over): nobody else reads the cells.
+        unsafe { *shared.reference.get() = Some(reference) };
+        // SAFETY: as above.
+        unsafe { *shared.completion.get() = Some(completion) };
+        let irp = shared.irp;
+        // SAFETY: the reference is taken only by the owner that delivers, which cannot be the
+        // routine before the call below hands the IRP over; the submitter reads it during the
+        // call.
+        let reference = unsafe { (*shared.reference.get()).as_ref() };
+        let status = match reference {
+            Some(reference) => NtStatus::from_raw(call(reference, irp)),
+            None => NtStatus::UNSUCCESSFUL,
+        };
+        // Not pending: the provider completed the IRP before returning (the routine has run), or
+        // it is a stub that never will: then the answer is the result, and the IRP is completed
+        // here with it.
+        let completed = shared.state.load(Ordering::Acquire) & COMPLETED != 0;
+        if status != NtStatus::PENDING && !completed {
+            log_uncompleted::<C>(status);
+            // SAFETY: not pending (the provider answered without taking it), routine not run.
+            unsafe { complete_here(irp, status) };
+        }
+        // SAFETY: an owner, done with it.
+        if unsafe { last_owner(request, RELEASED) } {
+            // SAFETY: the routine completed the IRP already: the last owner delivers.
+            unsafe { deliver(request) };
+        }
+    }
+
+    /// Calls a WSK function with the request and waits for its result: `(status, information)`;
+    /// see [`call_or`]. Cannot fail.
+    ///
+    /// IRQL: `PASSIVE_LEVEL`.
+    pub fn call_or(
+        self,
+        reference: &BindingRef<C>,
+        timeout_100ns: Option<i64>,
+        call: impl FnOnce(&BindingRef<C>, *mut IRP) -> NTSTATUS,
+        stuck: impl FnOnce(),
+    ) -> (NtStatus, usize) {
+        let request = self.into_request();
+        // SAFETY: owned here alone (its IRP not handed over): `waited` may be written.
+        unsafe { (*request.as_ptr()).waited = true };
+        // SAFETY: live while this waiter owns it.
+        let shared = unsafe { request.as_ref() };
+        let irp = shared.irp;
+        let status = NtStatus::from_raw(call(reference, irp));
+        if status != NtStatus::PENDING {
+            if shared.state.load(Ordering::Acquire) & COMPLETED == 0 {
+                log_uncompleted::<C>(status);
+                // SAFETY: not pending (the provider answered without taking it), routine not run.
+                unsafe { complete_here(irp, status) };
+            }
+            // Completed inside the call (by the provider, or here): the IRP's IoStatus, which
+            // the routine stored, is the result (the information — a socket, a byte count — is
+            // only there).
+            // SAFETY: stored by the routine before it set COMPLETED.
+            let (stored, information) = unsafe { shared.result.get().read() };
+            // SAFETY: the routine ran already: the last owner is here.
+            unsafe { free(request) };
+            return (NtStatus::from_raw(stored), information);
+        }
+        if !wait(shared, timeout_100ns.map(|t| -t.abs())) {
+            // SAFETY: the request's IRP, still pending; IRQL <= DISPATCH_LEVEL.
+            let _ = unsafe { IoCancelIrp(irp) };
+            log!(C, DPFLTR_WARNING_LEVEL, "request: timed out, cancelled");
+            if !wait(shared, Some(AFTER_CANCEL_100NS)) {
+                log!(
+                    C,
+                    DPFLTR_WARNING_LEVEL,
+                    "request: not completed after cancel; last resort, then waiting for it"
+                );
+                stuck();
+                let _ = wait(shared, None);
+            }
+        }
+        // SAFETY: the event is set after the result is stored.
+        let (status, information) = unsafe { shared.result.get().read() };
+        // SAFETY: an owner, done with it.
+        if unsafe { last_owner(request, RELEASED) } {
+            // SAFETY: both owners done.
+            unsafe { free(request) };
+        }
+        (NtStatus::from_raw(status), information)
+    }
+}
+
+impl<C: Client, F: Completion<C>> Drop for Prepared<C, F> {
+    /// An unused request: its IRP is completed here (its routine runs and delivers nothing: the
+    /// request holds no reference or completion) and it is freed. IRQL <= `DISPATCH_LEVEL`.
+    fn drop(&mut self) {
+        let request = self.request;
+        // SAFETY: by the type invariant, a live request owned here.
+        let irp = unsafe { request.as_ref() }.irp;
+        // SAFETY: by the type invariant: never handed over, routine not run.
+        unsafe { complete_here(irp, NtStatus::CANCELLED) };
+        // SAFETY: an owner, done with it (the routine, the other, ran inside the call above).
+        if unsafe { last_owner(request, RELEASED) } {
+            // SAFETY: both owners done; nothing to deliver.
+            unsafe { deliver(request) };
+        }
+    }
+}
+
+/// A provider answered without completing the request's IRP.
+fn log_uncompleted<C: Client>(status: NtStatus) {
+    log!(
+        C,
+        DPFLTR_WARNING_LEVEL,
+        "request: answered 0x%08X without completing its IRP; completed here",
+        status.bits()
+    );
+}
+
 /// Submits a request: `call` gets the reference and the IRP and calls the WSK function; the
 /// result goes to `completion` (with the reference), once.
 ///
@@ -202,41 +392,7 @@ pub fn submit<C: Client, F: Completion<C>>(
     completion: F,
     call: impl FnOnce(&BindingRef<C>, *mut IRP) -> NTSTATUS,
 ) -> Result<(), NtStatus> {
-    let request = prepare::<C, F>(Some(reference), Some(completion))?;
-    // SAFETY: live while this submitter owns it (until it releases below).
-    let shared = unsafe { request.as_ref() };
-    let irp = shared.irp;
-    // SAFETY: the reference is taken only by the owner that delivers, which cannot be the
-    // routine before the call below hands the IRP over; the submitter reads it during the call.
-    let reference = unsafe { (*shared.reference.get()).as_ref() };
-    let status = match reference {
-        Some(reference) => NtStatus::from_raw(call(reference, irp)),
-        None => NtStatus::UNSUCCESSFUL,
-    };
-    // Not pending: the provider completed the IRP before returning (the routine has run), or it
-    // is a stub that never will (then the result is the return value).
-    let completed = shared.state.load(Ordering::Acquire) & COMPLETED != 0;
-    if status != NtStatus::PENDING && !completed {
-        log!(
-            C,
-            DPFLTR_WARNING_LEVEL,
-            "request: answered 0x%08X without completing its IRP",
-            status.bits()
-        );
-        // SAFETY: the routine never runs for this IRP: this submitter is its only owner.
-        let (reference, completion) = unsafe { shared.take_parts() };
-        // SAFETY: as above.
-        unsafe { free(request) };
-        if let (Some(reference), Some(completion)) = (reference, completion) {
-            completion.complete(reference, status, 0);
-        }
-        return Ok(());
-    }
-    // SAFETY: an owner, done with it.
-    if unsafe { last_owner(request, RELEASED) } {
-        // SAFETY: the routine completed the IRP already: the last owner delivers.
-        unsafe { deliver(request) };
-    }
+    Prepared::<C, F>::new()?.submit(reference, completion, call);
     Ok(())
 }
 
@@ -324,58 +480,11 @@ pub fn call_or<C: Client>(
     stuck: impl FnOnce(),
 ) -> Result<(NtStatus, usize), NtStatus> {
     // The caller's reference outlives the request: it is waited for to the end.
-    let request = prepare::<C, Waiter>(None, None)?;
-    // SAFETY: live while this waiter owns it.
-    let shared = unsafe { request.as_ref() };
-    let irp = shared.irp;
-    let status = NtStatus::from_raw(call(reference, irp));
-    if status != NtStatus::PENDING {
-        let completed = shared.state.load(Ordering::Acquire) & COMPLETED != 0;
-        let result = if completed {
-            // Completed inside the call: the IRP's IoStatus, which the routine stored, is the
-            // result (the information — a socket, a byte count — is only there).
-            // SAFETY: stored by the routine before it set COMPLETED.
-            let (stored, information) = unsafe { shared.result.get().read() };
-            (NtStatus::from_raw(stored), information)
-        } else {
-            log!(
-                C,
-                DPFLTR_WARNING_LEVEL,
-                "request: answered 0x%08X without completing its IRP",
-                status.bits()
-            );
-            (status, 0)
-        };
-        // SAFETY: the routine ran already or never will: the last owner is here.
-        unsafe { free(request) };
-        return Ok(result);
-    }
-    if !wait(shared, timeout_100ns.map(|t| -t.abs())) {
-        // SAFETY: the request's IRP, still pending; IRQL <= DISPATCH_LEVEL.
-        let _ = unsafe { IoCancelIrp(irp) };
-        log!(C, DPFLTR_WARNING_LEVEL, "request: timed out, cancelled");
-        if !wait(shared, Some(AFTER_CANCEL_100NS)) {
-            log!(
-                C,
-                DPFLTR_WARNING_LEVEL,
-                "request: not completed after cancel; last resort, then waiting for it"
-            );
-            stuck();
-            let _ = wait(shared, None);
-        }
-    }
-    // SAFETY: the event is set after the result is stored.
-    let (status, information) = unsafe { shared.result.get().read() };
-    // SAFETY: an owner, done with it.
-    if unsafe { last_owner(request, RELEASED) } {
-        // SAFETY: both owners done.
-        unsafe { free(request) };
-    }
-    Ok((NtStatus::from_raw(status), information))
+    Ok(Prepared::<C, Waiter>::new()?.call_or(reference, timeout_100ns, call, stuck))
 }
 
 /// Waits for the request's event; `false` on timeout. `PASSIVE_LEVEL`.
-fn wait<C: Client>(request: &Request<C, Waiter>, timeout_100ns: Option<i64>) -> bool {
+fn wait<C: Client, F>(request: &Request<C, F>, timeout_100ns: Option<i64>) -> bool {
     let timeout = timeout_100ns.unwrap_or(0);
     let timeout_ptr = if timeout_100ns.is_some() {
         &raw const timeout

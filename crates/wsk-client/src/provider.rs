@@ -18,7 +18,6 @@ use core::ptr::NonNull;
 
 use crate::binding::{self, AcquireError, InFlight};
 use crate::client::Client;
-use crate::runtime::Unavailable;
 use crate::status::NtStatus;
 use crate::sys::{
     PFN_WSK_CONTROL_CLIENT, PFN_WSK_FREE_ADDRESS_INFO, PFN_WSK_GET_ADDRESS_INFO,
@@ -52,20 +51,12 @@ impl From<ProviderError> for NtStatus {
     }
 }
 
-impl From<Unavailable> for ProviderError {
-    fn from(error: Unavailable) -> Self {
-        match error {
-            Unavailable::NotRegistered => Self::NotRegistered,
-            Unavailable::Unloading => Self::Unloading,
-        }
-    }
-}
-
 impl From<AcquireError> for ProviderError {
     fn from(error: AcquireError) -> Self {
         match error {
             AcquireError::NotAttached => Self::NotAttached,
             AcquireError::Detaching => Self::Detaching,
+            AcquireError::Unloading => Self::Unloading,
         }
     }
 }
@@ -73,10 +64,9 @@ impl From<AcquireError> for ProviderError {
 /// A counted reference on client `C`'s attached binding: the provider's `WSK_CLIENT` and
 /// dispatch, valid until it is dropped. See the module documentation for where to drop it.
 pub struct BindingRef<C: Client> {
-    // Field order is drop order: the binding's count first (it may complete a detach), then the
-    // client's (it may wake the unload).
+    // One count, on the binding's slot: its last release completes a detach, then wakes the
+    // unload.
     call: InFlight<C>,
-    _client: ClientEntry<C>,
     // INVARIANT: the provider's dispatch, valid while `call` is held; only the members of
     // `version` may be read.
     dispatch: NonNull<WSK_PROVIDER_DISPATCH>,
@@ -89,23 +79,6 @@ unsafe impl<C: Client> Send for BindingRef<C> {}
 // SAFETY: `&BindingRef` only reads immutable binding data.
 unsafe impl<C: Client> Sync for BindingRef<C> {}
 
-/// One entry in the client's reference gate, left when dropped.
-struct ClientEntry<C: Client>(core::marker::PhantomData<C>);
-
-impl<C: Client> ClientEntry<C> {
-    fn enter() -> Result<Self, ProviderError> {
-        C::state().runtime.enter_reference()?;
-        Ok(Self(core::marker::PhantomData))
-    }
-}
-
-impl<C: Client> Drop for ClientEntry<C> {
-    /// IRQL <= `DISPATCH_LEVEL`.
-    fn drop(&mut self) {
-        C::state().runtime.leave_reference();
-    }
-}
-
 impl<C: Client> BindingRef<C> {
     /// A reference on the first attached binding of client `C`.
     ///
@@ -113,8 +86,13 @@ impl<C: Client> BindingRef<C> {
     /// [`ProviderError`]: not registered, unloading, no binding attached, the only bindings
     /// detaching, or a provider without `WSK_CLIENT`/dispatch.
     pub fn acquire() -> Result<Self, ProviderError> {
-        let entry = ClientEntry::<C>::enter()?;
-        let call = binding::acquire::<C>(&C::state().slots)?;
+        let call = binding::acquire::<C>(&C::state().slots).map_err(|error| {
+            if C::state().runtime.is_registered() {
+                ProviderError::from(error)
+            } else {
+                ProviderError::NotRegistered
+            }
+        })?;
         let context = call.context();
         if context.wsk_client.is_null() {
             return Err(ProviderError::BadProvider);
@@ -127,11 +105,7 @@ impl<C: Client> BindingRef<C> {
         )
         .ok_or(ProviderError::BadProvider)?;
         // INVARIANT: the dispatch NMR returned for this binding, valid while the call is held.
-        Ok(Self {
-            call,
-            _client: entry,
-            dispatch,
-        })
+        Ok(Self { call, dispatch })
     }
 
     /// Another reference on the same binding (for a second operation that ends on its own).
@@ -139,12 +113,10 @@ impl<C: Client> BindingRef<C> {
     /// # Errors
     /// [`ProviderError::Unloading`] or [`ProviderError::Detaching`] once those have begun.
     pub fn try_clone(&self) -> Result<Self, ProviderError> {
-        let entry = ClientEntry::<C>::enter()?;
         let call = self.call.try_clone()?;
         // INVARIANT: the same binding's dispatch, kept valid by the new count.
         Ok(Self {
             call,
-            _client: entry,
             dispatch: self.dispatch,
         })
     }

@@ -124,7 +124,7 @@ impl<C: Client> Registration<C> {
         }
         if C::BACKEND == Backend::WskRegister {
             if let Err(status) = wsk_register::register::<C>() {
-                C::state().runtime.stop();
+                C::state().runtime.stop(&C::state().slots);
                 return Err(RegisterError::Failed(status));
             }
             log!(
@@ -156,7 +156,7 @@ impl<C: Client> Registration<C> {
                 "NmrRegisterClient failed: 0x%08X",
                 status.bits()
             );
-            C::state().runtime.stop();
+            C::state().runtime.stop(&C::state().slots);
             return Err(RegisterError::Failed(status));
         }
         let Some(handle) = NonNull::new(handle) else {
@@ -187,7 +187,14 @@ impl<C: Client> Registration<C> {
     #[must_use]
     pub fn deregister(self) -> NtStatus {
         let this = ManuallyDrop::new(self);
-        unload::unload::<C>(|| this.deregister_backend())
+        this.unload()
+    }
+
+    /// The unload, shared by [`Registration::deregister`] and the drop: one copy in the image
+    /// (each caller's closure would otherwise make its own, inlined where it is called — the drop
+    /// of `DriverCell::set`'s previous value in `DriverEntry` included).
+    fn unload(&self) -> NtStatus {
+        unload::unload::<C>(|| self.deregister_backend())
     }
 
     /// Step 4 of the unload: the backend's deregistration.
@@ -236,6 +243,6 @@ impl<C: Client> Registration<C> {
 impl<C: Client> Drop for Registration<C> {
     /// IRQL: `PASSIVE_LEVEL`. A failure is logged; [`Registration::deregister`] returns it.
     fn drop(&mut self) {
-        let _ = unload::unload::<C>(|| self.deregister_backend());
+        let _ = self.unload();
     }
 }

@@ -1,6 +1,8 @@
 //! The client's run-time objects from registration to unload: its device object (which holds the
-//! driver image while the I/O manager runs the client's work items), the client-wide [`Gate`]s that
-//! count binding references and queued work items, and the events the unload waits on.
+//! driver image while the I/O manager runs the client's work items), the client-wide [`Gate`] that
+//! counts queued work items, the count of binding slots the unload's sweep still waits for (the
+//! references themselves are counted by their slots: [`crate::binding`]), and the events the
+//! unload waits on.
 //!
 //! Why a device object: Windows unmaps a driver image once `DriverUnload` has returned and the last
 //! reference to the driver object is gone. A device object references its driver object until it
@@ -15,10 +17,11 @@
 
 use core::cell::UnsafeCell;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
+use crate::binding::BindingSlot;
 use crate::client::Client;
-use crate::gate::{Close, Gate, Generation, Leave, Refused};
+use crate::gate::{Close, Closer, Gate, Generation, Leave, Refused};
 use crate::log::log;
 use crate::status::NtStatus;
 use crate::sys::{
@@ -34,14 +37,14 @@ const DRAIN_LOG_INTERVAL_100NS: i64 = -50_000_000; // 5 s, relative
 pub struct Runtime {
     /// The client's device object; NULL when not registered.
     device: AtomicPtr<DEVICE_OBJECT>,
-    /// Every live binding reference is inside; closed when the unload begins.
-    references: Gate,
     /// Every queued or running work item of the client is inside; closed when the unload begins.
     work: Gate,
-    /// The generations of the two gates' reservations (see [`Gate::reserve`]).
-    references_generation: AtomicU64,
+    /// The generation of the work gate's reservation (see [`Gate::reserve`]).
     work_generation: AtomicU64,
-    /// Set by the last reference released after the unload closed `references`.
+    /// During the unload's sweep: the slots still holding references, plus one until the sweep
+    /// has gone over every slot.
+    sweeping: AtomicU32,
+    /// Set when the last swept slot with references was left.
     references_drained: UnsafeCell<KEVENT>,
     /// Set by the last work item finished after the unload closed `work`.
     work_drained: UnsafeCell<KEVENT>,
@@ -69,10 +72,9 @@ impl Runtime {
     pub(crate) const fn new() -> Self {
         Self {
             device: AtomicPtr::new(ptr::null_mut()),
-            references: Gate::new(),
             work: Gate::new(),
-            references_generation: AtomicU64::new(0),
             work_generation: AtomicU64::new(0),
+            sweeping: AtomicU32::new(0),
             references_drained: UnsafeCell::new(KEVENT { Header: [0; 3] }),
             work_drained: UnsafeCell::new(KEVENT { Header: [0; 3] }),
             unloading: AtomicBool::new(false),
@@ -85,12 +87,16 @@ impl Runtime {
         self.device.load(Ordering::Acquire)
     }
 
-    /// Creates the device object, initialises the events and opens the gates.
+    /// Whether the client is registered (from its start to the end of its unload).
+    pub(crate) fn is_registered(&self) -> bool {
+        self.work.is_reserved()
+    }
+
+    /// Creates the device object, initialises the events and opens the work gate.
     ///
     /// IRQL: `PASSIVE_LEVEL`.
     pub(crate) fn start<C: Client>(&self, driver: *mut DRIVER_OBJECT) -> Result<(), NtStatus> {
-        let (Some(references), Some(work)) = (self.references.reserve(), self.work.reserve())
-        else {
+        let Some(work) = self.work.reserve() else {
             log!(
                 C,
                 DPFLTR_ERROR_LEVEL,
@@ -98,8 +104,6 @@ impl Runtime {
             );
             return Err(NtStatus::INVALID_DEVICE_STATE);
         };
-        self.references_generation
-            .store(references.raw(), Ordering::Release);
         self.work_generation.store(work.raw(), Ordering::Release);
         let mut device: *mut DEVICE_OBJECT = ptr::null_mut();
         // SAFETY: PASSIVE_LEVEL; `driver` is the caller's DRIVER_OBJECT (DriverEntry's); an
@@ -122,30 +126,25 @@ impl Runtime {
                 "register: IoCreateDevice failed: 0x%08X",
                 status.bits()
             );
-            self.references.free(references);
             self.work.free(work);
             return Err(status);
         }
         self.device.store(device, Ordering::Release);
-        // SAFETY: the events are in static, non-paged memory and nothing uses them yet (the gates
-        // are not open); PASSIVE_LEVEL.
+        // SAFETY: the events are in static, non-paged memory and nothing uses them yet (the work
+        // gate is not open, no sweep has begun); PASSIVE_LEVEL.
         unsafe { KeInitializeEvent(self.references_drained.get(), NotificationEvent, 0) };
         // SAFETY: as above.
         unsafe { KeInitializeEvent(self.work_drained.get(), NotificationEvent, 0) };
         self.unloading.store(false, Ordering::Release);
-        let opened = self.references.open(references) && self.work.open(work);
-        debug_assert!(opened, "gates reserved just above");
+        let opened = self.work.open(work);
+        debug_assert!(opened, "gate reserved just above");
         Ok(())
     }
 
-    /// Enters the reference gate (a new binding reference).
-    pub(crate) fn enter_reference(&self) -> Result<(), Unavailable> {
-        self.references.enter().map_err(refused)
-    }
-
-    /// Leaves the reference gate; the last reference after the unload began wakes the unload.
-    pub(crate) fn leave_reference(&self) {
-        if self.references.leave() == Leave::LastOfClosing {
+    /// A swept slot's last reference is gone; the last such slot wakes the unload. IRQL <=
+    /// `DISPATCH_LEVEL`.
+    pub(crate) fn slot_drained(&self) {
+        if self.sweeping.fetch_sub(1, Ordering::AcqRel) == 1 {
             // SAFETY: initialised by `start`; IRQL <= DISPATCH_LEVEL with Wait FALSE.
             let _ = unsafe { KeSetEvent(self.references_drained.get(), 0, 0) };
         }
@@ -153,13 +152,22 @@ impl Runtime {
 
     /// Enters the work gate (a work item about to be queued).
     pub(crate) fn enter_work(&self) -> Result<(), Unavailable> {
-        self.work.enter().map_err(refused)
+        self.work.enter().map_err(|(refused_as, leave)| {
+            // The refused entry left at once; its leave may be the last the unload waits for.
+            self.work_left(leave);
+            refused(refused_as)
+        })
     }
 
     /// Leaves the work gate: the last thing a work item of the client does (it runs under the
     /// I/O manager's reference on the device object, so the image stays while it returns).
     pub(crate) fn leave_work(&self) {
-        if self.work.leave() == Leave::LastOfClosing {
+        self.work_left(self.work.leave());
+    }
+
+    /// Acts on a leave of the work gate: the last one after the unload closed it wakes the unload.
+    fn work_left(&self, leave: Leave) {
+        if let Leave::LastOfClosing { .. } = leave {
             // SAFETY: initialised by `start`; IRQL <= DISPATCH_LEVEL with Wait FALSE.
             let _ = unsafe { KeSetEvent(self.work_drained.get(), 0, 0) };
         }
@@ -170,23 +178,39 @@ impl Runtime {
         self.unloading.load(Ordering::Acquire)
     }
 
-    /// Begins the unload: no new reference from now on. Returns how many are still live.
-    pub(crate) fn close_references(&self) -> u32 {
+    /// Begins the unload: sweeps every slot — no new reference or attach from now on. Returns
+    /// how many references are still live, and whether the unload must wait for them.
+    pub(crate) fn close_references(&self, slots: &[BindingSlot]) -> (u32, bool) {
         self.unloading.store(true, Ordering::Release);
-        count(self.references.close())
+        // Counted before each sweep, so that a slot drained at once cannot bring the count to
+        // zero (and wake the unload) while later slots are still to be swept; the extra one
+        // holds it above zero until the sweep is over.
+        self.sweeping.store(1, Ordering::Release);
+        let mut references = 0_u32;
+        for slot in slots {
+            self.sweeping.fetch_add(1, Ordering::AcqRel);
+            match slot.sweep() {
+                Close::Idle => {
+                    self.sweeping.fetch_sub(1, Ordering::AcqRel);
+                }
+                Close::Pending(count) => references = references.saturating_add(count),
+            }
+        }
+        let wait = self.sweeping.fetch_sub(1, Ordering::AcqRel) != 1;
+        (references, wait)
     }
 
     /// No new work item from now on. Returns how many are queued or running.
     pub(crate) fn close_work(&self) -> u32 {
-        count(self.work.close())
+        count(self.work.close(Closer::Owner))
     }
 
-    /// Waits until the `references` counted by [`Runtime::close_references`] are released,
-    /// logging every 5 s while it lasts.
+    /// Waits, when [`Runtime::close_references`] said so, until the `references` it counted are
+    /// released, logging every 5 s while it lasts.
     ///
     /// IRQL: `PASSIVE_LEVEL`.
-    pub(crate) fn wait_references<C: Client>(&self, references: u32) {
-        if references > 0 {
+    pub(crate) fn wait_references<C: Client>(&self, wait: bool, references: u32) {
+        if wait {
             wait_logged::<C>(self.references_drained.get(), c"reference(s)", references);
         }
     }
@@ -200,19 +224,20 @@ impl Runtime {
         }
     }
 
-    /// Deletes the device object and frees the gates for a later registration.
+    /// Deletes the device object, ends the sweep of `slots` and frees the work gate for a later
+    /// registration.
     ///
     /// IRQL: `PASSIVE_LEVEL`.
-    pub(crate) fn stop(&self) {
+    pub(crate) fn stop(&self, slots: &[BindingSlot]) {
         let device = self.device.swap(ptr::null_mut(), Ordering::AcqRel);
         if !device.is_null() {
             // SAFETY: the device object `start` created, deleted once; PASSIVE_LEVEL. The object
             // (and the image) stays until the I/O manager's last reference is gone.
             unsafe { IoDeleteDevice(device) };
         }
-        self.references.free(Generation::from_raw(
-            self.references_generation.load(Ordering::Acquire),
-        ));
+        for slot in slots {
+            slot.unsweep();
+        }
         self.work.free(Generation::from_raw(
             self.work_generation.load(Ordering::Acquire),
         ));
@@ -229,7 +254,7 @@ fn count(close: Close) -> u32 {
 fn refused(refused: Refused) -> Unavailable {
     match refused {
         Refused::Free => Unavailable::NotRegistered,
-        Refused::Closed | Refused::Full => Unavailable::Unloading,
+        Refused::Closed | Refused::Swept | Refused::Full => Unavailable::Unloading,
     }
 }
 

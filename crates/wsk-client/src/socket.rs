@@ -8,7 +8,9 @@
 //! [`Socket::disconnect`] (`WskDisconnect`; a provider without it — Wine's — is logged and the
 //! socket simply closed), and the close — explicitly with [`Socket::close`], or by dropping it. A
 //! close queues `WskCloseSocket` with a request whose completion drops the socket's binding
-//! reference (`crate::irp`), so it never blocks and may run at `DISPATCH_LEVEL`.
+//! reference (`crate::irp`), so it never blocks and may run at `DISPATCH_LEVEL`. That request is
+//! prepared with the socket ([`crate::irp::Prepared`]), before `WskSocket`: a socket that exists
+//! can always be closed, whatever memory is left by then.
 //!
 //! Each operation waits for its request, with a timeout; a request the cancel does not complete
 //! closes the socket (which completes it) and is waited for to the end, so the address and buffer
@@ -23,7 +25,7 @@ use core::ptr::{self, NonNull};
 
 use crate::buffer::Buffer;
 use crate::client::Client;
-use crate::irp::{self, Completion};
+use crate::irp::{self, Completion, Prepared};
 use crate::log::log;
 use crate::provider::BindingRef;
 use crate::status::NtStatus;
@@ -42,6 +44,8 @@ pub struct Socket<C: Client> {
     // The binding reference the socket holds until its close completes (moved into the close's
     // request by `close_now`).
     reference: Option<BindingRef<C>>,
+    // The close's request, prepared with the socket; taken by whichever close comes first.
+    close: Cell<Option<Prepared<C, Closed>>>,
     // The last resort of a stuck operation closed the socket already (waited for).
     closed: Cell<bool>,
 }
@@ -101,7 +105,16 @@ impl<C: Client> Socket<C> {
         // The socket's own reference, taken first: once the socket exists, it must be closable.
         // (A new socket needs a new reference: none is made once a detach or the unload began.)
         let own = reference.try_clone().map_err(NtStatus::from)?;
-        let (status, information) = irp::call(reference, timeout_100ns, |reference, irp| {
+        // And its close's request: once the socket exists, closing it must not need memory.
+        let close = Prepared::<C, Closed>::new().inspect_err(|status| {
+            log!(
+                C,
+                DPFLTR_ERROR_LEVEL,
+                "socket: no request for its close: 0x%08X",
+                status.bits()
+            );
+        })?;
+        let requested = irp::call(reference, timeout_100ns, |reference, irp| {
             // SAFETY: the provider's WskSocket for this binding, with its WSK_CLIENT; no socket
             // context or event dispatch (no callbacks); the IRP is the request's; PASSIVE_LEVEL.
             unsafe {
@@ -119,6 +132,14 @@ impl<C: Client> Socket<C> {
                     irp,
                 )
             }
+        });
+        let (status, information) = requested.inspect_err(|status| {
+            log!(
+                C,
+                DPFLTR_ERROR_LEVEL,
+                "socket: WskSocket not requested: 0x%08X",
+                status.bits()
+            );
         })?;
         if let Err(status) = status.into_result() {
             log!(
@@ -141,6 +162,7 @@ impl<C: Client> Socket<C> {
         Ok(Self {
             socket,
             reference: Some(own),
+            close: Cell::new(Some(close)),
             closed: Cell::new(false),
         })
     }
@@ -169,7 +191,7 @@ impl<C: Client> Socket<C> {
         let Some(reference) = self.reference.as_ref().filter(|_| !self.closed.get()) else {
             return Err(NtStatus::CONNECTION_ABORTED);
         };
-        let (status, information) = irp::call_or(
+        let requested = irp::call_or(
             reference,
             timeout_100ns,
             |_, irp| call(irp),
@@ -182,9 +204,21 @@ impl<C: Client> Socket<C> {
                     "socket: closing it to end a stuck request"
                 );
                 self.closed.set(true);
-                close_waited::<C>(self.socket, reference);
+                // The close's request is here: the first close of this socket takes it.
+                if let Some(request) = self.close.take() {
+                    close_waited::<C>(self.socket, reference, request);
+                }
             },
-        )?;
+        );
+        let (status, information) = requested.inspect_err(|status| {
+            log!(
+                C,
+                DPFLTR_ERROR_LEVEL,
+                "socket: %s not requested: 0x%08X",
+                what.as_ptr(),
+                status.bits()
+            );
+        })?;
         if status == NtStatus::NOT_IMPLEMENTED {
             // A provider that only stubs the function (Wine's WskDisconnect): said as such.
             log!(
@@ -334,10 +368,11 @@ impl<C: Client> Socket<C> {
     }
 
     fn close_now(&mut self) {
-        if let Some(reference) = self.reference.take()
+        // Closed already by a stuck operation's last resort: the reference just goes.
+        if let (Some(reference), Some(close)) = (self.reference.take(), self.close.take())
             && !self.closed.get()
         {
-            close_raw::<C>(self.socket, reference);
+            close_raw::<C>(self.socket, reference, close);
         }
     }
 }
@@ -350,7 +385,7 @@ impl<C: Client> Drop for Socket<C> {
 }
 
 /// What ends a close: the socket's reference goes.
-struct Closed;
+pub(crate) struct Closed;
 
 impl<C: Client> Completion<C> for Closed {
     fn complete(self, reference: BindingRef<C>, status: NtStatus, _information: usize) {
@@ -368,63 +403,67 @@ impl<C: Client> Completion<C> for Closed {
     }
 }
 
-/// The provider's `WskCloseSocket` for an open `socket`.
-fn close_fn(socket: NonNull<WSK_SOCKET>) -> crate::sys::PFN_WSK_CLOSE_SOCKET {
+/// The provider's `WskCloseSocket` for an open `socket`; a provider without one is logged (the
+/// socket then stays open).
+fn close_fn<C: Client>(socket: NonNull<WSK_SOCKET>) -> crate::sys::PFN_WSK_CLOSE_SOCKET {
     // SAFETY: an open socket's dispatch starts with WSK_PROVIDER_BASIC_DISPATCH.
     let dispatch = unsafe { (*socket.as_ptr()).Dispatch }.cast::<WSK_PROVIDER_BASIC_DISPATCH>();
     // SAFETY: the provider's dispatch of this socket, valid while it is open.
-    unsafe { dispatch.as_ref() }.and_then(|d| d.WskCloseSocket)
-}
-
-/// `WskCloseSocket` of `socket`, waited for (a stuck operation's last resort; `PASSIVE_LEVEL`).
-fn close_waited<C: Client>(socket: NonNull<WSK_SOCKET>, reference: &BindingRef<C>) {
-    let Some(close) = close_fn(socket) else {
+    let close = unsafe { dispatch.as_ref() }.and_then(|d| d.WskCloseSocket);
+    if close.is_none() {
         log!(
             C,
             DPFLTR_ERROR_LEVEL,
             "socket: the provider has no WskCloseSocket"
         );
+    }
+    close
+}
+
+/// `WskCloseSocket` of `socket` with its prepared request, waited for (a stuck operation's last
+/// resort; `PASSIVE_LEVEL`).
+fn close_waited<C: Client>(
+    socket: NonNull<WSK_SOCKET>,
+    reference: &BindingRef<C>,
+    request: Prepared<C, Closed>,
+) {
+    let Some(close) = close_fn::<C>(socket) else {
         return;
     };
-    // SAFETY: the open socket, closed once (`closed` is set); the IRP is the request's.
-    let result = irp::call(reference, None, |_, irp| unsafe {
-        close(socket.as_ptr(), irp)
-    });
-    match result {
-        Ok((status, _)) if status.is_success() => log!(C, DPFLTR_INFO_LEVEL, "socket: closed"),
-        Ok((status, _)) | Err(status) => {
-            log!(
-                C,
-                DPFLTR_ERROR_LEVEL,
-                "socket: WskCloseSocket failed: 0x%08X",
-                status.bits()
-            );
-        }
+    let (status, _) = request.call_or(
+        reference,
+        None,
+        |_, irp| {
+            // SAFETY: the open socket, closed once (`closed` is set); the IRP is the request's.
+            unsafe { close(socket.as_ptr(), irp) }
+        },
+        || {},
+    );
+    if status.is_success() {
+        log!(C, DPFLTR_INFO_LEVEL, "socket: closed");
+    } else {
+        log!(
+            C,
+            DPFLTR_ERROR_LEVEL,
+            "socket: WskCloseSocket failed: 0x%08X",
+            status.bits()
+        );
     }
 }
 
-/// `WskCloseSocket` of `socket`, with a request that holds `reference` until it completes. If the
-/// request cannot be made, the socket leaks rather than being freed under the provider: logged.
-fn close_raw<C: Client>(socket: NonNull<WSK_SOCKET>, reference: BindingRef<C>) {
-    let Some(close) = close_fn(socket) else {
-        log!(
-            C,
-            DPFLTR_ERROR_LEVEL,
-            "socket: the provider has no WskCloseSocket"
-        );
+/// `WskCloseSocket` of `socket`, with its prepared request, which holds `reference` until it
+/// completes. Never fails; a provider without `WskCloseSocket` leaves the socket open (logged).
+fn close_raw<C: Client>(
+    socket: NonNull<WSK_SOCKET>,
+    reference: BindingRef<C>,
+    request: Prepared<C, Closed>,
+) {
+    let Some(close) = close_fn::<C>(socket) else {
         return;
     };
-    let submitted = irp::submit(reference, Closed, |_reference, irp| {
+    request.submit(reference, Closed, |_reference, irp| {
         // SAFETY: the open socket, closed once (the Socket's reference moved here); the IRP is the
         // request's; IRQL <= DISPATCH_LEVEL.
         unsafe { close(socket.as_ptr(), irp) }
     });
-    if let Err(status) = submitted {
-        log!(
-            C,
-            DPFLTR_ERROR_LEVEL,
-            "socket: close not submitted (0x%08X): socket left open",
-            status.bits()
-        );
-    }
 }

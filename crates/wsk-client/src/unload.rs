@@ -24,8 +24,9 @@ use crate::status::NtStatus;
 
 /// Runs the unload of client `C`, with `deregister` as step 4; returns its status.
 pub(crate) fn unload<C: Client>(deregister: impl FnOnce() -> NtStatus) -> NtStatus {
-    let runtime = &C::state().runtime;
-    let references = runtime.close_references();
+    let state = C::state();
+    let runtime = &state.runtime;
+    let (references, wait) = runtime.close_references(&state.slots);
     log!(
         C,
         DPFLTR_INFO_LEVEL,
@@ -36,7 +37,7 @@ pub(crate) fn unload<C: Client>(deregister: impl FnOnce() -> NtStatus) -> NtStat
         reason: DetachReason::Unload,
         references,
     });
-    runtime.wait_references::<C>(references);
+    runtime.wait_references::<C>(wait, references);
     let work = runtime.close_work();
     if work > 0 {
         log!(
@@ -48,6 +49,6 @@ pub(crate) fn unload<C: Client>(deregister: impl FnOnce() -> NtStatus) -> NtStat
     }
     runtime.wait_work::<C>(work);
     let status = deregister();
-    runtime.stop();
+    runtime.stop(&state.slots);
     status
 }

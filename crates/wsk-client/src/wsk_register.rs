@@ -139,7 +139,8 @@ pub(crate) fn register<C: Client>() -> Result<(), NtStatus> {
             log!(
                 C,
                 DPFLTR_INFO_LEVEL,
-                "WSK provider not ready: capturing from a work item"
+                "WSK provider not ready (0x%08X): capturing from a work item",
+                NtStatus::DEVICE_NOT_READY.bits()
             );
             if let Err(status) = work::queue::<C, _>(CaptureLater::<C>(core::marker::PhantomData)) {
                 deregister_once::<C>();

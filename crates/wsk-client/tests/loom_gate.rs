@@ -1,17 +1,23 @@
 //! A loom model check of the reference/detach primitive ([`wsk_client::gate::Gate`]): every
-//! interleaving (up to loom's bounds) of entries, leaves, the close and the completion it waits
-//! for, on three and four threads. What must hold in each: a close that found users inside is
-//! completed exactly once, by the last leave; a close that found none is never "completed"; no
-//! entry succeeds after the close; the count ends at zero.
+//! interleaving (up to loom's bounds) of entries, leaves, the closes (a binding's detach, the
+//! unload's sweep) and the completions they wait for, on three and four threads. What must hold
+//! in each: a close that found users inside is completed exactly once, by the last leave; a close
+//! that found none is never "completed"; no entry succeeds after a close; the count ends at zero;
+//! a gate freed during the sweep stays swept.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::sync::atomic::Ordering;
 
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU64, AtomicUsize};
 use loom::thread;
-use wsk_client::gate::{AtomicWord, Close, Gate, Leave, Refused};
+use wsk_client::gate::{AtomicWord, Close, Closer, Gate, Leave, Refused};
 
 /// Loom's atomic as the gate's word.
 struct LoomWord(AtomicU64);
@@ -32,12 +38,24 @@ impl AtomicWord for LoomWord {
     ) -> Result<u64, u64> {
         self.0.compare_exchange(current, new, success, failure)
     }
+    fn fetch_add(&self, value: u64, order: Ordering) -> u64 {
+        self.0.fetch_add(value, order)
+    }
     fn fetch_sub(&self, value: u64, order: Ordering) -> u64 {
         self.0.fetch_sub(value, order)
     }
     fn fetch_or(&self, value: u64, order: Ordering) -> u64 {
         self.0.fetch_or(value, order)
     }
+}
+
+/// Explores the interleavings of `f` with at most three preemptions per execution (loom's
+/// advice for bounding the search: the bugs this test guards against need two or three; without
+/// a bound the claim's compare-exchange loops make the search take many minutes).
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(f);
 }
 
 fn open_gate() -> Gate<LoomWord> {
@@ -51,17 +69,26 @@ fn open_gate() -> Gate<LoomWord> {
 /// whether the close must be completed.
 struct World {
     gate: Gate<LoomWord>,
-    completions: AtomicUsize,
-    closed_pending: AtomicUsize,
+    /// Per closer (0: the owner's detach, 1: the sweep): completions, and closes that found users.
+    completions: [AtomicUsize; 2],
+    closed_pending: [AtomicUsize; 2],
     entered_after_close: AtomicUsize,
     closed: AtomicUsize,
 }
 
 impl World {
     fn leave(&self) {
-        if self.gate.leave() == Leave::LastOfClosing {
-            // The completion (NmrClientDetachProviderComplete, or waking the unload).
-            self.completions.fetch_add(1, Ordering::AcqRel);
+        self.left(self.gate.leave());
+    }
+
+    fn left(&self, leave: Leave) {
+        if let Leave::LastOfClosing { owner, sweep } = leave {
+            // The completions: NmrClientDetachProviderComplete, waking the unload.
+            for (closer, completed) in [owner, sweep].into_iter().enumerate() {
+                if completed {
+                    self.completions[closer].fetch_add(1, Ordering::AcqRel);
+                }
+            }
         }
     }
 
@@ -74,28 +101,34 @@ impl World {
                 }
                 self.leave();
             }
-            Err(Refused::Closed) => {}
-            Err(other) => panic!("unexpected refusal {other:?}"),
+            // A refused entry leaves at once, and may complete a close like any leave.
+            Err((Refused::Closed | Refused::Swept, leave)) => self.left(leave),
+            Err((other, _)) => panic!("unexpected refusal {other:?}"),
+        }
+    }
+
+    fn close_as(&self, closer: Closer) {
+        let close = self.gate.close(closer);
+        self.closed.store(1, Ordering::Release);
+        if let Close::Pending(_) = close {
+            self.closed_pending[closer as usize].store(1, Ordering::Release);
         }
     }
 
     fn close(&self) {
-        let close = self.gate.close();
-        self.closed.store(1, Ordering::Release);
-        if let Close::Pending(_) = close {
-            self.closed_pending.store(1, Ordering::Release);
-        }
+        self.close_as(Closer::Owner);
     }
 
     fn check(&self) {
-        let expected = self.closed_pending.load(Ordering::Acquire);
-        assert_eq!(
-            self.completions.load(Ordering::Acquire),
-            expected,
-            "a pending close must be completed exactly once, an idle one never"
-        );
+        for closer in 0..2 {
+            assert_eq!(
+                self.completions[closer].load(Ordering::Acquire),
+                self.closed_pending[closer].load(Ordering::Acquire),
+                "a pending close must be completed exactly once, an idle one never (closer {closer})"
+            );
+        }
         assert_eq!(self.entered_after_close.load(Ordering::Acquire), 0);
-        assert_eq!(self.gate.enter(), Err(Refused::Closed));
+        assert!(self.gate.enter().is_err());
     }
 }
 
@@ -106,8 +139,8 @@ fn world(inside: usize) -> Arc<World> {
     }
     Arc::new(World {
         gate,
-        completions: AtomicUsize::new(0),
-        closed_pending: AtomicUsize::new(0),
+        completions: [AtomicUsize::new(0), AtomicUsize::new(0)],
+        closed_pending: [AtomicUsize::new(0), AtomicUsize::new(0)],
         entered_after_close: AtomicUsize::new(0),
         closed: AtomicUsize::new(0),
     })
@@ -115,7 +148,7 @@ fn world(inside: usize) -> Arc<World> {
 
 #[test]
 fn holder_newcomer_and_detach_on_three_threads() {
-    loom::model(|| {
+    model(|| {
         // One reference held from before (a socket); a call starting; the detach beginning.
         let w = world(1);
         let holder = {
@@ -139,7 +172,7 @@ fn holder_newcomer_and_detach_on_three_threads() {
 
 #[test]
 fn two_holders_and_detach_on_three_threads() {
-    loom::model(|| {
+    model(|| {
         // Two references held (two sockets), released on two threads while the detach begins.
         let w = world(2);
         let threads: Vec<_> = (0..2)
@@ -162,7 +195,7 @@ fn two_holders_and_detach_on_three_threads() {
 
 #[test]
 fn two_newcomers_and_detach_on_three_threads() {
-    loom::model(|| {
+    model(|| {
         // Nobody inside yet: two calls start and end while the detach begins.
         let w = world(0);
         let threads: Vec<_> = (0..2)
@@ -181,12 +214,12 @@ fn two_newcomers_and_detach_on_three_threads() {
 
 #[test]
 fn a_stale_open_never_opens_a_reused_gate() {
-    loom::model(|| {
+    model(|| {
         // Attach A reserved the gate; NMR detached and cleaned it up (freed) before A's open;
         // attach B reserves it again on another thread while A's late open runs.
         let gate = Arc::new(Gate::with_word(LoomWord(AtomicU64::new(0))));
         let a = gate.reserve().unwrap();
-        assert_eq!(gate.close(), Close::Idle);
+        assert_eq!(gate.close(Closer::Owner), Close::Idle);
         gate.free(a);
         let b_thread = {
             let gate = Arc::clone(&gate);
@@ -199,5 +232,145 @@ fn a_stale_open_never_opens_a_reused_gate() {
             .expect("the freed gate is reservable");
         assert!(!a_opened, "a stale open succeeded");
         assert!(gate.open(b), "the new reservation opens");
+    });
+}
+
+#[test]
+fn holder_detach_and_sweep_on_three_threads() {
+    model(|| {
+        // A reference held (a socket) is released while the provider detaches and the unload
+        // sweeps: each close that found it inside is completed once, by its release.
+        let w = world(1);
+        let holder = {
+            let w = Arc::clone(&w);
+            thread::spawn(move || w.leave())
+        };
+        let detach = {
+            let w = Arc::clone(&w);
+            thread::spawn(move || w.close_as(Closer::Owner))
+        };
+        w.close_as(Closer::Sweep);
+        holder.join().unwrap();
+        detach.join().unwrap();
+        w.check();
+    });
+}
+
+#[test]
+fn a_gate_freed_during_the_sweep_stays_swept() {
+    model(|| {
+        // A binding's cleanup frees its slot while the unload sweeps every slot: whichever comes
+        // first, the slot cannot be reserved (by a new attach) before the sweep ends.
+        let gate = Arc::new(Gate::with_word(LoomWord(AtomicU64::new(0))));
+        let generation = gate.reserve().unwrap();
+        assert_eq!(gate.close(Closer::Owner), Close::Idle);
+        let cleanup = {
+            let gate = Arc::clone(&gate);
+            thread::spawn(move || gate.free(generation))
+        };
+        let _ = gate.close(Closer::Sweep);
+        cleanup.join().unwrap();
+        assert_eq!(gate.reserve(), None, "a swept gate was reserved");
+        gate.unsweep();
+        assert!(gate.reserve().is_some());
+    });
+}
+
+#[test]
+fn a_newcomer_refused_by_an_idle_close_completes_nothing() {
+    model(|| {
+        // Nobody inside when the detach closes: it completes itself (idle), unless a newcomer's
+        // momentary entry, refused, claimed the completion first — never both.
+        let w = world(0);
+        let newcomer = {
+            let w = Arc::clone(&w);
+            thread::spawn(move || w.enter_and_leave())
+        };
+        let sweeper = {
+            let w = Arc::clone(&w);
+            thread::spawn(move || w.close_as(Closer::Sweep))
+        };
+        w.close();
+        newcomer.join().unwrap();
+        sweeper.join().unwrap();
+        w.check();
+    });
+}
+
+#[test]
+fn a_momentary_entry_on_a_free_gate_does_not_stop_a_reservation() {
+    model(|| {
+        // A lookup tries a free slot while an attach reserves and opens it.
+        let gate = Arc::new(Gate::with_word(LoomWord(AtomicU64::new(0))));
+        let lookup = {
+            let gate = Arc::clone(&gate);
+            thread::spawn(move || match gate.enter() {
+                Ok(()) => gate.leave(),
+                Err((_, leave)) => leave,
+            })
+        };
+        let generation = gate
+            .reserve()
+            .expect("a momentary entry blocked the reservation");
+        assert!(gate.open(generation), "a momentary entry blocked the open");
+        assert_eq!(lookup.join().unwrap(), Leave::Left);
+    });
+}
+
+#[test]
+fn a_late_claim_never_completes_the_next_life() {
+    model(|| {
+        // A holder leaves a closing gate while a newcomer's momentary entry comes and goes: one
+        // of them completes the close and at once frees the gate, reserves and opens it again (a
+        // cleanup, a new attach), enters it (a call) and closes it (a detach). The other's claim,
+        // late, must complete neither life again: the new life's close is completed by its own
+        // call's leave.
+        let gate = Arc::new(Gate::with_word(LoomWord(AtomicU64::new(0))));
+        let generation = gate.reserve().unwrap();
+        assert!(gate.open(generation));
+        gate.enter().unwrap();
+        assert_eq!(gate.close(Closer::Owner), Close::Pending(1));
+        let completions = Arc::new(AtomicUsize::new(0));
+        let on_leave = {
+            let gate = Arc::clone(&gate);
+            let completions = Arc::clone(&completions);
+            move |leave: Leave| {
+                if let Leave::LastOfClosing { owner: true, .. } = leave
+                    && completions.fetch_add(1, Ordering::AcqRel) == 0
+                {
+                    gate.free(generation);
+                    let next = gate.reserve().expect("freed");
+                    assert!(gate.open(next));
+                    gate.enter().unwrap();
+                    assert!(matches!(gate.close(Closer::Owner), Close::Pending(_)));
+                }
+            }
+        };
+        let holder = {
+            let (gate, on_leave) = (Arc::clone(&gate), on_leave.clone());
+            thread::spawn(move || on_leave(gate.leave()))
+        };
+        let newcomer = {
+            let gate = Arc::clone(&gate);
+            thread::spawn(move || match gate.enter() {
+                Ok(()) => on_leave(gate.leave()),
+                Err((_, leave)) => on_leave(leave),
+            })
+        };
+        holder.join().unwrap();
+        newcomer.join().unwrap();
+        assert_eq!(
+            completions.load(Ordering::Acquire),
+            1,
+            "a late claim completed again"
+        );
+        // The new life's call leaves: its close is completed now, by this leave.
+        assert_eq!(
+            gate.leave(),
+            Leave::LastOfClosing {
+                owner: true,
+                sweep: false
+            }
+        );
     });
 }

@@ -79,7 +79,7 @@ fn a_provider_not_ready_is_captured_later_without_blocking_driver_entry() {
     // DriverEntry returned with the provider missing: the capture went to a work item.
     assert!(has_log(
         &s,
-        "wsk_test_driver: WSK provider not ready: capturing from a work item"
+        "wsk_test_driver: WSK provider not ready (0xC00000A3): capturing from a work item"
     ));
     assert!(BindingRef::<WskTestDriver>::acquire().is_err());
     s.register_provider(ProviderConfig::default_wsk());

@@ -88,14 +88,17 @@ pub(crate) fn run<R>(guard: Guard, f: impl FnOnce() -> R) -> R {
     result
 }
 
-/// Called by every model function the driver imports: a call after the image was unmapped is
-/// driver code running in unmapped memory.
-pub(crate) fn driver_calls(s: &mut State, what: &str) {
+/// Called by every model function the driver imports (and every provider function it calls): a
+/// call after the image was unmapped is driver code running in unmapped memory. Counts the call;
+/// returns the failure [`crate::Session::fail_call`] chose for it, which a function that can fail
+/// applies (the others ignore it).
+pub(crate) fn driver_calls(s: &mut State, what: &'static str) -> Option<crate::Status> {
     if s.image.unmapped {
         s.violation(format!(
             "{what} called by driver code after the image was unloaded"
         ));
     }
+    s.count_call(what)
 }
 
 /// `DriverUnload` returned: the image goes once nothing holds it.

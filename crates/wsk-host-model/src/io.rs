@@ -59,8 +59,8 @@ pub unsafe extern "system" fn IoCreateDevice(
     DeviceObject: *mut *mut DEVICE_OBJECT,
 ) -> NTSTATUS {
     let created = state::with(|s| {
-        image::driver_calls(s, "IoCreateDevice");
-        if let Some(status) = s.create_device_failure {
+        let injected = image::driver_calls(s, "IoCreateDevice");
+        if let Some(status) = injected.or(s.create_device_failure) {
             s.events.push(Event::IoCreateDevice { status });
             return Err(status);
         }
@@ -131,7 +131,7 @@ pub unsafe extern "system" fn IoAllocateWorkItem(
 ) -> *mut IO_WORKITEM {
     let device = DeviceObject as usize;
     state::with(|s| {
-        image::driver_calls(s, "IoAllocateWorkItem");
+        let injected = image::driver_calls(s, "IoAllocateWorkItem").is_some();
         if s.devices.get(&device).is_none_or(|d| d.deleted) {
             s.violation(format!(
                 "IoAllocateWorkItem on {device:#x}: not a live device object"
@@ -139,7 +139,7 @@ pub unsafe extern "system" fn IoAllocateWorkItem(
             return std::ptr::null_mut();
         }
         let nth = s.nth_fails(crate::Failable::WorkItem);
-        let fail = s.failing_work_items > 0 || nth;
+        let fail = s.failing_work_items > 0 || nth || injected;
         s.failing_work_items = s.failing_work_items.saturating_sub(1);
         s.events.push(Event::IoAllocateWorkItem { ok: !fail });
         if fail {

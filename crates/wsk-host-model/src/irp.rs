@@ -19,8 +19,14 @@ pub(crate) struct Irp {
     pub pending: bool,
     /// `IoCancelIrp` was called while pending.
     pub cancelled: bool,
-    pub _memory: Box<[u64; 32]>,
+    pub _memory: Box<[u64; IRP_WORDS]>,
 }
+
+/// The model's IRP memory: the 0xD0-byte IRP and room for 2 stack locations of 0x48 bytes.
+const IRP_WORDS: usize = (0xD0 + 2 * 0x48) / 8;
+/// `sizeof(IRP)`, `sizeof(IO_STACK_LOCATION)` (x64).
+const IRP_SIZE: usize = 0xD0;
+const STACK_LOCATION_SIZE: usize = 0x48;
 
 /// `IoAllocateIrp`: zeroed memory, `Type` `IO_TYPE_IRP`.
 ///
@@ -29,20 +35,31 @@ pub(crate) struct Irp {
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn IoAllocateIrp(StackSize: i8, _ChargeQuota: u8) -> *mut IRP {
     state::with(|s| {
-        image::driver_calls(s, "IoAllocateIrp");
+        let injected = image::driver_calls(s, "IoAllocateIrp").is_some();
         let nth = s.nth_fails(crate::Failable::Irp);
-        let fail = s.failing_irps > 0 || nth;
+        let fail = s.failing_irps > 0 || nth || injected;
         s.failing_irps = s.failing_irps.saturating_sub(1);
         s.events.push(Event::IoAllocateIrp { ok: !fail });
-        if StackSize < 1 {
-            s.violation(format!("IoAllocateIrp with {StackSize} stack locations"));
+        if !(1..=2).contains(&StackSize) {
+            s.violation(format!(
+                "IoAllocateIrp with {StackSize} stack locations (the model has room for 1 or 2)"
+            ));
         }
         if fail {
             return std::ptr::null_mut();
         }
-        let mut memory = Box::new([0u64; 32]);
-        memory[0] = 6; // IO_TYPE_IRP
-        let address = memory.as_ptr() as usize;
+        let mut memory = Box::new([0u64; IRP_WORDS]);
+        let address = memory.as_mut_ptr() as usize;
+        let irp = address as *mut IRP;
+        let stack = usize::try_from(StackSize.clamp(1, 2)).unwrap_or(1);
+        // SAFETY: the model's memory, large enough for the IRP and its stack locations.
+        let irp = unsafe { &mut *irp };
+        irp.Type = 6; // IO_TYPE_IRP
+        irp.StackCount = StackSize;
+        irp.CurrentLocation = StackSize + 1;
+        // One past the last location: the first IoSetNextIrpStackLocation makes it current.
+        irp.Tail.Overlay.CurrentStackLocation =
+            (address + IRP_SIZE + stack * STACK_LOCATION_SIZE) as *mut _;
         s.irps.insert(
             address,
             Irp {
@@ -72,8 +89,8 @@ pub unsafe extern "system" fn IoSetCompletionRoutineEx(
 ) -> NTSTATUS {
     let (device, irp) = (DeviceObject as usize, Irp as usize);
     state::with(|s| {
-        image::driver_calls(s, "IoSetCompletionRoutineEx");
-        if let Some(status) = s.completion_routine_failure.take() {
+        let injected = image::driver_calls(s, "IoSetCompletionRoutineEx");
+        if let Some(status) = injected.or_else(|| s.completion_routine_failure.take()) {
             return status.raw();
         }
         let Some(routine) = CompletionRoutine else {
@@ -146,7 +163,12 @@ pub unsafe extern "system" fn IoFreeIrp(Irp: *mut IRP) {
             }
             Some(i) => {
                 if let Some((_, _, device)) = i.completion {
-                    // Freed without completion: the routine's device reference goes with it.
+                    // Freed without completion: Windows frees IoSetCompletionRoutineEx's context
+                    // (and drops its device reference) only when the routine runs.
+                    s.violation(format!(
+                        "IoFreeIrp of {Irp:p}, whose completion routine never ran: \
+                         IoSetCompletionRoutineEx's context leaks (complete the IRP instead)"
+                    ));
                     crate::io::release_device(s, device);
                 }
                 s.irps.remove(&(Irp as usize));
@@ -188,6 +210,66 @@ pub(crate) fn complete(irp: *mut IRP, status: Status, information: usize) {
             Information: information,
         };
     }
+    run_routine(irp, routine, context, device);
+}
+
+/// `IofCompleteRequest` of an IRP the driver allocated and never handed over: the driver made
+/// the next stack location current (`IoSetNextIrpStackLocation`), set `IoStatus`; its routine
+/// runs here, in the call.
+///
+/// # Safety
+/// As the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn IofCompleteRequest(Irp: *mut IRP, _PriorityBoost: i8) {
+    let address = Irp as usize;
+    let routine = state::with(|s| {
+        image::driver_calls(s, "IofCompleteRequest");
+        let Some(i) = s.irps.get_mut(&address) else {
+            s.violation(format!(
+                "IofCompleteRequest of {Irp:p}: not an IRP of the driver"
+            ));
+            return None;
+        };
+        if i.pending {
+            s.violation(format!(
+                "IofCompleteRequest of {Irp:p} while the provider has it"
+            ));
+            return None;
+        }
+        let completion = i.completion.take();
+        // SAFETY: the model's IRP memory.
+        let irp = unsafe { &*Irp };
+        let (count, location, current) = (
+            irp.StackCount,
+            irp.CurrentLocation,
+            irp.Tail.Overlay.CurrentStackLocation as usize,
+        );
+        let expected = address
+            + IRP_SIZE
+            + usize::try_from(location - 1).unwrap_or(usize::MAX) * STACK_LOCATION_SIZE;
+        if location != count || current != expected {
+            s.violation(format!(
+                "IofCompleteRequest of {Irp:p} at stack location {location} of {count} \
+                 (IoSetNextIrpStackLocation once makes the routine's location current)"
+            ));
+        }
+        if irp.IoStatus.Status == Status::PENDING.raw() {
+            s.violation(format!("IofCompleteRequest of {Irp:p} with STATUS_PENDING"));
+        }
+        if completion.is_none() {
+            s.violation(format!(
+                "IofCompleteRequest of {Irp:p}, which has no completion routine"
+            ));
+        }
+        completion
+    });
+    if let Some((routine, context, device)) = routine {
+        run_routine(Irp, routine, context, device);
+    }
+}
+
+/// Runs an IRP's completion routine, holding the device object `IoSetCompletionRoutineEx` named.
+fn run_routine(irp: *mut IRP, routine: usize, context: usize, device: usize) {
     // SAFETY: the routine the driver set with IoSetCompletionRoutineEx.
     let routine: unsafe extern "system" fn(*mut DEVICE_OBJECT, *mut IRP, PVOID) -> NTSTATUS =
         unsafe { std::mem::transmute::<usize, _>(routine) };

@@ -22,9 +22,9 @@ const POOL_ALIGN: usize = 16;
 
 fn allocate(routine: &'static str, size: usize, tag: u32, zeroed: bool) -> PVOID {
     let ok = state::with(|s| {
-        image::driver_calls(s, routine);
+        let injected = image::driver_calls(s, routine).is_some();
         let nth = s.nth_fails(crate::Failable::Pool);
-        let ok = s.failing_allocations == 0 && !nth;
+        let ok = s.failing_allocations == 0 && !nth && !injected;
         s.failing_allocations = s.failing_allocations.saturating_sub(1);
         if size == 0 {
             s.violation("pool allocation of 0 bytes".into());
@@ -214,14 +214,26 @@ pub(crate) fn zeroed_driver_object() -> DRIVER_OBJECT {
     unsafe { std::mem::zeroed() }
 }
 
-fn provider_call(name: &'static str, client: PWSK_CLIENT) {
+/// A provider function called by the driver: recorded; the failure a test injected, if any.
+fn provider_call(name: &'static str, client: PWSK_CLIENT) -> Option<Status> {
     state::with(|s| {
-        image::driver_calls(s, name);
+        let injected = image::driver_calls(s, name);
         s.events.push(Event::ProviderCall {
             name,
             client: client as usize,
         });
-    });
+        injected
+    })
+}
+
+/// Completes `irp` with an injected `status` on a provider thread; the call answers pending.
+fn fail_later(irp: *mut IRP, status: Status) -> NTSTATUS {
+    if !irp::begin(irp) {
+        return Status::INVALID_PARAMETER.raw();
+    }
+    let irp = irp as usize;
+    spawn_provider(move || irp::complete(irp as *mut IRP, status, 0));
+    Status::PENDING.raw()
 }
 
 /// Runs `f` on a provider thread (the session waits for these before its end check).
@@ -251,7 +263,7 @@ unsafe extern "system" fn wsk_socket(
     _SecurityDescriptor: *mut SECURITY_DESCRIPTOR,
     Irp: *mut IRP,
 ) -> NTSTATUS {
-    provider_call("WskSocket", Client);
+    let injected = provider_call("WskSocket", Client);
     let provider = provider_of(Client);
     let (failure, hangs, stub) = state::with(|s| {
         s.provider(provider).map_or((None, false, false), |p| {
@@ -286,7 +298,7 @@ unsafe extern "system" fn wsk_socket(
         });
         return Status::PENDING.raw();
     }
-    if let Some(status) = failure {
+    if let Some(status) = injected.or(failure) {
         state::with(|s| s.events.push(Event::WskSocket { status }));
         spawn_provider(move || irp::complete(irp_addr as *mut IRP, status, 0));
         return Status::PENDING.raw();
@@ -336,7 +348,7 @@ unsafe extern "system" fn wsk_socket_connect(
     _SecurityDescriptor: *mut SECURITY_DESCRIPTOR,
     _Irp: *mut IRP,
 ) -> NTSTATUS {
-    provider_call("WskSocketConnect", Client);
+    let _ = provider_call("WskSocketConnect", Client);
     Status::NOT_SUPPORTED.raw()
 }
 
@@ -377,7 +389,9 @@ unsafe extern "system" fn wsk_get_address_info(
     _OwningThread: *mut ETHREAD,
     Irp: *mut IRP,
 ) -> NTSTATUS {
-    provider_call("WskGetAddressInfo", Client);
+    if let Some(status) = provider_call("WskGetAddressInfo", Client) {
+        return fail_later(Irp, status);
+    }
     // SAFETY: the client passes a valid counted string.
     let name = unsafe { &*NodeName };
     // SAFETY: its buffer holds `Length` bytes.

@@ -27,6 +27,7 @@
     clippy::missing_panics_doc
 )]
 
+pub mod failure_matrix;
 mod image;
 mod io;
 mod irp;
@@ -118,6 +119,40 @@ impl Session {
     #[must_use]
     pub fn nth_failure_left(&self, kind: Failable) -> Option<usize> {
         state::with(|s| s.countdowns.get(&kind).copied())
+    }
+
+    /// Makes exactly one call fail: the `occurrence`-th (1: the first) call of the imported or
+    /// provider function named `call` (its C name) returns `status` — or NULL, for a function
+    /// that allocates — or, for a WSK function that takes an IRP, completes it with `status`.
+    /// [`Session::injected`] says whether that call came.
+    pub fn fail_call(&self, call: &str, occurrence: usize, status: Status) {
+        state::with(|s| {
+            s.injection = Some((call.to_string(), occurrence, status));
+            s.injected = false;
+        });
+    }
+
+    /// Whether the failure [`Session::fail_call`] chose has happened.
+    #[must_use]
+    pub fn injected(&self) -> bool {
+        state::with(|s| s.injected)
+    }
+
+    /// How many times the driver called each imported or provider function so far.
+    #[must_use]
+    pub fn call_counts(&self) -> std::collections::BTreeMap<String, usize> {
+        state::with(|s| {
+            s.call_counts
+                .iter()
+                .map(|(name, count)| ((*name).to_string(), *count))
+                .collect()
+        })
+    }
+
+    /// How many times the driver called the imported or provider function `name` so far.
+    #[must_use]
+    pub fn calls(&self, name: &str) -> usize {
+        state::with(|s| s.call_counts.get(name).copied().unwrap_or(0))
     }
 
     /// Makes the next `count` pool allocations fail.

@@ -25,8 +25,8 @@ pub unsafe extern "system" fn NmrRegisterClient(
     // SAFETY: per the contract.
     let characteristics = unsafe { *ClientCharacteristics };
     let registered = state::with(|s| {
-        image::driver_calls(s, "NmrRegisterClient");
-        if let Some(status) = s.register_client_failure {
+        let injected = image::driver_calls(s, "NmrRegisterClient");
+        if let Some(status) = injected.or(s.register_client_failure) {
             s.events.push(Event::NmrRegisterClient { status });
             return Err(status);
         }
@@ -157,7 +157,7 @@ pub unsafe extern "system" fn NmrClientAttachProvider(
     // SAFETY: per the contract, a WSK client dispatch.
     let version = unsafe { (*ClientDispatch.cast::<WSK_CLIENT_DISPATCH>()).Version };
     let answer = state::with(|s| {
-        image::driver_calls(s, "NmrClientAttachProvider");
+        let injected = image::driver_calls(s, "NmrClientAttachProvider");
         let Some(b) = s.bindings.iter().find(|b| b.handle == binding) else {
             s.violation(format!(
                 "NmrClientAttachProvider: unknown binding {binding:#x}"
@@ -173,7 +173,7 @@ pub unsafe extern "system" fn NmrClientAttachProvider(
         }
         let provider = b.provider;
         let p = s.provider_mut(provider)?;
-        let status = p.config.answer_for(version);
+        let status = injected.unwrap_or_else(|| p.config.answer_for(version));
         let detach_now = p.config.detach_during_attach;
         let hook = p.config.during_attach.clone();
         let outs = if status == Status::SUCCESS {
@@ -353,11 +353,16 @@ pub unsafe extern "system" fn NmrClientDetachProviderComplete(NmrBindingHandle: 
 pub unsafe extern "system" fn NmrDeregisterClient(NmrClientHandle: HANDLE) -> NTSTATUS {
     let client = NmrClientHandle as usize;
     let bindings = state::with(|s| {
-        image::driver_calls(s, "NmrDeregisterClient");
+        let injected = image::driver_calls(s, "NmrDeregisterClient");
         let Some(c) = s.clients.iter_mut().find(|c| c.handle == client) else {
             s.violation(format!("NmrDeregisterClient: unknown client {client:#x}"));
             return None;
         };
+        if let Some(status) = injected {
+            // An injected failure: nothing deregisters.
+            s.events.push(Event::NmrDeregisterClient { status });
+            return Some(Err(status));
+        }
         if c.deregistering {
             s.violation(format!("NmrDeregisterClient twice for {client:#x}"));
             return None;
@@ -369,16 +374,17 @@ pub unsafe extern "system" fn NmrDeregisterClient(NmrClientHandle: HANDLE) -> NT
             Status::PENDING
         };
         s.events.push(Event::NmrDeregisterClient { status });
-        Some(
-            s.bindings
-                .iter()
-                .filter(|b| b.client == client && b.state == BindingState::Attached)
-                .map(|b| b.handle)
-                .collect::<Vec<_>>(),
-        )
+        Some(Ok(s
+            .bindings
+            .iter()
+            .filter(|b| b.client == client && b.state == BindingState::Attached)
+            .map(|b| b.handle)
+            .collect::<Vec<_>>()))
     });
-    let Some(bindings) = bindings else {
-        return Status::INVALID_PARAMETER.raw();
+    let bindings = match bindings {
+        Some(Ok(bindings)) => bindings,
+        Some(Err(status)) => return status.raw(),
+        None => return Status::INVALID_PARAMETER.raw(),
     };
     for binding in bindings {
         detach(binding);
@@ -401,9 +407,25 @@ pub unsafe extern "system" fn NmrWaitForClientDeregisterComplete(
 ) -> NTSTATUS {
     let client = NmrClientHandle as usize;
     let known = state::with(|s| {
-        image::driver_calls(s, "NmrWaitForClientDeregisterComplete");
-        s.client(client).is_some_and(|c| c.deregistering)
+        let injected = image::driver_calls(s, "NmrWaitForClientDeregisterComplete");
+        (s.client(client).is_some_and(|c| c.deregistering), injected)
     });
+    // An injected failure: answered after the deregistration completed (the client's bindings are
+    // idle at unload, so it completed inside NmrDeregisterClient).
+    let known = match known {
+        (true, Some(status)) => {
+            let done = state::wait_until(|s| !s.bindings.iter().any(|b| b.client == client));
+            state::with(|s| {
+                if done {
+                    s.clients.retain(|c| c.handle != client);
+                }
+                s.events
+                    .push(Event::NmrWaitForClientDeregisterComplete { status });
+            });
+            return status.raw();
+        }
+        (known, _) => known,
+    };
     if !known {
         state::with(|s| {
             s.violation(format!(

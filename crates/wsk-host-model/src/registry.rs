@@ -38,31 +38,34 @@ pub unsafe extern "system" fn ZwOpenKey(
     let attributes = unsafe { *ObjectAttributes };
     let name = text(attributes.ObjectName);
     let opened = state::with(|s| {
-        image::driver_calls(s, "ZwOpenKey");
+        if let Some(status) = image::driver_calls(s, "ZwOpenKey") {
+            return Err(status.raw());
+        }
         let path = if attributes.RootDirectory.is_null() {
             name.to_lowercase()
         } else {
             let root = s
                 .key_handles
-                .get(&(attributes.RootDirectory as usize))?
+                .get(&(attributes.RootDirectory as usize))
+                .ok_or(STATUS_OBJECT_NAME_NOT_FOUND)?
                 .clone();
             format!("{root}\\{}", name.to_lowercase())
         };
         if !s.registry.contains_key(&path) {
-            return None;
+            return Err(STATUS_OBJECT_NAME_NOT_FOUND);
         }
         s.next_handle += 1;
         let handle = 0x6B65_0000 + s.next_handle * 8;
         s.key_handles.insert(handle, path);
-        Some(handle)
+        Ok(handle)
     });
     match opened {
-        Some(handle) => {
+        Ok(handle) => {
             // SAFETY: per the contract, a valid out-pointer.
             unsafe { KeyHandle.write(handle as HANDLE) };
             Status::SUCCESS.raw()
         }
-        None => STATUS_OBJECT_NAME_NOT_FOUND,
+        Err(status) => status,
     }
 }
 
@@ -81,15 +84,24 @@ pub unsafe extern "system" fn ZwQueryValueKey(
 ) -> NTSTATUS {
     let name = text(ValueName).to_lowercase();
     let value = state::with(|s| {
-        image::driver_calls(s, "ZwQueryValueKey");
+        if let Some(status) = image::driver_calls(s, "ZwQueryValueKey") {
+            return Err(status.raw());
+        }
         if KeyValueInformationClass != KeyValuePartialInformation {
             s.violation("ZwQueryValueKey: only KeyValuePartialInformation is modelled".into());
         }
-        let path = s.key_handles.get(&(KeyHandle as usize))?;
-        s.registry.get(path)?.get(&name).cloned()
+        let path = s
+            .key_handles
+            .get(&(KeyHandle as usize))
+            .ok_or(STATUS_OBJECT_NAME_NOT_FOUND)?;
+        s.registry
+            .get(path)
+            .and_then(|values| values.get(&name).cloned())
+            .ok_or(STATUS_OBJECT_NAME_NOT_FOUND)
     });
-    let Some((value_type, data)) = value else {
-        return STATUS_OBJECT_NAME_NOT_FOUND;
+    let (value_type, data) = match value {
+        Ok(value) => value,
+        Err(status) => return status,
     };
     let needed = 12 + data.len();
     // SAFETY: per the contract, a valid out-pointer.

@@ -67,9 +67,9 @@ pub unsafe extern "system" fn IoAllocateMdl(
     _Irp: *mut IRP,
 ) -> *mut MDL {
     state::with(|s| {
-        image::driver_calls(s, "IoAllocateMdl");
+        let injected = image::driver_calls(s, "IoAllocateMdl").is_some();
         let nth = s.nth_fails(crate::Failable::Mdl);
-        let fail = s.failing_mdls > 0 || nth;
+        let fail = s.failing_mdls > 0 || nth || injected;
         s.failing_mdls = s.failing_mdls.saturating_sub(1);
         if fail {
             return std::ptr::null_mut();
@@ -184,15 +184,15 @@ unsafe extern "system" fn bind(
     Irp: *mut IRP,
 ) -> NTSTATUS {
     let known = state::with(|s| {
-        image::driver_calls(s, "WskBind");
+        let injected = image::driver_calls(s, "WskBind");
         s.events.push(Event::WskBind);
-        peer(s, Socket).is_some()
+        peer(s, Socket).map(|_| injected)
     });
-    if !known {
+    let Some(injected) = known else {
         state::with(|s| s.violation("WskBind on a socket that is not open".into()));
         return Status::INVALID_PARAMETER.raw();
-    }
-    complete_later(Socket, Irp, Status::SUCCESS, 0)
+    };
+    complete_later(Socket, Irp, injected.unwrap_or(Status::SUCCESS), 0)
 }
 
 unsafe extern "system" fn connect(
@@ -202,9 +202,9 @@ unsafe extern "system" fn connect(
     Irp: *mut IRP,
 ) -> NTSTATUS {
     let answer = state::with(|s| {
-        image::driver_calls(s, "WskConnect");
+        let injected = image::driver_calls(s, "WskConnect");
         let provider = peer(s, Socket)?.provider;
-        let failure = config(s, provider).and_then(|c| c.connect_failure);
+        let failure = injected.or_else(|| config(s, provider).and_then(|c| c.connect_failure));
         s.events.push(Event::WskConnect {
             status: failure.unwrap_or(Status::SUCCESS),
         });
@@ -227,9 +227,12 @@ unsafe extern "system" fn send(
     Irp: *mut IRP,
 ) -> NTSTATUS {
     let answer = state::with(|s| {
-        image::driver_calls(s, "WskSend");
+        let injected = image::driver_calls(s, "WskSend");
         let (va, length) = buffer_range(s, Buffer)?;
         let peer = peer(s, Socket)?;
+        if let Some(status) = injected {
+            return Some(Err(status));
+        }
         if !peer.connected {
             return Some(Err(Status::from_raw(wsk_sys::STATUS_INVALID_DEVICE_STATE)));
         }
@@ -262,19 +265,25 @@ unsafe extern "system" fn receive(
     Irp: *mut IRP,
 ) -> NTSTATUS {
     let taken = state::with(|s| {
-        image::driver_calls(s, "WskReceive");
+        let injected = image::driver_calls(s, "WskReceive");
         s.events.push(Event::WskReceive);
         let (va, length) = buffer_range(s, Buffer)?;
         let peer = peer(s, Socket)?;
+        if injected.is_some() {
+            return Some(injected);
+        }
         if peer.receive.is_some() {
             s.violation("a second WskReceive while one is pending".into());
             return None;
         }
         peer.receive = Some((Irp as usize, va, length));
-        Some(())
+        Some(None)
     });
-    if taken.is_none() {
+    let Some(injected) = taken else {
         return Status::INVALID_PARAMETER.raw();
+    };
+    if let Some(status) = injected {
+        return complete_later(Socket, Irp, status, 0);
     }
     if !irp::begin(Irp) {
         return Status::INVALID_PARAMETER.raw();
@@ -337,31 +346,38 @@ unsafe extern "system" fn disconnect(
     Irp: *mut IRP,
 ) -> NTSTATUS {
     let stub = state::with(|s| {
-        image::driver_calls(s, "WskDisconnect");
+        let injected = image::driver_calls(s, "WskDisconnect");
         s.events.push(Event::WskDisconnect);
         let provider = peer(s, Socket)?.provider;
-        Some(config(s, provider).is_some_and(|c| c.disconnect_stub))
+        Some((
+            config(s, provider).is_some_and(|c| c.disconnect_stub),
+            injected,
+        ))
     });
     match stub {
         None => Status::INVALID_PARAMETER.raw(),
         // Wine: an answer, and the IRP never completed.
-        Some(true) => wsk_sys::STATUS_NOT_IMPLEMENTED,
-        Some(false) => complete_later(Socket, Irp, Status::SUCCESS, 0),
+        Some((true, _)) => wsk_sys::STATUS_NOT_IMPLEMENTED,
+        Some((false, injected)) => {
+            complete_later(Socket, Irp, injected.unwrap_or(Status::SUCCESS), 0)
+        }
     }
 }
 
 /// `WskCloseSocket`: completes a pending receive with `STATUS_CANCELLED`, then the close.
 unsafe extern "system" fn close(Socket: *mut WSK_SOCKET, Irp: *mut IRP) -> NTSTATUS {
     let receive = state::with(|s| {
-        image::driver_calls(s, "WskCloseSocket");
+        let injected = image::driver_calls(s, "WskCloseSocket");
         s.events.push(Event::WskCloseSocket);
         let peer = peer(s, Socket)?;
         let provider = peer.provider;
         let receive = peer.receive.take();
         let inline = config(s, provider).is_some_and(|c| c.requests_complete_inline);
-        Some((receive, inline))
+        Some((receive, inline, injected))
     });
-    let Some((receive, inline)) = receive else {
+    // An injected failure: the close completes with it, and the socket is gone all the same (a
+    // client can do nothing else with a socket it closed).
+    let Some((receive, inline, injected)) = receive else {
         state::with(|s| s.violation(format!("WskCloseSocket of {Socket:p}: not an open socket")));
         return Status::INVALID_PARAMETER.raw();
     };
@@ -380,11 +396,11 @@ unsafe extern "system" fn close(Socket: *mut WSK_SOCKET, Irp: *mut IRP) -> NTSTA
         state::with(|s| {
             s.peers.remove(&socket);
         });
-        irp::complete(irp as *mut IRP, Status::SUCCESS, 0);
+        irp::complete(irp as *mut IRP, injected.unwrap_or(Status::SUCCESS), 0);
     };
     if inline {
         finish();
-        return Status::SUCCESS.raw();
+        return injected.unwrap_or(Status::SUCCESS).raw();
     }
     crate::kernel::spawn_provider(finish);
     Status::PENDING.raw()

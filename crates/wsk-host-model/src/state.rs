@@ -338,6 +338,12 @@ pub(crate) struct State {
     pub key_handles: HashMap<usize, String>,
     /// Address chains `WskGetAddressInfo` handed out and not yet freed.
     pub address_chains: HashMap<usize, crate::kernel::AddressChain>,
+    /// How many times the driver called each imported function (or provider function).
+    pub call_counts: HashMap<&'static str, usize>,
+    /// `Session::fail_call`: the call, its occurrence (1: the first) and the failure.
+    pub injection: Option<(String, usize, Status)>,
+    /// The injection was applied.
+    pub injected: bool,
 }
 
 /// A kind of call a test can make fail once ([`crate::Session::fail_nth`]).
@@ -354,6 +360,21 @@ pub enum Failable {
 }
 
 impl State {
+    /// Counts a call of `what` by the driver; the failure `Session::fail_call` chose for this
+    /// occurrence, if it is this one.
+    pub fn count_call(&mut self, what: &'static str) -> Option<Status> {
+        let count = self.call_counts.entry(what).or_insert(0);
+        *count += 1;
+        let count = *count;
+        match &self.injection {
+            Some((call, occurrence, status)) if call == what && *occurrence == count => {
+                self.injected = true;
+                Some(*status)
+            }
+            _ => None,
+        }
+    }
+
     /// Counts a call of `kind` down to the one `fail_nth` chose: `true` for that one.
     pub fn nth_fails(&mut self, kind: Failable) -> bool {
         match self.countdowns.get_mut(&kind) {

@@ -46,8 +46,10 @@ pub unsafe extern "system" fn WskRegister(
     let version = unsafe { (*dispatch).Version };
     let key = WskRegistration as usize;
     state::with(|s| {
-        image::driver_calls(s, "WskRegister");
-        let status = s.wsk_register_failure.unwrap_or(Status::SUCCESS);
+        let injected = image::driver_calls(s, "WskRegister");
+        let status = injected
+            .or(s.wsk_register_failure)
+            .unwrap_or(Status::SUCCESS);
         s.events.push(Event::WskRegister { version, status });
         if status != Status::SUCCESS {
             return status.raw();
@@ -112,12 +114,19 @@ pub unsafe extern "system" fn WskCaptureProviderNPI(
 ) -> NTSTATUS {
     let key = WskRegistration as usize;
     let version = state::with(|s| {
-        image::driver_calls(s, "WskCaptureProviderNPI");
+        if let Some(status) = image::driver_calls(s, "WskCaptureProviderNPI") {
+            s.events.push(Event::WskCaptureProviderNPI { status });
+            return Err(status);
+        }
         match s.wsk_registrations.get(&key) {
-            Some(r) if !r.deregistered => Some(r.version),
-            _ => None,
+            Some(r) if !r.deregistered => Ok(Some(r.version)),
+            _ => Ok(None),
         }
     });
+    let version = match version {
+        Ok(version) => version,
+        Err(status) => return status.raw(),
+    };
     let Some(version) = version else {
         state::with(|s| {
             s.events.push(Event::WskCaptureProviderNPI {

@@ -25,6 +25,16 @@ pub const DPFLTR_INFO_LEVEL: u32 = 3;
 pub type PFN_EX_ALLOCATE_POOL2 =
     unsafe extern "system" fn(Flags: POOL_FLAGS, NumberOfBytes: usize, Tag: u32) -> PVOID;
 
+/// `LARGE_INTEGER` as a value (`QuadPart`): 8 bytes, 8-aligned on x64, returned in RAX.
+pub type LARGE_INTEGER = i64;
+
+/// `KeQueryPerformanceCounter`: any IRQL. Returns the performance counter; writes its frequency
+/// (ticks per second) to `PerformanceFrequency` when that is not NULL. Never imported statically:
+/// Windows exports it from ntoskrnl.exe (the HAL before), Wine 8 only from hal.dll, so a driver
+/// that runs on both looks it up with `MmGetSystemRoutineAddress` (which searches both).
+pub type PFN_KE_QUERY_PERFORMANCE_COUNTER =
+    unsafe extern "system" fn(PerformanceFrequency: *mut LARGE_INTEGER) -> LARGE_INTEGER;
+
 /// `RTL_OSVERSIONINFOW`: size 276.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -84,7 +94,9 @@ pub struct IO_STATUS_BLOCK {
     pub Information: usize,
 }
 
-/// `IRP`: only the fixed prefix this crate reads (x64 offsets; the I/O manager allocates it).
+/// `IRP` (x64): size 0xD0, then `StackCount` `IO_STACK_LOCATION`s. The I/O manager allocates
+/// it; a driver reads `IoStatus` and moves the stack location with
+/// [`IoSetNextIrpStackLocation`]. `Tail` is declared as its `Overlay` view of the union.
 #[repr(C)]
 pub struct IRP {
     pub Type: i16,
@@ -96,7 +108,71 @@ pub struct IRP {
     pub AssociatedIrp: PVOID,
     pub ThreadListEntry: [PVOID; 2],
     pub IoStatus: IO_STATUS_BLOCK,
-    // ... more members and the stack locations follow; never sized or moved by a driver.
+    pub RequestorMode: i8,
+    pub PendingReturned: u8,
+    pub StackCount: i8,
+    pub CurrentLocation: i8,
+    pub Cancel: u8,
+    pub CancelIrql: u8,
+    pub ApcEnvironment: i8,
+    pub AllocationFlags: u8,
+    pub UserIosb: PVOID,
+    pub UserEvent: PVOID,
+    pub Overlay: [PVOID; 2],
+    pub CancelRoutine: PVOID,
+    pub UserBuffer: PVOID,
+    pub Tail: IRP_TAIL,
+}
+
+/// `IRP::Tail` (x64): the union's `Overlay` member, then `ApcRest`: the rest of its largest
+/// member, `Apc` (a `KAPC`, 0x58 bytes).
+#[repr(C)]
+pub struct IRP_TAIL {
+    pub Overlay: IRP_TAIL_OVERLAY,
+    pub ApcRest: [u8; 8],
+}
+
+/// `IRP::Tail.Overlay` (x64): size 0x50.
+#[repr(C)]
+pub struct IRP_TAIL_OVERLAY {
+    pub DriverContext: [PVOID; 4],
+    pub Thread: PVOID,
+    pub AuxiliaryBuffer: PVOID,
+    pub ListEntry: [PVOID; 2],
+    /// The `CurrentStackLocation` member of its union with `PacketType`.
+    pub CurrentStackLocation: *mut IO_STACK_LOCATION,
+    pub OriginalFileObject: PVOID,
+}
+
+/// `IO_STACK_LOCATION` (x64): size 0x48; `Parameters` is a 32-byte union.
+#[repr(C)]
+pub struct IO_STACK_LOCATION {
+    pub MajorFunction: u8,
+    pub MinorFunction: u8,
+    pub Flags: u8,
+    pub Control: u8,
+    pub Parameters: [PVOID; 4],
+    pub DeviceObject: *mut DEVICE_OBJECT,
+    pub FileObject: PVOID,
+    pub CompletionRoutine: PIO_COMPLETION_ROUTINE,
+    pub Context: PVOID,
+}
+
+/// `IO_NO_INCREMENT`: the priority boost of a completion that waited for nothing.
+pub const IO_NO_INCREMENT: i8 = 0;
+
+/// `IoSetNextIrpStackLocation` (the wdm.h inline): makes the next stack location the current
+/// one — what a driver does before it completes, itself, an IRP it allocated and set a completion
+/// routine in (that routine is in the next location).
+///
+/// # Safety
+/// `Irp` is a valid IRP whose `CurrentLocation` is above 1 (a location is left below it).
+pub unsafe fn IoSetNextIrpStackLocation(Irp: *mut IRP) {
+    // SAFETY: per the contract, a valid IRP, the caller's alone while it does this.
+    let irp = unsafe { &mut *Irp };
+    irp.CurrentLocation -= 1;
+    // SAFETY: per the contract a stack location is below the current one, in the same allocation.
+    irp.Tail.Overlay.CurrentStackLocation = unsafe { irp.Tail.Overlay.CurrentStackLocation.sub(1) };
 }
 
 /// `IO_COMPLETION_ROUTINE`. IRQL <= `DISPATCH_LEVEL`.
@@ -220,6 +296,9 @@ unsafe extern "system" {
     pub fn IoFreeIrp(Irp: *mut IRP);
     /// IRQL <= `DISPATCH_LEVEL`. Returns TRUE when the IRP's cancel routine was called.
     pub fn IoCancelIrp(Irp: *mut IRP) -> u8;
+    /// `IoCompleteRequest` (a wdm.h macro for this function). IRQL <= `DISPATCH_LEVEL`. Runs the
+    /// completion routines from the IRP's current stack location up, with its `IoStatus`.
+    pub fn IofCompleteRequest(Irp: *mut IRP, PriorityBoost: i8);
     /// IRQL <= `DISPATCH_LEVEL`. Sets `CompletionRoutine` in the IRP's next stack location and
     /// references `DeviceObject` until the routine has returned (`IoSetCompletionRoutineEx`,
     /// wdm.h: so the driver is not unloaded while its routine runs). Fails with

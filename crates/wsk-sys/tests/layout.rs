@@ -206,6 +206,27 @@ fn irp_prefix_and_sockets() {
     assert_eq!(offset_of!(IRP, AssociatedIrp), 0x18);
     assert_eq!(offset_of!(IRP, ThreadListEntry), 0x20);
     assert_eq!(offset_of!(IRP, IoStatus), 0x30);
+    assert_eq!(offset_of!(IRP, RequestorMode), 0x40);
+    assert_eq!(offset_of!(IRP, StackCount), 0x42);
+    assert_eq!(offset_of!(IRP, CurrentLocation), 0x43);
+    assert_eq!(offset_of!(IRP, UserIosb), 0x48);
+    assert_eq!(offset_of!(IRP, UserEvent), 0x50);
+    assert_eq!(offset_of!(IRP, Overlay), 0x58);
+    assert_eq!(offset_of!(IRP, CancelRoutine), 0x68);
+    assert_eq!(offset_of!(IRP, UserBuffer), 0x70);
+    assert_eq!(offset_of!(IRP, Tail), 0x78);
+    assert_eq!(offset_of!(IRP_TAIL_OVERLAY, Thread), 0x20);
+    assert_eq!(
+        offset_of!(IRP, Tail) + offset_of!(IRP_TAIL_OVERLAY, CurrentStackLocation),
+        0xB8
+    );
+    assert_eq!(size_of::<IRP_TAIL_OVERLAY>(), 0x50);
+    assert_eq!(size_of::<IRP>(), 0xD0);
+    assert_eq!(size_of::<IO_STACK_LOCATION>(), 0x48);
+    assert_eq!(offset_of!(IO_STACK_LOCATION, Parameters), 0x08);
+    assert_eq!(offset_of!(IO_STACK_LOCATION, DeviceObject), 0x28);
+    assert_eq!(offset_of!(IO_STACK_LOCATION, CompletionRoutine), 0x38);
+    assert_eq!(offset_of!(IO_STACK_LOCATION, Context), 0x40);
     assert_eq!(STATUS_MORE_PROCESSING_REQUIRED.cast_unsigned(), 0xC000_0016);
     assert_eq!(size_of::<WSK_SOCKET>(), 8);
     assert_eq!(size_of::<WSK_PROVIDER_BASIC_DISPATCH>(), 16);
@@ -281,4 +302,14 @@ fn registry() {
         (0x40, 0x200, 0x20019)
     );
     assert_eq!((KeyValuePartialInformation, REG_SZ, REG_DWORD), (2, 1, 4));
+}
+
+#[test]
+fn performance_counter() {
+    // LARGE_INTEGER is a union of QuadPart (LONGLONG) and two 32-bit halves: 8 bytes, 8-aligned.
+    assert_eq!(size_of::<LARGE_INTEGER>(), 8);
+    assert_eq!(align_of::<LARGE_INTEGER>(), 8);
+    // The routine looked up by name: a plain code pointer, NULL-able as an Option.
+    assert_eq!(size_of::<PFN_KE_QUERY_PERFORMANCE_COUNTER>(), 8);
+    assert_eq!(size_of::<Option<PFN_KE_QUERY_PERFORMANCE_COUNTER>>(), 8);
 }

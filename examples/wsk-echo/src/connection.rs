@@ -1,7 +1,8 @@
 //! The echo driver's connection: a work item queued once the driver is registered takes a
 //! binding reference and, when the parameters say where, makes one echo exchange — resolve or
-//! parse `Host`, connect, send `Message`, receive as many bytes — and logs exactly one of
-//! `echo ok, N bytes` or `echo failed: <step> 0x<NTSTATUS>`. The connection (its socket, or only
+//! parse `Host`, connect, send `Message`, receive as many bytes (or, with `Bytes`, stream that
+//! many: [`crate::stream`]) — and logs exactly one of `echo ok, N bytes` (with `Bytes`: `echo ok,
+//! N bytes in M ms`) or `echo failed: <step> 0x<NTSTATUS>`. The connection (its socket, or only
 //! the reference without parameters) stays open until a detach or the unload begins; then a work
 //! item closes it (disconnect, close). Until then a detach of the provider pends and the unload
 //! waits: the library's contract, exercised end to end.
@@ -56,11 +57,19 @@ static STOP: AtomicBool = AtomicBool::new(false);
 /// Queues the work that opens the connection (and makes the exchange, given `parameters`).
 ///
 /// # Errors
-/// The work item could not be queued (logged by the library).
+/// The work item could not be queued: logged as the exchange's result (`echo failed: start`), or
+/// as a connection not kept when there is nothing to echo.
 #[allow(clippy::large_types_passed_by_value)] // moved into the work item, once
 pub(crate) fn start(parameters: Option<Parameters>) -> Result<(), NtStatus> {
     STOP.store(false, Ordering::Release);
-    work::queue::<WskEcho, _>(Open { parameters })
+    let echo = parameters.is_some();
+    work::queue::<WskEcho, _>(Open { parameters }).inspect_err(|status| {
+        if echo {
+            log_failed(c"start", *status);
+        } else {
+            log_not_kept(c"start", *status);
+        }
+    })
 }
 
 /// `Client::on_detach` of the echo driver: stop, and close the connection from a work item.
@@ -85,7 +94,8 @@ fn unprepare_close() {
     }
 }
 
-fn log_failed(step: &core::ffi::CStr, status: NtStatus) {
+/// Logs the exchange's result line for a failed `step`.
+pub(crate) fn log_failed(step: &core::ffi::CStr, status: NtStatus) {
     // SAFETY: `%s` takes a NUL-terminated string, `%08X` the `u32`; no Unicode conversion.
     let _ = unsafe {
         dbg_print!(
@@ -205,7 +215,7 @@ fn sleep_100ms() {
 }
 
 /// One step's result: the error logged as `echo failed: <step> 0x<status>`.
-fn step<T>(name: &core::ffi::CStr, result: Result<T, NtStatus>) -> Result<T, ()> {
+pub(crate) fn step<T>(name: &core::ffi::CStr, result: Result<T, NtStatus>) -> Result<T, ()> {
     result.map_err(|status| log_failed(name, status))
 }
 
@@ -233,6 +243,11 @@ fn exchange(
     step(c"bind", socket.bind(wildcard, STEP_TIMEOUT))?;
     step(c"connect", socket.connect(remote, STEP_TIMEOUT))?;
     let message = parameters.message();
+    if let Some(total) = parameters.bytes() {
+        // The bulk mode: `total` bytes, ended early by a stop.
+        crate::stream::stream(&socket, message, total, || STOP.load(Ordering::Acquire))?;
+        return Ok(socket);
+    }
     let mut out = step(c"buffer", Buffer::new::<WskEcho>(message.len()))?;
     for (to, from) in out.as_mut_slice().iter_mut().zip(message) {
         *to = *from;

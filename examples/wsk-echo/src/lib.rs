@@ -19,6 +19,7 @@ use wsk_client::{
 
 mod connection;
 mod parameters;
+mod stream;
 mod values;
 
 /// The example driver as a WSK client.
@@ -139,7 +140,8 @@ pub unsafe extern "system" fn DriverEntry(
         })
     });
     driver.DriverUnload = Some(DriverUnload);
-    // Then the connection, off the DriverEntry thread (a work item logs why, if it fails).
+    // Then the connection, off the DriverEntry thread (a failure is logged; the driver stays
+    // loaded: the exchange's result line says what happened).
     let _ = connection::start(parameters);
     NtStatus::SUCCESS.raw()
 }
@@ -218,3 +220,7 @@ static GLOBAL_ALLOCATOR: wdk_alloc::WdkAllocator = wdk_alloc::WdkAllocator;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_matrix;
+#[cfg(test)]
+mod tests_stream;

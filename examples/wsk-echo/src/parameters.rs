@@ -1,6 +1,7 @@
 //! The echo driver's parameters, from its service key's `Parameters` subkey (`Host`, `Port`,
-//! `Message`; parsed by [`crate::values`]). A missing or malformed value is logged and the driver
-//! still loads (it then echoes nothing).
+//! `Message`, and the optional `Bytes`; parsed by [`crate::values`]). A missing or malformed value
+//! is logged and the driver still loads (it then echoes nothing); `Bytes` may be absent (one
+//! message is echoed), but when present it must be well-formed.
 //!
 //! IRQL: [`read`] at `PASSIVE_LEVEL` (`ZwOpenKey`, `ZwQueryValueKey`).
 
@@ -15,6 +16,9 @@ use wsk_client::{NtStatus, dbg_print};
 
 use crate::WskEcho;
 use crate::values::{MAX_MESSAGE, Parameters, Problem};
+
+/// `STATUS_OBJECT_NAME_NOT_FOUND`: `ZwQueryValueKey` of a value that is not there.
+const OBJECT_NAME_NOT_FOUND: NtStatus = NtStatus::from_raw(0xC000_0034_u32.cast_signed());
 
 /// A registry key handle, closed when dropped.
 struct Key(HANDLE);
@@ -169,5 +173,12 @@ fn read_values(registry_path: &UNICODE_STRING) -> Result<Parameters, Problem> {
         .value("Message", &mut buffer)
         .map_err(|s| Problem::Missing(c"Message", s))?;
     p.set_message(t, buffer.get(12..12 + len).unwrap_or(&[]))?;
+    // Optional: absent, one message; present, it must be a good REG_DWORD. Any other failure
+    // to read it (too long for a REG_DWORD included) is logged with its status.
+    match key.value("Bytes", &mut buffer) {
+        Ok((t, len)) => p.set_bytes(t, buffer.get(12..12 + len).unwrap_or(&[]))?,
+        Err(status) if status == OBJECT_NAME_NOT_FOUND => {}
+        Err(status) => return Err(Problem::Missing(c"Bytes", status)),
+    }
     Ok(p)
 }

@@ -1,9 +1,13 @@
 //! The echo driver's parameter values, parsed: `Host` (`REG_SZ`: an IPv4/IPv6 literal or a
-//! name), `Port` (`REG_DWORD`), `Message` (`REG_SZ`, sent as UTF-8). Pure: no kernel call, so the
+//! name), `Port` (`REG_DWORD`), `Message` (`REG_SZ`, sent as UTF-8), and the optional `Bytes`
+//! (`REG_DWORD`, 1 to 4294967295: stream that many bytes, `Message` repeated, instead of one
+//! message; absent: one message). Pure: no kernel call, so the
 //! host tests and the `echo_parameters` fuzz target (`fuzz/`, which includes this file) run it
 //! as the driver does. [`crate::parameters`] reads the raw values from the registry.
 //!
 //! IRQL: any (pure).
+
+use core::num::NonZeroU32;
 
 use wsk_client::NtStatus;
 use wsk_client::sys::{REG_DWORD, REG_SZ};
@@ -22,6 +26,7 @@ pub struct Parameters {
     pub port: u16,
     message: [u8; MAX_MESSAGE],
     message_len: usize,
+    bytes: Option<NonZeroU32>,
 }
 
 impl Parameters {
@@ -38,6 +43,12 @@ impl Parameters {
     #[must_use]
     pub fn message(&self) -> &[u8] {
         self.message.get(..self.message_len).unwrap_or(&[])
+    }
+
+    /// `Bytes`: how many bytes to stream (`Message` repeated); `None`: one message.
+    #[must_use]
+    pub fn bytes(&self) -> Option<NonZeroU32> {
+        self.bytes
     }
 }
 
@@ -80,6 +91,7 @@ impl Parameters {
         port: 0,
         message: [0; MAX_MESSAGE],
         message_len: 0,
+        bytes: None,
     };
 
     /// `Host`: a `REG_SZ` of printable ASCII without spaces.
@@ -115,10 +127,23 @@ impl Parameters {
             .ok_or(Problem::Malformed(c"Message"))?;
         Ok(())
     }
+
+    /// `Bytes`: a `REG_DWORD` from 1 to 4294967295 (0, another type or another length is
+    /// malformed).
+    pub(crate) fn set_bytes(&mut self, value_type: u32, data: &[u8]) -> Result<(), Problem> {
+        let bytes: [u8; 4] = data.try_into().map_err(|_| Problem::Malformed(c"Bytes"))?;
+        self.bytes = Some(
+            NonZeroU32::new(u32::from_le_bytes(bytes))
+                .filter(|_| value_type == REG_DWORD)
+                .ok_or(Problem::Malformed(c"Bytes"))?,
+        );
+        Ok(())
+    }
 }
 
 /// Parses raw values into parameters: `host` and `message` are `(type, REG_SZ data)`, `port` a
-/// `(type, REG_DWORD data)`. Pure (the fuzz target's).
+/// `(type, REG_DWORD data)`, `bytes` the optional `(type, REG_DWORD data)` (`None`: absent).
+/// Pure (the fuzz target's).
 ///
 /// # Errors
 /// [`Problem::Malformed`] naming the first bad value.
@@ -127,11 +152,15 @@ pub fn parse(
     host: (u32, &[u8]),
     port: (u32, &[u8]),
     message: (u32, &[u8]),
+    bytes: Option<(u32, &[u8])>,
 ) -> Result<Parameters, Problem> {
     let mut p = Parameters::EMPTY;
     p.set_host(host.0, host.1)?;
     p.set_port(port.0, port.1)?;
     p.set_message(message.0, message.1)?;
+    if let Some((value_type, data)) = bytes {
+        p.set_bytes(value_type, data)?;
+    }
     Ok(p)
 }
 
@@ -154,6 +183,7 @@ mod tests {
             (REG_SZ, &sz("127.0.0.1")),
             (REG_DWORD, &7u32.to_le_bytes()),
             (REG_SZ, &sz("héllo")),
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -167,18 +197,31 @@ mod tests {
         let port = 7u32.to_le_bytes();
         let msg = sz("x");
         assert_eq!(
-            parse((REG_DWORD, &sz("h")), (REG_DWORD, &port), (REG_SZ, &msg)).err(),
+            parse(
+                (REG_DWORD, &sz("h")),
+                (REG_DWORD, &port),
+                (REG_SZ, &msg),
+                None
+            )
+            .err(),
             Some(Problem::Malformed(c"Host"))
         );
         assert_eq!(
-            parse((REG_SZ, &sz("a b")), (REG_DWORD, &port), (REG_SZ, &msg)).err(),
+            parse(
+                (REG_SZ, &sz("a b")),
+                (REG_DWORD, &port),
+                (REG_SZ, &msg),
+                None
+            )
+            .err(),
             Some(Problem::Malformed(c"Host"))
         );
         assert_eq!(
             parse(
                 (REG_SZ, &sz("h")),
                 (REG_DWORD, &0u32.to_le_bytes()),
-                (REG_SZ, &msg)
+                (REG_SZ, &msg),
+                None
             )
             .err(),
             Some(Problem::Malformed(c"Port"))
@@ -187,17 +230,24 @@ mod tests {
             parse(
                 (REG_SZ, &sz("h")),
                 (REG_DWORD, &70000u32.to_le_bytes()),
-                (REG_SZ, &msg)
+                (REG_SZ, &msg),
+                None
             )
             .err(),
             Some(Problem::Malformed(c"Port"))
         );
         assert_eq!(
-            parse((REG_SZ, &sz("h")), (REG_SZ, &port), (REG_SZ, &msg)).err(),
+            parse((REG_SZ, &sz("h")), (REG_SZ, &port), (REG_SZ, &msg), None).err(),
             Some(Problem::Malformed(c"Port"))
         );
         assert_eq!(
-            parse((REG_SZ, &sz("h")), (REG_DWORD, &port), (REG_SZ, &sz(""))).err(),
+            parse(
+                (REG_SZ, &sz("h")),
+                (REG_DWORD, &port),
+                (REG_SZ, &sz("")),
+                None
+            )
+            .err(),
             Some(Problem::Malformed(c"Message"))
         );
         // Odd length, an unpaired surrogate, too long for the buffer.
@@ -205,5 +255,45 @@ mod tests {
         assert_eq!(utf16_to_utf8(&[0x41, 0, 0x42], &mut out), None);
         assert_eq!(utf16_to_utf8(&[0x00, 0xD8, 0x41, 0], &mut out), None);
         assert_eq!(utf16_to_utf8(&sz("abcde"), &mut out), None);
+    }
+
+    #[test]
+    fn bytes_is_optional_and_checked() {
+        let host = sz("127.0.0.1");
+        let port = 7u32.to_le_bytes();
+        let msg = sz("hi");
+        let with = |bytes: Option<(u32, &[u8])>| {
+            parse((REG_SZ, &host), (REG_DWORD, &port), (REG_SZ, &msg), bytes)
+        };
+        assert_eq!(with(None).unwrap().bytes(), None, "absent: one message");
+        let n = 16u32 << 20;
+        assert_eq!(
+            with(Some((REG_DWORD, &n.to_le_bytes())))
+                .unwrap()
+                .bytes()
+                .map(core::num::NonZeroU32::get),
+            Some(n)
+        );
+        assert_eq!(
+            with(Some((REG_DWORD, &u32::MAX.to_le_bytes())))
+                .unwrap()
+                .bytes()
+                .map(core::num::NonZeroU32::get),
+            Some(u32::MAX)
+        );
+        for (kind, data) in [
+            (REG_DWORD, 0u32.to_le_bytes().to_vec()),
+            (REG_SZ, sz("1024")),
+            (REG_SZ, sz("1")), // 4 bytes, but not a REG_DWORD
+            (REG_DWORD, vec![1, 0]),
+            (REG_DWORD, vec![1, 0, 0, 0, 0, 0, 0, 0]),
+            (REG_DWORD, Vec::new()),
+        ] {
+            assert_eq!(
+                with(Some((kind, &data))).err(),
+                Some(Problem::Malformed(c"Bytes")),
+                "{kind} {data:?}"
+            );
+        }
     }
 }

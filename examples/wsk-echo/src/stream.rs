@@ -1,0 +1,273 @@
+//! The echo's bulk mode, `Parameters\Bytes` = N: instead of one message, N bytes — `Message`
+//! repeated, cut at N — go through the echo server in chunks of at most [`CHUNK`] bytes, every
+//! byte that comes back checked against what was sent there, and one result line says how long
+//! it took: `echo ok, N bytes in M ms` (or `echo failed: <step> 0x<NTSTATUS>`, as for one
+//! message).
+//!
+//! The transfer is lock-step: a chunk is sent, then received back in full, then the next one is
+//! sent; so the driver holds two chunk buffers and nothing else, whatever N, and at most one chunk
+//! is in flight. Every send and receive keeps the exchange's 5 s step timeout; the stop (a detach
+//! or the unload) is looked at before each of them, so a stop during a long transfer ends it
+//! within one step (`echo failed: send|receive 0xC0000120`), and the socket is closed as for a
+//! failed exchange.
+//!
+//! The time is the transfer's, first send to last byte checked, read from
+//! `KeQueryPerformanceCounter`, which is looked up by name (never imported: Wine 8 exports it only
+//! from hal.dll); where it cannot be found the result line says `(no clock)` instead.
+//!
+//! IRQL: [`stream`] at `PASSIVE_LEVEL`; the pure helpers at any IRQL.
+
+use core::num::NonZeroU32;
+
+use wsk_client::buffer::Buffer;
+use wsk_client::socket::Socket;
+use wsk_client::sys::{
+    LARGE_INTEGER, MmGetSystemRoutineAddress, PFN_KE_QUERY_PERFORMANCE_COUNTER, UNICODE_STRING,
+};
+use wsk_client::{NtStatus, dbg_print};
+
+use crate::WskEcho;
+use crate::connection::{STEP_TIMEOUT, log_failed, step};
+
+/// The most bytes one send (and one receive) moves: 64 KiB.
+pub(crate) const CHUNK: usize = 64 * 1024;
+
+/// The length of every chunk (the last may be shorter): as many whole messages as fit in
+/// [`CHUNK`], or all of `total` when that is less. So each chunk starts at the message's first
+/// byte, and the stream is the first chunk's bytes over and over.
+///
+/// IRQL: any.
+#[must_use]
+pub(crate) fn chunk_len(message_len: usize, total: usize) -> usize {
+    let message_len = message_len.clamp(1, CHUNK);
+    (CHUNK / message_len * message_len).min(total)
+}
+
+/// Fills `out` with `message` repeated (cut where `out` ends).
+///
+/// IRQL: any.
+pub(crate) fn fill(out: &mut [u8], message: &[u8]) {
+    for (to, from) in out.iter_mut().zip(message.iter().cycle()) {
+        *to = *from;
+    }
+}
+
+/// Whether `received`, which arrived at byte `at` of the stream, is what was sent there: the
+/// stream is `chunk` sent again and again (see [`chunk_len`]), and what arrives at once lies in
+/// one chunk (lock-step: the next chunk is sent once this one is back).
+///
+/// IRQL: any.
+#[must_use]
+pub(crate) fn matches(chunk: &[u8], at: u64, received: &[u8]) -> bool {
+    let Some(start) = u64::try_from(chunk.len())
+        .ok()
+        .and_then(|len| at.checked_rem(len))
+        .and_then(|start| usize::try_from(start).ok())
+    else {
+        return received.is_empty();
+    };
+    chunk.get(start..start.saturating_add(received.len())) == Some(received)
+}
+
+/// Milliseconds in `ticks` of a counter running at `frequency` ticks per second (no overflow for
+/// any tick count and any frequency up to 2^54 per second).
+///
+/// IRQL: any.
+#[must_use]
+pub(crate) fn ticks_to_ms(ticks: u64, frequency: u64) -> u64 {
+    let Some(whole) = ticks.checked_div(frequency) else {
+        return 0;
+    };
+    let rest = ticks.checked_rem(frequency).unwrap_or(0);
+    whole
+        .saturating_mul(1000)
+        .saturating_add(rest.saturating_mul(1000) / frequency)
+}
+
+/// The name [`Clock::find`] looks up, in UTF-16.
+static CLOCK_NAME: [u16; 25] = wsk_client::pool::ascii_to_utf16(*b"KeQueryPerformanceCounter");
+
+/// The performance counter, found once per transfer.
+struct Clock {
+    query: PFN_KE_QUERY_PERFORMANCE_COUNTER,
+    frequency: u64,
+}
+
+impl Clock {
+    /// Looks `KeQueryPerformanceCounter` up; `None` where the system has none to give.
+    ///
+    /// IRQL: `PASSIVE_LEVEL` (`MmGetSystemRoutineAddress`).
+    fn find() -> Option<Self> {
+        #[allow(clippy::cast_possible_truncation)] // 50 bytes
+        const NAME_BYTES: u16 = (CLOCK_NAME.len() * size_of::<u16>()) as u16;
+        let name = UNICODE_STRING {
+            Length: NAME_BYTES,
+            MaximumLength: NAME_BYTES,
+            Buffer: CLOCK_NAME.as_ptr().cast_mut(),
+        };
+        // SAFETY: a valid counted string over a static buffer, at PASSIVE_LEVEL; the routine only
+        // reads it.
+        let routine = unsafe { MmGetSystemRoutineAddress(&raw const name) };
+        if routine.is_null() {
+            return None;
+        }
+        // SAFETY: what MmGetSystemRoutineAddress returned for "KeQueryPerformanceCounter", whose
+        // signature is PFN_KE_QUERY_PERFORMANCE_COUNTER; function and data pointers have one size.
+        let query: PFN_KE_QUERY_PERFORMANCE_COUNTER = unsafe { core::mem::transmute(routine) };
+        let mut frequency: LARGE_INTEGER = 0;
+        // SAFETY: any IRQL; `frequency` is a writable LARGE_INTEGER for the call.
+        let _ = unsafe { query(&raw mut frequency) };
+        let frequency = u64::try_from(frequency).ok().filter(|f| *f > 0)?;
+        Some(Self { query, frequency })
+    }
+
+    /// The counter now.
+    ///
+    /// IRQL: any.
+    fn now(&self) -> u64 {
+        // SAFETY: any IRQL; NULL: no frequency wanted.
+        let ticks = unsafe { (self.query)(core::ptr::null_mut()) };
+        u64::try_from(ticks).unwrap_or(0)
+    }
+}
+
+/// Streams `total` bytes of `message` repeated through the connected `socket` and back (see the
+/// module), stopping early when `stopping()` says so; logs the one result line.
+///
+/// IRQL: `PASSIVE_LEVEL`.
+pub(crate) fn stream(
+    socket: &Socket<WskEcho>,
+    message: &[u8],
+    total: NonZeroU32,
+    stopping: impl Fn() -> bool,
+) -> Result<(), ()> {
+    let total_bytes = u64::from(total.get());
+    let chunk = chunk_len(message.len(), usize::try_from(total.get()).unwrap_or(CHUNK));
+    let mut out = step(c"buffer", Buffer::new::<WskEcho>(chunk))?;
+    fill(out.as_mut_slice(), message);
+    let mut back = step(c"buffer", Buffer::new::<WskEcho>(chunk))?;
+    let clock = Clock::find();
+    let started = clock.as_ref().map(Clock::now);
+    // Bytes sent, and bytes back and checked: `sent - received` is at most one chunk.
+    let (mut sent, mut received) = (0u64, 0u64);
+    while received < total_bytes {
+        let sending = sent == received;
+        if stopping() {
+            let what = if sending { c"send" } else { c"receive" };
+            log_failed(what, NtStatus::CANCELLED);
+            return Err(());
+        }
+        if sending {
+            let n = usize::try_from(total_bytes - sent).map_or(chunk, |left| left.min(chunk));
+            let done = step(c"send", socket.send(&out, n, STEP_TIMEOUT))?;
+            if done != n {
+                log_failed(c"send", NtStatus::UNSUCCESSFUL);
+                return Err(());
+            }
+            sent += n as u64;
+            continue;
+        }
+        let n = step(c"receive", socket.receive(&mut back, STEP_TIMEOUT))?;
+        if n == 0 {
+            // The peer closed (or reset: Wine reports a reset as a 0-byte receive).
+            log_failed(c"receive", NtStatus::CONNECTION_ABORTED);
+            return Err(());
+        }
+        let arrived = back.as_slice().get(..n).unwrap_or(&[]);
+        // More than was sent, or other bytes than were sent there.
+        if received + n as u64 > sent || !matches(out.as_slice(), received, arrived) {
+            log_failed(c"compare", NtStatus::UNSUCCESSFUL);
+            return Err(());
+        }
+        received += n as u64;
+    }
+    let bytes = total.get();
+    match (clock, started) {
+        (Some(clock), Some(started)) => {
+            let ticks = clock.now().saturating_sub(started);
+            let ms = u32::try_from(ticks_to_ms(ticks, clock.frequency)).unwrap_or(u32::MAX);
+            // SAFETY: two `%u` take the two `u32`; no Unicode conversion.
+            let _ = unsafe {
+                dbg_print!(
+                    WskEcho,
+                    DPFLTR_INFO_LEVEL,
+                    "echo ok, %u bytes in %u ms",
+                    bytes,
+                    ms
+                )
+            };
+        }
+        _ => {
+            // SAFETY: `%u` takes the `u32`; no Unicode conversion.
+            let _ = unsafe {
+                dbg_print!(
+                    WskEcho,
+                    DPFLTR_INFO_LEVEL,
+                    "echo ok, %u bytes (no clock)",
+                    bytes
+                )
+            };
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::{CHUNK, chunk_len, fill, matches, ticks_to_ms};
+
+    #[test]
+    fn chunks_hold_whole_messages() {
+        assert_eq!(chunk_len(11, 16 << 20), CHUNK / 11 * 11);
+        assert_eq!(chunk_len(512, 16 << 20), CHUNK);
+        assert_eq!(chunk_len(1, 16 << 20), CHUNK);
+        assert_eq!(chunk_len(11, 100), 100, "less than a chunk in all");
+        assert_eq!(chunk_len(0, 100), 100, "no message: no division by zero");
+    }
+
+    #[test]
+    fn the_stream_is_the_message_repeated_and_each_byte_is_checked() {
+        let message = b"hello, echo";
+        let mut chunk = vec![0u8; chunk_len(message.len(), 1 << 20)];
+        fill(&mut chunk, message);
+        // The stream: whole chunks, the last one cut.
+        let total = 1_000_003usize;
+        let stream: Vec<u8> = chunk.iter().copied().cycle().take(total).collect();
+        let expected: Vec<u8> = message.iter().copied().cycle().take(total).collect();
+        assert!(
+            stream == expected,
+            "chunks restart at the message's first byte"
+        );
+        // Arrivals of any size, each inside one chunk, match; any byte flipped does not.
+        let mut at = 0;
+        for (i, piece) in stream.chunks(chunk.len()).enumerate() {
+            for part in piece.chunks(1 + i * 997 % 5000) {
+                assert!(matches(&chunk, at as u64, part), "at {at}");
+                let mut wrong = part.to_vec();
+                let flip = wrong.len() / 2;
+                wrong[flip] ^= 1;
+                assert!(!matches(&chunk, at as u64, &wrong), "flipped at {at}");
+                at += part.len();
+            }
+        }
+        assert!(!matches(&chunk, 0, &chunk[1..3]), "shifted by one");
+        assert!(
+            !matches(&chunk, 5, &vec![b'x'; chunk.len()]),
+            "past the chunk"
+        );
+        assert!(!matches(&[], 0, b"x") && matches(&[], 0, b""));
+    }
+
+    #[test]
+    fn milliseconds_from_ticks() {
+        assert_eq!(ticks_to_ms(10_000_000, 10_000_000), 1000);
+        assert_eq!(ticks_to_ms(12_345, 10_000_000), 1);
+        assert_eq!(ticks_to_ms(3_579_545 * 3 + 3_579, 3_579_545), 3000);
+        assert_eq!(
+            ticks_to_ms(u64::MAX, 10_000_000),
+            u64::MAX / 10_000_000 * 1000 + 955
+        );
+        assert_eq!(ticks_to_ms(5, 0), 0, "no frequency: no division by zero");
+    }
+}
