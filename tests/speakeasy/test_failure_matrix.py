@@ -230,14 +230,6 @@ def run_case(case: Case) -> harness.Result:
 # ---------------------------------------------------------------------------------------------
 # What each failure must look like
 # ---------------------------------------------------------------------------------------------
-# A known driver bug, still present: the case is an xfail (strict: it fails once fixed, so that
-# the mark is removed). Named here, listed in the summary.
-KNOWN_BUG_CLOSE_REQUEST = (
-    "DRIVER BUG (known limit, README 'Known limit'): the socket's close allocates its own "
-    "request (context, IRP, IoSetCompletionRoutineEx); when that fails the library logs "
-    "'socket: close not submitted' and leaves the socket open: a WSK socket is never closed, "
-    "so the provider's detach (or WskDeregister) waits for it")
-
 # The step the echo driver names in `echo failed: <step> 0x...` for each provider function.
 ECHO_STEP = {"WskSocket": "socket", "WskBind": "bind", "WskConnect": "connect",
              "WskSend": "send", "WskReceive": "receive"}
@@ -256,7 +248,6 @@ class Expectation:
     # the regex of its `echo failed:` line (exactly one result line when there is an exchange).
     echo: Optional[str] = "ok"
     allowed_violations: List[str] = dataclasses.field(default_factory=list)  # regexes
-    xfail: Optional[str] = None
     why: str = ""
 
 
@@ -298,11 +289,9 @@ def _request_step(op: Optional[str], status: int, exp: Expectation):
     elif op == "WskDisconnect":
         # The close work's graceful disconnect: its result is ignored (the close follows).
         exp.echo = "ok"
-    elif op == "WskCloseSocket":
-        exp.echo = "ok"
-        exp.logs.append(r"socket: close not submitted \(%s\): socket left open" % hx(status))
-        exp.xfail = KNOWN_BUG_CLOSE_REQUEST
     else:
+        # A socket's close has its request prepared with the socket (before WskSocket): a request
+        # made for a close at the close is a regression.
         raise AssertionError("a request for %r in the normal run: expectation unknown" % op)
 
 
@@ -531,22 +520,12 @@ def test_the_normal_runs_are_clean():
     assert CASES, "no call of the table made: the matrix is empty"
 
 
-def _marks(case: Case):
-    if BASE is None:
-        return ()
-    exp = expect(case, base_of(case.call))
-    if exp.xfail:
-        return (pytest.mark.xfail(reason=exp.xfail, strict=True),)
-    return ()
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=_marks(c)) for c in CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
 def test_failure(case):
     exp = expect(case, base_of(case.call))
     r = run_case(case)
     problems = check(case, r, exp)
-    OUTCOMES[case.id] = "xfail" if exp.xfail and problems else ("ok" if not problems
-                                                                else "FAILED")
+    OUTCOMES[case.id] = "ok" if not problems else "FAILED"
     assert not problems, "%s (%s%s):\n  %s\nlogs:\n  %s" % (
         case.id, PROFILE.name, "; " + exp.why if exp.why else "", "\n  ".join(problems),
         "\n  ".join(line.rstrip("\n") for line in r.logs))
@@ -555,8 +534,7 @@ def test_failure(case):
 def test_an_injected_failure_that_does_not_fail_is_caught():
     """The matrix can fail: a run whose injected failure does not happen (the harness told to
     fail a call the driver makes one time fewer) is reported by check()."""
-    if not CASES:
-        pytest.skip("no case")
+    assert CASES, "no call of the table made: the matrix is empty"
     case = CASES[0]
     never = dataclasses.replace(case, occurrence=count(case.call) + 1)
     r = run_case(never)
@@ -591,10 +569,7 @@ def summary_lines() -> List[str]:
             len(ran), sum(DURATIONS.values()),
             sum(DURATIONS.values()) / len(ran) if ran else 0.0,
             "; outcomes: " + ", ".join("%d %s" % (list(OUTCOMES.values()).count(k), k)
-                                       for k in ("ok", "xfail", "FAILED")
+                                       for k in ("ok", "FAILED")
                                        if k in OUTCOMES.values()) if OUTCOMES else ""),
     ]
-    xfails = [c.id for c in CASES if expect(c, base_of(c.call)).xfail]
-    if xfails:
-        lines.append("  xfail (known driver bug, see KNOWN_BUG_*): " + ", ".join(xfails))
     return lines

@@ -11,7 +11,7 @@
 //! The policy: the detach callback closes the gate (as its owner); the call that leaves a closing
 //! gate last calls `NmrClientDetachProviderComplete`; cleanup frees the slot. The unload sweeps
 //! every slot (closes it as the sweep): no reference or attach from then on, and the last call to
-//! leave a swept slot tells the unload ([`crate::runtime::Runtime::slot_drained`]). A reference is
+//! leave a swept slot tells the unload (`Runtime::slot_drained`). A reference is
 //! thus one interlocked entry and one interlocked leave, whatever waits for it.
 //!
 //! IRQL: everything here is interlocked, non-blocking and non-paged: any IRQL <= `DISPATCH_LEVEL`.
