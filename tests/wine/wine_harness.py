@@ -208,8 +208,16 @@ class Prefix:
         shutil.copyfile(driver, os.path.join(self.drivers, profile.sys_name))
 
     def sc(self, *args, timeout=60):
-        """`wine sc ARGS`: (exit code, stdout)."""
-        return self.run(["wine", "sc"] + list(args), timeout=timeout, check=False)
+        """`wine sc.exe ARGS`: (exit code, stdout). When Wine's launcher could not start sc.exe
+        at all ("ShellExecuteEx failed", seen once in CI under load: the command never ran), it
+        is started again, at most twice; every other outcome is sc.exe's own."""
+        for attempt in range(3):
+            code, out = self.run(["wine", "sc.exe"] + list(args), timeout=timeout, check=False)
+            if "ShellExecuteEx failed" not in out or attempt == 2:
+                return code, out
+            self.mark("sc.exe was not started (Wine's launcher failed): starting it again")
+            time.sleep(1.0)
+        return code, out
 
     def state(self, service):
         code, out = self.sc("query", service)
