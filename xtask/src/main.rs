@@ -12,10 +12,12 @@
 //!   under `target/package/` for a test VM (see `package.rs`);
 //! - `baseline`: the seed driver (shipped and `no-log`) against its C baseline: sizes and
 //!   instructions executed under Speakeasy, with ratios (see `baseline.rs`);
+//! - `echo-bench [--runs N] [--bytes N]`: the echo driver's throughput in Wine beside a user-mode
+//!   Winsock client (see `echo_bench.rs`);
 //! - `ci`: every check — fmt, clippy (host and kernel target), host tests, rustdoc, bounded
-//!   fuzzing, the cross build, the image check, the signed packages and their checks, the
-//!   Speakeasy tests and the Wine `sc.exe` tests of both signed images, and the workflow lint (the
-//!   README's test command; `.ci/run` runs it).
+//!   fuzzing, the sanitizers, the cross build, the image check, the C baseline's figures, the
+//!   signed packages and their checks, the Speakeasy tests and the Wine `sc.exe` tests of every
+//!   signed image, and the workflow lint (the README's test command; `.ci/run` runs it).
 
 // Build tooling, not kernel code: an out-of-range index here is a bug to stop on, with a message.
 #![allow(clippy::indexing_slicing)]
@@ -160,6 +162,8 @@ fn ci() -> Result<(), String> {
     toolchain::clippy_kernel()?;
     toolchain::clippy_wine_provider()?;
     let images = build_and_check()?;
+    // The figures against the C baseline (printed; it fails only if a run or a count fails).
+    baseline::baseline()?;
     // The suites run the test-signed images of the packages, as a VM would load them.
     let signed = package::ci(&images)?;
     for ((image, signed), driver) in images.iter().zip(&signed).zip(toolchain::DRIVERS) {
@@ -202,7 +206,7 @@ fn main() -> ExitCode {
         Some("echo-bench") => echo_bench::echo_bench(args.get(1..).unwrap_or_default()),
         Some("baseline") => baseline::baseline(),
         _ => Err(
-            "usage: cargo xtask <sys [--driver NAME] [--provider NAME | --all | --list] | check-image [PATH] | sanitize | fuzz [SECONDS] | package [--release] [--pfx FILE [--pfx-password-env VAR]] | ci>"
+            "usage: cargo xtask <sys [--driver NAME] [--provider NAME | --all | --list] | check-image [PATH] | sanitize | fuzz [SECONDS] | package [--release] [--pfx FILE [--pfx-password-env VAR]] | baseline | echo-bench [--runs N] [--bytes N] | ci>"
                 .into(),
         ),
     };

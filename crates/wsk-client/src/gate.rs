@@ -19,9 +19,9 @@
 //! entry that finds the gate not open leaves again at once: for that instant it is counted like
 //! any user, so its leave may be the last one of a close, and it completes that close like any
 //! other (the caller gets the [`Leave`] with the refusal). Completing is *claimed*: the closer
-//! that finds nobody inside, or a leave that brings the count to zero, sets the close's `DONE`
-//! bit, and only the one that set it completes — a momentary entry after an idle close can
-//! never complete it twice.
+//! that finds nobody inside (in the same atomic step as its flag), or a leave that brings the
+//! count to zero, sets the close's `DONE` bit, and only the one that set it completes — a
+//! momentary entry after an idle close can never complete it twice.
 //!
 //! The state is one atomic word:
 //!
@@ -66,6 +66,8 @@ pub trait AtomicWord {
     fn fetch_sub(&self, value: u64, order: Ordering) -> u64;
     /// `AtomicU64::fetch_or`.
     fn fetch_or(&self, value: u64, order: Ordering) -> u64;
+    /// `AtomicU64::fetch_and`.
+    fn fetch_and(&self, value: u64, order: Ordering) -> u64;
 
     /// `AtomicU64::fetch_update`, built on [`AtomicWord::compare_exchange`].
     ///
@@ -107,6 +109,9 @@ impl AtomicWord for AtomicU64 {
     }
     fn fetch_or(&self, value: u64, order: Ordering) -> u64 {
         Self::fetch_or(self, value, order)
+    }
+    fn fetch_and(&self, value: u64, order: Ordering) -> u64 {
+        Self::fetch_and(self, value, order)
     }
 }
 
@@ -169,8 +174,8 @@ pub enum Closer {
 pub enum Close {
     /// Nobody inside: closed at once; no leave will complete it.
     Idle,
-    /// This many users inside (0: one came and went meanwhile): the last to leave is told so by
-    /// [`Gate::leave`] and completes the close.
+    /// This many users inside: the last to leave is told so by [`Gate::leave`] and completes the
+    /// close.
     Pending(u32),
 }
 
@@ -301,14 +306,19 @@ impl<W: AtomicWord> Gate<W> {
             Closer::Owner => (CLOSING, OWNER_DONE),
             Closer::Sweep => (SWEPT, SWEEP_DONE),
         };
-        let previous = self.state.fetch_or(bit, Ordering::AcqRel);
+        // One atomic step: the flag, and with nobody inside the claim too (no leave can claim
+        // before the flag is set, and nobody else sets it).
+        let previous = self
+            .state
+            .fetch_update(|state| {
+                let idle = state & COUNT_MASK == 0;
+                Some(state | bit | if idle { done } else { 0 })
+            })
+            .unwrap_or_else(|state| state);
         #[allow(clippy::cast_possible_truncation)] // masked to 32 bits
-        let count = (previous & COUNT_MASK) as u32;
-        // Nobody inside: completed here, unless an entry that came and went claimed it first.
-        if count == 0 && self.claim(previous, bit, done) {
-            Close::Idle
-        } else {
-            Close::Pending(count)
+        match (previous & COUNT_MASK) as u32 {
+            0 => Close::Idle,
+            count => Close::Pending(count),
         }
     }
 
@@ -325,9 +335,8 @@ impl<W: AtomicWord> Gate<W> {
 
     /// Ends the sweep: the gate may be reserved again once free.
     pub fn unsweep(&self) {
-        let _ = self
-            .state
-            .fetch_update(|state| Some(state & !(SWEPT | SWEEP_DONE)));
+        self.state
+            .fetch_and(!(SWEPT | SWEEP_DONE), Ordering::AcqRel);
     }
 }
 

@@ -182,21 +182,20 @@ impl Runtime {
     /// how many references are still live, and whether the unload must wait for them.
     pub(crate) fn close_references(&self, slots: &[BindingSlot]) -> (u32, bool) {
         self.unloading.store(true, Ordering::Release);
-        // Counted before each sweep, so that a slot drained at once cannot bring the count to
-        // zero (and wake the unload) while later slots are still to be swept; the extra one
-        // holds it above zero until the sweep is over.
-        self.sweeping.store(1, Ordering::Release);
-        let mut references = 0_u32;
+        // Every slot is counted before the sweep, plus one: a slot drained at once (its last
+        // reference leaving) cannot bring the count to zero, and wake the unload, while others
+        // are still to be swept. The idle slots and the extra one go at the end, at once.
+        #[allow(clippy::cast_possible_truncation)] // a handful of slots
+        let all = slots.len() as u32;
+        self.sweeping.store(all + 1, Ordering::Release);
+        let (mut references, mut idle) = (0_u32, 0_u32);
         for slot in slots {
-            self.sweeping.fetch_add(1, Ordering::AcqRel);
             match slot.sweep() {
-                Close::Idle => {
-                    self.sweeping.fetch_sub(1, Ordering::AcqRel);
-                }
+                Close::Idle => idle += 1,
                 Close::Pending(count) => references = references.saturating_add(count),
             }
         }
-        let wait = self.sweeping.fetch_sub(1, Ordering::AcqRel) != 1;
+        let wait = self.sweeping.fetch_sub(idle + 1, Ordering::AcqRel) != idle + 1;
         (references, wait)
     }
 

@@ -47,6 +47,9 @@ impl AtomicWord for LoomWord {
     fn fetch_or(&self, value: u64, order: Ordering) -> u64 {
         self.0.fetch_or(value, order)
     }
+    fn fetch_and(&self, value: u64, order: Ordering) -> u64 {
+        self.0.fetch_and(value, order)
+    }
 }
 
 /// Explores the interleavings of `f` with at most three preemptions per execution (loom's
