@@ -9,7 +9,9 @@
 //! [`crate::Client::on_detach`] callback — and so does a thread of the driver's own that its unload
 //! joins before the [`crate::Registration`] is dropped. A thread nobody waits for may still be
 //! running image code after it released the last reference: the unload then returns and the image
-//! is unmapped under it.
+//! is unmapped under it. The same holds for asking for a reference ([`BindingRef::acquire`],
+//! [`BindingRef::try_clone`]): a refused request is counted for an instant, like a reference
+//! taken and dropped at once, and may be the last release a detach or the unload waits for.
 //!
 //! IRQL: everything here runs at any IRQL <= `DISPATCH_LEVEL`; the WSK functions a reference hands
 //! out have their own limits.

@@ -12,6 +12,10 @@
 //! [`Prepared`] allocates the same in advance, for a path that must not fail (a stop): its
 //! `queue` cannot fail.
 //!
+//! Queue only from a context the unload waits for (as for dropping a reference, see
+//! [`crate::provider`]): a request refused because the unload began is counted for an instant in
+//! the work gate, and its release may be the last one the unload waits for.
+//!
 //! IRQL: [`queue`] and [`Prepared`]'s methods at <= `DISPATCH_LEVEL`; [`Work::run`] at
 //! `PASSIVE_LEVEL`.
 
