@@ -417,14 +417,16 @@ mod bridge {
     // Patched over Wine's stub at load (`patch_set_completion_routine_ex`), so the driver's own
     // import — the shipped image, unchanged — reaches it.
 
-    /// `IRP.Tail.Overlay.CurrentStackLocation` (x64).
-    const IRP_CURRENT_STACK_LOCATION: usize = 0xB8;
-    /// `sizeof(IO_STACK_LOCATION)` (x64) and the offsets of `Control`, `CompletionRoutine`,
-    /// `Context` in it.
-    const STACK_LOCATION_SIZE: usize = 0x48;
-    const SL_CONTROL: usize = 0x03;
-    const SL_COMPLETION_ROUTINE: usize = 0x38;
-    const SL_CONTEXT: usize = 0x40;
+    /// `IRP.Tail.Overlay.CurrentStackLocation` (wsk-sys's layout, offset-tested there).
+    const IRP_CURRENT_STACK_LOCATION: usize = core::mem::offset_of!(crate::abi::IRP, Tail)
+        + core::mem::offset_of!(crate::abi::IRP_TAIL_OVERLAY, CurrentStackLocation);
+    /// `sizeof(IO_STACK_LOCATION)` and the offsets of `Control`, `CompletionRoutine`, `Context`
+    /// in it.
+    const STACK_LOCATION_SIZE: usize = core::mem::size_of::<crate::abi::IO_STACK_LOCATION>();
+    const SL_CONTROL: usize = core::mem::offset_of!(crate::abi::IO_STACK_LOCATION, Control);
+    const SL_COMPLETION_ROUTINE: usize =
+        core::mem::offset_of!(crate::abi::IO_STACK_LOCATION, CompletionRoutine);
+    const SL_CONTEXT: usize = core::mem::offset_of!(crate::abi::IO_STACK_LOCATION, Context);
     const SL_INVOKE_ON_CANCEL: u8 = 0x20;
     const SL_INVOKE_ON_SUCCESS: u8 = 0x40;
     const SL_INVOKE_ON_ERROR: u8 = 0x80;
