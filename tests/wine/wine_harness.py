@@ -180,8 +180,22 @@ class Prefix:
         """`wine wineboot -i` (creates the prefix), wait until its processes have ended, then a
         persistent wineserver: it keeps services.exe (and so winedevice.exe) alive between the
         sc commands. Starting the persistent server before the prefix exists made `sc create`
-        go to a services.exe that then went away (the service was missing at `sc start`)."""
-        self.run(["wine", "wineboot", "-i"], timeout=300)
+        go to a services.exe that then went away (the service was missing at `sc start`).
+
+        A prefix whose creation fails in Wine itself (seen once in CI: "failed to map the shared
+        user data", then "could not load kernel32.dll" — before any driver exists in it) is
+        removed and created again, at most twice; the error of the last try is raised."""
+        for attempt in range(3):
+            try:
+                self.run(["wine", "wineboot", "-i"], timeout=300)
+                break
+            except HarnessError:
+                if attempt == 2:
+                    raise
+                self.mark("wineboot -i failed (Wine could not create the prefix): again")
+                self.server(["-k"], timeout=60)
+                shutil.rmtree(self.path, ignore_errors=True)
+                time.sleep(1.0)
         self.server(["-w"], timeout=120)
         if not os.path.isdir(self.drivers):
             raise HarnessError("wineboot -i made no %s\n%s" % (self.drivers, self.log_tail()))
