@@ -9,7 +9,7 @@
     clippy::indexing_slicing
 )]
 
-use wsk_host_model::{Event, ProviderConfig, Status};
+use wsk_host_model::{ProviderConfig, Status};
 
 use super::{DriverEntry, WskAttach};
 use wsk_client::Client;
@@ -41,14 +41,7 @@ fn the_seed_lifecycle_logs_as_the_template_promises() {
         s.log().last().map(String::as_str),
         Some("wsk_attach: unloaded, live pool allocations: 0")
     );
-    let tags: Vec<u32> = s
-        .events()
-        .iter()
-        .filter_map(|e| match e {
-            Event::Allocate { tag, ok: true, .. } => Some(*tag),
-            _ => None,
-        })
-        .collect();
+    let tags: Vec<u32> = s.allocated_tags();
     assert_eq!(tags, [u32::from_le_bytes(*b"WskA")]);
     s.check_clean();
 }

@@ -45,6 +45,17 @@ BUILTIN_VARIANT = "wine-netio"
 # The Windows version of the prefix (`HKCU\Software\Wine\Version`): Windows 10, whatever Wine's
 # default, so the driver's pool fallback is the Windows 8 .. 10 1909 one (NonPagedPoolNx).
 WINDOWS_VERSION = "win10"
+# Every Wine command starts under `setarch -R` (personality ADDR_NO_RANDOMIZE, inherited by every
+# process it starts: services.exe, winedevice.exe, ...). Debian's Wine 8 has no preloader: its
+# loader is a non-PIE binary at 0x7d000000, and Linux places a 64-bit process's heap (brk)
+# anywhere in the GiB above it. Now and then (1 of 6,000 `wine sc.exe query` runs here; twice in
+# CI) it lay over 0x7ffe0000, where Wine maps KUSER_SHARED_DATA, and the process died at start
+# ("failed to map the shared user data: c0000018"): as winedevice.exe, `sc start` failed; as
+# wineboot, no prefix was made; as sc.exe, Wine's launcher said "ShellExecuteEx failed" (a
+# process that dies before its start-up is done fails its CreateProcess). Without randomisation
+# the heap starts at 0x7d005000, 47 MiB below.
+WINE_LAUNCH = ("setarch", "-R")
+ADDR_NO_RANDOMIZE = 0x0040000
 
 DBG_LINE = re.compile(r"debugstr:\w+ [0-9a-fA-F]{8}:[0-9a-fA-F]{8}: (.*?)\s*$")
 MARKER = "=== "
@@ -163,11 +174,12 @@ class Prefix:
         self._log.write(("%s%s\n" % (MARKER, text)).encode())
 
     def run(self, argv, timeout=120, check=True):
+        """Runs a Wine command (under WINE_LAUNCH): (exit code, stdout)."""
         self.mark(" ".join(argv))
         # stdout goes to a file, not a pipe: services.exe and winedevice.exe, started by the
         # first command, inherit it and keep it open, so reading a pipe to EOF would hang.
         with tempfile.TemporaryFile(dir=self.dir) as stdout:
-            proc = subprocess.run(argv, env=self.env, stdin=subprocess.DEVNULL, stdout=stdout,
+            proc = subprocess.run(list(WINE_LAUNCH) + list(argv), env=self.env, stdin=subprocess.DEVNULL, stdout=stdout,
                                   stderr=self._log, timeout=timeout)
             stdout.seek(0)
             out = stdout.read().decode(errors="replace")
@@ -180,28 +192,47 @@ class Prefix:
         """`wine wineboot -i` (creates the prefix), wait until its processes have ended, then a
         persistent wineserver: it keeps services.exe (and so winedevice.exe) alive between the
         sc commands. Starting the persistent server before the prefix exists made `sc create`
-        go to a services.exe that then went away (the service was missing at `sc start`).
-
-        A prefix whose creation fails in Wine itself (seen once in CI: "failed to map the shared
-        user data", then "could not load kernel32.dll" — before any driver exists in it) is
-        removed and created again, at most twice; the error of the last try is raised."""
-        for attempt in range(3):
-            try:
-                self.run(["wine", "wineboot", "-i"], timeout=300)
-                break
-            except HarnessError:
-                if attempt == 2:
-                    raise
-                self.mark("wineboot -i failed (Wine could not create the prefix): again")
-                self.server(["-k"], timeout=60)
-                shutil.rmtree(self.path, ignore_errors=True)
-                time.sleep(1.0)
+        go to a services.exe that then went away (the service was missing at `sc start`)."""
+        self.run(["wine", "wineboot", "-i"], timeout=300)
         self.server(["-w"], timeout=120)
         if not os.path.isdir(self.drivers):
             raise HarnessError("wineboot -i made no %s\n%s" % (self.drivers, self.log_tail()))
         self.server(["-p"], timeout=60)
         self.run(["wine", "reg", "add", r"HKCU\Software\Wine", "/v", "Version", "/t", "REG_SZ",
                   "/d", WINDOWS_VERSION, "/f"])
+        self.check_not_randomized()
+
+    def processes(self):
+        """{pid: command line} of the running Wine processes of this prefix (by WINEPREFIX)."""
+        found = {}
+        want = ("WINEPREFIX=%s" % self.path).encode()
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open("/proc/%s/environ" % pid, "rb") as f:
+                    if want not in f.read().split(b"\0"):
+                        continue
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    found[int(pid)] = f.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:  # ended meanwhile, or not ours to read
+                continue
+        return found
+
+    def check_not_randomized(self):
+        """Every Wine process of the prefix (services.exe at least) runs with
+        ADDR_NO_RANDOMIZE (see WINE_LAUNCH)."""
+        procs = {pid: cmd for pid, cmd in self.processes().items() if ".exe" in cmd}
+        if not any("services.exe" in cmd for cmd in procs.values()):
+            raise HarnessError("no services.exe in the prefix after boot: %r" % procs)
+        for pid, cmd in procs.items():
+            try:
+                with open("/proc/%d/personality" % pid) as f:
+                    personality = int(f.read(), 16)
+            except OSError:
+                continue
+            if not personality & ADDR_NO_RANDOMIZE:
+                raise HarnessError("%s (pid %d) runs with address randomisation (personality "
+                                   "%#x): every Wine command must start under %s"
+                                   % (cmd.strip(), pid, personality, " ".join(WINE_LAUNCH)))
 
     def server(self, args, timeout=60):
         subprocess.run(["wineserver"] + args, env=self.env, stdin=subprocess.DEVNULL,
@@ -222,16 +253,8 @@ class Prefix:
         shutil.copyfile(driver, os.path.join(self.drivers, profile.sys_name))
 
     def sc(self, *args, timeout=60):
-        """`wine sc.exe ARGS`: (exit code, stdout). When Wine's launcher could not start sc.exe
-        at all ("ShellExecuteEx failed", seen once in CI under load: the command never ran), it
-        is started again, at most twice; every other outcome is sc.exe's own."""
-        for attempt in range(3):
-            code, out = self.run(["wine", "sc.exe"] + list(args), timeout=timeout, check=False)
-            if "ShellExecuteEx failed" not in out or attempt == 2:
-                return code, out
-            self.mark("sc.exe was not started (Wine's launcher failed): starting it again")
-            time.sleep(1.0)
-        return code, out
+        """`wine sc.exe ARGS`: (exit code, stdout)."""
+        return self.run(["wine", "sc.exe"] + list(args), timeout=timeout, check=False)
 
     def state(self, service):
         code, out = self.sc("query", service)

@@ -58,8 +58,10 @@ pub trait Completion<C: Client>: Send + 'static {
     fn complete(self, reference: BindingRef<C>, status: NtStatus, information: usize);
 }
 
-/// The request's two owners — the completion routine and the submitter (or waiter) — each set
+/// The asynchronous form's two owners — the completion routine and the submitter — each set
 /// their bit when they are done with it; the one that finds the other's bit already set frees it.
+/// The waited form's routine sets only COMPLETED (then the event, its last touch of the request):
+/// the waiter, which always waits for the end, frees it.
 const COMPLETED: u32 = 1;
 const RELEASED: u32 = 2;
 
@@ -76,7 +78,8 @@ struct Request<C: Client, F> {
     /// only while one owner holds the request alone (before its IRP is handed over).
     waited: bool,
     state: AtomicU32,
-    /// For [`call`]: the routine stores the result, then sets the event.
+    /// For [`call`]: the routine stores the result, sets COMPLETED, then the event — the last
+    /// thing it does with the request, which the woken waiter frees.
     event: UnsafeCell<KEVENT>,
     result: UnsafeCell<(NTSTATUS, usize)>,
 }
@@ -312,21 +315,15 @@ impl<C: Client, F: Completion<C>> Prepared<C, F> {
         let shared = unsafe { request.as_ref() };
         let irp = shared.irp;
         let status = NtStatus::from_raw(call(reference, irp));
-        if status != NtStatus::PENDING {
-            if shared.state.load(Ordering::Acquire) & COMPLETED == 0 {
-                log_uncompleted::<C>(status);
-                // SAFETY: not pending (the provider answered without taking it), routine not run.
-                unsafe { complete_here(irp, status) };
-            }
-            // Completed inside the call (by the provider, or here): the IRP's IoStatus, which
-            // the routine stored, is the result (the information — a socket, a byte count — is
-            // only there).
-            // SAFETY: stored by the routine before it set COMPLETED.
-            let (stored, information) = unsafe { shared.result.get().read() };
-            // SAFETY: the routine ran already: the last owner is here.
-            unsafe { free(request) };
-            return (NtStatus::from_raw(stored), information);
+        if status != NtStatus::PENDING && shared.state.load(Ordering::Acquire) & COMPLETED == 0 {
+            log_uncompleted::<C>(status);
+            // SAFETY: not pending (the provider answered without taking it), routine not run.
+            unsafe { complete_here(irp, status) };
         }
+        // Not pending: completed inside the call (by the provider, or here), the event is set;
+        // the IRP's IoStatus, which the routine stored, is the result (the information — a
+        // socket, a byte count — is only there). Either way the request is freed only once the
+        // routine has set the event: its last touch of it.
         if !wait(shared, timeout_100ns.map(|t| -t.abs())) {
             // SAFETY: the request's IRP, still pending; IRQL <= DISPATCH_LEVEL.
             let _ = unsafe { IoCancelIrp(irp) };
@@ -343,11 +340,8 @@ impl<C: Client, F: Completion<C>> Prepared<C, F> {
         }
         // SAFETY: the event is set after the result is stored.
         let (status, information) = unsafe { shared.result.get().read() };
-        // SAFETY: an owner, done with it.
-        if unsafe { last_owner(request, RELEASED) } {
-            // SAFETY: both owners done.
-            unsafe { free(request) };
-        }
+        // SAFETY: the routine is done with it (it set the event); the waiter is its last owner.
+        unsafe { free(request) };
         (NtStatus::from_raw(status), information)
     }
 }
@@ -418,21 +412,17 @@ unsafe extern "system" fn complete_request<C: Client, F: Completion<C>>(
     let (status, information) = (io_status.Status, io_status.Information);
     // SAFETY: the other owner reads the result only after COMPLETED (or the event).
     unsafe { shared.result.get().write((status, information)) };
-    let waited = shared.waited;
-    if waited {
-        // Waited form (its caller's reference, no completion): wake the waiter.
+    if shared.waited {
+        // Waited form (its caller's reference, no completion): COMPLETED, then wake the waiter,
+        // which frees the request — nothing of it is touched after the event. A waiter that
+        // goes on (to an unload, say) finds it freed already.
+        shared.state.fetch_or(COMPLETED, Ordering::AcqRel);
         // SAFETY: the waiter's event, initialised by `prepare`; IRQL <= DISPATCH_LEVEL.
         let _ = unsafe { KeSetEvent(shared.event.get(), 0, 0) };
-    }
     // SAFETY: an owner, done with it (`shared` is not touched again unless this is the last).
-    if unsafe { last_owner(request, COMPLETED) } {
-        if waited {
-            // SAFETY: the waiter is done too; the IRP is completed.
-            unsafe { free(request) };
-        } else {
-            // SAFETY: the submitter let go already: the last owner of a completed request.
-            unsafe { deliver(request) };
-        }
+    } else if unsafe { last_owner(request, COMPLETED) } {
+        // SAFETY: the submitter let go already: the last owner of a completed request.
+        unsafe { deliver(request) };
     }
     // The IRP is the client's, not a driver stack's: the I/O manager must not touch it again.
     STATUS_MORE_PROCESSING_REQUIRED

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use common::TestDriver;
 use wsk_client::socket::Socket;
 use wsk_client::sys::AF_INET;
-use wsk_client::{BindingRef, NtStatus};
+use wsk_client::{BindingRef, Client, NtStatus};
 use wsk_host_model::{Event, ProviderConfig, Session, Status};
 
 /// A socket the test driver keeps open, as a connection would.
@@ -200,6 +200,32 @@ fn a_request_that_times_out_is_cancelled() {
     assert!(has_log(&s, "test_driver: request: timed out, cancelled"));
     assert!(s.events().contains(&Event::IoCancelIrp));
     drop(reference);
+    s.driver_unload();
+}
+
+#[test]
+fn a_waited_request_is_freed_before_its_caller_goes_on() {
+    // The provider completes on its own thread; the routine sets the waiter's event and is then
+    // preempted. Whatever the waiter does next (an unload counting pool, say) must find the
+    // request freed: the routine must not be left to free it after the signal.
+    let mut s = common::started();
+    s.register_provider(ProviderConfig::default_wsk());
+    s.pause_routines_after_set_event(std::time::Duration::from_millis(200));
+    let requests = |s: &Session| {
+        s.live_allocations()
+            .iter()
+            .filter(|a| a.tag == TestDriver::REQUEST_TAG.raw())
+            .count()
+    };
+    let socket = open_socket();
+    assert_eq!(requests(&s), 1, "the socket's prepared close only");
+    socket
+        .bind("0.0.0.0:0".parse().unwrap(), Some(10_000_000))
+        .unwrap();
+    assert_eq!(requests(&s), 1, "the socket's prepared close only");
+    // The close is asynchronous (a drop may run at DISPATCH_LEVEL): the unload waits for it.
+    drop(socket);
+    s.wait_work_items();
     s.driver_unload();
 }
 

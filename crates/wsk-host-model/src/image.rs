@@ -64,6 +64,16 @@ pub(crate) fn preempt_after_wake_up() {
     }
 }
 
+/// After a `KeSetEvent`: a completion routine's thread pauses for
+/// `Session::pause_routines_after_set_event`, as a preemption right after the call would.
+pub(crate) fn pause_signalling_routine() {
+    if matches!(current(), Some(Guard::Device(_)))
+        && let Some(pause) = state::with(|s| s.routine_pause_after_set_event)
+    {
+        std::thread::sleep(pause);
+    }
+}
+
 /// Runs `f`, driver code, in a context guarded by `guard`.
 pub(crate) fn run<R>(guard: Guard, f: impl FnOnce() -> R) -> R {
     state::with(|s| {

@@ -87,6 +87,16 @@ pub fn zeroed_driver_object() -> DRIVER_OBJECT {
     kernel::zeroed_driver_object()
 }
 
+/// `REG_SZ` data of `text`: UTF-16LE with its terminating NUL, as `Session::set_parameter` wants
+/// it for a string value.
+#[must_use]
+pub fn reg_sz(text: &str) -> Vec<u8> {
+    text.encode_utf16()
+        .chain([0])
+        .flat_map(u16::to_le_bytes)
+        .collect()
+}
+
 /// Starts a session: waits for other sessions to end and resets the model.
 #[must_use]
 pub fn session() -> Session {
@@ -107,6 +117,13 @@ impl Session {
     /// Whether `MmGetSystemRoutineAddress("ExAllocatePool2")` finds it (default: yes).
     pub fn set_pool2_available(&self, available: bool) {
         state::with(|s| s.pool2_available = available);
+    }
+
+    /// A completion routine (an `IoSetCompletionRoutineEx` one) that sets an event is preempted
+    /// for `pause` right after `KeSetEvent`, so the thread it woke runs first: whatever that
+    /// thread then counts on the routine having done before the signal, it has not.
+    pub fn pause_routines_after_set_event(&self, pause: std::time::Duration) {
+        state::with(|s| s.routine_pause_after_set_event = Some(pause));
     }
 
     /// Makes exactly one call of `kind` fail: the one after `n` more succeed (0: the next).
@@ -438,6 +455,20 @@ impl Session {
             s.bindings
                 .iter()
                 .map(|b| (b.handle as HANDLE, b.state))
+                .collect()
+        })
+    }
+
+    /// The tags of the pool allocations that succeeded, in order.
+    #[must_use]
+    pub fn allocated_tags(&self) -> Vec<u32> {
+        state::with(|s| {
+            s.events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Allocate { tag, ok: true, .. } => Some(*tag),
+                    _ => None,
+                })
                 .collect()
         })
     }

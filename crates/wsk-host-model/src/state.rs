@@ -282,6 +282,9 @@ pub(crate) struct State {
     /// The Windows version `RtlGetVersion` reports: `(major, minor, build)`.
     pub os_version: (u32, u32, u32),
     pub pool2_available: bool,
+    /// `Session::pause_routines_after_set_event`: how long a completion routine is preempted
+    /// right after its `KeSetEvent`.
+    pub routine_pause_after_set_event: Option<std::time::Duration>,
     /// `NmrRegisterClient` succeeds but writes a NULL handle.
     pub register_client_null_handle: bool,
     pub failing_allocations: usize,
@@ -430,6 +433,7 @@ pub(crate) fn reset() {
     *lock() = Some(State {
         os_version: (10, 0, 19041),
         pool2_available: true,
+        routine_pause_after_set_event: None,
         ..State::default()
     });
 }

@@ -57,6 +57,7 @@ pub unsafe extern "system" fn KeSetEvent(Event: *mut KEVENT, _Increment: i32, Wa
         }
     });
     image::preempt_after_wake_up();
+    image::pause_signalling_routine();
     previous
 }
 

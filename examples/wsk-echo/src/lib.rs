@@ -220,7 +220,3 @@ static GLOBAL_ALLOCATOR: wdk_alloc::WdkAllocator = wdk_alloc::WdkAllocator;
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_matrix;
-#[cfg(test)]
-mod tests_stream;

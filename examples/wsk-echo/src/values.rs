@@ -169,13 +169,7 @@ pub fn parse(
 mod tests {
     use super::{Problem, parse, utf16_to_utf8};
     use wsk_client::sys::{REG_DWORD, REG_SZ};
-
-    fn sz(text: &str) -> Vec<u8> {
-        text.encode_utf16()
-            .chain([0])
-            .flat_map(u16::to_le_bytes)
-            .collect()
-    }
+    use wsk_host_model::reg_sz as sz;
 
     #[test]
     fn good_values_parse() {

@@ -1,16 +1,12 @@
 //! `wsk_echo.sys`'s own entry points against the host model: its identity, its setup and teardown
 //! around the client's registration, and that it shares nothing with another client.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+use wsk_client::sys::REG_SZ;
+use wsk_host_model::{Event, ProviderConfig, Status, reg_sz};
 
-use wsk_host_model::{Event, ProviderConfig, Status};
+use super::set_parameters;
 
-use super::{DRIVER_CONTEXT_TAG, DriverEntry, WskEcho};
+use crate::{DRIVER_CONTEXT_TAG, DriverEntry, WskEcho};
 use wsk_client::Client;
 
 fn has_log(s: &wsk_host_model::Session, needle: &str) -> bool {
@@ -52,7 +48,7 @@ fn setup_register_attach_deregister_teardown_in_order() {
     s.register_provider(ProviderConfig::default_wsk());
     assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
     s.wait_work_items();
-    assert!(super::connection::is_open(), "{:#?}", s.log());
+    assert!(crate::connection::is_open(), "{:#?}", s.log());
     assert!(
         has_log(
             &s,
@@ -61,14 +57,7 @@ fn setup_register_attach_deregister_teardown_in_order() {
         "{:#?}",
         s.log()
     );
-    let tags: Vec<u32> = s
-        .events()
-        .iter()
-        .filter_map(|e| match e {
-            Event::Allocate { tag, ok: true, .. } => Some(*tag),
-            _ => None,
-        })
-        .collect();
+    let tags: Vec<u32> = s.allocated_tags();
     assert_eq!(
         tags,
         [
@@ -155,10 +144,10 @@ fn a_provider_detach_waits_for_the_connection_to_close() {
     let provider = s.register_provider(ProviderConfig::default_wsk());
     assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
     s.wait_work_items();
-    assert!(super::connection::is_open());
+    assert!(crate::connection::is_open());
     assert_eq!(s.deregister_provider(provider), [Status::PENDING]);
     s.wait_provider_unbound(provider);
-    assert!(!super::connection::is_open());
+    assert!(!crate::connection::is_open());
     assert!(
         s.events()
             .iter()
@@ -166,21 +155,6 @@ fn a_provider_detach_waits_for_the_connection_to_close() {
     );
     s.driver_unload();
     s.check_clean();
-}
-
-/// `REG_SZ` data of `text`, NUL-terminated UTF-16LE.
-fn sz(text: &str) -> Vec<u8> {
-    text.encode_utf16()
-        .chain([0])
-        .flat_map(u16::to_le_bytes)
-        .collect()
-}
-
-fn set_parameters(s: &wsk_host_model::Session, host: &str, port: u32, message: &str) {
-    use wsk_client::sys::{REG_DWORD, REG_SZ};
-    s.set_parameter("Parameters", "Host", REG_SZ, &sz(host));
-    s.set_parameter("Parameters", "Port", REG_DWORD, &port.to_le_bytes());
-    s.set_parameter("Parameters", "Message", REG_SZ, &sz(message));
 }
 
 fn lines_with(s: &wsk_host_model::Session, needle: &str) -> usize {
@@ -312,12 +286,7 @@ fn a_stop_during_a_pending_receive_unloads_without_hanging() {
 fn missing_or_malformed_parameters_are_logged_and_the_driver_loads() {
     let mut s = wsk_host_model::session();
     s.register_provider(ProviderConfig::default_wsk());
-    s.set_parameter(
-        "Parameters",
-        "Host",
-        wsk_client::sys::REG_SZ,
-        &sz("127.0.0.1"),
-    );
+    s.set_parameter("Parameters", "Host", REG_SZ, &reg_sz("127.0.0.1"));
     assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
     assert!(
         has_log(
