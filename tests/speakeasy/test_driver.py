@@ -1511,11 +1511,13 @@ def test_harness_reports_a_wsk_buf_beyond_its_mdl():
 
 
 @connection_only
-def test_harness_reports_an_irp_freed_while_pending():
-    """The harness itself: a provider whose WskDisconnect keeps the IRP (pending) yet answers
-    STATUS_NOT_IMPLEMENTED breaks the contract the driver relies on (a request not answered
-    STATUS_PENDING is complete, or never will be): the driver frees the IRP, which the harness
-    reports as an IRP freed while pending."""
+def test_an_irp_a_provider_keeps_after_answering_is_not_freed_while_it_holds_it():
+    """A provider whose WskDisconnect keeps the IRP (pending) yet answers STATUS_NOT_IMPLEMENTED
+    breaks the contract the driver relies on (a request not answered STATUS_PENDING is complete,
+    or never will be). The driver completes the IRP itself, which the harness reports (the
+    provider still holds it) and refuses: the routine does not run. The driver then waits for
+    the routine, as for any request: its timeout cancels the IRP, the provider's cancel routine
+    completes it, and only then is it freed — never while the provider holds it."""
     class KeepsDisconnect(harness.Harness):
         def _h_sock_disconnect(self, emu, api, func, argv):
             e, sock = self._socket_call("WskDisconnect", argv[0], {})
@@ -1524,12 +1526,10 @@ def test_harness_reports_an_irp_freed_while_pending():
             return e.status
     r = KeepsDisconnect(harness.default_image(), harness.SCENARIOS["echo"], profile=PROFILE).run()
     (irp,) = [x for x in r.irps if x.op == "WskDisconnect"]
-    # (The driver completes, itself, an IRP a provider answered without completing: that too
-    # is reported, the provider still holding it.)
     assert r.violations == ["IofCompleteRequest of IRP %d while it is pending (in WskDisconnect): "
-                            "the provider owns it" % irp.number,
-                            "IoFreeIrp(0x%x): IRP %d is still pending in WskDisconnect (the "
-                            "provider owns it until it completes it)" % (irp.address, irp.number)]
+                            "the provider owns it" % irp.number]
+    assert irp.cancels == 1 and irp.completions == 1, irp
+    assert irp.completed_status == harness.STATUS_CANCELLED and irp.state == "freed", irp
     assert echo_results(r) == [ECHO_OK] and r.unload_completed
 
 

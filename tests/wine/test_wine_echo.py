@@ -84,30 +84,37 @@ class Peer:
 
     def _handle(self, conn, record):
         conn.settimeout(1.0)
+        seen = 0
         try:
             while not self.stopping and time.monotonic() < self.deadline:
                 try:
-                    data = conn.recv(4096)
+                    data = conn.recv(65536)
                 except socket.timeout:
                     continue
-                except OSError:
-                    break
                 with self.changed:
                     if not data:
                         break
                     record["received"] += data
                     self.changed.notify_all()
                 if self.mode == "echo":
-                    conn.sendall(data)
+                    conn.sendall(self.answer(data, seen))
                 elif self.mode == "reset":
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                                     bytes([1, 0, 0, 0, 0, 0, 0, 0]))
                     break
+                seen += len(data)
+        except OSError:  # the driver reset or closed the connection
+            pass
         finally:
             conn.close()
             with self.changed:
                 record["closed"] = True
                 self.changed.notify_all()
+
+    def answer(self, data, offset):
+        """What an echo peer sends back for `data`, found at `offset` of its connection's
+        stream: the same bytes."""
+        return data
 
     def wait(self, predicate, timeout=20.0):
         """Waits until predicate(connections) holds; returns whether it did."""
@@ -125,6 +132,12 @@ class Peer:
             return [{"received": bytes(c["received"]), "closed": c["closed"]}
                     for c in self.connections]
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def close(self):
         self.stopping = True
         self.listener.close()
@@ -140,13 +153,18 @@ def closed_port():
     return port
 
 
-def set_parameters(prefix, profile, host, port, message):
+def reg_add(prefix, profile, name, kind, value):
+    """`wine reg add` of one value of the service's `Parameters` key."""
     key = r"HKLM\System\CurrentControlSet\Services\%s\Parameters" % profile.service
+    code, out = prefix.run(["wine", "reg", "add", key, "/v", name, "/t", kind, "/d", value,
+                            "/f"], check=False)
+    assert code == 0, "reg add %s\\%s exited %d:\n%s" % (key, name, code, out)
+
+
+def set_parameters(prefix, profile, host, port, message):
     for name, kind, value in (("Host", "REG_SZ", host), ("Port", "REG_DWORD", str(port)),
                               ("Message", "REG_SZ", message)):
-        code, out = prefix.run(["wine", "reg", "add", key, "/v", name, "/t", kind, "/d", value,
-                                "/f"], check=False)
-        assert code == 0, "reg add %s\\%s exited %d:\n%s" % (key, name, code, out)
+        reg_add(prefix, profile, name, kind, value)
 
 
 RESULT = re.compile(r"(echo ok, \d+ bytes|echo failed: \w+ 0x[0-9A-F]{8})")
@@ -224,8 +242,7 @@ def check_provider(text, profile):
 @ECHO
 def test_echo_exchange_through_wines_provider(echo_service, profile):
     prefix = echo_service
-    peer = Peer("echo")
-    try:
+    with Peer("echo") as peer:
         set_parameters(prefix, profile, "127.0.0.1", peer.port, MESSAGE)
         base = len(prefix.log())
         result = start_and_wait_result(prefix, profile, "echo")
@@ -241,15 +258,12 @@ def test_echo_exchange_through_wines_provider(echo_service, profile):
         assert peer.snapshot()[0]["received"] == MESSAGE.encode(), "exactly Message, once"
         check_provider(text, profile)
         _check_clean(text, "echo", profile)
-    finally:
-        peer.close()
 
 
 @ECHO
 def test_echo_start_stop_cycles(echo_service, profile):
     prefix = echo_service
-    peer = Peer("echo", timeout=600)
-    try:
+    with Peer("echo", timeout=600) as peer:
         set_parameters(prefix, profile, "127.0.0.1", peer.port, MESSAGE)
         base = len(prefix.log())
         for cycle in range(1, CYCLES + 1):
@@ -263,8 +277,6 @@ def test_echo_start_stop_cycles(echo_service, profile):
         assert text.count(profile.log("socket: closed")) == CYCLES
         check_provider(text, profile)
         _check_clean(text, "%d cycles" % CYCLES, profile)
-    finally:
-        peer.close()
 
 
 @ECHO
@@ -281,8 +293,7 @@ def test_a_refused_connection_is_logged_and_the_driver_unloads(echo_service, pro
 @ECHO
 def test_a_reset_mid_exchange_is_logged_and_the_driver_unloads(echo_service, profile):
     prefix = echo_service
-    peer = Peer("reset")
-    try:
+    with Peer("reset") as peer:
         set_parameters(prefix, profile, "127.0.0.1", peer.port, MESSAGE)
         base = len(prefix.log())
         result = start_and_wait_result(prefix, profile, "reset")
@@ -291,15 +302,12 @@ def test_a_reset_mid_exchange_is_logged_and_the_driver_unloads(echo_service, pro
         assert result.startswith("echo failed: receive 0x"), prefix.log_since(base)
         stop(prefix, profile, "reset")
         check_unloads_clean(prefix.log()[base:], profile, "reset")
-    finally:
-        peer.close()
 
 
 @ECHO
 def test_a_stop_during_a_pending_receive_unloads_without_hanging(echo_service, profile):
     prefix = echo_service
-    peer = Peer("silent")
-    try:
+    with Peer("silent") as peer:
         set_parameters(prefix, profile, "127.0.0.1", peer.port, MESSAGE)
         base = len(prefix.log())
         code, out = prefix.sc("start", profile.service)
@@ -317,8 +325,6 @@ def test_a_stop_during_a_pending_receive_unloads_without_hanging(echo_service, p
         assert peer.wait(lambda cs: cs[0]["closed"]), "the peer never saw the connection close"
         check_unloads_clean(text, profile, "silent peer")
         print("stop during a pending receive took %.1f s" % took)
-    finally:
-        peer.close()
 
 
 @ECHO
@@ -327,8 +333,7 @@ def test_a_name_resolves_through_wines_resolver_at_1_1(echo_service, profile):
     through Wine's real WskGetAddressInfo; Wine's own dispatch says 1.0, so the WskRegister image
     refuses names with a clear STATUS_NOT_SUPPORTED."""
     prefix = echo_service
-    peer = Peer("echo")
-    try:
+    with Peer("echo") as peer:
         set_parameters(prefix, profile, "localhost", peer.port, MESSAGE)
         base = len(prefix.log())
         result = start_and_wait_result(prefix, profile, "localhost")
@@ -341,8 +346,6 @@ def test_a_name_resolves_through_wines_resolver_at_1_1(echo_service, profile):
         text = prefix.log()[base:]
         check_provider(text, profile)
         check_unloads_clean(text, profile, "localhost")
-    finally:
-        peer.close()
 
 
 SOAK_CYCLES = int(os.environ.get("WSK_WINE_SOAK_CYCLES", "12"))
@@ -355,9 +358,8 @@ def test_echo_soak_with_resets_and_silent_peers(echo_service, profile):
     line, a stop that finishes, the driver's own close of its socket; in all: 0 leaks, 0 hangs,
     no crash. $WSK_WINE_SOAK_CYCLES cycles (CI: 12; the note's figure: 200)."""
     prefix = echo_service
-    peer = Peer("echo", timeout=3600)
     pattern = ["echo", "echo", "reset", "silent"]
-    try:
+    with Peer("echo", timeout=3600) as peer:
         set_parameters(prefix, profile, "127.0.0.1", peer.port, MESSAGE)
         base = len(prefix.log())
         started = time.monotonic()
@@ -389,8 +391,6 @@ def test_echo_soak_with_resets_and_silent_peers(echo_service, profile):
               "0 leaks, 0 hangs" % (SOAK_CYCLES, took,
                                     sum(r.startswith("echo ok") for r in results),
                                     sum(r.startswith("echo failed") for r in results)))
-    finally:
-        peer.close()
 
 
 @ECHO
@@ -405,54 +405,24 @@ def test_a_multi_chunk_bytes_transfer_echoes_every_byte(echo_service, profile):
     total = (1 << 20) + 3
     stream = (MESSAGE.encode() * (total // len(MESSAGE) + 1))[:total]
     flip_at = 700_001
-    key = r"HKLM\System\CurrentControlSet\Services\%s\Parameters" % profile.service
 
     class Corrupting(Peer):
         """Echoes everything but the byte at stream offset `flip_at`, which it sends back with
         its lowest bit flipped."""
 
-        def _handle(self, conn, record):
-            seen = 0
-            conn.settimeout(1.0)
-            try:
-                while not self.stopping and time.monotonic() < self.deadline:
-                    try:
-                        data = conn.recv(65536)
-                    except socket.timeout:
-                        continue
-                    except OSError:
-                        break
-                    if not data:
-                        break
-                    with self.changed:
-                        record["received"] += data
-                        self.changed.notify_all()
-                    if seen <= flip_at < seen + len(data):
-                        data = bytearray(data)
-                        data[flip_at - seen] ^= 0x01
-                    seen += len(data)
-                    conn.sendall(data)
-            except OSError:
-                pass
-            finally:
-                conn.close()
-                with self.changed:
-                    record["closed"] = True
-                    self.changed.notify_all()
-
-    def reg_add(name, kind, value):
-        code, out = prefix.run(["wine", "reg", "add", key, "/v", name, "/t", kind, "/d", value,
-                                "/f"], check=False)
-        assert code == 0, "reg add %s\\%s exited %d:\n%s" % (key, name, code, out)
+        def answer(self, data, offset):
+            if offset <= flip_at < offset + len(data):
+                data = bytearray(data)
+                data[flip_at - offset] ^= 0x01
+            return data
 
     def results_since(offset):
         return [line for line in wh.events(prefix.log()[offset:])
                 if line.startswith(profile.prefix) and RESULT.search(line)]
 
-    peer, corrupting = Peer("echo", timeout=300), Corrupting("echo", timeout=300)
-    try:
+    with Peer("echo", timeout=300) as peer, Corrupting("echo", timeout=300) as corrupting:
         set_parameters(prefix, profile, "127.0.0.1", peer.port, MESSAGE)
-        reg_add("Bytes", "REG_DWORD", str(total))
+        reg_add(prefix, profile, "Bytes", "REG_DWORD", str(total))
         base = len(prefix.log())
         result = start_and_wait_result(prefix, profile, "1 MiB", timeout=60)
         lines = results_since(base)
@@ -473,7 +443,7 @@ def test_a_multi_chunk_bytes_transfer_echoes_every_byte(echo_service, profile):
         check_unloads_clean(text, profile, "1 MiB")
 
         # The same transfer, answered with one bit flipped at byte 700001.
-        reg_add("Port", "REG_DWORD", str(corrupting.port))
+        reg_add(prefix, profile, "Port", "REG_DWORD", str(corrupting.port))
         base = len(prefix.log())
         result = start_and_wait_result(prefix, profile, "corrupted", count=2, timeout=60)
         assert result == "echo failed: compare 0xC0000001", prefix.log_since(base)
@@ -485,6 +455,3 @@ def test_a_multi_chunk_bytes_transfer_echoes_every_byte(echo_service, profile):
         assert stream.startswith(got) and flip_at < len(got) <= flip_at + 65536, len(got)
         stop(prefix, profile, "corrupted", count=2)
         check_unloads_clean(prefix.log()[base:], profile, "corrupted")
-    finally:
-        peer.close()
-        corrupting.close()

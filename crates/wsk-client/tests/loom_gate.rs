@@ -61,6 +61,19 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     builder.check(f);
 }
 
+/// Runs `f` on a new loom thread, with its own handle on `shared`.
+fn on_thread<T, R>(
+    shared: &Arc<T>,
+    f: impl FnOnce(&T) -> R + Send + 'static,
+) -> thread::JoinHandle<R>
+where
+    T: Send + Sync + 'static,
+    R: Send + 'static,
+{
+    let shared = Arc::clone(shared);
+    thread::spawn(move || f(&shared))
+}
+
 fn open_gate() -> Gate<LoomWord> {
     let gate = Gate::with_word(LoomWord(AtomicU64::new(0)));
     let generation = gate.reserve().unwrap();
@@ -154,18 +167,9 @@ fn holder_newcomer_and_detach_on_three_threads() {
     model(|| {
         // One reference held from before (a socket); a call starting; the detach beginning.
         let w = world(1);
-        let holder = {
-            let w = Arc::clone(&w);
-            thread::spawn(move || w.leave())
-        };
-        let newcomer = {
-            let w = Arc::clone(&w);
-            thread::spawn(move || w.enter_and_leave())
-        };
-        let detach = {
-            let w = Arc::clone(&w);
-            thread::spawn(move || w.close())
-        };
+        let holder = on_thread(&w, World::leave);
+        let newcomer = on_thread(&w, World::enter_and_leave);
+        let detach = on_thread(&w, World::close);
         holder.join().unwrap();
         newcomer.join().unwrap();
         detach.join().unwrap();
@@ -178,16 +182,8 @@ fn two_holders_and_detach_on_three_threads() {
     model(|| {
         // Two references held (two sockets), released on two threads while the detach begins.
         let w = world(2);
-        let threads: Vec<_> = (0..2)
-            .map(|_| {
-                let w = Arc::clone(&w);
-                thread::spawn(move || w.leave())
-            })
-            .collect();
-        let detach = {
-            let w = Arc::clone(&w);
-            thread::spawn(move || w.close())
-        };
+        let threads: Vec<_> = (0..2).map(|_| on_thread(&w, World::leave)).collect();
+        let detach = on_thread(&w, World::close);
         for t in threads {
             t.join().unwrap();
         }
@@ -202,10 +198,7 @@ fn two_newcomers_and_detach_on_three_threads() {
         // Nobody inside yet: two calls start and end while the detach begins.
         let w = world(0);
         let threads: Vec<_> = (0..2)
-            .map(|_| {
-                let w = Arc::clone(&w);
-                thread::spawn(move || w.enter_and_leave())
-            })
+            .map(|_| on_thread(&w, World::enter_and_leave))
             .collect();
         w.close();
         for t in threads {
@@ -224,10 +217,7 @@ fn a_stale_open_never_opens_a_reused_gate() {
         let a = gate.reserve().unwrap();
         assert_eq!(gate.close(Closer::Owner), Close::Idle);
         gate.free(a);
-        let b_thread = {
-            let gate = Arc::clone(&gate);
-            thread::spawn(move || gate.reserve())
-        };
+        let b_thread = on_thread(&gate, Gate::reserve);
         let a_opened = gate.open(a);
         let b = b_thread
             .join()
@@ -244,14 +234,8 @@ fn holder_detach_and_sweep_on_three_threads() {
         // A reference held (a socket) is released while the provider detaches and the unload
         // sweeps: each close that found it inside is completed once, by its release.
         let w = world(1);
-        let holder = {
-            let w = Arc::clone(&w);
-            thread::spawn(move || w.leave())
-        };
-        let detach = {
-            let w = Arc::clone(&w);
-            thread::spawn(move || w.close_as(Closer::Owner))
-        };
+        let holder = on_thread(&w, World::leave);
+        let detach = on_thread(&w, |w| w.close_as(Closer::Owner));
         w.close_as(Closer::Sweep);
         holder.join().unwrap();
         detach.join().unwrap();
@@ -267,10 +251,7 @@ fn a_gate_freed_during_the_sweep_stays_swept() {
         let gate = Arc::new(Gate::with_word(LoomWord(AtomicU64::new(0))));
         let generation = gate.reserve().unwrap();
         assert_eq!(gate.close(Closer::Owner), Close::Idle);
-        let cleanup = {
-            let gate = Arc::clone(&gate);
-            thread::spawn(move || gate.free(generation))
-        };
+        let cleanup = on_thread(&gate, move |gate| gate.free(generation));
         let _ = gate.close(Closer::Sweep);
         cleanup.join().unwrap();
         assert_eq!(gate.reserve(), None, "a swept gate was reserved");
@@ -285,14 +266,8 @@ fn a_newcomer_refused_by_an_idle_close_completes_nothing() {
         // Nobody inside when the detach closes: it completes itself (idle), unless a newcomer's
         // momentary entry, refused, claimed the completion first — never both.
         let w = world(0);
-        let newcomer = {
-            let w = Arc::clone(&w);
-            thread::spawn(move || w.enter_and_leave())
-        };
-        let sweeper = {
-            let w = Arc::clone(&w);
-            thread::spawn(move || w.close_as(Closer::Sweep))
-        };
+        let newcomer = on_thread(&w, World::enter_and_leave);
+        let sweeper = on_thread(&w, |w| w.close_as(Closer::Sweep));
         w.close();
         newcomer.join().unwrap();
         sweeper.join().unwrap();
@@ -305,13 +280,10 @@ fn a_momentary_entry_on_a_free_gate_does_not_stop_a_reservation() {
     model(|| {
         // A lookup tries a free slot while an attach reserves and opens it.
         let gate = Arc::new(Gate::with_word(LoomWord(AtomicU64::new(0))));
-        let lookup = {
-            let gate = Arc::clone(&gate);
-            thread::spawn(move || match gate.enter() {
-                Ok(()) => gate.leave(),
-                Err((_, leave)) => leave,
-            })
-        };
+        let lookup = on_thread(&gate, |gate| match gate.enter() {
+            Ok(()) => gate.leave(),
+            Err((_, leave)) => leave,
+        });
         let generation = gate
             .reserve()
             .expect("a momentary entry blocked the reservation");
@@ -350,16 +322,13 @@ fn a_late_claim_never_completes_the_next_life() {
             }
         };
         let holder = {
-            let (gate, on_leave) = (Arc::clone(&gate), on_leave.clone());
-            thread::spawn(move || on_leave(gate.leave()))
+            let on_leave = on_leave.clone();
+            on_thread(&gate, move |gate| on_leave(gate.leave()))
         };
-        let newcomer = {
-            let gate = Arc::clone(&gate);
-            thread::spawn(move || match gate.enter() {
-                Ok(()) => on_leave(gate.leave()),
-                Err((_, leave)) => on_leave(leave),
-            })
-        };
+        let newcomer = on_thread(&gate, move |gate| match gate.enter() {
+            Ok(()) => on_leave(gate.leave()),
+            Err((_, leave)) => on_leave(leave),
+        });
         holder.join().unwrap();
         newcomer.join().unwrap();
         assert_eq!(
