@@ -191,11 +191,13 @@ fn a_malformed_bytes_is_logged_by_name_and_nothing_is_sent() {
 fn a_stop_during_a_long_transfer_ends_it_within_a_step() {
     // 4 GiB: far more than the test lets it move. The unload begins after a few chunks; the
     // transfer sees the stop before its next step, logs it, closes its socket, and the unload
-    // completes.
+    // completes. Each completion routine is preempted right after it wakes its waiter, so the
+    // stop most likely comes while one is: its request must be freed already all the same.
     let mut s = session_with(
         Some((REG_DWORD, &u32::MAX.to_le_bytes())),
         ProviderConfig::default_wsk(),
     );
+    s.pause_routines_after_set_event(std::time::Duration::from_millis(50));
     assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
     let moving = (0..2000).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(5));
