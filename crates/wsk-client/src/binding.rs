@@ -65,12 +65,35 @@ impl BindingContext {
 /// One binding slot: the gate that counts calls in flight, the context it tracks and the NMR
 /// binding handle that completes a pending detach. Declared only inside a
 /// [`crate::ClientState`].
+///
+/// Every call writes the gate (an entry, a leave) and reads the context: the two are on separate
+/// cache lines, so that calls on other processors, which keep taking the gate's line, do not also
+/// take the context's away between a call's entry and its read of it.
+#[repr(C)]
 pub struct BindingSlot {
-    gate: Gate,
     context: AtomicPtr<BindingContext>,
     // The NmrBindingHandle, kept here (not only in the context) so that a release never needs
     // the context to complete a detach.
     nmr_binding_handle: AtomicPtr<c_void>,
+    gate: CacheLine<Gate>,
+}
+
+// The context and the gate on separate cache lines (see `BindingSlot`).
+const _: () = assert!(
+    core::mem::offset_of!(BindingSlot, gate) / 64
+        > core::mem::offset_of!(BindingSlot, nmr_binding_handle) / 64
+);
+
+/// A value on a cache line of its own (64 bytes on x64).
+#[repr(C, align(64))]
+struct CacheLine<T>(T);
+
+impl<T> core::ops::Deref for CacheLine<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 impl BindingSlot {
@@ -78,9 +101,9 @@ impl BindingSlot {
     #[must_use]
     pub const fn new() -> Self {
         Self {
-            gate: Gate::new(),
             context: AtomicPtr::new(ptr::null_mut()),
             nmr_binding_handle: AtomicPtr::new(ptr::null_mut()),
+            gate: CacheLine(Gate::new()),
         }
     }
 
