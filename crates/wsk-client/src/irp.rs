@@ -419,10 +419,13 @@ unsafe extern "system" fn complete_request<C: Client, F: Completion<C>>(
         shared.state.fetch_or(COMPLETED, Ordering::AcqRel);
         // SAFETY: the waiter's event, initialised by `prepare`; IRQL <= DISPATCH_LEVEL.
         let _ = unsafe { KeSetEvent(shared.event.get(), 0, 0) };
-    // SAFETY: an owner, done with it (`shared` is not touched again unless this is the last).
-    } else if unsafe { last_owner(request, COMPLETED) } {
-        // SAFETY: the submitter let go already: the last owner of a completed request.
-        unsafe { deliver(request) };
+    } else {
+        // Asynchronous form: the last of its two owners delivers.
+        // SAFETY: an owner, done with it (`shared` is not touched again unless this is the last).
+        if unsafe { last_owner(request, COMPLETED) } {
+            // SAFETY: the submitter let go already: the last owner of a completed request.
+            unsafe { deliver(request) };
+        }
     }
     // The IRP is the client's, not a driver stack's: the I/O manager must not touch it again.
     STATUS_MORE_PROCESSING_REQUIRED
