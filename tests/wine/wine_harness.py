@@ -179,8 +179,9 @@ class Prefix:
         # stdout goes to a file, not a pipe: services.exe and winedevice.exe, started by the
         # first command, inherit it and keep it open, so reading a pipe to EOF would hang.
         with tempfile.TemporaryFile(dir=self.dir) as stdout:
-            proc = subprocess.run(list(WINE_LAUNCH) + list(argv), env=self.env, stdin=subprocess.DEVNULL, stdout=stdout,
-                                  stderr=self._log, timeout=timeout)
+            proc = subprocess.run(list(WINE_LAUNCH) + list(argv), env=self.env,
+                                  stdin=subprocess.DEVNULL, stdout=stdout, stderr=self._log,
+                                  timeout=timeout)
             stdout.seek(0)
             out = stdout.read().decode(errors="replace")
         if check and proc.returncode != 0:

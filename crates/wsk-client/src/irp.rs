@@ -405,7 +405,8 @@ unsafe extern "system" fn complete_request<C: Client, F: Completion<C>>(
     let Some(request) = NonNull::new(context.cast::<Request<C, F>>()) else {
         return STATUS_MORE_PROCESSING_REQUIRED;
     };
-    // SAFETY: live: this routine is an owner until it sets COMPLETED.
+    // SAFETY: live: this routine is an owner until it sets COMPLETED (asynchronous form) or the
+    // event (waited form).
     let shared = unsafe { request.as_ref() };
     // SAFETY: the IRP being completed: its IoStatus is final.
     let io_status = unsafe { (*irp).IoStatus };

@@ -433,7 +433,6 @@ pub(crate) fn reset() {
     *lock() = Some(State {
         os_version: (10, 0, 19041),
         pool2_available: true,
-        routine_pause_after_set_event: None,
         ..State::default()
     });
 }

@@ -1,7 +1,8 @@
 //! The failure matrix in the host model (issue 12, "Reliability 3"): every call of
 //! `tests/failure-matrix.txt` that this driver makes in a load, an echo exchange and an unload —
 //! each occurrence of it, with each failure status its documentation lists — fails in its own run;
-//! then again every occurrence of the calls a bulk exchange (`Bytes`, three chunks) makes more often.
+//! then again every occurrence of the calls a bulk exchange (`Bytes`, three chunks) makes more
+//! often.
 //! Each run must show the failure (`DriverEntry` returns the status, or a log line carries it in
 //! hex), unload, and leave nothing: no pool block, IRP, MDL, socket, work item, binding, client or
 //! device object, and no rule of the model broken.

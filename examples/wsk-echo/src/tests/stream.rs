@@ -1,7 +1,7 @@
 //! The echo's bulk mode (`Parameters\Bytes`, [`crate::stream`]) against the host model: the bytes
 //! go in bounded chunks that add up to `Bytes`, one result line, a malformed `Bytes` refused by
-//! name, a stop during a long transfer ending it within a step, and each allocation of a bulk
-//! exchange failing in turn reported and leaving nothing.
+//! name, and a stop during a long transfer ending it within a step. Every failure of a bulk
+//! exchange's calls, in turn: the failure matrix's bulk scenario ([`super::matrix`]).
 
 use wsk_client::sys::{REG_DWORD, REG_SZ};
 use wsk_host_model::{Event, ProviderConfig, Session, Status, reg_sz};
