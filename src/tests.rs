@@ -42,7 +42,11 @@ fn the_seed_lifecycle_logs_as_the_template_promises() {
         Some("wsk_attach: unloaded, live pool allocations: 0")
     );
     let tags: Vec<u32> = s.allocated_tags();
-    assert_eq!(tags, [u32::from_le_bytes(*b"WskA")]);
+    // The binding context and its detach notice's work item.
+    assert_eq!(
+        tags,
+        [u32::from_le_bytes(*b"WskA"), u32::from_le_bytes(*b"WskW")]
+    );
     s.check_clean();
 }
 

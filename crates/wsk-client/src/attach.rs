@@ -5,6 +5,7 @@
 
 use core::mem::size_of;
 use core::ptr;
+use core::sync::atomic::Ordering;
 
 use crate::binding::{self, BindingContext};
 use crate::client::Client;
@@ -168,20 +169,13 @@ pub fn attach<C: Client>(
         );
         return NtStatus::INSUFFICIENT_RESOURCES;
     };
-    let context =
-        match PoolBox::try_new::<C>(BindingContext::new(nmr_binding_handle, slot), C::POOL_TAG) {
-            Ok(context) => context,
-            Err(status) => {
-                slot.free();
-                log!(
-                    C,
-                    DPFLTR_ERROR_LEVEL,
-                    "attach failed: no pool for the binding context: 0x%08X",
-                    status.bits()
-                );
-                return status;
-            }
-        };
+    let context = match new_context::<C>(nmr_binding_handle, slot) {
+        Ok(context) => context,
+        Err(status) => {
+            slot.free();
+            return status;
+        }
+    };
     slot.publish(context.as_ptr());
 
     let mut last = NtStatus::NOINTERFACE;
@@ -227,6 +221,8 @@ pub fn attach<C: Client>(
     }
 
     slot.free();
+    // SAFETY: the live context this attach still owns (NMR refused it).
+    crate::detach::free_notice::<C>(unsafe { &*context.as_ptr() });
     drop(context);
     if last.is_success() {
         // A success code other than STATUS_SUCCESS: NMR never returns one. The context is gone,
@@ -241,6 +237,38 @@ pub fn attach<C: Client>(
     }
     log!(C, DPFLTR_ERROR_LEVEL, "attach failed: 0x%08X", last.bits());
     last
+}
+
+/// The binding context for an attach of `nmr_binding_handle` tracked by `slot`, with the work
+/// item of its detach notice made now, so that the detach cannot fail to send it. `PASSIVE_LEVEL`.
+///
+/// # Errors
+/// No pool or no work item (logged).
+fn new_context<C: Client>(
+    nmr_binding_handle: HANDLE,
+    slot: binding::SlotRef,
+) -> Result<PoolBox<BindingContext>, NtStatus> {
+    let context = PoolBox::try_new::<C>(BindingContext::new(nmr_binding_handle, slot), C::POOL_TAG)
+        .inspect_err(|status| {
+            log!(
+                C,
+                DPFLTR_ERROR_LEVEL,
+                "attach failed: no pool for the binding context: 0x%08X",
+                status.bits()
+            );
+        })?;
+    let notice = crate::detach::reserve_notice::<C>().inspect_err(|status| {
+        log!(
+            C,
+            DPFLTR_ERROR_LEVEL,
+            "attach failed: no work item for the detach notice: 0x%08X",
+            status.bits()
+        );
+    })?;
+    // SAFETY: the live context this attach owns, not shared yet; an atomic field.
+    let field = unsafe { &(*context.as_ptr()).notice };
+    field.store(notice.into_raw().as_ptr(), Ordering::Release);
+    Ok(context)
 }
 
 /// One `NmrClientAttachProvider` call naming `candidate`'s version. `PASSIVE_LEVEL`.

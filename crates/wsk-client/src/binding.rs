@@ -46,6 +46,11 @@ pub struct BindingContext {
     pub(crate) version: WskVersion,
     /// The slot that counts calls in flight through this binding.
     pub(crate) slot: SlotRef,
+    /// The detach notice's work item, allocated with the context (`crate::detach`): a
+    /// `work::Reserved<C, detach::Notify<C>>` in raw form; NULL once taken by the detach (or
+    /// never made, for a backend without NMR detaches). Taken by the detach callback or, if still
+    /// here, freed by cleanup; never touched by anyone else.
+    pub(crate) notice: AtomicPtr<()>,
 }
 
 impl BindingContext {
@@ -58,6 +63,7 @@ impl BindingContext {
             provider_dispatch: ptr::null(),
             version: WskVersion::from_raw(0),
             slot,
+            notice: AtomicPtr::new(ptr::null_mut()),
         }
     }
 }
@@ -248,9 +254,14 @@ impl SlotRef {
         self.slot.gate.open(self.generation)
     }
 
-    /// Stops new calls. Never blocks.
-    pub(crate) fn begin_detach(self) -> Close {
-        self.slot.gate.close(Closer::Owner)
+    /// Stops new calls, the detach callback counted inside until [`Detaching::end`] (so that no
+    /// other call can complete the detach before the callback has said it pends). Never blocks.
+    pub(crate) fn begin_detach(self) -> Detaching {
+        let others = self.slot.gate.close_held(Closer::Owner);
+        Detaching {
+            slot: self.slot,
+            others,
+        }
     }
 
     /// Frees the slot for reuse: cleanup, or an attach that gave up.
@@ -260,6 +271,31 @@ impl SlotRef {
             .nmr_binding_handle
             .store(ptr::null_mut(), Ordering::Release);
         self.slot.gate.free(self.generation);
+    }
+}
+
+/// A detach under way inside `ClientDetachProvider`, which is counted as a user of its slot.
+pub(crate) struct Detaching {
+    slot: &'static BindingSlot,
+    /// The calls in flight (other than the callback) when it began.
+    pub(crate) others: u32,
+}
+
+impl Detaching {
+    /// The callback's own leave, its last action: `true` when the detach is complete (every call
+    /// in flight has returned: the callback returns `STATUS_SUCCESS`); `false` when a call is
+    /// still in flight, whose last leave calls `NmrClientDetachProviderComplete` (the callback
+    /// returns `STATUS_PENDING`). A sweep this leave completes is told to the unload.
+    pub(crate) fn end<C: Client>(self) -> bool {
+        match self.slot.gate.leave() {
+            Leave::LastOfClosing { owner, sweep } => {
+                if sweep {
+                    C::state().runtime.slot_drained();
+                }
+                owner
+            }
+            Leave::Left => false,
+        }
     }
 }
 
@@ -316,7 +352,6 @@ pub(crate) mod tests {
     use std::cell::Cell;
 
     use super::{BindingSlot, acquire, reserve};
-    use crate::gate::Close;
     use crate::test_client::TestClient;
 
     std::thread_local! {
@@ -340,15 +375,15 @@ pub(crate) mod tests {
         assert!(slot.open());
         AFTER_ENTER.with(|hook| {
             hook.set(Some(|| {
-                // A detach begins while `acquire` holds the entry it is about to undo.
-                assert_eq!(
-                    super::SlotRef {
-                        slot: &SLOTS[0],
-                        generation: SLOT_GENERATION.with(Cell::get).unwrap(),
-                    }
-                    .begin_detach(),
-                    Close::Pending(1)
-                );
+                // A detach begins (and its callback returns) while `acquire` holds the entry it
+                // is about to undo.
+                let detaching = super::SlotRef {
+                    slot: &SLOTS[0],
+                    generation: SLOT_GENERATION.with(Cell::get).unwrap(),
+                }
+                .begin_detach();
+                assert_eq!(detaching.others, 1);
+                assert!(!detaching.end::<TestClient>(), "pending");
             }));
         });
         SLOT_GENERATION.with(|g| g.set(Some(slot.generation)));

@@ -29,6 +29,9 @@ pub(crate) unsafe extern "system" fn ClientCleanupBindingContext<C: Client>(
     let context = unsafe { PoolBox::from_raw::<C>(context, C::POOL_TAG) };
     // SAFETY: the context is live and owned here; its slot field is never written after attach.
     let slot = unsafe { (*context.as_ptr()).slot };
+    // Normally taken by the detach; freed here if it is still there.
+    // SAFETY: as above.
+    crate::detach::free_notice::<C>(unsafe { &*context.as_ptr() });
     slot.free();
     drop(context);
     log!(C, DPFLTR_INFO_LEVEL, "cleanup: binding context freed");

@@ -87,10 +87,14 @@ pub trait Client: Sized + 'static {
     /// Called once when a binding starts to go away — the provider detaches, or the client's
     /// unload begins — so that the client closes its sockets and drops its
     /// [`crate::provider::BindingRef`]s: the detach (and the unload) completes when the last one
-    /// is gone. New references fail from this moment on.
+    /// is gone. New references fail from the moment the detach began.
     ///
-    /// IRQL <= `DISPATCH_LEVEL`, from inside NMR's or the unload's call: must not block (queue a
-    /// work item with [`crate::work::queue`] for anything that must wait).
+    /// IRQL: `PASSIVE_LEVEL`, never inside a call of NMR's: for a provider's detach, in a work
+    /// item of the library queued by `ClientDetachProvider` after it closed the binding (the
+    /// work item was allocated with the binding, so the notice cannot be lost for want of
+    /// memory); for the unload, in `DriverUnload`'s drop of the [`crate::Registration`]. A work
+    /// item must stay short: close and let go here, and do not wait for the network (a close
+    /// never blocks).
     fn on_detach(_notice: DetachNotice) {}
 
     /// The client's state: a static the driver declares, for example

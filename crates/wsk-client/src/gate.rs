@@ -322,6 +322,25 @@ impl<W: AtomicWord> Gate<W> {
         }
     }
 
+    /// [`Gate::close`] by a closer that counts itself inside, in the same atomic step: no user can
+    /// be the last to leave before the closer itself has. Returns how many *other* users are
+    /// inside; the closer leaves with [`Gate::leave`], and when that leave is the last of the
+    /// close (it names the closer) the closer completes its own close. Each closer calls this or
+    /// [`Gate::close`] at most once, as for `close`.
+    pub fn close_held(&self, closer: Closer) -> u32 {
+        let bit = match closer {
+            Closer::Owner => CLOSING,
+            Closer::Sweep => SWEPT,
+        };
+        let previous = self
+            .state
+            .fetch_update(|state| Some((state + 1) | bit))
+            .unwrap_or_else(|state| state);
+        #[allow(clippy::cast_possible_truncation)] // masked to 32 bits
+        let others = (previous & COUNT_MASK) as u32;
+        others
+    }
+
     /// Frees the gate reserved as `generation` for a later [`Gate::reserve`]; no user may be
     /// inside but momentary ones (the close completed, or the gate was never opened). A swept gate
     /// stays swept.

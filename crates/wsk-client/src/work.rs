@@ -85,68 +85,27 @@ impl<C: Client, W: Work> Prepared<C, W> {
     pub fn new(work: W) -> Result<Self, NtStatus> {
         let runtime = &C::state().runtime;
         if let Err(reason) = runtime.enter_work() {
-            log!(
-                C,
-                DPFLTR_WARNING_LEVEL,
-                "work item refused: %s",
-                match reason {
-                    Unavailable::NotRegistered => c"not registered",
-                    Unavailable::Unloading => c"unloading",
-                }
-                .as_ptr()
-            );
+            log_refused::<C>(reason);
             return Err(NtStatus::INVALID_DEVICE_STATE);
         }
-        let job = match PoolBox::try_new::<C>(
-            Job {
-                item: core::ptr::null_mut(),
-                work: Some(work),
-            },
-            C::WORK_ITEM_TAG,
-        ) {
-            Ok(job) => job,
+        match allocate::<C, W>(Some(work)) {
+            // INVARIANT: allocated, the work gate entered for it.
+            Ok(job) => Ok(Self {
+                job,
+                _client: PhantomData,
+            }),
             Err(status) => {
                 runtime.leave_work();
-                log!(C, DPFLTR_ERROR_LEVEL, "work item: no pool for its context");
-                return Err(status);
+                Err(status)
             }
-        };
-        // SAFETY: the client's device object, which exists while the work gate is entered;
-        // IRQL <= DISPATCH_LEVEL.
-        let item = unsafe { IoAllocateWorkItem(runtime.device()) };
-        if item.is_null() {
-            drop(job);
-            runtime.leave_work();
-            log!(
-                C,
-                DPFLTR_ERROR_LEVEL,
-                "work item: IoAllocateWorkItem failed"
-            );
-            return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }
-        // SAFETY: owned here, initialised; `item` is set once, before the job is shared.
-        unsafe { (*job.as_ptr()).item = item };
-        Ok(Self {
-            job: job.into_raw(),
-            _client: PhantomData,
-        })
     }
 
     /// Queues the work item; it cannot fail (everything was allocated, the work counted).
     pub fn queue(self) {
         let job = ManuallyDrop::new(self).job;
-        // SAFETY: the job is live and owned (the invariant); `item` was set by `new`.
-        let item = unsafe { (*job.as_ptr()).item };
-        // SAFETY: a work item of the client's device object, queued once, with this crate's
-        // routine for `C` and `W` and the job it takes back; IRQL <= DISPATCH_LEVEL.
-        unsafe {
-            IoQueueWorkItem(
-                item,
-                Some(run_job::<C, W>),
-                DelayedWorkQueue,
-                job.as_ptr().cast(),
-            );
-        };
+        // SAFETY: the job is live and owned (the invariant), its work set and counted.
+        unsafe { queue_job::<C, W>(job) };
     }
 
     /// The raw form, to keep in an `AtomicPtr` (a static the stop path takes it from).
@@ -171,15 +130,158 @@ impl<C: Client, W: Work> Prepared<C, W> {
 impl<C: Client, W: Work> Drop for Prepared<C, W> {
     /// Frees the work item unqueued (`W` is dropped without running).
     fn drop(&mut self) {
-        // SAFETY: the invariant: owned, from `into_raw` with the work-item tag.
-        let job = unsafe { PoolBox::from_raw::<C>(self.job, C::WORK_ITEM_TAG) };
-        // SAFETY: owned; set by `new`.
-        let item = unsafe { (*job.as_ptr()).item };
-        drop(job);
-        // SAFETY: allocated by `new`, never queued; IRQL <= DISPATCH_LEVEL.
-        unsafe { IoFreeWorkItem(item) };
+        // SAFETY: the invariant: owned, allocated by `allocate`, never queued.
+        unsafe { free::<C, W>(self.job) };
         C::state().runtime.leave_work();
     }
+}
+
+/// A work item allocated in advance whose work is given when it is queued, and which counts as
+/// outstanding work only from then on: for a notice the library may or may not send (a
+/// binding's detach notice, allocated with the binding so that sending it cannot fail for want of
+/// memory). Queueing it is refused once the unload has begun (the unload tells the client
+/// itself); dropping it frees it.
+///
+/// IRQL: every method at <= `DISPATCH_LEVEL`.
+pub(crate) struct Reserved<C: Client, W: Work> {
+    // INVARIANT: a job from `allocate` without work, owned by this value until `queue` or drop;
+    // not counted in the work gate.
+    job: NonNull<Job<W>>,
+    _client: PhantomData<C>,
+}
+
+// SAFETY: as for `Prepared`.
+unsafe impl<C: Client, W: Work> Send for Reserved<C, W> {}
+
+impl<C: Client, W: Work> Reserved<C, W> {
+    /// Allocates the work item (its context and `IO_WORKITEM`).
+    ///
+    /// # Errors
+    /// `STATUS_INSUFFICIENT_RESOURCES` (logged).
+    pub(crate) fn new() -> Result<Self, NtStatus> {
+        // INVARIANT: allocated without work, not counted.
+        allocate::<C, W>(None).map(|job| Self {
+            job,
+            _client: PhantomData,
+        })
+    }
+
+    /// Queues `work` in the reserved work item. `Err` (the work item freed, `work` dropped) when
+    /// the client is not registered or its unload has begun.
+    pub(crate) fn queue(self, work: W) -> Result<(), NtStatus> {
+        if let Err(reason) = C::state().runtime.enter_work() {
+            log_refused::<C>(reason);
+            return Err(NtStatus::INVALID_DEVICE_STATE);
+        }
+        let job = ManuallyDrop::new(self).job;
+        // SAFETY: owned here (the invariant); the work item is not queued, so nothing else reads
+        // the job.
+        unsafe { (*job.as_ptr()).work = Some(work) };
+        // SAFETY: live and owned, its work set and counted just above.
+        unsafe { queue_job::<C, W>(job) };
+        Ok(())
+    }
+
+    /// The raw form, to keep in an `AtomicPtr`.
+    #[must_use]
+    pub(crate) fn into_raw(self) -> NonNull<()> {
+        ManuallyDrop::new(self).job.cast()
+    }
+
+    /// Back from [`Reserved::into_raw`].
+    ///
+    /// # Safety
+    /// `raw` came from `into_raw` of a `Reserved<C, W>` and is taken back once.
+    #[must_use]
+    pub(crate) unsafe fn from_raw(raw: NonNull<()>) -> Self {
+        Self {
+            job: raw.cast(),
+            _client: PhantomData,
+        }
+    }
+}
+
+impl<C: Client, W: Work> Drop for Reserved<C, W> {
+    /// Frees the work item unqueued.
+    fn drop(&mut self) {
+        // SAFETY: the invariant: owned, allocated by `allocate`, never queued.
+        unsafe { free::<C, W>(self.job) };
+    }
+}
+
+fn log_refused<C: Client>(reason: Unavailable) {
+    log!(
+        C,
+        DPFLTR_WARNING_LEVEL,
+        "work item refused: %s",
+        match reason {
+            Unavailable::NotRegistered => c"not registered",
+            Unavailable::Unloading => c"unloading",
+        }
+        .as_ptr()
+    );
+}
+
+/// Allocates a job (its context in pool and its `IO_WORKITEM` on the client's device object).
+///
+/// The client is registered (its device object exists) from `Registration::register` to the end
+/// of its unload, and every caller runs in between.
+fn allocate<C: Client, W: Work>(work: Option<W>) -> Result<NonNull<Job<W>>, NtStatus> {
+    let job = PoolBox::try_new::<C>(
+        Job {
+            item: core::ptr::null_mut(),
+            work,
+        },
+        C::WORK_ITEM_TAG,
+    )
+    .inspect_err(|_| log!(C, DPFLTR_ERROR_LEVEL, "work item: no pool for its context"))?;
+    // SAFETY: the client's device object (see above); IRQL <= DISPATCH_LEVEL.
+    let item = unsafe { IoAllocateWorkItem(C::state().runtime.device()) };
+    if item.is_null() {
+        log!(
+            C,
+            DPFLTR_ERROR_LEVEL,
+            "work item: IoAllocateWorkItem failed"
+        );
+        return Err(NtStatus::INSUFFICIENT_RESOURCES);
+    }
+    // SAFETY: owned here, initialised; `item` is set once, before the job is shared.
+    unsafe { (*job.as_ptr()).item = item };
+    Ok(job.into_raw())
+}
+
+/// Frees a job that was never queued.
+///
+/// # Safety
+/// `job` came from `allocate::<C, W>`, was never queued, and is freed once.
+unsafe fn free<C: Client, W>(job: NonNull<Job<W>>) {
+    // SAFETY: per the contract: from `PoolBox::into_raw` with the work-item tag.
+    let job = unsafe { PoolBox::from_raw::<C>(job, C::WORK_ITEM_TAG) };
+    // SAFETY: owned; set by `allocate`.
+    let item = unsafe { (*job.as_ptr()).item };
+    drop(job);
+    // SAFETY: allocated by `allocate`, never queued; IRQL <= DISPATCH_LEVEL.
+    unsafe { IoFreeWorkItem(item) };
+}
+
+/// Queues a job; [`run_job`] takes it back.
+///
+/// # Safety
+/// `job` came from `allocate::<C, W>`, holds its work, is counted in the work gate, and is queued
+/// once (ownership passes to the routine).
+unsafe fn queue_job<C: Client, W: Work>(job: NonNull<Job<W>>) {
+    // SAFETY: live and owned per the contract; `item` was set by `allocate`.
+    let item = unsafe { (*job.as_ptr()).item };
+    // SAFETY: a work item of the client's device object, queued once, with this crate's routine
+    // for `C` and `W` and the job it takes back; IRQL <= DISPATCH_LEVEL.
+    unsafe {
+        IoQueueWorkItem(
+            item,
+            Some(run_job::<C, W>),
+            DelayedWorkQueue,
+            job.as_ptr().cast(),
+        );
+    };
 }
 
 /// `IO_WORKITEM_ROUTINE`: runs the job, frees it and its work item, and leaves the work gate last.

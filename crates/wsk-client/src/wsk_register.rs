@@ -305,7 +305,8 @@ pub(crate) fn deregister<C: Client>() -> NtStatus {
         let context = unsafe { PoolBox::from_raw::<C>(context, C::POOL_TAG) };
         // SAFETY: the context is owned here; its slot field is never written after attach.
         let slot = unsafe { (*context.as_ptr()).slot };
-        let _ = slot.begin_detach();
+        // Idle by now: the detach ends at once (there is no NMR detach to complete).
+        let _ = slot.begin_detach().end::<C>();
         slot.free();
         drop(context);
         log!(

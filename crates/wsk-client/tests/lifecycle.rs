@@ -57,6 +57,10 @@ fn allocations(s: &Session) -> usize {
         .count()
 }
 
+/// Pool blocks per binding: its context and its detach notice's work item (allocated together by
+/// the attach, so that the detach cannot fail to notify).
+const PER_BINDING: usize = 2;
+
 fn has_log(s: &Session, needle: &str) -> bool {
     s.log().iter().any(|line| line.contains(needle))
 }
@@ -147,8 +151,12 @@ fn provider_present_at_registration_attaches_at_1_1() {
             },
         ]
     );
-    assert_eq!(allocations(&s), 1);
-    assert_eq!(s.live_allocations()[0].tag, TAG);
+    assert_eq!(allocations(&s), PER_BINDING);
+    let mut tags: Vec<u32> = s.live_allocations().iter().map(|a| a.tag).collect();
+    tags.sort_unstable();
+    let mut expected = [TAG, <TestDriver as wsk_client::Client>::WORK_ITEM_TAG.raw()];
+    expected.sort_unstable();
+    assert_eq!(tags, expected);
     assert!(has_log(&s, "test_driver: attach tried WSK 1.1: 0x00000000"));
     assert!(has_log(&s, "test_driver: attached at WSK 1.1"));
 
@@ -202,7 +210,7 @@ fn fallback_from_1_1_to_1_0_reuses_the_context() {
         [(V1_1, Status::NOINTERFACE), (V1_0, Status::SUCCESS)]
     );
     assert_eq!(s.attach_results(), [Status::SUCCESS]);
-    assert_eq!(allocations(&s), 1, "the retry reuses the context");
+    assert_eq!(allocations(&s), PER_BINDING, "the retry reuses the context");
     assert!(has_log(&s, "test_driver: fallback from WSK 1.1 to WSK 1.0"));
     assert!(has_log(&s, "test_driver: attached at WSK 1.0"));
     let version = with_provider(|p| p.version()).unwrap();
@@ -240,7 +248,7 @@ fn noninterface_for_every_version_frees_the_context() {
         [(V1_1, Status::NOINTERFACE), (V1_0, Status::NOINTERFACE)]
     );
     assert_eq!(s.attach_results(), [Status::NOINTERFACE]);
-    assert_eq!(allocations(&s), 1);
+    assert_eq!(allocations(&s), PER_BINDING);
     assert!(s.live_allocations().is_empty());
     assert!(has_log(&s, "test_driver: attach failed: 0xC00002B9"));
     s.driver_unload();
@@ -308,7 +316,7 @@ fn fallback_pool_routine_without_exallocatepool2() {
             _ => None,
         })
         .collect();
-    assert_eq!(routines, ["ExAllocatePoolWithTag"]);
+    assert_eq!(routines, ["ExAllocatePoolWithTag"; PER_BINDING]);
     // The pool came back as 0xCD garbage; the context must still read as set by attach.
     let (version, client) = with_provider(|p| (p.version(), p.client())).unwrap();
     assert_eq!(version, WskVersion::V1_1);
@@ -387,6 +395,7 @@ fn provider_leaving_while_attached_and_idle() {
     let p = s.register_provider(ProviderConfig::default_wsk());
     assert_eq!(s.deregister_provider(p), [Status::SUCCESS]);
     assert!(s.bindings().is_empty());
+    s.wait_work_items();
     assert!(s.live_allocations().is_empty());
     assert_eq!(
         with_provider(|_| ()).unwrap_err(),
@@ -446,8 +455,10 @@ fn provider_leaving_with_a_call_in_flight_completes_later() {
         &s,
         "test_driver: detach: 1 call(s) in flight, pending"
     ));
-    // Detaching: no new call may start; the context is not freed yet.
+    // Detaching: no new call may start; the context is not freed yet (the notice's work item
+    // may still be running too).
     assert_eq!(with_provider(|_| ()).unwrap_err(), ProviderError::Detaching);
+    s.wait_work_items();
     assert_eq!(s.live_allocations().len(), 1);
 
     release.send(()).unwrap();
@@ -620,13 +631,15 @@ fn a_detach_notification_lets_the_client_close_what_it_holds() {
     let p = s.register_provider(ProviderConfig::default_wsk());
     *common::HELD.lock().unwrap() = Some(wsk_client::BindingRef::acquire().unwrap());
     common::on_detach(|_notice| {
-        // IRQL <= DISPATCH_LEVEL here: close in a work item.
+        // A work item of the library's at PASSIVE_LEVEL: a close that waits could run here; this
+        // one hands the reference to a work item of its own.
         wsk_client::work::queue::<TestDriver, _>(wsk_client::work::Closure(|| {
             drop(common::HELD.lock().unwrap().take());
         }))
         .unwrap();
     });
-    assert_eq!(s.deregister_provider(p), [Status::PENDING]);
+    // Pending, or complete already if the reference went before the detach callback's end.
+    assert_eq!(s.deregister_provider(p).len(), 1);
     s.wait_provider_unbound(p);
     assert_eq!(
         common::NOTICES.lock().unwrap()[..],
@@ -640,6 +653,55 @@ fn a_detach_notification_lets_the_client_close_what_it_holds() {
         wsk_client::BindingRef::<TestDriver>::acquire().is_err(),
         "no new reference after the detach"
     );
+    s.driver_unload();
+}
+
+#[test]
+fn the_detach_notification_runs_outside_nmrs_callback() {
+    // Embedder code never runs inside an NMR callback: NMR may call ClientDetachProvider at
+    // DISPATCH_LEVEL, holding its own locks, and a close the embedder starts there may complete at
+    // once and complete the detach before the callback returned STATUS_PENDING.
+    let mut s = started();
+    let p = s.register_provider(ProviderConfig::default_wsk());
+    *common::HELD.lock().unwrap() = Some(wsk_client::BindingRef::acquire().unwrap());
+    let (inside_tx, inside_rx) = mpsc::channel();
+    common::on_detach(move |_notice| {
+        // (The unload's notice comes later, with nobody listening.)
+        let _ = inside_tx.send(wsk_host_model::inside_nmr_callback());
+        // What a driver does with the notice: let go of what it holds (a socket's close that
+        // completes at once drops its reference just like this).
+        drop(common::HELD.lock().unwrap().take());
+    });
+    // Pending, or complete already if the notice's work item let go before the callback's end.
+    assert_eq!(s.deregister_provider(p).len(), 1);
+    assert!(
+        !inside_rx.recv().unwrap(),
+        "on_detach ran inside NMR's call"
+    );
+    s.wait_provider_unbound(p);
+    s.wait_work_items();
+    s.driver_unload();
+}
+
+#[test]
+fn detach_and_cleanup_at_dispatch_level_break_no_irql_rule() {
+    // ClientDetachProvider and ClientCleanupBindingContext may be called at DISPATCH_LEVEL
+    // (their pages); the model checks every call made from there against tests/irql-rules.txt.
+    let mut s = started();
+    s.call_at("ClientDetachProvider", wsk_host_model::Irql::Dispatch);
+    s.call_at(
+        "ClientCleanupBindingContext",
+        wsk_host_model::Irql::Dispatch,
+    );
+    let p = s.register_provider(ProviderConfig::default_wsk());
+    let (worker, release) = call_in_flight(&s);
+    assert_eq!(s.deregister_provider(p), [Status::PENDING]);
+    release.send(()).unwrap();
+    worker.join().unwrap().unwrap();
+    s.wait_provider_unbound(p);
+    s.wait_work_items();
+    let p = s.register_provider(ProviderConfig::default_wsk());
+    assert_eq!(s.deregister_provider(p), [Status::SUCCESS]);
     s.driver_unload();
 }
 
@@ -708,7 +770,7 @@ fn two_providers_at_once() {
     let a = s.register_provider(ProviderConfig::default_wsk());
     let b = s.register_provider(ProviderConfig::wsk(V1_0, V1_0));
     assert_eq!(s.attach_results(), [Status::SUCCESS, Status::SUCCESS]);
-    assert_eq!(s.live_allocations().len(), 2);
+    assert_eq!(s.live_allocations().len(), 2 * PER_BINDING);
     assert_eq!(s.deregister_provider(a), [Status::SUCCESS]);
     // The second binding still serves calls.
     assert_eq!(with_provider(|p| p.version()).unwrap(), WskVersion::V1_0);
@@ -726,7 +788,7 @@ fn reattach_after_detach() {
     assert_eq!(s.attach_results(), [Status::SUCCESS, Status::SUCCESS]);
     assert_eq!(with_provider(|p| p.version()).unwrap(), WskVersion::V1_0);
     s.driver_unload();
-    assert_eq!(allocations(&s), 2);
+    assert_eq!(allocations(&s), 2 * PER_BINDING);
 }
 
 #[test]
@@ -738,6 +800,7 @@ fn detach_before_attach_returns_is_survived() {
     // NMR accepted the binding, detached and cleaned it up before NmrClientAttachProvider
     // returned; attach still reports success and touches nothing freed.
     assert_eq!(s.attach_results(), [Status::SUCCESS]);
+    s.wait_work_items();
     assert!(s.live_allocations().is_empty());
     assert!(has_log(&s, "detached before the attach returned"));
     assert_eq!(
@@ -835,7 +898,7 @@ fn every_slot_in_use_declines_without_allocating() {
     s.register_provider(ProviderConfig::default_wsk());
     let results = s.attach_results();
     assert_eq!(results.last(), Some(&Status::INSUFFICIENT_RESOURCES));
-    assert_eq!(allocations(&s), MAX_BINDINGS);
+    assert_eq!(allocations(&s), MAX_BINDINGS * PER_BINDING);
     s.driver_unload();
 }
 

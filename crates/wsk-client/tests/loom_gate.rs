@@ -90,6 +90,10 @@ struct World {
     closed_pending: [AtomicUsize; 2],
     entered_after_close: AtomicUsize,
     closed: AtomicUsize,
+    /// A closer that counts itself inside ([`Gate::close_held`]) is leaving: no other leave may
+    /// complete its close before this is set.
+    held_closer_ending: AtomicUsize,
+    held: AtomicUsize,
 }
 
 impl World {
@@ -99,6 +103,13 @@ impl World {
 
     fn left(&self, leave: Leave) {
         if let Leave::LastOfClosing { owner, sweep } = leave {
+            if owner && self.held.load(Ordering::Acquire) == 1 {
+                assert_eq!(
+                    self.held_closer_ending.load(Ordering::Acquire),
+                    1,
+                    "a leave completed a held close before its closer had left"
+                );
+            }
             // The completions: NmrClientDetachProviderComplete, waking the unload.
             for (closer, completed) in [owner, sweep].into_iter().enumerate() {
                 if completed {
@@ -135,6 +146,18 @@ impl World {
         self.close_as(Closer::Owner);
     }
 
+    /// The detach callback's form: closes counting itself inside, then leaves as its last action
+    /// (its own leave, when last, is the completion: it returns `STATUS_SUCCESS`).
+    fn close_held_and_leave(&self) {
+        self.held.store(1, Ordering::Release);
+        let _others = self.gate.close_held(Closer::Owner);
+        self.closed.store(1, Ordering::Release);
+        // Pending or not, a held close is completed exactly once: by the closer or another leave.
+        self.closed_pending[0].store(1, Ordering::Release);
+        self.held_closer_ending.store(1, Ordering::Release);
+        self.leave();
+    }
+
     fn check(&self) {
         for closer in 0..2 {
             assert_eq!(
@@ -159,6 +182,8 @@ fn world(inside: usize) -> Arc<World> {
         closed_pending: [AtomicUsize::new(0), AtomicUsize::new(0)],
         entered_after_close: AtomicUsize::new(0),
         closed: AtomicUsize::new(0),
+        held_closer_ending: AtomicUsize::new(0),
+        held: AtomicUsize::new(0),
     })
 }
 
@@ -170,6 +195,23 @@ fn holder_newcomer_and_detach_on_three_threads() {
         let holder = on_thread(&w, World::leave);
         let newcomer = on_thread(&w, World::enter_and_leave);
         let detach = on_thread(&w, World::close);
+        holder.join().unwrap();
+        newcomer.join().unwrap();
+        detach.join().unwrap();
+        w.check();
+    });
+}
+
+#[test]
+fn holder_newcomer_and_a_held_detach_on_three_threads() {
+    model(|| {
+        // The detach callback's protocol: it counts itself inside while it runs, so no leave can
+        // complete the detach before the callback has left (and said whether it pends); the
+        // detach is completed exactly once, by the callback's own leave or by the last other.
+        let w = world(1);
+        let holder = on_thread(&w, World::leave);
+        let newcomer = on_thread(&w, World::enter_and_leave);
+        let detach = on_thread(&w, World::close_held_and_leave);
         holder.join().unwrap();
         newcomer.join().unwrap();
         detach.join().unwrap();

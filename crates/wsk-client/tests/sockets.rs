@@ -9,6 +9,8 @@
     clippy::indexing_slicing
 )]
 
+use std::sync::mpsc;
+
 mod common;
 
 use std::sync::Mutex;
@@ -106,6 +108,22 @@ fn the_unload_notification_closes_the_socket() {
     assert!(s.image_unmapped());
 }
 
+/// The driver's answer to a detach notice: close the socket. The notice (a work item) tells the
+/// test thread, which closes it once the detach callback has returned `STATUS_PENDING`: so the
+/// close is the detach's last reference every time, whatever the threads' timing.
+fn close_on_notice() -> mpsc::Receiver<()> {
+    let (notified_tx, notified_rx) = mpsc::channel();
+    common::on_detach(move |_| {
+        let _ = notified_tx.send(());
+    });
+    notified_rx
+}
+
+fn close_when_notified(notified: &mpsc::Receiver<()>) {
+    notified.recv().unwrap();
+    drop(SOCKET.lock().unwrap().take());
+}
+
 #[test]
 fn a_pending_close_completes_the_providers_detach_from_its_completion_routine() {
     // (b) The provider detaches while a socket is open: the detach pends; the notification
@@ -115,8 +133,9 @@ fn a_pending_close_completes_the_providers_detach_from_its_completion_routine() 
     let mut s = common::started();
     let provider = s.register_provider(ProviderConfig::default_wsk());
     *SOCKET.lock().unwrap() = Some(open_socket());
-    common::on_detach(|_| drop(SOCKET.lock().unwrap().take()));
+    let notified = close_on_notice();
     assert_eq!(s.deregister_provider(provider), [Status::PENDING]);
+    close_when_notified(&notified);
     s.wait_provider_unbound(provider);
     assert!(
         s.events()
@@ -139,8 +158,9 @@ fn a_request_is_freed_before_its_completion_lets_the_last_reference_go() {
         ..ProviderConfig::default_wsk()
     });
     *SOCKET.lock().unwrap() = Some(open_socket());
-    common::on_detach(|_| drop(SOCKET.lock().unwrap().take()));
+    let notified = close_on_notice();
     assert_eq!(s.deregister_provider(provider), [Status::PENDING]);
+    close_when_notified(&notified);
     s.wait_provider_unbound(provider);
     let events = s.events();
     let request_tag = u32::from_le_bytes(*b"WskI");

@@ -34,18 +34,24 @@ pub fn rows() -> Vec<Row> {
     parse(TEXT).unwrap_or_else(|error| panic!("tests/failure-matrix.txt: {error}"))
 }
 
+/// The lines of one of the tests' tables (`tests/*.txt`): each line with its comment (`#` on)
+/// removed, blank ones skipped, with a function that names the line in an error.
+pub(crate) fn table_lines(text: &str) -> impl Iterator<Item = (&str, impl Fn(&str) -> String)> {
+    text.lines().enumerate().filter_map(|(number, line)| {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        (!line.is_empty()).then_some((line, move |what: &str| {
+            format!("line {}: {what}: {line}", number + 1)
+        }))
+    })
+}
+
 /// Parses the matrix's format.
 ///
 /// # Errors
 /// A line that is not `<Call> <null|return|irp> <NAME>=<0xHEX>...`, or a status that is a success.
 pub fn parse(text: &str) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or_default().trim();
-        if line.is_empty() {
-            continue;
-        }
-        let at = |what: &str| format!("line {}: {what}: {line}", number + 1);
+    for (line, at) in table_lines(text) {
         let mut words = line.split_whitespace();
         let call = words.next().ok_or_else(|| at("no call"))?.to_string();
         let how = match words.next() {

@@ -108,6 +108,7 @@ pub(crate) fn driver_calls(s: &mut State, what: &'static str) -> Option<crate::S
             "{what} called by driver code after the image was unloaded"
         ));
     }
+    crate::irql::check(s, what);
     s.count_call(what)
 }
 

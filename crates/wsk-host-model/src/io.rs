@@ -207,9 +207,12 @@ pub unsafe extern "system" fn IoQueueWorkItem(
                 w.queued = false;
             }
         });
+        let irql = state::with(|s| crate::irql::callback(s, "WorkItemRoutine"));
         image::run(Guard::Device(device), || {
             // SAFETY: the driver's routine, with the item's device object and its context.
-            unsafe { routine(device as *mut DEVICE_OBJECT, context as PVOID) };
+            crate::irql::at(irql, || unsafe {
+                routine(device as *mut DEVICE_OBJECT, context as PVOID);
+            });
         });
         state::with(|s| {
             s.running_work_items -= 1;

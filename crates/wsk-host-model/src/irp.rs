@@ -273,9 +273,12 @@ fn run_routine(irp: *mut IRP, routine: usize, context: usize, device: usize) {
     // SAFETY: the routine the driver set with IoSetCompletionRoutineEx.
     let routine: unsafe extern "system" fn(*mut DEVICE_OBJECT, *mut IRP, PVOID) -> NTSTATUS =
         unsafe { std::mem::transmute::<usize, _>(routine) };
+    let irql = state::with(|s| crate::irql::callback(s, "CompletionRoutine"));
     let answer = image::run(Guard::Device(device), || {
         // SAFETY: the driver's routine, with its device object, the IRP and its context.
-        unsafe { routine(device as *mut DEVICE_OBJECT, irp, context as PVOID) }
+        crate::irql::at(irql, || unsafe {
+            routine(device as *mut DEVICE_OBJECT, irp, context as PVOID)
+        })
     });
     state::with(|s| {
         if answer != STATUS_MORE_PROCESSING_REQUIRED {

@@ -150,6 +150,7 @@ pub unsafe extern "system" fn MmGetSystemRoutineAddress(
     let name = String::from_utf16_lossy(name);
     let found = name == "ExAllocatePool2" && state::with(|s| s.pool2_available);
     state::with(|s| {
+        image::driver_calls(s, "MmGetSystemRoutineAddress");
         s.events.push(Event::MmGetSystemRoutineAddress {
             name: name.clone(),
             found,

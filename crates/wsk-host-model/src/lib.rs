@@ -31,6 +31,7 @@ pub mod failure_matrix;
 mod image;
 mod io;
 mod irp;
+pub mod irql;
 mod kernel;
 mod nmr;
 mod registry;
@@ -43,6 +44,7 @@ mod wsk_register;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+pub use irql::Irql;
 pub use state::{
     Allocation, AttachHook, BindingState, Event, Failable, ProviderConfig, ProviderId, WSK_1_0,
     WSK_1_1,
@@ -78,6 +80,14 @@ pub struct Session {
 #[allow(clippy::must_use_candidate)] // often registered for good
 pub fn register_provider(config: ProviderConfig) -> ProviderId {
     nmr::register_provider(config)
+}
+
+/// Whether the calling thread is inside one of NMR's calls into the client (its
+/// `ClientAttachProvider`, `ClientDetachProvider` or `ClientCleanupBindingContext`): a test's
+/// check that code of the embedder's own never runs there.
+#[must_use]
+pub fn inside_nmr_callback() -> bool {
+    nmr::inside_callback()
 }
 
 /// A zeroed `DRIVER_OBJECT`, as the I/O manager hands to `DriverEntry` (for unit tests that need
@@ -214,10 +224,11 @@ impl Session {
         };
         let driver = &raw mut *self.driver;
         let path = &raw const path;
+        let irql = state::with(|s| irql::callback(s, "DriverEntry"));
         let status = Status::from_raw(image::run(image::Guard::Caller, || {
             // SAFETY: sessions are serialised, so no other DriverEntry/DriverUnload runs now; the
             // driver object and the registry path are valid for the call.
-            unsafe { entry(driver, path) }
+            irql::at(irql, || unsafe { entry(driver, path) })
         }));
         if status.raw() < 0 {
             let left = nmr::registered_clients();
@@ -260,9 +271,10 @@ impl Session {
             .take()
             .expect("DriverEntry did not set DriverUnload");
         let driver = &raw mut *self.driver;
+        let irql = state::with(|s| irql::callback(s, "DriverUnload"));
         image::run(image::Guard::Caller, || {
             // SAFETY: DriverEntry succeeded (it set the routine); sessions are serialised.
-            unsafe { unload(driver) };
+            irql::at(irql, || unsafe { unload(driver) });
         });
         state::with(image::unload_returned);
         let left = nmr::registered_clients();
@@ -306,6 +318,22 @@ impl Session {
     /// must wait for the deregistration either way).
     pub fn deregister_client_returns_success(&self) {
         state::with(|s| s.deregister_client_returns_success = true);
+    }
+
+    /// Calls `callback` (`ClientDetachProvider`, `ClientCleanupBindingContext`, ...) at `irql`
+    /// from now on, instead of the default of `tests/irql-rules.txt`: one of the levels its line
+    /// lists (its page allows them).
+    ///
+    /// # Panics
+    /// When the table does not allow `irql` for `callback`.
+    pub fn call_at(&self, callback: &'static str, irql: Irql) {
+        let allowed = irql::rules().callbacks.get(callback);
+        assert!(
+            allowed.is_some_and(|levels| levels.contains(&irql)),
+            "tests/irql-rules.txt does not let the system call {callback} at {}",
+            irql.name()
+        );
+        state::with(|s| s.callback_irql.insert(callback, irql));
     }
 
     /// Makes the next `count` `IoAllocateWorkItem` calls fail.

@@ -1,5 +1,7 @@
 //! The model's NMR: the five client functions NETIO.SYS exports, and the provider side.
 
+use std::cell::Cell;
+
 use core::ffi::c_void;
 
 use crate::Status;
@@ -95,6 +97,26 @@ fn check_client_characteristics(s: &mut state::State, c: &NPI_CLIENT_CHARACTERIS
     }
 }
 
+std::thread_local! {
+    /// The binding whose NMR callback (attach, detach, cleanup) this thread is inside.
+    static CALLBACK: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Whether the calling thread is inside one of the client's NMR callbacks (for a test's check
+/// that code of its own runs outside them).
+pub(crate) fn inside_callback() -> bool {
+    CALLBACK.with(Cell::get).is_some()
+}
+
+/// Runs `f`, the client's NMR callback `name` for `binding`, at the IRQL the session gives it.
+fn in_callback<R>(binding: usize, name: &'static str, f: impl FnOnce() -> R) -> R {
+    let irql = state::with(|s| crate::irql::callback(s, name));
+    let outer = CALLBACK.with(|c| c.replace(Some(binding)));
+    let result = crate::irql::at(irql, f);
+    CALLBACK.with(|c| c.set(outer));
+    result
+}
+
 /// Calls the client's `ClientAttachProvider` for one provider and records the outcome.
 fn offer(client: usize, provider: ProviderId) {
     let Some((binding, attach, context, instance)) = state::with(|s| {
@@ -117,7 +139,9 @@ fn offer(client: usize, provider: ProviderId) {
     };
     // SAFETY: the client's own callback, with a fresh binding handle, its context and a
     // registration instance that lives as long as the session.
-    let status = Status::from_raw(unsafe { attach(binding as HANDLE, context as PVOID, instance) });
+    let status = Status::from_raw(in_callback(binding, "ClientAttachProvider", || unsafe {
+        attach(binding as HANDLE, context as PVOID, instance)
+    }));
     state::with(|s| {
         s.events.push(Event::ClientAttachProvider {
             binding,
@@ -230,9 +254,11 @@ fn detach(binding: usize) -> Option<Status> {
             (callback, b.client_binding_context)
         })
     })?;
-    // SAFETY: the client's own callback with the context it gave NmrClientAttachProvider.
-    let status = Status::from_raw(image::run(Guard::Caller, || unsafe {
-        detach(context as PVOID)
+    let status = Status::from_raw(image::run(Guard::Caller, || {
+        in_callback(binding, "ClientDetachProvider", || {
+            // SAFETY: the client's own callback with the context it gave NmrClientAttachProvider.
+            unsafe { detach(context as PVOID) }
+        })
     }));
     let cleanup_now = state::with(|s| {
         s.events
@@ -291,8 +317,12 @@ fn cleanup(binding: usize) {
         Some((cleanup, context))
     });
     if let Some((cleanup, context)) = callback {
-        // SAFETY: the client's own callback, once, after its detach completed.
-        image::run(Guard::Caller, || unsafe { cleanup(context as PVOID) });
+        image::run(Guard::Caller, || {
+            in_callback(binding, "ClientCleanupBindingContext", || {
+                // SAFETY: the client's own callback, once, after its detach completed.
+                unsafe { cleanup(context as PVOID) };
+            });
+        });
     }
     state::with(|s| {
         s.events
@@ -308,6 +338,14 @@ fn cleanup(binding: usize) {
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn NmrClientDetachProviderComplete(NmrBindingHandle: HANDLE) {
     let binding = NmrBindingHandle as usize;
+    if CALLBACK.with(Cell::get) != Some(binding) {
+        // From another thread while ClientDetachProvider runs: NMR takes the completion once the
+        // callback has returned (and says whether it pended); the model waits for that.
+        let _ = state::wait_for(crate::WAIT_LIMIT, |s| {
+            s.binding(binding)
+                .is_none_or(|b| b.state != BindingState::Detaching)
+        });
+    }
     let cleanup_now = state::with(|s| {
         image::driver_calls(s, "NmrClientDetachProviderComplete");
         let already = s.binding(binding).is_some_and(|b| b.completed);
@@ -328,9 +366,16 @@ pub unsafe extern "system" fn NmrClientDetachProviderComplete(NmrBindingHandle: 
                 }
                 true
             }
-            // Completed while ClientDetachProvider is still returning STATUS_PENDING: detach()
-            // cleans up when it sees the completion.
-            Some(BindingState::Detaching) => false,
+            // Completed inside ClientDetachProvider (its own thread: the call has not returned,
+            // let alone with STATUS_PENDING). detach() cleans up when it sees the completion.
+            Some(BindingState::Detaching) => {
+                s.violation(format!(
+                    "binding {binding:#x}: NmrClientDetachProviderComplete inside \
+                     ClientDetachProvider (only after it returned STATUS_PENDING: \
+                     NPI_CLIENT_DETACH_PROVIDER_FN)"
+                ));
+                false
+            }
             other => {
                 s.violation(format!(
                     "NmrClientDetachProviderComplete on binding {binding:#x} in state {other:?}"

@@ -347,6 +347,8 @@ pub(crate) struct State {
     pub injection: Option<(String, usize, Status)>,
     /// The injection was applied.
     pub injected: bool,
+    /// `Session::call_at`: the IRQL a callback is called at, when not the table's default.
+    pub callback_irql: HashMap<&'static str, crate::irql::Irql>,
 }
 
 /// A kind of call a test can make fail once ([`crate::Session::fail_nth`]).

@@ -106,6 +106,9 @@ pub unsafe extern "system" fn KeWaitForSingleObject(
     let timeout = unsafe { Timeout.as_ref() }.copied();
     let known = state::with(|s| {
         image::driver_calls(s, "KeWaitForSingleObject");
+        if timeout != Some(0) {
+            crate::irql::check_condition(s, "KeWaitForSingleObject", crate::irql::Condition::Wait);
+        }
         s.events.push(Event::KeWaitForSingleObject { timeout });
         if matches!(timeout, Some(t) if t > 0) {
             s.violation("KeWaitForSingleObject: absolute timeouts are not modelled".into());

@@ -114,6 +114,13 @@ pub unsafe extern "system" fn WskCaptureProviderNPI(
 ) -> NTSTATUS {
     let key = WskRegistration as usize;
     let version = state::with(|s| {
+        if WaitTimeout != wsk_sys::WSK_NO_WAIT {
+            crate::irql::check_condition(
+                s,
+                "WskCaptureProviderNPI",
+                crate::irql::Condition::Blocking,
+            );
+        }
         if let Some(status) = image::driver_calls(s, "WskCaptureProviderNPI") {
             s.events.push(Event::WskCaptureProviderNPI { status });
             return Err(status);

@@ -65,10 +65,12 @@ fn setup_register_attach_deregister_teardown_in_order() {
             WskEcho::POOL_TAG.raw(),
             WskEcho::WORK_ITEM_TAG.raw(),
             WskEcho::WORK_ITEM_TAG.raw(),
+            WskEcho::WORK_ITEM_TAG.raw(),
             u32::from_le_bytes(*b"EchC"),
         ],
-        "the driver context, the binding context, the connection's work item, its prepared \
-         close and the connection, each purpose with its own tag"
+        "the driver context, the binding context, its detach notice's work item, the \
+         connection's work item, its prepared close and the connection, each purpose with its \
+         own tag"
     );
     s.driver_unload();
     let log = s.log();
