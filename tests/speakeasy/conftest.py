@@ -32,7 +32,7 @@ def pytest_collection_modifyitems(config, items):
 def image():
     """The driver image under test (wsk_attach.sys or wsk_echo.sys): $WSK_DRIVER_SYS, else the
     seed driver's cargo xtask output. What the tests expect of it is its driver profile
-    (test_driver.PROFILE, from the file name).
+    (expected.PROFILE, from the file name).
 
     A missing image is a failure, not a skip: these tests exist to check the image CI built.
     """

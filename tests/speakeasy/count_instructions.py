@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import os
 import re
@@ -127,7 +128,7 @@ def count(image: str, scenario: str, profile: harness.DriverProfile,
     """Runs `image` through `scenario` with the counting hook; returns the figures and what the
     harness found."""
     sc = harness.SCENARIOS[scenario]
-    h = CountingHarness(image, harness.dataclasses.replace(sc), profile=profile)
+    h = CountingHarness(image, dataclasses.replace(sc), profile=profile)
     r = h.run()
     base = r.image_base
     by_rva = {addr - base: n for addr, n in h.by_address.items()}

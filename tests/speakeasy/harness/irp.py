@@ -1,0 +1,357 @@
+"""IRPs and MDLs, as the I/O manager manages them for a driver that allocates its own IRPs to
+send to WSK: IoAllocateIrp, IoSetCompletionRoutineEx, IoCancelIrp, IoFreeIrp, IofCompleteRequest
+(IoCompleteRequest), IoAllocateMdl, MmBuildMdlForNonPagedPool, IoFreeMdl; and the completion of
+an IRP (IoStatus written, then the completion routine called with DeviceObject NULL, which must
+give the driver's own IRP back with STATUS_MORE_PROCESSING_REQUIRED), on a provider thread of
+its own or inside the WSK call.
+
+Rules from https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/ : nf-wdm-ioallocateirp,
+nf-wdm-iosetcompletionroutineex, nf-wdm-iocancelirp, nf-wdm-iofreeirp, nf-wdm-iocompleterequest,
+nc-wdm-io_completion_routine, nf-wdm-ioallocatemdl, nf-wdm-mmbuildmdlfornonpagedpool,
+nf-wdm-iofreemdl; and "Using IRPs with Winsock Kernel Functions", at
+https://learn.microsoft.com/windows-hardware/drivers/ :
+network/using-irps-with-winsock-kernel-functions.
+"""
+import struct
+from typing import Dict, List, Optional
+
+from .abi import (IO_TYPE_IRP, IRP_CANCEL, IRP_CURRENT_LOCATION, IRP_CURRENT_STACK_LOCATION,
+                  IRP_IO_STATUS, IRP_STACK_COUNT, MDL_MAPPED_SYSTEM_VA,
+                  MDL_SOURCE_IS_NONPAGED_POOL, PAGE_SIZE, SIZEOF_IO_STACK_LOCATION, SIZEOF_IRP,
+                  SIZEOF_MDL, STATUS_CANCELLED, STATUS_INVALID_PARAMETER,
+                  STATUS_MORE_PROCESSING_REQUIRED, STATUS_PENDING, STATUS_SUCCESS, status_name)
+from .machine import hook
+from .records import HarnessError, IrpRec, MdlRec
+
+
+class IrpModel:
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.irps: List[IrpRec] = []
+        self.irp_by_addr: Dict[int, IrpRec] = {}
+        self.mdls: List[MdlRec] = []
+        self.mdl_by_addr: Dict[int, MdlRec] = {}
+        self.mdl_requests: List[int] = []  # VirtualAddress of every IoAllocateMdl
+        # The IRP completions the provider has queued (run on provider threads).
+        self.completion_queue: list = []
+
+    def _irp(self, addr: int, api: str) -> Optional[IrpRec]:
+        rec = self.irp_by_addr.get(addr)
+        if rec is None:
+            self.violation("%s(0x%x): not an IRP from IoAllocateIrp" % (api, addr))
+            return None
+        if rec.state == "freed":
+            self.violation("%s(0x%x): IRP %d was freed already (IoFreeIrp)" % (api, addr,
+                                                                              rec.number))
+            return None
+        return rec
+
+    @hook("ntoskrnl", "IoAllocateIrp", 2)
+    def _h_ioallocateirp(self, emu, api, func, argv):
+        stack_size, quota = argv[0] & 0xFF, argv[1] & 0xFF
+        e = self.ev("io", "IoAllocateIrp", {"StackSize": stack_size, "ChargeQuota": quota})
+        if self._inject("IoAllocateIrp") is not None or self.scenario.fail_irp_allocations:
+            e.status = 0
+            return 0
+        if stack_size < 1:
+            self.violation("IoAllocateIrp(StackSize=%d): a WSK request needs a stack location "
+                           "for the provider" % stack_size)
+        size = SIZEOF_IRP + SIZEOF_IO_STACK_LOCATION * max(stack_size, 1)
+        addr = self.alloc(size, "irp")
+        self.wr(addr, struct.pack("<hH", IO_TYPE_IRP, size))
+        self.wr(addr + IRP_STACK_COUNT, bytes([stack_size, (stack_size + 1) & 0xFF]))
+        # As IoAllocateIrp leaves it: the current location one past the last one (none yet).
+        self.wr64(addr + IRP_CURRENT_STACK_LOCATION,
+                  addr + SIZEOF_IRP + SIZEOF_IO_STACK_LOCATION * stack_size)
+        rec = IrpRec(number=len(self.irps) + 1, address=addr, stack_size=stack_size,
+                     allocated_seq=e.seq)
+        self.irps.append(rec)
+        self.irp_by_addr[addr] = rec
+        e.status = addr
+        e.args["*irp"] = rec.number
+        return addr
+
+    @hook("ntoskrnl", "IoFreeIrp", 1)
+    def _h_iofreeirp(self, emu, api, func, argv):
+        (addr,) = argv
+        rec = self.irp_by_addr.get(addr)
+        e = self.ev("io", "IoFreeIrp", {"Irp": addr})
+        if rec is None:
+            self.violation("IoFreeIrp(0x%x): not an IRP from IoAllocateIrp" % addr)
+            return None
+        e.args["*irp"] = rec.number
+        if rec.state == "freed":
+            self.violation("IoFreeIrp(0x%x): IRP %d freed twice" % (addr, rec.number))
+            return None
+        if rec.state == "pending":
+            self.violation("IoFreeIrp(0x%x): IRP %d is still pending in %s (the provider owns it "
+                           "until it completes it)" % (addr, rec.number, rec.op))
+        if rec.routine:
+            # Not a violation here (a provider that never completes the IRP leaves the driver no
+            # other choice), but on Windows the memory IoSetCompletionRoutineEx allocated (and
+            # its device object reference) is only released when the routine runs.
+            e.text = ("its IoSetCompletionRoutineEx routine never ran: Windows would leak the "
+                      "memory it allocated for it")
+        rec.state = "freed"
+        rec.freed_seq = e.seq
+        self.wr(addr, b"\xdd" * (SIZEOF_IRP + SIZEOF_IO_STACK_LOCATION * max(rec.stack_size, 1)))
+        return None
+
+    @hook("ntoskrnl", "IoSetCompletionRoutineEx", 7)
+    def _h_iosetcompletionroutineex(self, emu, api, func, argv):
+        dev, irp, routine, ctx, on_success, on_error, on_cancel = argv
+        invoke = (on_success & 0xFF, on_error & 0xFF, on_cancel & 0xFF)
+        e = self.ev("io", "IoSetCompletionRoutineEx", {
+            "DeviceObject": dev, "Irp": irp, "CompletionRoutine": routine, "Context": ctx,
+            "InvokeOnSuccess": invoke[0], "InvokeOnError": invoke[1], "InvokeOnCancel": invoke[2]})
+        injected = self._inject("IoSetCompletionRoutineEx")
+        rec = self._irp(irp, "IoSetCompletionRoutineEx")
+        if rec is None:
+            e.status = STATUS_INVALID_PARAMETER
+            return e.status
+        e.args["*irp"] = rec.number
+        if injected is not None:  # no routine set (and no device object reference taken)
+            e.status = injected
+            return injected
+        d = self._device(dev)
+        if d is None or d.deleted_seq is not None:
+            # The I/O manager takes a reference on it until the routine has run.
+            self.violation("IoSetCompletionRoutineEx: DeviceObject 0x%x is not a live device "
+                           "object of the driver" % dev)
+        if not self.in_image(routine):
+            self.violation("IoSetCompletionRoutineEx: CompletionRoutine 0x%x is not in the "
+                           "image" % routine)
+        if rec.state != "allocated":
+            self.violation("IoSetCompletionRoutineEx on IRP %d while it is %s (in %s)"
+                           % (rec.number, rec.state, rec.op))
+        rec.routine, rec.context, rec.device, rec.invoke = routine, ctx, dev, invoke
+        e.status = STATUS_SUCCESS
+        return STATUS_SUCCESS
+
+    @hook("ntoskrnl", "IoCancelIrp", 1)
+    def _h_iocancelirp(self, emu, api, func, argv):
+        (addr,) = argv
+        e = self.ev("io", "IoCancelIrp", {"Irp": addr})
+        rec = self._irp(addr, "IoCancelIrp")
+        if rec is None:
+            e.status = 0
+            return 0
+        e.args["*irp"] = rec.number
+        rec.cancels += 1
+        self.wr(addr + IRP_CANCEL, b"\x01")
+        if rec.state != "pending":
+            e.status, e.text = 0, "not pending"
+            return 0
+        if self.scenario.peer_ignores_cancel:
+            e.status, e.text = 0, "the provider set no cancel routine: nothing happens"
+            return 0
+        e.text = "the provider's cancel routine completes it"
+
+        def gen():
+            yield from self._complete_gen(rec, STATUS_CANCELLED, 0)
+            e.status = 1
+            return 1
+        return self._start(gen())
+
+    @hook("ntoskrnl", "IofCompleteRequest", 2)
+    def _h_iofcompleterequest(self, emu, api, func, argv):
+        """IoCompleteRequest (IofCompleteRequest) of an IRP the driver allocated and never handed
+        over (or got back): it made the location of its completion routine current
+        (IoSetNextIrpStackLocation) and wrote IoStatus; the routine runs at once, as for a
+        completion by the provider, and must give the IRP back (STATUS_MORE_PROCESSING_REQUIRED).
+        """
+        addr, boost = argv[0], argv[1] & 0xFF
+        e = self.ev("io", "IofCompleteRequest", {"Irp": addr, "PriorityBoost": boost})
+        rec = self._irp(addr, "IofCompleteRequest")
+        if rec is None:
+            return None
+        e.args["*irp"] = rec.number
+        if rec.state != "allocated":
+            self.violation("IofCompleteRequest of IRP %d while it is %s (in %s): the %s owns it"
+                           % (rec.number, rec.state, rec.op,
+                              "provider" if rec.state == "pending" else "I/O manager"))
+            return None
+        location = self.rd(addr + IRP_CURRENT_LOCATION, 1)[0]
+        current = self.rd64(addr + IRP_CURRENT_STACK_LOCATION)
+        expected = addr + SIZEOF_IRP + SIZEOF_IO_STACK_LOCATION * (rec.stack_size - 1)
+        if location != rec.stack_size or current != expected:
+            self.violation("IofCompleteRequest of IRP %d: CurrentLocation %d / "
+                           "CurrentStackLocation 0x%x, expected %d / 0x%x (IoSetNextIrpStackLocation once, to the "
+                           "location of its completion routine)"
+                           % (rec.number, location, current, rec.stack_size, expected))
+        status, _, information = struct.unpack("<IIQ", self.rd(addr + IRP_IO_STATUS, 16))
+        if status == STATUS_PENDING:
+            self.violation("IofCompleteRequest of IRP %d with IoStatus.Status STATUS_PENDING"
+                           % rec.number)
+        rec.state = "pending"  # what _complete_gen completes
+        if not rec.op.endswith("(completed by the driver)"):
+            rec.op = "%s (completed by the driver)" % (rec.op or "never sent")
+
+        def gen():
+            yield from self._complete_gen(rec, status, information)
+            if rec.state == "freed":  # the routine freed it
+                return 0
+            # The I/O manager has moved back up past the routine's location.
+            self.wr(addr + IRP_CURRENT_LOCATION, bytes([(rec.stack_size + 1) & 0xFF]))
+            self.wr64(addr + IRP_CURRENT_STACK_LOCATION,
+                      addr + SIZEOF_IRP + SIZEOF_IO_STACK_LOCATION * rec.stack_size)
+            return 0
+        return self._start(gen())
+
+    def _complete_gen(self, rec: IrpRec, status: int, information: int, before=None):
+        """Generator: IoCompleteRequest of a pending IRP: IoStatus written, then the completion
+        routine called (DeviceObject NULL: the driver allocated the IRP); it must return
+        STATUS_MORE_PROCESSING_REQUIRED, which gives the IRP back to the driver."""
+        if rec.state != "pending":
+            raise HarnessError("completing IRP %d while %s" % (rec.number, rec.state))
+        if before is not None:
+            before()
+        self.wr(rec.address + IRP_IO_STATUS, struct.pack("<IIQ", status & 0xFFFFFFFF, 0,
+                                                         information))
+        rec.state = "completing"
+        rec.completions += 1
+        rec.completed_status = status
+        self.progress += 1
+        self.ev("io", "IoCompleteRequest", {"op": rec.op, "Irp": rec.address, "*irp": rec.number,
+                                            "Status": status, "Information": information})
+        routine, ctx = rec.routine, rec.context
+        if status == STATUS_CANCELLED:
+            invoked = rec.invoke[2]
+        elif status & 0x80000000 == 0:
+            invoked = rec.invoke[0]
+        else:
+            invoked = rec.invoke[1]
+        # The stack location is used up: a reuse of the IRP needs its routine set again.
+        rec.routine = rec.context = 0
+        if not routine or not invoked:
+            self.violation("IRP %d (%s) completed with %s and no completion routine to call: "
+                           "the I/O manager would go on completing the driver's own IRP"
+                           % (rec.number, rec.op, status_name(status)))
+            rec.state = "allocated"
+            return
+        st = yield from self.call(routine, [0, rec.address, ctx], "CompletionRoutine",
+                                  arg_names=("DeviceObject", "Irp", "Context"), kind="io-callback")
+        if st != STATUS_MORE_PROCESSING_REQUIRED:
+            self.violation("the completion routine of IRP %d (%s) returned %s, not "
+                           "STATUS_MORE_PROCESSING_REQUIRED: the I/O manager would go on "
+                           "completing (and free) the driver's own IRP"
+                           % (rec.number, rec.op, status_name(st)))
+        if rec.state == "completing":
+            rec.state = "allocated"
+
+    def _queue_completion(self, rec: IrpRec, status: int, information: int = 0, before=None):
+        """The provider completes `rec` later, on a thread of its own (a DPC, say)."""
+        self.completion_queue.append((rec, rec.uses, status, information, before))
+        self.progress += 1
+
+    def _start_provider_thread(self, job):
+        self.completion_queue.remove(job)
+        rec, token, status, information, before = job
+        top, size = self._stack_for_worker()
+        t = self._new_thread("provider thread %d" % (sum(x.kind == "provider"
+                                                         for x in self.threads) + 1),
+                             "provider", top, size)
+        self.progress += 1
+        self.current = t
+        self.depth = 1
+        self.ev("thread", "switch", text="the WSK provider completes IRP %d (%s) on %s"
+                % (rec.number, rec.op, t.name), depth=0)
+
+        def gen():
+            if rec.state == "pending" and rec.uses == token:
+                yield from self._complete_gen(rec, status, information, before)
+            return 0
+        self._switched = True
+        return self._drive(gen(), None, None)
+
+    def _mdl(self, addr: int, api: str) -> Optional[MdlRec]:
+        m = self.mdl_by_addr.get(addr)
+        if m is None:
+            self.violation("%s(0x%x): not an MDL from IoAllocateMdl" % (api, addr))
+            return None
+        if m.freed_seq is not None:
+            self.violation("%s(0x%x): MDL %d was freed already (IoFreeMdl)" % (api, addr,
+                                                                              m.number))
+            return None
+        return m
+
+    @hook("ntoskrnl", "IoAllocateMdl", 5)
+    def _h_ioallocatemdl(self, emu, api, func, argv):
+        va, length, secondary, quota, irp = argv
+        length &= 0xFFFFFFFF
+        e = self.ev("io", "IoAllocateMdl", {"VirtualAddress": va, "Length": length,
+                                            "SecondaryBuffer": secondary & 0xFF,
+                                            "ChargeQuota": quota & 0xFF, "Irp": irp})
+        self.mdl_requests.append(va)
+        if self._inject("IoAllocateMdl") is not None or self.scenario.fail_mdl_allocations:
+            e.status = 0
+            return 0
+        if irp:
+            self.violation("IoAllocateMdl with Irp 0x%x: the MDL would belong to that IRP "
+                           "(IoFreeIrp frees it)" % irp)
+        block = self.pool_block(va)
+        if length == 0 or block is None or va + length > block.address + block.size:
+            self.violation("IoAllocateMdl(0x%x, %d): not within one live pool block (%s)"
+                           % (va, length, self.where(va)))
+        pages = ((va & (PAGE_SIZE - 1)) + length + PAGE_SIZE - 1) // PAGE_SIZE
+        size = SIZEOF_MDL + 8 * pages
+        addr = self.alloc(size, "mdl")
+        self.wr(addr, struct.pack("<QhH4xQQQII", 0, size, 0, 0, 0, va & ~(PAGE_SIZE - 1), length,
+                                  va & (PAGE_SIZE - 1)))
+        m = MdlRec(number=len(self.mdls) + 1, address=addr, va=va, length=length,
+                   allocated_seq=e.seq)
+        self.mdls.append(m)
+        self.mdl_by_addr[addr] = m
+        e.status = addr
+        e.args["*mdl"] = m.number
+        return addr
+
+    @hook("ntoskrnl", "MmBuildMdlForNonPagedPool", 1)
+    def _h_mmbuildmdlfornonpagedpool(self, emu, api, func, argv):
+        (addr,) = argv
+        e = self.ev("io", "MmBuildMdlForNonPagedPool", {"MemoryDescriptorList": addr})
+        m = self._mdl(addr, "MmBuildMdlForNonPagedPool")
+        if m is None:
+            return None
+        e.args["*mdl"] = m.number
+        if self.pool_block(m.va) is None:
+            self.violation("MmBuildMdlForNonPagedPool: MDL %d describes 0x%x, %s (not live "
+                           "non-paged pool)" % (m.number, m.va, self.where(m.va)))
+        flags = struct.unpack("<H", self.rd(addr + 10, 2))[0] | MDL_SOURCE_IS_NONPAGED_POOL
+        self.wr(addr + 10, struct.pack("<H", flags))
+        self.wr64(addr + MDL_MAPPED_SYSTEM_VA, m.va)
+        m.built = True
+        return None
+
+    @hook("ntoskrnl", "IoFreeMdl", 1)
+    def _h_iofreemdl(self, emu, api, func, argv):
+        (addr,) = argv
+        e = self.ev("io", "IoFreeMdl", {"Mdl": addr})
+        m = self.mdl_by_addr.get(addr)
+        if m is None:
+            self.violation("IoFreeMdl(0x%x): not an MDL from IoAllocateMdl" % addr)
+            return None
+        e.args["*mdl"] = m.number
+        if m.freed_seq is not None:
+            self.violation("IoFreeMdl(0x%x): MDL %d freed twice" % (addr, m.number))
+            return None
+        for rec in self.irps:
+            if rec.state == "pending" and rec.buffer is not None and rec.buffer[2] is m:
+                self.violation("IoFreeMdl(0x%x): MDL %d is in use by IRP %d, pending in %s"
+                               % (addr, m.number, rec.number, rec.op))
+        m.freed_seq = e.seq
+        self.wr(addr, b"\xdd" * SIZEOF_MDL)
+        return None
+
+    def _irps_left(self, when: str):
+        for rec in self.irps:
+            if rec.state != "freed":
+                self.violation("IRP %d (IoAllocateIrp) not freed at %s (IoFreeIrp)%s"
+                               % (rec.number, when, "; still pending in %s" % rec.op
+                                  if rec.state == "pending" else ""))
+
+    def _mdls_left(self, when: str):
+        for m in self.mdls:
+            if m.freed_seq is None:
+                self.violation("MDL %d (IoAllocateMdl) not freed at %s (IoFreeMdl)"
+                               % (m.number, when))
