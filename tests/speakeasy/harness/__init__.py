@@ -34,7 +34,7 @@ Use ``run_scenario(path, scenario)`` -> ``Result``; ``format_trace(result)`` ren
 import dataclasses
 import os
 import sys
-from typing import Dict, Union
+from typing import Dict, Optional, Union
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 import driver_profiles  # noqa: E402  (tests/driver_profiles.py, shared with tests/wine)
@@ -44,6 +44,7 @@ from .abi import *  # noqa: E402,F401,F403  (the constants, as harness.STATUS_SU
 from .dbgprint import DbgPrintModel, format_printf  # noqa: E402,F401
 from .io import IoModel  # noqa: E402
 from .irp import IrpModel  # noqa: E402
+from .irql import IrqlModel, Rules  # noqa: E402
 from .machine import Machine, hook, hook_table  # noqa: E402,F401
 from .nmr import NmrModel  # noqa: E402
 from .pool import PoolModel  # noqa: E402
@@ -60,9 +61,11 @@ from .wsk_register import WskRegisterModel  # noqa: E402
 
 
 class Harness(NmrModel, WskRegisterModel, ProviderModel, IrpModel, IoModel, SyncModel, PoolModel,
-              RegistryModel, DbgPrintModel, Scheduler, Machine):
+              RegistryModel, DbgPrintModel, IrqlModel, Scheduler, Machine):
     """One emulated run of a driver image: Harness(image, scenario, profile=...).run() -> Result.
-    Tests subclass it to break one rule on purpose (override a handler: its hook stays)."""
+    irql_rules: the IRQL table (irql.parse of a mutated text, in a test; default
+    tests/irql-rules.txt). Tests subclass it to break one rule on purpose (override a handler:
+    its hook stays)."""
 
 
 def default_image() -> str:
@@ -80,8 +83,9 @@ def scenarios_for(profile: DriverProfile) -> Dict[str, Scenario]:
 
 
 def run_scenario(image: str, scenario: Union[str, Scenario] = "default",
-                 verbose: bool = False) -> Result:
-    """Runs `image` through `scenario`, with the driver profile of the image (profile_for)."""
+                 verbose: bool = False, irql_rules: Optional[Rules] = None) -> Result:
+    """Runs `image` through `scenario`, with the driver profile of the image (profile_for), under
+    the IRQL rules of tests/irql-rules.txt (or `irql_rules`)."""
     profile = profile_for(image)
     if isinstance(scenario, str):
         if scenario not in SCENARIOS:
@@ -90,4 +94,5 @@ def run_scenario(image: str, scenario: Union[str, Scenario] = "default",
     if not scenario.is_for(profile):
         raise HarnessError("scenario %r is not for %s (%s)"
                            % (scenario.name, profile.name, scenario.applies_to()))
-    return Harness(image, dataclasses.replace(scenario), verbose=verbose, profile=profile).run()
+    return Harness(image, dataclasses.replace(scenario), verbose=verbose, profile=profile,
+                   irql_rules=irql_rules).run()

@@ -192,6 +192,7 @@ class IoModel:
         top, size = self._stack_for_worker()
         t = self._new_thread("work item %d" % item.number, "worker", top, size)
         t.item = item
+        t.irql = self.callback_irql("WorkItemRoutine")
         item.state = "running"
         item.runs += 1
         item.thread = t.name

@@ -15,7 +15,7 @@ network/using-irps-with-winsock-kernel-functions.
 import struct
 from typing import Dict, List, Optional
 
-from .abi import (IO_TYPE_IRP, IRP_CANCEL, IRP_CURRENT_LOCATION, IRP_CURRENT_STACK_LOCATION,
+from .abi import (DISPATCH_LEVEL, IO_TYPE_IRP, IRP_CANCEL, IRP_CURRENT_LOCATION, IRP_CURRENT_STACK_LOCATION,
                   IRP_IO_STATUS, IRP_STACK_COUNT, MDL_MAPPED_SYSTEM_VA,
                   MDL_SOURCE_IS_NONPAGED_POOL, PAGE_SIZE, SIZEOF_IO_STACK_LOCATION, SIZEOF_IRP,
                   SIZEOF_MDL, STATUS_CANCELLED, STATUS_INVALID_PARAMETER,
@@ -251,6 +251,7 @@ class IrpModel:
         t = self._new_thread("provider thread %d" % (sum(x.kind == "provider"
                                                          for x in self.threads) + 1),
                              "provider", top, size)
+        t.irql = DISPATCH_LEVEL  # the provider completes IRPs from its DPCs
         self.progress += 1
         self.current = t
         self.depth = 1

@@ -26,11 +26,12 @@ import logging
 import os
 import struct
 from dataclasses import dataclass
-from typing import Dict, Generator, List, Optional, Tuple
+from typing import Callable, Dict, Generator, List, Optional, Tuple
 
 from driver_profiles import DriverProfile, profile_for
 
-from .abi import (DRIVER_OBJECT_DRIVER_UNLOAD, KERNEL_STACK_SIZE, STATUS_SUCCESS, TICKS_PER_MS,
+from .abi import (DRIVER_OBJECT_DRIVER_UNLOAD, KERNEL_STACK_SIZE, PASSIVE_LEVEL, STATUS_SUCCESS,
+                  TICKS_PER_MS,
                   WSK_CONNECTION_DISPATCH_FUNCS, WSK_PROVIDER_DISPATCH_FUNCS, seconds,
                   status_name, tag_name)
 from .records import Block, Call, Event, HarnessError, Result, Thread, Wait
@@ -39,24 +40,27 @@ from .scenario import Scenario
 
 @dataclass(frozen=True)
 class HookSpec:
-    """A function the harness hooks: Speakeasy's module and export name, its argument count, and
-    the name its IRQL rule has in tests/irql-rules.txt (None: the harness's own, not a kernel,
-    NMR or WSK function)."""
+    """A function the harness hooks: Speakeasy's module and export name, its argument count, the
+    name its IRQL rule has in tests/irql-rules.txt (None: the harness's own, not a kernel, NMR or
+    WSK function), and the tests of the table's conditions for it (irql.py)."""
 
     module: str
     name: str
     argc: int
     rule: Optional[str]
+    conditions: Optional[Dict[str, Callable]] = None
 
 
 _SAME = object()
 
 
-def hook(module: str, name: str, argc: int, rule=_SAME):
+def hook(module: str, name: str, argc: int, rule=_SAME,
+         conditions: Optional[Dict[str, Callable]] = None):
     """Declares the method it decorates as the handler of `module`!`name` (argc arguments).
     rule: the function's name in tests/irql-rules.txt when it differs from `name` (None: the
-    harness's own hooks)."""
-    spec = HookSpec(module, name, argc, name if rule is _SAME else rule)
+    harness's own hooks). conditions: {condition of the table: test(harness, argv) -> bool}, for
+    a stricter IRQL limit that depends on the call's arguments."""
+    spec = HookSpec(module, name, argc, name if rule is _SAME else rule, conditions)
 
     def mark(fn):
         fn.hook_spec = spec
@@ -112,7 +116,8 @@ class Machine:
                 pass
         e = Event(len(self.events), kind, name, dict(args or {}), status,
                   self.depth if depth is None else depth, text,
-                  thread=t.name if t is not None else "", time=self.now)
+                  thread=t.name if t is not None else "", time=self.now,
+                  irql=t.irql if t is not None else 0)
         self.events.append(e)
         return e
 
@@ -236,8 +241,8 @@ class Machine:
             # A function Speakeasy implements returns by itself only when the hook leaves RSP
             # and RIP alone: _wrap returns for it when the hook moved the CPU elsewhere.
             _, handler = self.emu.api.get_export_func_handler(module, name)
-            self.se.add_api_hook(self._wrap(getattr(self, attr), handler is not None), module,
-                                 name, argc=spec.argc)
+            self.se.add_api_hook(self._wrap(getattr(self, attr), handler is not None, spec),
+                                 module, name, argc=spec.argc)
 
         # Observe Speakeasy's runs (DriverEntry, DriverUnload, ours) start and end.
         emu = self.emu
@@ -257,9 +262,11 @@ class Machine:
         emu._exec_run = exec_run
         emu.on_run_complete = on_run_complete
 
-    def _wrap(self, fn, implemented_by_speakeasy: bool):
+    def _wrap(self, fn, implemented_by_speakeasy: bool, spec: HookSpec):
         def cb(emu, api, func, argv):
             self._switched = False
+            if spec.rule is not None:  # a kernel, NMR or WSK function: its IRQL limit
+                self.check_irql(spec.rule, spec.conditions or {}, argv)
             rv = fn(emu, api, func, argv)
             if implemented_by_speakeasy and self._switched:
                 sp = emu.get_stack_ptr()
@@ -287,6 +294,10 @@ class Machine:
         self.depth = 0
         self.run_thread = self._new_thread(name, "run", self.stack_top, KERNEL_STACK_SIZE)
         self.current = self.run_thread
+        # DriverEntry and DriverUnload at the IRQL of their '@' lines; the harness's own run (a
+        # system thread) at PASSIVE_LEVEL.
+        self.run_thread.irql = (self.callback_irql(name) if name in ("DriverEntry", "DriverUnload")
+                                else PASSIVE_LEVEL)
         if name == "DriverEntry":
             self.driver_object = run.args[0]
             self.registry_path = self._read_ustr(run.args[1], True) if run.args[1] else ""
@@ -410,9 +421,14 @@ class Machine:
     def call(self, fn: int, args: list, name: str, returns: bool = True, arg_names=(),
              kind: str = "callback"):
         """Generator helper: call a driver callback, log it, return its status. kind:
-        "callback" (NMR calls it), "io-callback" (the I/O manager: a completion routine)."""
+        "callback" (NMR calls it), "io-callback" (the I/O manager: a completion routine). The
+        thread runs the callback at the IRQL the system calls it at (irql.py), then goes back to
+        its own."""
+        t = self.current
+        caller_irql, t.irql = t.irql, self.callback_irql(name)
         e = self.ev(kind, name, dict(zip(arg_names, args)))
         st = yield Call(fn, list(args), name, returns)
+        t.irql = caller_irql
         e.status = st
         e.text = "returned"
         self.ev("return" if kind == "callback" else "io-return", name, status=st)

@@ -35,6 +35,7 @@ class Event:
     text: str = ""
     thread: str = ""
     time: int = 0
+    irql: int = 0  # the thread's IRQL when it happened
 
     def __repr__(self):  # compact, for assertion messages
         st = "" if self.status is None else " -> %s" % status_name(self.status)
@@ -234,6 +235,7 @@ class Thread:
     last_log: str = ""
     fruitless_timeouts: int = 0
     progress_at_timeout: int = -1
+    irql: int = 0  # its current IRQL (irql.py)
 
     @property
     def stack_used(self) -> int:

@@ -14,8 +14,8 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from driver_profiles import DriverProfile
 
-from .abi import (BACKENDS, NPI_WSK_INTERFACE_ID, NPI_OTHER_INTERFACE_ID, PEERS, REG_DWORD,
-                  REG_SZ, STATUS_INSUFFICIENT_RESOURCES, STATUS_NOINTERFACE, STATUS_SUCCESS,
+from .abi import (BACKENDS, IRQL_LEVELS, NPI_WSK_INTERFACE_ID, NPI_OTHER_INTERFACE_ID, PEERS,
+                  REG_DWORD, REG_SZ, STATUS_INSUFFICIENT_RESOURCES, STATUS_NOINTERFACE, STATUS_SUCCESS,
                   WSK_1_0, WSK_1_1, status_name, version_name)
 
 
@@ -128,6 +128,9 @@ class Scenario:
       function returning an NTSTATUS returns it (having done nothing), a WSK provider function
       completes its IRP with it (on a provider thread, or inside the call with complete_inline).
       Every call of those functions is counted in Result.call_counts either way.
+    detach_irql: the IRQL at which NMR calls ClientDetachProvider and ClientCleanupBindingContext
+      ("PASSIVE_LEVEL", or "DISPATCH_LEVEL": their pages allow IRQL <= DISPATCH_LEVEL, and
+      tests/irql-rules.txt lists both); every other callback runs at its table's default.
     """
 
     name: str = "default"
@@ -159,10 +162,14 @@ class Scenario:
     complete_inline: bool = False
     peer_chunk: int = 0
     fail_call: Optional[Tuple[str, int, int]] = None
+    detach_irql: str = "PASSIVE_LEVEL"
 
     def __post_init__(self):
         if self.peer not in PEERS:
             raise ValueError("%s: unknown peer %r (known: %s)" % (self.name, self.peer, PEERS))
+        if self.detach_irql not in IRQL_LEVELS:
+            raise ValueError("%s: detach_irql %r is not an IRQL (%s)"
+                             % (self.name, self.detach_irql, ", ".join(IRQL_LEVELS)))
 
     def is_for(self, profile: DriverProfile) -> bool:
         return ((not self.drivers or profile.name in self.drivers)
@@ -320,6 +327,18 @@ SCENARIOS: Dict[str, Scenario] = {
         name="provider-detach",
         description="attach at load, then the WSK provider deregisters before the driver unloads",
         after_entry=[("deregister", "WSK provider")],
+        backends=("nmr",)),
+    "detach-at-dispatch": Scenario(
+        name="detach-at-dispatch",
+        description="as 'default', but NMR calls ClientDetachProvider and "
+                    "ClientCleanupBindingContext at DISPATCH_LEVEL during the unload",
+        detach_irql="DISPATCH_LEVEL",
+        backends=("nmr",)),
+    "provider-detach-at-dispatch": Scenario(
+        name="provider-detach-at-dispatch",
+        description="as 'provider-detach', but NMR calls ClientDetachProvider and "
+                    "ClientCleanupBindingContext at DISPATCH_LEVEL",
+        after_entry=[("deregister", "WSK provider")], detach_irql="DISPATCH_LEVEL",
         backends=("nmr",)),
     "busy-workers": Scenario(
         name="busy-workers",

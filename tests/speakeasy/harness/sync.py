@@ -17,6 +17,13 @@ from .machine import hook
 from .records import KEvent, Wait
 
 
+def _may_block(harness, argv) -> bool:
+    """KeWaitForSingleObject's 'wait' condition (tests/irql-rules.txt): a NULL or non-zero
+    timeout, with which the call may block (above APC_LEVEL it must not)."""
+    timeout_p = argv[4]
+    return not timeout_p or struct.unpack("<q", harness.rd(timeout_p, 8))[0] != 0
+
+
 class SyncModel:
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -102,7 +109,7 @@ class SyncModel:
         e.status = previous
         return previous
 
-    @hook("ntoskrnl", "KeWaitForSingleObject", 5)
+    @hook("ntoskrnl", "KeWaitForSingleObject", 5, conditions={"wait": _may_block})
     def _h_kewaitforsingleobject(self, emu, api, func, argv):
         obj, reason, mode, alertable, timeout_p = argv
         timeout = None

@@ -8,6 +8,7 @@ from .abi import (EVENT_TYPES, KERNEL_STACK_SIZE, NON_PAGED_POOL, NON_PAGED_POOL
                   POOL_FLAG_NON_PAGED, REG_DWORD, REG_SZ, STATUS_SUCCESS, STATUS_TIMEOUT,
                   WORK_QUEUES, WSK_INFINITE_WAIT, WSK_NO_WAIT, pool_tag, seconds, status_name,
                   tag_name, version_name)
+from .irql import level_name
 from .records import Result
 from .scenario import Provider
 
@@ -123,6 +124,9 @@ def format_trace(r: Result) -> str:
         L.append("  sockets: the peer %s%s" % (
             {"echo": "echoes", "refuse": "refuses connections",
              "silent": "never answers"}[sc.peer], "; " + "; ".join(extra) if extra else ""))
+    if sc.detach_irql != "PASSIVE_LEVEL":
+        L.append("  NMR calls ClientDetachProvider and ClientCleanupBindingContext at %s"
+                 % sc.detach_irql)
     if sc.fail_irp_allocations:
         L.append("  IoAllocateIrp returns NULL")
     if sc.fail_mdl_allocations:
@@ -181,7 +185,8 @@ def format_trace(r: Result) -> str:
             prov = e.args.get("provider")
             args = {k: v for k, v in e.args.items() if k not in ("provider", "why")}
             why = " [%s]" % e.args["why"] if "why" in e.args else ""
-            L.append("%sNMR => driver %s(%s)%s" % (ind, e.name, _fmt_args(args), why))
+            L.append("%sNMR => driver %s(%s)%s at %s" % (ind, e.name, _fmt_args(args), why,
+                                                      level_name(e.irql)))
             if prov:
                 L.append("%s   provider: %s" % (ind, prov))
         elif e.kind == "return":
@@ -283,7 +288,8 @@ def format_trace(r: Result) -> str:
                 L.append("%s%s(%s)%s%s" % (ind, e.name, _fmt_args(e.args), tag,
                                            " (%s)" % e.text if e.text else ""))
         elif e.kind == "io-callback":
-            L.append("%sI/O manager => driver %s(%s)" % (ind, e.name, _fmt_args(e.args)))
+            L.append("%sI/O manager => driver %s(%s) at %s" % (ind, e.name, _fmt_args(e.args),
+                                                            level_name(e.irql)))
         elif e.kind == "io-return":
             L.append("%s<= %s returned %s" % (ind, e.name, status_name(e.status)))
         elif e.kind == "provider":

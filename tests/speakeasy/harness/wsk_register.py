@@ -24,6 +24,12 @@ from .records import Event, Wait, WskRegistration
 from .scenario import Provider
 
 
+def _waits(harness, argv) -> bool:
+    """WskCaptureProviderNPI's 'blocking' condition (tests/irql-rules.txt): a WaitTimeout other
+    than WSK_NO_WAIT, with which the caller must be at PASSIVE_LEVEL."""
+    return argv[1] & 0xFFFFFFFF != WSK_NO_WAIT
+
+
 class WskRegisterModel:
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -139,7 +145,7 @@ class WskRegisterModel:
         e.status = out.status = status
         return status
 
-    @hook("netio", "WskCaptureProviderNPI", 3)
+    @hook("netio", "WskCaptureProviderNPI", 3, conditions={"blocking": _waits})
     def _h_wsk_capture(self, emu, api, func, argv):
         registration, wait_ms, npi_out = argv
         wait_ms &= 0xFFFFFFFF
