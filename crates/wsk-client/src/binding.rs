@@ -329,6 +329,11 @@ impl<C: Client> InFlight<C> {
         })
     }
 
+    /// Whether the binding still accepts new calls: no detach and no unload has begun.
+    pub(crate) fn is_open(&self) -> bool {
+        self.slot.gate.is_open()
+    }
+
     /// The binding context. Valid until this value is dropped.
     pub(crate) fn context(&self) -> &BindingContext {
         // SAFETY: by the type invariant the context is live; after attach, only reads happen.

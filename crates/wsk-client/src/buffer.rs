@@ -28,18 +28,29 @@ pub struct Buffer {
 unsafe impl Send for Buffer {}
 
 impl Buffer {
-    /// A zeroed buffer of `capacity` bytes (1 to `u32::MAX`), tagged `C::POOL_TAG` with `D` last.
+    /// The largest capacity: what one MDL can describe, 4 GiB − `PAGE_SIZE` (`IoAllocateMdl`'s
+    /// Remarks).
+    pub const MAX_CAPACITY: usize = 0xFFFF_F000;
+
+    /// A zeroed buffer of `capacity` bytes (1 to [`Buffer::MAX_CAPACITY`]), tagged
+    /// `C::BUFFER_TAG`.
     ///
     /// # Errors
-    /// `STATUS_INVALID_PARAMETER` for a capacity of 0 or above `u32::MAX` (an MDL's limit);
+    /// `STATUS_INVALID_PARAMETER` for a capacity of 0 or above [`Buffer::MAX_CAPACITY`] (logged);
     /// `STATUS_INSUFFICIENT_RESOURCES` when the pool or the MDL cannot be allocated.
     pub fn new<C: Client>(capacity: usize) -> Result<Self, NtStatus> {
-        let Ok(length) = u32::try_from(capacity) else {
-            return Err(NtStatus::INVALID_PARAMETER);
+        let length = match u32::try_from(capacity) {
+            Ok(length) if length > 0 && capacity <= Self::MAX_CAPACITY => length,
+            _ => {
+                log!(
+                    C,
+                    DPFLTR_ERROR_LEVEL,
+                    "buffer: a capacity of 0x%llX bytes is not 1 to 0xFFFFF000",
+                    capacity as u64
+                );
+                return Err(NtStatus::INVALID_PARAMETER);
+            }
         };
-        if length == 0 {
-            return Err(NtStatus::INVALID_PARAMETER);
-        }
         let pool = &C::state().pool;
         let tag = C::BUFFER_TAG;
         let memory = pool.allocate_bytes(capacity, tag).ok_or_else(|| {

@@ -110,3 +110,25 @@ pub(crate) unsafe extern "system" fn ClientDetachProvider<C: Client>(
     };
     status.raw()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::status::NtStatus;
+    use crate::test_client::TestClient;
+
+    #[test]
+    fn a_null_context_is_answered_with_a_defined_status() {
+        // Only STATUS_SUCCESS and STATUS_PENDING are defined answers of a detach; with no
+        // binding there is nothing to wait for.
+        let session = wsk_host_model::session();
+        // SAFETY: NULL is the case under test; the callback reads nothing through it.
+        let status = unsafe { super::ClientDetachProvider::<TestClient>(core::ptr::null_mut()) };
+        assert_eq!(NtStatus::from_raw(status), NtStatus::SUCCESS);
+        assert!(
+            session
+                .log()
+                .iter()
+                .any(|l| l == "unit_test: detach: NULL binding context")
+        );
+    }
+}

@@ -229,6 +229,12 @@ impl<W: AtomicWord> Gate<W> {
             .map(|state| Generation(state & GENERATION_MASK))
     }
 
+    /// Whether the gate is open: reserved, opened, and closed by neither closer.
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        self.state.load(Ordering::Acquire) & (RESERVED | OPEN | CLOSING | SWEPT) == RESERVED | OPEN
+    }
+
     /// Whether the gate is reserved (in any state until freed).
     #[must_use]
     pub fn is_reserved(&self) -> bool {

@@ -139,52 +139,68 @@ impl<C: Client> BindingRef<C> {
         self.version() >= WskVersion::V1_1
     }
 
-    /// `WskSocket` (WSK 1.0).
+    /// Whether the provider's functions may still be called: from the moment its detach (or
+    /// the client's unload) began, `ClientDetachProvider`'s page says the client "should not make
+    /// any more calls to any of the provider module's NPI functions" — so every function below is
+    /// `None` from then on, while the reference itself stays valid (sockets opened through it
+    /// still close).
+    ///
+    /// # Errors
+    /// [`ProviderError::Detaching`] or [`ProviderError::Unloading`].
+    pub fn ensure_open(&self) -> Result<(), ProviderError> {
+        if self.call.is_open() {
+            Ok(())
+        } else if C::state().runtime.is_unloading() {
+            Err(ProviderError::Unloading)
+        } else {
+            Err(ProviderError::Detaching)
+        }
+    }
+
+    /// A member of the dispatch, while the binding is open.
+    fn member<T>(&self, read: impl FnOnce(&WSK_PROVIDER_DISPATCH) -> Option<T>) -> Option<T> {
+        // SAFETY: by the type invariant the dispatch is valid while `call` is held.
+        let dispatch = unsafe { self.dispatch.as_ref() };
+        self.ensure_open().ok().and_then(|()| read(dispatch))
+    }
+
+    /// `WskSocket` (WSK 1.0); `None` once the detach began ([`BindingRef::ensure_open`]).
     #[must_use]
     pub fn socket(&self) -> PFN_WSK_SOCKET {
-        // SAFETY: by the type invariant the dispatch is valid; a 1.0 member is read by place.
-        unsafe { (*self.dispatch.as_ptr()).WskSocket }
+        self.member(|d| d.WskSocket)
     }
 
-    /// `WskSocketConnect` (WSK 1.0).
+    /// `WskSocketConnect` (WSK 1.0); `None` once the detach began.
     #[must_use]
     pub fn socket_connect(&self) -> PFN_WSK_SOCKET_CONNECT {
-        // SAFETY: as for `socket`.
-        unsafe { (*self.dispatch.as_ptr()).WskSocketConnect }
+        self.member(|d| d.WskSocketConnect)
     }
 
-    /// `WskControlClient` (WSK 1.0).
+    /// `WskControlClient` (WSK 1.0); `None` once the detach began.
     #[must_use]
     pub fn control_client(&self) -> PFN_WSK_CONTROL_CLIENT {
-        // SAFETY: as for `socket`.
-        unsafe { (*self.dispatch.as_ptr()).WskControlClient }
+        self.member(|d| d.WskControlClient)
     }
 
-    /// `WskGetAddressInfo`: `None` below WSK 1.1, whose dispatch does not have the member.
+    /// `WskGetAddressInfo`: `None` below WSK 1.1, whose dispatch does not have the member, and
+    /// once the detach began.
     #[must_use]
     pub fn get_address_info(&self) -> PFN_WSK_GET_ADDRESS_INFO {
-        // SAFETY: by the type invariant; the 1.1 member is read only at 1.1 or above.
-        self.has_v1_1()
-            .then(|| unsafe { (*self.dispatch.as_ptr()).WskGetAddressInfo })
-            .flatten()
+        // The 1.1 member is read only at 1.1 or above.
+        self.member(|d| self.has_v1_1().then_some(d.WskGetAddressInfo).flatten())
     }
 
-    /// `WskFreeAddressInfo`: `None` below WSK 1.1.
+    /// `WskFreeAddressInfo`: `None` below WSK 1.1 and once the detach began (take it with
+    /// `WskGetAddressInfo`, to free what that returned whatever happens meanwhile).
     #[must_use]
     pub fn free_address_info(&self) -> PFN_WSK_FREE_ADDRESS_INFO {
-        // SAFETY: as for `get_address_info`.
-        self.has_v1_1()
-            .then(|| unsafe { (*self.dispatch.as_ptr()).WskFreeAddressInfo })
-            .flatten()
+        self.member(|d| self.has_v1_1().then_some(d.WskFreeAddressInfo).flatten())
     }
 
-    /// `WskGetNameInfo`: `None` below WSK 1.1.
+    /// `WskGetNameInfo`: `None` below WSK 1.1 and once the detach began.
     #[must_use]
     pub fn get_name_info(&self) -> PFN_WSK_GET_NAME_INFO {
-        // SAFETY: as for `get_address_info`.
-        self.has_v1_1()
-            .then(|| unsafe { (*self.dispatch.as_ptr()).WskGetNameInfo })
-            .flatten()
+        self.member(|d| self.has_v1_1().then_some(d.WskGetNameInfo).flatten())
     }
 }
 

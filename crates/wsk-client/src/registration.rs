@@ -124,7 +124,7 @@ impl<C: Client> Registration<C> {
         }
         if C::BACKEND == Backend::WskRegister {
             if let Err(status) = wsk_register::register::<C>() {
-                C::state().runtime.stop(&C::state().slots);
+                C::state().runtime.stop(&C::state().slots, false);
                 return Err(RegisterError::Failed(status));
             }
             log!(
@@ -156,7 +156,7 @@ impl<C: Client> Registration<C> {
                 "NmrRegisterClient failed: 0x%08X",
                 status.bits()
             );
-            C::state().runtime.stop(&C::state().slots);
+            C::state().runtime.stop(&C::state().slots, false);
             return Err(RegisterError::Failed(status));
         }
         let Some(handle) = NonNull::new(handle) else {

@@ -171,6 +171,7 @@ pub fn resolve<C: Client>(
         );
         return Err(NtStatus::INVALID_PARAMETER);
     }
+    reference.ensure_open().map_err(NtStatus::from)?;
     let (Some(get), Some(free)) = (reference.get_address_info(), reference.free_address_info())
     else {
         log!(

@@ -223,13 +223,14 @@ impl Runtime {
         }
     }
 
-    /// Deletes the device object, ends the sweep of `slots` and frees the work gate for a later
-    /// registration.
+    /// Deletes the device object — unless `keep_device` (the deregistration failed: the device
+    /// object keeps the image mapped for NMR's later calls, and is never deleted) — ends the sweep
+    /// of `slots` and frees the work gate for a later registration.
     ///
     /// IRQL: `PASSIVE_LEVEL`.
-    pub(crate) fn stop(&self, slots: &[BindingSlot]) {
+    pub(crate) fn stop(&self, slots: &[BindingSlot], keep_device: bool) {
         let device = self.device.swap(ptr::null_mut(), Ordering::AcqRel);
-        if !device.is_null() {
+        if !device.is_null() && !keep_device {
             // SAFETY: the device object `start` created, deleted once; PASSIVE_LEVEL. The object
             // (and the image) stays until the I/O manager's last reference is gone.
             unsafe { IoDeleteDevice(device) };

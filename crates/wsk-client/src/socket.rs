@@ -101,10 +101,11 @@ impl<C: Client> Socket<C> {
         family: u16,
         timeout_100ns: Option<i64>,
     ) -> Result<Self, NtStatus> {
-        let socket_fn = reference.socket().ok_or(NtStatus::NOT_SUPPORTED)?;
         // The socket's own reference, taken first: once the socket exists, it must be closable.
         // (A new socket needs a new reference: none is made once a detach or the unload began.)
         let own = reference.try_clone().map_err(NtStatus::from)?;
+        reference.ensure_open().map_err(NtStatus::from)?;
+        let socket_fn = reference.socket().ok_or(NtStatus::NOT_SUPPORTED)?;
         // And its close's request: once the socket exists, closing it must not need memory.
         let close = Prepared::<C, Closed>::new().inspect_err(|status| {
             log!(

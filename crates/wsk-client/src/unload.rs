@@ -11,14 +11,16 @@
 //!    every binding is idle by now, so each detach completes at once, in NMR's call;
 //! 5. `IoDeleteDevice` of the client's device object. The I/O manager still holds it for a work
 //!    item that is returning from its last action (leaving the work gate), so the image is
-//!    unmapped only after that code is done (see [`crate::runtime`]).
+//!    unmapped only after that code is done (see [`crate::runtime`]). When the NMR
+//!    deregistration failed, the device object is kept instead: NMR may still call the client, and
+//!    the device object keeps the image mapped for it (logged; the driver stays loaded).
 //!
 //! When `DriverUnload` returns after this, no code of the image runs anywhere, provided the driver
 //! released references only in the contexts [`crate::provider`] lists.
 //!
 //! IRQL: `PASSIVE_LEVEL`.
 
-use crate::client::{Client, DetachNotice, DetachReason};
+use crate::client::{Backend, Client, DetachNotice, DetachReason};
 use crate::log::log;
 use crate::status::NtStatus;
 
@@ -49,6 +51,17 @@ pub(crate) fn unload<C: Client>(deregister: impl FnOnce() -> NtStatus) -> NtStat
     }
     runtime.wait_work::<C>(work);
     let status = deregister();
-    runtime.stop(&state.slots);
+    // Still registered (or not known to be deregistered): NMR may call the client's callbacks at
+    // any time. Its device object is kept then, and with it the driver object and the image, so
+    // that those calls find the code mapped; the driver cannot unload for good.
+    let keep_device = C::BACKEND == Backend::Nmr && !status.is_success();
+    if keep_device {
+        log!(
+            C,
+            DPFLTR_ERROR_LEVEL,
+            "unload: deregistration failed: the device object is kept, the image stays loaded"
+        );
+    }
+    runtime.stop(&state.slots, keep_device);
     status
 }

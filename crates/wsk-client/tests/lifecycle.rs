@@ -410,7 +410,8 @@ fn provider_leaving_while_attached_and_idle() {
 }
 
 /// Starts a call through the provider on a thread of the driver's own and holds it until
-/// `release` is sent.
+/// `release` is sent: the provider function is called before the detach begins (after it, the
+/// binding hands out none), and the call is in flight until the reference goes.
 fn call_in_flight(
     s: &Session,
 ) -> (
@@ -421,8 +422,6 @@ fn call_in_flight(
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let worker = s.driver_thread(move || {
         with_provider(|p| {
-            entered_tx.send(()).unwrap();
-            release_rx.recv().unwrap();
             let control = p.control_client().expect("WskControlClient");
             // SAFETY: the model's WskControlClient ignores every argument but the client.
             let status = unsafe {
@@ -438,6 +437,8 @@ fn call_in_flight(
                 )
             };
             assert_eq!(status, 0);
+            entered_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
         })
     });
     entered_rx.recv().unwrap();
@@ -484,6 +485,25 @@ fn provider_leaving_with_a_call_in_flight_completes_later() {
         &s,
         "detach completed: last call in flight returned"
     ));
+    s.driver_unload();
+}
+
+#[test]
+fn no_provider_function_is_handed_out_once_the_detach_began() {
+    // "After ClientDetachProvider has been called, the client module should not make any more
+    // calls to any of the provider module's NPI functions": a reference held across the detach
+    // stays valid (for what it already started), but gives no provider function any more.
+    let mut s = started();
+    let p = s.register_provider(ProviderConfig::default_wsk());
+    let held = wsk_client::BindingRef::<TestDriver>::acquire().unwrap();
+    assert!(held.control_client().is_some() && held.ensure_open().is_ok());
+    assert_eq!(s.deregister_provider(p), [Status::PENDING]);
+    assert!(held.control_client().is_none());
+    assert!(held.socket().is_none() && held.get_address_info().is_none());
+    assert_eq!(held.ensure_open(), Err(ProviderError::Detaching));
+    drop(held);
+    s.wait_provider_unbound(p);
+    s.wait_work_items();
     s.driver_unload();
 }
 

@@ -517,3 +517,25 @@ fn names_are_not_resolved_below_1_1() {
     drop(reference);
     s.driver_unload();
 }
+
+#[test]
+fn a_buffer_is_never_larger_than_one_mdl_can_describe() {
+    use wsk_client::buffer::Buffer;
+    // IoAllocateMdl: "the maximum buffer size ... is (4 gigabytes - PAGE_SIZE)".
+    let mut s = common::started();
+    for capacity in [0, Buffer::MAX_CAPACITY + 1, u32::MAX as usize] {
+        assert_eq!(
+            Buffer::new::<TestDriver>(capacity).err(),
+            Some(NtStatus::INVALID_PARAMETER),
+            "{capacity:#x}"
+        );
+    }
+    assert!(s.live_allocations().is_empty(), "nothing allocated");
+    assert!(
+        s.log()
+            .iter()
+            .any(|l| l
+                == "test_driver: buffer: a capacity of 0xFFFFF001 bytes is not 1 to 0xFFFFF000")
+    );
+    s.driver_unload();
+}

@@ -15,7 +15,7 @@ use wsk_sys::{
 
 use super::image;
 use super::irp;
-use super::state::{self, Allocation, Event, ProviderId};
+use super::state::{self, Allocation, BindingState, Event, ProviderId};
 
 /// Pool blocks are 16-byte aligned on x64.
 const POOL_ALIGN: usize = 16;
@@ -219,6 +219,30 @@ pub(crate) fn zeroed_driver_object() -> DRIVER_OBJECT {
 fn provider_call(name: &'static str, client: PWSK_CLIENT) -> Option<Status> {
     state::with(|s| {
         let injected = image::driver_calls(s, name);
+        // "After ClientDetachProvider has been called, the client module should not make any more
+        // calls to any of the provider module's NPI functions" (NPI_CLIENT_DETACH_PROVIDER_FN).
+        // Checked from the callback's return on: a call whose check came before the detach began
+        // may still race the callback itself. Freeing what the provider handed out is not new
+        // work (the library takes WskFreeAddressInfo with WskGetAddressInfo).
+        let provider = provider_of(client);
+        let mut bindings = s
+            .bindings
+            .iter()
+            .filter(|b| b.provider == provider)
+            .peekable();
+        let detached = bindings.peek().is_some()
+            && bindings.all(|b| {
+                matches!(
+                    b.state,
+                    BindingState::DetachPending | BindingState::CleaningUp
+                )
+            });
+        if detached && name != "WskFreeAddressInfo" {
+            s.violation(format!(
+                "{name} called through a binding whose detach began (ClientDetachProvider \
+                 returned): no provider NPI call after the detach"
+            ));
+        }
         s.events.push(Event::ProviderCall {
             name,
             client: client as usize,

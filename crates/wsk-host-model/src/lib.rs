@@ -278,14 +278,27 @@ impl Session {
         });
         state::with(image::unload_returned);
         let left = nmr::registered_clients();
-        if !left.is_empty() {
-            state::with(|s| {
+        state::with(|s| {
+            // A device object left holds the image: NMR can still call the client safely.
+            if !left.is_empty() && s.image.unmapped {
                 s.violation(format!(
-                    "DriverUnload returned with {} NMR client(s) still registered",
+                    "DriverUnload returned with {} NMR client(s) still registered and the image \
+                     unmapped: NMR would call into it",
                     left.len()
                 ));
-            });
-        }
+            }
+        });
+    }
+
+    /// What a system shutdown does to a driver that could not unload for good: NMR deregisters its
+    /// clients, and its device objects (and image) go.
+    pub fn system_shutdown(&self) {
+        self.deregister_stuck_clients();
+        state::with(|s| {
+            s.image.devices -= s.devices.len();
+            s.devices.clear();
+            image::settle(s);
+        });
     }
 
     /// Deregisters, from NMR's side, clients that a driver registered but cannot deregister (it

@@ -71,6 +71,12 @@ pub unsafe extern "system" fn IoAllocateMdl(
         let nth = s.nth_fails(crate::Failable::Mdl);
         let fail = s.failing_mdls > 0 || nth || injected;
         s.failing_mdls = s.failing_mdls.saturating_sub(1);
+        // IoAllocateMdl: "the maximum buffer size ... is (4 gigabytes - PAGE_SIZE)".
+        if Length > 0xFFFF_F000 {
+            s.violation(format!(
+                "IoAllocateMdl of {Length:#x} bytes: above its limit of 4 GiB - PAGE_SIZE"
+            ));
+        }
         if fail {
             return std::ptr::null_mut();
         }

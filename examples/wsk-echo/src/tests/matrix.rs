@@ -114,21 +114,29 @@ fn run(
             "not reported: DriverEntry {entry:?}, no log line with {hex}: {log:#?}"
         ));
     }
-    if call == "NmrDeregisterClient" {
-        // NMR refused the deregistration: the driver logs it and returns from DriverUnload
-        // without waiting (nothing could end the wait); NMR keeps the client and its binding,
-        // and frees them only when it detaches on its own (here: the model's shutdown), calling
-        // into the unloaded image — a failure only the system can recover from.
+    if call == "NmrDeregisterClient" || call == "NmrWaitForClientDeregisterComplete" {
+        // NMR refused the deregistration (or its wait failed: whether it ended is unknown): the
+        // driver logs it and returns from DriverUnload, keeping its device object so that the
+        // image stays mapped for NMR, which may keep the client and its binding and detach them
+        // only when the system shuts down (the model's shutdown) — into a mapped image.
+        let kept = log.iter().any(|l| {
+            l.ends_with(
+                "unload: deregistration failed: the device object is kept, the image stays loaded",
+            )
+        });
         if !log
             .iter()
-            .any(|l| l.ends_with("NmrDeregisterClient failed: 0xC000000D"))
+            .any(|l| l.ends_with(&format!("{call} failed: {hex}")))
+            || !kept
+            || s.image_unmapped()
         {
             s.check_clean();
-            return Err(format!("no NmrDeregisterClient line: {log:#?}"));
+            return Err(format!(
+                "no NmrDeregisterClient line, or the image unmapped: {log:#?}"
+            ));
         }
-        s.deregister_stuck_clients();
+        s.system_shutdown();
         s.wait_work_items();
-        s.forget_violations();
     } else if entry == Status::SUCCESS && log.last().map(String::as_str) != Some(UNLOADED) {
         s.check_clean();
         return Err(format!(
