@@ -1,7 +1,7 @@
 //! WSK requests: an IRP of the client, its completion routine, and the binding reference it holds
 //! until it completes — the plumbing every WSK call that takes an IRP needs.
 //!
-//! [`submit`] allocates the IRP (`IoAllocateIrp`) and sets the completion routine with
+//! A request (`prepare`) allocates the IRP (`IoAllocateIrp`) and sets the completion routine with
 //! `IoSetCompletionRoutineEx` on the client's device object, which "ensures that the driver is not
 //! unloaded while the completion routine runs" (its Remarks): the routine may drop the last binding
 //! reference and let the unload go on, and the I/O manager keeps the image until it has returned.
@@ -13,14 +13,19 @@
 //! A WSK function that completes at once still completes its IRP; one that only pretends to exist
 //! (Wine's stubs answer `STATUS_NOT_IMPLEMENTED`) returns without completing it. So: when the call
 //! returned `STATUS_PENDING`, the completion routine reports the result; when it returned anything
-//! else and the routine has not run, the client completes the IRP itself with that answer
-//! (`IoSetNextIrpStackLocation` + `IoCompleteRequest`), so that the routine runs — and the I/O
-//! manager frees `IoSetCompletionRoutineEx`'s context — as for any other request. An IRP with a
-//! routine set is never freed without it having run: that context would leak.
+//! else and the routine has not run, the IRP's stack location tells whether the provider took it:
+//! if it did, it completes it later, like a pending one; if not, the client *sends* it to its own
+//! device object (`IoCallDriver`), whose dispatch routine (`dispatch_own`, the library's
+//! `IRP_MJ_INTERNAL_DEVICE_CONTROL`) completes it with that answer. So an IRP is completed only
+//! by the driver it was sent to (Driver Verifier's I/O verification), the routine runs — and the
+//! I/O manager frees `IoSetCompletionRoutineEx`'s context — as for any other request. An IRP with
+//! a routine set is never freed without it having run: that context would leak.
 //!
-//! [`Prepared`] is a request made in advance — pool, IRP and routine — for an operation that must
-//! not fail for want of memory when it comes (a socket's close); unused, it is completed the same
-//! way and freed.
+//! The routine is set when the request is made, just before its WSK call; `Prepared` (crate
+//! private) makes one in advance — pool, IRP and routine — for an operation that must not fail for
+//! want of memory when it comes (a socket's close), and unused, it is sent to the client's own
+//! device the same way and freed. Embedder code never runs in a completion routine: the library's
+//! completions only let their reference go (no new WSK call there: the WSK IRP page).
 //!
 //! [`call`] is the synchronous form, for `PASSIVE_LEVEL`: it waits on an event, with a timeout
 //! after which it cancels the IRP (`IoCancelIrp`) and waits a little longer; a request that still
@@ -28,8 +33,8 @@
 //! socket's pending requests when it closes — Wine's ignores `IoCancelIrp`), and is waited for to
 //! the end: the memory a request borrows (addresses, buffers) must outlive it.
 //!
-//! IRQL: [`submit`] at <= `DISPATCH_LEVEL` (the WSK function called has its own limit);
-//! [`Completion::complete`] at <= `DISPATCH_LEVEL`; [`call`] at `PASSIVE_LEVEL`.
+//! IRQL: `Prepared::submit` at <= `DISPATCH_LEVEL` (the WSK function called has its own limit);
+//! `Completion::complete` at <= `DISPATCH_LEVEL`; [`call`] at `PASSIVE_LEVEL`.
 
 use core::cell::UnsafeCell;
 use core::mem::ManuallyDrop;
@@ -42,14 +47,16 @@ use crate::pool::PoolBox;
 use crate::provider::BindingRef;
 use crate::status::NtStatus;
 use crate::sys::{
-    DEVICE_OBJECT, Executive, IO_NO_INCREMENT, IO_STATUS_BLOCK, IRP, IoAllocateIrp, IoCancelIrp,
-    IoFreeIrp, IoSetCompletionRoutineEx, IoSetNextIrpStackLocation, IofCompleteRequest, KEVENT,
+    DEVICE_OBJECT, Executive, IO_NO_INCREMENT, IO_STATUS_BLOCK, IRP,
+    IRP_MJ_INTERNAL_DEVICE_CONTROL, IoAllocateIrp, IoCancelIrp, IoFreeIrp,
+    IoGetNextIrpStackLocation, IoSetCompletionRoutineEx, IofCallDriver, IofCompleteRequest, KEVENT,
     KeInitializeEvent, KeSetEvent, KeWaitForSingleObject, KernelMode, NTSTATUS, NotificationEvent,
     PVOID, STATUS_MORE_PROCESSING_REQUIRED, STATUS_TIMEOUT,
 };
 
-/// What a request does once the provider completed it.
-pub trait Completion<C: Client>: Send + 'static {
+/// What a request does once the provider completed it: the library's own (crate private, so that
+/// no embedder code runs in a completion routine).
+pub(crate) trait Completion<C: Client>: Send + 'static {
     /// The request ended with `status` and `information` (`IoStatus`). IRQL <= `DISPATCH_LEVEL`,
     /// in the completion routine (or in `submit`'s caller when the IRP completed before the WSK
     /// function returned); must not block. `reference` is the request's binding reference: keep
@@ -100,6 +107,15 @@ impl<C: Client, F> Request<C, F> {
 
 /// Allocates the request, its IRP, and sets the completion routine.
 fn prepare<C: Client, F: Completion<C>>() -> Result<NonNull<Request<C, F>>, NtStatus> {
+    let device = C::state().runtime.device();
+    if device.is_null() {
+        log!(
+            C,
+            DPFLTR_ERROR_LEVEL,
+            "request: the client is not registered"
+        );
+        return Err(NtStatus::INVALID_DEVICE_STATE);
+    }
     let request = PoolBox::try_new::<C>(
         Request {
             irp: core::ptr::null_mut(),
@@ -126,11 +142,13 @@ fn prepare<C: Client, F: Completion<C>>() -> Result<NonNull<Request<C, F>>, NtSt
     let shared = unsafe { &*raw };
     // SAFETY: an event in the request's non-paged pool, before anything can wait on it.
     unsafe { KeInitializeEvent(shared.event.get(), NotificationEvent, 0) };
-    // SAFETY: the client's device object (live while a reference is held), a fresh IRP, this
-    // crate's routine for `C` and `F`, and the request it takes back; IRQL <= DISPATCH_LEVEL.
+    // SAFETY: the client's device object (live from registration to the end of the unload,
+    // which waits for every request: each holds a binding reference or its caller's), a fresh
+    // IRP, this crate's routine for `C` and `F`, and the request it takes back; IRQL <=
+    // DISPATCH_LEVEL.
     let status = NtStatus::from_raw(unsafe {
         IoSetCompletionRoutineEx(
-            C::state().runtime.device(),
+            device,
             irp,
             Some(complete_request::<C, F>),
             raw.cast(),
@@ -199,19 +217,22 @@ unsafe fn deliver<C: Client, F: Completion<C>>(request: NonNull<Request<C, F>>) 
     }
 }
 
-/// Completes, here, a request's IRP that no provider completed — one a stub answered without
-/// completing, or one never handed over: makes the routine's stack location current, sets
-/// `status` and runs the completion routines (`IoCompleteRequest`). The request's routine runs
-/// inside this call, and the I/O manager frees `IoSetCompletionRoutineEx`'s context.
+/// Sends a request's IRP that no provider took — one a stub answered without completing, or one
+/// never used — to the client's own device object (`IoCallDriver`), whose dispatch routine
+/// ([`dispatch_own`]) completes it with `status`: the request's routine runs inside this call, and
+/// the I/O manager frees `IoSetCompletionRoutineEx`'s context. Returns `false`, touching nothing,
+/// when the IRP's stack location was consumed: a provider took it, and completes it itself.
 ///
 /// IRQL <= `DISPATCH_LEVEL`.
 ///
 /// # Safety
 /// `irp` is a request's IRP (set up by `prepare`): not pending, its routine not run.
-unsafe fn complete_here(irp: *mut IRP, status: NtStatus) {
-    // SAFETY: per the contract: the IRP is this caller's alone; its current location is one
-    // above the routine's (`IoAllocateIrp` + `IoSetCompletionRoutineEx`, nothing else).
-    unsafe { IoSetNextIrpStackLocation(irp) };
+unsafe fn send_to_self<C: Client>(irp: *mut IRP, status: NtStatus) -> bool {
+    // SAFETY: per the contract: the IRP is this caller's alone while no provider holds it.
+    let fields = unsafe { &*irp };
+    if fields.CurrentLocation != fields.StackCount + 1 {
+        return false;
+    }
     // SAFETY: as above.
     unsafe {
         (*irp).IoStatus = IO_STATUS_BLOCK {
@@ -220,18 +241,45 @@ unsafe fn complete_here(irp: *mut IRP, status: NtStatus) {
             Information: 0,
         };
     };
-    // SAFETY: as above; IRQL <= DISPATCH_LEVEL.
+    // SAFETY: as above; untaken, so a location (the routine's) is below the current one.
+    let next = unsafe { IoGetNextIrpStackLocation(irp) };
+    // SAFETY: that location is the request's own; nobody else reads it before the call below.
+    unsafe { (*next).MajorFunction = IRP_MJ_INTERNAL_DEVICE_CONTROL };
+    // SAFETY: the client's device object (live: see `prepare`), whose driver's
+    // IRP_MJ_INTERNAL_DEVICE_CONTROL is `dispatch_own` (`Registration::register`); the IRP has
+    // the location the call consumes; IRQL <= DISPATCH_LEVEL.
+    let _ = unsafe { IofCallDriver(C::state().runtime.device(), irp) };
+    true
+}
+
+/// `DRIVER_DISPATCH` of `IRP_MJ_INTERNAL_DEVICE_CONTROL` for the driver object of a client's
+/// device (installed by `Registration::register`): completes a request's IRP that
+/// [`send_to_self`] sent with the status set in it. The driver it was sent to completes it.
+///
+/// IRQL: the sender's, <= `DISPATCH_LEVEL`.
+///
+/// # Safety
+/// Called by the I/O manager (`IoCallDriver`) with an IRP sent to one of the driver's devices.
+pub(crate) unsafe extern "system" fn dispatch_own(
+    _device: *mut DEVICE_OBJECT,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the IRP sent to this driver, live for the call.
+    let status = unsafe { (*irp).IoStatus.Status };
+    // SAFETY: as above; completed once, by the driver it was sent to; IRQL <= DISPATCH_LEVEL.
     unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
+    status
 }
 
 /// A request made in advance — its pool block, IRP and completion routine — for one later
 /// operation, which then cannot fail for want of memory: [`Prepared::submit`] or
-/// [`Prepared::call_or`]. Dropped unused, its IRP is completed here (`STATUS_CANCELLED`, nothing
-/// delivered) and it is freed.
+/// [`Prepared::call_or`]. Dropped unused, its IRP is sent to the client's own device, which
+/// completes it (`STATUS_CANCELLED`, nothing delivered), and it is freed. Made only while the
+/// client is registered, and kept no longer than a binding reference of its user (a socket's).
 ///
 /// IRQL: [`Prepared::new`], [`Prepared::submit`] and dropping at <= `DISPATCH_LEVEL`;
 /// [`Prepared::call_or`] at `PASSIVE_LEVEL`.
-pub struct Prepared<C: Client, F: Completion<C>> {
+pub(crate) struct Prepared<C: Client, F: Completion<C>> {
     // INVARIANT: a request from `prepare`, owned by this value alone: its IRP was never handed
     // over and its routine has not run.
     request: NonNull<Request<C, F>>,
@@ -244,8 +292,9 @@ impl<C: Client, F: Completion<C>> Prepared<C, F> {
     /// Prepares a request.
     ///
     /// # Errors
-    /// No pool for its context, no IRP, or `IoSetCompletionRoutineEx` failed (logged).
-    pub fn new() -> Result<Self, NtStatus> {
+    /// The client is not registered, no pool for its context, no IRP, or
+    /// `IoSetCompletionRoutineEx` failed (logged).
+    pub(crate) fn new() -> Result<Self, NtStatus> {
         // INVARIANT: just prepared, owned here.
         prepare::<C, F>().map(|request| Self { request })
     }
@@ -259,7 +308,7 @@ impl<C: Client, F: Completion<C>> Prepared<C, F> {
     /// result goes to `completion` (with the reference), once. Cannot fail.
     ///
     /// IRQL <= `DISPATCH_LEVEL` (and whatever the WSK function needs).
-    pub fn submit(
+    pub(crate) fn submit(
         self,
         reference: BindingRef<C>,
         completion: F,
@@ -283,12 +332,12 @@ impl<C: Client, F: Completion<C>> Prepared<C, F> {
         };
         // Not pending: the provider completed the IRP before returning (the routine has run), or
         // it is a stub that never will: then the answer is the result, and the IRP is completed
-        // here with it.
+        // with it by the client's own device.
         let completed = shared.state.load(Ordering::Acquire) & COMPLETED != 0;
         if status != NtStatus::PENDING && !completed {
-            log_uncompleted::<C>(status);
-            // SAFETY: not pending (the provider answered without taking it), routine not run.
-            unsafe { complete_here(irp, status) };
+            // SAFETY: not pending, routine not run.
+            let sent = unsafe { send_to_self::<C>(irp, status) };
+            log_uncompleted::<C>(status, sent);
         }
         // SAFETY: an owner, done with it.
         if unsafe { last_owner(request, RELEASED) } {
@@ -301,7 +350,7 @@ impl<C: Client, F: Completion<C>> Prepared<C, F> {
     /// see [`call_or`]. Cannot fail.
     ///
     /// IRQL: `PASSIVE_LEVEL`.
-    pub fn call_or(
+    pub(crate) fn call_or(
         self,
         reference: &BindingRef<C>,
         timeout_100ns: Option<i64>,
@@ -316,11 +365,12 @@ impl<C: Client, F: Completion<C>> Prepared<C, F> {
         let irp = shared.irp;
         let status = NtStatus::from_raw(call(reference, irp));
         if status != NtStatus::PENDING && shared.state.load(Ordering::Acquire) & COMPLETED == 0 {
-            log_uncompleted::<C>(status);
-            // SAFETY: not pending (the provider answered without taking it), routine not run.
-            unsafe { complete_here(irp, status) };
+            // SAFETY: not pending, routine not run.
+            let sent = unsafe { send_to_self::<C>(irp, status) };
+            log_uncompleted::<C>(status, sent);
         }
-        // Not pending: completed inside the call (by the provider, or here), the event is set;
+        // Not pending: completed inside the call (by the provider, or by the client's device), the
+        // event is set (a provider that took the IRP completes it later, like a pending one);
         // the IRP's IoStatus, which the routine stored, is the result (the information — a
         // socket, a byte count — is only there). Either way the request is freed only once the
         // routine has set the event: its last touch of it.
@@ -347,14 +397,16 @@ impl<C: Client, F: Completion<C>> Prepared<C, F> {
 }
 
 impl<C: Client, F: Completion<C>> Drop for Prepared<C, F> {
-    /// An unused request: its IRP is completed here (its routine runs and delivers nothing: the
-    /// request holds no reference or completion) and it is freed. IRQL <= `DISPATCH_LEVEL`.
+    /// An unused request: its IRP is sent to the client's own device, which completes it (its
+    /// routine runs and delivers nothing: the request holds no reference or completion), and it
+    /// is freed. IRQL <= `DISPATCH_LEVEL`.
     fn drop(&mut self) {
         let request = self.request;
         // SAFETY: by the type invariant, a live request owned here.
         let irp = unsafe { request.as_ref() }.irp;
-        // SAFETY: by the type invariant: never handed over, routine not run.
-        unsafe { complete_here(irp, NtStatus::CANCELLED) };
+        // SAFETY: by the type invariant: never handed over (so untaken: always sent), routine not
+        // run.
+        let _sent = unsafe { send_to_self::<C>(irp, NtStatus::CANCELLED) };
         // SAFETY: an owner, done with it (the routine, the other, ran inside the call above).
         if unsafe { last_owner(request, RELEASED) } {
             // SAFETY: both owners done; nothing to deliver.
@@ -363,31 +415,24 @@ impl<C: Client, F: Completion<C>> Drop for Prepared<C, F> {
     }
 }
 
-/// A provider answered without completing the request's IRP.
-fn log_uncompleted<C: Client>(status: NtStatus) {
-    log!(
-        C,
-        DPFLTR_WARNING_LEVEL,
-        "request: answered 0x%08X without completing its IRP; completed here",
-        status.bits()
-    );
-}
-
-/// Submits a request: `call` gets the reference and the IRP and calls the WSK function; the
-/// result goes to `completion` (with the reference), once.
-///
-/// IRQL <= `DISPATCH_LEVEL` (and whatever the WSK function needs).
-///
-/// # Errors
-/// The request could not be prepared (pool, IRP, completion routine): `call` did not run, and
-/// the reference is dropped.
-pub fn submit<C: Client, F: Completion<C>>(
-    reference: BindingRef<C>,
-    completion: F,
-    call: impl FnOnce(&BindingRef<C>, *mut IRP) -> NTSTATUS,
-) -> Result<(), NtStatus> {
-    Prepared::<C, F>::new()?.submit(reference, completion, call);
-    Ok(())
+/// A provider answered without completing the request's IRP: `sent` to the client's own device
+/// (untaken), or taken (the provider completes it later).
+fn log_uncompleted<C: Client>(status: NtStatus, sent: bool) {
+    if sent {
+        log!(
+            C,
+            DPFLTR_WARNING_LEVEL,
+            "request: answered 0x%08X without taking its IRP; completed by the client's device",
+            status.bits()
+        );
+    } else {
+        log!(
+            C,
+            DPFLTR_WARNING_LEVEL,
+            "request: answered 0x%08X but kept its IRP; waiting for its completion",
+            status.bits()
+        );
+    }
 }
 
 /// `IO_COMPLETION_ROUTINE` of every request.
@@ -454,7 +499,7 @@ const AFTER_CANCEL_100NS: i64 = -10_000_000; // 1 s
 /// the request has ended), so it works during a detach or the unload too.
 ///
 /// # Errors
-/// The request could not be prepared (see [`submit`]).
+/// The request could not be prepared (no pool, no IRP, or `IoSetCompletionRoutineEx` failed; logged).
 pub fn call<C: Client>(
     reference: &BindingRef<C>,
     timeout_100ns: Option<i64>,

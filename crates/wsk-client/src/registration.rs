@@ -97,8 +97,11 @@ unsafe impl<C: Client> Sync for Registration<C> {}
 
 impl<C: Client> Registration<C> {
     /// Starts client `C`'s run-time objects (its device object, on `driver`) and registers it with
-    /// NMR, with `C::state()` as the
-    /// client context. NMR may attach before this returns.
+    /// NMR, with `C::state()` as the client context. NMR may attach before this returns.
+    ///
+    /// The library takes `driver`'s `MajorFunction[IRP_MJ_INTERNAL_DEVICE_CONTROL]`: a request's
+    /// IRP that no WSK provider took is sent to the client's device object and completed there
+    /// (`crate::irp`). A driver with device objects of its own does not use that major function.
     ///
     /// IRQL: `PASSIVE_LEVEL`.
     ///

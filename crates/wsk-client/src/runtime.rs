@@ -26,8 +26,8 @@ use crate::log::log;
 use crate::status::NtStatus;
 use crate::sys::{
     DEVICE_OBJECT, DRIVER_OBJECT, Executive, FILE_DEVICE_SECURE_OPEN, FILE_DEVICE_UNKNOWN,
-    IoCreateDevice, IoDeleteDevice, KEVENT, KeInitializeEvent, KeSetEvent, KeWaitForSingleObject,
-    KernelMode, NotificationEvent, STATUS_TIMEOUT,
+    IRP_MJ_INTERNAL_DEVICE_CONTROL, IoCreateDevice, IoDeleteDevice, KEVENT, KeInitializeEvent,
+    KeSetEvent, KeWaitForSingleObject, KernelMode, NotificationEvent, STATUS_TIMEOUT,
 };
 
 /// How long one wait of the unload lasts before it logs what it still waits for and waits again.
@@ -130,6 +130,14 @@ impl Runtime {
             return Err(status);
         }
         self.device.store(device, Ordering::Release);
+        // The library's dispatch routine: requests no provider took are sent to this device,
+        // which completes them (`crate::irp`). The driver's own devices must not need this major
+        // function (Registration::register says so).
+        // SAFETY: the caller's DRIVER_OBJECT (DriverEntry's), written before any IRP can reach it.
+        let table = unsafe { &mut (*driver).MajorFunction };
+        if let Some(entry) = table.get_mut(usize::from(IRP_MJ_INTERNAL_DEVICE_CONTROL)) {
+            *entry = crate::irp::dispatch_own as *mut core::ffi::c_void;
+        }
         // SAFETY: the events are in static, non-paged memory and nothing uses them yet (the work
         // gate is not open, no sweep has begun); PASSIVE_LEVEL.
         unsafe { KeInitializeEvent(self.references_drained.get(), NotificationEvent, 0) };

@@ -9,7 +9,7 @@
 //! socket simply closed), and the close — explicitly with [`Socket::close`], or by dropping it. A
 //! close queues `WskCloseSocket` with a request whose completion drops the socket's binding
 //! reference (`crate::irp`), so it never blocks and may run at `DISPATCH_LEVEL`. That request is
-//! prepared with the socket ([`crate::irp::Prepared`]), before `WskSocket`: a socket that exists
+//! prepared with the socket (`crate::irp::Prepared`), before `WskSocket`: a socket that exists
 //! can always be closed, whatever memory is left by then.
 //!
 //! Each operation waits for its request, with a timeout; a request the cancel does not complete

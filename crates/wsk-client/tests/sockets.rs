@@ -252,9 +252,10 @@ fn a_waited_request_is_freed_before_its_caller_goes_on() {
 #[test]
 fn a_stub_that_never_completes_its_irp_gives_its_answer() {
     // Wine's WSK stubs return STATUS_NOT_IMPLEMENTED without completing the IRP: the answer is
-    // the return value, and the client completes the IRP itself at once (not waited for), so
-    // that IoSetCompletionRoutineEx's context is freed (the model records an IRP freed with its
-    // routine never run).
+    // the return value, and the client sends the untaken IRP to its own device object, whose
+    // dispatch routine completes it at once (not waited for), so that IoSetCompletionRoutineEx's
+    // context is freed (the model records an IRP freed with its routine never run) and the IRP
+    // is completed by the driver it was sent to (the model records any other completion).
     let mut s = common::started();
     let mut config = ProviderConfig::default_wsk();
     config.socket_stub = true;
@@ -264,9 +265,9 @@ fn a_stub_that_never_completes_its_irp_gives_its_answer() {
     assert_eq!(result.err(), Some(NtStatus::NOT_IMPLEMENTED));
     assert!(has_log(
         &s,
-        "test_driver: request: answered 0xC0000002 without completing its IRP; completed here"
+        "test_driver: request: answered 0xC0000002 without taking its IRP; completed by the client's device"
     ));
-    assert!(s.calls("IofCompleteRequest") >= 1);
+    assert!(s.calls("IofCallDriver") >= 1 && s.calls("IofCompleteRequest") >= 1);
     drop(reference);
     s.driver_unload();
 }

@@ -109,6 +109,12 @@ pub(crate) fn driver_calls(s: &mut State, what: &'static str) -> Option<crate::S
         ));
     }
     crate::irql::check(s, what);
+    if what.starts_with("Wsk") && crate::irp::in_completion_routine() {
+        s.violation(format!(
+            "{what} called inside a completion routine: a WSK client starts no new WSK call there \
+             (Using IRPs with Winsock Kernel Functions)"
+        ));
+    }
     s.count_call(what)
 }
 

@@ -18,6 +18,8 @@ pub(crate) struct Device {
     pub deleted: bool,
     /// References: the creation (until deleted) and each running work item.
     pub refs: usize,
+    /// Its driver object (whose dispatch routines `IofCallDriver` calls).
+    pub driver: usize,
     /// The object's memory (opaque to the driver).
     pub _memory: Box<[u64; 8]>,
 }
@@ -50,7 +52,7 @@ pub(crate) fn release_device(s: &mut State, device: usize) {
 /// As the C function.
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn IoCreateDevice(
-    _DriverObject: *mut DRIVER_OBJECT,
+    DriverObject: *mut DRIVER_OBJECT,
     DeviceExtensionSize: u32,
     DeviceName: *const UNICODE_STRING,
     _DeviceType: u32,
@@ -76,6 +78,7 @@ pub unsafe extern "system" fn IoCreateDevice(
             Device {
                 deleted: false,
                 refs: 1,
+                driver: DriverObject as usize,
                 _memory: memory,
             },
         );

@@ -19,6 +19,9 @@ pub(crate) struct Irp {
     pub pending: bool,
     /// `IoCancelIrp` was called while pending.
     pub cancelled: bool,
+    /// Sent to a device of the driver with `IofCallDriver`, not completed yet: the driver may
+    /// complete it (it is the driver it was sent to).
+    pub sent: bool,
     pub _memory: Box<[u64; IRP_WORDS]>,
 }
 
@@ -66,6 +69,7 @@ pub unsafe extern "system" fn IoAllocateIrp(StackSize: i8, _ChargeQuota: u8) -> 
                 completion: None,
                 pending: false,
                 cancelled: false,
+                sent: false,
                 _memory: memory,
             },
         );
@@ -213,9 +217,9 @@ pub(crate) fn complete(irp: *mut IRP, status: Status, information: usize) {
     run_routine(irp, routine, context, device);
 }
 
-/// `IofCompleteRequest` of an IRP the driver allocated and never handed over: the driver made
-/// the next stack location current (`IoSetNextIrpStackLocation`), set `IoStatus`; its routine
-/// runs here, in the call.
+/// `IofCompleteRequest`: legal for an IRP sent to the driver (`IofCallDriver` to one of its
+/// devices, which made the routine's stack location current), at that location; its routine runs
+/// here, in the call.
 ///
 /// # Safety
 /// As the C function.
@@ -236,7 +240,16 @@ pub unsafe extern "system" fn IofCompleteRequest(Irp: *mut IRP, _PriorityBoost: 
             ));
             return None;
         }
+        let sent = std::mem::take(&mut i.sent);
         let completion = i.completion.take();
+        if !sent {
+            // Driver Verifier's I/O verification: an IRP is completed by the driver it was sent
+            // to (IoCallDriver), never by one that only allocated it.
+            s.violation(format!(
+                "IofCompleteRequest of {Irp:p}, which was never sent to the driver (IoCallDriver): \
+                 only the driver an IRP was sent to completes it"
+            ));
+        }
         // SAFETY: the model's IRP memory.
         let irp = unsafe { &*Irp };
         let (count, location, current) = (
@@ -268,18 +281,104 @@ pub unsafe extern "system" fn IofCompleteRequest(Irp: *mut IRP, _PriorityBoost: 
     }
 }
 
+/// `IofCallDriver` to a device object of the driver (the model's provider is not a driver): moves
+/// the IRP to its next stack location and calls the driver's dispatch routine for that
+/// location's major function, in the caller's context.
+///
+/// # Safety
+/// As the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn IofCallDriver(
+    DeviceObject: *mut DEVICE_OBJECT,
+    Irp: *mut IRP,
+) -> NTSTATUS {
+    let address = Irp as usize;
+    let dispatch = state::with(|s| {
+        image::driver_calls(s, "IofCallDriver");
+        let driver = match s.devices.get(&(DeviceObject as usize)) {
+            Some(d) if !d.deleted => d.driver,
+            _ => {
+                s.violation(format!(
+                    "IofCallDriver to {DeviceObject:p}: not a live device object"
+                ));
+                return None;
+            }
+        };
+        let Some(i) = s.irps.get_mut(&address) else {
+            s.violation(format!(
+                "IofCallDriver of {Irp:p}: not an IRP of the driver"
+            ));
+            return None;
+        };
+        if i.pending || i.sent {
+            s.violation(format!(
+                "IofCallDriver of {Irp:p}, which a provider or driver holds"
+            ));
+            return None;
+        }
+        // SAFETY: the model's IRP memory.
+        let irp = unsafe { &mut *Irp };
+        if irp.CurrentLocation <= 1 {
+            // NO_MORE_IRP_STACK_LOCATIONS.
+            s.violation(format!("IofCallDriver of {Irp:p}: no stack location left"));
+            return None;
+        }
+        i.sent = true;
+        irp.CurrentLocation -= 1;
+        // SAFETY: a location below the current one, in the model's IRP memory.
+        irp.Tail.Overlay.CurrentStackLocation =
+            unsafe { irp.Tail.Overlay.CurrentStackLocation.sub(1) };
+        // SAFETY: as above.
+        let stack = unsafe { &mut *irp.Tail.Overlay.CurrentStackLocation };
+        stack.DeviceObject = DeviceObject;
+        // SAFETY: the driver object the session handed to DriverEntry, live for the session.
+        let routine = unsafe { (*(driver as *const wsk_sys::DRIVER_OBJECT)).MajorFunction }
+            .get(usize::from(stack.MajorFunction))
+            .copied()
+            .filter(|r| !r.is_null());
+        if routine.is_none() {
+            s.violation(format!(
+                "IofCallDriver of {Irp:p}: the driver has no dispatch routine for major function {}",
+                stack.MajorFunction
+            ));
+        }
+        routine
+    });
+    let Some(routine) = dispatch else {
+        return Status::INVALID_PARAMETER.raw();
+    };
+    // SAFETY: a DRIVER_DISPATCH the driver put in its MajorFunction table.
+    let routine: unsafe extern "system" fn(*mut DEVICE_OBJECT, *mut IRP) -> NTSTATUS =
+        unsafe { std::mem::transmute::<PVOID, _>(routine) };
+    // SAFETY: the driver's own dispatch routine with its device object and the IRP sent to it.
+    unsafe { routine(DeviceObject, Irp) }
+}
+
+std::thread_local! {
+    /// This thread runs a completion routine of the driver's.
+    static IN_ROUTINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread runs one of the driver's completion routines: where it must start no new
+/// WSK call ("Using IRPs with Winsock Kernel Functions").
+pub(crate) fn in_completion_routine() -> bool {
+    IN_ROUTINE.with(std::cell::Cell::get)
+}
+
 /// Runs an IRP's completion routine, holding the device object `IoSetCompletionRoutineEx` named.
 fn run_routine(irp: *mut IRP, routine: usize, context: usize, device: usize) {
     // SAFETY: the routine the driver set with IoSetCompletionRoutineEx.
     let routine: unsafe extern "system" fn(*mut DEVICE_OBJECT, *mut IRP, PVOID) -> NTSTATUS =
         unsafe { std::mem::transmute::<usize, _>(routine) };
     let irql = state::with(|s| crate::irql::callback(s, "CompletionRoutine"));
+    let outer = IN_ROUTINE.with(|r| r.replace(true));
     let answer = image::run(Guard::Device(device), || {
         // SAFETY: the driver's routine, with its device object, the IRP and its context.
         crate::irql::at(irql, || unsafe {
             routine(device as *mut DEVICE_OBJECT, irp, context as PVOID)
         })
     });
+    IN_ROUTINE.with(|r| r.set(outer));
     state::with(|s| {
         if answer != STATUS_MORE_PROCESSING_REQUIRED {
             s.violation(format!(

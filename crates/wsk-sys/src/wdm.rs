@@ -175,6 +175,27 @@ pub unsafe fn IoSetNextIrpStackLocation(Irp: *mut IRP) {
     irp.Tail.Overlay.CurrentStackLocation = unsafe { irp.Tail.Overlay.CurrentStackLocation.sub(1) };
 }
 
+/// `IoGetNextIrpStackLocation` (the wdm.h inline): the stack location below the current one, the
+/// one the driver an IRP is sent to (or a WSK provider) gets, where a completion routine is set.
+///
+/// # Safety
+/// `Irp` is a valid IRP whose `CurrentLocation` is above 1.
+#[must_use]
+pub unsafe fn IoGetNextIrpStackLocation(Irp: *mut IRP) -> *mut IO_STACK_LOCATION {
+    // SAFETY: per the contract, a valid IRP.
+    let current = unsafe { (*Irp).Tail.Overlay.CurrentStackLocation };
+    // SAFETY: per the contract a stack location is below the current one, in the same allocation.
+    unsafe { current.sub(1) }
+}
+
+/// `IRP_MJ_INTERNAL_DEVICE_CONTROL`: the major function of an IRP a driver sends to one of its
+/// own device objects (wsk-client: a request no provider completed, see its `irp` module).
+pub const IRP_MJ_INTERNAL_DEVICE_CONTROL: u8 = 0x0F;
+
+/// `DRIVER_DISPATCH`. Called in the sender's context, at its IRQL (<= `DISPATCH_LEVEL`).
+pub type PDRIVER_DISPATCH =
+    Option<unsafe extern "system" fn(DeviceObject: *mut DEVICE_OBJECT, Irp: *mut IRP) -> NTSTATUS>;
+
 /// `IO_COMPLETION_ROUTINE`. IRQL <= `DISPATCH_LEVEL`.
 pub type PIO_COMPLETION_ROUTINE = Option<
     unsafe extern "system" fn(
@@ -299,6 +320,10 @@ unsafe extern "system" {
     /// `IoCompleteRequest` (a wdm.h macro for this function). IRQL <= `DISPATCH_LEVEL`. Runs the
     /// completion routines from the IRP's current stack location up, with its `IoStatus`.
     pub fn IofCompleteRequest(Irp: *mut IRP, PriorityBoost: i8);
+    /// `IoCallDriver` (a wdm.h macro for this function). IRQL <= `DISPATCH_LEVEL`. Makes the
+    /// IRP's next stack location current and calls the dispatch routine of `DeviceObject`'s
+    /// driver for its `MajorFunction`; returns what that returns.
+    pub fn IofCallDriver(DeviceObject: *mut DEVICE_OBJECT, Irp: *mut IRP) -> NTSTATUS;
     /// IRQL <= `DISPATCH_LEVEL`. Sets `CompletionRoutine` in the IRP's next stack location and
     /// references `DeviceObject` until the routine has returned (`IoSetCompletionRoutineEx`,
     /// wdm.h: so the driver is not unloaded while its routine runs). Fails with
