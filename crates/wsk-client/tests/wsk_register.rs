@@ -85,12 +85,21 @@ fn a_provider_not_ready_is_captured_later_without_blocking_driver_entry() {
     s.register_provider(ProviderConfig::default_wsk());
     s.wait_work_items();
     assert!(BindingRef::<WskTestDriver>::acquire().is_ok());
+    // An expected failure (issue 17 removes it, then this assertion fails and goes): the capture
+    // waits for the provider inside a work item, which must be short ("System Worker Threads").
+    let waits = s.take_violations_matching("WskCaptureProviderNPI waits inside a work item");
+    assert!(
+        !waits.is_empty(),
+        "issue 17: the capture loop no longer waits in a work item"
+    );
     s.driver_unload();
 }
 
 #[test]
 fn unload_before_the_provider_arrives_stops_the_capture() {
     let mut s = common::session();
+    // Whether the capture's work item waits once before the unload begins depends on timing.
+    s.allow_long_work_items("issue 17: the WskRegister capture waits in a work item");
     assert_eq!(
         s.driver_entry(driver_entry::<WskTestDriver>),
         Status::SUCCESS

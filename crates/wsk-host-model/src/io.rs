@@ -203,7 +203,15 @@ pub unsafe extern "system" fn IoQueueWorkItem(
     let Some((routine, device)) = queued else {
         return;
     };
+    // The model's fixed order: a work item queued inside an NMR callback starts once the
+    // callbacks running have returned (Windows may run it at once on another processor; both
+    // orders are legal, and the gate's protocol is model-checked for every interleaving in
+    // crates/wsk-client/tests/loom_gate.rs). Tests then see one order every time.
+    let after_callbacks = crate::nmr::inside_callback();
     std::thread::spawn(move || {
+        if after_callbacks {
+            let _ = state::wait_for(crate::WAIT_LIMIT, |s| s.nmr_callbacks_running == 0);
+        }
         // The I/O manager marks the item free to queue again before calling the routine.
         state::with(|s| {
             if let Some(w) = s.work_items.get_mut(&item) {
@@ -211,17 +219,36 @@ pub unsafe extern "system" fn IoQueueWorkItem(
             }
         });
         let irql = state::with(|s| crate::irql::callback(s, "WorkItemRoutine"));
+        IN_WORK_ITEM.with(|w| w.set(true));
         image::run(Guard::Device(device), || {
             // SAFETY: the driver's routine, with the item's device object and its context.
             crate::irql::at(irql, || unsafe {
                 routine(device as *mut DEVICE_OBJECT, context as PVOID);
             });
         });
+        IN_WORK_ITEM.with(|w| w.set(false));
         state::with(|s| {
             s.running_work_items -= 1;
             release_device(s, device);
         });
     });
+}
+
+std::thread_local! {
+    /// This thread runs a work item routine of the driver's.
+    static IN_WORK_ITEM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Records a wait of `what` in a work item routine, when the session checks that work items are
+/// short: "System Worker Threads" — a work item routine that waits (for the network, a timer, a
+/// provider) holds a thread of a small shared pool, "and the system can deadlock".
+pub(crate) fn check_short_work_item(s: &mut State, what: &str) {
+    if s.work_items_must_be_short && IN_WORK_ITEM.with(std::cell::Cell::get) {
+        s.violation(format!(
+            "{what} waits inside a work item routine: work items must be short (System Worker \
+             Threads)"
+        ));
+    }
 }
 
 /// `IoFreeWorkItem`.

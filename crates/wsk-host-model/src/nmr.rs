@@ -110,10 +110,14 @@ pub(crate) fn inside_callback() -> bool {
 
 /// Runs `f`, the client's NMR callback `name` for `binding`, at the IRQL the session gives it.
 fn in_callback<R>(binding: usize, name: &'static str, f: impl FnOnce() -> R) -> R {
-    let irql = state::with(|s| crate::irql::callback(s, name));
+    let irql = state::with(|s| {
+        s.nmr_callbacks_running += 1;
+        crate::irql::callback(s, name)
+    });
     let outer = CALLBACK.with(|c| c.replace(Some(binding)));
     let result = crate::irql::at(irql, f);
     CALLBACK.with(|c| c.set(outer));
+    state::with(|s| s.nmr_callbacks_running -= 1);
     result
 }
 

@@ -108,6 +108,7 @@ pub unsafe extern "system" fn KeWaitForSingleObject(
         image::driver_calls(s, "KeWaitForSingleObject");
         if timeout != Some(0) {
             crate::irql::check_condition(s, "KeWaitForSingleObject", crate::irql::Condition::Wait);
+            crate::io::check_short_work_item(s, "KeWaitForSingleObject");
         }
         s.events.push(Event::KeWaitForSingleObject { timeout });
         if matches!(timeout, Some(t) if t > 0) {

@@ -120,6 +120,7 @@ pub unsafe extern "system" fn WskCaptureProviderNPI(
                 "WskCaptureProviderNPI",
                 crate::irql::Condition::Blocking,
             );
+            crate::io::check_short_work_item(s, "WskCaptureProviderNPI");
         }
         if let Some(status) = image::driver_calls(s, "WskCaptureProviderNPI") {
             s.events.push(Event::WskCaptureProviderNPI { status });

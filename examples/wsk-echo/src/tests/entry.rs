@@ -44,7 +44,7 @@ fn fail_registration(s: &wsk_host_model::Session, status: Status) {
 
 #[test]
 fn setup_register_attach_deregister_teardown_in_order() {
-    let mut s = wsk_host_model::session();
+    let mut s = super::session();
     s.register_provider(ProviderConfig::default_wsk());
     assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
     s.wait_work_items();
@@ -101,7 +101,7 @@ fn setup_register_attach_deregister_teardown_in_order() {
 
 #[test]
 fn registers_its_own_module_id() {
-    let mut s = wsk_host_model::session();
+    let mut s = super::session();
     assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
     let ids = s.client_module_ids();
     // The module id is an NMR registration's; WskRegister registers no NMR client of ours.
@@ -115,7 +115,7 @@ fn registers_its_own_module_id() {
 
 #[test]
 fn a_failed_registration_tears_the_setup_down() {
-    let mut s = wsk_host_model::session();
+    let mut s = super::session();
     fail_registration(&s, Status::INSUFFICIENT_RESOURCES);
     assert_eq!(s.driver_entry(DriverEntry), Status::INSUFFICIENT_RESOURCES);
     assert!(s.unload_routine().is_none());
@@ -125,7 +125,7 @@ fn a_failed_registration_tears_the_setup_down() {
 
 #[test]
 fn failed_setup_registers_nothing() {
-    let mut s = wsk_host_model::session();
+    let mut s = super::session();
     s.fail_allocations(1);
     assert_eq!(s.driver_entry(DriverEntry), Status::INSUFFICIENT_RESOURCES);
     assert!(has_log(&s, "wsk_echo: setup failed: no pool"));
@@ -145,7 +145,7 @@ fn failed_setup_registers_nothing() {
 fn a_provider_detach_waits_for_the_connection_to_close() {
     // The provider goes away while the connection holds its reference: the detach pends, the
     // notification closes the connection from a work item, which completes the detach.
-    let mut s = wsk_host_model::session();
+    let mut s = super::session();
     let provider = s.register_provider(ProviderConfig::default_wsk());
     assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
     s.wait_work_items();
@@ -168,7 +168,7 @@ fn lines_with(s: &wsk_host_model::Session, needle: &str) -> usize {
 
 /// A session with the driver loaded and its echo made (to a model peer).
 fn echoed() -> wsk_host_model::Session {
-    let mut s = wsk_host_model::session();
+    let mut s = super::session();
     s.register_provider(ProviderConfig::default_wsk());
     set_parameters(&s, "127.0.0.1", 7, "hello, echo");
     assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
@@ -201,7 +201,7 @@ fn echoes_the_message_and_keeps_the_connection_until_stop() {
 
 #[test]
 fn a_name_resolves_when_the_provider_can() {
-    let mut s = wsk_host_model::session();
+    let mut s = super::session();
     s.register_provider(ProviderConfig::default_wsk());
     set_parameters(&s, "localhost", 7, "hi");
     assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
@@ -219,7 +219,7 @@ fn a_name_resolves_when_the_provider_can() {
 
 #[test]
 fn a_name_on_a_1_0_provider_is_an_error_logged_once() {
-    let mut s = wsk_host_model::session();
+    let mut s = super::session();
     let mut config = ProviderConfig::default_wsk();
     config.dispatch_version = Some(wsk_host_model::WSK_1_0);
     if !WSK_REGISTER {
@@ -241,7 +241,7 @@ fn a_name_on_a_1_0_provider_is_an_error_logged_once() {
 
 #[test]
 fn a_refused_connection_is_logged_and_the_driver_unloads() {
-    let mut s = wsk_host_model::session();
+    let mut s = super::session();
     let mut config = ProviderConfig::default_wsk();
     config.connect_failure = Some(Status::from_raw(wsk_client::sys::STATUS_CONNECTION_REFUSED));
     s.register_provider(config);
@@ -263,7 +263,7 @@ fn a_stop_during_a_pending_receive_unloads_without_hanging() {
     // A silent server, and a provider that ignores cancels (Wine): the unload begins while the
     // exchange waits in its receive; the receive's timeout, the cancel and then the close end it,
     // the exchange logs its failure, and the unload completes.
-    let mut s = wsk_host_model::session();
+    let mut s = super::session();
     let mut config = ProviderConfig::default_wsk();
     config.peer_silent = true;
     config.ignores_cancel = true;
@@ -289,7 +289,7 @@ fn a_stop_during_a_pending_receive_unloads_without_hanging() {
 
 #[test]
 fn missing_or_malformed_parameters_are_logged_and_the_driver_loads() {
-    let mut s = wsk_host_model::session();
+    let mut s = super::session();
     s.register_provider(ProviderConfig::default_wsk());
     s.set_parameter("Parameters", "Host", REG_SZ, &reg_sz("127.0.0.1"));
     assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
@@ -305,7 +305,7 @@ fn missing_or_malformed_parameters_are_logged_and_the_driver_loads() {
     s.check_clean();
     drop(s);
 
-    let mut s = wsk_host_model::session();
+    let mut s = super::session();
     s.register_provider(ProviderConfig::default_wsk());
     set_parameters(&s, "127.0.0.1", 0, "x");
     assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
@@ -338,6 +338,26 @@ fn the_stop_allocates_no_work_item() {
     assert_eq!(
         s.log().last().map(String::as_str),
         Some("wsk_echo: unloaded, live pool allocations: 0")
+    );
+    s.check_clean();
+}
+
+#[test]
+fn the_exchange_still_waits_in_a_work_item() {
+    // An expected failure, strict (issue 17 removes it; then this test fails and goes): with the
+    // model's rule on, the exchange's waits inside its work item are rules broken ("System Worker
+    // Threads": work items must be short).
+    let mut s = wsk_host_model::session();
+    s.register_provider(ProviderConfig::default_wsk());
+    set_parameters(&s, "127.0.0.1", 7, "hello, echo");
+    assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
+    s.wait_work_items();
+    s.driver_unload();
+    s.wait_work_items();
+    let waits = s.take_violations_matching("KeWaitForSingleObject waits inside a work item");
+    assert!(
+        !waits.is_empty(),
+        "issue 17: the exchange no longer waits in a work item"
     );
     s.check_clean();
 }

@@ -52,7 +52,7 @@ fn scenarios() -> [Scenario; 3] {
 
 /// A session with a provider and the echo's parameters; `fail` chooses the failure.
 fn load(scenario: Scenario, fail: impl FnOnce(&Session)) -> (Session, Status) {
-    let mut s = wsk_host_model::session();
+    let mut s = super::session();
     s.register_provider(ProviderConfig::default_wsk());
     set_parameters(&s, scenario.host, 7, MESSAGE);
     if let Some(bytes) = scenario.bytes {

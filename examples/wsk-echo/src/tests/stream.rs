@@ -14,7 +14,7 @@ const MESSAGE: &str = "hello, echo";
 
 /// A session whose `Parameters` say: the model's echo peer, `MESSAGE`, and `Bytes` as given.
 fn session_with(bytes: Option<(u32, &[u8])>, config: ProviderConfig) -> Session {
-    let s = wsk_host_model::session();
+    let s = super::session();
     s.register_provider(config);
     set_parameters(&s, "127.0.0.1", 7, MESSAGE);
     if let Some((kind, data)) = bytes {
