@@ -15,14 +15,25 @@ use crate::state::{self, Event};
 pub(crate) struct Irp {
     /// The routine, its context and the device object it holds while it runs.
     pub completion: Option<(usize, usize, usize)>,
-    /// Handed to the provider and not completed yet.
-    pub pending: bool,
+    /// Who holds it: the driver, the provider, the driver it was sent to; or completed.
+    pub stage: Stage,
     /// `IoCancelIrp` was called while pending.
     pub cancelled: bool,
+    pub _memory: Box<[u64; IRP_WORDS]>,
+}
+
+/// Where an IRP of the driver is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// The driver's: allocated (perhaps with a routine set), sent nowhere yet.
+    Allocated,
+    /// Handed to the provider and not completed yet (pending).
+    Provider,
     /// Sent to a device of the driver with `IofCallDriver`, not completed yet: the driver may
     /// complete it (it is the driver it was sent to).
-    pub sent: bool,
-    pub _memory: Box<[u64; IRP_WORDS]>,
+    Sent,
+    /// Completed (its routine ran): completing it again is a rule broken.
+    Completed,
 }
 
 /// The model's IRP memory: the 0xD0-byte IRP and room for 2 stack locations of 0x48 bytes.
@@ -67,9 +78,8 @@ pub unsafe extern "system" fn IoAllocateIrp(StackSize: i8, _ChargeQuota: u8) -> 
             address,
             Irp {
                 completion: None,
-                pending: false,
+                stage: Stage::Allocated,
                 cancelled: false,
-                sent: false,
                 _memory: memory,
             },
         );
@@ -106,7 +116,7 @@ pub unsafe extern "system" fn IoSetCompletionRoutineEx(
             return Status::INVALID_PARAMETER.raw();
         }
         match s.irps.get_mut(&irp) {
-            Some(i) if !i.pending => {
+            Some(i) if i.stage != Stage::Provider => {
                 let twice = i.completion.is_some();
                 i.completion = Some((routine as usize, Context as usize, device));
                 if twice {
@@ -139,7 +149,7 @@ pub unsafe extern "system" fn IoCancelIrp(Irp: *mut IRP) -> u8 {
         image::driver_calls(s, "IoCancelIrp");
         s.events.push(Event::IoCancelIrp);
         match s.irps.get_mut(&(Irp as usize)) {
-            Some(i) if i.pending => {
+            Some(i) if i.stage == Stage::Provider => {
                 i.cancelled = true;
                 true
             }
@@ -162,7 +172,7 @@ pub unsafe extern "system" fn IoFreeIrp(Irp: *mut IRP) {
         image::driver_calls(s, "IoFreeIrp");
         match s.irps.get(&(Irp as usize)) {
             None => s.violation(format!("IoFreeIrp of {Irp:p}: not an IRP of the driver")),
-            Some(i) if i.pending => {
+            Some(i) if i.stage == Stage::Provider => {
                 s.violation(format!("IoFreeIrp of {Irp:p} while it is pending"));
             }
             Some(i) => {
@@ -184,8 +194,8 @@ pub unsafe extern "system" fn IoFreeIrp(Irp: *mut IRP) {
 /// The provider takes an IRP: it must be the driver's, with a completion routine, not pending.
 pub(crate) fn begin(irp: *mut IRP) -> bool {
     state::with(|s| match s.irps.get_mut(&(irp as usize)) {
-        Some(i) if !i.pending && i.completion.is_some() => {
-            i.pending = true;
+        Some(i) if i.stage != Stage::Provider && i.completion.is_some() => {
+            i.stage = Stage::Provider;
             true
         }
         _ => {
@@ -199,7 +209,7 @@ pub(crate) fn begin(irp: *mut IRP) -> bool {
 pub(crate) fn complete(irp: *mut IRP, status: Status, information: usize) {
     let routine = state::with(|s| {
         let i = s.irps.get_mut(&(irp as usize))?;
-        i.pending = false;
+        i.stage = Stage::Completed;
         i.completion.take()
     });
     let Some((routine, context, device)) = routine else {
@@ -234,13 +244,21 @@ pub unsafe extern "system" fn IofCompleteRequest(Irp: *mut IRP, _PriorityBoost: 
             ));
             return None;
         };
-        if i.pending {
+        if i.stage == Stage::Provider {
             s.violation(format!(
                 "IofCompleteRequest of {Irp:p} while the provider has it"
             ));
             return None;
         }
-        let sent = std::mem::take(&mut i.sent);
+        if i.stage == Stage::Completed {
+            // Driver Verifier: bug check 0x44, MULTIPLE_IRP_COMPLETE_REQUESTS.
+            s.violation(format!(
+                "IofCompleteRequest of {Irp:p}, which was already completed: an IRP is completed \
+                 once (MULTIPLE_IRP_COMPLETE_REQUESTS)"
+            ));
+            return None;
+        }
+        let sent = std::mem::replace(&mut i.stage, Stage::Completed) == Stage::Sent;
         let completion = i.completion.take();
         if !sent {
             // Driver Verifier's I/O verification: an IRP is completed by the driver it was sent
@@ -310,7 +328,7 @@ pub unsafe extern "system" fn IofCallDriver(
             ));
             return None;
         };
-        if i.pending || i.sent {
+        if matches!(i.stage, Stage::Provider | Stage::Sent) {
             s.violation(format!(
                 "IofCallDriver of {Irp:p}, which a provider or driver holds"
             ));
@@ -323,7 +341,7 @@ pub unsafe extern "system" fn IofCallDriver(
             s.violation(format!("IofCallDriver of {Irp:p}: no stack location left"));
             return None;
         }
-        i.sent = true;
+        i.stage = Stage::Sent;
         irp.CurrentLocation -= 1;
         // SAFETY: a location below the current one, in the model's IRP memory.
         irp.Tail.Overlay.CurrentStackLocation =

@@ -292,7 +292,10 @@ fn detach(binding: usize) -> Option<Status> {
             }
             other => {
                 b.state = BindingState::CleaningUp;
-                s.violation(format!("ClientDetachProvider returned {other:?}"));
+                s.violation(format!(
+                    "ClientDetachProvider returned {other:?}: only STATUS_SUCCESS or \
+                     STATUS_PENDING are defined (NPI_CLIENT_DETACH_PROVIDER_FN)"
+                ));
                 true
             }
         }
@@ -353,6 +356,12 @@ pub unsafe extern "system" fn NmrClientDetachProviderComplete(NmrBindingHandle: 
     let cleanup_now = state::with(|s| {
         image::driver_calls(s, "NmrClientDetachProviderComplete");
         let already = s.binding(binding).is_some_and(|b| b.completed);
+        let returned_success = s.events.iter().any(|e| {
+            *e == Event::ClientDetachProvider {
+                binding,
+                status: Status::SUCCESS,
+            }
+        });
         if let Some(b) = s.binding(binding) {
             b.completed = true;
         }
@@ -377,6 +386,15 @@ pub unsafe extern "system" fn NmrClientDetachProviderComplete(NmrBindingHandle: 
                     "binding {binding:#x}: NmrClientDetachProviderComplete inside \
                      ClientDetachProvider (only after it returned STATUS_PENDING: \
                      NPI_CLIENT_DETACH_PROVIDER_FN)"
+                ));
+                false
+            }
+            // Its detach is over (perhaps cleaned up and forgotten): nothing was pending.
+            _ if returned_success => {
+                s.violation(format!(
+                    "NmrClientDetachProviderComplete on binding {binding:#x}, whose \
+                     ClientDetachProvider returned STATUS_SUCCESS (only after it returned \
+                     STATUS_PENDING: NPI_CLIENT_DETACH_PROVIDER_FN)"
                 ));
                 false
             }
