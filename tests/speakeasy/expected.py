@@ -148,7 +148,32 @@ SETUP = ["allocate %s" % tag_name(t) for t in OWN_TAGS]
 TEARDOWN = ["free %s" % tag_name(t) for t in OWN_TAGS]
 
 
-def open_connection(item=1, holding=True):
+def notices_made(attach_calls) -> int:
+    """How many detach notice work items an attach at load made: the NMR backend allocates one
+    with each binding context (crates/wsk-client/src/detach.rs: its context with the work item
+    tag, then IoAllocateWorkItem), which ClientAttachProvider does just before its first
+    NmrClientAttachProvider — so one when that call was made, none when the attach declined
+    without allocating or its allocation failed. The WskRegister backend has no NMR detach and
+    makes none."""
+    return 1 if any(c.startswith("NmrClientAttachProvider") for c in attach_calls) else 0
+
+
+# The connection's work items when the load attached (or tried to): after the binding's notice
+# (work item 1, NMR backend) the connection's open and close work items are 2 and 3; without a
+# notice (WskRegister backend), 1 and 2.
+OPEN_ITEM = 2 if NMR else 1
+CLOSE_ITEM = OPEN_ITEM + 1
+DETACHED = "ClientDetachProvider -> STATUS_SUCCESS"
+
+
+def notice(item):
+    """A provider's detach (not the unload's: the unload tells the client itself, and the notice
+    is freed unqueued) queues the binding's notice work item from inside ClientDetachProvider,
+    so that Client::on_detach runs outside NMR's call, at PASSIVE_LEVEL."""
+    return [queue(item)]
+
+
+def open_connection(item=OPEN_ITEM, holding=True):
     """The connection's work item, queued by DriverEntry once registered, run once DriverEntry
     returned: it takes a binding reference into its pool block (holding), or finds no provider."""
     if not CONN:
@@ -156,7 +181,7 @@ def open_connection(item=1, holding=True):
     return [queue(item), runs(item), *([CONN_ALLOC] if holding else []), done(item)]
 
 
-def close_connection(item=2, holding=True):
+def close_connection(item=CLOSE_ITEM, holding=True):
     """The unload's first step when the driver holds a connection: its close work item —
     allocated with the connection, so the stop allocates nothing — queued by Client::on_detach,
     the unload's wait for the reference, the work item releasing it (KeSetEvent by the last
@@ -170,12 +195,14 @@ def close_connection(item=2, holding=True):
 LOAD = [*SETUP, DEVICE, "NmrRegisterClient -> STATUS_SUCCESS"]
 
 
-def unload(attached=True, holding=None, item=2):
+def unload(attached=True, holding=None, item=CLOSE_ITEM):
+    """The NMR unload: the connection closed (its work item `item`), the deregistration, whose
+    detach of a binding still attached completes at once (its notice is not queued: the unload
+    has told the client already), the device object deleted, the driver's teardown."""
     holding = attached if holding is None else holding
     return [*close_connection(item, holding),
             "NmrDeregisterClient -> STATUS_PENDING",
-            *(["ClientDetachProvider -> STATUS_SUCCESS", "ClientCleanupBindingContext"]
-              if attached else []),
+            *([DETACHED, "ClientCleanupBindingContext"] if attached else []),
             "NmrWaitForClientDeregisterComplete -> STATUS_SUCCESS",
             DELETE,
             *TEARDOWN]
@@ -187,12 +214,16 @@ UNLOAD_NOTHING_ATTACHED = unload(attached=False)
 
 def attached_at(*attach_calls):
     """A whole run that attached at load (the NMR calls in the attach given) and unloaded."""
-    return [*LOAD, *attach_calls, *open_connection(1, True), *UNLOAD]
+    n = notices_made(attach_calls)
+    return [*LOAD, *attach_calls, *open_connection(1 + n, True),
+            *unload(attached=True, item=2 + n)]
 
 
 def not_attached(*attach_calls):
-    """A whole run in which the attach at load was declined or failed."""
-    return [*LOAD, *attach_calls, *open_connection(1, False), *UNLOAD_NOTHING_ATTACHED]
+    """A whole run in which the attach at load was declined or failed (a notice made with the
+    binding context is freed with it, unqueued, by the attach)."""
+    n = notices_made(attach_calls)
+    return [*LOAD, *attach_calls, *open_connection(1 + n, False), *UNLOAD_NOTHING_ATTACHED]
 
 
 # WskRegister backend
@@ -239,19 +270,33 @@ def assert_clean(r):
     # One device object, created and deleted once.
     assert len(r.devices) == 1 and r.devices[0].deleted_seq is not None, r.devices
     # Every work item allocated was queued once, ran once, and was freed — or, prepared for a
-    # connection's close that never came to be (the exchange failed), freed unqueued; one
-    # context each.
+    # connection's close that never came to be (the exchange failed) or a detach notice never
+    # sent, freed unqueued; one context each.
     for it in r.work_items:
         assert (it.queued_count, it.runs, it.freed, it.state) in (
             (1, 1, True, "freed"), (0, 0, True, "freed")), it
     assert len(r.work_allocations) == len(r.work_items)
+    # The detach notices: one per binding context (NMR backend), made in ClientAttachProvider,
+    # queued (if at all) by ClientDetachProvider. Anything else is the connection's.
+    notices = notice_items(r)
+    assert len(notices) == (len(r.binding_allocations) if NMR else 0), (
+        "detach notice work items %r for binding contexts %r" % (notices,
+                                                                 r.binding_allocations))
+    for it in notices:
+        assert it.queued_count == 0 or it.queued_in == "ClientDetachProvider", it
     if not CONN:
-        assert r.work_items == [] and r.connection_allocations == []
+        assert len(r.work_items) == len(notices) and r.connection_allocations == []
     assert len(r.connection_allocations) <= 1
     for reg in r.wsk_registrations:
         assert reg.captures == 0, reg
         assert reg.status != STATUS_SUCCESS or reg.deregistered_seq is not None, reg
     assert all(t.state == "done" for t in r.threads), [(t.name, t.state) for t in r.threads]
+
+
+def notice_items(r):
+    """The detach notice work items: those allocated inside ClientAttachProvider (with a binding
+    context; crates/wsk-client/src/detach.rs)."""
+    return [it for it in r.work_items if it.allocated_in == "ClientAttachProvider"]
 
 
 def binding_pool_events(r):

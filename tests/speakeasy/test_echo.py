@@ -10,8 +10,8 @@ import struct
 
 import harness
 from harness import STATUS_SUCCESS, TICKS_PER_MS
-from expected import (CONN_TAG, NMR, PROFILE, S, assert_clean, connection_only, event_index,
-                      log_index)
+from expected import (CLOSE_ITEM, CONN_TAG, NMR, OPEN_ITEM, PROFILE, S, assert_clean,
+                      connection_only, event_index, log_index)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -25,6 +25,8 @@ STATUS_NOT_IMPLEMENTED = harness.STATUS_NOT_IMPLEMENTED
 STATUS_MORE_PROCESSING_REQUIRED = harness.STATUS_MORE_PROCESSING_REQUIRED
 # A step of the exchange waits 5 s, then 1 s after a cancel (crates/wsk-client/src/irp.rs).
 STEP_MS, AFTER_CANCEL_MS = 5000, 1000
+# The thread of the connection's open work item, on which the exchange runs.
+OPEN_THREAD = "work item %d" % OPEN_ITEM
 
 
 def socket_ops(r):
@@ -52,6 +54,11 @@ def pended(op, status=STATUS_SUCCESS, information=0):
 CONNECT = [*pended("WskSocket", information=-1), *pended("WskBind"), *pended("WskConnect")]
 EXCHANGE = [*CONNECT, *pended("WskSend", information=len(ECHO_BYTES)),
             *pended("WskReceive", information=len(ECHO_BYTES))]
+
+
+# An IRP no provider took, sent by the library to its own device (irp.rs send_to_self), as the
+# harness names it in a completion.
+SENT_TO_SELF = "IRP_MJ_INTERNAL_DEVICE_CONTROL (IofCallDriver to the driver's device)"
 
 
 def with_socket(r, expected):
@@ -120,18 +127,20 @@ def test_echo_exchange_then_disconnect_and_close_at_unload(run):
                                                                    harness.ECHO_PORT)
     assert calls["WskSend"].args["Length"] == calls["WskReceive"].args["Length"] == len(ECHO_BYTES)
     for name in ("WskSocket", "WskBind", "WskConnect", "WskSend", "WskReceive"):
-        assert calls[name].thread == "work item 1", calls[name]
+        assert calls[name].thread == "work item %d" % OPEN_ITEM, calls[name]
     # Kept until the unload: the disconnect and the close come from the unload's work item,
     # after DriverUnload began and before the deregistration.
     unload = event_index(r, "run", "DriverUnload")
     deregistration = event_index(r, "nmr", "NmrDeregisterClient") if NMR else \
         event_index(r, "wskreg", "WskReleaseProviderNPI")
     for name in ("WskDisconnect", "WskCloseSocket"):
-        assert calls[name].thread == "work item 2" and unload < calls[name].seq < deregistration
+        assert calls[name].thread == "work item %d" % CLOSE_ITEM, calls[name]
+        assert unload < calls[name].seq < deregistration
     (kept,) = r.connection_allocations
     assert kept.freed_by and log_index(r, ECHO_OK) < unload
     # Every completion routine ran on a provider thread, none inside the WSK call.
-    runs_on = {e.thread for e in r.events if e.kind == "io-callback"}
+    runs_on = {e.thread for e in r.events if e.kind == "io-callback"
+               and e.name == "CompletionRoutine"}
     assert runs_on and all(t.startswith("provider thread") for t in runs_on), runs_on
     assert r.clock == 0
 
@@ -176,8 +185,8 @@ def assert_connection_not_kept(r):
     (block,) = r.connection_allocations
     frees = [e for e in r.events if e.kind == "pool" and e.name.startswith("ExFree")
              and e.args.get("P") == block.address]
-    assert len(frees) == 1 and frees[0].thread == "work item 1", frees
-    assert all(it.queued_count == 0 for it in r.work_items[1:]), r.work_items
+    assert len(frees) == 1 and frees[0].thread == "work item %d" % OPEN_ITEM, frees
+    assert all(it.queued_count == 0 for it in r.work_items[OPEN_ITEM:]), r.work_items
 
 
 @connection_only
@@ -192,7 +201,7 @@ def test_echo_refused_closes_the_socket_at_once(run):
         *pended("WskSocket", information=-1), *pended("WskBind"),
         *pended("WskConnect", STATUS_CONNECTION_REFUSED), *pended("WskCloseSocket")])
     (close,) = [e for e in r.socket_calls if e.name == "WskCloseSocket"]
-    assert close.thread == "work item 1" and close.seq < event_index(r, "run", "DriverUnload")
+    assert close.thread == OPEN_THREAD and close.seq < event_index(r, "run", "DriverUnload")
     assert_connection_not_kept(r)
     assert r.mdls == []
 
@@ -216,36 +225,48 @@ def test_echo_silent_peer_stop_during_the_receive(run):
     unload = r.events[event_index(r, "run", "DriverUnload")]
     assert receive.time == 0 and unload.time == 1000 * ms
     assert receive.seq < unload.seq < cancel.seq and cancel.time == STEP_MS * ms
-    assert cancel.thread == "work item 1"
+    assert cancel.thread == OPEN_THREAD
     assert r.clock == STEP_MS * ms
     assert_connection_not_kept(r)
 
 
 @connection_only
 def test_echo_wine_like_provider_disconnect_stub(run):
-    """A Wine-like provider: WskDisconnect answers STATUS_NOT_IMPLEMENTED and never completes its
-    IRP. The exchange works (`echo ok`); at the unload the driver logs the stub, completes the
-    IRP the provider never took itself (IoSetNextIrpStackLocation + IoCompleteRequest: its
-    completion routine runs, so nothing IoSetCompletionRoutineEx allocated is left), frees it,
-    and closes the socket anyway."""
+    """A Wine-like provider: WskDisconnect answers STATUS_NOT_IMPLEMENTED and never takes (nor
+    completes) its IRP. The exchange works (`echo ok`); at the unload the driver logs the stub
+    and, the IRP's stack location being untouched, sends it to its own device object
+    (IofCallDriver, IRP_MJ_INTERNAL_DEVICE_CONTROL): the library's dispatch routine, which
+    Registration::register put in the DRIVER_OBJECT, completes it with the stub's answer
+    (IofCompleteRequest by the driver it was sent to), so its completion routine runs and
+    nothing IoSetCompletionRoutineEx allocated is left; it is freed and the socket closed
+    anyway."""
     r = run("echo-wine-like")
     assert_clean_exchange(r)
     assert echo_results(r) == [ECHO_OK]
     assert socket_ops(r) == with_socket(r, [*EXCHANGE, "WskDisconnect -> STATUS_NOT_IMPLEMENTED",
-                                            "  never sent (completed by the driver): "
-                                            "STATUS_NOT_IMPLEMENTED, 0",
+                                            "  %s: STATUS_NOT_IMPLEMENTED, 0" % SENT_TO_SELF,
                                             *pended("WskCloseSocket")])
     (stub,) = [rec for rec in r.irps if rec.uses == 0]
     assert stub.completions == 1 and stub.state == "freed"
     assert stub.completed_status == harness.STATUS_NOT_IMPLEMENTED
+    (sent,) = [e for e in r.events if e.kind == "io" and e.name == "IofCallDriver"]
+    (dispatch,) = [e for e in r.events if e.kind == "io-callback" and e.name == "DriverDispatch"]
     (own,) = [e for e in r.events if e.kind == "io" and e.name == "IofCompleteRequest"]
-    assert own.args["*irp"] == stub.number
+    (routine,) = [e for e in r.events if e.kind == "io-callback" and e.name == "CompletionRoutine"
+                  and e.args["Irp"] == stub.address]
+    assert sent.args["*irp"] == own.args["*irp"] == stub.number
+    assert sent.args["DeviceObject"] == dispatch.args["DeviceObject"] == r.devices[0].address
+    assert sent.args["MajorFunction"] == harness.IRP_MJ_INTERNAL_DEVICE_CONTROL
+    assert sent.status == harness.STATUS_NOT_IMPLEMENTED
+    # Sent, dispatched (at the sender's IRQL, on its thread), completed there, routine run.
+    assert sent.seq < dispatch.seq < own.seq < routine.seq
+    assert sent.thread == dispatch.thread == own.thread == routine.thread
+    assert dispatch.irql == sent.irql
     # Every IRP's routine ran: no IoFreeIrp is noted for a routine that never did.
     frees = [e for e in r.events if e.kind == "io" and e.name == "IoFreeIrp"]
     assert [e.args["*irp"] for e in frees if e.text] == [], frees
-    assert log_index(r, "request: answered 0xC0000002 without completing its IRP; "
-                     "completed here") < \
-        event_index(r, "wsk", "WskCloseSocket")
+    assert log_index(r, "request: answered 0xC0000002 without taking its IRP; completed by "
+                     "the client's device") < event_index(r, "wsk", "WskCloseSocket")
 
 
 @connection_only
@@ -266,10 +287,10 @@ def test_echo_wine_like_silent_peer_last_resort_close(run):
     (cancel,) = [e for e in r.events if e.kind == "io" and e.name == "IoCancelIrp"]
     (close,) = [e for e in r.socket_calls if e.name == "WskCloseSocket"]
     assert cancel.time == STEP_MS * ms and close.time == (STEP_MS + AFTER_CANCEL_MS) * ms
-    assert close.thread == "work item 1"
+    assert close.thread == OPEN_THREAD
     # The receive's completion came from the close, inside the WskCloseSocket call.
     (done_receive,) = [e for e in r.completions if e.args["op"] == "WskReceive"]
-    assert done_receive.thread == "work item 1" and done_receive.seq > close.seq
+    assert done_receive.thread == OPEN_THREAD and done_receive.seq > close.seq
     assert r.clock == (STEP_MS + AFTER_CANCEL_MS) * ms
 
 
@@ -318,7 +339,7 @@ def test_harness_reports_a_receive_that_never_ends():
     r = NeverEnds(harness.default_image(), harness.SCENARIOS["echo-wine-silent"],
                   profile=PROFILE).run()
     assert r.unload_ran and not r.unload_completed
-    assert any("nothing can ever" in v and "work item 1 waits" in v for v in r.violations), \
+    assert any("nothing can ever" in v and OPEN_THREAD + " waits" in v for v in r.violations), \
         r.violations
     (receive,) = [x for x in r.irps if x.op == "WskReceive"]
     assert ("IRP %d (IoAllocateIrp) not freed at unload (IoFreeIrp); still pending in WskReceive"
@@ -345,12 +366,13 @@ def test_harness_reports_a_wsk_buf_beyond_its_mdl():
 
 @connection_only
 def test_an_irp_a_provider_keeps_after_answering_is_not_freed_while_it_holds_it():
-    """A provider whose WskDisconnect keeps the IRP (pending) yet answers STATUS_NOT_IMPLEMENTED
-    breaks the contract the driver relies on (a request not answered STATUS_PENDING is complete,
-    or never will be). The driver completes the IRP itself, which the harness reports (the
-    provider still holds it) and refuses: the routine does not run. The driver then waits for
-    the routine, as for any request: its timeout cancels the IRP, the provider's cancel routine
-    completes it, and only then is it freed — never while the provider holds it."""
+    """A provider whose WskDisconnect keeps the IRP (pending: its stack location used) yet
+    answers STATUS_NOT_IMPLEMENTED breaks the contract the driver relies on (a request not
+    answered STATUS_PENDING is complete, or never will be). The driver sees the IRP's stack
+    location consumed — the provider took it — and leaves it alone (no IofCallDriver, no
+    IofCompleteRequest: only the provider may complete it); it waits for the routine, as for any
+    request: its timeout cancels the IRP, the provider's cancel routine completes it, and only
+    then is it freed — never while the provider holds it. No rule is broken."""
     class KeepsDisconnect(harness.Harness):
         def _h_sock_disconnect(self, emu, api, func, argv):
             e, sock = self._socket_call("WskDisconnect", argv[0], {})
@@ -359,10 +381,17 @@ def test_an_irp_a_provider_keeps_after_answering_is_not_freed_while_it_holds_it(
             return e.status
     r = KeepsDisconnect(harness.default_image(), harness.SCENARIOS["echo"], profile=PROFILE).run()
     (irp,) = [x for x in r.irps if x.op == "WskDisconnect"]
-    assert r.violations == ["IofCompleteRequest of IRP %d while it is pending (in WskDisconnect): "
-                            "the provider owns it" % irp.number]
+    assert r.violations == []
+    assert not any(e.kind == "io" and e.name in ("IofCallDriver", "IofCompleteRequest")
+                   for e in r.events)
     assert irp.cancels == 1 and irp.completions == 1, irp
     assert irp.completed_status == harness.STATUS_CANCELLED and irp.state == "freed", irp
+    (complete,) = [e for e in r.completions if e.args["*irp"] == irp.number]
+    (free,) = [e for e in r.events if e.kind == "io" and e.name == "IoFreeIrp"
+               and e.args["*irp"] == irp.number]
+    assert complete.seq < free.seq
+    assert log_index(r, "request: answered 0xC0000002 but kept its IRP; waiting for its "
+                     "completion") < complete.seq
     assert echo_results(r) == [ECHO_OK] and r.unload_completed
 
 

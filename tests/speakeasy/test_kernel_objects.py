@@ -9,10 +9,11 @@ import dataclasses
 
 import harness
 from harness import STATUS_SUCCESS, STATUS_TIMEOUT, TICKS_PER_MS, tag_name
-from expected import (CONN, CONNECTION_CLOSE, CONNECTION_OPEN, CONN_TAG, FILE_DEVICE_SECURE_OPEN,
-                      FILE_DEVICE_UNKNOWN, NMR, OWN_TAGS, PROFILE, UNLOAD_WAIT, WAITED, WORK_TAG,
-                      assert_clean, connection_only, default_run, deregistered_index, event_index,
-                      log_events, log_index, registration_index, sequence)
+from expected import (BINDING_TAG, CLOSE_ITEM, CONN, CONNECTION_CLOSE, CONNECTION_OPEN, CONN_TAG,
+                      FILE_DEVICE_SECURE_OPEN, FILE_DEVICE_UNKNOWN, NMR, OPEN_ITEM, OWN_TAGS,
+                      PROFILE, UNLOAD_WAIT, WAITED, WORK_TAG, assert_clean, connection_only,
+                      default_run, deregistered_index, event_index, log_events, log_index,
+                      notice_items, registration_index, sequence)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -52,31 +53,53 @@ def test_device_object_and_events(run):
 
 def test_work_items(run):
     """Each work item: its context allocated with the work item tag, then IoAllocateWorkItem on
-    the driver's device object, IoQueueWorkItem on the DelayedWorkQueue with that context and a
-    routine of the image; the routine frees the context first and its own work item last (while
-    it runs); nothing queued or running when DriverUnload returns. wsk_attach queues none and
-    never waits."""
+    the driver's device object. A queued one: IoQueueWorkItem on the DelayedWorkQueue with that
+    context and a routine of the image; the routine frees the context first and its own work
+    item last (while it runs). The NMR backend's detach notice (crates/wsk-client/src/detach.rs),
+    made by ClientAttachProvider with the binding context before it calls
+    NmrClientAttachProvider, is not queued by the unload's detach (the unload told the client
+    itself): ClientDetachProvider frees it, context first, before it returns. Nothing queued or
+    running when DriverUnload returns. wsk_attach queues none and never waits."""
     r = run("default")
     assert_clean(r)
+    (dev,) = r.devices
+    pool = [e for e in r.events if e.kind == "pool" and e.args.get("Tag") == WORK_TAG]
+
+    def item_events(it, name):
+        return [e for e in r.events if e.name == name and e.args.get("item") == it.number]
+
+    notices = notice_items(r)
+    assert len(notices) == (1 if NMR else 0), r.work_items
+    for it in notices:
+        (alloc_ev,) = item_events(it, "IoAllocateWorkItem")
+        (free_ev,) = item_events(it, "IoFreeWorkItem")
+        assert alloc_ev.args["DeviceObject"] == dev.address == it.device
+        assert it.queued_count == 0 and it.runs == 0, it
+        ctx_alloc = [e for e in pool
+                     if e.name.startswith("ExAllocate") and e.seq < alloc_ev.seq][-1]
+        (ctx_free,) = [e for e in pool if e.name.startswith("ExFree")
+                       and e.args["P"] == ctx_alloc.status]
+        (binding,) = [e for e in r.events if e.kind == "pool" and e.name.startswith("ExAllocate")
+                      and e.args.get("Tag") == BINDING_TAG]
+        assert event_index(r, "callback", "ClientAttachProvider") < binding.seq < \
+            ctx_alloc.seq < alloc_ev.seq < event_index(r, "nmr", "NmrClientAttachProvider")
+        detach = event_index(r, "callback", "ClientDetachProvider")
+        assert detach < ctx_free.seq < free_ev.seq < event_index(r, "return",
+                                                                 "ClientDetachProvider")
+        assert free_ev.thread == "DriverUnload"
+    queued = [it for it in r.work_items if it not in notices]
     if not CONN:
-        assert r.work_items == [] and r.work_allocations == []
+        assert queued == []
         assert not any(e.kind == "ke" and e.name in ("KeWaitForSingleObject", "KeSetEvent")
                        for e in r.events)
         return
-    assert len(r.work_items) == 2  # open and close the connection
-    (dev,) = r.devices
-    pool = [e for e in r.events if e.kind == "pool" and e.args.get("Tag") == WORK_TAG]
-    for it in r.work_items:
-        (alloc_ev,) = [e for e in r.events if e.name == "IoAllocateWorkItem"
-                       and e.args.get("item") == it.number]
-        (queue_ev,) = [e for e in r.events if e.name == "IoQueueWorkItem"
-                       and e.args.get("item") == it.number]
-        (free_ev,) = [e for e in r.events if e.name == "IoFreeWorkItem"
-                      and e.args.get("item") == it.number]
-        (runs_ev,) = [e for e in r.events if e.name == "work item runs"
-                      and e.args.get("item") == it.number]
-        (done_ev,) = [e for e in r.events if e.name == "work item done"
-                      and e.args.get("item") == it.number]
+    assert len(queued) == 2  # open and close the connection
+    for it in queued:
+        (alloc_ev,) = item_events(it, "IoAllocateWorkItem")
+        (queue_ev,) = item_events(it, "IoQueueWorkItem")
+        (free_ev,) = item_events(it, "IoFreeWorkItem")
+        (runs_ev,) = item_events(it, "work item runs")
+        (done_ev,) = item_events(it, "work item done")
         assert alloc_ev.args["DeviceObject"] == dev.address == it.device
         assert queue_ev.args["QueueType"] == harness.DELAYED_WORK_QUEUE
         assert r.in_image(it.routine)
@@ -88,7 +111,7 @@ def test_work_items(run):
         assert ctx_free.thread == free_ev.thread == "work item %d" % it.number
     # The open work item: queued by DriverEntry, run after it; the close work item: queued and
     # run inside DriverUnload.
-    opened, closed = r.work_items
+    opened, closed = queued
     assert [e.thread for e in r.events if e.name == "IoQueueWorkItem"] == ["DriverEntry",
                                                                            "DriverUnload"]
     assert opened.routine != closed.routine
@@ -104,7 +127,8 @@ def test_unload_waits_for_the_connection(run):
     r = run("default")
     assert_clean(r)
     outstanding = log_index(r, "unload: 1 reference(s) outstanding")
-    (close_q,) = [e for e in r.events if e.name == "IoQueueWorkItem" and e.args["item"] == 2]
+    (close_q,) = [e for e in r.events if e.name == "IoQueueWorkItem"
+                  and e.args["item"] == CLOSE_ITEM]
     waiting = log_index(r, "unload: waiting for 1 reference(s)")
     (wait,) = [e for e in r.events if e.kind == "ke" and e.name == "KeWaitForSingleObject"]
     (setev,) = [e for e in r.events if e.kind == "ke" and e.name == "KeSetEvent"]
@@ -115,7 +139,7 @@ def test_unload_waits_for_the_connection(run):
     assert outstanding < close_q.seq < waiting < wait.seq < setev.seq < released < wait_over < dereg
     assert wait.args["Object"] == setev.args["Event"]
     assert wait.args["Timeout"] == UNLOAD_WAIT and wait.status == STATUS_SUCCESS
-    assert wait.thread == "DriverUnload" and setev.thread == "work item 2"
+    assert wait.thread == "DriverUnload" and setev.thread == "work item %d" % CLOSE_ITEM
     assert not any("work item(s) outstanding" in t for t in r.logs), r.logs
 
 
@@ -168,7 +192,8 @@ def test_harness_reports_a_wait_nothing_can_satisfy():
     assert "unload: waiting for 1 work item(s)" in hang[0], hang
     assert r.unload_ran and not r.unload_completed
     assert any("device object" in v and "not deleted" in v for v in r.violations), r.violations
-    assert any("work item 1 (IoAllocateWorkItem) not freed" in v for v in r.violations)
+    assert any("work item %d (IoAllocateWorkItem) not freed" % OPEN_ITEM in v
+               for v in r.violations), r.violations
     assert "DriverUnload ran: ABANDONED" in harness.format_trace(r)
     # One wait, not a loop of timeouts.
     assert sum(1 for e in r.events if e.name == "KeWaitForSingleObject" and e.kind == "ke") == 1
@@ -204,7 +229,7 @@ def test_connection_block_lives_from_open_to_close(run):
     pool = [e for e in r.events if e.kind == "pool" and e.args.get("Tag") == CONN_TAG]
     alloc, free = pool
     assert alloc.status == a.address and free.args == {"P": a.address, "Tag": CONN_TAG}
-    assert alloc.thread == "work item 1" and free.thread == "work item 2"
+    assert (alloc.thread, free.thread) == ("work item %d" % OPEN_ITEM, "work item %d" % CLOSE_ITEM)
     assert event_index(r, "run", "DriverEntry returned") < alloc.seq < log_index(r, CONNECTION_OPEN)
     deregistration = event_index(r, "nmr", "NmrDeregisterClient") if NMR else \
         event_index(r, "wskreg", "WskReleaseProviderNPI")

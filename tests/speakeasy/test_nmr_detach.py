@@ -6,9 +6,10 @@ expected.py. Run: target/speakeasy-venv/bin/python -m pytest tests/speakeasy
 """
 
 from harness import STATUS_PENDING, STATUS_SUCCESS, WSK_1_1
-from expected import (CONN, CONN_FREE, CONN_TAG, LOAD, UNLOAD_NOTHING_ATTACHED, assert_clean,
-                      attach, binding_pool_events, done, event_index, first, log_index, nmr_attach,
-                      nmr_only, open_connection, queue, runs, sequence, unload)
+from expected import (CLOSE_ITEM, CONN, CONN_FREE, CONN_TAG, DETACHED, LOAD, OPEN_ITEM,
+                      UNLOAD_NOTHING_ATTACHED, assert_clean, attach, binding_pool_events, done,
+                      event_index, first, log_index, nmr_attach, nmr_only, notice, notice_items,
+                      open_connection, queue, runs, sequence, unload)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -16,23 +17,28 @@ from expected import (CONN, CONN_FREE, CONN_TAG, LOAD, UNLOAD_NOTHING_ATTACHED, 
 # ---------------------------------------------------------------------------------------------
 @nmr_only
 def test_provider_detach_then_cleanup_frees_in_cleanup(run):
-    """The provider deregisters after DriverEntry. Without a connection the detach completes at
-    once. With one (its work item holds a binding reference), ClientDetachProvider returns
-    STATUS_PENDING and queues the close work item; that work item drops the reference, which
-    calls NmrClientDetachProviderComplete exactly once; NMR cleans up from there. Either way the
-    context is freed in cleanup, never in detach, and the unload afterwards is clean."""
+    """The provider deregisters after DriverEntry. ClientDetachProvider queues the binding's
+    detach notice (work item 1, made with the binding context at attach), so that
+    Client::on_detach runs outside NMR's call, and returns. Without a connection the detach
+    completes at once (STATUS_SUCCESS). With one (its work item holds a binding reference),
+    ClientDetachProvider returns STATUS_PENDING; the notice's on_detach queues the close work
+    item, which drops the reference — the last one — and so calls
+    NmrClientDetachProviderComplete exactly once, after the detach returned; NMR cleans up from
+    there. Either way the context is freed in cleanup, never in detach, and the unload
+    afterwards is clean."""
     r = run("provider-detach")
     if CONN:
         assert sequence(r) == [*LOAD, attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
-                               *open_connection(1, True),
-                               "ClientDetachProvider -> STATUS_PENDING", queue(2),
-                               runs(2), "NmrClientDetachProviderComplete",
-                               "ClientCleanupBindingContext", CONN_FREE, done(2),
-                               *unload(attached=False, item=3)]
+                               *open_connection(OPEN_ITEM, True),
+                               "ClientDetachProvider -> STATUS_PENDING", *notice(1),
+                               runs(1), queue(CLOSE_ITEM), done(1),
+                               runs(CLOSE_ITEM), "NmrClientDetachProviderComplete",
+                               "ClientCleanupBindingContext", CONN_FREE, done(CLOSE_ITEM),
+                               *unload(attached=False)]
     else:
         assert sequence(r) == [*LOAD, attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
-                               "ClientDetachProvider -> STATUS_SUCCESS",
-                               "ClientCleanupBindingContext", *UNLOAD_NOTHING_ATTACHED]
+                               DETACHED, *notice(1), "ClientCleanupBindingContext",
+                               runs(1), done(1), *UNLOAD_NOTHING_ATTACHED]
     assert_clean(r)
     (b,) = r.bindings
     (a,) = r.binding_allocations
@@ -44,6 +50,15 @@ def test_provider_detach_then_cleanup_frees_in_cleanup(run):
     free = first(binding_pool_events(r), "ExFreePoolWithTag")
     assert event_index(r, "return", "ClientDetachProvider") < cleanup.seq < free.seq
     assert free.seq < event_index(r, "return", "ClientCleanupBindingContext")
+    # The notice: queued inside ClientDetachProvider, run after it returned, on a worker thread.
+    (notice_item,) = notice_items(r)
+    (notice_q,) = [e for e in r.events if e.name == "IoQueueWorkItem"
+                   and e.args["item"] == notice_item.number]
+    (notice_runs,) = [e for e in r.events if e.name == "work item runs"
+                      and e.args["item"] == notice_item.number]
+    assert detach.seq < notice_q.seq < event_index(r, "return", "ClientDetachProvider") < \
+        notice_runs.seq
+    assert notice_q.thread == "after DriverEntry"
     completes = r.calls("NmrClientDetachProviderComplete")
     if not CONN:
         assert completes == [] and b.detach_status == STATUS_SUCCESS
@@ -51,19 +66,21 @@ def test_provider_detach_then_cleanup_frees_in_cleanup(run):
     assert b.detach_status == STATUS_PENDING and b.complete_calls == 1
     (complete,) = completes
     assert complete.args["NmrBindingHandle"] == b.handle
-    # The close work item was queued by ClientDetachProvider (Client::on_detach) ...
-    (close_q,) = [e for e in r.events if e.name == "IoQueueWorkItem" and e.args["item"] == 2]
-    assert detach.seq < close_q.seq < event_index(r, "return", "ClientDetachProvider")
-    assert close_q.thread == "after DriverEntry"
+    # The close work item was queued by the notice's work item (Client::on_detach) ...
+    (close_q,) = [e for e in r.events if e.name == "IoQueueWorkItem"
+                  and e.args["item"] == CLOSE_ITEM]
+    assert notice_runs.seq < close_q.seq and close_q.thread == "work item 1"
     # ... and completes the detach from that work item, after the detach returned, before the
     # reference's block is freed and the work item returns; cleanup happens inside that call.
-    assert complete.thread == cleanup.thread == "work item 2"
-    item_done = [e for e in r.events if e.name == "work item done" and e.args["item"] == 2][0]
+    assert complete.thread == cleanup.thread == "work item %d" % CLOSE_ITEM
+    item_done = [e for e in r.events if e.name == "work item done"
+                 and e.args["item"] == CLOSE_ITEM][0]
     conn_free = [e for e in r.events if e.kind == "pool" and e.args.get("Tag") == CONN_TAG
                  and e.name.startswith("ExFree")][0]
     assert event_index(r, "return", "ClientDetachProvider") < complete.seq < cleanup.seq < \
         conn_free.seq < item_done.seq
-    assert detach.seq < log_index(r, "detach: 1 call(s) in flight, pending") < close_q.seq
+    assert detach.seq < log_index(r, "detach: 1 call(s) in flight, pending") < \
+        event_index(r, "return", "ClientDetachProvider")
     assert log_index(r, "detach completed: last call in flight returned") < complete.seq
     assert log_index(r, "connection: reference released") > complete.seq
     # The unload later finds nothing attached, no reference and no connection: nothing to close.
@@ -73,18 +90,24 @@ def test_provider_detach_then_cleanup_frees_in_cleanup(run):
 
 @nmr_only
 def test_late_provider_attach_detach_reattach(run):
+    """No provider at load (the connection's work item, 1, finds none); one registers, then
+    deregisters — its binding's notice (work item 2) queued by the detach — and registers
+    again; the unload detaches the second binding (its notice freed unqueued)."""
     r = run("late-provider")
+    item = 2 if CONN else 1
     assert sequence(r) == [*LOAD,
                            *open_connection(1, holding=False),
                            attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
-                           "ClientDetachProvider -> STATUS_SUCCESS",
                            # No connection was kept: the detach has nothing to close.
-                           "ClientCleanupBindingContext",
+                           DETACHED, *notice(item), "ClientCleanupBindingContext",
+                           runs(item), done(item),
                            attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
                            *unload(attached=True, holding=False)]
     assert_clean(r)
     assert len(r.bindings) == 2 and all(b.state == "cleaned" for b in r.bindings)
     assert len(r.binding_allocations) == 2
+    assert [(it.queued_count, it.queued_in) for it in notice_items(r)] == [
+        (1, "ClientDetachProvider"), (0, "")]
     if CONN:
         # The connection's work item ran before any provider was there: it holds nothing (the
         # example opens its connection once, at load).
@@ -96,14 +119,17 @@ def test_late_provider_attach_detach_reattach(run):
 def test_detach_during_attach_call(run):
     """NMR detaches the binding before NmrClientAttachProvider has returned (the race of
     ebpf-for-windows #4982): attach must still return STATUS_SUCCESS, and the context must be
-    freed exactly once, by cleanup, with nothing left for unload."""
+    freed exactly once, by cleanup, with nothing left for unload. The detach queues the
+    binding's notice (work item 1), which runs once DriverEntry returned."""
     r = run("detach-during-attach")
     assert sequence(r) == [*LOAD, attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
-                           "ClientDetachProvider -> STATUS_SUCCESS",
+                           DETACHED, *notice(1),
                            # No connection yet: the detach has nothing to close; the connection's
                            # work item then finds no provider.
                            "ClientCleanupBindingContext",
-                           *([queue(1), runs(1), done(1)] if CONN else []),
+                           *([queue(2)] if CONN else []),
+                           runs(1), done(1),
+                           *([runs(2), done(2)] if CONN else []),
                            *unload(attached=False)]
     assert_clean(r)
     (b,) = r.bindings

@@ -126,7 +126,8 @@ class IoModel:
             e.status = 0
             return 0
         addr = self.alloc(SIZEOF_IO_WORKITEM, "io.workitem")
-        it = WorkItem(number=len(self.work_items) + 1, address=addr, device=dev)
+        it = WorkItem(number=len(self.work_items) + 1, address=addr, device=dev,
+                      allocated_in=self._inside())
         self.work_items.append(it)
         e.args["item"] = it.number
         e.status = addr
@@ -159,6 +160,7 @@ class IoModel:
             self.violation("IoQueueWorkItem: work item %d's device object 0x%x was deleted"
                            % (it.number, it.device))
         it.routine, it.context, it.queue_type = routine, ctx, qtype
+        it.queued_in = self._inside()
         it.state = "queued"
         it.queued_count += 1
         it.queued_at = self.now

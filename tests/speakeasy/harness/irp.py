@@ -15,13 +15,25 @@ network/using-irps-with-winsock-kernel-functions.
 import struct
 from typing import Dict, List, Optional
 
-from .abi import (DISPATCH_LEVEL, IO_TYPE_IRP, IRP_CANCEL, IRP_CURRENT_LOCATION, IRP_CURRENT_STACK_LOCATION,
-                  IRP_IO_STATUS, IRP_STACK_COUNT, MDL_MAPPED_SYSTEM_VA,
-                  MDL_SOURCE_IS_NONPAGED_POOL, PAGE_SIZE, SIZEOF_IO_STACK_LOCATION, SIZEOF_IRP,
-                  SIZEOF_MDL, STATUS_CANCELLED, STATUS_INVALID_PARAMETER,
+from .abi import (DISPATCH_LEVEL, DRIVER_OBJECT_MAJOR_FUNCTION, IO_STACK_LOCATION_DEVICE_OBJECT,
+                  IO_TYPE_IRP, IRP_CANCEL, IRP_CURRENT_LOCATION, IRP_CURRENT_STACK_LOCATION,
+                  IRP_IO_STATUS, IRP_MJ_INTERNAL_DEVICE_CONTROL, IRP_MJ_MAXIMUM_FUNCTION,
+                  IRP_STACK_COUNT, MDL_MAPPED_SYSTEM_VA, MDL_SOURCE_IS_NONPAGED_POOL, PAGE_SIZE,
+                  SIZEOF_IO_STACK_LOCATION, SIZEOF_IRP, SIZEOF_MDL, STATUS_CANCELLED,
+                  STATUS_INVALID_DEVICE_REQUEST, STATUS_INVALID_PARAMETER,
                   STATUS_MORE_PROCESSING_REQUIRED, STATUS_PENDING, STATUS_SUCCESS, status_name)
 from .machine import hook
 from .records import HarnessError, IrpRec, MdlRec
+
+# The major functions' names (wdm.h), for messages.
+_MAJOR_NAMES = {0x00: "IRP_MJ_CREATE", 0x02: "IRP_MJ_CLOSE", 0x03: "IRP_MJ_READ",
+                0x04: "IRP_MJ_WRITE", 0x0E: "IRP_MJ_DEVICE_CONTROL",
+                IRP_MJ_INTERNAL_DEVICE_CONTROL: "IRP_MJ_INTERNAL_DEVICE_CONTROL",
+                0x12: "IRP_MJ_CLEANUP", 0x1B: "IRP_MJ_PNP"}
+
+
+def major_name(major: int) -> str:
+    return _MAJOR_NAMES.get(major, "IRP_MJ 0x%02x" % major)
 
 
 class IrpModel:
@@ -153,11 +165,116 @@ class IrpModel:
             return 1
         return self._start(gen())
 
+    def irp_location(self, rec: IrpRec) -> int:
+        """The IRP's CurrentLocation (stack_size + 1: none current, as IoAllocateIrp leaves it),
+        checked against its CurrentStackLocation."""
+        location = self.rd(rec.address + IRP_CURRENT_LOCATION, 1)[0]
+        current = self.rd64(rec.address + IRP_CURRENT_STACK_LOCATION)
+        if current != self._stack_location(rec, location):
+            self.violation("IRP %d: CurrentStackLocation 0x%x does not match CurrentLocation %d "
+                           "(0x%x)" % (rec.number, current, location,
+                                       self._stack_location(rec, location)))
+        return location
+
+    def _stack_location(self, rec: IrpRec, location: int) -> int:
+        """The address of IO_STACK_LOCATION number `location` (1: the first) of the IRP."""
+        return rec.address + SIZEOF_IRP + SIZEOF_IO_STACK_LOCATION * (location - 1)
+
+    def set_irp_location(self, rec: IrpRec, location: int) -> int:
+        """Makes `location` the IRP's current one (CurrentLocation and CurrentStackLocation, as
+        IoCallDriver moves down a location and IoCompleteRequest back up); its address."""
+        stack = self._stack_location(rec, location)
+        self.wr(rec.address + IRP_CURRENT_LOCATION, bytes([location & 0xFF]))
+        self.wr64(rec.address + IRP_CURRENT_STACK_LOCATION, stack)
+        return stack
+
+    def consume_location(self, rec: IrpRec, who: str) -> Optional[int]:
+        """Whoever the IRP goes to (IoCallDriver to a device; a WSK provider taking it, which
+        passes it down the same way) uses its next stack location: the one whose completion
+        routine IoSetCompletionRoutineEx set. Its address, or None (reported) when none is left
+        (bug check NO_MORE_IRP_STACK_LOCATIONS)."""
+        location = self.irp_location(rec)
+        if location <= 1:
+            self.violation("%s of IRP %d: no stack location left (CurrentLocation %d): bug check "
+                           "NO_MORE_IRP_STACK_LOCATIONS" % (who, rec.number, location))
+            return None
+        return self.set_irp_location(rec, location - 1)
+
+    def _send(self, dev: int, addr: int, e) -> Optional[tuple]:
+        """IofCallDriver's checks, and its move to the next stack location: (IRP, that
+        location's address), or None (reported: nothing sent)."""
+        d = self._device(dev)
+        if d is None or d.deleted_seq is not None or d.driver_object != self.driver_object:
+            self.violation("IofCallDriver(0x%x): %s" % (
+                dev, "a deleted device object" if d is not None and d.deleted_seq is not None
+                else "not a device object of the driver"))
+            return None
+        rec = self._irp(addr, "IofCallDriver")
+        if rec is None:
+            return None
+        e.args["*irp"] = rec.number
+        if rec.state != "allocated":
+            self.violation("IofCallDriver of IRP %d while it is %s (in %s): %s holds it"
+                           % (rec.number, rec.state, rec.op or "no request",
+                              "the provider" if rec.state == "pending" else "someone else"))
+            return None
+        stack = self.consume_location(rec, "IofCallDriver")
+        return None if stack is None else (rec, stack)
+
+    @hook("ntoskrnl", "IofCallDriver", 2)
+    def _h_iofcalldriver(self, emu, api, func, argv):
+        """IoCallDriver (IofCallDriver) of the driver's own IRP to a device object of the driver
+        (the library sends itself a request's IRP that no provider took, to complete it): the
+        device must be the driver's and live, the IRP the driver's and held by nobody else (not
+        pending in a provider, not sent already); the I/O manager moves it to its next stack
+        location (CurrentLocation - 1, CurrentStackLocation - 0x48), sets that location's
+        DeviceObject and calls the dispatch routine of the DRIVER_OBJECT's MajorFunction table for
+        that location's MajorFunction, in the caller's context (its thread and IRQL), and returns
+        what the routine returns. A dispatch routine that returns anything but STATUS_PENDING has
+        completed the IRP (IoCompleteRequest). No routine in the table: the I/O manager's own
+        (IopInvalidDeviceRequest) completes the IRP with STATUS_INVALID_DEVICE_REQUEST."""
+        dev, addr = argv
+        e = self.ev("io", "IofCallDriver", {"DeviceObject": dev, "Irp": addr})
+        sent = self._send(dev, addr, e)
+        if sent is None:
+            e.status = STATUS_INVALID_PARAMETER
+            return e.status
+        rec, stack = sent
+        self.wr64(stack + IO_STACK_LOCATION_DEVICE_OBJECT, dev)
+        major = self.rd(stack, 1)[0]
+        e.args["MajorFunction"] = major
+        rec.state = "sent"
+        rec.op = "%s (IofCallDriver to the driver's device)" % major_name(major)
+        routine = (self.rd64(self.driver_object + DRIVER_OBJECT_MAJOR_FUNCTION + 8 * major)
+                   if major <= IRP_MJ_MAXIMUM_FUNCTION else 0)
+
+        def gen():
+            if not self.in_image(routine):
+                self.violation("IofCallDriver of IRP %d: the driver has no dispatch routine for "
+                               "its MajorFunction %s (DRIVER_OBJECT.MajorFunction: 0x%x); the I/O "
+                               "manager completes it with STATUS_INVALID_DEVICE_REQUEST"
+                               % (rec.number, major_name(major), routine))
+                rec.state = "pending"
+                yield from self._complete_gen(rec, STATUS_INVALID_DEVICE_REQUEST, 0,
+                                              by="I/O manager")
+                e.status = STATUS_INVALID_DEVICE_REQUEST
+                return e.status
+            st = yield from self.call(routine, [dev, addr], "DriverDispatch",
+                                      arg_names=("DeviceObject", "Irp"), kind="io-callback",
+                                      irql=self.irql)
+            e.status = st
+            if rec.state == "sent" and st != STATUS_PENDING:
+                self.violation("the dispatch routine of IRP %d returned %s without completing it "
+                               "(a dispatch routine completes the IRP or returns STATUS_PENDING)"
+                               % (rec.number, status_name(st)))
+            return st
+        return self._start(gen())
+
     @hook("ntoskrnl", "IofCompleteRequest", 2)
     def _h_iofcompleterequest(self, emu, api, func, argv):
-        """IoCompleteRequest (IofCompleteRequest) of an IRP the driver allocated and never handed
-        over (or got back): it made the location of its completion routine current
-        (IoSetNextIrpStackLocation) and wrote IoStatus; the routine runs at once, as for a
+        """IoCompleteRequest (IofCompleteRequest) of the driver's own IRP, by its dispatch
+        routine (IofCallDriver sent it to the driver, making the location of its completion
+        routine current) with IoStatus written: the completion routine runs at once, as for a
         completion by the provider, and must give the IRP back (STATUS_MORE_PROCESSING_REQUIRED).
         """
         addr, boost = argv[0], argv[1] & 0xFF
@@ -166,42 +283,35 @@ class IrpModel:
         if rec is None:
             return None
         e.args["*irp"] = rec.number
-        if rec.state != "allocated":
+        if rec.state not in ("sent", "allocated"):
             self.violation("IofCompleteRequest of IRP %d while it is %s (in %s): the %s owns it"
                            % (rec.number, rec.state, rec.op,
                               "provider" if rec.state == "pending" else "I/O manager"))
             return None
-        location = self.rd(addr + IRP_CURRENT_LOCATION, 1)[0]
-        current = self.rd64(addr + IRP_CURRENT_STACK_LOCATION)
-        expected = addr + SIZEOF_IRP + SIZEOF_IO_STACK_LOCATION * (rec.stack_size - 1)
-        if location != rec.stack_size or current != expected:
-            self.violation("IofCompleteRequest of IRP %d: CurrentLocation %d / "
-                           "CurrentStackLocation 0x%x, expected %d / 0x%x (IoSetNextIrpStackLocation once, to the "
+        location = self.irp_location(rec)
+        if location != rec.stack_size:
+            self.violation("IofCompleteRequest of IRP %d at CurrentLocation %d, expected %d (the "
                            "location of its completion routine)"
-                           % (rec.number, location, current, rec.stack_size, expected))
+                           % (rec.number, location, rec.stack_size))
         status, _, information = struct.unpack("<IIQ", self.rd(addr + IRP_IO_STATUS, 16))
         if status == STATUS_PENDING:
             self.violation("IofCompleteRequest of IRP %d with IoStatus.Status STATUS_PENDING"
                            % rec.number)
-        rec.state = "pending"  # what _complete_gen completes
-        if not rec.op.endswith("(completed by the driver)"):
+        if rec.state == "allocated":
             rec.op = "%s (completed by the driver)" % (rec.op or "never sent")
+        rec.state = "pending"  # what _complete_gen completes
 
         def gen():
-            yield from self._complete_gen(rec, status, information)
-            if rec.state == "freed":  # the routine freed it
-                return 0
-            # The I/O manager has moved back up past the routine's location.
-            self.wr(addr + IRP_CURRENT_LOCATION, bytes([(rec.stack_size + 1) & 0xFF]))
-            self.wr64(addr + IRP_CURRENT_STACK_LOCATION,
-                      addr + SIZEOF_IRP + SIZEOF_IO_STACK_LOCATION * rec.stack_size)
+            yield from self._complete_gen(rec, status, information, by="driver")
             return 0
         return self._start(gen())
 
-    def _complete_gen(self, rec: IrpRec, status: int, information: int, before=None):
-        """Generator: IoCompleteRequest of a pending IRP: IoStatus written, then the completion
-        routine called (DeviceObject NULL: the driver allocated the IRP); it must return
-        STATUS_MORE_PROCESSING_REQUIRED, which gives the IRP back to the driver."""
+    def _complete_gen(self, rec: IrpRec, status: int, information: int, before=None,
+                      by: str = "provider"):
+        """Generator: IoCompleteRequest of a pending IRP (by the provider, or `by` whoever else
+        completes it): IoStatus written, then the completion routine called (DeviceObject NULL:
+        the driver allocated the IRP); it must return STATUS_MORE_PROCESSING_REQUIRED, which
+        gives the IRP back to the driver."""
         if rec.state != "pending":
             raise HarnessError("completing IRP %d while %s" % (rec.number, rec.state))
         if before is not None:
@@ -213,7 +323,8 @@ class IrpModel:
         rec.completed_status = status
         self.progress += 1
         self.ev("io", "IoCompleteRequest", {"op": rec.op, "Irp": rec.address, "*irp": rec.number,
-                                            "Status": status, "Information": information})
+                                            "Status": status, "Information": information},
+                text=by)
         routine, ctx = rec.routine, rec.context
         if status == STATUS_CANCELLED:
             invoked = rec.invoke[2]
@@ -221,8 +332,10 @@ class IrpModel:
             invoked = rec.invoke[0]
         else:
             invoked = rec.invoke[1]
-        # The stack location is used up: a reuse of the IRP needs its routine set again.
+        # The stack location is used up: a reuse of the IRP needs its routine set again. The I/O
+        # manager moves back up past it before calling its routine.
         rec.routine = rec.context = 0
+        self.set_irp_location(rec, rec.stack_size + 1)
         if not routine or not invoked:
             self.violation("IRP %d (%s) completed with %s and no completion routine to call: "
                            "the I/O manager would go on completing the driver's own IRP"

@@ -98,6 +98,7 @@ class Machine:
         self.unload_ran = False
         self.unload_completed = False
         self.unload_ptr = 0
+        self.image_kept = False  # DriverUnload returned with a device object left
         self.driver_object = 0
         self.skipped_exports: List[str] = []
         self.stack_top = 0
@@ -224,11 +225,10 @@ class Machine:
         # Code stub: jmp [rip+0] ; dq harness.CallbackReturn
         self.cont_addr = self.emu.get_proc("harness", "CallbackReturn")
         self.trigger_addr = self.emu.get_proc("harness", "AfterEntry")
-        self.stub = self.alloc(32, "stub")
-        self.wr(self.stub, b"\xff\x25\x00\x00\x00\x00" + struct.pack("<Q", self.cont_addr))
-        self.trigger_stub = self.alloc(32, "trigger_stub")
-        self.wr(self.trigger_stub,
-                b"\xff\x25\x00\x00\x00\x00" + struct.pack("<Q", self.trigger_addr))
+        self.stub = self._jump_stub("stub", self.cont_addr)
+        self.trigger_stub = self._jump_stub("trigger_stub", self.trigger_addr)
+        self.shutdown_stub = self._jump_stub("shutdown_stub",
+                                             self.emu.get_proc("harness", "SystemShutdown"))
         self.exallocatepool2_addr = self.emu.get_proc("ntoskrnl", "ExAllocatePool2")
         self.wsk_funcs = {name: self.emu.get_proc("harness", name)
                           for name, _ in WSK_PROVIDER_DISPATCH_FUNCS}
@@ -261,6 +261,12 @@ class Machine:
 
         emu._exec_run = exec_run
         emu.on_run_complete = on_run_complete
+
+    def _jump_stub(self, what: str, target: int) -> int:
+        """A code stub `jmp [rip+0]; dq target` (a run's start, to a hooked address)."""
+        stub = self.alloc(32, what)
+        self.wr(stub, b"\xff\x25\x00\x00\x00\x00" + struct.pack("<Q", target))
+        return stub
 
     def _wrap(self, fn, implemented_by_speakeasy: bool, spec: HookSpec):
         def cb(emu, api, func, argv):
@@ -306,6 +312,10 @@ class Machine:
         elif name == "DriverUnload":
             self.unload_ran = True
             self.ev("run", "DriverUnload", {"DriverObject": run.args[0]})
+        elif name == "system shutdown":
+            self.ev("run", name, text="the system shuts down: NMR deregisters the clients still "
+                    "registered (calling into the image, still mapped), the device objects go, "
+                    "and the image with them")
         elif name == "after DriverEntry":
             parts = ["the system after DriverEntry: the work items it queued run"]
             if self.scenario.after_entry:
@@ -355,21 +365,39 @@ class Machine:
             if st == STATUS_SUCCESS:
                 if (self.scenario.after_entry or self.work_queue or self._blocked()
                         or self.scenario.unload_after_ms):
-                    from speakeasy.profiler import Run
-                    r = Run()
-                    r.type = "after DriverEntry"
-                    r.start_addr = self.trigger_stub
-                    r.args = []
-                    self.emu.add_run(r)
+                    self._add_run("after DriverEntry", self.trigger_stub)
             else:
-                self._check_nothing_left("DriverEntry failed")
+                self._image_unmapped("DriverEntry failed")
         elif name == "DriverUnload":
             self.unload_completed = not abandoned
             self.ev("run", "DriverUnload abandoned" if abandoned else "DriverUnload returned")
-            self._check_nothing_left("DriverUnload abandoned" if abandoned
+            kept = [] if abandoned else self.live_devices()
+            if kept:
+                # A device object of the driver is left: the I/O manager keeps the driver object,
+                # and with it the image, mapped; NMR may still call into it. The image goes when
+                # the system shuts down (a run of its own).
+                self.image_kept = True
+                self.ev("run", "image kept", text="DriverUnload returned with %d device "
+                        "object(s) of the driver left: the driver object and its image stay "
+                        "(the driver cannot unload for good) until the system shuts down"
+                        % len(kept))
+                self._add_run("system shutdown", self.shutdown_stub)
+            else:
+                self._image_unmapped("DriverUnload abandoned" if abandoned
                                      else "DriverUnload returned")
         elif name == "after DriverEntry":
             self.ev("run", "after DriverEntry done")
+        elif name == "system shutdown":
+            self.ev("run", "system shutdown done")
+
+    def _add_run(self, name: str, stub: int):
+        """Queues a Speakeasy run of the harness's own (a system thread), starting at `stub`."""
+        from speakeasy.profiler import Run
+        r = Run()
+        r.type = name
+        r.start_addr = stub
+        r.args = []
+        self.emu.add_run(r)
 
     def _drive(self, gen: Generator, send_value, frame_rsp: Optional[int]):
         """Advance a harness generator from inside a hook.
@@ -419,13 +447,14 @@ class Machine:
         return self._drive(gen, value, frame_rsp)
 
     def call(self, fn: int, args: list, name: str, returns: bool = True, arg_names=(),
-             kind: str = "callback"):
+             kind: str = "callback", irql: Optional[int] = None):
         """Generator helper: call a driver callback, log it, return its status. kind:
-        "callback" (NMR calls it), "io-callback" (the I/O manager: a completion routine). The
-        thread runs the callback at the IRQL the system calls it at (irql.py), then goes back to
-        its own."""
+        "callback" (NMR calls it), "io-callback" (the I/O manager: a completion routine, a
+        dispatch routine). The thread runs the callback at the IRQL the system calls it at
+        (irql.py; `irql`: at that one instead, e.g. the caller's for a dispatch routine), then
+        goes back to its own."""
         t = self.current
-        caller_irql, t.irql = t.irql, self.callback_irql(name)
+        caller_irql, t.irql = t.irql, self.callback_irql(name) if irql is None else irql
         e = self.ev(kind, name, dict(zip(arg_names, args)))
         st = yield Call(fn, list(args), name, returns)
         t.irql = caller_irql
@@ -472,6 +501,33 @@ class Machine:
             return 0
         return self._start(gen())
 
+    def live_devices(self):
+        """The device objects of the driver not deleted (they keep the image mapped)."""
+        return [d for d in self.devices
+                if d.deleted_seq is None and d.driver_object == self.driver_object]
+
+    def _image_unmapped(self, when: str):
+        """The image goes (DriverUnload returned with no device object left, a failed
+        DriverEntry, or the system shutdown): nothing of it may still be queued or running."""
+        self._check_nothing_left(when)
+
+    @hook("harness", "SystemShutdown", 0, rule=None)
+    def _h_system_shutdown(self, emu, api, func, argv):
+        """The system shuts down with the image still mapped (DriverUnload left a device
+        object): once what is queued has run, NMR detaches the bindings of a client still
+        registered (nmr.py), then the device objects go (deleted by the system, not the
+        driver) and the image is unmapped."""
+        def gen():
+            yield from self._settle()
+            yield from self._nmr_shutdown_gen()
+            for d in self.live_devices():
+                d.deleted_seq = self.ev("device", "device object deleted by the system",
+                                        {"DeviceObject": d.address}).seq
+            yield from self._settle()
+            self._image_unmapped("the system shutdown")
+            return 0
+        return self._start(gen())
+
     # What the models check once the image may be unmapped (DriverUnload ran, or DriverEntry
     # failed), in this order: each reports what its subsystem still holds.
     LEFT_AT_END = ("_wsk_registrations_left", "_devices_left", "_keys_left", "_work_items_left",
@@ -487,7 +543,8 @@ class Machine:
         self._nmr_left()
         failed_entry = self.entry_status is None or bool(self.entry_status & 0x80000000)
         if self.unload_ran or failed_entry:
-            when = "unload" if self.unload_ran else "failed DriverEntry"
+            when = ("the system shutdown" if self.image_kept else "unload" if self.unload_ran
+                    else "failed DriverEntry")
             for check in self.LEFT_AT_END:
                 getattr(self, check)(when)
         stack = max((t.stack_used for t in self.threads), default=0)
@@ -502,6 +559,7 @@ class Machine:
                       stack_used=stack, devices=self.devices, work_items=self.work_items,
                       kevents=list(self.kevents.values()), wsk_registrations=self.wsk_regs,
                       threads=self.threads, clock=self.now,
-                      unload_completed=self.unload_completed, irps=self.irps, mdls=self.mdls,
+                      unload_completed=self.unload_completed, image_kept=self.image_kept,
+                      irps=self.irps, mdls=self.mdls,
                       sockets=self.sockets, mdl_requests=self.mdl_requests,
                       call_counts=self.call_counts, injected=self.injected)

@@ -337,6 +337,18 @@ class NmrModel:
         e.status = STATUS_SUCCESS if injected is None else injected
         return e.status
 
+    def _nmr_shutdown_gen(self):
+        """Generator: the system shuts down with the client still registered (its
+        NmrDeregisterClient failed): NMR detaches and cleans up each binding still attached, as a
+        provider's deregistration would."""
+        if self.client is None or not self.deregister_failed:
+            return
+        self.ev("provider", "system shutdown", text="NMR deregisters the client still "
+                "registered: it detaches its bindings")
+        for b in self.bindings:
+            if b.state == "attached":
+                yield from self._detach_gen(b, "system shutdown")
+
     def _nmr_left(self):
         """After the emulation: the unload deregistered and waited."""
         # (After a failed NmrDeregisterClient nothing was initiated: there is nothing to wait for.)

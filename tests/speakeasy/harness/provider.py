@@ -112,7 +112,10 @@ class ProviderModel:
 
     def _take_irp(self, addr: int, op: str, sock: Optional[SocketRec]) -> Optional[IrpRec]:
         """A WSK function takes the driver's IRP: it must be the driver's, not in use, with a
-        completion routine set."""
+        completion routine set. The provider passes it down its own stack (as IoCallDriver does),
+        which uses up the IRP's next stack location — the one holding the driver's completion
+        routine — until it completes it: that is how the driver tells an IRP a provider took from
+        one a stub answered without taking."""
         if not addr:
             self.violation("%s without an IRP" % op)
             return None
@@ -125,6 +128,7 @@ class ProviderModel:
         if not rec.routine:
             self.violation("%s: IRP %d has no completion routine (IoSetCompletionRoutineEx): "
                            "nothing would tell the driver it completed" % (op, rec.number))
+        self.consume_location(rec, op)
         rec.state = "pending"
         rec.op = op
         rec.socket = sock

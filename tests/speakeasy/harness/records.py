@@ -114,6 +114,9 @@ class WorkItem:
     runs: int = 0
     freed: bool = False
     thread: Optional[str] = None
+    # The driver callback (or run) IoAllocateWorkItem, and the last IoQueueWorkItem, came from.
+    allocated_in: str = ""
+    queued_in: str = ""
 
 
 @dataclass
@@ -150,8 +153,9 @@ class WskRegistration:
 class IrpRec:
     """An IRP from IoAllocateIrp. state: allocated (the driver's: new, or completed and given
     back by its completion routine's STATUS_MORE_PROCESSING_REQUIRED), pending (a WSK function
-    took it: the provider's until it completes it), completing (its completion routine runs),
-    freed."""
+    took it: the provider's until it completes it), sent (IofCallDriver sent it to a device of
+    the driver: its dispatch routine's, which completes it), completing (its completion routine
+    runs), freed. Who holds it uses a stack location (irp.py: consume_location)."""
 
     number: int
     address: int
@@ -267,6 +271,9 @@ class Result:
     threads: List[Thread] = field(default_factory=list)
     clock: int = 0
     unload_completed: bool = False
+    # DriverUnload returned with a device object of the driver left: the image stayed mapped
+    # until the system's shutdown (machine.py).
+    image_kept: bool = False
     irps: List[IrpRec] = field(default_factory=list)
     mdls: List[MdlRec] = field(default_factory=list)
     sockets: List[SocketRec] = field(default_factory=list)

@@ -271,8 +271,8 @@ def format_trace(r: Result) -> str:
             elif "*mdl" in e.args:
                 tag = " [MDL %d]" % e.args["*mdl"]
             if e.name == "IoCompleteRequest":
-                L.append("%sprovider completes the IRP of %s%s: IoStatus = {%s, %d}" % (
-                    ind, e.args["op"], tag, status_name(e.args["Status"]),
+                L.append("%s%s completes the IRP of %s%s: IoStatus = {%s, %d}" % (
+                    ind, e.text or "provider", e.args["op"], tag, status_name(e.args["Status"]),
                     e.args["Information"]))
             elif e.name in ("IoAllocateIrp", "IoAllocateMdl"):
                 L.append("%s%s(%s) -> %s%s" % (ind, e.name, _fmt_args(e.args),
@@ -281,7 +281,7 @@ def format_trace(r: Result) -> str:
                 L.append("%sIoCancelIrp(%s) -> %s%s%s" % (
                     ind, _fmt_args(e.args), {1: "TRUE", 0: "FALSE"}.get(e.status, "?"), tag,
                     " (%s)" % e.text if e.text else ""))
-            elif e.name == "IoSetCompletionRoutineEx":
+            elif e.name in ("IoSetCompletionRoutineEx", "IofCallDriver"):
                 L.append("%s%s(%s) -> %s%s" % (ind, e.name, _fmt_args(e.args),
                                                status_name(e.status), tag))
             else:
