@@ -25,6 +25,12 @@ from .abi import (DISPATCH_LEVEL, DRIVER_OBJECT_MAJOR_FUNCTION, IO_STACK_LOCATIO
 from .machine import hook
 from .records import HarnessError, IrpRec, MdlRec
 
+def _holder(rec: IrpRec) -> str:
+    """Who holds an IRP that is not the driver's to touch, for messages."""
+    return {"pending": "the provider", "sent": "the dispatch routine it was sent to",
+            "completing": "the I/O manager"}.get(rec.state, "the driver")
+
+
 # The major functions' names (wdm.h), for messages.
 _MAJOR_NAMES = {0x00: "IRP_MJ_CREATE", 0x02: "IRP_MJ_CLOSE", 0x03: "IRP_MJ_READ",
                 0x04: "IRP_MJ_WRITE", 0x0E: "IRP_MJ_DEVICE_CONTROL",
@@ -95,15 +101,20 @@ class IrpModel:
         if rec.state == "freed":
             self.violation("IoFreeIrp(0x%x): IRP %d freed twice" % (addr, rec.number))
             return None
-        if rec.state == "pending":
-            self.violation("IoFreeIrp(0x%x): IRP %d is still pending in %s (the provider owns it "
-                           "until it completes it)" % (addr, rec.number, rec.op))
-        if rec.routine:
-            # Not a violation here (a provider that never completes the IRP leaves the driver no
-            # other choice), but on Windows the memory IoSetCompletionRoutineEx allocated (and
-            # its device object reference) is only released when the routine runs.
-            e.text = ("its IoSetCompletionRoutineEx routine never ran: Windows would leak the "
-                      "memory it allocated for it")
+        if rec.state in ("pending", "sent"):
+            # Before its routine ran: the routine would run on a freed IRP. (Inside the routine,
+            # state "completing", the driver frees its own IRP given back: allowed.)
+            self.violation("IoFreeIrp(0x%x): IRP %d is %s (in %s): freed before its completion "
+                           "routine ran (%s owns it until it completes it)"
+                           % (addr, rec.number, rec.state, rec.op, _holder(rec)))
+        elif rec.routine:
+            # Set, never sent: the routine never runs, and the memory IoSetCompletionRoutineEx
+            # allocated (and its device object reference) is only released when it runs.
+            e.text = "its IoSetCompletionRoutineEx routine never ran"
+            self.violation("IoFreeIrp(0x%x): the IoSetCompletionRoutineEx routine of IRP %d never "
+                           "ran: the memory it allocated, and its reference on the device object, "
+                           "leak (send the IRP, so that it is completed, instead)"
+                           % (addr, rec.number))
         rec.state = "freed"
         rec.freed_seq = e.seq
         self.wr(addr, b"\xdd" * (SIZEOF_IRP + SIZEOF_IO_STACK_LOCATION * max(rec.stack_size, 1)))
@@ -215,8 +226,7 @@ class IrpModel:
         e.args["*irp"] = rec.number
         if rec.state != "allocated":
             self.violation("IofCallDriver of IRP %d while it is %s (in %s): %s holds it"
-                           % (rec.number, rec.state, rec.op or "no request",
-                              "the provider" if rec.state == "pending" else "someone else"))
+                           % (rec.number, rec.state, rec.op or "no request", _holder(rec)))
             return None
         stack = self.consume_location(rec, "IofCallDriver")
         return None if stack is None else (rec, stack)
@@ -244,6 +254,7 @@ class IrpModel:
         major = self.rd(stack, 1)[0]
         e.args["MajorFunction"] = major
         rec.state = "sent"
+        rec.completed_since_use = False
         rec.op = "%s (IofCallDriver to the driver's device)" % major_name(major)
         routine = (self.rd64(self.driver_object + DRIVER_OBJECT_MAJOR_FUNCTION + 8 * major)
                    if major <= IRP_MJ_MAXIMUM_FUNCTION else 0)
@@ -283,11 +294,22 @@ class IrpModel:
         if rec is None:
             return None
         e.args["*irp"] = rec.number
-        if rec.state not in ("sent", "allocated"):
-            self.violation("IofCompleteRequest of IRP %d while it is %s (in %s): the %s owns it"
-                           % (rec.number, rec.state, rec.op,
-                              "provider" if rec.state == "pending" else "I/O manager"))
+        if rec.state == "completing" or (rec.state == "allocated" and rec.completed_since_use):
+            # Driver Verifier's I/O verification: IRP_COMPLETED twice.
+            self.violation("IofCompleteRequest of IRP %d, %s: double completion"
+                           % (rec.number, "whose completion routine runs"
+                              if rec.state == "completing" else "completed already"))
             return None
+        if rec.state == "pending":
+            self.violation("IofCompleteRequest of IRP %d while it is pending (in %s): the "
+                           "provider owns it" % (rec.number, rec.op))
+            return None
+        if rec.state == "allocated":
+            # Driver Verifier's I/O verification (bug check 0xC9): completing an IRP that was
+            # never forwarded via IoCallDriver. (Its routine runs all the same, as on Windows.)
+            self.violation("IofCompleteRequest of IRP %d, which was never sent to the driver "
+                           "(IoCallDriver): only the driver an IRP was sent to completes it"
+                           % rec.number)
         location = self.irp_location(rec)
         if location != rec.stack_size:
             self.violation("IofCompleteRequest of IRP %d at CurrentLocation %d, expected %d (the "
@@ -320,6 +342,7 @@ class IrpModel:
                                                          information))
         rec.state = "completing"
         rec.completions += 1
+        rec.completed_since_use = True
         rec.completed_status = status
         self.progress += 1
         self.ev("io", "IoCompleteRequest", {"op": rec.op, "Irp": rec.address, "*irp": rec.number,
@@ -461,8 +484,21 @@ class IrpModel:
         for rec in self.irps:
             if rec.state != "freed":
                 self.violation("IRP %d (IoAllocateIrp) not freed at %s (IoFreeIrp)%s"
-                               % (rec.number, when, "; still pending in %s" % rec.op
-                                  if rec.state == "pending" else ""))
+                               % (rec.number, when, "; still %s in %s" % (rec.state, rec.op)
+                                  if rec.state in ("pending", "sent") else ""))
+                if rec.routine:
+                    self.violation("the IoSetCompletionRoutineEx routine of IRP %d never ran "
+                                   "(left at %s): the memory it allocated, and its reference on "
+                                   "the device object, leak" % (rec.number, when))
+
+    def check_no_wsk_call_in_routine(self, rule: str):
+        """Before a kernel, NMR or WSK call (`rule`: its name in tests/irql-rules.txt): no new
+        WSK call inside a completion routine ("Using IRPs with Winsock Kernel Functions": the
+        routine only ends its request; a new call belongs elsewhere, e.g. a work item)."""
+        if rule.startswith("Wsk") and self.in_callback("CompletionRoutine"):
+            self.violation("%s called inside a completion routine (on %s): a WSK client starts "
+                           "no new WSK call there (Using IRPs with Winsock Kernel Functions)"
+                           % (rule, self.current.name))
 
     def _mdls_left(self, when: str):
         for m in self.mdls:

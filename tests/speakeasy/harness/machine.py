@@ -273,6 +273,7 @@ class Machine:
             self._switched = False
             if spec.rule is not None:  # a kernel, NMR or WSK function: its IRQL limit
                 self.check_irql(spec.rule, spec.conditions or {}, argv)
+                self.check_no_wsk_call_in_routine(spec.rule)
             rv = fn(emu, api, func, argv)
             if implemented_by_speakeasy and self._switched:
                 sp = emu.get_stack_ptr()
@@ -382,9 +383,10 @@ class Machine:
                         "(the driver cannot unload for good) until the system shuts down"
                         % len(kept))
                 self._add_run("system shutdown", self.shutdown_stub)
+            elif abandoned:  # it never returns: reported already; what it left too
+                self._check_nothing_left("DriverUnload abandoned")
             else:
-                self._image_unmapped("DriverUnload abandoned" if abandoned
-                                     else "DriverUnload returned")
+                self._image_unmapped("DriverUnload returned")
         elif name == "after DriverEntry":
             self.ev("run", "after DriverEntry done")
         elif name == "system shutdown":
@@ -425,8 +427,10 @@ class Machine:
         self.wr64(sp + 8, self.stub)
         self.wr(sp + 16, b"\0" * 0x20)  # home space
         regs = ["rcx", "rdx", "r8", "r9"]
-        for i, a in enumerate(req.args):
+        for i, a in enumerate(req.args[:4]):
             self.emu.reg_write(regs[i], a)
+        for i, a in enumerate(req.args[4:]):  # the fifth argument on: above the home space
+            self.wr64(sp + 0x30 + 8 * i, a)
         self.emu.reg_write("rsp", sp)
         self.current.pending.append((gen, frame_rsp, req, self.depth))
         self.depth += 1
@@ -508,8 +512,10 @@ class Machine:
 
     def _image_unmapped(self, when: str):
         """The image goes (DriverUnload returned with no device object left, a failed
-        DriverEntry, or the system shutdown): nothing of it may still be queued or running."""
+        DriverEntry, or the system shutdown): nothing of it may still be queued or running, and
+        no NMR client of it still registered."""
         self._check_nothing_left(when)
+        self._nmr_unmapped(when)
 
     @hook("harness", "SystemShutdown", 0, rule=None)
     def _h_system_shutdown(self, emu, api, func, argv):

@@ -38,6 +38,7 @@ class NmrModel:
         self.deregistered = False
         self.wait_done = False
         self.deregister_failed = False
+        self.client_gone = False  # NMR deregistered it itself (the system shutdown)
 
     def _fake_handle(self, what: str) -> int:
         # Real memory, so a driver that dereferences a handle does not crash in a surprising way.
@@ -296,6 +297,12 @@ class NmrModel:
         b.complete_calls += 1
         if b.state == "detaching":
             b.complete_called = True
+            if self.in_callback("ClientDetachProvider"):
+                # On the callback's own thread: it has not returned, let alone STATUS_PENDING.
+                # (From another thread, NMR takes it once the callback returned: _detach_gen.)
+                self.violation("NmrClientDetachProviderComplete(0x%x) inside "
+                               "ClientDetachProvider: only after it returned STATUS_PENDING "
+                               "(NPI_CLIENT_DETACH_PROVIDER_FN)" % handle)
             return 0
         if b.state == "detach-pending":
             b.complete_called = True
@@ -310,7 +317,13 @@ class NmrModel:
                 yield from self._cleanup_gen(b)
                 return 0
             return self._start(gen())
-        self.violation("NmrClientDetachProviderComplete for a binding in state %s" % b.state)
+        if b.detach_status == STATUS_SUCCESS:
+            self.violation("NmrClientDetachProviderComplete(0x%x) after ClientDetachProvider "
+                           "returned STATUS_SUCCESS: only after it returned STATUS_PENDING, once "
+                           "(NPI_CLIENT_DETACH_PROVIDER_FN)" % handle)
+        else:
+            self.violation("NmrClientDetachProviderComplete(0x%x) for a binding in state %s"
+                           % (handle, b.state))
         return 0
 
     @hook("netio", "NmrWaitForClientDeregisterComplete", 1)
@@ -348,6 +361,24 @@ class NmrModel:
         for b in self.bindings:
             if b.state == "attached":
                 yield from self._detach_gen(b, "system shutdown")
+        self.client_gone = True
+
+    def _nmr_registered(self) -> bool:
+        """Whether the client is still registered with NMR: never deregistered, its
+        NmrDeregisterClient failed, or a binding of it not cleaned up yet."""
+        if self.client_handle is None or self.client_gone:
+            return False
+        return (not self.deregistered or self.deregister_failed
+                or any(b.state in ("attached", "detaching", "detach-pending", "detached")
+                       for b in self.bindings))
+
+    def _nmr_unmapped(self, when: str):
+        """The image is unmapped: a client still registered with NMR would have NMR call into
+        unmapped code (its detach and cleanup callbacks)."""
+        if self._nmr_registered():
+            self.violation("%s with the NMR client still registered and the image unmapped: "
+                           "NMR would call into it (its deregistration was not complete: keep the "
+                           "device object, and the image, until it is)" % when)
 
     def _nmr_left(self):
         """After the emulation: the unload deregistered and waited."""

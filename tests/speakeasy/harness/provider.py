@@ -20,7 +20,8 @@ from .abi import (AF_INET, IPPROTO_TCP, MDL_BYTE_COUNT, SIZEOF_WSK_PROVIDER_CONN
                   STATUS_CONNECTION_REFUSED, STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_HANDLE,
                   STATUS_INVALID_PARAMETER, STATUS_NOT_IMPLEMENTED, STATUS_NOT_SUPPORTED,
                   STATUS_PENDING, STATUS_SUCCESS, WSK_1_1, WSK_CONNECTION_DISPATCH_FUNCS,
-                  WSK_FLAG_CONNECTION_SOCKET, WSK_PROVIDER_DISPATCH_FUNCS, version_name)
+                  WSK_FLAG_CONNECTION_SOCKET, WSK_PROVIDER_DISPATCH_FUNCS, status_name,
+                  version_name)
 from .machine import hook
 from .records import Binding, Event, IrpRec, MdlRec, SocketRec
 
@@ -48,10 +49,33 @@ class ProviderModel:
                                        end=pd + SIZEOF_WSK_PROVIDER_DISPATCH - 1)
         return pd
 
+    def _client_of(self, name: str, client: int):
+        """The binding (or WskRegister registration) whose WSK_CLIENT a provider dispatch
+        function `name` is called with, checked: a WSK_CLIENT the provider gave, and — but for
+        WskFreeAddressInfo, which gives back what the provider handed out — not through a binding
+        whose ClientDetachProvider has returned: "After ClientDetachProvider has been called, the
+        client module should not make any more calls to any of the provider module's NPI
+        functions" (NPI_CLIENT_DETACH_PROVIDER_FN; checked from the callback's return on, as a
+        call that checked the binding before the detach began may still race the callback)."""
+        clients = {b.wsk_client: b for b in self.bindings if b.wsk_client}
+        clients.update({reg.wsk_client: reg for reg in self.wsk_regs if reg.wsk_client})
+        owner = clients.get(client)
+        if owner is None:
+            self.violation("%s: Client 0x%x is not a WSK_CLIENT the provider gave" % (name, client))
+        elif (isinstance(owner, Binding) and name != "WskFreeAddressInfo"
+              and owner.state not in ("attaching", "attached", "detaching")):
+            self.violation("%s called through binding 0x%x whose detach began "
+                           "(ClientDetachProvider returned %s; the binding is %s): no provider NPI "
+                           "call after the detach" % (name, owner.handle,
+                                                      status_name(owner.detach_status),
+                                                      owner.state))
+        return owner
+
     def _wsk_not_supported(self, name: str, argv) -> int:
         """A provider dispatch function the harness does not model: STATUS_NOT_SUPPORTED (or the
         failure matrix's status), no IRP taken."""
         e = self.ev("wsk", name, {"Client": argv[0] if argv else 0}, status=STATUS_NOT_SUPPORTED)
+        self._client_of(name, argv[0])
         injected = self._inject(name)
         if injected is not None:  # not modelled further (no IRP taken)
             e.status = injected
@@ -129,6 +153,7 @@ class ProviderModel:
             self.violation("%s: IRP %d has no completion routine (IoSetCompletionRoutineEx): "
                            "nothing would tell the driver it completed" % (op, rec.number))
         self.consume_location(rec, op)
+        rec.completed_since_use = False
         rec.state = "pending"
         rec.op = op
         rec.socket = sock
@@ -175,15 +200,7 @@ class ProviderModel:
         e = self.ev("wsk", "WskSocket", {"Client": client, "AddressFamily": family,
                                          "SocketType": stype, "Protocol": proto, "Flags": flags,
                                          "Irp": irp})
-        clients = {b.wsk_client: b for b in self.bindings if b.wsk_client}
-        clients.update({reg.wsk_client: reg for reg in self.wsk_regs if reg.wsk_client})
-        owner = clients.get(client)
-        if owner is None:
-            self.violation("WskSocket: Client 0x%x is not a WSK_CLIENT the provider gave" % client)
-        elif isinstance(owner, Binding) and owner.state not in ("attached", "detaching",
-                                                                "detach-pending"):
-            self.violation("WskSocket through binding 0x%x, which is %s" % (owner.handle,
-                                                                           owner.state))
+        self._client_of("WskSocket", client)
         injected = self._inject("WskSocket")
         rec = self._take_irp(irp, "WskSocket", None)
         if injected is not None:

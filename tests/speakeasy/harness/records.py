@@ -171,6 +171,7 @@ class IrpRec:
     buffer: Optional[tuple] = None  # a pending receive's WSK_BUF: (address, length, MdlRec)
     uses: int = 0  # WSK functions it was given to
     completions: int = 0
+    completed_since_use: bool = False  # completed since it was last taken or sent
     cancels: int = 0
     completed_status: Optional[int] = None
     freed_seq: Optional[int] = None
