@@ -1,8 +1,9 @@
 """Driver Verifier's I/O rules and the NMR / WSK rules (issue 16, "What to build" item 4), as
 the harness checks them, each shown caught on a mutated driver: a harness subclass in which the
 image makes one call it should not (or leaves out one it should), through the harness's hooks
-like any call of its own, so that the rule is checked where it is for the real image. The same
-scenarios on the unmutated image break no rule (the other test modules' clean runs).
+like any call of its own (mutants.py), so that the rule is checked where it is for the real
+image. The same scenarios on the unmutated image break no rule (the other test modules' clean
+runs).
 
 The rules, and where the harness checks them:
 - IofCompleteRequest of an IRP never sent to the driver (IofCallDriver), and a double completion:
@@ -25,57 +26,13 @@ The IRQL rules are test_irql.py's; the work item rule is test_work_item_rule.py'
 
 Run: target/speakeasy-venv/bin/python -m pytest tests/speakeasy/test_rules.py
 """
-import dataclasses
 import re
 
 import harness
 from harness import (DRIVER_OBJECT_MAJOR_FUNCTION, IRP_MJ_INTERNAL_DEVICE_CONTROL,
                      STATUS_INVALID_PARAMETER, STATUS_NOT_IMPLEMENTED, STATUS_SUCCESS)
 from expected import PROFILE, connection_only, nmr_only
-
-
-# ---------------------------------------------------------------------------------------------
-# Mutated drivers
-# ---------------------------------------------------------------------------------------------
-def mutant(handler: str, calls, replace: bool = False, result=None):
-    """A Harness subclass whose driver, at the first of its calls that `handler` (a hook's
-    handler, e.g. "_h_iofcalldriver") handles for which calls(h, argv) is not None, makes the
-    calls it names — [(module, name, args)], or [(address, name, args)] for the provider's
-    functions — each through the harness's hook for it, its rules checked as for any call of the
-    image: right after that call (which the harness handles as usual), or instead of it
-    (`replace`; that call then returns `result`)."""
-    base = getattr(harness.Harness, handler)
-
-    def handle(self, emu, api, func, argv):
-        extra = None if self.mutated else calls(self, argv)
-        if extra is None:
-            return base(self, emu, api, func, argv)
-        self.mutated = True
-        rv = result
-        if not replace:
-            rv = base(self, emu, api, func, argv)
-            assert not self._switched, "%s switched threads: make the calls instead of it" % handler
-
-        def gen():
-            for target, name, args in extra:
-                address = target if isinstance(target, int) else self.emu.get_proc(target, name)
-                # Through a code stub, as the image's own call would come: a hook's address is
-                # only dispatched when the CPU fetches it.
-                yield harness.Call(self._jump_stub("call " + name, address), list(args), name)
-            return rv
-        return self._start(gen())
-    return type("Mutant", (harness.Harness,), {handler: handle, "mutated": False})
-
-
-def emulate(cls, scenario, **changes):
-    """The image under test through the named scenario (with `changes`), under harness `cls`."""
-    sc = dataclasses.replace(harness.SCENARIOS[scenario], **changes)
-    return cls(harness.default_image(), sc, profile=PROFILE).run()
-
-
-def only(violations, pattern):
-    """The violations matching `pattern` (a regex, searched)."""
-    return [v for v in violations if re.search(pattern, v)]
+from mutants import emulate, mutant
 
 
 def untaken(h, argv):

@@ -133,6 +133,9 @@ TICKS_PER_MS = 10_000
 # and the emulation of a scenario stops at this emulated time.
 MAX_FRUITLESS_TIMEOUTS = 60
 MAX_EMULATED_TIME = 3600 * 1000 * TICKS_PER_MS
+# "System Worker Threads": a work item routine must be short; one that runs longer than this (of
+# emulated time) is reported.
+MAX_WORK_ITEM_TIME = 1000 * TICKS_PER_MS
 
 WSK_PROVIDER_DISPATCH_FUNCS = [  # (name, argc), in table order from +8
     ("WskSocket", 11),

@@ -176,10 +176,11 @@ class Machine:
         return base <= addr < base + size
 
     def on_a_stack(self, addr: int) -> Optional[Thread]:
-        for t in self.threads:
-            if t.stack_top - t.stack_size <= addr < t.stack_top:
-                return t
-        return None
+        """The thread whose stack `addr` is on: a live one first (a finished worker's stack is
+        reused by the next), else the last that had it."""
+        on = [t for t in self.threads if t.stack_top - t.stack_size <= addr < t.stack_top]
+        live = [t for t in on if t.state in ("running", "blocked")]
+        return (live or on or [None])[-1]
 
     def where(self, addr: int) -> str:
         """Where an address is, for messages."""
@@ -568,4 +569,5 @@ class Machine:
                       unload_completed=self.unload_completed, image_kept=self.image_kept,
                       irps=self.irps, mdls=self.mdls,
                       sockets=self.sockets, mdl_requests=self.mdl_requests,
-                      call_counts=self.call_counts, injected=self.injected)
+                      call_counts=self.call_counts, injected=self.injected,
+                      long_work_items=self.long_work_items)

@@ -279,6 +279,8 @@ class Result:
     mdls: List[MdlRec] = field(default_factory=list)
     sockets: List[SocketRec] = field(default_factory=list)
     mdl_requests: List[int] = field(default_factory=list)
+    # The work item rule's breaks the run allowed (io.py: long_work_items_allowed).
+    long_work_items: List[str] = field(default_factory=list)
     # The failure matrix: how many times each failable function was called (Harness._inject),
     # and the injected failures that happened: (name, occurrence, status).
     call_counts: Dict[str, int] = field(default_factory=dict)

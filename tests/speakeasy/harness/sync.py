@@ -128,6 +128,9 @@ class SyncModel:
                            "on a stack needs a KernelMode wait (a UserMode wait may page the "
                            "stack out)" % (obj, self.where(obj), mode & 0xFF))
         if timeout != 0:
+            self.work_item_waits("KeWaitForSingleObject (%s) on event 0x%x, %s" % (
+                "no timeout" if timeout is None else "timeout %s" % seconds(abs(timeout)), obj,
+                self.where(obj)))
             inside = self.in_callback("ClientDetachProvider", "ClientCleanupBindingContext",
                                       "CompletionRoutine")
             if inside:

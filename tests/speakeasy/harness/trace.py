@@ -134,7 +134,8 @@ def format_trace(r: Result) -> str:
     L.append("")
     L.append("Legend: '->' NMR/kernel answers the driver; '<=' NMR calls into the driver and the "
              "driver returns; 'log' is the driver's own DbgPrintEx output; '~~' the harness "
-             "switches threads or lets time pass (t = emulated time since load).")
+             "switches threads or lets time pass (t = emulated time since load); '!!' a rule "
+             "broken; '!~' a break of the work item rule by a known offender, allowed.")
     L.append("-" * 78)
     prev_thread = None
     for e in r.events:
@@ -296,6 +297,8 @@ def format_trace(r: Result) -> str:
             L.append("%s%s: %s" % (ind, e.name, e.text))
         elif e.kind == "violation":
             L.append("%s!! %s" % (ind, e.text))
+        elif e.kind == "known":
+            L.append("%s!~ %s" % (ind, e.text))
     L.append("-" * 78)
     L.append("Summary")
     L.append("  DriverEntry returned %s" % status_name(r.entry_status))
@@ -350,6 +353,13 @@ def format_trace(r: Result) -> str:
         for err in r.run_errors:
             L.append("    - %s: %s at %s %s" % (err.get("run"), err.get("type"), err.get("pc"),
                                                 err.get("api_name", "")))
+    allowed: dict = {}
+    for v in r.long_work_items:
+        message, _, reason = v.partition(" [allowed: ")
+        allowed.setdefault(reason[:-1], []).append(message)
+    for reason, messages in allowed.items():
+        L.append("  work item rule, %d break(s) allowed (%s):" % (len(messages), reason))
+        L.extend("    - %s" % m for m in messages)
     if not r.violations and not r.run_errors:
         L.append("  no problems found")
     L.append("=" * 78)

@@ -153,6 +153,9 @@ class WskRegisterModel:
                                                          "WaitTimeout": wait_ms,
                                                          "WskProviderNpi": npi_out})
         injected = self._inject("WskCaptureProviderNPI")
+        if wait_ms != WSK_NO_WAIT:
+            self.work_item_waits("WskCaptureProviderNPI (WaitTimeout %s)" % (
+                "WSK_INFINITE_WAIT" if wait_ms == WSK_INFINITE_WAIT else "%d ms" % wait_ms))
         reg = self._live_wsk_reg(registration)
         if reg is None:
             self.violation("WskCaptureProviderNPI(0x%x): not a registered WSK_REGISTRATION"
