@@ -90,10 +90,17 @@ pub(crate) unsafe extern "system" fn ClientDetachProvider<C: Client>(
         // SAFETY: as in `free_notice`: taken once.
         let notice = unsafe { Reserved::<C, Notify<C>>::from_raw(raw) };
         // Refused (and freed) once the unload began: the unload tells the client itself.
-        let _ = notice.queue(Notify {
+        let queued = notice.queue(Notify {
             references,
             _client: PhantomData,
         });
+        if queued.is_err() {
+            log!(
+                C,
+                DPFLTR_INFO_LEVEL,
+                "detach: the unload has begun and tells the client itself"
+            );
+        }
     }
     // The last action on the binding: once it leaves, a pending detach may complete at once.
     let status = if detaching.end::<C>() {

@@ -167,10 +167,9 @@ impl<C: Client, W: Work> Reserved<C, W> {
     }
 
     /// Queues `work` in the reserved work item. `Err` (the work item freed, `work` dropped) when
-    /// the client is not registered or its unload has begun.
+    /// the client is not registered or its unload has begun: the caller says what that means.
     pub(crate) fn queue(self, work: W) -> Result<(), NtStatus> {
-        if let Err(reason) = C::state().runtime.enter_work() {
-            log_refused::<C>(reason);
+        if C::state().runtime.enter_work().is_err() {
             return Err(NtStatus::INVALID_DEVICE_STATE);
         }
         let job = ManuallyDrop::new(self).job;
