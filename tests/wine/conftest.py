@@ -1,5 +1,5 @@
 """pytest set-up for the Wine tests: tools, the images under test and the driver's profile, a
-fresh prefix per test.
+fresh prefix per test; one rerun of a test that failed on a known defect of Wine itself.
 
 Nothing here skips: a missing tool or image is a failure (these tests exist to check the image
 CI built). Run tests/wine/setup.sh first (it installs Wine and the venv).
@@ -8,6 +8,7 @@ import os
 import sys
 
 import pytest
+from _pytest.runner import runtestprotocol
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,6 +20,52 @@ def pytest_configure(config):
         "markers",
         "applies(condition, reason): condition(profile) says whether the test is about the image "
         "under test; for other images it is deselected (not collected), never skipped")
+
+
+# What a failed test's log showed, when every crash in it is the known Wine defect.
+WINE_DEFECT = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that failed on its crash check (every other check before it passed) in a prefix
+    whose every crash line is the known Wine defect (wine_harness.known_wine_defect) is marked
+    for one rerun. Read here, while the prefix and its log still exist."""
+    report = yield
+    failed_on_crash = (report.when == "call" and report.failed and call.excinfo is not None
+                       and call.excinfo.errisinstance(AssertionError)
+                       and "a Wine process crashed" in str(call.excinfo.value))
+    if failed_on_crash:
+        for value in (item.funcargs or {}).values():
+            if isinstance(value, wh.Prefix):
+                defect = wh.known_wine_defect(value.log())
+                if defect:
+                    item.stash[WINE_DEFECT] = defect
+                break
+    return report
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Runs the test; if it failed on the known Wine defect alone, runs it once more in a fresh
+    prefix, says so, and reports that second run, whatever its outcome. Nothing else is
+    rerun."""
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    reports = runtestprotocol(item, nextitem=nextitem, log=False)
+    defect = item.stash.get(WINE_DEFECT, None)
+    if defect is not None:
+        del item.stash[WINE_DEFECT]
+        terminal = item.config.pluginmanager.getplugin("terminalreporter")
+        message = "RERUN %s once: a known defect of Wine itself: %s" % (item.nodeid, defect)
+        if terminal is not None:
+            terminal.write_line("")
+            terminal.write_line(message)
+        item.add_report_section("call", "wine-defect", message)
+        reports = runtestprotocol(item, nextitem=nextitem, log=False)
+    for report in reports:
+        item.ihook.pytest_runtest_logreport(report=report)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
 
 
 def pytest_collection_modifyitems(config, items):

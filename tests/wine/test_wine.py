@@ -25,7 +25,10 @@ What is checked, from the DbgPrintEx output (WINEDEBUG=+debugstr) and sc's own a
   its allocations) at 0;
 - no NMR rule broken as seen by the provider (`netio-provider: ERROR`), no failure logged by the
   driver, no crash or unbound import in any Wine process;
-- 20 start/stop cycles in one prefix, each complete.
+- 20 start/stop cycles in one prefix, each complete;
+- with the test NETIO.SYS: its emulation of Windows' image lifetime installed in each
+  winedevice.exe and, for a driver with work items, the client's IoQueueWorkItem import patched
+  and its work items queued through it (see wine_harness.image_pinning_problems).
 """
 import os
 import re
@@ -177,6 +180,15 @@ def _check_clean(text, what, profile):
         what, "\n  ".join(leaks))
 
 
+def _check_pinning(text, profile, starts, what):
+    """The test NETIO.SYS kept Windows' image lifetime (raw NMR images; the WskRegister image's
+    `wine-netio` variant has no test NETIO.SYS)."""
+    if profile.backend != "nmr":
+        return
+    problems = wh.image_pinning_problems(text, starts, queues_work_items=profile.connection)
+    assert not problems, "%s:\n  %s" % (what, "\n  ".join(problems))
+
+
 def _assert_order(text, expected, what):
     ok, message = wh.find_in_order(wh.events(text), expected)
     assert ok, "%s: %s" % (what, message)
@@ -275,6 +287,7 @@ def test_sc_lifecycle(prefix, driver_image, profile, providers, variant):
     for once in once_per_cycle(profile):
         assert whole.count(once) == 1, "%s: %r seen %d times" % (variant, once, whole.count(once))
     _check_clean(whole, variant, profile)
+    _check_pinning(whole, profile, 1, variant)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -299,3 +312,4 @@ def test_start_stop_cycles(prefix, driver_image, profile, providers, variant):
         assert whole.count(line) == CYCLES, "%s: %r seen %d times, want %d" % (
             variant, line, whole.count(line), CYCLES)
     _check_clean(whole, variant, profile)
+    _check_pinning(whole, profile, CYCLES, variant)

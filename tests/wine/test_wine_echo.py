@@ -7,8 +7,10 @@ as wnetio.sys): the raw NMR image through its NMR, which hands the client Wine's
 dispatch that says the version attached (1.1, so names resolve through Wine's resolver); the
 WskRegister image through Wine's own WskRegister family, passed through unchanged (dispatch 1.0).
 The bridge is needed for both: Wine 8's ntoskrnl.exe only stubs IoSetCompletionRoutineEx (a call
-aborts the process), which the library uses for every request; the bridge patches the stub with
-an emulation of Windows' (see its `bridge` module).
+aborts the process), which the library uses for every request; the test NETIO.SYS patches the
+stub with an emulation of Windows', and keeps the driver's image loaded while its work item and
+completion routines run, as Windows does and Wine's winedevice.exe does not (see its `lifetime`
+module); every test checks that emulation's log lines (wine_harness.image_pinning_problems).
 
     tests/wine/run.sh        (setup + pytest; see tests/wine/README.md)
 
@@ -202,6 +204,9 @@ def stop(prefix, profile, what, count=1, timeout=30.0):
 def check_unloads_clean(text, profile, what):
     crashes = wh.crash_lines(text)
     assert not crashes, "%s: a Wine process crashed:\n  %s" % (what, "\n  ".join(crashes[:20]))
+    errors = [line for line in wh.events(text) if "netio-provider: ERROR" in line]
+    assert not errors, "%s: the test NETIO.SYS logged errors:\n  %s" % (
+        what, "\n  ".join(errors[:20]))
     counts = [m.group(1) for m in live_allocations(profile).finditer(text)]
     assert counts and all(c == "0" for c in counts), (
         "%s: live pool allocations at unload %r (a leak)" % (what, counts))
@@ -227,9 +232,10 @@ def echo_service(bridged_prefix, driver_image, profile):
     _delete(prefix, profile)
 
 
-def check_provider(text, profile):
+def check_provider(text, profile, starts=1):
     """The driver really used Wine's provider, through the bridge, with the emulated
-    IoSetCompletionRoutineEx in place."""
+    IoSetCompletionRoutineEx in place and its image kept loaded while its routines run, in a log
+    section of `starts` service starts."""
     if profile.backend == "nmr":
         assert "netio-provider: bridge: Wine's WSK provider captured" in text, text[-3000:]
     else:
@@ -237,6 +243,8 @@ def check_provider(text, profile):
             in text, text[-3000:]
     assert "now runs an emulation of Windows'" in text, text[-3000:]
     assert "netio-provider: ERROR" not in text
+    problems = wh.image_pinning_problems(text, starts, queues_work_items=profile.connection)
+    assert not problems, "\n".join(problems)
 
 
 @ECHO
@@ -275,7 +283,7 @@ def test_echo_start_stop_cycles(echo_service, profile):
         text = prefix.log()[base:]
         assert all(c["received"] == MESSAGE.encode() for c in peer.snapshot())
         assert text.count(profile.log("socket: closed")) == CYCLES
-        check_provider(text, profile)
+        check_provider(text, profile, CYCLES)
         _check_clean(text, "%d cycles" % CYCLES, profile)
 
 
@@ -287,7 +295,9 @@ def test_a_refused_connection_is_logged_and_the_driver_unloads(echo_service, pro
     result = start_and_wait_result(prefix, profile, "refused")
     assert result == "echo failed: connect %s" % CONNECTION_REFUSED, prefix.log_since(base)
     stop(prefix, profile, "refused")
-    check_unloads_clean(prefix.log()[base:], profile, "refused")
+    text = prefix.log()[base:]
+    check_provider(text, profile)
+    check_unloads_clean(text, profile, "refused")
 
 
 @ECHO
@@ -301,7 +311,9 @@ def test_a_reset_mid_exchange_is_logged_and_the_driver_unloads(echo_service, pro
         # as the receive's error status.
         assert result.startswith("echo failed: receive 0x"), prefix.log_since(base)
         stop(prefix, profile, "reset")
-        check_unloads_clean(prefix.log()[base:], profile, "reset")
+        text = prefix.log()[base:]
+        check_provider(text, profile)
+        check_unloads_clean(text, profile, "reset")
 
 
 @ECHO
@@ -323,6 +335,7 @@ def test_a_stop_during_a_pending_receive_unloads_without_hanging(echo_service, p
         results = [line for line in lines if RESULT.search(line)]
         assert len(results) == 1 and "echo failed: receive 0x" in results[0], "\n".join(lines)
         assert peer.wait(lambda cs: cs[0]["closed"]), "the peer never saw the connection close"
+        check_provider(text, profile)
         check_unloads_clean(text, profile, "silent peer")
         print("stop during a pending receive took %.1f s" % took)
 
@@ -385,7 +398,7 @@ def test_echo_soak_with_resets_and_silent_peers(echo_service, profile):
                    for m in [RESULT.search(line)] if m]
         assert len(results) == SOAK_CYCLES, results
         assert text.count(profile.log("socket: closed")) == SOAK_CYCLES
-        check_provider(text, profile)
+        check_provider(text, profile, SOAK_CYCLES)
         check_unloads_clean(text, profile, "soak")
         print("soak: %d cycles in %.0f s: %d echo ok, %d failed as the peer made them, "
               "0 leaks, 0 hangs" % (SOAK_CYCLES, took,
@@ -454,4 +467,6 @@ def test_a_multi_chunk_bytes_transfer_echoes_every_byte(echo_service, profile):
         got = corrupting.snapshot()[0]["received"]
         assert stream.startswith(got) and flip_at < len(got) <= flip_at + 65536, len(got)
         stop(prefix, profile, "corrupted", count=2)
-        check_unloads_clean(prefix.log()[base:], profile, "corrupted")
+        text = prefix.log()[base:]
+        check_provider(text, profile)
+        check_unloads_clean(text, profile, "corrupted")

@@ -19,6 +19,14 @@
 //!   `STATUS_PENDING`, as Windows does;
 //! - `NmrWaitForClientDeregisterComplete` returns once the cleanup ran.
 //!
+//! In every variant it also keeps Windows' image lifetime where Wine 8 does not (the `lifetime`
+//! module): a client's image stays loaded while one of its work item routines or
+//! `IoSetCompletionRoutineEx` completion routines is queued or running (Wine's winedevice.exe
+//! unloads a driver image as soon as `DriverUnload` returns), Wine's `IoSetCompletionRoutineEx`
+//! stub is replaced with an emulation of Windows', and an image unloaded with such a routine in
+//! flight is logged as an error. The registration functions (`NmrRegisterClient`, the bridge's
+//! `WskRegister`) install it for the client's image.
+//!
 //! Everything it sees is logged with `DbgPrintEx` (component 77), every line prefixed
 //! `netio-provider: `. A breach of the NMR rules by the client is logged as
 //! `netio-provider: ERROR: ...`, which the Wine test treats as a failure.
@@ -113,6 +121,10 @@ const fn hex(status: NTSTATUS) -> u32 {
     status as u32
 }
 
+// The loader (ntdll) and Windows' image lifetime, emulated (every variant).
+mod lifetime;
+mod loader;
+
 // ---------------------------------------------------------------------------------------------
 // The variant.
 
@@ -153,77 +165,21 @@ mod bridge {
     use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
     use crate::abi::{
-        DEVICE_OBJECT, ExAllocatePoolWithTag, ExFreePoolWithTag, HANDLE, IRP, NTSTATUS,
-        NonPagedPool, PIO_COMPLETION_ROUTINE, PVOID, PWSK_CLIENT, STATUS_INSUFFICIENT_RESOURCES,
-        STATUS_SUCCESS, STATUS_UNSUCCESSFUL, UNICODE_STRING, WSK_CLIENT_DISPATCH, WSK_CLIENT_NPI,
-        WSK_NO_WAIT, WSK_PROVIDER_DISPATCH, WSK_PROVIDER_NPI, WSK_REGISTRATION,
+        NTSTATUS, PVOID, PWSK_CLIENT, STATUS_SUCCESS, STATUS_UNSUCCESSFUL, WSK_CLIENT_DISPATCH,
+        WSK_CLIENT_NPI, WSK_NO_WAIT, WSK_PROVIDER_DISPATCH, WSK_PROVIDER_NPI, WSK_REGISTRATION,
     };
     use crate::hex;
+    use crate::loader::{self, LdrLoadDll};
 
     // Wine's netio.sys is reached under another name, loaded at run time: a static import of
     // `WskRegister` & co. from wnetio.sys would collide with wsk-sys's declarations of the same
     // names from NETIO.SYS (the linker takes the first, and this image *is* NETIO.SYS).
-    #[link(name = "ntdll.dll", kind = "raw-dylib", modifiers = "+verbatim")]
-    unsafe extern "system" {
-        fn LdrLoadDll(
-            SearchPath: *const u16,
-            DllCharacteristics: *mut u32,
-            DllName: *const UNICODE_STRING,
-            BaseAddress: *mut PVOID,
-        ) -> NTSTATUS;
-        fn LdrGetProcedureAddress(
-            BaseAddress: PVOID,
-            Name: *const ANSI_STRING,
-            Ordinal: u32,
-            ProcedureAddress: *mut PVOID,
-        ) -> NTSTATUS;
-        fn LdrGetDllHandle(
-            SearchPath: *const u16,
-            DllCharacteristics: *mut u32,
-            DllName: *const UNICODE_STRING,
-            BaseAddress: *mut PVOID,
-        ) -> NTSTATUS;
-        fn NtProtectVirtualMemory(
-            Process: HANDLE,
-            BaseAddress: *mut PVOID,
-            Size: *mut usize,
-            NewProtection: u32,
-            OldProtection: *mut u32,
-        ) -> NTSTATUS;
-        fn NtFlushInstructionCache(Process: HANDLE, BaseAddress: PVOID, Size: usize) -> NTSTATUS;
-    }
-
-    #[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
-    unsafe extern "system" {
-        fn ObfReferenceObject(Object: PVOID) -> isize;
-        fn ObfDereferenceObject(Object: PVOID) -> isize;
-    }
-
-    /// `ANSI_STRING`.
-    #[repr(C)]
-    struct ANSI_STRING {
-        Length: u16,
-        MaximumLength: u16,
-        Buffer: *const u8,
-    }
 
     /// Where the test puts Wine's own netio.sys (a bare name is not searched for in `drivers`).
     const PATH: &[u8] = b"C:\\windows\\system32\\drivers\\wnetio.sys";
 
     /// [`PATH`] in UTF-16, NUL-terminated (Wine's `LdrLoadDll` reads the buffer as a C string).
-    static PATH_W: [u16; PATH.len() + 1] = wide(PATH);
-
-    /// ASCII `text` widened to UTF-16 with a NUL after it (`N` is its length + 1).
-    #[allow(clippy::indexing_slicing)] // const evaluation: an index past the end fails the build
-    const fn wide<const N: usize>(text: &[u8]) -> [u16; N] {
-        let mut out = [0u16; N];
-        let mut i = 0;
-        while i < text.len() {
-            out[i] = text[i] as u16;
-            i += 1;
-        }
-        out
-    }
+    static PATH_W: [u16; PATH.len() + 1] = loader::wide(PATH);
 
     type Register =
         unsafe extern "system" fn(*const WSK_CLIENT_NPI, *mut WSK_REGISTRATION) -> NTSTATUS;
@@ -264,36 +220,8 @@ mod bridge {
         Ok(loaded)
     }
 
-    /// Loads wnetio.sys and finds one export.
-    fn export(base: PVOID, name: &core::ffi::CStr) -> Result<PVOID, NTSTATUS> {
-        let bytes = name.to_bytes();
-        #[allow(clippy::cast_possible_truncation)] // short names
-        let ansi = ANSI_STRING {
-            Length: bytes.len() as u16,
-            MaximumLength: bytes.len() as u16,
-            Buffer: bytes.as_ptr(),
-        };
-        let mut address: PVOID = ptr::null_mut();
-        // SAFETY: a loaded module's base, a counted name, an out-pointer.
-        let status = unsafe { LdrGetProcedureAddress(base, &raw const ansi, 0, &raw mut address) };
-        if status != STATUS_SUCCESS || address.is_null() {
-            log!(
-                "ERROR: bridge: wnetio.sys has no %s (0x%08X)",
-                name.as_ptr(),
-                hex(status)
-            );
-            return Err(STATUS_UNSUCCESSFUL);
-        }
-        Ok(address)
-    }
-
     fn load() -> Result<Functions, NTSTATUS> {
-        #[allow(clippy::cast_possible_truncation)] // a short path
-        let name = UNICODE_STRING {
-            Length: (PATH.len() * 2) as u16,
-            MaximumLength: (PATH_W.len() * 2) as u16,
-            Buffer: PATH_W.as_ptr().cast_mut(),
-        };
+        let name = loader::unicode(&PATH_W);
         let mut base: PVOID = ptr::null_mut();
         // SAFETY: no search path, no flags, a counted full path, an out-pointer.
         let status =
@@ -302,11 +230,12 @@ mod bridge {
             log!("ERROR: bridge: LdrLoadDll(wnetio.sys) 0x%08X", hex(status));
             return Err(STATUS_UNSUCCESSFUL);
         }
+        let export = |name| loader::export(base, c"wnetio.sys", name);
         let (register, capture, release, deregister) = (
-            export(base, c"WskRegister")?,
-            export(base, c"WskCaptureProviderNPI")?,
-            export(base, c"WskReleaseProviderNPI")?,
-            export(base, c"WskDeregister")?,
+            export(c"WskRegister")?,
+            export(c"WskCaptureProviderNPI")?,
+            export(c"WskReleaseProviderNPI")?,
+            export(c"WskDeregister")?,
         );
         Ok(Functions {
             // SAFETY: Wine's export of that name, with the documented signature.
@@ -408,191 +337,6 @@ mod bridge {
             u32::from(version),
         );
         Ok((npi.Client, STATE.dispatch.get().cast()))
-    }
-
-    // --- IoSetCompletionRoutineEx, which Wine 8's ntoskrnl.exe only stubs (a call aborts the
-    // process). Windows' implementation, emulated: a context in pool holds the driver's routine
-    // and a reference on its device object; the IRP's next stack location gets a routine of this
-    // image (which outlives the client) that calls the driver's, then drops the reference.
-    // Patched over Wine's stub at load (`patch_set_completion_routine_ex`), so the driver's own
-    // import — the shipped image, unchanged — reaches it.
-
-    /// `IRP.Tail.Overlay.CurrentStackLocation` (wsk-sys's layout, offset-tested there).
-    const IRP_CURRENT_STACK_LOCATION: usize = core::mem::offset_of!(crate::abi::IRP, Tail)
-        + core::mem::offset_of!(crate::abi::IRP_TAIL_OVERLAY, CurrentStackLocation);
-    /// `sizeof(IO_STACK_LOCATION)` and the offsets of `Control`, `CompletionRoutine`, `Context`
-    /// in it.
-    const STACK_LOCATION_SIZE: usize = core::mem::size_of::<crate::abi::IO_STACK_LOCATION>();
-    const SL_CONTROL: usize = core::mem::offset_of!(crate::abi::IO_STACK_LOCATION, Control);
-    const SL_COMPLETION_ROUTINE: usize =
-        core::mem::offset_of!(crate::abi::IO_STACK_LOCATION, CompletionRoutine);
-    const SL_CONTEXT: usize = core::mem::offset_of!(crate::abi::IO_STACK_LOCATION, Context);
-    const SL_INVOKE_ON_CANCEL: u8 = 0x20;
-    const SL_INVOKE_ON_SUCCESS: u8 = 0x40;
-    const SL_INVOKE_ON_ERROR: u8 = 0x80;
-    /// The pool tag of the emulation's contexts.
-    const CONTEXT_TAG: u32 = u32::from_le_bytes(*b"BrCx");
-
-    #[repr(C)]
-    struct SafeContext {
-        routine: PIO_COMPLETION_ROUTINE,
-        context: PVOID,
-        device: *mut DEVICE_OBJECT,
-    }
-
-    unsafe extern "system" fn unload_safe_completion(
-        DeviceObject: *mut DEVICE_OBJECT,
-        Irp: *mut IRP,
-        Context: PVOID,
-    ) -> NTSTATUS {
-        let safe = Context.cast::<SafeContext>();
-        // SAFETY: the context `set_completion_routine_ex` allocated for this IRP, read once.
-        let SafeContext {
-            routine,
-            context,
-            device,
-        } = unsafe { safe.read() };
-        // SAFETY: allocated with CONTEXT_TAG, freed once (this routine runs once per IRP).
-        unsafe { ExFreePoolWithTag(safe.cast(), CONTEXT_TAG) };
-        let status = match routine {
-            // SAFETY: the driver's completion routine with its context, as it asked.
-            Some(routine) => unsafe { routine(DeviceObject, Irp, context) },
-            None => STATUS_SUCCESS,
-        };
-        // SAFETY: the reference taken in `set_completion_routine_ex`; the driver's routine has
-        // returned, so its image may go now.
-        unsafe { ObfDereferenceObject(device.cast()) };
-        status
-    }
-
-    /// `IoSetCompletionRoutineEx`.
-    #[allow(clippy::cast_ptr_alignment)] // the IRP's fields are read and written unaligned
-    unsafe extern "system" fn set_completion_routine_ex(
-        DeviceObject: *mut DEVICE_OBJECT,
-        Irp: *mut IRP,
-        CompletionRoutine: PIO_COMPLETION_ROUTINE,
-        Context: PVOID,
-        InvokeOnSuccess: u8,
-        InvokeOnError: u8,
-        InvokeOnCancel: u8,
-    ) -> NTSTATUS {
-        // SAFETY: a plain non-paged allocation.
-        let safe = unsafe {
-            ExAllocatePoolWithTag(
-                NonPagedPool,
-                core::mem::size_of::<SafeContext>(),
-                CONTEXT_TAG,
-            )
-        }
-        .cast::<SafeContext>();
-        if safe.is_null() || DeviceObject.is_null() || Irp.is_null() {
-            log!("ERROR: bridge: IoSetCompletionRoutineEx: no pool, device object or IRP");
-            return STATUS_INSUFFICIENT_RESOURCES;
-        }
-        // SAFETY: the caller's device object, alive while the caller holds it.
-        unsafe { ObfReferenceObject(DeviceObject.cast()) };
-        // SAFETY: fresh pool of the right size.
-        unsafe {
-            safe.write(SafeContext {
-                routine: CompletionRoutine,
-                context: Context,
-                device: DeviceObject,
-            });
-        };
-        // An IRP from IoAllocateIrp: its current-location pointer is past the last stack
-        // location, so the next one is one below it.
-        let field = Irp
-            .cast::<u8>()
-            .wrapping_add(IRP_CURRENT_STACK_LOCATION)
-            .cast::<*mut u8>();
-        // SAFETY: a field of the live IRP (8-aligned in it; read unaligned all the same).
-        let current = unsafe { field.read_unaligned() };
-        let next = current.wrapping_sub(STACK_LOCATION_SIZE);
-        let mut control = 0;
-        if InvokeOnSuccess != 0 {
-            control |= SL_INVOKE_ON_SUCCESS;
-        }
-        if InvokeOnError != 0 {
-            control |= SL_INVOKE_ON_ERROR;
-        }
-        if InvokeOnCancel != 0 {
-            control |= SL_INVOKE_ON_CANCEL;
-        }
-        let routine: PIO_COMPLETION_ROUTINE = Some(unload_safe_completion);
-        let routine_field = next
-            .wrapping_add(SL_COMPLETION_ROUTINE)
-            .cast::<PIO_COMPLETION_ROUTINE>();
-        // SAFETY: the next stack location of the IRP, inside its allocation.
-        unsafe { routine_field.write_unaligned(routine) };
-        let context_field = next.wrapping_add(SL_CONTEXT).cast::<PVOID>();
-        // SAFETY: as above.
-        unsafe { context_field.write_unaligned(safe.cast()) };
-        // SAFETY: as above.
-        unsafe { next.wrapping_add(SL_CONTROL).write(control) };
-        STATUS_SUCCESS
-    }
-
-    /// Replaces Wine's `IoSetCompletionRoutineEx` stub in ntoskrnl.exe with a jump to
-    /// [`set_completion_routine_ex`]. Called once, at this image's load (before any client runs).
-    pub(crate) fn patch_set_completion_routine_ex() {
-        const NAME: &[u8] = b"ntoskrnl.exe";
-        static NAME_W: [u16; NAME.len() + 1] = wide(NAME);
-        #[allow(clippy::cast_possible_truncation)] // short
-        let name = UNICODE_STRING {
-            Length: (NAME.len() * 2) as u16,
-            MaximumLength: (NAME_W.len() * 2) as u16,
-            Buffer: NAME_W.as_ptr().cast_mut(),
-        };
-        let mut base: PVOID = ptr::null_mut();
-        // SAFETY: a counted, NUL-terminated name and an out-pointer.
-        let status = unsafe {
-            LdrGetDllHandle(ptr::null(), ptr::null_mut(), &raw const name, &raw mut base)
-        };
-        if status != STATUS_SUCCESS {
-            log!(
-                "ERROR: bridge: LdrGetDllHandle(ntoskrnl.exe) 0x%08X",
-                hex(status)
-            );
-            return;
-        }
-        let Ok(stub) = export(base, c"IoSetCompletionRoutineEx") else {
-            return;
-        };
-        let target = set_completion_routine_ex as *const () as usize;
-        // mov rax, imm64; jmp rax
-        let mut code = [0x48, 0xB8, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xE0];
-        for (slot, byte) in code.iter_mut().skip(2).zip(target.to_le_bytes()) {
-            *slot = byte;
-        }
-        let process: HANDLE = usize::MAX as HANDLE; // NtCurrentProcess()
-        let (mut address, mut size, mut old) = (stub, code.len(), 0u32);
-        // SAFETY: this process's code page holding the stub; PAGE_EXECUTE_READWRITE.
-        let status = unsafe {
-            NtProtectVirtualMemory(process, &raw mut address, &raw mut size, 0x40, &raw mut old)
-        };
-        if status != STATUS_SUCCESS {
-            log!("ERROR: bridge: NtProtectVirtualMemory 0x%08X", hex(status));
-            return;
-        }
-        // SAFETY: the stub's first bytes, now writable (nothing calls it before a client runs).
-        unsafe { ptr::copy_nonoverlapping(code.as_ptr(), stub.cast::<u8>(), code.len()) };
-        let (mut address, mut size, mut ignored) = (stub, code.len(), 0u32);
-        // SAFETY: as above, back to the old protection.
-        let _ = unsafe {
-            NtProtectVirtualMemory(
-                process,
-                &raw mut address,
-                &raw mut size,
-                old,
-                &raw mut ignored,
-            )
-        };
-        // SAFETY: this process, the bytes just written.
-        let _ = unsafe { NtFlushInstructionCache(process, stub, code.len()) };
-        log!(
-            "bridge: Wine's IoSetCompletionRoutineEx stub %p now runs an emulation of Windows'",
-            stub
-        );
     }
 
     /// Releases and deregisters the bridged binding, if any.
@@ -786,6 +530,18 @@ fn characteristics(registration: &Registration) -> &'static NPI_CLIENT_CHARACTER
 // ---------------------------------------------------------------------------------------------
 // The NMR client-side exports.
 
+/// Whether a WSK client's characteristics (`npi_is_wsk`: its NPI is WSK's) are what NMR accepts.
+fn characteristics_valid(chars: &NPI_CLIENT_CHARACTERISTICS, npi_is_wsk: bool) -> bool {
+    let instance = &chars.ClientRegistrationInstance;
+    chars.Version == 0
+        && usize::from(chars.Length) >= core::mem::size_of::<NPI_CLIENT_CHARACTERISTICS>()
+        && instance.Version == 0
+        && usize::from(instance.Size) >= core::mem::size_of::<NPI_REGISTRATION_INSTANCE>()
+        && chars.ClientDetachProvider.is_some()
+        && !instance.ModuleId.is_null()
+        && npi_is_wsk
+}
+
 /// `NmrRegisterClient`.
 ///
 /// # Safety
@@ -829,17 +585,11 @@ pub unsafe extern "system" fn NmrRegisterClient(
         log!("ERROR: NmrRegisterClient: no ClientAttachProvider");
         return STATUS_INVALID_PARAMETER;
     };
-    if chars.Version != 0
-        || usize::from(chars.Length) < core::mem::size_of::<NPI_CLIENT_CHARACTERISTICS>()
-        || instance.Version != 0
-        || usize::from(instance.Size) < core::mem::size_of::<NPI_REGISTRATION_INSTANCE>()
-        || chars.ClientDetachProvider.is_none()
-        || instance.ModuleId.is_null()
-        || !npi_is_wsk
-    {
+    if !characteristics_valid(chars, npi_is_wsk) {
         log!("ERROR: NmrRegisterClient: invalid client characteristics");
         return STATUS_INVALID_PARAMETER;
     }
+    lifetime::pin_client(ClientCharacteristics.cast(), c"NPI_CLIENT_CHARACTERISTICS");
 
     let Some(reg) = REGISTRATIONS.0.iter().find(|r| {
         r.state
@@ -1291,6 +1041,11 @@ pub unsafe extern "system" fn WskRegister(
     WskClientNpi: *const abi::WSK_CLIENT_NPI,
     WskRegistration: *mut abi::WSK_REGISTRATION,
 ) -> NTSTATUS {
+    // SAFETY: NULL or the caller's client NPI, valid during the call.
+    if let Some(npi) = unsafe { WskClientNpi.as_ref() } {
+        // Its dispatch is a static of the client's image: as in NmrRegisterClient.
+        lifetime::pin_client(npi.Dispatch.cast(), c"WSK_CLIENT_DISPATCH");
+    }
     match bridge::functions() {
         Ok(functions) => {
             // SAFETY: the caller's arguments, as it passed them.
@@ -1354,13 +1109,13 @@ pub unsafe extern "system" fn WskDeregister(WskRegistration: *mut abi::WSK_REGIS
 // ---------------------------------------------------------------------------------------------
 // Image glue.
 
-/// The image entry point. Wine may or may not call it for an imported driver; nothing depends
-/// on it (all state is statically initialised).
+/// The image entry point: installs the image lifetime emulation ([`lifetime::install`], once;
+/// the first registration would install it too).
 ///
-/// The bridge variant imports `ntdll.dll` (to load Wine's netio.sys under another name), and
-/// Wine's loader then treats the image as an ordinary DLL and calls this as `DllMain`, whose
-/// `FALSE` fails the load (`STATUS_DLL_INIT_FAILED`): there it answers 1, which is `TRUE` for
-/// `DllMain` and a success status for `DriverEntry` alike.
+/// Every variant imports `ntdll.dll` (the loader functions of [`loader`]), and Wine's loader
+/// then treats the image as an ordinary DLL and calls this as `DllMain` (at process and thread
+/// attach and detach), whose `FALSE` fails the load (`STATUS_DLL_INIT_FAILED`): it answers 1,
+/// which is `TRUE` for `DllMain` and a success status for `DriverEntry` alike.
 ///
 /// # Safety
 /// Called by the loader.
@@ -1370,16 +1125,8 @@ pub unsafe extern "system" fn DriverEntry(
     _RegistryPath: *const UNICODE_STRING,
 ) -> NTSTATUS {
     log!("DriverEntry (variant %s)", VARIANT.as_ptr());
-    #[cfg(feature = "bridge")]
-    {
-        static PATCHED: AtomicBool = AtomicBool::new(false);
-        if !PATCHED.swap(true, Ordering::AcqRel) {
-            bridge::patch_set_completion_routine_ex();
-        }
-        1
-    }
-    #[cfg(not(feature = "bridge"))]
-    STATUS_SUCCESS
+    lifetime::install();
+    1
 }
 
 /// `DllInitialize` of an export driver: logged, nothing to do.
