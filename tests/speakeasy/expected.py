@@ -58,7 +58,8 @@ def sequence(r):
     """What the driver and the system did to each other, in the order the calls started, as
     readable strings: the calls between NMR (or the WskRegister layer) and the driver; the device
     object; work items queued, starting ("work item 2 runs") and returning ("work item 2 done");
-    KeSetEvent and KeWaitForSingleObject with the status the wait ended with; the driver's own
+    KeSetEvent and KeWaitForSingleObject with the status the wait ended with; the client's timer
+    (KeSetTimer, KeCancelTimer, KeFlushQueuedDpcs, and its expiry: TIMER_DPC); the driver's own
     pool allocations and its connection's ("allocate 'EchG'", "... -> NULL" when it failed) and
     frees ("free 'EchG'"). Binding contexts, work item contexts, IoAllocateWorkItem /
     IoFreeWorkItem and KeInitializeEvent are checked by the tests instead."""
@@ -84,6 +85,10 @@ def sequence(r):
             out.append(SET)
         elif e.kind == "ke" and e.name == "KeWaitForSingleObject":
             out.append("KeWaitForSingleObject -> %s" % S(e.status))
+        elif e.kind == "ke" and e.name in ("KeSetTimer", "KeCancelTimer", "KeFlushQueuedDpcs"):
+            out.append(e.name)
+        elif e.kind == "ke" and e.name == "timer expired":
+            out.append(TIMER_DPC)
         elif e.kind == "wskreg":
             if e.name == "WskRegister":
                 v = e.args.get("ClientDispatch.Version", 0)
@@ -135,6 +140,7 @@ def done(n):
 
 SET = "KeSetEvent"
 WAITED = "KeWaitForSingleObject -> STATUS_SUCCESS"
+TIMER_DPC = "the timer expires: its DPC runs"
 DEVICE = "IoCreateDevice -> STATUS_SUCCESS"
 DELETE = "IoDeleteDevice"
 RELEASE = "WskReleaseProviderNPI"
@@ -271,11 +277,13 @@ def assert_clean(r):
     assert len(r.devices) == 1 and r.devices[0].deleted_seq is not None, r.devices
     # Every work item allocated was queued once, ran once, and was freed — or, prepared for a
     # connection's close that never came to be (the exchange failed) or a detach notice never
-    # sent, freed unqueued; one context each.
+    # sent, freed unqueued; one context each. A task's work item (one per task, with its 'T'
+    # block instead of a context) runs once per wake: queued as often as it ran, then freed.
+    tasks = len(r.task_allocations)
     for it in r.work_items:
-        assert (it.queued_count, it.runs, it.freed, it.state) in (
-            (1, 1, True, "freed"), (0, 0, True, "freed")), it
-    assert len(r.work_allocations) == len(r.work_items)
+        assert it.freed and it.state == "freed" and it.queued_count == it.runs, it
+    assert sum(1 for it in r.work_items if it.runs > 1) <= tasks, (r.work_items, tasks)
+    assert len(r.work_allocations) + tasks == len(r.work_items)
     # The detach notices: one per binding context (NMR backend), made in ClientAttachProvider,
     # queued (if at all) by ClientDetachProvider. Anything else is the connection's.
     notices = notice_items(r)

@@ -433,8 +433,9 @@ def expect(case: Case, base: harness.Result) -> Expectation:
         exp.logs.append(KEPT)
         exp.image_kept = True
     elif call == "WskCaptureProviderNPI":
-        if st == harness.STATUS_DEVICE_NOT_READY:  # captured later, from a work item
-            exp.logs += [r"WSK provider not ready(?: \(%s\))?: capturing from a work item" % h,
+        if st == harness.STATUS_DEVICE_NOT_READY:  # captured later, by a task
+            exp.logs += [r"WSK provider not ready(?: \(%s\))?: capturing from a task, every "
+                         r"1000 ms" % h,
                          r"captured the WSK provider NPI, attached at WSK 1\.1"]
         elif st == harness.STATUS_NOINTERFACE:  # re-registered at 1.0
             exp.logs += [r"WskCaptureProviderNPI: STATUS_NOINTERFACE, falling back",

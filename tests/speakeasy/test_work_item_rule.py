@@ -8,8 +8,8 @@ other than WSK_NO_WAIT) or that runs longer than 1 s of emulated time.
 
 Today's offenders are known, and issue 17 removes them: the echo driver's connection work items
 (the open polls for a binding, sleeping 100 ms at a time, then waits for each request of the
-exchange; the close at the unload waits for its requests) and the WskRegister backend's capture
-work item. Every run allows those work items by default (harness.io.known_offenders: their
+exchange; the close at the unload waits for its requests); the WskRegister backend's capture
+work item was one until issue 17 made it a task. Every run allows those work items by default (harness.io.known_offenders: their
 breaks go to Result.long_work_items, and the trace lists them with the reason), so the other
 tests, and run_driver.py, see everything else; the tests below run without that allowance and
 assert the rule is clean — strict expected failures on the offending images, naming issue 17,
@@ -27,13 +27,12 @@ import pytest
 
 import harness
 from harness import STATUS_SUCCESS, STATUS_TIMEOUT, TICKS_PER_MS
-from harness.io import ISSUE_17, ISSUE_17_CAPTURE, known_offenders, nothing_allowed
+from harness.io import ISSUE_17, known_offenders, nothing_allowed
 from expected import CONN, NMR, PROFILE, connection_only, nmr_only, notice_items, wskregister_only
 from mutants import emulate, mutant
 
 # Why the known offenders of this image are allowed (what known_offenders says of them).
-REASON = ISSUE_17 + ("" if NMR else ISSUE_17_CAPTURE)
-CAPTURE_REASON = "issue 17:" + ISSUE_17_CAPTURE[1:]
+REASON = ISSUE_17
 
 # A break of the rule, as the harness words it.
 RULE = re.compile(r"waits inside a work item routine|longer than 1\.000 s: work items must be "
@@ -89,16 +88,16 @@ def test_the_connection_polls_for_no_binding_in_a_work_item(image):
 
 
 @wskregister_only
-@pytest.mark.xfail(strict=True, raises=LongWorkItems, reason=CAPTURE_REASON)
 def test_the_wskregister_capture_waits_in_no_work_item(image):
     """The WSK subsystem ready 2.5 s after the load (`wsk-late`), the rule enforced on the
-    capture work item alone: clean once issue 17 captures without blocking a worker thread.
-    Today it loops on WskCaptureProviderNPI with a 1 s timeout for 2.5 s: LongWorkItems (three
-    waits, and a run longer than 1 s)."""
+    capture's work item alone: since issue 17 the capture is a task that tries WSK_NO_WAIT once
+    per run and sleeps on the client's timer in between (it looped on WskCaptureProviderNPI with
+    a 1 s timeout in one work item before: three waits, and a run longer than 1 s)."""
     r = enforced(image, "wsk-late")
-    (capture,) = [it for it in r.work_items if it.queued_in == "DriverEntry"
+    (capture,) = [it for it in r.work_items if it.allocated_in == "DriverEntry"
                   and any(e.kind == "wskreg" and e.thread == "work item %d" % it.number
                           for e in r.events)]
+    assert capture.runs >= 4, "a run at the start, then one per timer expiry until captured"
     mine = re.compile(r"\(work item %d\)|^work item %d's" % (capture.number, capture.number))
     r.violations[:] = [v for v in r.violations if mine.search(v) or not RULE.search(v)]
     assert_short(r)
@@ -108,7 +107,7 @@ def test_the_allowance_hides_only_the_known_offenders(image):
     """What the session allows is exactly what the rule reports of the known offenders: the
     image's own scenario run both ways — every break allowed in one is a violation in the other,
     none of them in a detach notice, and nothing else differs (none at all on wsk_attach)."""
-    scenario = "wsk-late" if not NMR else "echo" if CONN else "provider-detach"
+    scenario = "echo" if CONN else "provider-detach"
     allowed = harness.run_scenario(image, scenario)
     strict = enforced(image, scenario)
     assert allowed.violations == []

@@ -10,10 +10,10 @@ import pytest
 from harness import (STATUS_DEVICE_NOT_READY, STATUS_INSUFFICIENT_RESOURCES, STATUS_NOINTERFACE,
                      STATUS_SUCCESS, TICKS_PER_MS, WSK_1_0, WSK_1_1, WSK_NO_WAIT)
 from expected import (CONNECTION_CLOSE, DELETE, DEREGISTER, PROFILE, RELEASE, S, SET, TEARDOWN,
-                      UNLOAD_WAIT, WAITED, WSK_LOAD, assert_clean, assert_failed_load_clean,
-                      assert_in_order, binding_pool_events, capture, close_connection, default_run,
-                      done, event_index, log_events, log_index, queue, runs, sequence,
-                      wsk_attached, wsk_register, wskregister_only)
+                      TIMER_DPC, UNLOAD_WAIT, WAITED, WSK_LOAD, assert_clean,
+                      assert_failed_load_clean, assert_in_order, binding_pool_events, capture,
+                      default_run, done, event_index, log_events, log_index, queue, runs,
+                      sequence, wsk_attached, wsk_register, wskregister_only)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,36 +144,64 @@ def test_wskregister_dispatch_version_1_0(run):
     log_index(r, "captured the WSK provider NPI, attached at WSK 1.0")
 
 
+# The client's timer in a sequence (expected.sequence).
+SET_TIMER, CANCEL_TIMER, FLUSH_DPCS = "KeSetTimer", "KeCancelTimer", "KeFlushQueuedDpcs"
+
+
+def capture_try(status=STATUS_DEVICE_NOT_READY, sleeps=True):
+    """One run of the capture task (work item 1): a try without waiting, then (not captured) the
+    client's timer set for the next try a second later."""
+    return [runs(1), capture(WSK_NO_WAIT, status), *([SET_TIMER] if sleeps else []), done(1)]
+
+
+def woken():
+    """The client's timer expires; its DPC wakes the capture task (its work item queued)."""
+    return [TIMER_DPC, queue(1)]
+
+
 @wskregister_only
 def test_wskregister_provider_ready_later(run):
-    """The WSK subsystem is not ready at load: DriverEntry's capture without waiting gets
-    STATUS_DEVICE_NOT_READY, DriverEntry queues the capture work item and succeeds; the work
-    item waits 1000 ms at a time and captures when the subsystem is ready (2.5 s)."""
+    """The WSK subsystem becomes ready 2.5 s after load (`wsk-late`): the first capture returns
+    STATUS_DEVICE_NOT_READY, DriverEntry spawns the capture task and succeeds. The task tries
+    WSK_NO_WAIT at once, then once a second, woken by the client's timer (its DPC), each run a
+    single short poll (issue 17: no wait in a work item), and captures at t = 3 s."""
     r = run("wsk-late")
     assert sequence(r) == [
         *WSK_LOAD, wsk_register(WSK_1_1), capture(WSK_NO_WAIT, STATUS_DEVICE_NOT_READY),
-        queue(1),  # the capture work item, from DriverEntry
+        queue(1),  # the capture task's first run, from DriverEntry
         queue(2),  # the connection
-        runs(1), capture(1000, STATUS_DEVICE_NOT_READY),
+        *capture_try(),
         runs(2), done(2),  # the connection finds no provider yet (see below)
-        capture(1000, STATUS_DEVICE_NOT_READY), capture(1000, STATUS_SUCCESS), done(1),
-        *close_connection(3, holding=False), RELEASE, DEREGISTER, DELETE, *TEARDOWN]
+        *woken(), *capture_try(),  # t = 1 s
+        *woken(), *capture_try(),  # t = 2 s
+        *woken(), *capture_try(STATUS_SUCCESS, sleeps=False),  # t = 3 s: captured, the task ends
+        # No connection: nothing to close. The unload cancels the timer (set for nothing by
+        # now) and flushes the DPCs, then releases the NPI.
+        CANCEL_TIMER, FLUSH_DPCS,
+        RELEASE, DEREGISTER, DELETE, *TEARDOWN]
     assert_clean(r)
     caps = r.calls("WskCaptureProviderNPI")
     assert [(e.time, e.thread) for e in caps] == [
         (0, "DriverEntry"), (0, "work item 1"), (1000 * TICKS_PER_MS, "work item 1"),
-        (2000 * TICKS_PER_MS, "work item 1")]
+        (2000 * TICKS_PER_MS, "work item 1"), (3000 * TICKS_PER_MS, "work item 1")]
     (reg,) = r.wsk_registrations
-    assert reg.capture_answers[-1] == (1000, STATUS_SUCCESS) and reg.releases == 1
-    # The capture work item is queued before DriverEntry says it registered.
-    not_ready = log_index(r, "WSK provider not ready (0xC00000A3): capturing from a work item")
+    assert reg.capture_answers[-1] == (WSK_NO_WAIT, STATUS_SUCCESS) and reg.releases == 1
+    assert all(wait == WSK_NO_WAIT for wait, _ in reg.capture_answers)
+    # The task is spawned before DriverEntry says it registered.
+    not_ready = log_index(r, "WSK provider not ready (0xC00000A3): capturing from a task, "
+                             "every 1000 ms")
     registered = log_index(r, "registered as WSK client (WskRegister)")
-    (q1,) = [e for e in r.events if e.name == "IoQueueWorkItem" and e.args["item"] == 1]
+    (q1,) = [e for e in r.events if e.name == "IoQueueWorkItem" and e.args["item"] == 1
+             and e.thread == "DriverEntry"]
     assert not_ready < q1.seq < registered < event_index(r, "run", "DriverEntry returned")
-    # The capture, and the binding context, on the work item's thread at t = 2.5 s.
+    # One task, in one pool block; its work item woken by the timer's DPC each time.
+    assert len(r.task_allocations) == 1
+    wakes = [e for e in r.events if e.name == "IoQueueWorkItem" and e.args["item"] == 1]
+    assert [e.thread for e in wakes] == ["DriverEntry", "DPC 1", "DPC 2", "DPC 3"]
+    # The capture, and the binding context, on the task's work item at t = 3 s.
     line = PROFILE.log("captured the WSK provider NPI, attached at WSK 1.1") + "\n"
     captured = [e for e in log_events(r) if e.text == line]
-    assert [(e.thread, e.time) for e in captured] == [("work item 1", 2500 * TICKS_PER_MS)]
+    assert [(e.thread, e.time) for e in captured] == [("work item 1", 3000 * TICKS_PER_MS)]
     (alloc,) = [e for e in binding_pool_events(r) if e.name.startswith("ExAllocate")]
     assert alloc.thread == "work item 1"
     # The example's connection work item ran while the capture waited, found no provider
@@ -185,33 +213,36 @@ def test_wskregister_provider_ready_later(run):
 
 @wskregister_only
 def test_wskregister_provider_never_ready_gives_up_at_unload(run):
-    """The WSK subsystem never becomes ready: the capture work item retries every 1000 ms until
-    sc stop (3.5 s); the unload waits for it (it is still in a capture wait when the unload's
-    wait begins), it gives up when that capture returns, and only then does the unload go on:
-    WskDeregister (no WskReleaseProviderNPI: nothing was captured), device deleted."""
+    """The WSK subsystem never becomes ready: the capture task tries every second until sc stop
+    (3.5 s). The unload cancels it (the task is woken at once, not at its next try), waits for
+    it as outstanding work, and the task gives up on that run; then the timer is cancelled and
+    the DPCs flushed, WskDeregister (no WskReleaseProviderNPI: nothing was captured), device
+    deleted."""
     r = run("wsk-never")
     assert sequence(r) == [
         *WSK_LOAD, wsk_register(WSK_1_1), capture(WSK_NO_WAIT, STATUS_DEVICE_NOT_READY),
         queue(1), queue(2),
-        runs(1), capture(1000, STATUS_DEVICE_NOT_READY),
+        *capture_try(),
         runs(2), done(2),
-        capture(1000, STATUS_DEVICE_NOT_READY), capture(1000, STATUS_DEVICE_NOT_READY),
-        capture(1000, STATUS_DEVICE_NOT_READY),  # at t = 3 s, returns at 4 s, after sc stop
-        # No connection: nothing to close, nothing queued; the unload waits for the capture work
-        # item, which leaves last and wakes it.
-        WAITED, SET, done(1),
+        *woken(), *capture_try(), *woken(), *capture_try(), *woken(), *capture_try(),
+        # t = 3.5 s, sc stop: the cancellation queues the task at once; the unload waits for it.
+        queue(1), WAITED, runs(1), SET, done(1),
+        CANCEL_TIMER, FLUSH_DPCS,
         DEREGISTER, DELETE, *TEARDOWN]
     assert_clean(r)
     assert r.binding_allocations == [] and r.calls("WskReleaseProviderNPI") == []
     unload = event_index(r, "run", "DriverUnload")
+    cancelled = log_index(r, "unload: 1 task(s) cancelled")
     outstanding = log_index(r, "unload: 1 work item(s) outstanding")
-    wait = [e for e in r.events if e.name == "KeWaitForSingleObject" and e.kind == "ke"]
-    (wait,) = wait
+    (wait,) = [e for e in r.events if e.name == "KeWaitForSingleObject" and e.kind == "ke"]
     gave_up = log_index(r, "capture: given up, the unload began")
-    (item1_done,) = [e for e in r.events if e.name == "work item done" and e.args["item"] == 1]
+    (cancel_wake,) = [e for e in r.events if e.name == "IoQueueWorkItem"
+                      and e.thread == "DriverUnload"]
     wait_over = event_index(r, "ke-return", "KeWaitForSingleObject")
     dereg = event_index(r, "wskreg", "WskDeregister")
-    assert unload < outstanding < wait.seq < gave_up < item1_done.seq < wait_over < dereg
-    assert wait.time == 3500 * TICKS_PER_MS and r.events[gave_up].time == 4000 * TICKS_PER_MS
+    assert unload < cancel_wake.seq < cancelled < outstanding < wait.seq < gave_up < wait_over
+    assert wait_over < dereg
+    # Given up at the sc stop itself, not at the next try (4 s).
+    assert wait.time == 3500 * TICKS_PER_MS and r.events[gave_up].time == 3500 * TICKS_PER_MS
     assert wait.status == STATUS_SUCCESS and wait.args["Timeout"] == UNLOAD_WAIT
     assert r.events[gave_up].thread == "work item 1"

@@ -1,8 +1,8 @@
 //! `cargo xtask sanitize`: the host tests under the address sanitizer, and the race and detach
 //! tests under the thread sanitizer — nightly `-Zsanitizer`, with `-Zbuild-std` so that std is
 //! instrumented too (an uninstrumented std makes the thread sanitizer report its own `Arc` and
-//! thread internals). Installs the nightly toolchain and its `rust-src` when missing. Loom's test
-//! is left out (its model checker is not meant to run under a sanitizer, and takes long there).
+//! thread internals). Installs the nightly toolchain and its `rust-src` when missing. Loom's tests
+//! are left out (its model checker is not meant to run under a sanitizer, and takes long there).
 //! No suppressions: a report fails the command.
 
 use crate::{nightly, run};
@@ -10,7 +10,7 @@ use crate::{nightly, run};
 const TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// The library's tests with threads racing (detaches against calls, completions against
-/// closes, work items against the unload).
+/// closes, work items against the unload, wakes and timer DPCs against task runs).
 const RACE_TESTS: &[&str] = &[
     "--lib",
     "--test",
@@ -19,6 +19,8 @@ const RACE_TESTS: &[&str] = &[
     "sockets",
     "--test",
     "wsk_register",
+    "--test",
+    "tasks",
 ];
 
 /// The test targets, per package: everything but the loom test and the build tooling.

@@ -73,15 +73,19 @@ pub trait Client: Sized + 'static {
     /// The pool tag of a name being resolved ([`crate::resolve`]): by default `N` last.
     const NAME_TAG: PoolTag = Self::POOL_TAG.with_last(b'N');
 
+    /// The pool tag of tasks ([`crate::task`]): by default `T` last.
+    const TASK_TAG: PoolTag = Self::POOL_TAG.with_last(b'T');
+
     /// Every tag the library allocates with for this client, one per purpose (binding contexts,
-    /// work items, requests, buffers, names). A driver's own tags must be none of these:
+    /// work items, requests, buffers, names, tasks). A driver's own tags must be none of these:
     /// `const _: () = assert!(wsk_client::pool::distinct(&MyDriver::LIBRARY_TAGS, &[MY_TAG]));`.
-    const LIBRARY_TAGS: [PoolTag; 5] = [
+    const LIBRARY_TAGS: [PoolTag; 6] = [
         Self::POOL_TAG,
         Self::WORK_ITEM_TAG,
         Self::REQUEST_TAG,
         Self::BUFFER_TAG,
         Self::NAME_TAG,
+        Self::TASK_TAG,
     ];
 
     /// Called once when a binding starts to go away — the provider detaches, or the client's

@@ -21,7 +21,9 @@
 //! The lifecycle, one module each: [`registration`] (`NmrRegisterClient`) → [`attach`]
 //! (`ClientAttachProvider`, with [`version`] negotiation, [`pool`] and the [`binding`] context) →
 //! [`provider`] (calls through the attached provider) → [`detach`] (`ClientDetachProvider`) →
-//! [`cleanup`] (`ClientCleanupBindingContext`). [`gate`] is the non-blocking "calls in flight"
+//! [`cleanup`] (`ClientCleanupBindingContext`). What drivers attach for: [`socket`] (with
+//! [`buffer`], [`resolve`]) over [`irp`] requests; [`task`], the executor that runs futures in the
+//! client's work items, with [`timer`] and [`time`]. [`gate`] is the non-blocking "calls in flight"
 //! primitive under the bindings; [`status`] the `NTSTATUS` wrapper; [`sys`] the C ABI
 //! (`wsk-sys`).
 //!
@@ -36,6 +38,7 @@ extern crate std;
 pub use wsk_sys as sys;
 
 mod log;
+mod spin_lock;
 
 pub mod attach;
 pub mod binding;
@@ -53,6 +56,9 @@ pub mod resolve;
 pub mod runtime;
 pub mod socket;
 pub mod status;
+pub mod task;
+pub mod time;
+pub mod timer;
 pub mod unload;
 pub mod version;
 pub mod work;

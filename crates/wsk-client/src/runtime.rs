@@ -17,18 +17,21 @@
 
 use core::cell::UnsafeCell;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::binding::BindingSlot;
 use crate::client::Client;
 use crate::gate::{Close, Closer, Gate, Generation, Leave, Refused};
 use crate::log::log;
+use crate::spin_lock::SpinLock;
 use crate::status::NtStatus;
 use crate::sys::{
     DEVICE_OBJECT, DRIVER_OBJECT, Executive, FILE_DEVICE_SECURE_OPEN, FILE_DEVICE_UNKNOWN,
     IRP_MJ_INTERNAL_DEVICE_CONTROL, IoCreateDevice, IoDeleteDevice, KEVENT, KeInitializeEvent,
     KeSetEvent, KeWaitForSingleObject, KernelMode, NotificationEvent, STATUS_TIMEOUT,
 };
+use crate::task::{self, TaskList, TaskRef};
+use crate::timer::TimerQueue;
 
 /// How long one wait of the unload lasts before it logs what it still waits for and waits again.
 const DRAIN_LOG_INTERVAL_100NS: i64 = -50_000_000; // 5 s, relative
@@ -50,6 +53,13 @@ pub struct Runtime {
     work_drained: UnsafeCell<KEVENT>,
     /// The unload began (the embedder was notified once).
     unloading: AtomicBool,
+    /// The client's live tasks ([`crate::task`]), which the unload cancels.
+    tasks: SpinLock<TaskList>,
+    /// How many tasks are listed (or being listed): the unload takes the task lock only when
+    /// there are some.
+    live_tasks: AtomicUsize,
+    /// The client's timer ([`crate::timer`]).
+    pub(crate) timers: TimerQueue,
     /// The `WskRegister` backend's state (unused by the NMR backend).
     pub(crate) wsk: crate::wsk_register::WskRegisterState,
 }
@@ -78,6 +88,9 @@ impl Runtime {
             references_drained: UnsafeCell::new(KEVENT { Header: [0; 3] }),
             work_drained: UnsafeCell::new(KEVENT { Header: [0; 3] }),
             unloading: AtomicBool::new(false),
+            tasks: SpinLock::new(TaskList::new()),
+            live_tasks: AtomicUsize::new(0),
+            timers: TimerQueue::new(),
             wsk: crate::wsk_register::WskRegisterState::new(),
         }
     }
@@ -143,7 +156,7 @@ impl Runtime {
         unsafe { KeInitializeEvent(self.references_drained.get(), NotificationEvent, 0) };
         // SAFETY: as above.
         unsafe { KeInitializeEvent(self.work_drained.get(), NotificationEvent, 0) };
-        self.unloading.store(false, Ordering::Release);
+        self.unloading.store(false, task::LIVE_ORDER);
         let opened = self.work.open(work);
         debug_assert!(opened, "gate reserved just above");
         Ok(())
@@ -186,10 +199,47 @@ impl Runtime {
         self.unloading.load(Ordering::Acquire)
     }
 
+    /// Lists a new task, unless the unload has begun (then `Err`: the unload's cancellation
+    /// would miss it). IRQL <= `DISPATCH_LEVEL`.
+    ///
+    /// With [`Runtime::cancel_tasks`]: the count goes up before the unload flag is read, and the
+    /// unload sets the flag before it reads the count (all sequentially consistent), so either
+    /// the unload sees the task counted and takes the lock (the task is listed by then, or sees
+    /// the flag under the lock), or the spawn sees the flag.
+    pub(crate) fn insert_task(&self, header: TaskRef) -> Result<(), ()> {
+        self.live_tasks.fetch_add(1, task::LIVE_ORDER);
+        let mut list = self.tasks.lock();
+        if self.unloading.load(task::LIVE_ORDER) {
+            drop(list);
+            self.live_tasks.fetch_sub(1, task::LIVE_ORDER);
+            return Err(());
+        }
+        task::list_insert(&mut list, header);
+        Ok(())
+    }
+
+    /// Takes a completing task off the list. IRQL <= `DISPATCH_LEVEL`.
+    pub(crate) fn remove_task(&self, header: TaskRef) {
+        let mut list = self.tasks.lock();
+        task::list_remove(&mut list, header);
+        drop(list);
+        self.live_tasks.fetch_sub(1, task::LIVE_ORDER);
+    }
+
+    /// The unload's cancellation of every live task (after [`Runtime::close_references`] set the
+    /// unload flag). IRQL <= `DISPATCH_LEVEL`.
+    pub(crate) fn cancel_tasks(&self) -> usize {
+        let live = self.live_tasks.load(task::LIVE_ORDER);
+        if live > 0 {
+            task::cancel_all(&self.tasks.lock());
+        }
+        live
+    }
+
     /// Begins the unload: sweeps every slot — no new reference or attach from now on. Returns
     /// how many references are still live, and whether the unload must wait for them.
     pub(crate) fn close_references(&self, slots: &[BindingSlot]) -> (u32, bool) {
-        self.unloading.store(true, Ordering::Release);
+        self.unloading.store(true, task::LIVE_ORDER);
         // Every slot is counted before the sweep, plus one: a slot drained at once (its last
         // reference leaving) cannot bring the count to zero, and wake the unload, while others
         // are still to be swept. The idle slots and the extra one go at the end, at once.

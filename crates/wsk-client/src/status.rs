@@ -38,6 +38,8 @@ impl NtStatus {
     pub const CONNECTION_ABORTED: Self = Self(abi::STATUS_CONNECTION_ABORTED);
     /// `STATUS_CONNECTION_REFUSED`.
     pub const CONNECTION_REFUSED: Self = Self(abi::STATUS_CONNECTION_REFUSED);
+    /// `STATUS_IO_TIMEOUT`: a wait's time ran out ([`crate::timer::timeout`]).
+    pub const IO_TIMEOUT: Self = Self(abi::STATUS_IO_TIMEOUT);
 
     /// Wraps a raw status.
     #[must_use]
@@ -101,6 +103,7 @@ impl NtStatus {
             Self::NOT_IMPLEMENTED => "STATUS_NOT_IMPLEMENTED",
             Self::CONNECTION_ABORTED => "STATUS_CONNECTION_ABORTED",
             Self::CONNECTION_REFUSED => "STATUS_CONNECTION_REFUSED",
+            Self::IO_TIMEOUT => "STATUS_IO_TIMEOUT",
             _ => return None,
         })
     }

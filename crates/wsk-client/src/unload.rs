@@ -4,9 +4,12 @@
 //! 1. no new [`crate::provider::BindingRef`] from now on;
 //! 2. [`crate::Client::on_detach`] with [`crate::client::DetachReason::Unload`], once, so that the
 //!    client closes its sockets and drops its references (it may queue work items for that);
+//!    then every task of the client is cancelled ([`crate::task`]): marked, and woken;
 //! 3. a `PASSIVE_LEVEL` wait until every reference is released (logged every 5 s while it lasts:
 //!    an embedder that ignores the notification shows up in the debugger, and the unload resumes
-//!    once it lets go); then no new work item, and a wait until every queued one has finished;
+//!    once it lets go); then no new work item or task, and a wait until every queued work item
+//!    has finished and every task has ended; then the client's timer is cancelled and its DPC
+//!    flushed ([`crate::timer`]);
 //! 4. the backend's deregistration — `NmrDeregisterClient` + `NmrWaitForClientDeregisterComplete`:
 //!    every binding is idle by now, so each detach completes at once, in NMR's call;
 //! 5. `IoDeleteDevice` of the client's device object. The I/O manager still holds it for a work
@@ -39,6 +42,10 @@ pub(crate) fn unload<C: Client>(deregister: impl FnOnce() -> NtStatus) -> NtStat
         reason: DetachReason::Unload,
         references,
     });
+    let tasks = u32::try_from(runtime.cancel_tasks()).unwrap_or(u32::MAX);
+    if tasks > 0 {
+        log!(C, DPFLTR_INFO_LEVEL, "unload: %u task(s) cancelled", tasks);
+    }
     runtime.wait_references::<C>(wait, references);
     let work = runtime.close_work();
     if work > 0 {
@@ -50,6 +57,9 @@ pub(crate) fn unload<C: Client>(deregister: impl FnOnce() -> NtStatus) -> NtStat
         );
     }
     runtime.wait_work::<C>(work);
+    // Every task has ended (each was outstanding work), and with it every sleep: no DPC of the
+    // client's timer may run once DriverUnload returns.
+    runtime.timers.shut_down();
     let status = deregister();
     // Still registered (or not known to be deregistered): NMR may call the client's callbacks at
     // any time. Its device object is kept then, and with it the driver object and the image, so

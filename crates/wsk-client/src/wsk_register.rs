@@ -7,17 +7,25 @@
 //! (the provider does not support that version) re-registers with the next version. It does not
 //! call `WskQueryProviderCharacteristics`: the capture's answer says the same, and Wine's
 //! netio.sys exports that function as an unimplemented stub whose first call kills the driver's
-//! host process. It never blocks `DriverEntry` (a capture that waits there can deadlock the boot):
-//! when the provider is not ready, a work item of the client retries the capture with one-second
-//! waits until it succeeds, fails for good, or the unload begins. The captured NPI becomes the
-//! client's one binding. The unload (`deregister`) releases it (`WskReleaseProviderNPI`) and calls
-//! `WskDeregister`, which returns once every socket is closed: by then every reference is gone.
+//! host process. It never blocks `DriverEntry` (a capture that waits there can deadlock the boot)
+//! and never waits in a work item ("System Worker Threads": work items must be short): when the
+//! provider is not ready, a task of the client ([`crate::task`]) tries `WSK_NO_WAIT` again at
+//! once, then every [`CAPTURE_RETRY`] ([`crate::timer::sleep`]), until it succeeds, fails for
+//! good, or the unload cancels it — a machine whose WSK subsystem never comes (safe mode, an early boot start) costs
+//! a timer, not a worker thread. (The other way the issue allowed, a system thread of the
+//! client's that waits with a timeout and is joined at the unload, would hold a thread for as
+//! long as the subsystem is missing.) The captured NPI becomes the client's one binding. The
+//! unload (`deregister`) releases it (`WskReleaseProviderNPI`) and calls `WskDeregister`, which
+//! returns once every socket is closed: by then every reference is gone.
 //!
-//! IRQL: `PASSIVE_LEVEL` throughout (the capture work item runs at `PASSIVE_LEVEL`).
+//! IRQL: `PASSIVE_LEVEL` throughout (the capture task runs at `PASSIVE_LEVEL`).
 
 use core::cell::UnsafeCell;
+use core::future::Future;
+use core::pin::Pin;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use core::task::{Context, Poll};
 
 use crate::binding::{self, BindingContext};
 use crate::client::Client;
@@ -28,11 +36,13 @@ use crate::sys::{
     WSK_CLIENT_NPI, WSK_NO_WAIT, WSK_PROVIDER_NPI, WSK_REGISTRATION, WskCaptureProviderNPI,
     WskDeregister, WskRegister, WskReleaseProviderNPI,
 };
+use crate::task;
+use crate::time::Duration;
+use crate::timer;
 use crate::version::{Dispatch, WskVersion};
-use crate::work;
 
-/// How long one capture attempt of the retry work item waits, in milliseconds.
-const CAPTURE_WAIT_MS: u32 = 1000;
+/// How long the capture task waits between two tries (`WSK_NO_WAIT` each).
+pub const CAPTURE_RETRY: Duration = Duration::from_secs(1);
 
 /// The backend's state, inside the client's [`crate::runtime::Runtime`].
 pub struct WskRegisterState {
@@ -51,7 +61,7 @@ pub struct WskRegisterState {
 }
 
 // SAFETY: the UnsafeCells are written only while registering and deregistering (`PASSIVE_LEVEL`,
-// from `Registration`, never concurrently with each other — the capture work item that also uses
+// from `Registration`, never concurrently with each other — the capture task that also uses
 // them is waited for before `deregister`), and otherwise only passed to the WSK registration
 // functions, which synchronise themselves.
 unsafe impl Sync for WskRegisterState {}
@@ -123,13 +133,13 @@ fn deregister_once<C: Client>() {
 }
 
 /// Registers client `C` through `WskRegister` and captures the provider if it is ready; else
-/// queues the capture work item. The runtime is started.
+/// spawns the capture task. The runtime is started.
 ///
 /// # Errors
-/// The status of `WskRegister`, or of queueing the capture work item (nothing stays registered).
+/// The status of `WskRegister`, or of spawning the capture task (nothing stays registered).
 pub(crate) fn register<C: Client>() -> Result<(), NtStatus> {
     register_version::<C>(0)?;
-    match capture::<C>(WSK_NO_WAIT) {
+    match capture::<C>() {
         Capture::Done => Ok(()),
         Capture::Failed(status) => {
             deregister_once::<C>();
@@ -139,10 +149,11 @@ pub(crate) fn register<C: Client>() -> Result<(), NtStatus> {
             log!(
                 C,
                 DPFLTR_INFO_LEVEL,
-                "WSK provider not ready (0x%08X): capturing from a work item",
-                NtStatus::DEVICE_NOT_READY.bits()
+                "WSK provider not ready (0x%08X): capturing from a task, every %u ms",
+                NtStatus::DEVICE_NOT_READY.bits(),
+                u32::try_from(CAPTURE_RETRY.as_millis()).unwrap_or(u32::MAX)
             );
-            if let Err(status) = work::queue::<C, _>(CaptureLater::<C>(core::marker::PhantomData)) {
+            if let Err(status) = task::spawn::<C, _>(capture_later::<C>()) {
                 deregister_once::<C>();
                 return Err(status);
             }
@@ -157,17 +168,18 @@ enum Capture {
     Failed(NtStatus),
 }
 
-/// One `WskCaptureProviderNPI`, with the version fallback on `STATUS_NOINTERFACE`.
-fn capture<C: Client>(wait_ms: u32) -> Capture {
+/// One `WskCaptureProviderNPI` with `WSK_NO_WAIT` (it never blocks), with the version fallback on
+/// `STATUS_NOINTERFACE`.
+fn capture<C: Client>() -> Capture {
     let wsk = state::<C>();
     loop {
         let mut npi = WSK_PROVIDER_NPI {
             Client: ptr::null_mut(),
             Dispatch: ptr::null(),
         };
-        // SAFETY: a registered registration; a valid out-pointer; PASSIVE_LEVEL for a wait.
+        // SAFETY: a registered registration; a valid out-pointer; no wait (WSK_NO_WAIT).
         let status = NtStatus::from_raw(unsafe {
-            WskCaptureProviderNPI(wsk.registration.get(), wait_ms, &raw mut npi)
+            WskCaptureProviderNPI(wsk.registration.get(), WSK_NO_WAIT, &raw mut npi)
         });
         if status == NtStatus::SUCCESS {
             wsk.captured.store(true, Ordering::Release);
@@ -274,22 +286,51 @@ fn release_capture<C: Client>() {
     }
 }
 
-/// The capture retry: runs in a work item of the client until the capture is done, fails for
-/// good, or the unload begins.
-struct CaptureLater<C>(core::marker::PhantomData<C>);
+/// The capture task: `WSK_NO_WAIT` at once (the subsystem may have come since `DriverEntry`),
+/// then every [`CAPTURE_RETRY`], until the capture is done, fails for good, or the unload cancels
+/// the task. (Written by hand, as every future of the library.)
+struct CaptureLater<C: Client> {
+    sleep: timer::Sleep<C>,
+    /// `sleep` is the wait before the next try (else: try now).
+    waiting: bool,
+}
 
-// SAFETY: a marker; the work touches only `C`'s static state.
-unsafe impl<C> Send for CaptureLater<C> {}
+fn capture_later<C: Client>() -> CaptureLater<C> {
+    CaptureLater {
+        sleep: timer::sleep::<C>(CAPTURE_RETRY),
+        waiting: false,
+    }
+}
 
-impl<C: Client> work::Work for CaptureLater<C> {
-    fn run(self) {
-        while !C::state().runtime.is_unloading() {
-            match capture::<C>(CAPTURE_WAIT_MS) {
-                Capture::NotReady => {}
-                Capture::Done | Capture::Failed(_) => return,
+impl<C: Client> Future for CaptureLater<C> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: `sleep` is pinned with `self` (structural): it is never moved out, only
+        // replaced in place by `Pin::set`, which drops the old one where it is; `waiting` is a
+        // plain flag, not pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: as above.
+        let mut sleep = unsafe { Pin::new_unchecked(&mut this.sleep) };
+        loop {
+            if this.waiting {
+                match sleep.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(_)) => {
+                        log!(C, DPFLTR_INFO_LEVEL, "capture: given up, the unload began");
+                        return Poll::Ready(());
+                    }
+                    Poll::Ready(Ok(())) => this.waiting = false,
+                }
+            }
+            match capture::<C>() {
+                Capture::NotReady => {
+                    sleep.set(timer::sleep::<C>(CAPTURE_RETRY));
+                    this.waiting = true;
+                }
+                Capture::Done | Capture::Failed(_) => return Poll::Ready(()),
             }
         }
-        log!(C, DPFLTR_INFO_LEVEL, "capture: given up, the unload began");
     }
 }
 

@@ -14,43 +14,13 @@
 
 use std::sync::atomic::Ordering;
 
+mod loom_word;
+
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU64, AtomicUsize};
 use loom::thread;
-use wsk_client::gate::{AtomicWord, Close, Closer, Gate, Leave, Refused};
-
-/// Loom's atomic as the gate's word.
-struct LoomWord(AtomicU64);
-
-impl AtomicWord for LoomWord {
-    fn load(&self, order: Ordering) -> u64 {
-        self.0.load(order)
-    }
-    fn store(&self, value: u64, order: Ordering) {
-        self.0.store(value, order);
-    }
-    fn compare_exchange(
-        &self,
-        current: u64,
-        new: u64,
-        success: Ordering,
-        failure: Ordering,
-    ) -> Result<u64, u64> {
-        self.0.compare_exchange(current, new, success, failure)
-    }
-    fn fetch_add(&self, value: u64, order: Ordering) -> u64 {
-        self.0.fetch_add(value, order)
-    }
-    fn fetch_sub(&self, value: u64, order: Ordering) -> u64 {
-        self.0.fetch_sub(value, order)
-    }
-    fn fetch_or(&self, value: u64, order: Ordering) -> u64 {
-        self.0.fetch_or(value, order)
-    }
-    fn fetch_and(&self, value: u64, order: Ordering) -> u64 {
-        self.0.fetch_and(value, order)
-    }
-}
+use loom_word::LoomWord;
+use wsk_client::gate::{Close, Closer, Gate, Leave, Refused};
 
 /// Explores the interleavings of `f` with at most three preemptions per execution (loom's
 /// advice for bounding the search: the bugs this test guards against need two or three; without

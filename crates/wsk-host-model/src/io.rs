@@ -232,6 +232,9 @@ pub unsafe extern "system" fn IoQueueWorkItem(
             release_device(s, device);
         });
     });
+    // A DPC that queues a work item (a timer waking a task) wakes someone from a context nothing
+    // holds the image for: the DPC is made slow to return (timer.rs).
+    crate::timer::note_wake_in_dpc();
 }
 
 std::thread_local! {

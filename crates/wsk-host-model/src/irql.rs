@@ -42,6 +42,28 @@ impl Irql {
         }
     }
 
+    /// The `KIRQL` value (a device IRQL is given as 3, the lowest one).
+    #[must_use]
+    pub const fn level(self) -> u8 {
+        match self {
+            Self::Passive => 0,
+            Self::Apc => 1,
+            Self::Dispatch => 2,
+            Self::Device => 3,
+        }
+    }
+
+    /// The level of a `KIRQL` value.
+    #[must_use]
+    pub const fn from_level(level: u8) -> Self {
+        match level {
+            0 => Self::Passive,
+            1 => Self::Apc,
+            2 => Self::Dispatch,
+            _ => Self::Device,
+        }
+    }
+
     fn parse(word: &str) -> Option<Self> {
         [Self::Passive, Self::Apc, Self::Dispatch, Self::Device]
             .into_iter()
@@ -155,6 +177,11 @@ std::thread_local! {
 #[must_use]
 pub fn current() -> Irql {
     CURRENT.with(Cell::get)
+}
+
+/// Sets this thread's IRQL (a spin lock's raise and lower); returns the one before.
+pub(crate) fn set(irql: Irql) -> Irql {
+    CURRENT.with(|c| c.replace(irql))
 }
 
 /// Runs `f` at `irql` on this thread (as the system calls a callback at its level), then goes

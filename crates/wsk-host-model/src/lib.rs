@@ -39,6 +39,7 @@ mod socket;
 mod state;
 mod status;
 mod sync;
+mod timer;
 mod wsk_register;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};

@@ -207,6 +207,10 @@ pub enum Event {
     WskReceive,
     /// `WskDisconnect`.
     WskDisconnect,
+    /// `KeSetTimer` with a due time of `due` (100 ns units; negative: relative).
+    KeSetTimer { due: i64 },
+    /// `KeFlushQueuedDpcs`.
+    KeFlushQueuedDpcs,
     /// A provider dispatch function called by the client.
     ProviderCall { name: &'static str, client: usize },
 }
@@ -354,6 +358,14 @@ pub(crate) struct State {
     pub work_items_must_be_short: bool,
     /// NMR callbacks of the client running now (a work item queued inside one starts after).
     pub nmr_callbacks_running: usize,
+    /// Kernel timers by address.
+    pub timers: HashMap<usize, crate::timer::Timer>,
+    /// DPC objects by address.
+    pub dpcs: HashMap<usize, crate::timer::Dpc>,
+    /// DPCs queued (a timer expired) or running.
+    pub dpcs_queued: usize,
+    /// Spin locks held, by address: the holding thread.
+    pub spin_locks: HashMap<usize, std::thread::ThreadId>,
 }
 
 /// A kind of call a test can make fail once ([`crate::Session::fail_nth`]).

@@ -24,6 +24,8 @@ pub const STATUS_NOINTERFACE: NTSTATUS = ntstatus(0xC000_02B9);
 pub const STATUS_INVALID_DEVICE_STATE: NTSTATUS = ntstatus(0xC000_0184);
 pub const STATUS_NOT_IMPLEMENTED: NTSTATUS = ntstatus(0xC000_0002);
 pub const STATUS_CANCELLED: NTSTATUS = ntstatus(0xC000_0120);
+/// The time a wait allowed ran out (an error, unlike `STATUS_TIMEOUT`).
+pub const STATUS_IO_TIMEOUT: NTSTATUS = ntstatus(0xC000_00B5);
 pub const STATUS_MORE_PROCESSING_REQUIRED: NTSTATUS = ntstatus(0xC000_0016);
 pub const STATUS_CONNECTION_ABORTED: NTSTATUS = ntstatus(0xC000_0241);
 pub const STATUS_CONNECTION_REFUSED: NTSTATUS = ntstatus(0xC000_0236);

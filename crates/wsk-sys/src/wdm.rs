@@ -75,6 +75,38 @@ pub type PIO_WORKITEM_ROUTINE =
 pub struct KEVENT {
     pub Header: [u64; 3],
 }
+/// `KIRQL`: an interrupt request level.
+pub type KIRQL = u8;
+pub const PASSIVE_LEVEL: KIRQL = 0;
+pub const APC_LEVEL: KIRQL = 1;
+pub const DISPATCH_LEVEL: KIRQL = 2;
+
+/// `KSPIN_LOCK` (a `ULONG_PTR`), initialised to 0 (`KeInitializeSpinLock`); resident memory.
+pub type KSPIN_LOCK = usize;
+
+/// `KDPC` (x64: 0x40 bytes), initialised by `KeInitializeDpc`; resident memory. Opaque here: the
+/// driver only passes it to the kernel.
+#[repr(C, align(8))]
+pub struct KDPC {
+    pub Opaque: [u64; 8],
+}
+/// `KDEFERRED_ROUTINE`: a DPC's routine, called at `DISPATCH_LEVEL`.
+pub type PKDEFERRED_ROUTINE = Option<
+    unsafe extern "system" fn(
+        Dpc: *mut KDPC,
+        DeferredContext: PVOID,
+        SystemArgument1: PVOID,
+        SystemArgument2: PVOID,
+    ),
+>;
+
+/// `KTIMER` (x64: a 24-byte `DISPATCHER_HEADER`, due time, list entry, DPC, processor, period:
+/// 0x40 bytes), initialised by `KeInitializeTimer`; resident memory. Opaque here.
+#[repr(C, align(8))]
+pub struct KTIMER {
+    pub Opaque: [u64; 8],
+}
+
 /// `EVENT_TYPE` (an `enum` in C: 4 bytes).
 pub type EVENT_TYPE = i32;
 pub const NotificationEvent: EVENT_TYPE = 0;
@@ -311,6 +343,31 @@ unsafe extern "system" {
         Alertable: u8,
         Timeout: *const i64,
     ) -> NTSTATUS;
+    /// IRQL <= `DISPATCH_LEVEL`. Raises to `DISPATCH_LEVEL`, acquires the lock, returns the IRQL
+    /// before (`KeAcquireSpinLock` is this function on x64).
+    pub fn KeAcquireSpinLockRaiseToDpc(SpinLock: *mut KSPIN_LOCK) -> KIRQL;
+    /// `DISPATCH_LEVEL` (the lock held). Releases the lock and lowers to `NewIrql`.
+    pub fn KeReleaseSpinLock(SpinLock: *mut KSPIN_LOCK, NewIrql: KIRQL);
+    /// Any IRQL. Initialises a DPC object (not queued).
+    pub fn KeInitializeDpc(
+        Dpc: *mut KDPC,
+        DeferredRoutine: PKDEFERRED_ROUTINE,
+        DeferredContext: PVOID,
+    );
+    /// `PASSIVE_LEVEL`. Returns once every DPC queued on any processor, when it was called, has run.
+    pub fn KeFlushQueuedDpcs();
+    /// IRQL <= `DISPATCH_LEVEL`. Initialises a notification timer (not set).
+    pub fn KeInitializeTimer(Timer: *mut KTIMER);
+    /// IRQL <= `DISPATCH_LEVEL`. Sets the timer to expire at `DueTime` (negative: relative, in 100
+    /// ns units) and then to queue `Dpc` (NULL: none); a set timer is reset. Returns TRUE when the
+    /// timer was set already.
+    pub fn KeSetTimer(Timer: *mut KTIMER, DueTime: LARGE_INTEGER, Dpc: *mut KDPC) -> u8;
+    /// IRQL <= `DISPATCH_LEVEL`. Returns TRUE when the timer was set (it will not expire now);
+    /// FALSE when it was not — its DPC may still be queued or running.
+    pub fn KeCancelTimer(Timer: *mut KTIMER) -> u8;
+    /// Any IRQL. The interrupt time: 100 ns units since the system started (not adjusted with the
+    /// clock).
+    pub fn KeQueryInterruptTime() -> u64;
     /// IRQL <= `DISPATCH_LEVEL`. NULL when out of memory. `StackSize` is a `CCHAR`.
     pub fn IoAllocateIrp(StackSize: i8, ChargeQuota: u8) -> *mut IRP;
     /// IRQL <= `DISPATCH_LEVEL`. The IRP must not be pending.

@@ -174,6 +174,13 @@ fn kernel_objects() {
     assert_eq!(align_of::<KEVENT>(), 8);
     assert_eq!((NotificationEvent, SynchronizationEvent), (0, 1));
     assert_eq!((Executive, KernelMode), (0, 0));
+    // wdm.h (x64): KDPC is 0x40 bytes (its DpcData pointer at 0x38), KTIMER 0x40 (Period at 0x3C),
+    // KSPIN_LOCK a ULONG_PTR, KIRQL a UCHAR.
+    assert_eq!((size_of::<KDPC>(), align_of::<KDPC>()), (0x40, 8));
+    assert_eq!((size_of::<KTIMER>(), align_of::<KTIMER>()), (0x40, 8));
+    assert_eq!(size_of::<KSPIN_LOCK>(), 8);
+    assert_eq!(size_of::<KIRQL>(), 1);
+    assert_eq!((PASSIVE_LEVEL, APC_LEVEL, DISPATCH_LEVEL), (0, 1, 2));
     assert_eq!(DelayedWorkQueue, 1);
     assert_eq!(
         (FILE_DEVICE_UNKNOWN, FILE_DEVICE_SECURE_OPEN),

@@ -56,12 +56,13 @@ from .scenario import *  # noqa: E402,F401,F403  (Scenario, Provider, SCENARIOS,
 from .scenario import SCENARIOS, Scenario  # noqa: E402
 from .scheduler import Scheduler  # noqa: E402
 from .sync import SyncModel  # noqa: E402
+from .timer import TimerModel  # noqa: E402
 from .trace import format_trace  # noqa: E402,F401
 from .wsk_register import WskRegisterModel  # noqa: E402
 
 
-class Harness(NmrModel, WskRegisterModel, ProviderModel, IrpModel, IoModel, SyncModel, PoolModel,
-              RegistryModel, DbgPrintModel, IrqlModel, Scheduler, Machine):
+class Harness(NmrModel, WskRegisterModel, ProviderModel, IrpModel, IoModel, SyncModel, TimerModel,
+              PoolModel, RegistryModel, DbgPrintModel, IrqlModel, Scheduler, Machine):
     """One emulated run of a driver image: Harness(image, scenario, profile=...).run() -> Result.
     irql_rules: the IRQL table (irql.parse of a mutated text, in a test; default
     tests/irql-rules.txt). long_work_items_allowed: the work items that may break the work item

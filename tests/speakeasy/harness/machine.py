@@ -516,6 +516,7 @@ class Machine:
         DriverEntry, or the system shutdown): nothing of it may still be queued or running, and
         no NMR client of it still registered."""
         self._check_nothing_left(when)
+        self._timers_left(when)
         self._nmr_unmapped(when)
 
     @hook("harness", "SystemShutdown", 0, rule=None)

@@ -210,7 +210,7 @@ class SocketRec:
 class Wait:
     """What a blocked thread waits for."""
 
-    kind: str  # 'event' | 'provider' | 'settle' | 'time'
+    kind: str  # 'event' | 'provider' | 'settle' | 'time' | 'dpcs'
     what: str
     deadline: Optional[int] = None  # emulated time; None: no timeout
     event: int = 0
@@ -351,6 +351,12 @@ class Result:
         return self._tagged(self.profile.work_item_tag)
 
     @property
+    def task_allocations(self) -> List[Allocation]:
+        """The library's tasks (crates/wsk-client/src/task.rs: the binding tag with 'T' last),
+        one per task spawned, each with a work item of its own."""
+        return self._tagged(self.profile.binding_tag[:3] + "T")
+
+    @property
     def connection_allocations(self) -> List[Allocation]:
         """The connection's blocks (the profile's connection tag; none for wsk_attach)."""
         return self._tagged(self.profile.connection_tag)
@@ -373,7 +379,8 @@ class Result:
         """Everything else the driver allocated (its own context, for wsk_echo)."""
         known = {pool_tag(t) for t in (self.profile.binding_tag, self.profile.work_item_tag,
                                        self.profile.connection_tag,
-                                       self.profile.binding_tag[:3] + "I") if t}
+                                       self.profile.binding_tag[:3] + "I",
+                                       self.profile.binding_tag[:3] + "T") if t}
         buffers = {a.address for a in self.buffer_allocations}
         return [a for a in self.allocations if a.tag not in known and a.address not in buffers]
 

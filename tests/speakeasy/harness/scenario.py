@@ -354,13 +354,13 @@ SCENARIOS: Dict[str, Scenario] = {
     "wsk-late": Scenario(
         name="wsk-late",
         description="the WSK subsystem is not ready at load and becomes ready 2.5 s later: "
-                    "captured from the work item; sc stop at 5 s",
+                    "captured by the capture task at its try of t = 3 s; sc stop at 5 s",
         providers=[], wsk_ready_after_ms=2500, unload_after_ms=5000,
         backends=("wskregister",)),
     "wsk-never": Scenario(
         name="wsk-never",
-        description="the WSK subsystem never becomes ready: the work item retries until the "
-                    "unload (sc stop at 3.5 s), then gives up",
+        description="the WSK subsystem never becomes ready: the capture task tries every "
+                    "second until the unload (sc stop at 3.5 s) cancels it",
         providers=[], wsk_ready_after_ms=None, unload_after_ms=3500,
         backends=("wskregister",)),
     "echo": Scenario(

@@ -100,7 +100,7 @@ class Scheduler:
     def _thread_exit(self):
         t = self.current
         t.state = "done"
-        if t.kind in ("worker", "provider"):
+        if t.kind in ("worker", "provider", "dpc"):
             self._free_stacks.append((t.stack_top, t.stack_size))
         self.progress += 1
         return self.schedule()
@@ -137,6 +137,8 @@ class Scheduler:
             ready = self._wsk_ready_at()
             return (ready is not None and self.now >= ready) or (
                 w.registration is not None and w.registration.deregistered_seq is not None)
+        if w.kind == "dpcs":
+            return self._dpcs_flushed()
         return False
 
     def _wake_time(self, w: Wait) -> Optional[int]:
@@ -151,11 +153,13 @@ class Scheduler:
         """Picks what runs next, from inside a hook whose thread just blocked or ended; returns
         what that hook must return (the CPU is then set up for the thread that runs).
 
-        In this order: a blocked thread whose wait is satisfied (FIFO); a queued work item whose
-        start time has come (FIFO; it starts on a new worker thread); the harness's own
+        In this order: a blocked thread whose wait is satisfied (FIFO); the DPC of a timer whose
+        due time has come (on a thread of its own, at DISPATCH_LEVEL: timer.py); a provider
+        completion; a queued work item whose start time has come (FIFO; it starts on a new worker
+        thread); the harness's own
         "settle" waiter (the system goes on only once nothing else can run); else the clock
         advances to the earliest wake-up (a timeout, the WSK provider becoming ready, a delayed
-        work item) and the choice is made again. A wait nothing can satisfy any more is a
+        work item, a timer's due time) and the choice is made again. A wait nothing can satisfy any more is a
         violation: that thread is abandoned (a run ends there)."""
         while True:
             blocked = self._blocked()
@@ -171,6 +175,14 @@ class Scheduler:
                         if ke:
                             ke.waits += 1
                     return self._resume(t, STATUS_TIMEOUT)
+            # A timer whose due time has come queues its DPC; a queued DPC runs before threads
+            # (DISPATCH_LEVEL).
+            expired = self._expired_timer()
+            while expired is not None:
+                self._expire(expired)
+                expired = self._expired_timer()
+            if self.dpc_queue:
+                return self._start_dpc(self.dpc_queue[0])
             if self.completion_queue:
                 return self._start_provider_thread(self.completion_queue[0])
             for item in self.work_queue:
@@ -183,6 +195,7 @@ class Scheduler:
             wakes = [(self._wake_time(t.wait), 0, t.wait.since, t) for t in blocked
                      if self._wake_time(t.wait) is not None]
             wakes += [(it.ready_at, 1, it.number, it) for it in self.work_queue]
+            wakes += [(t.due, 2, t.number, t) for t in self.ktimers.values() if t.set]
             if wakes:
                 when, _, _, who = min(wakes, key=lambda w: w[:3])
                 if isinstance(who, Thread) and who.wait.kind == "event" and \
@@ -206,6 +219,12 @@ class Scheduler:
                         self._abandon(t, "the emulated clock passed %s" % seconds(
                             MAX_EMULATED_TIME))
                     self.work_queue.clear()
+                    for timer in self.ktimers.values():
+                        if timer.set:
+                            self.violation("timer %d still set when the emulated clock passed "
+                                           "%s: the emulation ends there" % (
+                                               timer.number, seconds(MAX_EMULATED_TIME)))
+                            timer.set = False
                     continue
                 if when > self.now:
                     self.ev("thread", "time", text="time passes: t = %s (+%s)" % (
