@@ -21,6 +21,8 @@ const RACE_TESTS: &[&str] = &[
     "wsk_register",
     "--test",
     "tasks",
+    "--test",
+    "async_sockets",
 ];
 
 /// The test targets, per package: everything but the loom test and the build tooling.

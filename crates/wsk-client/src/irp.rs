@@ -41,6 +41,10 @@ use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, Ordering};
 
+mod op;
+
+pub(crate) use op::{Op, Outcome, start, start_or_orphan};
+
 use crate::client::Client;
 use crate::log::log;
 use crate::pool::PoolBox;
@@ -227,7 +231,7 @@ unsafe fn deliver<C: Client, F: Completion<C>>(request: NonNull<Request<C, F>>) 
 ///
 /// # Safety
 /// `irp` is a request's IRP (set up by `prepare`): not pending, its routine not run.
-unsafe fn send_to_self<C: Client>(irp: *mut IRP, status: NtStatus) -> bool {
+pub(crate) unsafe fn send_to_self<C: Client>(irp: *mut IRP, status: NtStatus) -> bool {
     // SAFETY: per the contract: the IRP is this caller's alone while no provider holds it.
     let fields = unsafe { &*irp };
     if fields.CurrentLocation != fields.StackCount + 1 {
@@ -302,6 +306,22 @@ impl<C: Client, F: Completion<C>> Prepared<C, F> {
     /// Gives the request up to one of the two forms below.
     fn into_request(self) -> NonNull<Request<C, F>> {
         ManuallyDrop::new(self).request
+    }
+
+    /// The raw form, to keep in an `AtomicPtr` (a socket's close, taken by its first closer).
+    pub(crate) fn into_raw(self) -> NonNull<()> {
+        self.into_request().cast()
+    }
+
+    /// Back from [`Prepared::into_raw`].
+    ///
+    /// # Safety
+    /// `raw` came from `into_raw` of a `Prepared<C, F>` and is taken back once.
+    pub(crate) unsafe fn from_raw(raw: NonNull<()>) -> Self {
+        // INVARIANT: as it was when given up.
+        Self {
+            request: raw.cast(),
+        }
     }
 
     /// Submits the request: `call` gets the reference and the IRP and calls the WSK function; the
@@ -417,7 +437,7 @@ impl<C: Client, F: Completion<C>> Drop for Prepared<C, F> {
 
 /// A provider answered without completing the request's IRP: `sent` to the client's own device
 /// (untaken), or taken (the provider completes it later).
-fn log_uncompleted<C: Client>(status: NtStatus, sent: bool) {
+pub(crate) fn log_uncompleted<C: Client>(status: NtStatus, sent: bool) {
     if sent {
         log!(
             C,

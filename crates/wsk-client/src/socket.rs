@@ -2,26 +2,32 @@
 //! life, so a detach (and the unload) waits until it is closed, and [`crate::Client::on_detach`] is
 //! where the driver closes it.
 //!
-//! A TCP connection: [`Socket::connection`] (`WskSocket`), [`Socket::bind`] (`WskBind`, the wildcard
-//! address for a client), [`Socket::connect`] (`WskConnect`), [`Socket::send`] and
-//! [`Socket::receive`] over a [`Buffer`] (`WskSend`/`WskReceive`, never past the buffer's MDL),
-//! [`Socket::disconnect`] (`WskDisconnect`; a provider without it — Wine's — is logged and the
-//! socket simply closed), and the close — explicitly with [`Socket::close`], or by dropping it. A
-//! close queues `WskCloseSocket` with a request whose completion drops the socket's binding
-//! reference (`crate::irp`), so it never blocks and may run at `DISPATCH_LEVEL`. That request is
-//! prepared with the socket (`crate::irp::Prepared`), before `WskSocket`: a socket that exists
-//! can always be closed, whatever memory is left by then.
+//! A TCP connection, in its asynchronous form (`op.rs`, to await in a task: [`crate::task`]):
+//! [`Socket::create`] (`WskSocket`), [`Socket::bind`] (`WskBind`, the wildcard address for a
+//! client), [`Socket::connect`] (`WskConnect`), [`Socket::send`] and [`Socket::receive`], which
+//! take a [`Buffer`] by value and hand it back with the result (`WskSend`/`WskReceive`, never past
+//! the buffer's MDL), [`Socket::disconnect`] (`WskDisconnect`; a provider without it — Wine's —
+//! is logged and the socket simply closed), and the close — explicitly with [`Socket::close`], or
+//! by dropping it. A close queues `WskCloseSocket` with a request whose completion drops the
+//! socket's binding reference (`crate::irp`), so it never blocks and may run at
+//! `DISPATCH_LEVEL`. That request is prepared with the socket (`crate::irp::Prepared`), before
+//! `WskSocket`: a socket that exists can always be closed, whatever memory is left by then.
 //!
-//! Each operation waits for its request, with a timeout; a request the cancel does not complete
-//! closes the socket (which completes it) and is waited for to the end, so the address and buffer
-//! it borrows outlive it. After that every operation fails with `STATUS_CONNECTION_ABORTED`.
+//! The waited forms (`*_blocking`) are for a caller that owns a `PASSIVE_LEVEL` thread: each
+//! waits for its request, with a timeout; a request the cancel does not complete closes the
+//! socket (which completes it) and is waited for to the end, so the address and buffer it
+//! borrows outlive it. After that every operation fails with `STATUS_CONNECTION_ABORTED`.
 //!
-//! IRQL: creating and the operations at `PASSIVE_LEVEL` (they wait); closing and dropping at
-//! <= `DISPATCH_LEVEL`.
+//! IRQL: the waited forms at `PASSIVE_LEVEL`; the asynchronous forms made and polled at <=
+//! `DISPATCH_LEVEL`; closing and dropping at <= `DISPATCH_LEVEL`.
 
-use core::cell::Cell;
 use core::net::SocketAddr;
 use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+mod op;
+
+pub use op::{CreateOp, SocketOp, TransferOp};
 
 use crate::buffer::Buffer;
 use crate::client::Client;
@@ -44,10 +50,11 @@ pub struct Socket<C: Client> {
     // The binding reference the socket holds until its close completes (moved into the close's
     // request by `close_now`).
     reference: Option<BindingRef<C>>,
-    // The close's request, prepared with the socket; taken by whichever close comes first.
-    close: Cell<Option<Prepared<C, Closed>>>,
+    // The close's request, prepared with the socket (`Prepared::into_raw`; NULL once taken): taken
+    // by whichever close comes first.
+    close: AtomicPtr<()>,
     // The last resort of a stuck operation closed the socket already (waited for).
-    closed: Cell<bool>,
+    closed: AtomicBool,
 }
 
 /// A socket address in the provider's form.
@@ -87,6 +94,11 @@ impl Sockaddr {
 // SAFETY: a WSK socket may be used and closed from any thread; the reference is Send.
 unsafe impl<C: Client> Send for Socket<C> {}
 
+// SAFETY: shared, a socket is used through `&self` only: its state is atomic, and the provider's
+// socket functions may be called from several threads at once (its close takes the `Socket` by
+// value, so no call through it is in progress then).
+unsafe impl<C: Client> Sync for Socket<C> {}
+
 impl<C: Client> Socket<C> {
     /// Creates a connection-oriented (TCP) socket of `family` (`AF_INET`, `AF_INET6`) through
     /// `reference`'s binding, waiting up to `timeout_100ns` (100 ns units; `None`: no limit).
@@ -96,7 +108,7 @@ impl<C: Client> Socket<C> {
     /// # Errors
     /// The provider's status (`WskSocket`), `STATUS_NOT_SUPPORTED` when its dispatch has no
     /// `WskSocket`, or a request that could not be made.
-    pub fn connection(
+    pub fn connection_blocking(
         reference: &BindingRef<C>,
         family: u16,
         timeout_100ns: Option<i64>,
@@ -163,14 +175,21 @@ impl<C: Client> Socket<C> {
         Ok(Self {
             socket,
             reference: Some(own),
-            close: Cell::new(Some(close)),
-            closed: Cell::new(false),
+            close: AtomicPtr::new(close.into_raw().as_ptr()),
+            closed: AtomicBool::new(false),
         })
+    }
+
+    /// The socket's binding reference, while it is open (for a new request).
+    fn open_reference(&self) -> Option<&BindingRef<C>> {
+        self.reference
+            .as_ref()
+            .filter(|_| !self.closed.load(Ordering::Acquire))
     }
 
     /// The provider's connection dispatch of this socket, while it is open.
     fn dispatch(&self) -> Result<&WSK_PROVIDER_CONNECTION_DISPATCH, NtStatus> {
-        if self.closed.get() || self.reference.is_none() {
+        if self.closed.load(Ordering::Acquire) || self.reference.is_none() {
             return Err(NtStatus::CONNECTION_ABORTED);
         }
         // SAFETY: by the type invariant an open socket the provider made.
@@ -189,7 +208,11 @@ impl<C: Client> Socket<C> {
         timeout_100ns: Option<i64>,
         call: impl FnOnce(*mut IRP) -> NTSTATUS,
     ) -> Result<usize, NtStatus> {
-        let Some(reference) = self.reference.as_ref().filter(|_| !self.closed.get()) else {
+        let Some(reference) = self
+            .reference
+            .as_ref()
+            .filter(|_| !self.closed.load(Ordering::Acquire))
+        else {
             return Err(NtStatus::CONNECTION_ABORTED);
         };
         let requested = irp::call_or(
@@ -204,44 +227,16 @@ impl<C: Client> Socket<C> {
                     DPFLTR_WARNING_LEVEL,
                     "socket: closing it to end a stuck request"
                 );
-                self.closed.set(true);
+                self.closed.store(true, Ordering::Release);
                 // The close's request is here: the first close of this socket takes it.
-                if let Some(request) = self.close.take() {
+                if let Some(request) = self.take_close() {
                     close_waited::<C>(self.socket, reference, request);
                 }
             },
         );
-        let (status, information) = requested.inspect_err(|status| {
-            log!(
-                C,
-                DPFLTR_ERROR_LEVEL,
-                "socket: %s not requested: 0x%08X",
-                what.as_ptr(),
-                status.bits()
-            );
-        })?;
-        if status == NtStatus::NOT_IMPLEMENTED {
-            // A provider that only stubs the function (Wine's WskDisconnect): said as such.
-            log!(
-                C,
-                DPFLTR_WARNING_LEVEL,
-                "socket: the provider does not implement %s (0x%08X)",
-                what.as_ptr(),
-                status.bits()
-            );
-            return Err(status);
-        }
-        if let Err(status) = status.into_result() {
-            log!(
-                C,
-                DPFLTR_ERROR_LEVEL,
-                "socket: %s failed: 0x%08X",
-                what.as_ptr(),
-                status.bits()
-            );
-            return Err(status);
-        }
-        Ok(information)
+        let (status, information) =
+            requested.map_err(|status| op::not_requested::<C>(what, status))?;
+        op::finish::<C>(what, status, information)
     }
 
     /// `WskBind` to `local` (a client binds the wildcard address of its family, port 0).
@@ -250,7 +245,11 @@ impl<C: Client> Socket<C> {
     ///
     /// # Errors
     /// The provider's status; `STATUS_NOT_SUPPORTED` without `WskBind`.
-    pub fn bind(&self, local: SocketAddr, timeout_100ns: Option<i64>) -> Result<(), NtStatus> {
+    pub fn bind_blocking(
+        &self,
+        local: SocketAddr,
+        timeout_100ns: Option<i64>,
+    ) -> Result<(), NtStatus> {
         let bind = self.dispatch()?.WskBind.ok_or(NtStatus::NOT_SUPPORTED)?;
         let mut address = Sockaddr::new(local);
         let socket = self.socket.as_ptr();
@@ -269,7 +268,11 @@ impl<C: Client> Socket<C> {
     /// # Errors
     /// The provider's status (`STATUS_CONNECTION_REFUSED`, ...); `STATUS_NOT_SUPPORTED` without
     /// `WskConnect`.
-    pub fn connect(&self, remote: SocketAddr, timeout_100ns: Option<i64>) -> Result<(), NtStatus> {
+    pub fn connect_blocking(
+        &self,
+        remote: SocketAddr,
+        timeout_100ns: Option<i64>,
+    ) -> Result<(), NtStatus> {
         let connect = self.dispatch()?.WskConnect.ok_or(NtStatus::NOT_SUPPORTED)?;
         let mut address = Sockaddr::new(remote);
         let socket = self.socket.as_ptr();
@@ -287,7 +290,7 @@ impl<C: Client> Socket<C> {
     ///
     /// # Errors
     /// The provider's status; `STATUS_NOT_SUPPORTED` without `WskSend`.
-    pub fn send(
+    pub fn send_blocking(
         &self,
         buffer: &Buffer,
         length: usize,
@@ -310,7 +313,7 @@ impl<C: Client> Socket<C> {
     ///
     /// # Errors
     /// The provider's status; `STATUS_NOT_SUPPORTED` without `WskReceive`.
-    pub fn receive(
+    pub fn receive_blocking(
         &self,
         buffer: &mut Buffer,
         timeout_100ns: Option<i64>,
@@ -331,7 +334,7 @@ impl<C: Client> Socket<C> {
     ///
     /// # Errors
     /// The provider's status.
-    pub fn disconnect(&self, timeout_100ns: Option<i64>) -> Result<(), NtStatus> {
+    pub fn disconnect_blocking(&self, timeout_100ns: Option<i64>) -> Result<(), NtStatus> {
         let Some(disconnect) = self.dispatch()?.WskDisconnect else {
             log!(
                 C,
@@ -368,10 +371,17 @@ impl<C: Client> Socket<C> {
         self.close_now();
     }
 
+    /// The close's prepared request, for the first close that takes it.
+    fn take_close(&self) -> Option<Prepared<C, Closed>> {
+        let raw = NonNull::new(self.close.swap(ptr::null_mut(), Ordering::AcqRel))?;
+        // SAFETY: `close` holds only `Prepared::<C, Closed>::into_raw`, taken back once (swap).
+        Some(unsafe { Prepared::from_raw(raw) })
+    }
+
     fn close_now(&mut self) {
         // Closed already by a stuck operation's last resort: the reference just goes.
-        if let (Some(reference), Some(close)) = (self.reference.take(), self.close.take())
-            && !self.closed.get()
+        if let (Some(reference), Some(close)) = (self.reference.take(), self.take_close())
+            && !self.closed.load(Ordering::Acquire)
         {
             close_raw::<C>(self.socket, reference, close);
         }

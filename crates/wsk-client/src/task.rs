@@ -28,6 +28,7 @@
 //! IRQL: [`spawn`] at <= `DISPATCH_LEVEL`; a task's future is polled at `PASSIVE_LEVEL`; wakers
 //! at <= `DISPATCH_LEVEL`.
 
+pub mod atomic_waker;
 pub mod state;
 
 use core::cell::UnsafeCell;

@@ -108,6 +108,17 @@ impl<C: Client, W: Work> Prepared<C, W> {
         unsafe { queue_job::<C, W>(job) };
     }
 
+    /// Sets what the work will do (`set` changes it in place), then queues it; cannot fail.
+    /// For work whose details are known only when it is queued (a socket made for a request
+    /// nobody waits for any more: its close).
+    pub fn queue_with(self, set: impl FnOnce(&mut W)) {
+        // SAFETY: the job is owned here (the invariant: not queued), its work set.
+        if let Some(work) = unsafe { (*self.job.as_ptr()).work.as_mut() } {
+            set(work);
+        }
+        self.queue();
+    }
+
     /// The raw form, to keep in an `AtomicPtr` (a static the stop path takes it from).
     #[must_use]
     pub fn into_raw(self) -> NonNull<()> {

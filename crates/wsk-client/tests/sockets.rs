@@ -30,7 +30,7 @@ fn has_log(s: &Session, line: &str) -> bool {
 
 fn open_socket() -> Socket<TestDriver> {
     let reference = BindingRef::<TestDriver>::acquire().unwrap();
-    Socket::connection(&reference, AF_INET, Some(10_000_000)).unwrap()
+    Socket::connection_blocking(&reference, AF_INET, Some(10_000_000)).unwrap()
 }
 
 #[test]
@@ -199,7 +199,7 @@ fn requests_completed_before_the_call_returns_give_their_results() {
     let socket = connected();
     let mut buffer = Buffer::new::<TestDriver>(5).unwrap();
     buffer.as_mut_slice().copy_from_slice(b"hello");
-    assert_eq!(socket.send(&buffer, 5, Some(10_000_000)), Ok(5));
+    assert_eq!(socket.send_blocking(&buffer, 5, Some(10_000_000)), Ok(5));
     drop(buffer);
     drop(socket);
     s.wait_work_items();
@@ -215,7 +215,7 @@ fn a_request_that_times_out_is_cancelled() {
     s.register_provider(config);
     let reference = BindingRef::<TestDriver>::acquire().unwrap();
     // 100 ms: the model completes the cancelled IRP with STATUS_CANCELLED.
-    let result = Socket::connection(&reference, AF_INET, Some(1_000_000));
+    let result = Socket::connection_blocking(&reference, AF_INET, Some(1_000_000));
     assert_eq!(result.err(), Some(NtStatus::CANCELLED));
     assert!(has_log(&s, "test_driver: request: timed out, cancelled"));
     assert!(s.events().contains(&Event::IoCancelIrp));
@@ -240,7 +240,7 @@ fn a_waited_request_is_freed_before_its_caller_goes_on() {
     let socket = open_socket();
     assert_eq!(requests(&s), 1, "the socket's prepared close only");
     socket
-        .bind("0.0.0.0:0".parse().unwrap(), Some(10_000_000))
+        .bind_blocking("0.0.0.0:0".parse().unwrap(), Some(10_000_000))
         .unwrap();
     assert_eq!(requests(&s), 1, "the socket's prepared close only");
     // The close is asynchronous (a drop may run at DISPATCH_LEVEL): the unload waits for it.
@@ -261,7 +261,7 @@ fn a_stub_that_never_completes_its_irp_gives_its_answer() {
     config.socket_stub = true;
     s.register_provider(config);
     let reference = BindingRef::<TestDriver>::acquire().unwrap();
-    let result = Socket::connection(&reference, AF_INET, None);
+    let result = Socket::connection_blocking(&reference, AF_INET, None);
     assert_eq!(result.err(), Some(NtStatus::NOT_IMPLEMENTED));
     assert!(has_log(
         &s,
@@ -279,7 +279,7 @@ fn a_failed_socket_creation_is_reported() {
     config.socket_failure = Some(Status::INSUFFICIENT_RESOURCES);
     s.register_provider(config);
     let reference = BindingRef::<TestDriver>::acquire().unwrap();
-    let result = Socket::connection(&reference, AF_INET, None);
+    let result = Socket::connection_blocking(&reference, AF_INET, None);
     assert_eq!(result.err(), Some(NtStatus::INSUFFICIENT_RESOURCES));
     assert!(has_log(
         &s,
@@ -296,18 +296,18 @@ fn request_plumbing_failures_leave_nothing_behind() {
     let reference = BindingRef::<TestDriver>::acquire().unwrap();
     s.fail_irps(1);
     assert_eq!(
-        Socket::connection(&reference, AF_INET, None).err(),
+        Socket::connection_blocking(&reference, AF_INET, None).err(),
         Some(NtStatus::INSUFFICIENT_RESOURCES)
     );
     assert!(has_log(&s, "test_driver: request: IoAllocateIrp failed"));
     s.fail_completion_routine(Status::INSUFFICIENT_RESOURCES);
     assert_eq!(
-        Socket::connection(&reference, AF_INET, None).err(),
+        Socket::connection_blocking(&reference, AF_INET, None).err(),
         Some(NtStatus::INSUFFICIENT_RESOURCES)
     );
     s.fail_allocations(1);
     assert_eq!(
-        Socket::connection(&reference, AF_INET, None).err(),
+        Socket::connection_blocking(&reference, AF_INET, None).err(),
         Some(NtStatus::INSUFFICIENT_RESOURCES)
     );
     assert!(has_log(&s, "test_driver: request: no pool for its context"));
@@ -325,9 +325,11 @@ fn echo_address() -> std::net::SocketAddr {
 fn connected() -> Socket<TestDriver> {
     let socket = open_socket();
     socket
-        .bind("0.0.0.0:0".parse().unwrap(), Some(10_000_000))
+        .bind_blocking("0.0.0.0:0".parse().unwrap(), Some(10_000_000))
         .unwrap();
-    socket.connect(echo_address(), Some(10_000_000)).unwrap();
+    socket
+        .connect_blocking(echo_address(), Some(10_000_000))
+        .unwrap();
     socket
 }
 
@@ -340,11 +342,13 @@ fn bind_connect_send_receive_disconnect_close() {
     let socket = connected();
     let mut out = Buffer::new::<TestDriver>(5).unwrap();
     out.as_mut_slice().copy_from_slice(b"hello");
-    assert_eq!(socket.send(&out, 5, Some(10_000_000)), Ok(5));
+    assert_eq!(socket.send_blocking(&out, 5, Some(10_000_000)), Ok(5));
     let mut back = Buffer::new::<TestDriver>(16).unwrap();
-    let received = socket.receive(&mut back, Some(10_000_000)).unwrap();
+    let received = socket
+        .receive_blocking(&mut back, Some(10_000_000))
+        .unwrap();
     assert_eq!(&back.as_slice()[..received], b"hello");
-    assert_eq!(socket.disconnect(Some(10_000_000)), Ok(()));
+    assert_eq!(socket.disconnect_blocking(Some(10_000_000)), Ok(()));
     drop(socket);
     drop((out, back));
     s.wait_work_items();
@@ -363,7 +367,7 @@ fn a_send_never_claims_more_than_the_buffer_holds() {
     let out = Buffer::new::<TestDriver>(4).unwrap();
     // Asked for 1000 bytes of a 4-byte buffer: the WSK_BUF says 4 (a longer one would be a
     // bugcheck on Windows; the model records it).
-    assert_eq!(socket.send(&out, 1000, Some(10_000_000)), Ok(4));
+    assert_eq!(socket.send_blocking(&out, 1000, Some(10_000_000)), Ok(4));
     assert!(s.events().contains(&Event::WskSend { bytes: 4 }));
     drop((socket, out));
     s.wait_work_items();
@@ -378,7 +382,7 @@ fn a_refused_connection_is_reported_and_closed() {
     s.register_provider(config);
     let socket = open_socket();
     assert_eq!(
-        socket.connect(echo_address(), Some(10_000_000)),
+        socket.connect_blocking(echo_address(), Some(10_000_000)),
         Err(NtStatus::CONNECTION_REFUSED)
     );
     assert!(has_log(
@@ -399,7 +403,7 @@ fn a_provider_without_disconnect_is_logged_and_the_socket_still_closes() {
     s.register_provider(config);
     let socket = connected();
     assert_eq!(
-        socket.disconnect(Some(10_000_000)),
+        socket.disconnect_blocking(Some(10_000_000)),
         Err(NtStatus::NOT_IMPLEMENTED)
     );
     assert!(has_log(
@@ -432,7 +436,7 @@ fn a_receive_from_a_silent_peer_times_out_and_is_cancelled() {
     let socket = connected();
     let mut back = Buffer::new::<TestDriver>(8).unwrap();
     assert_eq!(
-        socket.receive(&mut back, Some(1_000_000)),
+        socket.receive_blocking(&mut back, Some(1_000_000)),
         Err(NtStatus::CANCELLED)
     );
     assert!(s.events().contains(&Event::IoCancelIrp));
@@ -455,7 +459,7 @@ fn a_receive_the_provider_will_not_cancel_ends_by_closing_the_socket() {
     let socket = connected();
     let mut back = Buffer::new::<TestDriver>(8).unwrap();
     assert_eq!(
-        socket.receive(&mut back, Some(1_000_000)),
+        socket.receive_blocking(&mut back, Some(1_000_000)),
         Err(NtStatus::CANCELLED)
     );
     assert!(has_log(
@@ -464,7 +468,7 @@ fn a_receive_the_provider_will_not_cancel_ends_by_closing_the_socket() {
     ));
     // Closed already: the socket refuses further operations, and dropping it closes nothing more.
     assert_eq!(
-        socket.send(&back, 1, Some(1_000_000)),
+        socket.send_blocking(&back, 1, Some(1_000_000)),
         Err(NtStatus::CONNECTION_ABORTED)
     );
     drop((socket, back));

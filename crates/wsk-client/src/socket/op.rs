@@ -1,0 +1,477 @@
+//! The asynchronous forms of a socket's operations (issue 17): each returns a future, driven by
+//! its request's completion routine ([`crate::irp`]'s `Op`), to await in a task
+//! ([`crate::task`]). An operation takes what the provider borrows by value — the [`Buffer`], the
+//! address — and keeps it in its request until the provider is done with it; a completed
+//! operation hands the buffer back with its result (`(Result<usize, NtStatus>, Buffer)`, as
+//! completion-based I/O libraries do), so that dropping a pending operation is sound: the drop
+//! cancels its IRP and the request frees the buffer once the provider completed it. Several
+//! operations may be in flight on one socket at once (a send beside a receive).
+//!
+//! In a cancelled task (the unload began) a pending operation cancels its IRP and goes on
+//! waiting for the provider to complete it (with `STATUS_CANCELLED`, usually).
+//!
+//! IRQL: making and polling at <= `DISPATCH_LEVEL` (`WskSend`, `WskReceive`, `WskConnect`,
+//! `WskBind`, `WskDisconnect`, `WskSocket` all allow it); a task polls at `PASSIVE_LEVEL`.
+
+use core::ffi::CStr;
+use core::future::Future;
+use core::marker::PhantomData;
+use core::net::SocketAddr;
+use core::pin::Pin;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicBool, AtomicPtr};
+use core::task::{Context, Poll};
+
+use super::{Closed, Sockaddr, Socket, close_raw};
+use crate::buffer::Buffer;
+use crate::client::Client;
+use crate::irp::{self, Op, Outcome, Prepared};
+use crate::log::log;
+use crate::provider::BindingRef;
+use crate::status::NtStatus;
+use crate::sys::{IPPROTO_TCP, SOCK_STREAM, WSK_BUF, WSK_FLAG_CONNECTION_SOCKET, WSK_SOCKET};
+use crate::work::{self, Work};
+
+/// What a send or receive owns while in flight: the buffer and the `WSK_BUF` describing it.
+struct Transfer {
+    buffer: Buffer,
+    wsk_buf: WSK_BUF,
+}
+
+// SAFETY: the `WSK_BUF` points at the buffer's own MDL, which moves with it.
+unsafe impl Send for Transfer {}
+
+impl Transfer {
+    fn new(buffer: Buffer, length: usize) -> Self {
+        let wsk_buf = buffer.wsk_buf(length);
+        Self { buffer, wsk_buf }
+    }
+}
+
+/// The result of a provider's answer to `what`, logged (the waited forms' too).
+pub(super) fn finish<C: Client>(
+    what: &CStr,
+    status: NtStatus,
+    information: usize,
+) -> Result<usize, NtStatus> {
+    if status == NtStatus::NOT_IMPLEMENTED {
+        log!(
+            C,
+            DPFLTR_WARNING_LEVEL,
+            "socket: the provider does not implement %s (0x%08X)",
+            what.as_ptr(),
+            status.bits()
+        );
+        return Err(status);
+    }
+    if let Err(status) = status.into_result() {
+        log!(
+            C,
+            DPFLTR_ERROR_LEVEL,
+            "socket: %s failed: 0x%08X",
+            what.as_ptr(),
+            status.bits()
+        );
+        return Err(status);
+    }
+    Ok(information)
+}
+
+/// An operation that could not be requested, logged.
+pub(super) fn not_requested<C: Client>(what: &CStr, status: NtStatus) -> NtStatus {
+    log!(
+        C,
+        DPFLTR_ERROR_LEVEL,
+        "socket: %s not requested: 0x%08X",
+        what.as_ptr(),
+        status.bits()
+    );
+    status
+}
+
+/// A byte count from the provider, checked against what the buffer holds (a count beyond it is
+/// the provider's error, answered cleanly).
+fn transferred<C: Client>(
+    what: &CStr,
+    result: Result<usize, NtStatus>,
+    most: usize,
+) -> Result<usize, NtStatus> {
+    match result {
+        Ok(bytes) if bytes > most => {
+            log!(
+                C,
+                DPFLTR_ERROR_LEVEL,
+                "socket: %s reported %llu bytes, more than the %llu asked for",
+                what.as_ptr(),
+                bytes as u64,
+                most as u64
+            );
+            Err(NtStatus::UNSUCCESSFUL)
+        }
+        other => other,
+    }
+}
+
+/// A send or receive in flight: see [`Socket::send`] and [`Socket::receive`].
+#[must_use = "a future does nothing unless awaited"]
+pub struct TransferOp<'s, C: Client> {
+    op: Op<C, Transfer>,
+    what: &'static CStr,
+    most: usize,
+    _socket: PhantomData<&'s Socket<C>>,
+}
+
+impl<C: Client> Future for TransferOp<'_, C> {
+    /// The bytes sent or received (0 received: the peer closed its side), and the buffer back.
+    type Output = (Result<usize, NtStatus>, Buffer);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.op).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(Outcome {
+                status,
+                information,
+                owned,
+            })) => {
+                let result = finish::<C>(this.what, status, information);
+                let result = transferred::<C>(this.what, result, this.most);
+                Poll::Ready((result, owned.buffer))
+            }
+            Poll::Ready(Err((status, owned))) => {
+                Poll::Ready((Err(not_requested::<C>(this.what, status)), owned.buffer))
+            }
+        }
+    }
+}
+
+/// A bind, connect or disconnect in flight: see [`Socket::bind`], [`Socket::connect`],
+/// [`Socket::disconnect`].
+#[must_use = "a future does nothing unless awaited"]
+pub struct SocketOp<'s, C: Client> {
+    op: Op<C, Option<Sockaddr>>,
+    what: &'static CStr,
+    _socket: PhantomData<&'s Socket<C>>,
+}
+
+impl<C: Client> Future for SocketOp<'_, C> {
+    type Output = Result<(), NtStatus>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.op).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(outcome)) => {
+                Poll::Ready(finish::<C>(this.what, outcome.status, outcome.information).map(|_| ()))
+            }
+            Poll::Ready(Err((status, _))) => {
+                Poll::Ready(Err(not_requested::<C>(this.what, status)))
+            }
+        }
+    }
+}
+
+impl<C: Client> Socket<C> {
+    /// Starts `what` through this socket's reference: `call` gets the socket, what the request
+    /// owns and its IRP.
+    fn start<T: Send + 'static>(
+        &self,
+        owned: T,
+        call: impl FnOnce(*mut WSK_SOCKET, &mut T, *mut crate::sys::IRP) -> crate::sys::NTSTATUS,
+    ) -> Op<C, T> {
+        let Some(reference) = self.open_reference() else {
+            return Op::failed(NtStatus::CONNECTION_ABORTED, owned);
+        };
+        let socket = self.socket.as_ptr();
+        irp::start(reference, owned, |_, owned, irp| call(socket, owned, irp))
+    }
+
+    /// `WskSend` of the first `length` bytes of `buffer` (at most its capacity): the bytes sent,
+    /// and the buffer back.
+    pub fn send(&self, buffer: Buffer, length: usize) -> TransferOp<'_, C> {
+        let length = length.min(buffer.capacity());
+        let transfer = Transfer::new(buffer, length);
+        let op = match self
+            .dispatch()
+            .and_then(|d| d.WskSend.ok_or(NtStatus::NOT_SUPPORTED))
+        {
+            Ok(send) => self.start(transfer, |socket, transfer, irp| {
+                // SAFETY: the open socket's WskSend, with a WSK_BUF within the buffer's MDL, both
+                // kept by the request until the provider completed its IRP.
+                unsafe { send(socket, &raw mut transfer.wsk_buf, 0, irp) }
+            }),
+            Err(status) => Op::failed(status, transfer),
+        };
+        TransferOp {
+            op,
+            what: c"WskSend",
+            most: length,
+            _socket: PhantomData,
+        }
+    }
+
+    /// `WskReceive` into `buffer` (up to its capacity): the bytes received (0: the peer closed its
+    /// side), and the buffer back.
+    pub fn receive(&self, buffer: Buffer) -> TransferOp<'_, C> {
+        let length = buffer.capacity();
+        let transfer = Transfer::new(buffer, length);
+        let op = match self
+            .dispatch()
+            .and_then(|d| d.WskReceive.ok_or(NtStatus::NOT_SUPPORTED))
+        {
+            Ok(receive) => self.start(transfer, |socket, transfer, irp| {
+                // SAFETY: as in `send`; the buffer is the request's alone until it completes.
+                unsafe { receive(socket, &raw mut transfer.wsk_buf, 0, irp) }
+            }),
+            Err(status) => Op::failed(status, transfer),
+        };
+        TransferOp {
+            op,
+            what: c"WskReceive",
+            most: length,
+            _socket: PhantomData,
+        }
+    }
+
+    /// `WskBind` to `local` (a client binds the wildcard address of its family, port 0).
+    pub fn bind(&self, local: SocketAddr) -> SocketOp<'_, C> {
+        let op = match self
+            .dispatch()
+            .and_then(|d| d.WskBind.ok_or(NtStatus::NOT_SUPPORTED))
+        {
+            Ok(bind) => self.start(Some(Sockaddr::new(local)), |socket, address, irp| {
+                let address = address
+                    .as_mut()
+                    .map_or(ptr::null_mut(), Sockaddr::as_mut_ptr);
+                // SAFETY: the open socket's WskBind, with an address the request keeps until the
+                // provider completed its IRP.
+                unsafe { bind(socket, address, 0, irp) }
+            }),
+            Err(status) => Op::failed(status, None),
+        };
+        SocketOp {
+            op,
+            what: c"WskBind",
+            _socket: PhantomData,
+        }
+    }
+
+    /// `WskConnect` to `remote`.
+    pub fn connect(&self, remote: SocketAddr) -> SocketOp<'_, C> {
+        let op = match self
+            .dispatch()
+            .and_then(|d| d.WskConnect.ok_or(NtStatus::NOT_SUPPORTED))
+        {
+            Ok(connect) => {
+                self.start(Some(Sockaddr::new(remote)), |socket, address, irp| {
+                    let address = address
+                        .as_mut()
+                        .map_or(ptr::null_mut(), Sockaddr::as_mut_ptr);
+                    // SAFETY: as in `bind`.
+                    unsafe { connect(socket, address, 0, irp) }
+                })
+            }
+            Err(status) => Op::failed(status, None),
+        };
+        SocketOp {
+            op,
+            what: c"WskConnect",
+            _socket: PhantomData,
+        }
+    }
+
+    /// `WskDisconnect` (graceful). A provider that does not implement it (Wine's answers
+    /// `STATUS_NOT_IMPLEMENTED`) is logged; the socket is closed anyway when dropped.
+    pub fn disconnect(&self) -> SocketOp<'_, C> {
+        let op = match self.dispatch().map(|d| d.WskDisconnect) {
+            Ok(Some(disconnect)) => self.start(None, |socket, _, irp| {
+                // SAFETY: the open socket's WskDisconnect, without a final buffer.
+                unsafe { disconnect(socket, ptr::null_mut(), 0, irp) }
+            }),
+            Ok(None) => {
+                log!(
+                    C,
+                    DPFLTR_WARNING_LEVEL,
+                    "socket: no WskDisconnect; closing without it"
+                );
+                Op::failed(NtStatus::NOT_SUPPORTED, None)
+            }
+            Err(status) => Op::failed(status, None),
+        };
+        SocketOp {
+            op,
+            what: c"WskDisconnect",
+            _socket: PhantomData,
+        }
+    }
+
+    /// Creates a connection-oriented (TCP) socket of `family` (`AF_INET`, `AF_INET6`) through
+    /// `reference`'s binding (`WskSocket`). The socket holds a reference of its own, and its
+    /// close's request, both made before `WskSocket`. A `CreateOp` dropped before the provider
+    /// answered closes the socket the provider made for it (from a work item allocated with
+    /// the request: no WSK call in a completion routine).
+    pub fn create(reference: &BindingRef<C>, family: u16) -> CreateOp<C> {
+        CreateOp {
+            op: create_op(reference, family),
+        }
+    }
+}
+
+/// What a socket's creation owns until the provider answered.
+struct Creating<C: Client> {
+    own: Option<BindingRef<C>>,
+    close: Option<Prepared<C, Closed>>,
+    /// The close of a socket made for nobody (the `CreateOp` was dropped).
+    orphan: Option<work::Prepared<C, CloseOrphan<C>>>,
+}
+
+/// Closes a socket the provider made for a dropped `CreateOp`.
+struct CloseOrphan<C: Client> {
+    socket: *mut WSK_SOCKET,
+    reference: Option<BindingRef<C>>,
+    close: Option<Prepared<C, Closed>>,
+}
+
+// SAFETY: the socket pointer is the provider's, usable from any thread; the rest is Send.
+unsafe impl<C: Client> Send for CloseOrphan<C> {}
+
+impl<C: Client> Work for CloseOrphan<C> {
+    fn run(self) {
+        if let (Some(socket), Some(reference), Some(close)) =
+            (NonNull::new(self.socket), self.reference, self.close)
+        {
+            log!(
+                C,
+                DPFLTR_WARNING_LEVEL,
+                "socket: made for a creation nobody waits for; closing it"
+            );
+            close_raw::<C>(socket, reference, close);
+        }
+    }
+}
+
+/// `Creating`'s fate when its `CreateOp` was dropped: a socket the provider made is closed from
+/// the work item allocated for that (queueing it cannot fail); otherwise everything is dropped.
+/// Runs where the request is freed (its completion routine: <= `DISPATCH_LEVEL`).
+fn orphaned<C: Client>(creating: Creating<C>, status: NtStatus, information: usize) {
+    let Creating { own, close, orphan } = creating;
+    if status.is_success()
+        && information != 0
+        && let Some(orphan) = orphan
+    {
+        orphan.queue_with(|work| {
+            work.socket = information as *mut WSK_SOCKET;
+            work.reference = own;
+            work.close = close;
+        });
+    }
+}
+
+fn create_op<C: Client>(reference: &BindingRef<C>, family: u16) -> Op<C, Creating<C>> {
+    let mut creating = Creating {
+        own: None,
+        close: None,
+        orphan: None,
+    };
+    // The socket's own reference, taken first: once the socket exists, it must be closable.
+    match reference.try_clone() {
+        Ok(own) => creating.own = Some(own),
+        Err(error) => return Op::failed(NtStatus::from(error), creating),
+    }
+    if let Err(error) = reference.ensure_open() {
+        return Op::failed(NtStatus::from(error), creating);
+    }
+    let Some(socket_fn) = reference.socket() else {
+        return Op::failed(NtStatus::NOT_SUPPORTED, creating);
+    };
+    // Its close's request, and the work item that closes a socket made for nobody.
+    match Prepared::<C, Closed>::new() {
+        Ok(close) => creating.close = Some(close),
+        Err(status) => return Op::failed(status, creating),
+    }
+    let orphan = CloseOrphan {
+        socket: ptr::null_mut(),
+        reference: None,
+        close: None,
+    };
+    match work::Prepared::<C, _>::new(orphan) {
+        Ok(orphan) => creating.orphan = Some(orphan),
+        Err(status) => return Op::failed(status, creating),
+    }
+    irp::start_or_orphan(
+        reference,
+        creating,
+        |reference, _, irp| {
+            // SAFETY: the provider's WskSocket for this binding, with its WSK_CLIENT; no socket
+            // context or event dispatch (no callbacks); the IRP is the request's.
+            unsafe {
+                socket_fn(
+                    reference.client(),
+                    family,
+                    SOCK_STREAM,
+                    IPPROTO_TCP,
+                    WSK_FLAG_CONNECTION_SOCKET,
+                    ptr::null_mut(),
+                    ptr::null(),
+                    ptr::null_mut(),
+                    ptr::null_mut(),
+                    ptr::null_mut(),
+                    irp,
+                )
+            }
+        },
+        orphaned::<C>,
+    )
+}
+
+/// A socket's creation in flight: see [`Socket::create`].
+#[must_use = "a future does nothing unless awaited"]
+pub struct CreateOp<C: Client> {
+    op: Op<C, Creating<C>>,
+}
+
+impl<C: Client> Future for CreateOp<C> {
+    type Output = Result<Socket<C>, NtStatus>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let outcome = match Pin::new(&mut this.op).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(outcome)) => outcome,
+            Poll::Ready(Err((status, _))) => {
+                return Poll::Ready(Err(not_requested::<C>(c"WskSocket", status)));
+            }
+        };
+        // Answered: the orphan's work item is not needed (dropped: freed unqueued).
+        let Creating { own, close, orphan } = outcome.owned;
+        drop(orphan);
+        if let Err(status) = outcome.status.into_result() {
+            log!(
+                C,
+                DPFLTR_ERROR_LEVEL,
+                "socket: WskSocket failed: 0x%08X",
+                status.bits()
+            );
+            return Poll::Ready(Err(status));
+        }
+        let (Some(socket), Some(own), Some(close)) = (
+            NonNull::new(outcome.information as *mut WSK_SOCKET),
+            own,
+            close,
+        ) else {
+            log!(
+                C,
+                DPFLTR_ERROR_LEVEL,
+                "socket: WskSocket succeeded without a socket"
+            );
+            return Poll::Ready(Err(NtStatus::UNSUCCESSFUL));
+        };
+        // INVARIANT: the provider's new socket, open.
+        Poll::Ready(Ok(Socket {
+            socket,
+            reference: Some(own),
+            close: AtomicPtr::new(close.into_raw().as_ptr()),
+            closed: AtomicBool::new(false),
+        }))
+    }
+}

@@ -1,0 +1,211 @@
+//! The asynchronous socket operations (issue 17) in tasks, against the host model: a whole
+//! exchange without a thread waiting (the model's work item rule is on), a receive in flight
+//! beside a send on one socket, owned buffers handed back with the result, a pending operation
+//! dropped (its IRP cancelled, its buffer freed once the provider completed it — the session's
+//! end check finds no pool left), a provider completing inside the call, a creation dropped
+//! before the provider answered (its socket closed by a work item), and the unload cancelling a
+//! task whose receive is pending.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::sync::mpsc;
+use std::task::Poll;
+use std::time::Duration as StdDuration;
+
+use common::TestDriver;
+use wsk_client::buffer::Buffer;
+use wsk_client::socket::Socket;
+use wsk_client::sys::AF_INET;
+use wsk_client::time::Duration;
+use wsk_client::{BindingRef, NtStatus, task, timer};
+use wsk_host_model::{Event, ProviderConfig, Session};
+
+fn spawn(future: impl Future<Output = ()> + Send + 'static) {
+    task::spawn::<TestDriver, _>(future).unwrap();
+}
+
+fn recv<T>(rx: &mpsc::Receiver<T>) -> T {
+    rx.recv_timeout(StdDuration::from_secs(10))
+        .expect("the task never got there")
+}
+
+fn echo_address() -> std::net::SocketAddr {
+    "127.0.0.1:7".parse().unwrap()
+}
+
+fn buffer_with(bytes: &[u8]) -> Buffer {
+    let mut buffer = Buffer::new::<TestDriver>(bytes.len()).unwrap();
+    buffer.as_mut_slice().copy_from_slice(bytes);
+    buffer
+}
+
+/// A socket created, bound and connected to the model's echo peer, in a task.
+async fn connected() -> Socket<TestDriver> {
+    let reference = BindingRef::<TestDriver>::acquire().unwrap();
+    let socket = Socket::create(&reference, AF_INET).await.unwrap();
+    socket.bind("0.0.0.0:0".parse().unwrap()).await.unwrap();
+    socket.connect(echo_address()).await.unwrap();
+    socket
+}
+
+fn has_log(s: &Session, line: &str) -> bool {
+    s.log().iter().any(|l| l == line)
+}
+
+fn exchange(config: ProviderConfig) {
+    let mut s = common::started();
+    s.register_provider(config);
+    let (tx, rx) = mpsc::channel();
+    spawn(async move {
+        let socket = connected().await;
+        let (sent, out) = socket.send(buffer_with(b"hello"), 5).await;
+        let (received, back) = socket.receive(Buffer::new::<TestDriver>(8).unwrap()).await;
+        let echoed = back.as_slice()[..received.unwrap_or(0)].to_vec();
+        let disconnected = socket.disconnect().await;
+        drop((out, back));
+        socket.close();
+        tx.send((sent, received, echoed, disconnected)).unwrap();
+    });
+    let (sent, received, echoed, disconnected) = recv(&rx);
+    assert_eq!(sent, Ok(5));
+    assert_eq!(received, Ok(5));
+    assert_eq!(echoed, b"hello");
+    assert_eq!(disconnected, Ok(()));
+    s.wait_work_items();
+    assert_eq!(s.open_sockets(), 0);
+    s.driver_unload();
+}
+
+#[test]
+fn an_exchange_in_a_task_waits_in_no_work_item() {
+    exchange(ProviderConfig::default_wsk());
+}
+
+#[test]
+fn requests_completed_inside_the_call_give_their_results() {
+    exchange(ProviderConfig {
+        requests_complete_inline: true,
+        ..ProviderConfig::default_wsk()
+    });
+}
+
+#[test]
+fn a_receive_in_flight_beside_a_send_on_one_socket() {
+    let mut s = common::started();
+    s.register_provider(ProviderConfig::default_wsk());
+    let (tx, rx) = mpsc::channel();
+    spawn(async move {
+        let socket = connected().await;
+        // The receive is posted first (nothing to read yet); the send then goes out beside it.
+        let mut receive = pin!(socket.receive(Buffer::new::<TestDriver>(4).unwrap()));
+        let first = poll_fn(|cx| Poll::Ready(receive.as_mut().poll(cx).is_pending())).await;
+        let (sent, _out) = socket.send(buffer_with(b"ping"), 4).await;
+        let (received, back) = receive.await;
+        tx.send((first, sent, received, back.as_slice().to_vec()))
+            .unwrap();
+    });
+    let (first, sent, received, back) = recv(&rx);
+    assert!(first, "the receive was pending before the send");
+    assert_eq!((sent, received), (Ok(4), Ok(4)));
+    assert_eq!(back, b"ping");
+    s.wait_work_items();
+    s.driver_unload();
+}
+
+#[test]
+fn a_dropped_receive_is_cancelled_and_its_buffer_freed_after_the_provider_completed_it() {
+    let mut s = common::started();
+    s.register_provider(ProviderConfig {
+        peer_silent: true,
+        ..ProviderConfig::default_wsk()
+    });
+    let (tx, rx) = mpsc::channel();
+    spawn(async move {
+        let socket = connected().await;
+        let receive = socket.receive(Buffer::new::<TestDriver>(8).unwrap());
+        let timed_out = timer::timeout::<TestDriver, _>(Duration::from_millis(200), receive).await;
+        tx.send(timed_out.map(|(result, _)| result).err()).unwrap();
+    });
+    assert_eq!(recv(&rx), Some(NtStatus::IO_TIMEOUT));
+    s.wait_work_items();
+    assert!(s.events().contains(&Event::IoCancelIrp));
+    // The session's end check: no pool left (the buffer went with the request), no socket open.
+    s.driver_unload();
+}
+
+#[test]
+fn the_unload_cancels_a_pending_receive_and_the_task_gets_its_buffer_back() {
+    let mut s = common::started();
+    s.register_provider(ProviderConfig {
+        peer_silent: true,
+        ..ProviderConfig::default_wsk()
+    });
+    let (tx, rx) = mpsc::channel();
+    spawn(async move {
+        let socket = connected().await;
+        tx.send(None).unwrap();
+        let (received, back) = socket.receive(Buffer::new::<TestDriver>(8).unwrap()).await;
+        tx.send(Some((received, back.capacity()))).unwrap();
+    });
+    assert_eq!(recv(&rx), None);
+    s.wait_work_items();
+    s.driver_unload();
+    assert_eq!(recv(&rx), Some((Err(NtStatus::CANCELLED), 8)));
+    assert!(has_log(
+        &s,
+        "test_driver: request: cancelled (the task is cancelled)"
+    ));
+}
+
+#[test]
+fn a_creation_dropped_before_the_answer_closes_the_socket_made_for_it() {
+    let mut s = common::started();
+    s.register_provider(ProviderConfig {
+        socket_hangs_until_cancelled: true,
+        ..ProviderConfig::default_wsk()
+    });
+    let (tx, rx) = mpsc::channel();
+    spawn(async move {
+        let reference = BindingRef::<TestDriver>::acquire().unwrap();
+        let create = Socket::create(&reference, AF_INET);
+        let result = timer::timeout::<TestDriver, _>(Duration::from_millis(100), create).await;
+        tx.send(result.err()).unwrap();
+    });
+    assert_eq!(recv(&rx), Some(NtStatus::IO_TIMEOUT));
+    s.wait_work_items();
+    // The model completes a cancelled WskSocket with STATUS_CANCELLED: no socket, nothing to
+    // close, the work item freed unqueued.
+    assert_eq!(s.open_sockets(), 0);
+    s.driver_unload();
+}
+
+#[test]
+fn a_socket_that_cannot_be_created_is_reported() {
+    let mut s = common::started();
+    s.register_provider(ProviderConfig {
+        socket_failure: Some(wsk_host_model::Status::INSUFFICIENT_RESOURCES),
+        ..ProviderConfig::default_wsk()
+    });
+    let (tx, rx) = mpsc::channel();
+    spawn(async move {
+        let reference = BindingRef::<TestDriver>::acquire().unwrap();
+        tx.send(Socket::create(&reference, AF_INET).await.err())
+            .unwrap();
+    });
+    assert_eq!(recv(&rx), Some(NtStatus::INSUFFICIENT_RESOURCES));
+    assert!(has_log(
+        &s,
+        "test_driver: socket: WskSocket failed: 0xC000009A"
+    ));
+    s.wait_work_items();
+    s.driver_unload();
+}
