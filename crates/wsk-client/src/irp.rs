@@ -57,6 +57,7 @@ use crate::sys::{
     KeInitializeEvent, KeSetEvent, KeWaitForSingleObject, KernelMode, NTSTATUS, NotificationEvent,
     PVOID, STATUS_MORE_PROCESSING_REQUIRED, STATUS_TIMEOUT,
 };
+use crate::time::{Duration, Timeout};
 
 /// What a request does once the provider completed it: the library's own (crate private, so that
 /// no embedder code runs in a completion routine).
@@ -373,7 +374,7 @@ impl<C: Client, F: Completion<C>> Prepared<C, F> {
     pub(crate) fn call_or(
         self,
         reference: &BindingRef<C>,
-        timeout_100ns: Option<i64>,
+        timeout: Timeout,
         call: impl FnOnce(&BindingRef<C>, *mut IRP) -> NTSTATUS,
         stuck: impl FnOnce(),
     ) -> (NtStatus, usize) {
@@ -394,18 +395,18 @@ impl<C: Client, F: Completion<C>> Prepared<C, F> {
         // the IRP's IoStatus, which the routine stored, is the result (the information — a
         // socket, a byte count — is only there). Either way the request is freed only once the
         // routine has set the event: its last touch of it.
-        if !wait(shared, timeout_100ns.map(|t| -t.abs())) {
+        if !wait(shared, timeout) {
             // SAFETY: the request's IRP, still pending; IRQL <= DISPATCH_LEVEL.
             let _ = unsafe { IoCancelIrp(irp) };
             log!(C, DPFLTR_WARNING_LEVEL, "request: timed out, cancelled");
-            if !wait(shared, Some(AFTER_CANCEL_100NS)) {
+            if !wait(shared, Timeout::After(AFTER_CANCEL)) {
                 log!(
                     C,
                     DPFLTR_WARNING_LEVEL,
                     "request: not completed after cancel; last resort, then waiting for it"
                 );
                 stuck();
-                let _ = wait(shared, None);
+                let _ = wait(shared, Timeout::Never);
             }
         }
         // SAFETY: the event is set after the result is stored.
@@ -504,12 +505,12 @@ impl<C: Client> Completion<C> for Waiter {
     fn complete(self, _reference: BindingRef<C>, _status: NtStatus, _information: usize) {}
 }
 
-/// How long [`call`] waits after cancelling a request that timed out, in 100 ns units (relative).
-const AFTER_CANCEL_100NS: i64 = -10_000_000; // 1 s
+/// How long [`call`] waits after cancelling a request that timed out.
+const AFTER_CANCEL: Duration = Duration::from_secs(1);
 
 /// Calls a WSK function with a request and waits for its result: `(status, information)`.
 ///
-/// `timeout_100ns`: how long to wait (100 ns units); `None` waits until the provider completes.
+/// `timeout`: how long to wait; [`Timeout::Never`] waits until the provider completes.
 /// On timeout the IRP is cancelled; if it still does not complete within a second, `stuck` runs
 /// (close the socket, say) and the wait goes on until the provider completes the IRP.
 ///
@@ -522,10 +523,10 @@ const AFTER_CANCEL_100NS: i64 = -10_000_000; // 1 s
 /// The request could not be prepared (no pool, no IRP, or `IoSetCompletionRoutineEx` failed; logged).
 pub fn call<C: Client>(
     reference: &BindingRef<C>,
-    timeout_100ns: Option<i64>,
+    timeout: Timeout,
     call: impl FnOnce(&BindingRef<C>, *mut IRP) -> NTSTATUS,
 ) -> Result<(NtStatus, usize), NtStatus> {
-    call_or(reference, timeout_100ns, call, || {})
+    call_or(reference, timeout, call, || {})
 }
 
 /// [`call`], with `stuck` as the last resort for a request that a cancel did not complete.
@@ -534,18 +535,20 @@ pub fn call<C: Client>(
 /// As [`call`].
 pub fn call_or<C: Client>(
     reference: &BindingRef<C>,
-    timeout_100ns: Option<i64>,
+    timeout: Timeout,
     call: impl FnOnce(&BindingRef<C>, *mut IRP) -> NTSTATUS,
     stuck: impl FnOnce(),
 ) -> Result<(NtStatus, usize), NtStatus> {
     // The caller's reference outlives the request: it is waited for to the end.
-    Ok(Prepared::<C, Waiter>::new()?.call_or(reference, timeout_100ns, call, stuck))
+    Ok(Prepared::<C, Waiter>::new()?.call_or(reference, timeout, call, stuck))
 }
 
 /// Waits for the request's event; `false` on timeout. `PASSIVE_LEVEL`.
-fn wait<C: Client, F>(request: &Request<C, F>, timeout_100ns: Option<i64>) -> bool {
-    let timeout = timeout_100ns.unwrap_or(0);
-    let timeout_ptr = if timeout_100ns.is_some() {
+fn wait<C: Client, F>(request: &Request<C, F>, timeout: Timeout) -> bool {
+    // The kernel's relative form (negative), or NULL for no limit.
+    let relative = timeout.relative_100ns();
+    let timeout = relative.unwrap_or(0);
+    let timeout_ptr = if relative.is_some() {
         &raw const timeout
     } else {
         core::ptr::null()

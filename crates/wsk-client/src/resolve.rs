@@ -22,6 +22,7 @@ use crate::status::NtStatus;
 use crate::sys::{
     ADDRINFOEXW, AF_INET, AF_INET6, NS_ALL, SOCKADDR_IN, SOCKADDR_IN6, UNICODE_STRING,
 };
+use crate::time::Timeout;
 
 /// The most addresses a resolution returns.
 pub const MAX_ADDRESSES: usize = 8;
@@ -156,7 +157,7 @@ pub fn resolve<C: Client>(
     reference: &BindingRef<C>,
     host: &str,
     port: u16,
-    timeout_100ns: Option<i64>,
+    timeout: Timeout,
 ) -> Result<Addresses, NtStatus> {
     if let Some(address) = parse_literal(host, port) {
         let mut out = Addresses::default();
@@ -195,7 +196,7 @@ pub fn resolve<C: Client>(
         Buffer: units.as_mut_ptr(),
     };
     let mut result: *mut ADDRINFOEXW = ptr::null_mut();
-    let (status, _) = irp::call(reference, timeout_100ns, |reference, irp| {
+    let (status, _) = irp::call(reference, timeout, |reference, irp| {
         // SAFETY: the provider's WskGetAddressInfo (1.1), with its client, a counted name and an
         // out-pointer that outlive the request (waited for to the end); no service, name space
         // NS_ALL, no provider or hints, the request's IRP.

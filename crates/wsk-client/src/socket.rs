@@ -40,6 +40,7 @@ use crate::sys::{
     SOCKADDR_IN6, WSK_BUF, WSK_FLAG_CONNECTION_SOCKET, WSK_PROVIDER_BASIC_DISPATCH,
     WSK_PROVIDER_CONNECTION_DISPATCH, WSK_SOCKET,
 };
+use crate::time::Timeout;
 
 /// An open WSK socket of client `C`.
 #[allow(clippy::struct_field_names)] // `socket`: the provider's WSK_SOCKET
@@ -101,7 +102,7 @@ unsafe impl<C: Client> Sync for Socket<C> {}
 
 impl<C: Client> Socket<C> {
     /// Creates a connection-oriented (TCP) socket of `family` (`AF_INET`, `AF_INET6`) through
-    /// `reference`'s binding, waiting up to `timeout_100ns` (100 ns units; `None`: no limit).
+    /// `reference`'s binding, waiting up to `timeout`.
     ///
     /// IRQL: `PASSIVE_LEVEL`.
     ///
@@ -111,7 +112,7 @@ impl<C: Client> Socket<C> {
     pub fn connection_blocking(
         reference: &BindingRef<C>,
         family: u16,
-        timeout_100ns: Option<i64>,
+        timeout: Timeout,
     ) -> Result<Self, NtStatus> {
         // The socket's own reference, taken first: once the socket exists, it must be closable.
         // (A new socket needs a new reference: none is made once a detach or the unload began.)
@@ -127,7 +128,7 @@ impl<C: Client> Socket<C> {
                 status.bits()
             );
         })?;
-        let requested = irp::call(reference, timeout_100ns, |reference, irp| {
+        let requested = irp::call(reference, timeout, |reference, irp| {
             // SAFETY: the provider's WskSocket for this binding, with its WSK_CLIENT; no socket
             // context or event dispatch (no callbacks); the IRP is the request's; PASSIVE_LEVEL.
             unsafe {
@@ -205,7 +206,7 @@ impl<C: Client> Socket<C> {
     fn operate(
         &self,
         what: &core::ffi::CStr,
-        timeout_100ns: Option<i64>,
+        timeout: Timeout,
         call: impl FnOnce(*mut IRP) -> NTSTATUS,
     ) -> Result<usize, NtStatus> {
         let Some(reference) = self
@@ -217,7 +218,7 @@ impl<C: Client> Socket<C> {
         };
         let requested = irp::call_or(
             reference,
-            timeout_100ns,
+            timeout,
             |_, irp| call(irp),
             || {
                 // The last resort: close the socket, which completes its pending requests, and
@@ -245,17 +246,13 @@ impl<C: Client> Socket<C> {
     ///
     /// # Errors
     /// The provider's status; `STATUS_NOT_SUPPORTED` without `WskBind`.
-    pub fn bind_blocking(
-        &self,
-        local: SocketAddr,
-        timeout_100ns: Option<i64>,
-    ) -> Result<(), NtStatus> {
+    pub fn bind_blocking(&self, local: SocketAddr, timeout: Timeout) -> Result<(), NtStatus> {
         let bind = self.dispatch()?.WskBind.ok_or(NtStatus::NOT_SUPPORTED)?;
         let mut address = Sockaddr::new(local);
         let socket = self.socket.as_ptr();
         // SAFETY: the open socket's WskBind, with an address that outlives the request (waited
         // for to the end) and the request's IRP.
-        self.operate(c"WskBind", timeout_100ns, |irp| unsafe {
+        self.operate(c"WskBind", timeout, |irp| unsafe {
             bind(socket, address.as_mut_ptr(), 0, irp)
         })
         .map(|_| ())
@@ -268,16 +265,12 @@ impl<C: Client> Socket<C> {
     /// # Errors
     /// The provider's status (`STATUS_CONNECTION_REFUSED`, ...); `STATUS_NOT_SUPPORTED` without
     /// `WskConnect`.
-    pub fn connect_blocking(
-        &self,
-        remote: SocketAddr,
-        timeout_100ns: Option<i64>,
-    ) -> Result<(), NtStatus> {
+    pub fn connect_blocking(&self, remote: SocketAddr, timeout: Timeout) -> Result<(), NtStatus> {
         let connect = self.dispatch()?.WskConnect.ok_or(NtStatus::NOT_SUPPORTED)?;
         let mut address = Sockaddr::new(remote);
         let socket = self.socket.as_ptr();
         // SAFETY: as in `bind`.
-        self.operate(c"WskConnect", timeout_100ns, |irp| unsafe {
+        self.operate(c"WskConnect", timeout, |irp| unsafe {
             connect(socket, address.as_mut_ptr(), 0, irp)
         })
         .map(|_| ())
@@ -294,14 +287,14 @@ impl<C: Client> Socket<C> {
         &self,
         buffer: &Buffer,
         length: usize,
-        timeout_100ns: Option<i64>,
+        timeout: Timeout,
     ) -> Result<usize, NtStatus> {
         let send = self.dispatch()?.WskSend.ok_or(NtStatus::NOT_SUPPORTED)?;
         let mut wsk_buf: WSK_BUF = buffer.wsk_buf(length);
         let socket = self.socket.as_ptr();
         // SAFETY: the open socket's WskSend, with a WSK_BUF within the buffer's MDL; both
         // outlive the request (waited for to the end).
-        self.operate(c"WskSend", timeout_100ns, |irp| unsafe {
+        self.operate(c"WskSend", timeout, |irp| unsafe {
             send(socket, &raw mut wsk_buf, 0, irp)
         })
     }
@@ -316,13 +309,13 @@ impl<C: Client> Socket<C> {
     pub fn receive_blocking(
         &self,
         buffer: &mut Buffer,
-        timeout_100ns: Option<i64>,
+        timeout: Timeout,
     ) -> Result<usize, NtStatus> {
         let receive = self.dispatch()?.WskReceive.ok_or(NtStatus::NOT_SUPPORTED)?;
         let mut wsk_buf: WSK_BUF = buffer.wsk_buf(buffer.capacity());
         let socket = self.socket.as_ptr();
         // SAFETY: as in `send`; the buffer is borrowed mutably for the whole request.
-        self.operate(c"WskReceive", timeout_100ns, |irp| unsafe {
+        self.operate(c"WskReceive", timeout, |irp| unsafe {
             receive(socket, &raw mut wsk_buf, 0, irp)
         })
     }
@@ -334,7 +327,7 @@ impl<C: Client> Socket<C> {
     ///
     /// # Errors
     /// The provider's status.
-    pub fn disconnect_blocking(&self, timeout_100ns: Option<i64>) -> Result<(), NtStatus> {
+    pub fn disconnect_blocking(&self, timeout: Timeout) -> Result<(), NtStatus> {
         let Some(disconnect) = self.dispatch()?.WskDisconnect else {
             log!(
                 C,
@@ -345,7 +338,7 @@ impl<C: Client> Socket<C> {
         };
         let socket = self.socket.as_ptr();
         // SAFETY: the open socket's WskDisconnect, without a final buffer, with the request's IRP.
-        let result = self.operate(c"WskDisconnect", timeout_100ns, |irp| unsafe {
+        let result = self.operate(c"WskDisconnect", timeout, |irp| unsafe {
             disconnect(socket, ptr::null_mut(), 0, irp)
         });
         if result == Err(NtStatus::NOT_IMPLEMENTED) {
@@ -443,7 +436,7 @@ fn close_waited<C: Client>(
     };
     let (status, _) = request.call_or(
         reference,
-        None,
+        Timeout::Never,
         |_, irp| {
             // SAFETY: the open socket, closed once (`closed` is set); the IRP is the request's.
             unsafe { close(socket.as_ptr(), irp) }

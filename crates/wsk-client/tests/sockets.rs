@@ -18,6 +18,7 @@ use std::sync::Mutex;
 use common::TestDriver;
 use wsk_client::socket::Socket;
 use wsk_client::sys::AF_INET;
+use wsk_client::time::Timeout;
 use wsk_client::{BindingRef, Client, NtStatus};
 use wsk_host_model::{Event, ProviderConfig, Session, Status};
 
@@ -30,7 +31,7 @@ fn has_log(s: &Session, line: &str) -> bool {
 
 fn open_socket() -> Socket<TestDriver> {
     let reference = BindingRef::<TestDriver>::acquire().unwrap();
-    Socket::connection_blocking(&reference, AF_INET, Some(10_000_000)).unwrap()
+    Socket::connection_blocking(&reference, AF_INET, Timeout::secs(1)).unwrap()
 }
 
 #[test]
@@ -56,7 +57,7 @@ fn a_socket_made_through_the_raw_dispatch_and_left_open_hangs_the_detach() {
     s.register_provider(ProviderConfig::default_wsk());
     let reference = BindingRef::<TestDriver>::acquire().unwrap();
     let socket_fn = reference.socket().unwrap();
-    let (status, _socket) = wsk_client::irp::call(&reference, None, |reference, irp| {
+    let (status, _socket) = wsk_client::irp::call(&reference, Timeout::Never, |reference, irp| {
         // SAFETY: the model's WskSocket with the binding's client and the request's IRP.
         unsafe {
             socket_fn(
@@ -199,7 +200,7 @@ fn requests_completed_before_the_call_returns_give_their_results() {
     let socket = connected();
     let mut buffer = Buffer::new::<TestDriver>(5).unwrap();
     buffer.as_mut_slice().copy_from_slice(b"hello");
-    assert_eq!(socket.send_blocking(&buffer, 5, Some(10_000_000)), Ok(5));
+    assert_eq!(socket.send_blocking(&buffer, 5, Timeout::secs(1)), Ok(5));
     drop(buffer);
     drop(socket);
     s.wait_work_items();
@@ -215,7 +216,7 @@ fn a_request_that_times_out_is_cancelled() {
     s.register_provider(config);
     let reference = BindingRef::<TestDriver>::acquire().unwrap();
     // 100 ms: the model completes the cancelled IRP with STATUS_CANCELLED.
-    let result = Socket::connection_blocking(&reference, AF_INET, Some(1_000_000));
+    let result = Socket::connection_blocking(&reference, AF_INET, Timeout::millis(100));
     assert_eq!(result.err(), Some(NtStatus::CANCELLED));
     assert!(has_log(&s, "test_driver: request: timed out, cancelled"));
     assert!(s.events().contains(&Event::IoCancelIrp));
@@ -240,7 +241,7 @@ fn a_waited_request_is_freed_before_its_caller_goes_on() {
     let socket = open_socket();
     assert_eq!(requests(&s), 1, "the socket's prepared close only");
     socket
-        .bind_blocking("0.0.0.0:0".parse().unwrap(), Some(10_000_000))
+        .bind_blocking("0.0.0.0:0".parse().unwrap(), Timeout::secs(1))
         .unwrap();
     assert_eq!(requests(&s), 1, "the socket's prepared close only");
     // The close is asynchronous (a drop may run at DISPATCH_LEVEL): the unload waits for it.
@@ -261,7 +262,7 @@ fn a_stub_that_never_completes_its_irp_gives_its_answer() {
     config.socket_stub = true;
     s.register_provider(config);
     let reference = BindingRef::<TestDriver>::acquire().unwrap();
-    let result = Socket::connection_blocking(&reference, AF_INET, None);
+    let result = Socket::connection_blocking(&reference, AF_INET, Timeout::Never);
     assert_eq!(result.err(), Some(NtStatus::NOT_IMPLEMENTED));
     assert!(has_log(
         &s,
@@ -279,7 +280,7 @@ fn a_failed_socket_creation_is_reported() {
     config.socket_failure = Some(Status::INSUFFICIENT_RESOURCES);
     s.register_provider(config);
     let reference = BindingRef::<TestDriver>::acquire().unwrap();
-    let result = Socket::connection_blocking(&reference, AF_INET, None);
+    let result = Socket::connection_blocking(&reference, AF_INET, Timeout::Never);
     assert_eq!(result.err(), Some(NtStatus::INSUFFICIENT_RESOURCES));
     assert!(has_log(
         &s,
@@ -296,18 +297,18 @@ fn request_plumbing_failures_leave_nothing_behind() {
     let reference = BindingRef::<TestDriver>::acquire().unwrap();
     s.fail_irps(1);
     assert_eq!(
-        Socket::connection_blocking(&reference, AF_INET, None).err(),
+        Socket::connection_blocking(&reference, AF_INET, Timeout::Never).err(),
         Some(NtStatus::INSUFFICIENT_RESOURCES)
     );
     assert!(has_log(&s, "test_driver: request: IoAllocateIrp failed"));
     s.fail_completion_routine(Status::INSUFFICIENT_RESOURCES);
     assert_eq!(
-        Socket::connection_blocking(&reference, AF_INET, None).err(),
+        Socket::connection_blocking(&reference, AF_INET, Timeout::Never).err(),
         Some(NtStatus::INSUFFICIENT_RESOURCES)
     );
     s.fail_allocations(1);
     assert_eq!(
-        Socket::connection_blocking(&reference, AF_INET, None).err(),
+        Socket::connection_blocking(&reference, AF_INET, Timeout::Never).err(),
         Some(NtStatus::INSUFFICIENT_RESOURCES)
     );
     assert!(has_log(&s, "test_driver: request: no pool for its context"));
@@ -325,10 +326,10 @@ fn echo_address() -> std::net::SocketAddr {
 fn connected() -> Socket<TestDriver> {
     let socket = open_socket();
     socket
-        .bind_blocking("0.0.0.0:0".parse().unwrap(), Some(10_000_000))
+        .bind_blocking("0.0.0.0:0".parse().unwrap(), Timeout::secs(1))
         .unwrap();
     socket
-        .connect_blocking(echo_address(), Some(10_000_000))
+        .connect_blocking(echo_address(), Timeout::secs(1))
         .unwrap();
     socket
 }
@@ -342,13 +343,13 @@ fn bind_connect_send_receive_disconnect_close() {
     let socket = connected();
     let mut out = Buffer::new::<TestDriver>(5).unwrap();
     out.as_mut_slice().copy_from_slice(b"hello");
-    assert_eq!(socket.send_blocking(&out, 5, Some(10_000_000)), Ok(5));
+    assert_eq!(socket.send_blocking(&out, 5, Timeout::secs(1)), Ok(5));
     let mut back = Buffer::new::<TestDriver>(16).unwrap();
     let received = socket
-        .receive_blocking(&mut back, Some(10_000_000))
+        .receive_blocking(&mut back, Timeout::secs(1))
         .unwrap();
     assert_eq!(&back.as_slice()[..received], b"hello");
-    assert_eq!(socket.disconnect_blocking(Some(10_000_000)), Ok(()));
+    assert_eq!(socket.disconnect_blocking(Timeout::secs(1)), Ok(()));
     drop(socket);
     drop((out, back));
     s.wait_work_items();
@@ -367,7 +368,7 @@ fn a_send_never_claims_more_than_the_buffer_holds() {
     let out = Buffer::new::<TestDriver>(4).unwrap();
     // Asked for 1000 bytes of a 4-byte buffer: the WSK_BUF says 4 (a longer one would be a
     // bugcheck on Windows; the model records it).
-    assert_eq!(socket.send_blocking(&out, 1000, Some(10_000_000)), Ok(4));
+    assert_eq!(socket.send_blocking(&out, 1000, Timeout::secs(1)), Ok(4));
     assert!(s.events().contains(&Event::WskSend { bytes: 4 }));
     drop((socket, out));
     s.wait_work_items();
@@ -382,7 +383,7 @@ fn a_refused_connection_is_reported_and_closed() {
     s.register_provider(config);
     let socket = open_socket();
     assert_eq!(
-        socket.connect_blocking(echo_address(), Some(10_000_000)),
+        socket.connect_blocking(echo_address(), Timeout::secs(1)),
         Err(NtStatus::CONNECTION_REFUSED)
     );
     assert!(has_log(
@@ -403,7 +404,7 @@ fn a_provider_without_disconnect_is_logged_and_the_socket_still_closes() {
     s.register_provider(config);
     let socket = connected();
     assert_eq!(
-        socket.disconnect_blocking(Some(10_000_000)),
+        socket.disconnect_blocking(Timeout::secs(1)),
         Err(NtStatus::NOT_IMPLEMENTED)
     );
     assert!(has_log(
@@ -436,7 +437,7 @@ fn a_receive_from_a_silent_peer_times_out_and_is_cancelled() {
     let socket = connected();
     let mut back = Buffer::new::<TestDriver>(8).unwrap();
     assert_eq!(
-        socket.receive_blocking(&mut back, Some(1_000_000)),
+        socket.receive_blocking(&mut back, Timeout::millis(100)),
         Err(NtStatus::CANCELLED)
     );
     assert!(s.events().contains(&Event::IoCancelIrp));
@@ -459,7 +460,7 @@ fn a_receive_the_provider_will_not_cancel_ends_by_closing_the_socket() {
     let socket = connected();
     let mut back = Buffer::new::<TestDriver>(8).unwrap();
     assert_eq!(
-        socket.receive_blocking(&mut back, Some(1_000_000)),
+        socket.receive_blocking(&mut back, Timeout::millis(100)),
         Err(NtStatus::CANCELLED)
     );
     assert!(has_log(
@@ -468,7 +469,7 @@ fn a_receive_the_provider_will_not_cancel_ends_by_closing_the_socket() {
     ));
     // Closed already: the socket refuses further operations, and dropping it closes nothing more.
     assert_eq!(
-        socket.send_blocking(&back, 1, Some(1_000_000)),
+        socket.send_blocking(&back, 1, Timeout::millis(100)),
         Err(NtStatus::CONNECTION_ABORTED)
     );
     drop((socket, back));
@@ -484,16 +485,16 @@ fn names_resolve_through_the_provider_at_1_1() {
     let mut s = common::started();
     s.register_provider(ProviderConfig::default_wsk());
     let reference = BindingRef::<TestDriver>::acquire().unwrap();
-    let found = resolve(&reference, "localhost", 7, Some(10_000_000)).unwrap();
+    let found = resolve(&reference, "localhost", 7, Timeout::secs(1)).unwrap();
     assert_eq!(found.iter().collect::<Vec<_>>(), [echo_address()]);
     // A literal needs no provider call.
     let before = s.events().len();
-    let literal = resolve(&reference, "10.1.2.3", 9, None).unwrap();
+    let literal = resolve(&reference, "10.1.2.3", 9, Timeout::Never).unwrap();
     assert_eq!(literal.iter().next().unwrap().to_string(), "10.1.2.3:9");
     assert_eq!(s.events().len(), before);
     // A name the provider does not know is its status.
     assert_eq!(
-        resolve(&reference, "nowhere.invalid", 7, Some(10_000_000)).err(),
+        resolve(&reference, "nowhere.invalid", 7, Timeout::secs(1)).err(),
         Some(NtStatus::from_raw(0xC000_0225_u32.cast_signed()))
     );
     drop(reference);
@@ -512,7 +513,7 @@ fn names_are_not_resolved_below_1_1() {
     ));
     let reference = BindingRef::<TestDriver>::acquire().unwrap();
     assert_eq!(
-        resolve(&reference, "localhost", 7, None).err(),
+        resolve(&reference, "localhost", 7, Timeout::Never).err(),
         Some(NtStatus::NOT_SUPPORTED)
     );
     assert!(has_log(

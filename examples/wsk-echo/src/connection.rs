@@ -22,6 +22,7 @@ use wsk_client::buffer::Buffer;
 use wsk_client::pool::PoolBox;
 use wsk_client::socket::Socket;
 use wsk_client::sys::{AF_INET, AF_INET6};
+use wsk_client::time::Timeout;
 use wsk_client::work::{self, Prepared, Work};
 use wsk_client::{BindingRef, NtStatus, PoolTag, dbg_print};
 
@@ -31,8 +32,8 @@ use crate::values::Parameters;
 /// The tag of the connection's pool block.
 pub(crate) const CONNECTION_TAG: PoolTag = PoolTag::new(*b"EchC");
 
-/// How long one step of the exchange may take, in 100 ns units (5 s).
-pub(crate) const STEP_TIMEOUT: Option<i64> = Some(50_000_000);
+/// How long one step of the exchange may take.
+pub(crate) const STEP_TIMEOUT: Timeout = Timeout::secs(5);
 
 /// How long the exchange waits for a provider to attach, in 100 ms steps (10 s; without
 /// parameters, one try).
@@ -238,10 +239,10 @@ fn exchange(
     };
     let socket = step(
         c"socket",
-        Socket::connection(reference, family, STEP_TIMEOUT),
+        Socket::connection_blocking(reference, family, STEP_TIMEOUT),
     )?;
-    step(c"bind", socket.bind(wildcard, STEP_TIMEOUT))?;
-    step(c"connect", socket.connect(remote, STEP_TIMEOUT))?;
+    step(c"bind", socket.bind_blocking(wildcard, STEP_TIMEOUT))?;
+    step(c"connect", socket.connect_blocking(remote, STEP_TIMEOUT))?;
     let message = parameters.message();
     if let Some(total) = parameters.bytes() {
         // The bulk mode: `total` bytes, ended early by a stop.
@@ -252,7 +253,10 @@ fn exchange(
     for (to, from) in out.as_mut_slice().iter_mut().zip(message) {
         *to = *from;
     }
-    let sent = step(c"send", socket.send(&out, message.len(), STEP_TIMEOUT))?;
+    let sent = step(
+        c"send",
+        socket.send_blocking(&out, message.len(), STEP_TIMEOUT),
+    )?;
     if sent != message.len() {
         log_failed(c"send", NtStatus::UNSUCCESSFUL);
         return Err(());
@@ -260,7 +264,7 @@ fn exchange(
     let mut back = step(c"buffer", Buffer::new::<WskEcho>(message.len()))?;
     let mut received = 0;
     while received < message.len() {
-        let n = step(c"receive", socket.receive(&mut back, STEP_TIMEOUT))?;
+        let n = step(c"receive", socket.receive_blocking(&mut back, STEP_TIMEOUT))?;
         if n == 0 {
             // The peer closed (or reset: Wine reports a reset as a 0-byte receive).
             log_failed(c"receive", NtStatus::CONNECTION_ABORTED);
@@ -347,7 +351,7 @@ impl Work for Close {
         // SAFETY: owned here; the value is initialised.
         if let Connection::Socket(socket) = unsafe { &*connection.as_ptr() } {
             // A graceful disconnect first; a provider without one is logged by the library.
-            let _ = socket.disconnect(STEP_TIMEOUT);
+            let _ = socket.disconnect_blocking(STEP_TIMEOUT);
         }
         drop(connection);
         // SAFETY: no argument; no Unicode conversion.

@@ -159,7 +159,7 @@ pub(crate) fn stream(
         }
         if sending {
             let n = usize::try_from(total_bytes - sent).map_or(chunk, |left| left.min(chunk));
-            let done = step(c"send", socket.send(&out, n, STEP_TIMEOUT))?;
+            let done = step(c"send", socket.send_blocking(&out, n, STEP_TIMEOUT))?;
             if done != n {
                 log_failed(c"send", NtStatus::UNSUCCESSFUL);
                 return Err(());
@@ -167,7 +167,7 @@ pub(crate) fn stream(
             sent += n as u64;
             continue;
         }
-        let n = step(c"receive", socket.receive(&mut back, STEP_TIMEOUT))?;
+        let n = step(c"receive", socket.receive_blocking(&mut back, STEP_TIMEOUT))?;
         if n == 0 {
             // The peer closed (or reset: Wine reports a reset as a 0-byte receive).
             log_failed(c"receive", NtStatus::CONNECTION_ABORTED);
