@@ -528,3 +528,126 @@ impl Future for YieldNow {
 
 /// The live task count's ordering for the unload's check (see `Runtime::insert_task`).
 pub(crate) const LIVE_ORDER: Ordering = Ordering::SeqCst;
+
+/// Runs `future` to its end on the calling thread, waiting on a kernel event between polls: the
+/// blocking form, **only for a caller that owns a `PASSIVE_LEVEL` thread** (a system thread of
+/// the driver's, joined before its unload). Never in a work item or a task: a wait there holds a
+/// shared worker thread ("System Worker Threads"), and the host model reports it. The future
+/// is not a task: the unload does not cancel it (the thread's owner stops it first).
+///
+/// The waker's event is in pool (tag [`crate::Client::TASK_TAG`]), counted by its wakers: a
+/// request that keeps a clone after the future ended (its completion routine still returning)
+/// frees it last.
+///
+/// IRQL: `PASSIVE_LEVEL`.
+///
+/// # Errors
+/// `STATUS_INSUFFICIENT_RESOURCES` when the event cannot be allocated (the future is dropped
+/// unpolled).
+pub fn block_on<C: Client, F: Future>(future: F) -> Result<F::Output, NtStatus> {
+    let parker = PoolBox::try_new::<C>(
+        Parker {
+            refs: AtomicU64::new(1),
+            event: UnsafeCell::new(crate::sys::KEVENT { Header: [0; 3] }),
+            free: free_parker::<C>,
+        },
+        C::TASK_TAG,
+    )
+    .inspect_err(|_| log!(C, DPFLTR_ERROR_LEVEL, "block_on: no pool for its event"))?
+    .into_raw();
+    // SAFETY: live (this caller's reference).
+    let event = unsafe { parker.as_ref() }.event.get();
+    // SAFETY: an event in non-paged pool, before any wait.
+    unsafe { crate::sys::KeInitializeEvent(event, crate::sys::SynchronizationEvent, 0) };
+    // SAFETY: a parker with this caller's reference, which the ManuallyDrop keeps (dropped by
+    // `parker_drop` below).
+    let waker = ManuallyDrop::new(unsafe {
+        Waker::from_raw(RawWaker::new(
+            parker.as_ptr().cast_const().cast(),
+            &PARKER_VTABLE,
+        ))
+    });
+    let output = {
+        let mut cx = Context::from_waker(&waker);
+        let mut future = core::pin::pin!(future);
+        loop {
+            if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                break output;
+            }
+            // SAFETY: the parker's event, live while this caller holds its reference;
+            // PASSIVE_LEVEL; no timeout: woken by the future's waker.
+            let _ = unsafe {
+                crate::sys::KeWaitForSingleObject(
+                    event.cast(),
+                    crate::sys::Executive,
+                    crate::sys::KernelMode,
+                    0,
+                    ptr::null(),
+                )
+            };
+        }
+    };
+    // SAFETY: this caller's reference, released once.
+    unsafe { parker_drop(parker.as_ptr().cast_const().cast()) };
+    Ok(output)
+}
+
+/// A blocked caller's event and its count of wakers (and the caller's own reference).
+struct Parker {
+    refs: AtomicU64,
+    event: UnsafeCell<crate::sys::KEVENT>,
+    /// Frees it (knows the client's pool).
+    free: unsafe fn(NonNull<Parker>),
+}
+
+/// # Safety
+/// `parker` came from `block_on::<C, _>`'s allocation; its last reference is gone.
+unsafe fn free_parker<C: Client>(parker: NonNull<Parker>) {
+    // SAFETY: per the contract: from `PoolBox::into_raw` with the task tag.
+    drop(unsafe { PoolBox::from_raw::<C>(parker, C::TASK_TAG) });
+}
+
+/// The wakers of [`block_on`]: they set the caller's event.
+static PARKER_VTABLE: RawWakerVTable =
+    RawWakerVTable::new(parker_clone, parker_wake, parker_wake_by_ref, parker_drop);
+
+/// # Safety
+/// `data` is a live parker (a reference holds it).
+unsafe fn parker_clone(data: *const ()) -> RawWaker {
+    // SAFETY: per the contract.
+    let parker = unsafe { &*data.cast::<Parker>() };
+    parker.refs.fetch_add(1, Ordering::Relaxed);
+    RawWaker::new(data, &PARKER_VTABLE)
+}
+
+/// # Safety
+/// As [`parker_clone`]; the waker's reference goes.
+unsafe fn parker_wake(data: *const ()) {
+    // SAFETY: per the contract.
+    unsafe { parker_wake_by_ref(data) };
+    // SAFETY: per the contract.
+    unsafe { parker_drop(data) };
+}
+
+/// # Safety
+/// As [`parker_clone`].
+unsafe fn parker_wake_by_ref(data: *const ()) {
+    // SAFETY: per the contract.
+    let parker = unsafe { &*data.cast::<Parker>() };
+    // SAFETY: the parker's initialised event; IRQL <= DISPATCH_LEVEL with Wait FALSE.
+    let _ = unsafe { crate::sys::KeSetEvent(parker.event.get(), 0, 0) };
+}
+
+/// # Safety
+/// As [`parker_clone`]; the waker's reference goes.
+unsafe fn parker_drop(data: *const ()) {
+    let Some(parker) = NonNull::new(data.cast_mut().cast::<Parker>()) else {
+        return;
+    };
+    // SAFETY: per the contract.
+    let shared = unsafe { parker.as_ref() };
+    if shared.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // SAFETY: the last reference: nobody waits on or sets the event any more.
+        unsafe { (shared.free)(parker) };
+    }
+}

@@ -209,3 +209,41 @@ fn a_socket_that_cannot_be_created_is_reported() {
     s.wait_work_items();
     s.driver_unload();
 }
+
+#[test]
+fn block_on_runs_an_exchange_on_a_thread_of_the_drivers_own() {
+    let mut s = common::started();
+    s.register_provider(ProviderConfig::default_wsk());
+    // The driver's own PASSIVE_LEVEL thread (joined before the unload, as the contract says).
+    let thread = s.driver_thread(|| {
+        task::block_on::<TestDriver, _>(async {
+            let socket = connected().await;
+            let (sent, _out) = socket.send(buffer_with(b"hi"), 2).await;
+            let (received, back) = socket.receive(Buffer::new::<TestDriver>(2).unwrap()).await;
+            (sent, received, back.as_slice().to_vec())
+        })
+    });
+    let (sent, received, back) = thread.join().unwrap().unwrap();
+    assert_eq!((sent, received), (Ok(2), Ok(2)));
+    assert_eq!(back, b"hi");
+    s.wait_work_items();
+    s.driver_unload();
+}
+
+#[test]
+fn block_on_in_a_work_item_is_reported() {
+    // The documented restriction, checked: a work item must not wait (System Worker Threads).
+    let mut s = common::started();
+    let (tx, rx) = mpsc::channel();
+    wsk_client::work::queue::<TestDriver, _>(wsk_client::work::Closure(move || {
+        let slept =
+            task::block_on::<TestDriver, _>(timer::sleep::<TestDriver>(Duration::from_millis(100)));
+        tx.send(slept.map(|_| ())).unwrap();
+    }))
+    .unwrap();
+    assert_eq!(recv(&rx), Ok(()));
+    s.wait_work_items();
+    let waits = s.take_violations_matching("waits inside a work item routine");
+    assert!(!waits.is_empty(), "the wait in a work item went unreported");
+    s.driver_unload();
+}
