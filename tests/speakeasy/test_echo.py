@@ -23,7 +23,7 @@ STATUS_CANCELLED = harness.STATUS_CANCELLED
 STATUS_CONNECTION_REFUSED = harness.STATUS_CONNECTION_REFUSED
 STATUS_NOT_IMPLEMENTED = harness.STATUS_NOT_IMPLEMENTED
 STATUS_MORE_PROCESSING_REQUIRED = harness.STATUS_MORE_PROCESSING_REQUIRED
-# A step of the exchange waits 5 s, then 1 s after a cancel (crates/wsk-client/src/irp.rs).
+# A step of the exchange waits 5 s, then 1 s after a cancel (crates/wsk-client/src/kernel/irp.rs).
 STEP_MS, AFTER_CANCEL_MS = 5000, 1000
 # The thread of the connection's open work item, on which the exchange runs.
 OPEN_THREAD = "work item %d" % OPEN_ITEM

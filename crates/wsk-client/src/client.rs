@@ -1,13 +1,14 @@
-//! What an embedding driver chooses: the [`Client`] trait, and the [`ClientState`] static it
-//! declares for the library to keep its per-client state in.
+//! What an embedding driver chooses: the [`Client`] trait (its identity, tags, versions, backend,
+//! detach notice), and where its state is: the [`crate::ClientState`] static it declares. The
+//! trait sits above the layers and imports only the types its constants have; the state, which
+//! the lower layers fill, is `client_state.rs`.
 //!
 //! Everything here is compile-time data or interlocked state: any IRQL.
 
 use core::ffi::CStr;
 
-use crate::binding::BindingSlot;
-use crate::pool::{PoolState, PoolTag};
-use crate::runtime::Runtime;
+use crate::ClientState;
+use crate::pool::PoolTag;
 use crate::sys::{DPFLTR_IHVDRIVER_ID, GUID, PFN_WSK_CLIENT_EVENT};
 use crate::version::WskVersion;
 
@@ -104,50 +105,6 @@ pub trait Client: Sized + 'static {
     /// The client's state: a static the driver declares, for example
     /// `static STATE: ClientState<[BindingSlot; 4]> = ClientState::new();` (4 bindings).
     fn state() -> &'static ClientState;
-}
-
-/// The library's state for one client: its pool accounting and its binding slots (one per
-/// provider attached at once; Windows has one WSK provider, the spares cover a provider that
-/// re-registers before its old binding is cleaned up).
-///
-/// Declared by the driver as a static of the sized form `ClientState<[BindingSlot; N]>`; the
-/// library sees it as the unsized `ClientState` (`[BindingSlot]`).
-pub struct ClientState<Slots: ?Sized = [BindingSlot]> {
-    pub(crate) pool: PoolState,
-    pub(crate) runtime: Runtime,
-    pub(crate) slots: Slots,
-}
-
-impl<const N: usize> ClientState<[BindingSlot; N]> {
-    /// No binding, no allocation.
-    #[must_use]
-    pub const fn new() -> Self {
-        Self {
-            pool: PoolState::new(),
-            runtime: Runtime::new(),
-            slots: [const { BindingSlot::new() }; N],
-        }
-    }
-}
-
-impl<const N: usize> Default for ClientState<[BindingSlot; N]> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl ClientState {
-    /// Pool blocks allocated through this client's state and not yet freed. Any IRQL.
-    #[must_use]
-    pub fn live_allocations(&self) -> usize {
-        self.pool.live()
-    }
-
-    /// How many binding slots are reserved (attaching, attached or detaching). Any IRQL.
-    #[must_use]
-    pub fn bindings_in_use(&self) -> usize {
-        self.slots.iter().filter(|slot| slot.in_use()).count()
-    }
 }
 
 /// How a client attaches to the WSK subsystem.

@@ -18,14 +18,15 @@
 //! drop(unsafe { REGISTRATION.take() }); // deregisters and waits for every binding
 //! ```
 //!
-//! The lifecycle, one module each: [`registration`] (`NmrRegisterClient`) → [`attach`]
-//! (`ClientAttachProvider`, with [`version`] negotiation, [`pool`] and the [`binding`] context) →
-//! [`provider`] (calls through the attached provider) → [`detach`] (`ClientDetachProvider`) →
-//! [`cleanup`] (`ClientCleanupBindingContext`). What drivers attach for: [`socket`] (with
-//! [`buffer`], [`resolve`]) over [`irp`] requests; [`task`], the executor that runs futures in the
-//! client's work items, with [`timer`] and [`time`]. [`gate`] is the non-blocking "calls in flight"
-//! primitive under the bindings; [`status`] the `NTSTATUS` wrapper; [`sys`] the C ABI
-//! (`wsk-sys`).
+//! Layers, as folders: [`kernel`] (pool, requests, work items, the task executor, timers) under
+//! [`net`] (sockets, buffers, name resolution), with the NMR lifecycle beside them. The
+//! lifecycle is one private module per callback or step — `registration` (`NmrRegisterClient`) →
+//! `attach` (`ClientAttachProvider`, with [`version`] negotiation, [`pool`] and the [`binding`]
+//! context) → [`provider`] (calls through the attached provider) → `detach`
+//! (`ClientDetachProvider`) → `cleanup` (`ClientCleanupBindingContext`) → `unload`; the safe
+//! surface over them is [`Client`], [`Registration`] and [`BindingRef`]. [`gate`] is the
+//! non-blocking "calls in flight" primitive under the bindings; [`status`] the `NTSTATUS`
+//! wrapper; [`sys`] the C ABI (`wsk-sys`).
 //!
 //! A library: `no_std`, no panic handler, no allocator, no exported symbol. The driver that embeds
 //! it brings those (see the `wsk-attach` driver and `examples/wsk-echo`).
@@ -38,36 +39,39 @@ extern crate std;
 pub use wsk_sys as sys;
 
 mod log;
-mod spin_lock;
 
-pub mod attach;
+// The NMR lifecycle, one module per callback or step: the trampolines NMR and the I/O manager
+// call, private (as Rust-for-Linux keeps its C trampolines private); the safe surface is the
+// `Client` trait, `Registration` and `BindingRef`.
+mod attach;
+mod cleanup;
+mod detach;
+mod runtime;
+mod unload;
+mod wsk_register;
+
 pub mod binding;
-pub mod buffer;
-pub mod cleanup;
 pub mod client;
-pub mod detach;
+mod client_state;
 pub mod driver_cell;
 pub mod gate;
-pub mod irp;
-pub mod pool;
+pub mod kernel;
+pub mod net;
 pub mod provider;
 pub mod registration;
-pub mod resolve;
-pub mod runtime;
-pub mod socket;
 pub mod status;
-pub mod task;
-pub mod time;
-pub mod timer;
-pub mod unload;
 pub mod version;
-pub mod work;
-pub mod wsk_register;
+
+// The layers' modules under their short names too (`wsk_client::socket`, `wsk_client::task`).
+pub(crate) use kernel::spin_lock;
+pub use kernel::{irp, pool, task, time, timer, work};
+pub use net::{buffer, resolve, socket};
 
 #[cfg(test)]
 mod test_client;
 
-pub use client::{Backend, Client, ClientState, DetachNotice, DetachReason, guid};
+pub use client::{Backend, Client, DetachNotice, DetachReason, guid};
+pub use client_state::ClientState;
 pub use driver_cell::DriverCell;
 pub use pool::PoolTag;
 pub use provider::{BindingRef, ProviderError};

@@ -178,7 +178,7 @@ impl<C: Client> Registration<C> {
         })
     }
 
-    /// Unloads the client (see [`crate::unload`] for the order): no new reference or work item;
+    /// Unloads the client (the order is `unload.rs`'s): no new reference or work item;
     /// [`Client::on_detach`]; waits at `PASSIVE_LEVEL` until every reference is released and every
     /// work item finished; `NmrDeregisterClient` and `NmrWaitForClientDeregisterComplete`; deletes
     /// the device object. Returns the first failure, or the status of the wait.

@@ -352,7 +352,7 @@ class Result:
 
     @property
     def task_allocations(self) -> List[Allocation]:
-        """The library's tasks (crates/wsk-client/src/task.rs: the binding tag with 'T' last),
+        """The library's tasks (crates/wsk-client/src/kernel/task.rs: the binding tag with 'T' last),
         one per task spawned, each with a work item of its own."""
         return self._tagged(self.profile.binding_tag[:3] + "T")
 
@@ -363,13 +363,13 @@ class Result:
 
     @property
     def request_allocations(self) -> List[Allocation]:
-        """The library's request contexts (crates/wsk-client/src/irp.rs: the binding tag with
+        """The library's request contexts (crates/wsk-client/src/kernel/irp.rs: the binding tag with
         'I' last), one per IRP it sends."""
         return self._tagged(self.profile.binding_tag[:3] + "I")
 
     @property
     def buffer_allocations(self) -> List[Allocation]:
-        """The blocks an IoAllocateMdl was asked to describe (crates/wsk-client/src/buffer.rs;
+        """The blocks an IoAllocateMdl was asked to describe (crates/wsk-client/src/net/buffer.rs;
         their tag, the binding tag with 'D' last, is also the echo driver's own context's)."""
         vas = set(self.mdl_requests)
         return [a for a in self.allocations if a.address in vas]

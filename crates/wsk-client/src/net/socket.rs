@@ -129,23 +129,8 @@ impl<C: Client> Socket<C> {
             );
         })?;
         let requested = irp::call(reference, timeout, |reference, irp| {
-            // SAFETY: the provider's WskSocket for this binding, with its WSK_CLIENT; no socket
-            // context or event dispatch (no callbacks); the IRP is the request's; PASSIVE_LEVEL.
-            unsafe {
-                socket_fn(
-                    reference.client(),
-                    family,
-                    SOCK_STREAM,
-                    IPPROTO_TCP,
-                    WSK_FLAG_CONNECTION_SOCKET,
-                    ptr::null_mut(),
-                    ptr::null(),
-                    ptr::null_mut(),
-                    ptr::null_mut(),
-                    ptr::null_mut(),
-                    irp,
-                )
-            }
+            // SAFETY: the binding's WskSocket, with the request's IRP; PASSIVE_LEVEL.
+            unsafe { request_socket(Some(socket_fn), reference, family, irp) }
         });
         let (status, information) = requested.inspect_err(|status| {
             log!(
@@ -385,6 +370,39 @@ impl<C: Client> Drop for Socket<C> {
     /// Closes the socket like [`Socket::close`]. IRQL <= `DISPATCH_LEVEL`.
     fn drop(&mut self) {
         self.close_now();
+    }
+}
+
+/// Calls `WskSocket` for a connection socket of `family`: no socket context or event dispatch
+/// (no callbacks).
+///
+/// # Safety
+/// `socket_fn` is the provider's `WskSocket` of `reference`'s binding; `irp` is a request's IRP
+/// with its completion routine set; IRQL <= `DISPATCH_LEVEL`.
+unsafe fn request_socket<C: Client>(
+    socket_fn: crate::sys::PFN_WSK_SOCKET,
+    reference: &BindingRef<C>,
+    family: u16,
+    irp: *mut IRP,
+) -> NTSTATUS {
+    let Some(socket_fn) = socket_fn else {
+        return NtStatus::NOT_SUPPORTED.raw();
+    };
+    // SAFETY: per the contract: the binding's WskSocket, with its WSK_CLIENT.
+    unsafe {
+        socket_fn(
+            reference.client(),
+            family,
+            SOCK_STREAM,
+            IPPROTO_TCP,
+            WSK_FLAG_CONNECTION_SOCKET,
+            ptr::null_mut(),
+            ptr::null(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+            irp,
+        )
     }
 }
 

@@ -29,7 +29,7 @@ use crate::irp::{self, Op, Outcome, Prepared};
 use crate::log::log;
 use crate::provider::BindingRef;
 use crate::status::NtStatus;
-use crate::sys::{IPPROTO_TCP, SOCK_STREAM, WSK_BUF, WSK_FLAG_CONNECTION_SOCKET, WSK_SOCKET};
+use crate::sys::{WSK_BUF, WSK_SOCKET};
 use crate::work::{self, Work};
 
 /// What a send or receive owns while in flight: the buffer and the `WSK_BUF` describing it.
@@ -402,23 +402,8 @@ fn create_op<C: Client>(reference: &BindingRef<C>, family: u16) -> Op<C, Creatin
         reference,
         creating,
         |reference, _, irp| {
-            // SAFETY: the provider's WskSocket for this binding, with its WSK_CLIENT; no socket
-            // context or event dispatch (no callbacks); the IRP is the request's.
-            unsafe {
-                socket_fn(
-                    reference.client(),
-                    family,
-                    SOCK_STREAM,
-                    IPPROTO_TCP,
-                    WSK_FLAG_CONNECTION_SOCKET,
-                    ptr::null_mut(),
-                    ptr::null(),
-                    ptr::null_mut(),
-                    ptr::null_mut(),
-                    ptr::null_mut(),
-                    irp,
-                )
-            }
+            // SAFETY: the binding's WskSocket, with the request's IRP; IRQL <= DISPATCH_LEVEL.
+            unsafe { super::request_socket(Some(socket_fn), reference, family, irp) }
         },
         orphaned::<C>,
     )
