@@ -329,6 +329,20 @@ impl<C: Client> InFlight<C> {
         })
     }
 
+    /// Another call through the same binding, made from this one while it is held: never
+    /// refused, even after a detach or the unload began (the count cannot reach zero while this
+    /// call is held). For what must happen through a binding the caller already holds — a
+    /// socket's close.
+    pub(crate) fn clone_held(&self) -> Self {
+        self.slot.gate.enter_held();
+        // INVARIANT: the new entry keeps the same context alive, like the one cloned.
+        Self {
+            slot: self.slot,
+            context: self.context,
+            _client: PhantomData,
+        }
+    }
+
     /// Whether the binding still accepts new calls: no detach and no unload has begun.
     pub(crate) fn is_open(&self) -> bool {
         self.slot.gate.is_open()

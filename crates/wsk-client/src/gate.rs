@@ -275,6 +275,14 @@ impl<W: AtomicWord> Gate<W> {
         Err((refused, self.leave()))
     }
 
+    /// Enters once more on behalf of a user already inside (its entry held for the duration of
+    /// this call): never refused, closed gate or not. The caller's own entry keeps the count
+    /// above zero, so no close can complete meanwhile; the new entry is left like any other.
+    /// (A socket's close, made from a reference its socket holds, during a detach.)
+    pub fn enter_held(&self) {
+        let _ = self.state.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Leaves the gate (after an entry).
     #[must_use = "the last user of a closing gate must complete the close"]
     pub fn leave(&self) -> Leave {

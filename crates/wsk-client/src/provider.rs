@@ -123,6 +123,17 @@ impl<C: Client> BindingRef<C> {
         })
     }
 
+    /// Another reference on the same binding, made from this one: never refused, even once a
+    /// detach or the unload began (this reference keeps the count above zero meanwhile). For a
+    /// socket's close, which must happen then too.
+    pub(crate) fn clone_held(&self) -> Self {
+        // INVARIANT: the same binding's dispatch, kept valid by the new count.
+        Self {
+            call: self.call.clone_held(),
+            dispatch: self.dispatch,
+        }
+    }
+
     /// The `WSK_CLIENT` to pass to the provider's functions.
     #[must_use]
     pub fn client(&self) -> PWSK_CLIENT {

@@ -247,3 +247,34 @@ fn block_on_in_a_work_item_is_reported() {
     assert!(!waits.is_empty(), "the wait in a work item went unreported");
     s.driver_unload();
 }
+
+#[test]
+fn a_provider_that_ignores_the_cancel_still_lets_a_cancelled_task_end() {
+    // Wine's provider ignores IoCancelIrp on a pending receive. The unload cancels the task; its
+    // receive cancels the IRP and closes the socket, and the close completes the receive: the
+    // task ends, the unload goes on (without the close it would wait for ever).
+    let mut s = common::started();
+    s.register_provider(ProviderConfig {
+        peer_silent: true,
+        ignores_cancel: true,
+        ..ProviderConfig::default_wsk()
+    });
+    let (tx, rx) = mpsc::channel();
+    spawn(async move {
+        let socket = connected().await;
+        tx.send(None).unwrap();
+        let (received, back) = socket.receive(Buffer::new::<TestDriver>(8).unwrap()).await;
+        // Closed already: a new operation is refused, the buffer back at once.
+        let (again, _) = socket.receive(back).await;
+        tx.send(Some((received.is_err(), again))).unwrap();
+    });
+    assert_eq!(recv(&rx), None);
+    s.wait_work_items();
+    s.driver_unload();
+    assert_eq!(recv(&rx), Some((true, Err(NtStatus::CONNECTION_ABORTED))));
+    assert!(has_log(
+        &s,
+        "test_driver: socket: closing it: the task is cancelled"
+    ));
+    assert_eq!(s.open_sockets(), 0);
+}

@@ -173,6 +173,25 @@ fn holder_newcomer_and_detach_on_three_threads() {
 }
 
 #[test]
+fn a_held_reference_cloned_during_a_detach_keeps_it_pending() {
+    model(|| {
+        // A socket's reference (held from before) cloned for its close while the detach begins
+        // (`Gate::enter_held`: never refused): the detach is completed exactly once, by the last
+        // of the two leaves, never while the clone is held.
+        let w = world(1);
+        let holder = on_thread(&w, |w| {
+            w.gate.enter_held();
+            w.leave();
+            w.leave();
+        });
+        let detach = on_thread(&w, World::close);
+        holder.join().unwrap();
+        detach.join().unwrap();
+        w.check();
+    });
+}
+
+#[test]
 fn holder_newcomer_and_a_held_detach_on_three_threads() {
     model(|| {
         // The detach callback's protocol: it counts itself inside while it runs, so no leave can

@@ -31,6 +31,7 @@ pub use op::{CreateOp, SocketOp, TransferOp};
 
 use crate::buffer::Buffer;
 use crate::client::Client;
+use crate::gate::{Close, Closer, Gate, Leave};
 use crate::irp::{self, Completion, Prepared};
 use crate::log::log;
 use crate::provider::BindingRef;
@@ -54,8 +55,12 @@ pub struct Socket<C: Client> {
     // The close's request, prepared with the socket (`Prepared::into_raw`; NULL once taken): taken
     // by whichever close comes first.
     close: AtomicPtr<()>,
-    // The last resort of a stuck operation closed the socket already (waited for).
+    // The last resort of a stuck operation, or an abort, closed the socket already.
     closed: AtomicBool,
+    // The provider's socket functions being called now (not their pending IRPs): an abort closes
+    // the socket only once none is, since WskCloseSocket must not overlap another call of the
+    // socket's functions (the last call to return closes it then).
+    calls: Gate,
 }
 
 /// A socket address in the provider's form.
@@ -158,12 +163,79 @@ impl<C: Client> Socket<C> {
             return Err(NtStatus::UNSUCCESSFUL);
         };
         // INVARIANT: the provider's new socket, open.
-        Ok(Self {
+        Ok(Self::open(socket, own, close))
+    }
+
+    /// The socket's value, open.
+    fn open(
+        socket: NonNull<WSK_SOCKET>,
+        reference: BindingRef<C>,
+        close: Prepared<C, Closed>,
+    ) -> Self {
+        let calls = Gate::new();
+        if let Some(generation) = calls.reserve() {
+            let _ = calls.open(generation);
+        }
+        // INVARIANT: the provider's new socket, open.
+        Self {
             socket,
-            reference: Some(own),
+            reference: Some(reference),
             close: AtomicPtr::new(close.into_raw().as_ptr()),
             closed: AtomicBool::new(false),
-        })
+            calls,
+        }
+    }
+
+    /// Counts a call of one of the provider's socket functions as in progress; `false` (nothing
+    /// counted) once the socket was aborted. Every `true` is matched by one `leave_call`.
+    fn enter_call(&self) -> bool {
+        match self.calls.enter() {
+            Ok(()) => true,
+            Err((_, leave)) => {
+                self.left(leave);
+                false
+            }
+        }
+    }
+
+    /// The call counted by `enter_call` returned.
+    fn leave_call(&self) {
+        let leave = self.calls.leave();
+        self.left(leave);
+    }
+
+    /// Acts on a leave of the calls' gate: the last call to return after an abort closes.
+    fn left(&self, leave: Leave) {
+        if let Leave::LastOfClosing { owner: true, .. } = leave {
+            self.close_aborted();
+        }
+    }
+
+    /// Closes the socket from `&self`, at once or as soon as no call of its functions is in
+    /// progress: a cancelled task's operation, whose IRP a provider may not complete on cancel
+    /// (Wine's ignores `IoCancelIrp`; every provider completes a socket's IRPs when it closes).
+    /// Every operation fails from now on; dropping the socket then only drops its reference.
+    /// Once. IRQL <= `DISPATCH_LEVEL`.
+    pub(crate) fn abort(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        log!(
+            C,
+            DPFLTR_INFO_LEVEL,
+            "socket: closing it: the task is cancelled"
+        );
+        if self.calls.close(Closer::Owner) == Close::Idle {
+            self.close_aborted();
+        }
+    }
+
+    /// The abort's close: `WskCloseSocket` with the prepared request and a reference made from
+    /// the socket's own (which may not be cloned the usual way once a detach or the unload began).
+    fn close_aborted(&self) {
+        if let (Some(reference), Some(close)) = (self.reference.as_ref(), self.take_close()) {
+            close_raw::<C>(self.socket, reference.clone_held(), close);
+        }
     }
 
     /// The socket's binding reference, while it is open (for a new request).
@@ -204,7 +276,16 @@ impl<C: Client> Socket<C> {
         let requested = irp::call_or(
             reference,
             timeout,
-            |_, irp| call(irp),
+            |_, irp| {
+                // The call counted as in progress (an abort closes only once none is); refused
+                // once the socket was aborted: then the IRP, untaken, is completed with that.
+                if !self.enter_call() {
+                    return NtStatus::CONNECTION_ABORTED.raw();
+                }
+                let status = call(irp);
+                self.leave_call();
+                status
+            },
             || {
                 // The last resort: close the socket, which completes its pending requests, and
                 // wait for the close (the operation's buffers stay borrowed until it ends).
@@ -213,9 +294,14 @@ impl<C: Client> Socket<C> {
                     DPFLTR_WARNING_LEVEL,
                     "socket: closing it to end a stuck request"
                 );
-                self.closed.store(true, Ordering::Release);
-                // The close's request is here: the first close of this socket takes it.
-                if let Some(request) = self.take_close() {
+                if self.closed.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+                // With no call of the socket's functions in progress, closed here and waited for;
+                // else by the last call to return (the wait below goes on until then).
+                if self.calls.close(Closer::Owner) == Close::Idle
+                    && let Some(request) = self.take_close()
+                {
                     close_waited::<C>(self.socket, reference, request);
                 }
             },

@@ -7,19 +7,19 @@
 //! cancels its IRP and the request frees the buffer once the provider completed it. Several
 //! operations may be in flight on one socket at once (a send beside a receive).
 //!
-//! In a cancelled task (the unload began) a pending operation cancels its IRP and goes on
-//! waiting for the provider to complete it (with `STATUS_CANCELLED`, usually).
+//! In a cancelled task (the unload began) a pending operation cancels its IRP and closes its
+//! socket (`Socket::abort`, once no call of the socket's functions is in progress), then goes on
+//! waiting for the provider to complete it: `STATUS_CANCELLED` usually, whatever the provider
+//! (Wine's ignores the cancel, and completes the socket's IRPs at the close).
 //!
 //! IRQL: making and polling at <= `DISPATCH_LEVEL` (`WskSend`, `WskReceive`, `WskConnect`,
 //! `WskBind`, `WskDisconnect`, `WskSocket` all allow it); a task polls at `PASSIVE_LEVEL`.
 
 use core::ffi::CStr;
 use core::future::Future;
-use core::marker::PhantomData;
 use core::net::SocketAddr;
 use core::pin::Pin;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicPtr};
 use core::task::{Context, Poll};
 
 use super::{Closed, Sockaddr, Socket, close_raw};
@@ -30,6 +30,7 @@ use crate::log::log;
 use crate::provider::BindingRef;
 use crate::status::NtStatus;
 use crate::sys::{WSK_BUF, WSK_SOCKET};
+use crate::task;
 use crate::work::{self, Work};
 
 /// What a send or receive owns while in flight: the buffer and the `WSK_BUF` describing it.
@@ -112,13 +113,22 @@ fn transferred<C: Client>(
     }
 }
 
+/// In a cancelled task (the unload began), a pending operation closes its socket: its request
+/// cancelled its IRP already, and a provider that ignores the cancel (Wine's) completes every IRP
+/// of a socket when the socket closes. So a cancelled task's operations end promptly.
+fn abort_if_cancelled<C: Client>(socket: &Socket<C>, cx: &Context<'_>) {
+    if task::is_cancelled(cx) {
+        socket.abort();
+    }
+}
+
 /// A send or receive in flight: see [`Socket::send`] and [`Socket::receive`].
 #[must_use = "a future does nothing unless awaited"]
 pub struct TransferOp<'s, C: Client> {
     op: Op<C, Transfer>,
     what: &'static CStr,
     most: usize,
-    _socket: PhantomData<&'s Socket<C>>,
+    socket: &'s Socket<C>,
 }
 
 impl<C: Client> Future for TransferOp<'_, C> {
@@ -128,7 +138,10 @@ impl<C: Client> Future for TransferOp<'_, C> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         match Pin::new(&mut this.op).poll(cx) {
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                abort_if_cancelled(this.socket, cx);
+                Poll::Pending
+            }
             Poll::Ready(Ok(Outcome {
                 status,
                 information,
@@ -151,7 +164,7 @@ impl<C: Client> Future for TransferOp<'_, C> {
 pub struct SocketOp<'s, C: Client> {
     op: Op<C, Option<Sockaddr>>,
     what: &'static CStr,
-    _socket: PhantomData<&'s Socket<C>>,
+    socket: &'s Socket<C>,
 }
 
 impl<C: Client> Future for SocketOp<'_, C> {
@@ -160,7 +173,10 @@ impl<C: Client> Future for SocketOp<'_, C> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         match Pin::new(&mut this.op).poll(cx) {
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                abort_if_cancelled(this.socket, cx);
+                Poll::Pending
+            }
             Poll::Ready(Ok(outcome)) => {
                 Poll::Ready(finish::<C>(this.what, outcome.status, outcome.information).map(|_| ()))
             }
@@ -183,7 +199,13 @@ impl<C: Client> Socket<C> {
             return Op::failed(NtStatus::CONNECTION_ABORTED, owned);
         };
         let socket = self.socket.as_ptr();
-        irp::start(reference, owned, |_, owned, irp| call(socket, owned, irp))
+        // The call counted as in progress: an abort meanwhile closes the socket after it.
+        if !self.enter_call() {
+            return Op::failed(NtStatus::CONNECTION_ABORTED, owned);
+        }
+        let op = irp::start(reference, owned, |_, owned, irp| call(socket, owned, irp));
+        self.leave_call();
+        op
     }
 
     /// `WskSend` of the first `length` bytes of `buffer` (at most its capacity): the bytes sent,
@@ -206,7 +228,7 @@ impl<C: Client> Socket<C> {
             op,
             what: c"WskSend",
             most: length,
-            _socket: PhantomData,
+            socket: self,
         }
     }
 
@@ -229,7 +251,7 @@ impl<C: Client> Socket<C> {
             op,
             what: c"WskReceive",
             most: length,
-            _socket: PhantomData,
+            socket: self,
         }
     }
 
@@ -252,7 +274,7 @@ impl<C: Client> Socket<C> {
         SocketOp {
             op,
             what: c"WskBind",
-            _socket: PhantomData,
+            socket: self,
         }
     }
 
@@ -276,7 +298,7 @@ impl<C: Client> Socket<C> {
         SocketOp {
             op,
             what: c"WskConnect",
-            _socket: PhantomData,
+            socket: self,
         }
     }
 
@@ -301,7 +323,7 @@ impl<C: Client> Socket<C> {
         SocketOp {
             op,
             what: c"WskDisconnect",
-            _socket: PhantomData,
+            socket: self,
         }
     }
 
@@ -452,11 +474,6 @@ impl<C: Client> Future for CreateOp<C> {
             return Poll::Ready(Err(NtStatus::UNSUCCESSFUL));
         };
         // INVARIANT: the provider's new socket, open.
-        Poll::Ready(Ok(Socket {
-            socket,
-            reference: Some(own),
-            close: AtomicPtr::new(close.into_raw().as_ptr()),
-            closed: AtomicBool::new(false),
-        }))
+        Poll::Ready(Ok(Socket::open(socket, own, close)))
     }
 }
