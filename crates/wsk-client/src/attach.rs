@@ -11,7 +11,7 @@ use crate::binding::{self, BindingContext};
 use crate::client::Client;
 use crate::log::log;
 use crate::pool::PoolBox;
-use crate::status::NtStatus;
+use crate::status::{NtError, NtStatus};
 use crate::sys::{
     HANDLE, NPI_REGISTRATION_INSTANCE, NPI_WSK_INTERFACE_ID, NTSTATUS, NmrClientAttachProvider,
     PVOID, WSK_PROVIDER_CHARACTERISTICS,
@@ -171,9 +171,9 @@ pub fn attach<C: Client>(
     };
     let context = match new_context::<C>(nmr_binding_handle, slot) {
         Ok(context) => context,
-        Err(status) => {
+        Err(error) => {
             slot.free();
-            return status;
+            return error.status();
         }
     };
     slot.publish(context.as_ptr());
@@ -247,7 +247,7 @@ pub fn attach<C: Client>(
 fn new_context<C: Client>(
     nmr_binding_handle: HANDLE,
     slot: binding::SlotRef,
-) -> Result<PoolBox<BindingContext>, NtStatus> {
+) -> Result<PoolBox<BindingContext>, NtError> {
     let context = PoolBox::try_new::<C>(BindingContext::new(nmr_binding_handle, slot), C::POOL_TAG)
         .inspect_err(|status| {
             log!(

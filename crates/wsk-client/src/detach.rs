@@ -20,7 +20,7 @@ use core::sync::atomic::Ordering;
 use crate::binding::BindingContext;
 use crate::client::{Client, DetachNotice, DetachReason};
 use crate::log::log;
-use crate::status::NtStatus;
+use crate::status::{NtError, NtStatus};
 use crate::sys::{NTSTATUS, PVOID};
 use crate::work::{Reserved, Work};
 
@@ -47,7 +47,7 @@ impl<C: Client> Work for Notify<C> {
 ///
 /// # Errors
 /// No pool or no work item (logged).
-pub(crate) fn reserve_notice<C: Client>() -> Result<Reserved<C, Notify<C>>, NtStatus> {
+pub(crate) fn reserve_notice<C: Client>() -> Result<Reserved<C, Notify<C>>, NtError> {
     Reserved::new()
 }
 

@@ -76,5 +76,5 @@ pub use driver_cell::DriverCell;
 pub use pool::PoolTag;
 pub use provider::{BindingRef, ProviderError};
 pub use registration::{RegisterError, Registration};
-pub use status::NtStatus;
+pub use status::{NtError, NtStatus};
 pub use version::WskVersion;

@@ -20,7 +20,7 @@ use core::ptr::NonNull;
 
 use crate::binding::{self, AcquireError, InFlight};
 use crate::client::Client;
-use crate::status::NtStatus;
+use crate::status::{NtError, NtStatus};
 use crate::sys::{
     PFN_WSK_CONTROL_CLIENT, PFN_WSK_FREE_ADDRESS_INFO, PFN_WSK_GET_ADDRESS_INFO,
     PFN_WSK_GET_NAME_INFO, PFN_WSK_SOCKET, PFN_WSK_SOCKET_CONNECT, PWSK_CLIENT,
@@ -43,13 +43,19 @@ pub enum ProviderError {
     Unloading,
 }
 
-impl From<ProviderError> for NtStatus {
+impl From<ProviderError> for NtError {
     fn from(error: ProviderError) -> Self {
         match error {
             ProviderError::NotAttached | ProviderError::Detaching => Self::DEVICE_NOT_READY,
             ProviderError::BadProvider => Self::UNSUCCESSFUL,
             ProviderError::NotRegistered | ProviderError::Unloading => Self::INVALID_DEVICE_STATE,
         }
+    }
+}
+
+impl From<ProviderError> for NtStatus {
+    fn from(error: ProviderError) -> Self {
+        NtError::from(error).status()
     }
 }
 

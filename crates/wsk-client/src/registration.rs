@@ -13,7 +13,7 @@ use crate::client::{Backend, Client};
 use crate::detach::ClientDetachProvider;
 use crate::log::log;
 
-use crate::status::NtStatus;
+use crate::status::{NtError, NtStatus};
 use crate::sys::{
     DRIVER_OBJECT, HANDLE, MIT_GUID, NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_MODULEID_u,
     NPI_REGISTRATION_INSTANCE, NPI_WSK_INTERFACE_ID, NmrDeregisterClient, NmrRegisterClient,
@@ -60,7 +60,7 @@ impl<C: Client> Characteristics<C> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RegisterError {
     /// `NmrRegisterClient` failed: nothing is registered. Fail `DriverEntry` with this status.
-    Failed(NtStatus),
+    Failed(NtError),
     /// `NmrRegisterClient` succeeded but returned no handle. The client is registered (and may be
     /// attached already) but can never be deregistered, so NMR may call into the image for as long
     /// as the system runs: the image must never unload. `DriverEntry` must return
@@ -75,7 +75,7 @@ impl RegisterError {
     #[must_use]
     pub const fn driver_entry_status(self) -> NtStatus {
         match self {
-            Self::Failed(status) => status,
+            Self::Failed(error) => error.status(),
             Self::NoHandle => NtStatus::SUCCESS,
         }
     }
@@ -120,7 +120,7 @@ impl<C: Client> Registration<C> {
                 DPFLTR_ERROR_LEVEL,
                 "register: call wsk_client::pool::select first (at the top of DriverEntry)"
             );
-            return Err(RegisterError::Failed(NtStatus::INVALID_DEVICE_STATE));
+            return Err(RegisterError::Failed(NtError::INVALID_DEVICE_STATE));
         }
         if let Err(status) = C::state().runtime.start::<C>(driver) {
             return Err(RegisterError::Failed(status));

@@ -24,7 +24,7 @@ use crate::client::Client;
 use crate::gate::{Close, Closer, Gate, Generation, Leave, Refused};
 use crate::log::log;
 use crate::spin_lock::SpinLock;
-use crate::status::NtStatus;
+use crate::status::{NtError, NtStatus};
 use crate::sys::{
     DEVICE_OBJECT, DRIVER_OBJECT, Executive, FILE_DEVICE_SECURE_OPEN, FILE_DEVICE_UNKNOWN,
     IRP_MJ_INTERNAL_DEVICE_CONTROL, IoCreateDevice, IoDeleteDevice, KEVENT, KeInitializeEvent,
@@ -108,14 +108,14 @@ impl Runtime {
     /// Creates the device object, initialises the events and opens the work gate.
     ///
     /// IRQL: `PASSIVE_LEVEL`.
-    pub(crate) fn start<C: Client>(&self, driver: *mut DRIVER_OBJECT) -> Result<(), NtStatus> {
+    pub(crate) fn start<C: Client>(&self, driver: *mut DRIVER_OBJECT) -> Result<(), NtError> {
         let Some(work) = self.work.reserve() else {
             log!(
                 C,
                 DPFLTR_ERROR_LEVEL,
                 "register: the client is registered already"
             );
-            return Err(NtStatus::INVALID_DEVICE_STATE);
+            return Err(NtError::INVALID_DEVICE_STATE);
         };
         self.work_generation.store(work.raw(), Ordering::Release);
         let mut device: *mut DEVICE_OBJECT = ptr::null_mut();

@@ -1,4 +1,6 @@
-//! `NtStatus`: the one place where an `NTSTATUS` becomes control flow.
+//! `NtStatus`: the one place where an `NTSTATUS` becomes control flow; [`NtError`], a status that
+//! is not a success code, what every fallible function of the library returns in its `Err`
+//! ([`Result`]): a success status can never appear there.
 //!
 //! Pure value code: any IRQL.
 
@@ -66,23 +68,24 @@ impl NtStatus {
         self.0 >= 0
     }
 
-    /// `Ok(self)` for a success value, `Err(self)` otherwise.
+    /// `Ok(self)` for a success value, `Err` otherwise.
     ///
     /// # Errors
-    /// The status itself, when it is not `NT_SUCCESS`.
-    pub const fn into_result(self) -> Result<Self, Self> {
+    /// The status as an [`NtError`], when it is not `NT_SUCCESS`.
+    pub const fn into_result(self) -> Result<Self> {
         if self.is_success() {
             Ok(self)
         } else {
-            Err(self)
+            Err(NtError(self))
         }
     }
 
     /// Collapses a `Result` back into the status a C caller expects.
     #[must_use]
-    pub const fn from_result(result: Result<Self, Self>) -> Self {
+    pub const fn from_result(result: Result<Self>) -> Self {
         match result {
-            Ok(status) | Err(status) => status,
+            Ok(status) => status,
+            Err(error) => error.0,
         }
     }
 
@@ -115,5 +118,90 @@ impl fmt::Debug for NtStatus {
             Some(name) => write!(f, "{name}"),
             None => write!(f, "NtStatus({:#010X})", self.bits()),
         }
+    }
+}
+
+/// A result whose error is an [`NtError`]: what the library's fallible functions return.
+pub type Result<T, E = NtError> = core::result::Result<T, E>;
+
+/// An `NTSTATUS` that is not a success code (`NT_SUCCESS` is false): an error or a warning.
+///
+/// # Invariants
+/// The status inside is negative (`!is_success()`): made only by [`NtError::new`], the constants
+/// below, or [`NtStatus::into_result`].
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NtError(NtStatus);
+
+impl NtError {
+    /// `STATUS_UNSUCCESSFUL`.
+    pub const UNSUCCESSFUL: Self = Self(NtStatus::UNSUCCESSFUL);
+    /// `STATUS_INVALID_PARAMETER`.
+    pub const INVALID_PARAMETER: Self = Self(NtStatus::INVALID_PARAMETER);
+    /// `STATUS_INSUFFICIENT_RESOURCES`.
+    pub const INSUFFICIENT_RESOURCES: Self = Self(NtStatus::INSUFFICIENT_RESOURCES);
+    /// `STATUS_NOT_SUPPORTED`.
+    pub const NOT_SUPPORTED: Self = Self(NtStatus::NOT_SUPPORTED);
+    /// `STATUS_DEVICE_NOT_READY`.
+    pub const DEVICE_NOT_READY: Self = Self(NtStatus::DEVICE_NOT_READY);
+    /// `STATUS_NOINTERFACE`.
+    pub const NOINTERFACE: Self = Self(NtStatus::NOINTERFACE);
+    /// `STATUS_INVALID_DEVICE_STATE`.
+    pub const INVALID_DEVICE_STATE: Self = Self(NtStatus::INVALID_DEVICE_STATE);
+    /// `STATUS_CANCELLED`.
+    pub const CANCELLED: Self = Self(NtStatus::CANCELLED);
+    /// `STATUS_NOT_IMPLEMENTED`.
+    pub const NOT_IMPLEMENTED: Self = Self(NtStatus::NOT_IMPLEMENTED);
+    /// `STATUS_CONNECTION_ABORTED`.
+    pub const CONNECTION_ABORTED: Self = Self(NtStatus::CONNECTION_ABORTED);
+    /// `STATUS_CONNECTION_REFUSED`.
+    pub const CONNECTION_REFUSED: Self = Self(NtStatus::CONNECTION_REFUSED);
+    /// `STATUS_IO_TIMEOUT`: a wait's time ran out ([`crate::timer::timeout`]).
+    pub const IO_TIMEOUT: Self = Self(NtStatus::IO_TIMEOUT);
+
+    /// `status` as an error; `None` for a success code.
+    #[must_use]
+    pub const fn new(status: NtStatus) -> Option<Self> {
+        if status.is_success() {
+            None
+        } else {
+            Some(Self(status))
+        }
+    }
+
+    /// The status.
+    #[must_use]
+    pub const fn status(self) -> NtStatus {
+        self.0
+    }
+
+    /// The raw value, for returning to C.
+    #[must_use]
+    pub const fn raw(self) -> abi::NTSTATUS {
+        self.0.raw()
+    }
+
+    /// The value as the unsigned number logs print (`0xC00002B9`).
+    #[must_use]
+    pub const fn bits(self) -> u32 {
+        self.0.bits()
+    }
+}
+
+impl From<NtError> for NtStatus {
+    fn from(error: NtError) -> Self {
+        error.0
+    }
+}
+
+impl PartialEq<NtStatus> for NtError {
+    fn eq(&self, other: &NtStatus) -> bool {
+        self.0 == *other
+    }
+}
+
+impl fmt::Debug for NtError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
     }
 }

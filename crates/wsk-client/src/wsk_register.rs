@@ -31,7 +31,7 @@ use crate::binding::{self, BindingContext};
 use crate::client::Client;
 use crate::log::log;
 use crate::pool::PoolBox;
-use crate::status::NtStatus;
+use crate::status::{NtError, NtStatus};
 use crate::sys::{
     WSK_CLIENT_NPI, WSK_NO_WAIT, WSK_PROVIDER_NPI, WSK_REGISTRATION, WskCaptureProviderNPI,
     WskDeregister, WskRegister, WskReleaseProviderNPI,
@@ -91,10 +91,10 @@ fn state<C: Client>() -> &'static WskRegisterState {
 }
 
 /// `WskRegister` with the client dispatch of `C::VERSIONS[index]`.
-fn register_version<C: Client>(index: usize) -> Result<(), NtStatus> {
+fn register_version<C: Client>(index: usize) -> Result<(), NtError> {
     let wsk = state::<C>();
     let Some(dispatch) = Dispatch::<C>::TABLES.get(index) else {
-        return Err(NtStatus::NOINTERFACE);
+        return Err(NtError::NOINTERFACE);
     };
     // SAFETY: PASSIVE_LEVEL, not registered: nothing else reads the NPI now.
     unsafe {
@@ -137,7 +137,7 @@ fn deregister_once<C: Client>() {
 ///
 /// # Errors
 /// The status of `WskRegister`, or of spawning the capture task (nothing stays registered).
-pub(crate) fn register<C: Client>() -> Result<(), NtStatus> {
+pub(crate) fn register<C: Client>() -> Result<(), NtError> {
     register_version::<C>(0)?;
     match capture::<C>() {
         Capture::Done => Ok(()),
@@ -165,7 +165,7 @@ pub(crate) fn register<C: Client>() -> Result<(), NtStatus> {
 enum Capture {
     Done,
     NotReady,
-    Failed(NtStatus),
+    Failed(NtError),
 }
 
 /// One `WskCaptureProviderNPI` with `WSK_NO_WAIT` (it never blocks), with the version fallback on
@@ -212,12 +212,14 @@ fn capture<C: Client>() -> Capture {
             "WskCaptureProviderNPI failed: 0x%08X",
             status.bits()
         );
-        return Capture::Failed(status);
+        // An answer none of the documented ones (a success code other than STATUS_SUCCESS,
+        // say) is a failure too: the capture gave no NPI.
+        return Capture::Failed(NtError::new(status).unwrap_or(NtError::UNSUCCESSFUL));
     }
 }
 
 /// Makes the captured NPI the client's binding.
-fn attach_captured<C: Client>(npi: WSK_PROVIDER_NPI) -> Result<(), NtStatus> {
+fn attach_captured<C: Client>(npi: WSK_PROVIDER_NPI) -> Result<(), NtError> {
     let wsk = state::<C>();
     let registered = C::VERSIONS
         .get(wsk.version_index.load(Ordering::Acquire))
@@ -230,7 +232,7 @@ fn attach_captured<C: Client>(npi: WSK_PROVIDER_NPI) -> Result<(), NtStatus> {
             "WskCaptureProviderNPI returned no dispatch"
         );
         release_capture::<C>();
-        return Err(NtStatus::UNSUCCESSFUL);
+        return Err(NtError::UNSUCCESSFUL);
     };
     // SAFETY: the provider's dispatch, valid while captured; `Version` is its first member.
     let provider_version = WskVersion::from_raw(unsafe { (*dispatch.as_ptr()).Version });
@@ -243,7 +245,7 @@ fn attach_captured<C: Client>(npi: WSK_PROVIDER_NPI) -> Result<(), NtStatus> {
             "capture: every binding slot is in use"
         );
         release_capture::<C>();
-        return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        return Err(NtError::INSUFFICIENT_RESOURCES);
     };
     let mut context = BindingContext::new(ptr::null_mut(), slot);
     context.wsk_client = npi.Client;

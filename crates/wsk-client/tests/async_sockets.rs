@@ -26,7 +26,7 @@ use wsk_client::buffer::Buffer;
 use wsk_client::socket::Socket;
 use wsk_client::sys::AF_INET;
 use wsk_client::time::Duration;
-use wsk_client::{BindingRef, NtStatus, task, timer};
+use wsk_client::{BindingRef, NtError, task, timer};
 use wsk_host_model::{Event, ProviderConfig, Session};
 
 fn spawn(future: impl Future<Output = ()> + Send + 'static) {
@@ -135,7 +135,7 @@ fn a_dropped_receive_is_cancelled_and_its_buffer_freed_after_the_provider_comple
         let timed_out = timer::timeout::<TestDriver, _>(Duration::from_millis(200), receive).await;
         tx.send(timed_out.map(|(result, _)| result).err()).unwrap();
     });
-    assert_eq!(recv(&rx), Some(NtStatus::IO_TIMEOUT));
+    assert_eq!(recv(&rx), Some(NtError::IO_TIMEOUT));
     s.wait_work_items();
     assert!(s.events().contains(&Event::IoCancelIrp));
     // The session's end check: no pool left (the buffer went with the request), no socket open.
@@ -159,7 +159,7 @@ fn the_unload_cancels_a_pending_receive_and_the_task_gets_its_buffer_back() {
     assert_eq!(recv(&rx), None);
     s.wait_work_items();
     s.driver_unload();
-    assert_eq!(recv(&rx), Some((Err(NtStatus::CANCELLED), 8)));
+    assert_eq!(recv(&rx), Some((Err(NtError::CANCELLED), 8)));
     assert!(has_log(
         &s,
         "test_driver: request: cancelled (the task is cancelled)"
@@ -180,7 +180,7 @@ fn a_creation_dropped_before_the_answer_closes_the_socket_made_for_it() {
         let result = timer::timeout::<TestDriver, _>(Duration::from_millis(100), create).await;
         tx.send(result.err()).unwrap();
     });
-    assert_eq!(recv(&rx), Some(NtStatus::IO_TIMEOUT));
+    assert_eq!(recv(&rx), Some(NtError::IO_TIMEOUT));
     s.wait_work_items();
     // The model completes a cancelled WskSocket with STATUS_CANCELLED: no socket, nothing to
     // close, the work item freed unqueued.
@@ -201,7 +201,7 @@ fn a_socket_that_cannot_be_created_is_reported() {
         tx.send(Socket::create(&reference, AF_INET).await.err())
             .unwrap();
     });
-    assert_eq!(recv(&rx), Some(NtStatus::INSUFFICIENT_RESOURCES));
+    assert_eq!(recv(&rx), Some(NtError::INSUFFICIENT_RESOURCES));
     assert!(has_log(
         &s,
         "test_driver: socket: WskSocket failed: 0xC000009A"
@@ -271,7 +271,7 @@ fn a_provider_that_ignores_the_cancel_still_lets_a_cancelled_task_end() {
     assert_eq!(recv(&rx), None);
     s.wait_work_items();
     s.driver_unload();
-    assert_eq!(recv(&rx), Some((true, Err(NtStatus::CONNECTION_ABORTED))));
+    assert_eq!(recv(&rx), Some((true, Err(NtError::CONNECTION_ABORTED))));
     assert!(has_log(
         &s,
         "test_driver: socket: closing it: the task is cancelled"

@@ -23,7 +23,7 @@ use std::time::Duration as StdDuration;
 
 use common::TestDriver;
 use wsk_client::time::{Duration, Instant};
-use wsk_client::{NtStatus, task, timer};
+use wsk_client::{NtError, task, timer};
 use wsk_host_model::{Event, Failable, Session};
 
 /// A flag a test thread sets and a task awaits (what a completion routine does for a request).
@@ -227,7 +227,7 @@ fn a_spawn_is_refused_before_registration_and_once_the_unload_began() {
     let mut s = common::session();
     assert_eq!(
         task::spawn::<TestDriver, _>(async {}),
-        Err(NtStatus::INVALID_DEVICE_STATE),
+        Err(NtError::INVALID_DEVICE_STATE),
         "not registered"
     );
     assert_eq!(
@@ -239,7 +239,7 @@ fn a_spawn_is_refused_before_registration_and_once_the_unload_began() {
         tx.send(task::spawn::<TestDriver, _>(async {})).unwrap();
     });
     s.driver_unload();
-    assert_eq!(recv(&rx), Err(NtStatus::INVALID_DEVICE_STATE));
+    assert_eq!(recv(&rx), Err(NtError::INVALID_DEVICE_STATE));
     assert!(
         s.log()
             .iter()
@@ -254,7 +254,7 @@ fn a_spawn_that_cannot_allocate_leaves_nothing_behind() {
         s.fail_nth(kind, 0);
         assert_eq!(
             task::spawn::<TestDriver, _>(async {}),
-            Err(NtStatus::INSUFFICIENT_RESOURCES),
+            Err(NtError::INSUFFICIENT_RESOURCES),
             "{kind:?}"
         );
         assert_eq!(TestDriverState::live(), 0, "{kind:?}");
@@ -325,7 +325,7 @@ fn a_timeout_ends_a_future_that_never_completes() {
         tx.send((timed_out, in_time)).unwrap();
     });
     let (timed_out, in_time) = recv(&rx);
-    assert_eq!(timed_out, Err(NtStatus::IO_TIMEOUT));
+    assert_eq!(timed_out, Err(NtError::IO_TIMEOUT));
     assert_eq!(in_time, Ok(7), "its sleep dropped, out of the timer list");
     s.driver_unload();
 }
@@ -340,7 +340,7 @@ fn the_unload_ends_a_long_sleep_with_cancelled() {
     });
     s.wait_work_items();
     s.driver_unload();
-    assert_eq!(recv(&rx), Err(NtStatus::CANCELLED));
+    assert_eq!(recv(&rx), Err(NtError::CANCELLED));
 }
 
 #[test]

@@ -24,7 +24,7 @@ use wsk_client::socket::Socket;
 use wsk_client::sys::{AF_INET, AF_INET6};
 use wsk_client::time::Timeout;
 use wsk_client::work::{self, Prepared, Work};
-use wsk_client::{BindingRef, NtStatus, PoolTag, dbg_print};
+use wsk_client::{BindingRef, NtError, PoolTag, dbg_print};
 
 use crate::WskEcho;
 use crate::values::Parameters;
@@ -61,7 +61,7 @@ static STOP: AtomicBool = AtomicBool::new(false);
 /// The work item could not be queued: logged as the exchange's result (`echo failed: start`), or
 /// as a connection not kept when there is nothing to echo.
 #[allow(clippy::large_types_passed_by_value)] // moved into the work item, once
-pub(crate) fn start(parameters: Option<Parameters>) -> Result<(), NtStatus> {
+pub(crate) fn start(parameters: Option<Parameters>) -> Result<(), NtError> {
     STOP.store(false, Ordering::Release);
     let echo = parameters.is_some();
     work::queue::<WskEcho, _>(Open { parameters }).inspect_err(|status| {
@@ -96,7 +96,7 @@ fn unprepare_close() {
 }
 
 /// Logs the exchange's result line for a failed `step`.
-pub(crate) fn log_failed(step: &core::ffi::CStr, status: NtStatus) {
+pub(crate) fn log_failed(step: &core::ffi::CStr, status: NtError) {
     // SAFETY: `%s` takes a NUL-terminated string, `%08X` the `u32`; no Unicode conversion.
     let _ = unsafe {
         dbg_print!(
@@ -154,7 +154,7 @@ struct Keeping {
 }
 
 /// Allocates what [`keep`] needs; a failure is logged as the step `what` failed with.
-fn prepare_keeping(log: impl Fn(&core::ffi::CStr, NtStatus)) -> Option<Keeping> {
+fn prepare_keeping(log: impl Fn(&core::ffi::CStr, NtError)) -> Option<Keeping> {
     let close = Prepared::<WskEcho, Close>::new(Close)
         .map_err(|status| log(c"work item", status))
         .ok()?;
@@ -164,7 +164,7 @@ fn prepare_keeping(log: impl Fn(&core::ffi::CStr, NtStatus)) -> Option<Keeping> 
     Some(Keeping { close, slot })
 }
 
-fn log_not_kept(what: &core::ffi::CStr, status: NtStatus) {
+fn log_not_kept(what: &core::ffi::CStr, status: NtError) {
     // SAFETY: `%s` takes a NUL-terminated string, `%08X` the `u32`; no Unicode conversion.
     let _ = unsafe {
         dbg_print!(
@@ -178,18 +178,18 @@ fn log_not_kept(what: &core::ffi::CStr, status: NtStatus) {
 }
 
 /// Tries `tries` times, 100 ms apart, for a binding, unless the stop comes first.
-fn acquire(tries: u32) -> Result<BindingRef<WskEcho>, NtStatus> {
-    let mut last = NtStatus::DEVICE_NOT_READY;
+fn acquire(tries: u32) -> Result<BindingRef<WskEcho>, NtError> {
+    let mut last = NtError::DEVICE_NOT_READY;
     for attempt in 0..tries {
         if attempt > 0 {
             sleep_100ms();
         }
         if STOP.load(Ordering::Acquire) {
-            return Err(NtStatus::CANCELLED);
+            return Err(NtError::CANCELLED);
         }
         match BindingRef::<WskEcho>::acquire() {
             Ok(reference) => return Ok(reference),
-            Err(error) => last = NtStatus::from(error),
+            Err(error) => last = NtError::from(error),
         }
     }
     Err(last)
@@ -216,7 +216,7 @@ fn sleep_100ms() {
 }
 
 /// One step's result: the error logged as `echo failed: <step> 0x<status>`.
-pub(crate) fn step<T>(name: &core::ffi::CStr, result: Result<T, NtStatus>) -> Result<T, ()> {
+pub(crate) fn step<T>(name: &core::ffi::CStr, result: Result<T, NtError>) -> Result<T, ()> {
     result.map_err(|status| log_failed(name, status))
 }
 
@@ -231,7 +231,7 @@ fn exchange(
     )?;
     let remote = step(
         c"resolve",
-        addresses.iter().next().ok_or(NtStatus::UNSUCCESSFUL),
+        addresses.iter().next().ok_or(NtError::UNSUCCESSFUL),
     )?;
     let (family, wildcard) = match remote {
         SocketAddr::V4(_) => (AF_INET, SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0)),
@@ -258,7 +258,7 @@ fn exchange(
         socket.send_blocking(&out, message.len(), STEP_TIMEOUT),
     )?;
     if sent != message.len() {
-        log_failed(c"send", NtStatus::UNSUCCESSFUL);
+        log_failed(c"send", NtError::UNSUCCESSFUL);
         return Err(());
     }
     let mut back = step(c"buffer", Buffer::new::<WskEcho>(message.len()))?;
@@ -267,11 +267,11 @@ fn exchange(
         let n = step(c"receive", socket.receive_blocking(&mut back, STEP_TIMEOUT))?;
         if n == 0 {
             // The peer closed (or reset: Wine reports a reset as a 0-byte receive).
-            log_failed(c"receive", NtStatus::CONNECTION_ABORTED);
+            log_failed(c"receive", NtError::CONNECTION_ABORTED);
             return Err(());
         }
         if back.as_slice().get(..n) != message.get(received..received + n) {
-            log_failed(c"compare", NtStatus::UNSUCCESSFUL);
+            log_failed(c"compare", NtError::UNSUCCESSFUL);
             return Err(());
         }
         received += n;

@@ -12,7 +12,7 @@ use wsk_client::sys::{
     OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, OBJECT_ATTRIBUTES, UNICODE_STRING, ZwClose, ZwOpenKey,
     ZwQueryValueKey,
 };
-use wsk_client::{NtStatus, dbg_print};
+use wsk_client::{NtError, NtStatus, dbg_print};
 
 use crate::WskEcho;
 use crate::values::{MAX_MESSAGE, Parameters, Problem};
@@ -25,7 +25,7 @@ struct Key(HANDLE);
 
 impl Key {
     /// Opens `name`, relative to `root` (NULL: `name` is absolute). `PASSIVE_LEVEL`.
-    fn open(root: HANDLE, name: &UNICODE_STRING) -> Result<Self, NtStatus> {
+    fn open(root: HANDLE, name: &UNICODE_STRING) -> Result<Self, NtError> {
         let attributes = OBJECT_ATTRIBUTES {
             #[allow(clippy::cast_possible_truncation)] // 48
             Length: core::mem::size_of::<OBJECT_ATTRIBUTES>() as u32,
@@ -48,7 +48,7 @@ impl Key {
         &self,
         name: &str,
         out: &mut [u8; 12 + 2 * MAX_MESSAGE],
-    ) -> Result<(u32, usize), NtStatus> {
+    ) -> Result<(u32, usize), NtError> {
         let mut wide = [0u16; 16];
         for (unit, byte) in wide.iter_mut().zip(name.bytes()) {
             *unit = u16::from(byte);
@@ -83,7 +83,7 @@ impl Key {
         };
         let data_len = header.DataLength as usize;
         if 12 + data_len > out.len() {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         Ok((header.Type, data_len))
     }

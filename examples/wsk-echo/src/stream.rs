@@ -24,7 +24,7 @@ use wsk_client::socket::Socket;
 use wsk_client::sys::{
     LARGE_INTEGER, MmGetSystemRoutineAddress, PFN_KE_QUERY_PERFORMANCE_COUNTER, UNICODE_STRING,
 };
-use wsk_client::{NtStatus, dbg_print};
+use wsk_client::{NtError, dbg_print};
 
 use crate::WskEcho;
 use crate::connection::{STEP_TIMEOUT, log_failed, step};
@@ -154,14 +154,14 @@ pub(crate) fn stream(
         let sending = sent == received;
         if stopping() {
             let what = if sending { c"send" } else { c"receive" };
-            log_failed(what, NtStatus::CANCELLED);
+            log_failed(what, NtError::CANCELLED);
             return Err(());
         }
         if sending {
             let n = usize::try_from(total_bytes - sent).map_or(chunk, |left| left.min(chunk));
             let done = step(c"send", socket.send_blocking(&out, n, STEP_TIMEOUT))?;
             if done != n {
-                log_failed(c"send", NtStatus::UNSUCCESSFUL);
+                log_failed(c"send", NtError::UNSUCCESSFUL);
                 return Err(());
             }
             sent += n as u64;
@@ -170,13 +170,13 @@ pub(crate) fn stream(
         let n = step(c"receive", socket.receive_blocking(&mut back, STEP_TIMEOUT))?;
         if n == 0 {
             // The peer closed (or reset: Wine reports a reset as a 0-byte receive).
-            log_failed(c"receive", NtStatus::CONNECTION_ABORTED);
+            log_failed(c"receive", NtError::CONNECTION_ABORTED);
             return Err(());
         }
         let arrived = back.as_slice().get(..n).unwrap_or(&[]);
         // More than was sent, or other bytes than were sent there.
         if received + n as u64 > sent || !matches(out.as_slice(), received, arrived) {
-            log_failed(c"compare", NtStatus::UNSUCCESSFUL);
+            log_failed(c"compare", NtError::UNSUCCESSFUL);
             return Err(());
         }
         received += n as u64;

@@ -9,7 +9,7 @@
 
 use core::num::NonZeroU32;
 
-use wsk_client::NtStatus;
+use wsk_client::NtError;
 use wsk_client::sys::{REG_DWORD, REG_SZ};
 
 /// The longest host, in bytes (ASCII).
@@ -56,7 +56,7 @@ impl Parameters {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Problem {
     /// A value is missing or unreadable (the status).
-    Missing(&'static core::ffi::CStr, NtStatus),
+    Missing(&'static core::ffi::CStr, NtError),
     /// A value has the wrong type, length or content.
     Malformed(&'static core::ffi::CStr),
 }

@@ -49,7 +49,7 @@ use crate::client::Client;
 use crate::log::log;
 use crate::pool::PoolBox;
 use crate::provider::BindingRef;
-use crate::status::NtStatus;
+use crate::status::{NtError, NtStatus};
 use crate::sys::{
     DEVICE_OBJECT, Executive, IO_NO_INCREMENT, IO_STATUS_BLOCK, IRP,
     IRP_MJ_INTERNAL_DEVICE_CONTROL, IoAllocateIrp, IoCancelIrp, IoFreeIrp,
@@ -111,7 +111,7 @@ impl<C: Client, F> Request<C, F> {
 }
 
 /// Allocates the request, its IRP, and sets the completion routine.
-fn prepare<C: Client, F: Completion<C>>() -> Result<NonNull<Request<C, F>>, NtStatus> {
+fn prepare<C: Client, F: Completion<C>>() -> Result<NonNull<Request<C, F>>, NtError> {
     let device = C::state().runtime.device();
     if device.is_null() {
         log!(
@@ -119,7 +119,7 @@ fn prepare<C: Client, F: Completion<C>>() -> Result<NonNull<Request<C, F>>, NtSt
             DPFLTR_ERROR_LEVEL,
             "request: the client is not registered"
         );
-        return Err(NtStatus::INVALID_DEVICE_STATE);
+        return Err(NtError::INVALID_DEVICE_STATE);
     }
     let request = PoolBox::try_new::<C>(
         Request {
@@ -138,7 +138,7 @@ fn prepare<C: Client, F: Completion<C>>() -> Result<NonNull<Request<C, F>>, NtSt
     let irp = unsafe { IoAllocateIrp(1, 0) };
     if irp.is_null() {
         log!(C, DPFLTR_ERROR_LEVEL, "request: IoAllocateIrp failed");
-        return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        return Err(NtError::INSUFFICIENT_RESOURCES);
     }
     let raw = request.as_ptr();
     // SAFETY: the request is owned here and nobody else sees it yet.
@@ -299,7 +299,7 @@ impl<C: Client, F: Completion<C>> Prepared<C, F> {
     /// # Errors
     /// The client is not registered, no pool for its context, no IRP, or
     /// `IoSetCompletionRoutineEx` failed (logged).
-    pub(crate) fn new() -> Result<Self, NtStatus> {
+    pub(crate) fn new() -> Result<Self, NtError> {
         // INVARIANT: just prepared, owned here.
         prepare::<C, F>().map(|request| Self { request })
     }
@@ -525,7 +525,7 @@ pub fn call<C: Client>(
     reference: &BindingRef<C>,
     timeout: Timeout,
     call: impl FnOnce(&BindingRef<C>, *mut IRP) -> NTSTATUS,
-) -> Result<(NtStatus, usize), NtStatus> {
+) -> Result<(NtStatus, usize), NtError> {
     call_or(reference, timeout, call, || {})
 }
 
@@ -538,7 +538,7 @@ pub fn call_or<C: Client>(
     timeout: Timeout,
     call: impl FnOnce(&BindingRef<C>, *mut IRP) -> NTSTATUS,
     stuck: impl FnOnce(),
-) -> Result<(NtStatus, usize), NtStatus> {
+) -> Result<(NtStatus, usize), NtError> {
     // The caller's reference outlives the request: it is waited for to the end.
     Ok(Prepared::<C, Waiter>::new()?.call_or(reference, timeout, call, stuck))
 }

@@ -21,7 +21,7 @@ use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering
 
 use crate::client::Client;
 use crate::log::log;
-use crate::status::NtStatus;
+use crate::status::{NtError, NtStatus};
 use crate::sys::{
     ExAllocatePoolWithTag, ExFreePoolWithTag, MmGetSystemRoutineAddress, NonPagedPool,
     NonPagedPoolNx, PFN_EX_ALLOCATE_POOL2, POOL_FLAG_NON_PAGED, POOL_TYPE, RTL_OSVERSIONINFOW,
@@ -322,7 +322,7 @@ impl<T> PoolBox<T> {
     /// # Errors
     /// `STATUS_INSUFFICIENT_RESOURCES` when the pool allocation fails;
     /// `STATUS_INVALID_DEVICE_STATE` (and a log line) when [`select`] never ran for `C`.
-    pub fn try_new<C: Client>(value: T, tag: PoolTag) -> Result<Self, NtStatus> {
+    pub fn try_new<C: Client>(value: T, tag: PoolTag) -> Result<Self, NtError> {
         const {
             // Pool blocks are 16-byte aligned on x64.
             assert!(align_of::<T>() <= 16 && size_of::<T>() > 0);
@@ -334,11 +334,11 @@ impl<T> PoolBox<T> {
                 DPFLTR_ERROR_LEVEL,
                 "pool: allocation before wsk_client::pool::select"
             );
-            return Err(NtStatus::INVALID_DEVICE_STATE);
+            return Err(NtError::INVALID_DEVICE_STATE);
         }
         let memory = pool
             .allocate(size_of::<T>(), tag)
-            .ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
+            .ok_or(NtError::INSUFFICIENT_RESOURCES)?;
         let ptr = memory.cast::<T>();
         // SAFETY: `ptr` is a fresh, suitably aligned allocation of `size_of::<T>()` bytes.
         unsafe { ptr.as_ptr().write(value) };
@@ -393,7 +393,7 @@ unsafe impl<T: Sync> Sync for PoolBox<T> {}
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use crate::binding::BindingSlot;
-    use crate::{Client, ClientState, NtStatus, PoolTag, RegisterError, Registration, WskVersion};
+    use crate::{Client, ClientState, NtError, PoolTag, RegisterError, Registration, WskVersion};
 
     use super::{PoolBox, distinct};
 
@@ -431,12 +431,12 @@ mod tests {
         let session = wsk_host_model::session();
         assert_eq!(
             PoolBox::try_new::<Unselected>(0_u32, Unselected::POOL_TAG).err(),
-            Some(NtStatus::INVALID_DEVICE_STATE)
+            Some(NtError::INVALID_DEVICE_STATE)
         );
         let mut driver = wsk_host_model::zeroed_driver_object();
         assert_eq!(
             Registration::<Unselected>::register(&mut driver).err(),
-            Some(RegisterError::Failed(NtStatus::INVALID_DEVICE_STATE))
+            Some(RegisterError::Failed(NtError::INVALID_DEVICE_STATE))
         );
         let log = session.log();
         assert_eq!(

@@ -42,7 +42,7 @@ use core::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 use crate::client::Client;
 use crate::log::log;
 use crate::pool::PoolBox;
-use crate::status::NtStatus;
+use crate::status::NtError;
 use crate::sys::{
     DEVICE_OBJECT, DelayedWorkQueue, IO_WORKITEM, IoAllocateWorkItem, IoFreeWorkItem,
     IoQueueWorkItem, PVOID,
@@ -177,7 +177,7 @@ unsafe fn future_of<F>(task: NonNull<Task<F>>) -> *mut F {
 /// `STATUS_INVALID_DEVICE_STATE` when the client is not registered or its unload has begun;
 /// `STATUS_INSUFFICIENT_RESOURCES` when the task or its work item cannot be allocated. The future
 /// is dropped then, in the caller's context (logged).
-pub fn spawn<C, F>(future: F) -> Result<(), NtStatus>
+pub fn spawn<C, F>(future: F) -> Result<(), NtError>
 where
     C: Client,
     F: Future<Output = ()> + Send + 'static,
@@ -189,7 +189,7 @@ where
             DPFLTR_WARNING_LEVEL,
             "task: not spawned: the client is not registered or unloading"
         );
-        return Err(NtStatus::INVALID_DEVICE_STATE);
+        return Err(NtError::INVALID_DEVICE_STATE);
     }
     match allocate::<C, F>(future) {
         Ok(header) => {
@@ -201,7 +201,7 @@ where
                     DPFLTR_WARNING_LEVEL,
                     "task: not spawned: the unload has begun"
                 );
-                return Err(NtStatus::INVALID_DEVICE_STATE);
+                return Err(NtError::INVALID_DEVICE_STATE);
             }
             // SAFETY: a live task, scheduled (`allocate`), listed: its first run.
             unsafe { queue::<C>(header) };
@@ -217,7 +217,7 @@ where
 /// Allocates a task for `future`, scheduled, with its work item.
 fn allocate<C: Client, F: Future<Output = ()> + Send + 'static>(
     future: F,
-) -> Result<NonNull<Header>, NtStatus> {
+) -> Result<NonNull<Header>, NtError> {
     let device = C::state().runtime.device();
     let task = PoolBox::try_new::<C>(
         Task {
@@ -248,7 +248,7 @@ fn allocate<C: Client, F: Future<Output = ()> + Send + 'static>(
         unsafe { ptr::drop_in_place(future) };
         // SAFETY: from `into_raw` just above, with the task tag.
         drop(unsafe { PoolBox::from_raw::<C>(task, C::TASK_TAG) });
-        return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        return Err(NtError::INSUFFICIENT_RESOURCES);
     }
     let task = task.into_raw();
     // SAFETY: owned here, not shared yet.
@@ -544,7 +544,7 @@ pub(crate) const LIVE_ORDER: Ordering = Ordering::SeqCst;
 /// # Errors
 /// `STATUS_INSUFFICIENT_RESOURCES` when the event cannot be allocated (the future is dropped
 /// unpolled).
-pub fn block_on<C: Client, F: Future>(future: F) -> Result<F::Output, NtStatus> {
+pub fn block_on<C: Client, F: Future>(future: F) -> Result<F::Output, NtError> {
     let parker = PoolBox::try_new::<C>(
         Parker {
             refs: AtomicU64::new(1),

@@ -25,7 +25,7 @@ use core::task::{Context, Poll, Waker};
 
 use crate::client::Client;
 use crate::spin_lock::SpinLock;
-use crate::status::NtStatus;
+use crate::status::NtError;
 use crate::sys::{
     KDPC, KTIMER, KeCancelTimer, KeFlushQueuedDpcs, KeInitializeDpc, KeInitializeTimer, KeSetTimer,
     PVOID,
@@ -245,12 +245,12 @@ impl<C: Client> Sleep<C> {
 }
 
 impl<C: Client> Future for Sleep<C> {
-    type Output = Result<(), NtStatus>;
+    type Output = Result<(), NtError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if task::is_cancelled(cx) {
             self.unlink_entry();
-            return Poll::Ready(Err(NtStatus::CANCELLED));
+            return Poll::Ready(Err(NtError::CANCELLED));
         }
         let queue = &C::state().runtime.timers;
         let mut entries = queue.list.lock();
@@ -309,7 +309,7 @@ pub struct Timeout<C: Client, F> {
 }
 
 impl<C: Client, F: Future> Future for Timeout<C, F> {
-    type Output = Result<F::Output, NtStatus>;
+    type Output = Result<F::Output, NtError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // SAFETY: pinning is structural for both fields: neither is moved out of a pinned
@@ -324,7 +324,7 @@ impl<C: Client, F: Future> Future for Timeout<C, F> {
         // SAFETY: as above: `sleep` is pinned with `self`.
         let sleep = unsafe { Pin::new_unchecked(&mut this.sleep) };
         match sleep.poll(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(Err(NtStatus::IO_TIMEOUT)),
+            Poll::Ready(Ok(())) => Poll::Ready(Err(NtError::IO_TIMEOUT)),
             Poll::Ready(Err(status)) => Poll::Ready(Err(status)),
             Poll::Pending => Poll::Pending,
         }

@@ -27,7 +27,7 @@ use crate::client::Client;
 use crate::log::log;
 use crate::pool::PoolBox;
 use crate::runtime::Unavailable;
-use crate::status::NtStatus;
+use crate::status::NtError;
 use crate::sys::{
     DEVICE_OBJECT, DelayedWorkQueue, IO_WORKITEM, IoAllocateWorkItem, IoFreeWorkItem,
     IoQueueWorkItem, PVOID,
@@ -54,7 +54,7 @@ struct Job<W> {
 /// `STATUS_INVALID_DEVICE_STATE` when the client is not registered or its unload has begun;
 /// `STATUS_INSUFFICIENT_RESOURCES` when the context or the work item cannot be allocated. The work
 /// is dropped then, in the caller's context.
-pub fn queue<C: Client, W: Work>(work: W) -> Result<(), NtStatus> {
+pub fn queue<C: Client, W: Work>(work: W) -> Result<(), NtError> {
     Prepared::<C, W>::new(work)?.queue();
     Ok(())
 }
@@ -82,11 +82,11 @@ impl<C: Client, W: Work> Prepared<C, W> {
     ///
     /// # Errors
     /// As [`queue`]; `work` is dropped then.
-    pub fn new(work: W) -> Result<Self, NtStatus> {
+    pub fn new(work: W) -> Result<Self, NtError> {
         let runtime = &C::state().runtime;
         if let Err(reason) = runtime.enter_work() {
             log_refused::<C>(reason);
-            return Err(NtStatus::INVALID_DEVICE_STATE);
+            return Err(NtError::INVALID_DEVICE_STATE);
         }
         match allocate::<C, W>(Some(work)) {
             // INVARIANT: allocated, the work gate entered for it.
@@ -169,7 +169,7 @@ impl<C: Client, W: Work> Reserved<C, W> {
     ///
     /// # Errors
     /// `STATUS_INSUFFICIENT_RESOURCES` (logged).
-    pub(crate) fn new() -> Result<Self, NtStatus> {
+    pub(crate) fn new() -> Result<Self, NtError> {
         // INVARIANT: allocated without work, not counted.
         allocate::<C, W>(None).map(|job| Self {
             job,
@@ -179,9 +179,9 @@ impl<C: Client, W: Work> Reserved<C, W> {
 
     /// Queues `work` in the reserved work item. `Err` (the work item freed, `work` dropped) when
     /// the client is not registered or its unload has begun: the caller says what that means.
-    pub(crate) fn queue(self, work: W) -> Result<(), NtStatus> {
+    pub(crate) fn queue(self, work: W) -> Result<(), NtError> {
         if C::state().runtime.enter_work().is_err() {
-            return Err(NtStatus::INVALID_DEVICE_STATE);
+            return Err(NtError::INVALID_DEVICE_STATE);
         }
         let job = ManuallyDrop::new(self).job;
         // SAFETY: owned here (the invariant); the work item is not queued, so nothing else reads
@@ -236,7 +236,7 @@ fn log_refused<C: Client>(reason: Unavailable) {
 ///
 /// The client is registered (its device object exists) from `Registration::register` to the end
 /// of its unload, and every caller runs in between.
-fn allocate<C: Client, W: Work>(work: Option<W>) -> Result<NonNull<Job<W>>, NtStatus> {
+fn allocate<C: Client, W: Work>(work: Option<W>) -> Result<NonNull<Job<W>>, NtError> {
     let job = PoolBox::try_new::<C>(
         Job {
             item: core::ptr::null_mut(),
@@ -253,7 +253,7 @@ fn allocate<C: Client, W: Work>(work: Option<W>) -> Result<NonNull<Job<W>>, NtSt
             DPFLTR_ERROR_LEVEL,
             "work item: IoAllocateWorkItem failed"
         );
-        return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        return Err(NtError::INSUFFICIENT_RESOURCES);
     }
     // SAFETY: owned here, initialised; `item` is set once, before the job is shared.
     unsafe { (*job.as_ptr()).item = item };

@@ -11,7 +11,7 @@ use core::ptr::NonNull;
 use crate::client::Client;
 use crate::log::log;
 use crate::pool::{PoolState, PoolTag};
-use crate::status::NtStatus;
+use crate::status::NtError;
 use crate::sys::{IoAllocateMdl, IoFreeMdl, MDL, MmBuildMdlForNonPagedPool, WSK_BUF};
 
 /// Non-paged bytes of client `C` with their MDL.
@@ -38,7 +38,7 @@ impl Buffer {
     /// # Errors
     /// `STATUS_INVALID_PARAMETER` for a capacity of 0 or above [`Buffer::MAX_CAPACITY`] (logged);
     /// `STATUS_INSUFFICIENT_RESOURCES` when the pool or the MDL cannot be allocated.
-    pub fn new<C: Client>(capacity: usize) -> Result<Self, NtStatus> {
+    pub fn new<C: Client>(capacity: usize) -> Result<Self, NtError> {
         let length = match u32::try_from(capacity) {
             Ok(length) if length > 0 && capacity <= Self::MAX_CAPACITY => length,
             _ => {
@@ -48,7 +48,7 @@ impl Buffer {
                     "buffer: a capacity of 0x%llX bytes is not 1 to 0xFFFFF000",
                     capacity as u64
                 );
-                return Err(NtStatus::INVALID_PARAMETER);
+                return Err(NtError::INVALID_PARAMETER);
             }
         };
         let pool = &C::state().pool;
@@ -60,7 +60,7 @@ impl Buffer {
                 "buffer: no pool for %u bytes",
                 length
             );
-            NtStatus::INSUFFICIENT_RESOURCES
+            NtError::INSUFFICIENT_RESOURCES
         })?;
         // SAFETY: `capacity` fresh bytes nobody else sees.
         unsafe { memory.as_ptr().write_bytes(0, capacity) };
@@ -71,7 +71,7 @@ impl Buffer {
             // SAFETY: allocated just above with `tag`, not used afterwards.
             unsafe { pool.free_bytes(memory, tag) };
             log!(C, DPFLTR_ERROR_LEVEL, "buffer: IoAllocateMdl failed");
-            return Err(NtStatus::INSUFFICIENT_RESOURCES);
+            return Err(NtError::INSUFFICIENT_RESOURCES);
         };
         // SAFETY: the MDL of a non-paged buffer; IRQL <= DISPATCH_LEVEL.
         unsafe { MmBuildMdlForNonPagedPool(mdl.as_ptr()) };

@@ -18,7 +18,7 @@ use crate::irp;
 use crate::log::log;
 use crate::pool::PoolBox;
 use crate::provider::BindingRef;
-use crate::status::NtStatus;
+use crate::status::NtError;
 use crate::sys::{
     ADDRINFOEXW, AF_INET, AF_INET6, NS_ALL, SOCKADDR_IN, SOCKADDR_IN6, UNICODE_STRING,
 };
@@ -158,7 +158,7 @@ pub fn resolve<C: Client>(
     host: &str,
     port: u16,
     timeout: Timeout,
-) -> Result<Addresses, NtStatus> {
+) -> Result<Addresses, NtError> {
     if let Some(address) = parse_literal(host, port) {
         let mut out = Addresses::default();
         out.push(address);
@@ -170,9 +170,9 @@ pub fn resolve<C: Client>(
             DPFLTR_ERROR_LEVEL,
             "resolve: the host name is empty, too long or not ASCII"
         );
-        return Err(NtStatus::INVALID_PARAMETER);
+        return Err(NtError::INVALID_PARAMETER);
     }
-    reference.ensure_open().map_err(NtStatus::from)?;
+    reference.ensure_open().map_err(NtError::from)?;
     let (Some(get), Some(free)) = (reference.get_address_info(), reference.free_address_info())
     else {
         log!(
@@ -180,7 +180,7 @@ pub fn resolve<C: Client>(
             DPFLTR_WARNING_LEVEL,
             "resolve: the provider is below WSK 1.1 (no WskGetAddressInfo)"
         );
-        return Err(NtStatus::NOT_SUPPORTED);
+        return Err(NtError::NOT_SUPPORTED);
     };
     let name = PoolBox::try_new::<C>([0u16; MAX_HOST], C::NAME_TAG)?;
     // SAFETY: owned here; a plain array.
@@ -233,7 +233,7 @@ pub fn resolve<C: Client>(
     }
     if addresses.is_empty() {
         log!(C, DPFLTR_ERROR_LEVEL, "resolve: no IPv4 or IPv6 address");
-        return Err(NtStatus::UNSUCCESSFUL);
+        return Err(NtError::UNSUCCESSFUL);
     }
     Ok(addresses)
 }

@@ -35,7 +35,7 @@ use crate::gate::{Close, Closer, Gate, Leave};
 use crate::irp::{self, Completion, Prepared};
 use crate::log::log;
 use crate::provider::BindingRef;
-use crate::status::NtStatus;
+use crate::status::{NtError, NtStatus};
 use crate::sys::{
     AF_INET, AF_INET6, IPPROTO_TCP, IRP, NTSTATUS, SOCK_STREAM, SOCKADDR, SOCKADDR_IN,
     SOCKADDR_IN6, WSK_BUF, WSK_FLAG_CONNECTION_SOCKET, WSK_PROVIDER_BASIC_DISPATCH,
@@ -118,12 +118,12 @@ impl<C: Client> Socket<C> {
         reference: &BindingRef<C>,
         family: u16,
         timeout: Timeout,
-    ) -> Result<Self, NtStatus> {
+    ) -> Result<Self, NtError> {
         // The socket's own reference, taken first: once the socket exists, it must be closable.
         // (A new socket needs a new reference: none is made once a detach or the unload began.)
-        let own = reference.try_clone().map_err(NtStatus::from)?;
-        reference.ensure_open().map_err(NtStatus::from)?;
-        let socket_fn = reference.socket().ok_or(NtStatus::NOT_SUPPORTED)?;
+        let own = reference.try_clone().map_err(NtError::from)?;
+        reference.ensure_open().map_err(NtError::from)?;
+        let socket_fn = reference.socket().ok_or(NtError::NOT_SUPPORTED)?;
         // And its close's request: once the socket exists, closing it must not need memory.
         let close = Prepared::<C, Closed>::new().inspect_err(|status| {
             log!(
@@ -160,7 +160,7 @@ impl<C: Client> Socket<C> {
                 DPFLTR_ERROR_LEVEL,
                 "socket: WskSocket succeeded without a socket"
             );
-            return Err(NtStatus::UNSUCCESSFUL);
+            return Err(NtError::UNSUCCESSFUL);
         };
         // INVARIANT: the provider's new socket, open.
         Ok(Self::open(socket, own, close))
@@ -246,16 +246,16 @@ impl<C: Client> Socket<C> {
     }
 
     /// The provider's connection dispatch of this socket, while it is open.
-    fn dispatch(&self) -> Result<&WSK_PROVIDER_CONNECTION_DISPATCH, NtStatus> {
+    fn dispatch(&self) -> Result<&WSK_PROVIDER_CONNECTION_DISPATCH, NtError> {
         if self.closed.load(Ordering::Acquire) || self.reference.is_none() {
-            return Err(NtStatus::CONNECTION_ABORTED);
+            return Err(NtError::CONNECTION_ABORTED);
         }
         // SAFETY: by the type invariant an open socket the provider made.
         let dispatch = unsafe { (*self.socket.as_ptr()).Dispatch };
         // SAFETY: a connection socket's dispatch is the provider's
         // WSK_PROVIDER_CONNECTION_DISPATCH, valid while it is open.
         unsafe { dispatch.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>().as_ref() }
-            .ok_or(NtStatus::NOT_SUPPORTED)
+            .ok_or(NtError::NOT_SUPPORTED)
     }
 
     /// Runs one operation: a request through the socket's reference, waited for; a request that
@@ -265,13 +265,13 @@ impl<C: Client> Socket<C> {
         what: &core::ffi::CStr,
         timeout: Timeout,
         call: impl FnOnce(*mut IRP) -> NTSTATUS,
-    ) -> Result<usize, NtStatus> {
+    ) -> Result<usize, NtError> {
         let Some(reference) = self
             .reference
             .as_ref()
             .filter(|_| !self.closed.load(Ordering::Acquire))
         else {
-            return Err(NtStatus::CONNECTION_ABORTED);
+            return Err(NtError::CONNECTION_ABORTED);
         };
         let requested = irp::call_or(
             reference,
@@ -317,8 +317,8 @@ impl<C: Client> Socket<C> {
     ///
     /// # Errors
     /// The provider's status; `STATUS_NOT_SUPPORTED` without `WskBind`.
-    pub fn bind_blocking(&self, local: SocketAddr, timeout: Timeout) -> Result<(), NtStatus> {
-        let bind = self.dispatch()?.WskBind.ok_or(NtStatus::NOT_SUPPORTED)?;
+    pub fn bind_blocking(&self, local: SocketAddr, timeout: Timeout) -> Result<(), NtError> {
+        let bind = self.dispatch()?.WskBind.ok_or(NtError::NOT_SUPPORTED)?;
         let mut address = Sockaddr::new(local);
         let socket = self.socket.as_ptr();
         // SAFETY: the open socket's WskBind, with an address that outlives the request (waited
@@ -336,8 +336,8 @@ impl<C: Client> Socket<C> {
     /// # Errors
     /// The provider's status (`STATUS_CONNECTION_REFUSED`, ...); `STATUS_NOT_SUPPORTED` without
     /// `WskConnect`.
-    pub fn connect_blocking(&self, remote: SocketAddr, timeout: Timeout) -> Result<(), NtStatus> {
-        let connect = self.dispatch()?.WskConnect.ok_or(NtStatus::NOT_SUPPORTED)?;
+    pub fn connect_blocking(&self, remote: SocketAddr, timeout: Timeout) -> Result<(), NtError> {
+        let connect = self.dispatch()?.WskConnect.ok_or(NtError::NOT_SUPPORTED)?;
         let mut address = Sockaddr::new(remote);
         let socket = self.socket.as_ptr();
         // SAFETY: as in `bind`.
@@ -359,8 +359,8 @@ impl<C: Client> Socket<C> {
         buffer: &Buffer,
         length: usize,
         timeout: Timeout,
-    ) -> Result<usize, NtStatus> {
-        let send = self.dispatch()?.WskSend.ok_or(NtStatus::NOT_SUPPORTED)?;
+    ) -> Result<usize, NtError> {
+        let send = self.dispatch()?.WskSend.ok_or(NtError::NOT_SUPPORTED)?;
         let mut wsk_buf: WSK_BUF = buffer.wsk_buf(length);
         let socket = self.socket.as_ptr();
         // SAFETY: the open socket's WskSend, with a WSK_BUF within the buffer's MDL; both
@@ -381,8 +381,8 @@ impl<C: Client> Socket<C> {
         &self,
         buffer: &mut Buffer,
         timeout: Timeout,
-    ) -> Result<usize, NtStatus> {
-        let receive = self.dispatch()?.WskReceive.ok_or(NtStatus::NOT_SUPPORTED)?;
+    ) -> Result<usize, NtError> {
+        let receive = self.dispatch()?.WskReceive.ok_or(NtError::NOT_SUPPORTED)?;
         let mut wsk_buf: WSK_BUF = buffer.wsk_buf(buffer.capacity());
         let socket = self.socket.as_ptr();
         // SAFETY: as in `send`; the buffer is borrowed mutably for the whole request.
@@ -398,21 +398,21 @@ impl<C: Client> Socket<C> {
     ///
     /// # Errors
     /// The provider's status.
-    pub fn disconnect_blocking(&self, timeout: Timeout) -> Result<(), NtStatus> {
+    pub fn disconnect_blocking(&self, timeout: Timeout) -> Result<(), NtError> {
         let Some(disconnect) = self.dispatch()?.WskDisconnect else {
             log!(
                 C,
                 DPFLTR_WARNING_LEVEL,
                 "socket: no WskDisconnect; closing without it"
             );
-            return Err(NtStatus::NOT_SUPPORTED);
+            return Err(NtError::NOT_SUPPORTED);
         };
         let socket = self.socket.as_ptr();
         // SAFETY: the open socket's WskDisconnect, without a final buffer, with the request's IRP.
         let result = self.operate(c"WskDisconnect", timeout, |irp| unsafe {
             disconnect(socket, ptr::null_mut(), 0, irp)
         });
-        if result == Err(NtStatus::NOT_IMPLEMENTED) {
+        if result == Err(NtError::NOT_IMPLEMENTED) {
             log!(
                 C,
                 DPFLTR_WARNING_LEVEL,

@@ -29,7 +29,7 @@ use crate::client::Client;
 use crate::log::log;
 use crate::pool::PoolBox;
 use crate::provider::BindingRef;
-use crate::status::NtStatus;
+use crate::status::{NtError, NtStatus};
 use crate::sys::{
     DEVICE_OBJECT, IRP, IoAllocateIrp, IoCancelIrp, IoFreeIrp, IoSetCompletionRoutineEx, NTSTATUS,
     PVOID, STATUS_MORE_PROCESSING_REQUIRED,
@@ -114,12 +114,12 @@ pub(crate) struct Outcome<T> {
 /// `request`, while `Some`, is a live request of which this `Op` is an owner (`OP_DONE` not set).
 pub(crate) struct Op<C: Client, T> {
     request: Option<NonNull<Request<C, T>>>,
-    failed: Option<(NtStatus, T)>,
+    failed: Option<(NtError, T)>,
 }
 
 impl<C: Client, T> Op<C, T> {
     /// An operation that could not be requested: it is ready at once with `status` and `owned`.
-    pub(crate) fn failed(status: NtStatus, owned: T) -> Self {
+    pub(crate) fn failed(status: NtError, owned: T) -> Self {
         Self {
             request: None,
             failed: Some((status, owned)),
@@ -157,7 +157,7 @@ pub(crate) fn start_or_orphan<C: Client, T: Send + 'static>(
     let failed = Op::failed;
     let reference = match reference.try_clone() {
         Ok(reference) => reference,
-        Err(error) => return failed(NtStatus::from(error), owned),
+        Err(error) => return failed(NtError::from(error), owned),
     };
     let request = match prepare::<C, T>(owned, reference, orphaned) {
         Ok(request) => request,
@@ -195,7 +195,7 @@ fn prepare<C: Client, T: Send + 'static>(
     owned: T,
     reference: BindingRef<C>,
     orphaned: fn(T, NtStatus, usize),
-) -> Result<NonNull<Request<C, T>>, (NtStatus, T)> {
+) -> Result<NonNull<Request<C, T>>, (NtError, T)> {
     let device = C::state().runtime.device();
     if device.is_null() {
         log!(
@@ -203,7 +203,7 @@ fn prepare<C: Client, T: Send + 'static>(
             DPFLTR_ERROR_LEVEL,
             "request: the client is not registered"
         );
-        return Err((NtStatus::INVALID_DEVICE_STATE, owned));
+        return Err((NtError::INVALID_DEVICE_STATE, owned));
     }
     let request = PoolBox::try_new::<C>(
         Request::<C, T> {
@@ -228,7 +228,7 @@ fn prepare<C: Client, T: Send + 'static>(
     let irp = unsafe { IoAllocateIrp(1, 0) };
     if irp.is_null() {
         log!(C, DPFLTR_ERROR_LEVEL, "request: IoAllocateIrp failed");
-        return Err((NtStatus::INSUFFICIENT_RESOURCES, owned));
+        return Err((NtError::INSUFFICIENT_RESOURCES, owned));
     }
     let raw = request.as_ptr();
     // SAFETY: the client's device object (live from registration to the end of the unload, which
@@ -300,7 +300,7 @@ unsafe fn free<C: Client, T>(request: NonNull<Request<C, T>>) {
 }
 
 impl<C: Client, T> Future for Op<C, T> {
-    type Output = Result<Outcome<T>, (NtStatus, T)>;
+    type Output = Result<Outcome<T>, (NtError, T)>;
 
     /// Ready once the completion routine stored the result. In a cancelled task, cancels the
     /// IRP once and keeps waiting for its completion.

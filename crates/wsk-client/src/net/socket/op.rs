@@ -2,7 +2,7 @@
 //! its request's completion routine ([`crate::irp`]'s `Op`), to await in a task
 //! ([`crate::task`]). An operation takes what the provider borrows by value — the [`Buffer`], the
 //! address — and keeps it in its request until the provider is done with it; a completed
-//! operation hands the buffer back with its result (`(Result<usize, NtStatus>, Buffer)`, as
+//! operation hands the buffer back with its result (`(Result<usize, NtError>, Buffer)`, as
 //! completion-based I/O libraries do), so that dropping a pending operation is sound: the drop
 //! cancels its IRP and the request frees the buffer once the provider completed it. Several
 //! operations may be in flight on one socket at once (a send beside a receive).
@@ -28,7 +28,7 @@ use crate::client::Client;
 use crate::irp::{self, Op, Outcome, Prepared};
 use crate::log::log;
 use crate::provider::BindingRef;
-use crate::status::NtStatus;
+use crate::status::{NtError, NtStatus};
 use crate::sys::{WSK_BUF, WSK_SOCKET};
 use crate::task;
 use crate::work::{self, Work};
@@ -54,49 +54,49 @@ pub(super) fn finish<C: Client>(
     what: &CStr,
     status: NtStatus,
     information: usize,
-) -> Result<usize, NtStatus> {
-    if status == NtStatus::NOT_IMPLEMENTED {
+) -> Result<usize, NtError> {
+    let Err(error) = status.into_result() else {
+        return Ok(information);
+    };
+    if error == NtError::NOT_IMPLEMENTED {
         log!(
             C,
             DPFLTR_WARNING_LEVEL,
             "socket: the provider does not implement %s (0x%08X)",
             what.as_ptr(),
-            status.bits()
+            error.bits()
         );
-        return Err(status);
-    }
-    if let Err(status) = status.into_result() {
+    } else {
         log!(
             C,
             DPFLTR_ERROR_LEVEL,
             "socket: %s failed: 0x%08X",
             what.as_ptr(),
-            status.bits()
+            error.bits()
         );
-        return Err(status);
     }
-    Ok(information)
+    Err(error)
 }
 
 /// An operation that could not be requested, logged.
-pub(super) fn not_requested<C: Client>(what: &CStr, status: NtStatus) -> NtStatus {
+pub(super) fn not_requested<C: Client>(what: &CStr, error: NtError) -> NtError {
     log!(
         C,
         DPFLTR_ERROR_LEVEL,
         "socket: %s not requested: 0x%08X",
         what.as_ptr(),
-        status.bits()
+        error.bits()
     );
-    status
+    error
 }
 
 /// A byte count from the provider, checked against what the buffer holds (a count beyond it is
 /// the provider's error, answered cleanly).
 fn transferred<C: Client>(
     what: &CStr,
-    result: Result<usize, NtStatus>,
+    result: Result<usize, NtError>,
     most: usize,
-) -> Result<usize, NtStatus> {
+) -> Result<usize, NtError> {
     match result {
         Ok(bytes) if bytes > most => {
             log!(
@@ -107,7 +107,7 @@ fn transferred<C: Client>(
                 bytes as u64,
                 most as u64
             );
-            Err(NtStatus::UNSUCCESSFUL)
+            Err(NtError::UNSUCCESSFUL)
         }
         other => other,
     }
@@ -133,7 +133,7 @@ pub struct TransferOp<'s, C: Client> {
 
 impl<C: Client> Future for TransferOp<'_, C> {
     /// The bytes sent or received (0 received: the peer closed its side), and the buffer back.
-    type Output = (Result<usize, NtStatus>, Buffer);
+    type Output = (Result<usize, NtError>, Buffer);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
@@ -168,7 +168,7 @@ pub struct SocketOp<'s, C: Client> {
 }
 
 impl<C: Client> Future for SocketOp<'_, C> {
-    type Output = Result<(), NtStatus>;
+    type Output = Result<(), NtError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
@@ -196,12 +196,12 @@ impl<C: Client> Socket<C> {
         call: impl FnOnce(*mut WSK_SOCKET, &mut T, *mut crate::sys::IRP) -> crate::sys::NTSTATUS,
     ) -> Op<C, T> {
         let Some(reference) = self.open_reference() else {
-            return Op::failed(NtStatus::CONNECTION_ABORTED, owned);
+            return Op::failed(NtError::CONNECTION_ABORTED, owned);
         };
         let socket = self.socket.as_ptr();
         // The call counted as in progress: an abort meanwhile closes the socket after it.
         if !self.enter_call() {
-            return Op::failed(NtStatus::CONNECTION_ABORTED, owned);
+            return Op::failed(NtError::CONNECTION_ABORTED, owned);
         }
         let op = irp::start(reference, owned, |_, owned, irp| call(socket, owned, irp));
         self.leave_call();
@@ -215,7 +215,7 @@ impl<C: Client> Socket<C> {
         let transfer = Transfer::new(buffer, length);
         let op = match self
             .dispatch()
-            .and_then(|d| d.WskSend.ok_or(NtStatus::NOT_SUPPORTED))
+            .and_then(|d| d.WskSend.ok_or(NtError::NOT_SUPPORTED))
         {
             Ok(send) => self.start(transfer, |socket, transfer, irp| {
                 // SAFETY: the open socket's WskSend, with a WSK_BUF within the buffer's MDL, both
@@ -239,7 +239,7 @@ impl<C: Client> Socket<C> {
         let transfer = Transfer::new(buffer, length);
         let op = match self
             .dispatch()
-            .and_then(|d| d.WskReceive.ok_or(NtStatus::NOT_SUPPORTED))
+            .and_then(|d| d.WskReceive.ok_or(NtError::NOT_SUPPORTED))
         {
             Ok(receive) => self.start(transfer, |socket, transfer, irp| {
                 // SAFETY: as in `send`; the buffer is the request's alone until it completes.
@@ -259,7 +259,7 @@ impl<C: Client> Socket<C> {
     pub fn bind(&self, local: SocketAddr) -> SocketOp<'_, C> {
         let op = match self
             .dispatch()
-            .and_then(|d| d.WskBind.ok_or(NtStatus::NOT_SUPPORTED))
+            .and_then(|d| d.WskBind.ok_or(NtError::NOT_SUPPORTED))
         {
             Ok(bind) => self.start(Some(Sockaddr::new(local)), |socket, address, irp| {
                 let address = address
@@ -282,7 +282,7 @@ impl<C: Client> Socket<C> {
     pub fn connect(&self, remote: SocketAddr) -> SocketOp<'_, C> {
         let op = match self
             .dispatch()
-            .and_then(|d| d.WskConnect.ok_or(NtStatus::NOT_SUPPORTED))
+            .and_then(|d| d.WskConnect.ok_or(NtError::NOT_SUPPORTED))
         {
             Ok(connect) => {
                 self.start(Some(Sockaddr::new(remote)), |socket, address, irp| {
@@ -316,7 +316,7 @@ impl<C: Client> Socket<C> {
                     DPFLTR_WARNING_LEVEL,
                     "socket: no WskDisconnect; closing without it"
                 );
-                Op::failed(NtStatus::NOT_SUPPORTED, None)
+                Op::failed(NtError::NOT_SUPPORTED, None)
             }
             Err(status) => Op::failed(status, None),
         };
@@ -398,13 +398,13 @@ fn create_op<C: Client>(reference: &BindingRef<C>, family: u16) -> Op<C, Creatin
     // The socket's own reference, taken first: once the socket exists, it must be closable.
     match reference.try_clone() {
         Ok(own) => creating.own = Some(own),
-        Err(error) => return Op::failed(NtStatus::from(error), creating),
+        Err(error) => return Op::failed(NtError::from(error), creating),
     }
     if let Err(error) = reference.ensure_open() {
-        return Op::failed(NtStatus::from(error), creating);
+        return Op::failed(NtError::from(error), creating);
     }
     let Some(socket_fn) = reference.socket() else {
-        return Op::failed(NtStatus::NOT_SUPPORTED, creating);
+        return Op::failed(NtError::NOT_SUPPORTED, creating);
     };
     // Its close's request, and the work item that closes a socket made for nobody.
     match Prepared::<C, Closed>::new() {
@@ -438,7 +438,7 @@ pub struct CreateOp<C: Client> {
 }
 
 impl<C: Client> Future for CreateOp<C> {
-    type Output = Result<Socket<C>, NtStatus>;
+    type Output = Result<Socket<C>, NtError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
@@ -471,7 +471,7 @@ impl<C: Client> Future for CreateOp<C> {
                 DPFLTR_ERROR_LEVEL,
                 "socket: WskSocket succeeded without a socket"
             );
-            return Poll::Ready(Err(NtStatus::UNSUCCESSFUL));
+            return Poll::Ready(Err(NtError::UNSUCCESSFUL));
         };
         // INVARIANT: the provider's new socket, open.
         Poll::Ready(Ok(Socket::open(socket, own, close)))
