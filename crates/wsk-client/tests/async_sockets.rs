@@ -278,3 +278,31 @@ fn a_provider_that_ignores_the_cancel_still_lets_a_cancelled_task_end() {
     ));
     assert_eq!(s.open_sockets(), 0);
 }
+
+#[test]
+fn a_socket_made_for_a_dropped_creation_is_closed_by_its_work_item() {
+    // The cancel comes too late: the provider makes the socket anyway. Nobody waits for it any
+    // more, so the work item allocated with the creation closes it (no WSK call in the
+    // completion routine); the session's end check finds no socket open and no pool left.
+    let mut s = common::started();
+    s.register_provider(ProviderConfig {
+        socket_hangs_until_cancelled: true,
+        socket_made_despite_cancel: true,
+        ..ProviderConfig::default_wsk()
+    });
+    let (tx, rx) = mpsc::channel();
+    spawn(async move {
+        let reference = BindingRef::<TestDriver>::acquire().unwrap();
+        let create = Socket::create(&reference, AF_INET);
+        let result = timer::timeout::<TestDriver, _>(Duration::from_millis(100), create).await;
+        tx.send(result.err()).unwrap();
+    });
+    assert_eq!(recv(&rx), Some(NtError::IO_TIMEOUT));
+    s.wait_work_items();
+    assert!(has_log(
+        &s,
+        "test_driver: socket: made for a creation nobody waits for; closing it"
+    ));
+    assert_eq!(s.open_sockets(), 0);
+    s.driver_unload();
+}

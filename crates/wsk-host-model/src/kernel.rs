@@ -290,14 +290,16 @@ unsafe extern "system" fn wsk_socket(
 ) -> NTSTATUS {
     let injected = provider_call("WskSocket", Client);
     let provider = provider_of(Client);
-    let (failure, hangs, stub) = state::with(|s| {
-        s.provider(provider).map_or((None, false, false), |p| {
-            (
-                p.config.socket_failure,
-                p.config.socket_hangs_until_cancelled,
-                p.config.socket_stub,
-            )
-        })
+    let (failure, hangs, stub, made_anyway) = state::with(|s| {
+        s.provider(provider)
+            .map_or((None, false, false, false), |p| {
+                (
+                    p.config.socket_failure,
+                    p.config.socket_hangs_until_cancelled,
+                    p.config.socket_stub,
+                    p.config.socket_made_despite_cancel,
+                )
+            })
     });
     if stub {
         // Like Wine's stubs: an answer, and the IRP never completed.
@@ -315,11 +317,16 @@ unsafe extern "system" fn wsk_socket(
             if !cancelled {
                 state::with(|s| s.violation("a hanging WskSocket was never cancelled".into()));
             }
-            irp::complete(
-                irp_addr as *mut IRP,
-                Status::from_raw(wsk_sys::STATUS_CANCELLED),
-                0,
-            );
+            if made_anyway {
+                let socket = new_socket(provider);
+                irp::complete(irp_addr as *mut IRP, Status::SUCCESS, socket);
+            } else {
+                irp::complete(
+                    irp_addr as *mut IRP,
+                    Status::from_raw(wsk_sys::STATUS_CANCELLED),
+                    0,
+                );
+            }
         });
         return Status::PENDING.raw();
     }
@@ -328,6 +335,21 @@ unsafe extern "system" fn wsk_socket(
         spawn_provider(move || irp::complete(irp_addr as *mut IRP, status, 0));
         return Status::PENDING.raw();
     }
+    let socket = new_socket(provider);
+    let inline = state::with(|s| {
+        s.provider(provider)
+            .is_some_and(|p| p.config.requests_complete_inline)
+    });
+    if inline {
+        irp::complete(irp_addr as *mut IRP, Status::SUCCESS, socket);
+        return Status::SUCCESS.raw();
+    }
+    spawn_provider(move || irp::complete(irp_addr as *mut IRP, Status::SUCCESS, socket));
+    Status::PENDING.raw()
+}
+
+/// A new socket of `provider`, with its echo peer; its address.
+fn new_socket(provider: ProviderId) -> usize {
     let memory = Box::new(WSK_SOCKET {
         Dispatch: (&raw const super::socket::DISPATCH).cast(),
     });
@@ -347,16 +369,7 @@ unsafe extern "system" fn wsk_socket(
             },
         );
     });
-    let inline = state::with(|s| {
-        s.provider(provider)
-            .is_some_and(|p| p.config.requests_complete_inline)
-    });
-    if inline {
-        irp::complete(irp_addr as *mut IRP, Status::SUCCESS, socket);
-        return Status::SUCCESS.raw();
-    }
-    spawn_provider(move || irp::complete(irp_addr as *mut IRP, Status::SUCCESS, socket));
-    Status::PENDING.raw()
+    socket
 }
 
 unsafe extern "system" fn wsk_socket_connect(

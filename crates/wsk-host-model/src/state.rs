@@ -50,6 +50,9 @@ pub struct ProviderConfig {
     pub socket_failure: Option<Status>,
     /// `WskSocket` does not complete until the IRP is cancelled (then `STATUS_CANCELLED`).
     pub socket_hangs_until_cancelled: bool,
+    /// With `socket_hangs_until_cancelled`: the cancel comes too late, the provider makes the
+    /// socket anyway and completes the IRP with `STATUS_SUCCESS` (legal: a cancel is a request).
+    pub socket_made_despite_cancel: bool,
     /// `WskSocket` is a stub: returns `STATUS_NOT_IMPLEMENTED` without completing its IRP (Wine).
     pub socket_stub: bool,
     /// `WskConnect` fails with this status (`STATUS_CONNECTION_REFUSED`, say).
@@ -95,6 +98,7 @@ impl ProviderConfig {
             dispatch_version: None,
             socket_failure: None,
             socket_hangs_until_cancelled: false,
+            socket_made_despite_cancel: false,
             socket_stub: false,
             connect_failure: None,
             peer_silent: false,
