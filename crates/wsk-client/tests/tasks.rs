@@ -226,8 +226,8 @@ fn a_task_sees_its_cancellation() {
 fn a_spawn_is_refused_before_registration_and_once_the_unload_began() {
     let mut s = common::session();
     assert_eq!(
-        task::spawn::<TestDriver, _>(async {}),
-        Err(NtError::INVALID_DEVICE_STATE),
+        task::spawn::<TestDriver, _>(async {}).err(),
+        Some(NtError::INVALID_DEVICE_STATE),
         "not registered"
     );
     assert_eq!(
@@ -236,10 +236,11 @@ fn a_spawn_is_refused_before_registration_and_once_the_unload_began() {
     );
     let (tx, rx) = mpsc::channel();
     common::on_detach(move |_| {
-        tx.send(task::spawn::<TestDriver, _>(async {})).unwrap();
+        tx.send(task::spawn::<TestDriver, _>(async {}).err())
+            .unwrap();
     });
     s.driver_unload();
-    assert_eq!(recv(&rx), Err(NtError::INVALID_DEVICE_STATE));
+    assert_eq!(recv(&rx), Some(NtError::INVALID_DEVICE_STATE));
     assert!(
         s.log()
             .iter()
@@ -253,8 +254,8 @@ fn a_spawn_that_cannot_allocate_leaves_nothing_behind() {
         let mut s = common::started();
         s.fail_nth(kind, 0);
         assert_eq!(
-            task::spawn::<TestDriver, _>(async {}),
-            Err(NtError::INSUFFICIENT_RESOURCES),
+            task::spawn::<TestDriver, _>(async {}).err(),
+            Some(NtError::INSUFFICIENT_RESOURCES),
             "{kind:?}"
         );
         assert_eq!(TestDriverState::live(), 0, "{kind:?}");
@@ -378,4 +379,88 @@ fn a_timer_dpc_still_running_at_the_unload_is_waited_for() {
     });
     assert_eq!(recv(&rx), Ok(()));
     s.driver_unload();
+}
+
+/// Waits (on the test thread) until `done` says so.
+fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + StdDuration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(StdDuration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_task_cancelled_through_its_handle_ends_and_its_memory_waits_for_the_handle() {
+    let mut s = common::started();
+    let (tx, rx) = mpsc::channel();
+    let handle = task::spawn::<TestDriver, _>(async move {
+        task::cancelled().await;
+        tx.send(()).unwrap();
+    })
+    .unwrap();
+    assert!(!handle.is_finished());
+    handle.cancel();
+    recv(&rx);
+    until("finished", || handle.is_finished());
+    assert_eq!(TestDriverState::live(), 1, "the task, held by its handle");
+    drop(handle);
+    assert_eq!(TestDriverState::live(), 0, "freed with the handle");
+    s.driver_unload();
+    assert!(s.violations().is_empty(), "{:?}", s.violations());
+}
+
+#[test]
+fn a_cell_cancelled_before_the_task_is_kept_cancels_it_then() {
+    static CELL: task::TaskCell = task::TaskCell::new();
+    let mut s = common::started();
+    CELL.cancel();
+    let (tx, rx) = mpsc::channel();
+    let handle = task::spawn::<TestDriver, _>(async move {
+        task::cancelled().await;
+        tx.send(()).unwrap();
+    })
+    .unwrap();
+    CELL.keep(handle);
+    recv(&rx);
+    until("freed", || TestDriverState::live() == 0);
+    CELL.reset();
+    // Reset: a task kept now is kept (not cancelled); the cell's cancel reaches it.
+    let (tx, rx) = mpsc::channel();
+    let handle = task::spawn::<TestDriver, _>(async move {
+        task::cancelled().await;
+        tx.send(()).unwrap();
+    })
+    .unwrap();
+    CELL.keep(handle);
+    assert!(rx.recv_timeout(StdDuration::from_millis(50)).is_err());
+    CELL.cancel();
+    recv(&rx);
+    s.driver_unload();
+    assert!(s.violations().is_empty(), "{:?}", s.violations());
+    CELL.reset();
+}
+
+#[test]
+fn join_awaits_both_futures_in_either_order() {
+    let mut s = common::started();
+    for first_a in [true, false] {
+        let (a, b) = (Signal::default(), Signal::default());
+        let (tx, rx) = mpsc::channel();
+        let (wait_a, wait_b) = (a.wait(), b.wait());
+        spawn(async move {
+            let ((), ()) = task::join(wait_a, wait_b).await;
+            tx.send(()).unwrap();
+        });
+        let (one, two) = if first_a { (&a, &b) } else { (&b, &a) };
+        one.set();
+        assert!(
+            rx.recv_timeout(StdDuration::from_millis(50)).is_err(),
+            "one is not both"
+        );
+        two.set();
+        recv(&rx);
+    }
+    s.driver_unload();
+    assert!(s.violations().is_empty(), "{:?}", s.violations());
 }

@@ -29,7 +29,12 @@
 //! at <= `DISPATCH_LEVEL`.
 
 pub mod atomic_waker;
+mod handle;
+mod join;
 pub mod state;
+
+pub use handle::{TaskCell, TaskHandle};
+pub use join::{Join, join};
 
 use core::cell::UnsafeCell;
 use core::future::Future;
@@ -169,7 +174,8 @@ unsafe fn future_of<F>(task: NonNull<Task<F>>) -> *mut F {
 }
 
 /// Spawns `future` as a task of client `C`: it runs in the client's work items until it
-/// completes, or until the unload cancels it and it then completes.
+/// completes, or until it is cancelled (by the unload, or through its [`TaskHandle`]) and it then
+/// completes. The handle may be dropped at once: the task runs on.
 ///
 /// IRQL <= `DISPATCH_LEVEL`.
 ///
@@ -177,7 +183,7 @@ unsafe fn future_of<F>(task: NonNull<Task<F>>) -> *mut F {
 /// `STATUS_INVALID_DEVICE_STATE` when the client is not registered or its unload has begun;
 /// `STATUS_INSUFFICIENT_RESOURCES` when the task or its work item cannot be allocated. The future
 /// is dropped then, in the caller's context (logged).
-pub fn spawn<C, F>(future: F) -> Result<(), NtError>
+pub fn spawn<C, F>(future: F) -> Result<TaskHandle, NtError>
 where
     C: Client,
     F: Future<Output = ()> + Send + 'static,
@@ -203,9 +209,11 @@ where
                 );
                 return Err(NtError::INVALID_DEVICE_STATE);
             }
+            // SAFETY: a live task with the handle's reference (`allocate`), given to the handle.
+            let handle = unsafe { TaskHandle::from_reference(header) };
             // SAFETY: a live task, scheduled (`allocate`), listed: its first run.
             unsafe { queue::<C>(header) };
-            Ok(())
+            Ok(handle)
         }
         Err(status) => {
             runtime.leave_work();
@@ -214,7 +222,7 @@ where
     }
 }
 
-/// Allocates a task for `future`, scheduled, with its work item.
+/// Allocates a task for `future`, scheduled, with its work item, and a reference for its handle.
 fn allocate<C: Client, F: Future<Output = ()> + Send + 'static>(
     future: F,
 ) -> Result<NonNull<Header>, NtError> {
@@ -222,7 +230,7 @@ fn allocate<C: Client, F: Future<Output = ()> + Send + 'static>(
     let task = PoolBox::try_new::<C>(
         Task {
             header: Header {
-                state: TaskState::new_scheduled(AtomicU64::new(0), 0),
+                state: TaskState::new_scheduled(AtomicU64::new(0), 1),
                 item: ptr::null_mut(),
                 vtable: &Vtables::<C, F>::VTABLE,
                 links: UnsafeCell::new(Links {
