@@ -167,7 +167,7 @@ fn the_unload_cancels_a_pending_receive_and_the_task_gets_its_buffer_back() {
 }
 
 #[test]
-fn a_creation_dropped_before_the_answer_closes_the_socket_made_for_it() {
+fn a_creation_dropped_before_the_answer_is_cancelled() {
     let mut s = common::started();
     s.register_provider(ProviderConfig {
         socket_hangs_until_cancelled: true,
@@ -305,4 +305,55 @@ fn a_socket_made_for_a_dropped_creation_is_closed_by_its_work_item() {
     ));
     assert_eq!(s.open_sockets(), 0);
     s.driver_unload();
+}
+
+#[test]
+fn a_name_resolves_in_a_task_and_a_literal_needs_no_provider() {
+    use wsk_client::resolve::resolve;
+
+    let mut s = common::started();
+    s.register_provider(ProviderConfig::default_wsk());
+    let (tx, rx) = mpsc::channel();
+    spawn(async move {
+        let reference = BindingRef::<TestDriver>::acquire().unwrap();
+        let found = resolve(&reference, "localhost", 7).await;
+        let literal = resolve(&reference, "10.1.2.3", 9).await;
+        let unknown = resolve(&reference, "nowhere.invalid", 7).await;
+        let empty = resolve(&reference, "", 7).await;
+        tx.send((found, literal, unknown, empty)).unwrap();
+    });
+    let (found, literal, unknown, empty) = recv(&rx);
+    assert_eq!(found.unwrap().iter().collect::<Vec<_>>(), [echo_address()]);
+    assert_eq!(
+        literal.unwrap().iter().next().unwrap().to_string(),
+        "10.1.2.3:9"
+    );
+    assert_eq!(
+        unknown.err().map(NtError::bits),
+        Some(0xC000_0225),
+        "the provider's status"
+    );
+    assert_eq!(empty.err(), Some(NtError::INVALID_PARAMETER));
+    s.wait_work_items();
+    s.driver_unload();
+    assert_eq!(s.address_chains(), 0);
+}
+
+#[test]
+fn a_resolution_dropped_before_the_answer_has_its_chain_freed() {
+    use wsk_client::resolve::resolve;
+
+    let mut s = common::started();
+    s.register_provider(ProviderConfig::default_wsk());
+    let (tx, rx) = mpsc::channel();
+    spawn(async move {
+        let reference = BindingRef::<TestDriver>::acquire().unwrap();
+        drop(resolve(&reference, "localhost", 7));
+        tx.send(()).unwrap();
+    });
+    recv(&rx);
+    s.wait_work_items();
+    s.driver_unload();
+    assert_eq!(s.address_chains(), 0, "the chain made for nobody is freed");
+    assert!(s.violations().is_empty(), "{:?}", s.violations());
 }

@@ -480,7 +480,7 @@ fn a_receive_the_provider_will_not_cancel_ends_by_closing_the_socket() {
 
 #[test]
 fn names_resolve_through_the_provider_at_1_1() {
-    use wsk_client::resolve::resolve;
+    use wsk_client::resolve::resolve_blocking as resolve;
 
     let mut s = common::started();
     s.register_provider(ProviderConfig::default_wsk());
@@ -506,7 +506,7 @@ fn names_resolve_through_the_provider_at_1_1() {
 
 #[test]
 fn names_are_not_resolved_below_1_1() {
-    use wsk_client::resolve::resolve;
+    use wsk_client::resolve::resolve_blocking as resolve;
 
     let mut s = common::started();
     s.register_provider(ProviderConfig::wsk(

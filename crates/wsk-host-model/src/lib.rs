@@ -443,6 +443,12 @@ impl Session {
         state::with(|s| s.peers.len())
     }
 
+    /// How many address chains `WskGetAddressInfo` handed out that were not freed yet.
+    #[must_use]
+    pub fn address_chains(&self) -> usize {
+        state::with(|s| s.address_chains.len())
+    }
+
     /// Ends a session whose driver can never unload (it registered without getting a handle):
     /// NMR deregisters its clients as a shutdown would, then the end check runs, except that the
     /// driver's device objects stay (they keep the image loaded, as they must).

@@ -7,22 +7,31 @@
 //! there), entries without an address or whose length is too short for their family skipped,
 //! families other than IPv4 and IPv6 skipped; then freed with `WskFreeAddressInfo`.
 //!
-//! IRQL: [`resolve`] at `PASSIVE_LEVEL` (it waits); the rest is pure, any IRQL.
+//! [`resolve`] is a future (a task awaits it); [`resolve_blocking`] waits, for a caller that owns
+//! a `PASSIVE_LEVEL` thread.
+//!
+//! IRQL: [`resolve`] and [`resolve_blocking`] at `PASSIVE_LEVEL` (`WskGetAddressInfo`'s); the rest
+//! is pure, any IRQL.
 
+use core::future::Future;
 use core::mem::size_of;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use core::pin::Pin;
 use core::ptr;
+use core::task::{Context, Poll};
 
 use crate::client::Client;
-use crate::irp;
+use crate::irp::{self, Op, Outcome};
 use crate::log::log;
 use crate::pool::PoolBox;
 use crate::provider::BindingRef;
-use crate::status::NtError;
+use crate::status::{NtError, NtStatus};
 use crate::sys::{
-    ADDRINFOEXW, AF_INET, AF_INET6, NS_ALL, SOCKADDR_IN, SOCKADDR_IN6, UNICODE_STRING,
+    ADDRINFOEXW, AF_INET, AF_INET6, EPROCESS, ETHREAD, GUID, IRP, NS_ALL, NTSTATUS, PWSK_CLIENT,
+    SOCKADDR_IN, SOCKADDR_IN6, UNICODE_STRING,
 };
 use crate::time::Timeout;
+use crate::work::{self, Work};
 
 /// The most addresses a resolution returns.
 pub const MAX_ADDRESSES: usize = 8;
@@ -39,6 +48,12 @@ pub struct Addresses {
 }
 
 impl Addresses {
+    fn one(address: SocketAddr) -> Self {
+        let mut out = Self::default();
+        out.push(address);
+        out
+    }
+
     fn push(&mut self, address: SocketAddr) {
         if let Some(slot) = self.list.get_mut(self.len) {
             *slot = Some(address);
@@ -144,26 +159,8 @@ unsafe fn sockaddr(address: *const u8, length: usize, port: u16) -> Option<Socke
     None
 }
 
-/// Resolves `host` (ASCII, at most [`MAX_HOST`] characters) to addresses with `port`: a literal
-/// at once, a name through `WskGetAddressInfo`.
-///
-/// IRQL: `PASSIVE_LEVEL`.
-///
-/// # Errors
-/// `STATUS_INVALID_PARAMETER` for an empty, too long or non-ASCII name; `STATUS_NOT_SUPPORTED`
-/// below WSK 1.1; the provider's status; `STATUS_NOT_FOUND`-like statuses as it answers; an
-/// empty list is `STATUS_UNSUCCESSFUL`.
-pub fn resolve<C: Client>(
-    reference: &BindingRef<C>,
-    host: &str,
-    port: u16,
-    timeout: Timeout,
-) -> Result<Addresses, NtError> {
-    if let Some(address) = parse_literal(host, port) {
-        let mut out = Addresses::default();
-        out.push(address);
-        return Ok(out);
-    }
+/// `host` checked for the provider's resolver: ASCII, 1 to [`MAX_HOST`] characters (logged).
+fn check_name<C: Client>(host: &str) -> Result<(), NtError> {
     if host.is_empty() || host.len() > MAX_HOST || !host.is_ascii() {
         log!(
             C,
@@ -172,6 +169,13 @@ pub fn resolve<C: Client>(
         );
         return Err(NtError::INVALID_PARAMETER);
     }
+    Ok(())
+}
+
+/// The provider's `WskGetAddressInfo` and `WskFreeAddressInfo` (WSK 1.1), or why not (logged).
+fn resolver<C: Client>(
+    reference: &BindingRef<C>,
+) -> Result<(GetAddressInfo, FreeAddressInfo), NtError> {
     reference.ensure_open().map_err(NtError::from)?;
     let (Some(get), Some(free)) = (reference.get_address_info(), reference.free_address_info())
     else {
@@ -182,19 +186,108 @@ pub fn resolve<C: Client>(
         );
         return Err(NtError::NOT_SUPPORTED);
     };
-    let name = PoolBox::try_new::<C>([0u16; MAX_HOST], C::NAME_TAG)?;
-    // SAFETY: owned here; a plain array.
-    let units = unsafe { &mut *name.as_ptr() };
-    for (unit, byte) in units.iter_mut().zip(host.bytes()) {
-        *unit = u16::from(byte);
+    Ok((get, free))
+}
+
+type GetAddressInfo = unsafe extern "system" fn(
+    PWSK_CLIENT,
+    *mut UNICODE_STRING,
+    *mut UNICODE_STRING,
+    u32,
+    *mut GUID,
+    *mut ADDRINFOEXW,
+    *mut *mut ADDRINFOEXW,
+    *mut EPROCESS,
+    *mut ETHREAD,
+    *mut IRP,
+) -> NTSTATUS;
+type FreeAddressInfo = unsafe extern "system" fn(PWSK_CLIENT, *mut ADDRINFOEXW);
+
+/// `host` in UTF-16, in pool (tag `C::NAME_TAG`), for the provider's resolver.
+struct Name {
+    /// Held for `node` (freed with the name).
+    #[allow(dead_code)]
+    units: PoolBox<[u16; MAX_HOST]>,
+    /// The counted string over `units` (which stay where they are: in pool).
+    node: UNICODE_STRING,
+}
+
+// SAFETY: `node` points into `units`, which moves with it (the pool block does not move).
+unsafe impl Send for Name {}
+
+impl Name {
+    fn new<C: Client>(host: &str) -> Result<Self, NtError> {
+        let units = PoolBox::try_new::<C>([0u16; MAX_HOST], C::NAME_TAG)?;
+        // SAFETY: owned here; a plain array.
+        let array = unsafe { &mut *units.as_ptr() };
+        for (unit, byte) in array.iter_mut().zip(host.bytes()) {
+            *unit = u16::from(byte);
+        }
+        #[allow(clippy::cast_possible_truncation)] // at most 510 bytes (checked by the caller)
+        let bytes = (host.len() * 2) as u16;
+        let node = UNICODE_STRING {
+            Length: bytes,
+            MaximumLength: bytes,
+            Buffer: array.as_mut_ptr(),
+        };
+        Ok(Self { units, node })
     }
-    #[allow(clippy::cast_possible_truncation)] // at most 510 bytes
-    let bytes = (host.len() * 2) as u16;
-    let mut node = UNICODE_STRING {
-        Length: bytes,
-        MaximumLength: bytes,
-        Buffer: units.as_mut_ptr(),
-    };
+}
+
+/// The provider's answer, read into addresses; the chain freed with `free`.
+///
+/// # Safety
+/// `chain` is NULL or the chain the provider returned for a completed request of `reference`'s
+/// binding, not freed yet; `free` is that provider's `WskFreeAddressInfo`.
+unsafe fn answer<C: Client>(
+    status: NtStatus,
+    chain: *mut ADDRINFOEXW,
+    port: u16,
+    free: FreeAddressInfo,
+    reference: &BindingRef<C>,
+) -> Result<Addresses, NtError> {
+    // SAFETY: per the contract (a failed request leaves no chain to read: NULL, or ignored).
+    let addresses = unsafe { addresses_from_chain(chain, port) };
+    if !chain.is_null() {
+        // SAFETY: the provider's own chain, freed once with its own function.
+        unsafe { free(reference.client(), chain) };
+    }
+    if let Err(status) = status.into_result() {
+        log!(
+            C,
+            DPFLTR_ERROR_LEVEL,
+            "resolve: WskGetAddressInfo failed: 0x%08X",
+            status.bits()
+        );
+        return Err(status);
+    }
+    if addresses.is_empty() {
+        log!(C, DPFLTR_ERROR_LEVEL, "resolve: no IPv4 or IPv6 address");
+        return Err(NtError::UNSUCCESSFUL);
+    }
+    Ok(addresses)
+}
+
+/// Resolves `host` (ASCII, at most [`MAX_HOST`] characters) to addresses with `port`: a literal
+/// at once, a name through `WskGetAddressInfo` — the waited form, **only for a caller that owns a
+/// `PASSIVE_LEVEL` thread** (see [`crate::task::block_on`]); a task awaits [`resolve`].
+///
+/// IRQL: `PASSIVE_LEVEL`.
+///
+/// # Errors
+/// As [`resolve`].
+pub fn resolve_blocking<C: Client>(
+    reference: &BindingRef<C>,
+    host: &str,
+    port: u16,
+    timeout: Timeout,
+) -> Result<Addresses, NtError> {
+    if let Some(address) = parse_literal(host, port) {
+        return Ok(Addresses::one(address));
+    }
+    check_name::<C>(host)?;
+    let (get, free) = resolver(reference)?;
+    let mut name = Name::new::<C>(host)?;
     let mut result: *mut ADDRINFOEXW = ptr::null_mut();
     let (status, _) = irp::call(reference, timeout, |reference, irp| {
         // SAFETY: the provider's WskGetAddressInfo (1.1), with its client, a counted name and an
@@ -203,7 +296,7 @@ pub fn resolve<C: Client>(
         unsafe {
             get(
                 reference.client(),
-                &raw mut node,
+                &raw mut name.node,
                 ptr::null_mut(),
                 NS_ALL,
                 ptr::null_mut(),
@@ -216,26 +309,190 @@ pub fn resolve<C: Client>(
         }
     })?;
     drop(name);
-    if let Err(status) = status.into_result() {
-        log!(
-            C,
-            DPFLTR_ERROR_LEVEL,
-            "resolve: WskGetAddressInfo failed: 0x%08X",
-            status.bits()
-        );
-        return Err(status);
+    // SAFETY: the chain the provider returned for this request, with its own free function.
+    unsafe { answer(status, result, port, free, reference) }
+}
+
+/// Resolves `host` (ASCII, at most [`MAX_HOST`] characters) to addresses with `port`: a literal
+/// at once, a name through `WskGetAddressInfo`, completed by the request's routine. A `Resolve`
+/// dropped before the answer cancels the request; a chain the provider returns for it then is
+/// freed by a work item allocated with the request (`WskFreeAddressInfo` is `PASSIVE_LEVEL`).
+///
+/// IRQL: `PASSIVE_LEVEL` (`WskGetAddressInfo`'s).
+///
+/// # Errors
+/// `STATUS_INVALID_PARAMETER` for an empty, too long or non-ASCII name; `STATUS_NOT_SUPPORTED`
+/// below WSK 1.1; the provider's status; `STATUS_NOT_FOUND`-like statuses as it answers; an
+/// empty list is `STATUS_UNSUCCESSFUL`.
+pub fn resolve<C: Client>(reference: &BindingRef<C>, host: &str, port: u16) -> Resolve<C> {
+    if let Some(address) = parse_literal(host, port) {
+        return Resolve::ready(Ok(Addresses::one(address)));
     }
-    // SAFETY: the chain the provider returned for this request.
-    let addresses = unsafe { addresses_from_chain(result, port) };
-    if !result.is_null() {
-        // SAFETY: the provider's own chain, freed once with its own function.
-        unsafe { free(reference.client(), result) };
+    let prepared = check_name::<C>(host)
+        .and_then(|()| resolver(reference))
+        .and_then(|(get, free)| {
+            let name = Name::new::<C>(host)?;
+            let orphan = work::Prepared::<C, _>::new(FreeOrphan::<C> {
+                chain: ptr::null_mut(),
+                free,
+                reference: None,
+            })?;
+            Ok((get, free, name, orphan))
+        });
+    let (get, free, name, orphan) = match prepared {
+        Ok(prepared) => prepared,
+        Err(status) => return Resolve::ready(Err(status)),
+    };
+    let resolving = Resolving {
+        name,
+        chain: ptr::null_mut(),
+        free,
+        orphan: reference.try_clone().ok().map(|own| (orphan, own)),
+    };
+    let op = irp::start_or_orphan(
+        reference,
+        resolving,
+        |reference, resolving, irp| {
+            // SAFETY: as in `resolve_blocking`; the name and the out-pointer are the request's,
+            // in pool until its routine ran.
+            unsafe {
+                get(
+                    reference.client(),
+                    &raw mut resolving.name.node,
+                    ptr::null_mut(),
+                    NS_ALL,
+                    ptr::null_mut(),
+                    ptr::null_mut(),
+                    &raw mut resolving.chain,
+                    ptr::null_mut(),
+                    ptr::null_mut(),
+                    irp,
+                )
+            }
+        },
+        orphaned::<C>,
+    );
+    Resolve {
+        op: Some(op),
+        ready: None,
+        port,
     }
-    if addresses.is_empty() {
-        log!(C, DPFLTR_ERROR_LEVEL, "resolve: no IPv4 or IPv6 address");
-        return Err(NtError::UNSUCCESSFUL);
+}
+
+/// What a resolution owns until the provider answered.
+struct Resolving<C: Client> {
+    name: Name,
+    /// The provider's answer (its out-pointer).
+    chain: *mut ADDRINFOEXW,
+    free: FreeAddressInfo,
+    /// The work item that frees a chain made for nobody, and its binding reference.
+    orphan: Option<Orphan<C>>,
+}
+
+/// The work item that frees a chain made for nobody, with the reference it frees it through.
+type Orphan<C> = (work::Prepared<C, FreeOrphan<C>>, BindingRef<C>);
+
+// SAFETY: the chain is the provider's, usable from any thread; the rest is Send.
+unsafe impl<C: Client> Send for Resolving<C> {}
+
+/// Frees a chain the provider made for a dropped [`Resolve`] (at `PASSIVE_LEVEL`).
+struct FreeOrphan<C: Client> {
+    chain: *mut ADDRINFOEXW,
+    free: FreeAddressInfo,
+    reference: Option<BindingRef<C>>,
+}
+
+// SAFETY: as for `Resolving`.
+unsafe impl<C: Client> Send for FreeOrphan<C> {}
+
+impl<C: Client> Work for FreeOrphan<C> {
+    fn run(self) {
+        if let (false, Some(reference)) = (self.chain.is_null(), self.reference) {
+            log!(
+                C,
+                DPFLTR_WARNING_LEVEL,
+                "resolve: an answer nobody waits for; freeing it"
+            );
+            // SAFETY: the provider's chain for a completed request, freed once, with its own
+            // function, through the binding the reference keeps.
+            unsafe { (self.free)(reference.client(), self.chain) };
+        }
     }
-    Ok(addresses)
+}
+
+/// `Resolving`'s fate when its `Resolve` was dropped: a chain the provider made is freed from
+/// the work item allocated for that (queueing it cannot fail). Runs where the request is freed
+/// (its completion routine: <= `DISPATCH_LEVEL`).
+fn orphaned<C: Client>(resolving: Resolving<C>, _: NtStatus, _: usize) {
+    let Resolving { chain, orphan, .. } = resolving;
+    if let (false, Some((work, own))) = (chain.is_null(), orphan) {
+        work.queue_with(|work| {
+            work.chain = chain;
+            work.reference = Some(own);
+        });
+    }
+}
+
+/// A resolution in flight (or answered at once): see [`resolve`].
+#[must_use = "a future does nothing unless awaited"]
+pub struct Resolve<C: Client> {
+    op: Option<Op<C, Resolving<C>>>,
+    ready: Option<Result<Addresses, NtError>>,
+    port: u16,
+}
+
+impl<C: Client> Resolve<C> {
+    #[allow(clippy::large_types_passed_by_value)] // moved in, once
+    fn ready(result: Result<Addresses, NtError>) -> Self {
+        Self {
+            op: None,
+            ready: Some(result),
+            port: 0,
+        }
+    }
+}
+
+impl<C: Client> Future for Resolve<C> {
+    type Output = Result<Addresses, NtError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some(op) = this.op.as_mut() else {
+            return Poll::Ready(this.ready.take().unwrap_or(Err(NtError::UNSUCCESSFUL)));
+        };
+        let outcome = match Pin::new(op).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(outcome)) => outcome,
+            Poll::Ready(Err((status, _))) => {
+                this.op = None;
+                log!(
+                    C,
+                    DPFLTR_ERROR_LEVEL,
+                    "resolve: WskGetAddressInfo not requested: 0x%08X",
+                    status.bits()
+                );
+                return Poll::Ready(Err(status));
+            }
+        };
+        this.op = None;
+        let Outcome { status, owned, .. } = outcome;
+        let Resolving {
+            chain,
+            free,
+            orphan,
+            name,
+        } = owned;
+        drop(name);
+        // Answered: the orphan's work item is not needed (dropped: freed unqueued); its reference
+        // is the binding kept for the free.
+        let Some((work, reference)) = orphan else {
+            return Poll::Ready(Err(NtError::INVALID_DEVICE_STATE));
+        };
+        drop(work);
+        // SAFETY: the chain the provider returned for this request, with its own free function.
+        let result = unsafe { answer(status, chain, this.port, free, &reference) };
+        Poll::Ready(result)
+    }
 }
 
 #[cfg(test)]
