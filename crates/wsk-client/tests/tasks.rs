@@ -252,11 +252,19 @@ fn a_spawn_is_refused_before_registration_and_once_the_unload_began() {
 fn a_spawn_that_cannot_allocate_leaves_nothing_behind() {
     for kind in [Failable::Pool, Failable::WorkItem] {
         let mut s = common::started();
+        // The future owns something of its own: a task never made drops it (it is not leaked).
+        let owned = Arc::new(());
+        let held = owned.clone();
         s.fail_nth(kind, 0);
         assert_eq!(
-            task::spawn::<TestDriver, _>(async {}).err(),
+            task::spawn::<TestDriver, _>(async move { drop(held) }).err(),
             Some(NtError::INSUFFICIENT_RESOURCES),
             "{kind:?}"
+        );
+        assert_eq!(
+            Arc::strong_count(&owned),
+            1,
+            "{kind:?}: the future was dropped"
         );
         assert_eq!(TestDriverState::live(), 0, "{kind:?}");
         s.driver_unload();

@@ -23,14 +23,18 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::Poll;
 
 use wsk_client::buffer::Buffer;
+use wsk_client::pool::PoolBox;
 use wsk_client::socket::{Socket, TransferOp};
 use wsk_client::sys::{AF_INET, AF_INET6};
 use wsk_client::task::{self, TaskCell};
 use wsk_client::time::Duration;
-use wsk_client::{BindingRef, NtError, dbg_print, timer};
+use wsk_client::{BindingRef, NtError, PoolTag, dbg_print, timer};
 
 use crate::WskEcho;
 use crate::values::Parameters;
+
+/// The tag of the parameters' pool block (the task's, so that the task stays small).
+pub(crate) const PARAMETERS_TAG: PoolTag = PoolTag::new(*b"EchP");
 
 /// How long one step of the exchange may take.
 pub(crate) const STEP: Duration = Duration::from_secs(5);
@@ -59,7 +63,11 @@ pub(crate) fn reset() {
 #[allow(clippy::large_types_passed_by_value)] // moved into the task, once
 pub(crate) fn start(parameters: Option<Parameters>) -> Result<(), NtError> {
     let echo = parameters.is_some();
-    match task::spawn::<WskEcho, _>(run(parameters)) {
+    let spawned = parameters
+        .map(|parameters| PoolBox::try_new::<WskEcho>(parameters, PARAMETERS_TAG))
+        .transpose()
+        .and_then(|parameters| task::spawn::<WskEcho, _>(run(parameters)));
+    match spawned {
         Ok(task) => {
             TASK.keep(task);
             Ok(())
@@ -248,8 +256,7 @@ async fn hold(reference: BindingRef<WskEcho>, socket: Option<Socket<WskEcho>>) {
 }
 
 /// The connection's task.
-#[allow(clippy::large_types_passed_by_value)] // moved into the task, once
-async fn run(parameters: Option<Parameters>) {
+async fn run(parameters: Option<PoolBox<Parameters>>) {
     // An echo to make waits for a provider that attaches late; holding a reference does not.
     let tries = if parameters.is_some() {
         ATTACH_TRIES
@@ -286,7 +293,9 @@ async fn run(parameters: Option<Parameters>) {
         hold(reference, None).await;
         return;
     };
-    match exchange(&reference, &parameters).await {
+    // SAFETY: the task's own block, initialised, shared with nobody.
+    let parameters = unsafe { &*parameters.as_ptr() };
+    match exchange(&reference, parameters).await {
         Ok(socket) => hold(reference, Some(socket)).await,
         Err(Failure { step, status }) => log_failed(step, status),
     }
@@ -296,4 +305,13 @@ async fn run(parameters: Option<Parameters>) {
 #[cfg(test)]
 pub(crate) fn is_open() -> bool {
     HELD.load(Ordering::Acquire)
+}
+/// The task's future is moved by value through `spawn` (its frames hold it): it stays well
+/// under a page, or the kernel build needs `__chkstk`, which no driver image links (the link
+/// fails), and kernel stacks are small (the parameters live in pool for this).
+#[cfg(test)]
+#[test]
+fn the_task_is_small_enough_to_move_on_a_kernel_stack() {
+    let size = core::mem::size_of_val(&run(None));
+    assert!(size <= 2048, "the connection's task is {size} bytes");
 }

@@ -56,7 +56,7 @@ const DRIVER_CONTEXT_TAG: PoolTag = PoolTag::new(*b"EchG");
 // allocates with for it (binding contexts, work items, requests, buffers, names).
 const _: () = assert!(wsk_client::pool::distinct(
     &WskEcho::LIBRARY_TAGS,
-    &[DRIVER_CONTEXT_TAG]
+    &[DRIVER_CONTEXT_TAG, connection::PARAMETERS_TAG]
 ));
 
 static STATE: ClientState<[BindingSlot; 2]> = ClientState::new();

@@ -18,7 +18,6 @@
 //!
 //! IRQL: [`stream`] at `PASSIVE_LEVEL` (in the connection's task); the pure helpers at any IRQL.
 
-use core::future::Future;
 use core::num::NonZeroU32;
 
 use wsk_client::buffer::Buffer;
@@ -26,7 +25,8 @@ use wsk_client::socket::Socket;
 use wsk_client::sys::{
     LARGE_INTEGER, MmGetSystemRoutineAddress, PFN_KE_QUERY_PERFORMANCE_COUNTER, UNICODE_STRING,
 };
-use wsk_client::{NtError, dbg_print, task};
+use wsk_client::task::{self, OptionFuture};
+use wsk_client::{NtError, dbg_print};
 
 use crate::WskEcho;
 use crate::connection::{Failure, transfer};
@@ -169,16 +169,18 @@ pub(crate) async fn stream(
         // chunk is unanswered: two chunks in flight.
         let next = (sent < total_bytes && sent - received <= chunk as u64)
             .then(|| usize::try_from(total_bytes - sent).map_or(chunk, |left| left.min(chunk)));
+        let n = next.unwrap_or(0);
         let sending_now = next
-            .and_then(|n| Some((n, out.take()?)))
-            .map(|(n, buffer)| {
-                let request = transfer(c"send", move || socket.send(buffer, n));
-                async move { (request.await, n) }
-            });
+            .and_then(|_| out.take())
+            .map(|buffer| transfer(c"send", move || socket.send(buffer, n)));
         let receiving_now = if sent > received { back.take() } else { None }
             .map(|buffer| transfer(c"receive", move || socket.receive(buffer)));
-        let (sending, receiving) = task::join(maybe(sending_now), maybe(receiving_now)).await;
-        if let Some((sending, n)) = sending {
+        let (sending, receiving) = task::join(
+            OptionFuture::from(sending_now),
+            OptionFuture::from(receiving_now),
+        )
+        .await;
+        if let Some(sending) = sending {
             let (done, buffer) = sending?;
             if done != n {
                 return Err(Failure::new(c"send", NtError::UNSUCCESSFUL));
@@ -204,14 +206,6 @@ pub(crate) async fn stream(
     }
     log_ok(total.get(), clock.as_ref().zip(started));
     Ok(())
-}
-
-/// `future`'s output, if there is a future.
-async fn maybe<F: Future>(future: Option<F>) -> Option<F::Output> {
-    match future {
-        Some(future) => Some(future.await),
-        None => None,
-    }
 }
 
 /// The chunk's bytes (the out buffer's first chunk: every chunk is the same).

@@ -34,11 +34,11 @@ mod join;
 pub mod state;
 
 pub use handle::{TaskCell, TaskHandle};
-pub use join::{Join, join};
+pub use join::{Join, OptionFuture, join};
 
 use core::cell::UnsafeCell;
 use core::future::Future;
-use core::mem::ManuallyDrop;
+use core::mem::{ManuallyDrop, MaybeUninit};
 use core::pin::Pin;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -78,7 +78,8 @@ struct Links {
 #[repr(C)]
 struct Task<F> {
     header: Header,
-    future: UnsafeCell<ManuallyDrop<F>>,
+    /// Written once the task is allocated (a failed allocation drops the future where it is).
+    future: UnsafeCell<MaybeUninit<F>>,
 }
 
 struct TaskVtable {
@@ -164,7 +165,7 @@ unsafe fn set_next(header: NonNull<Header>, next: *mut Header) {
     unsafe { (*links).next = next };
 }
 
-/// The future of a task (dropped in place at completion: `ManuallyDrop` is transparent).
+/// The future of a task (dropped in place at completion: `MaybeUninit` is transparent).
 ///
 /// # Safety
 /// `task` is live.
@@ -238,17 +239,24 @@ fn allocate<C: Client, F: Future<Output = ()> + Send + 'static>(
                     next: ptr::null_mut(),
                 }),
             },
-            future: UnsafeCell::new(ManuallyDrop::new(future)),
+            future: UnsafeCell::new(MaybeUninit::uninit()),
         },
         C::TASK_TAG,
     )
     .inspect_err(|_| log!(C, DPFLTR_ERROR_LEVEL, "task: no pool for it"))?;
+    // SAFETY: owned here, not shared yet: the future's place, written once.
+    unsafe {
+        (*task.as_ptr())
+            .future
+            .get()
+            .write(MaybeUninit::new(future))
+    };
     // SAFETY: the client's device object (registered: its work gate was entered); IRQL <=
     // DISPATCH_LEVEL.
     let item = unsafe { IoAllocateWorkItem(device) };
     if item.is_null() {
         log!(C, DPFLTR_ERROR_LEVEL, "task: IoAllocateWorkItem failed");
-        // The future is dropped with the box (ManuallyDrop: by hand).
+        // The future is dropped with the box (MaybeUninit: by hand).
         let task = task.into_raw();
         // SAFETY: owned here, never shared.
         let future = unsafe { future_of(task) };
@@ -339,7 +347,7 @@ unsafe fn free<C: Client, F>(header: NonNull<Header>) {
     // SAFETY: per the contract.
     let item = unsafe { (*header.as_ptr()).item };
     // SAFETY: the task, from `PoolBox::into_raw` with the task tag; its future is dropped
-    // (ManuallyDrop: dropping the box does not drop it again).
+    // (MaybeUninit: dropping the box does not drop it again).
     drop(unsafe { PoolBox::from_raw::<C>(header.cast::<Task<F>>(), C::TASK_TAG) });
     // SAFETY: the task's work item, not queued; a routine may free its own work item; IRQL <=
     // DISPATCH_LEVEL.

@@ -1,4 +1,5 @@
-//! [`join`]: two futures awaited together in one task (a send beside a receive).
+//! [`join`]: two futures awaited together in one task (a send beside a receive); [`OptionFuture`]:
+//! a future that may not be there.
 
 use core::future::Future;
 use core::pin::Pin;
@@ -71,6 +72,32 @@ impl<A: Future, B: Future> Future for Join<A, B> {
             (Some(a), Some(b)) => Poll::Ready((a, b)),
             // Polled again after it completed: it never completes again.
             _ => Poll::Pending,
+        }
+    }
+}
+
+/// `Some` future's output, or `None` at once for no future (one side of a [`join`] that has
+/// nothing to do this time). (Written by hand, as every future of the library.)
+#[must_use = "a future does nothing unless awaited"]
+pub struct OptionFuture<F>(Option<F>);
+
+impl<F> From<Option<F>> for OptionFuture<F> {
+    fn from(future: Option<F>) -> Self {
+        Self(future)
+    }
+}
+
+impl<F: Future> Future for OptionFuture<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: pinning is structural for the future: it is never moved out of a pinned
+        // `OptionFuture` (only dropped in place, with it).
+        let this = unsafe { self.get_unchecked_mut() };
+        match this.0.as_mut() {
+            // SAFETY: as above: pinned with `self`.
+            Some(future) => unsafe { Pin::new_unchecked(future) }.poll(cx).map(Some),
+            None => Poll::Ready(None),
         }
     }
 }
