@@ -244,13 +244,10 @@ fn allocate<C: Client, F: Future<Output = ()> + Send + 'static>(
         C::TASK_TAG,
     )
     .inspect_err(|_| log!(C, DPFLTR_ERROR_LEVEL, "task: no pool for it"))?;
-    // SAFETY: owned here, not shared yet: the future's place, written once.
-    unsafe {
-        (*task.as_ptr())
-            .future
-            .get()
-            .write(MaybeUninit::new(future))
-    };
+    // SAFETY: owned here, not shared yet.
+    let place = unsafe { &*task.as_ptr() }.future.get();
+    // SAFETY: the future's place, in the task just allocated, written once.
+    unsafe { place.write(MaybeUninit::new(future)) };
     // SAFETY: the client's device object (registered: its work gate was entered); IRQL <=
     // DISPATCH_LEVEL.
     let item = unsafe { IoAllocateWorkItem(device) };
