@@ -12,7 +12,8 @@
 //! cancels the task: a pending request cancels its IRP and closes its socket (a provider that
 //! ignores the cancel, as Wine's, completes the socket's requests at the close), so a stop
 //! during a pending connect or receive ends at once with `echo failed: <step> 0xC0000120`; a
-//! kept connection is closed and its reference let go (`connection: reference released`).
+//! kept connection is disconnected (gracefully, within 500 ms), closed, and its reference let go
+//! (`connection: reference released`).
 //!
 //! IRQL: [`start`] and [`on_detach`] at <= `DISPATCH_LEVEL`; the task runs at `PASSIVE_LEVEL`.
 
@@ -38,6 +39,9 @@ pub(crate) const PARAMETERS_TAG: PoolTag = PoolTag::new(*b"EchP");
 
 /// How long one step of the exchange may take.
 pub(crate) const STEP: Duration = Duration::from_secs(5);
+
+/// How long the stop lets a kept connection's graceful disconnect take before it closes it.
+const DISCONNECT_GRACE: Duration = Duration::from_millis(500);
 
 /// How long the exchange waits for a provider to attach: this many tries (10 s; without
 /// parameters, one try), [`ATTACH_RETRY`] apart.
@@ -242,12 +246,15 @@ async fn exchange(
     Ok(socket)
 }
 
-/// Holds the connection until the stop, then closes it (the socket, if any, then the reference).
-/// No disconnect: the stop comes with the detach or the unload, after which the provider's
-/// functions are not called any more, but for the close.
+/// Holds the connection until the stop, then closes it: a graceful disconnect given at most
+/// [`DISCONNECT_GRACE`] (a provider that does not implement it, as Wine's, is logged by the
+/// library), the close, then the reference.
 async fn hold(reference: BindingRef<WskEcho>, socket: Option<Socket<WskEcho>>) {
     HELD.store(true, Ordering::Release);
     task::cancelled().await;
+    if let Some(socket) = &socket {
+        let _ = timer::grace::<WskEcho, _>(DISCONNECT_GRACE, socket.disconnect()).await;
+    }
     drop(socket);
     drop(reference);
     HELD.store(false, Ordering::Release);
