@@ -464,8 +464,8 @@ def test_echo_soak_with_resets_and_silent_peers(echo_service, profile):
 @ECHO
 def test_a_multi_chunk_bytes_transfer_echoes_every_byte(echo_service, profile):
     """`Parameters\\Bytes` = 1 MiB + 3: the driver streams `Message` repeated, cut at Bytes, in
-    64 KiB chunks of whole messages (17 here, the last one short) through Wine's provider and
-    checks every byte that comes back. The peer must receive exactly that stream, once; the
+    64 KiB chunks of whole messages (17 here, the last one short), two in flight, through Wine's
+    provider and checks every byte that comes back. The peer must receive exactly that stream, once; the
     driver logs one `echo ok, N bytes in M ms` (the time is not judged) and closes its socket at
     stop. Then a peer that flips one bit of its answer, deep in the stream: the driver's check
     catches it (`echo failed: compare 0xC0000001`) and still unloads clean."""
@@ -516,11 +516,11 @@ def test_a_multi_chunk_bytes_transfer_echoes_every_byte(echo_service, profile):
         result = start_and_wait_result(prefix, profile, "corrupted", count=2, timeout=60)
         assert result == "echo failed: compare 0xC0000001", prefix.log_since(base)
         assert len(results_since(base)) == 1, prefix.log_since(base)
-        # The driver sent up to the chunk with the bad byte, and not one chunk more.
+        # The driver sent up to two chunks past the bad byte (two chunks in flight), no more.
         assert corrupting.wait(lambda cs: len(cs) == 1 and cs[0]["closed"]), \
             prefix.log_since(base)
         got = corrupting.snapshot()[0]["received"]
-        assert stream.startswith(got) and flip_at < len(got) <= flip_at + 65536, len(got)
+        assert stream.startswith(got) and flip_at < len(got) <= flip_at + 2 * 65536, len(got)
         stop(prefix, profile, "corrupted", count=2)
         text = prefix.log()[base:]
         check_provider(text, profile)
