@@ -289,7 +289,9 @@ mod tests {
         assert!(text.contains("median 600.0 ms = 26.7 MiB/s"), "{text}");
         assert!(text.contains("median 100.0 ms = 160.0 MiB/s"), "{text}");
         assert!(
-            text.contains("ratio driver / before: 2.00; driver / winsock: 0.33 (before / winsock: 0.17)"),
+            text.contains(
+                "ratio driver / before: 2.00; driver / winsock: 0.33 (before / winsock: 0.17)"
+            ),
             "{text}"
         );
         let zero = Runs {

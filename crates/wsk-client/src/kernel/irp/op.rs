@@ -15,7 +15,7 @@
 //! goes on waiting for the completion: the provider completes a cancelled IRP (and every IRP of
 //! a socket being closed).
 //!
-//! IRQL: [`start`] and polling at <= `DISPATCH_LEVEL` (the WSK function called has its own limit);
+//! IRQL: [`start_or_orphan`], [`start_held`] and polling at <= `DISPATCH_LEVEL` (the WSK function called has its own limit);
 //! the completion routine at <= `DISPATCH_LEVEL`; dropping at <= `DISPATCH_LEVEL`.
 
 use core::cell::UnsafeCell;
@@ -170,7 +170,7 @@ pub(crate) fn start_held<C: Client, T: Send + 'static>(
     call: impl FnOnce(&BindingRef<C>, &mut T, *mut IRP) -> NTSTATUS,
 ) -> Op<C, T> {
     start_with(socket_reference.clone_held(), owned, call, |owned, _, _| {
-        drop(owned)
+        drop(owned);
     })
 }
 
