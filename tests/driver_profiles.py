@@ -17,9 +17,10 @@ from typing import Dict, Optional, Tuple
 # Where `cargo xtask sys` puts the images.
 IMAGE_DIR = os.path.join("target", "x86_64-pc-windows-msvc", "release")
 
-# The echo driver's connection (examples/wsk-echo/src/connection.rs): after registering, a work
-# item takes a binding reference and keeps it in a pool block; when a detach or the unload begins,
-# a work item lets it go.
+# The echo driver's connection (examples/wsk-echo/src/connection.rs): after registering, a task
+# (a pool block with the library's task tag, and its work item) takes a binding reference and
+# holds it; when a detach or the unload begins, the task is cancelled (its work item queued) and
+# lets it go, then ends (its block freed).
 CONNECTION_OPEN_LOG = "connection: holding a binding reference"
 CONNECTION_CLOSE_LOG = "connection: reference released"
 
@@ -45,11 +46,13 @@ class DriverProfile:
     teardown_logs: logged in DriverUnload once deregistration is complete, before the
       `unloaded, live pool allocations: N` line.
     setup_failure_log: logged when DriverEntry's own allocation fails (None: it has none).
-    connection_tag: the driver holds a connection — a binding reference in a pool block with this
-      tag, taken by a work item queued once DriverEntry registered (logs CONNECTION_OPEN_LOG),
-      let go by a work item queued when a detach or the unload begins (logs
-      CONNECTION_CLOSE_LOG); so a provider detach pends and the unload waits for it. None: no
-      connection (the driver queues no work item).
+    connection_tag: the driver holds a connection — a task (its pool block has this tag, the
+      library's task tag) spawned once DriverEntry registered, which takes a binding reference
+      (logs CONNECTION_OPEN_LOG) and, cancelled when a detach or the unload begins, lets it go
+      (logs CONNECTION_CLOSE_LOG) and ends; so a provider detach pends and the unload waits for
+      it. None: no connection (the driver queues no work item).
+    parameters_tag: the connection's parameters block (when it has Parameters to echo), the
+      task's, freed when the task ends.
     Log lines are given without the `<log_name>: ` prefix.
     """
 
@@ -65,6 +68,7 @@ class DriverProfile:
     teardown_logs: Tuple[str, ...] = ()
     setup_failure_log: Optional[str] = None
     connection_tag: Optional[str] = None
+    parameters_tag: Optional[str] = None
 
     def __post_init__(self):
         if self.backend not in ("nmr", "wskregister"):
@@ -123,7 +127,8 @@ WSK_ECHO = DriverProfile(
     setup_logs=("setup: driver context ready (start 1)",),
     teardown_logs=("teardown: driver context freed",),
     setup_failure_log="setup failed: no pool",
-    connection_tag="EchC",
+    connection_tag="EchT",
+    parameters_tag="EchP",
 )
 
 # The same example built with the `wsk-register` feature: the same service, file and log name
@@ -140,7 +145,8 @@ WSK_ECHO_WSKREGISTER = DriverProfile(
     setup_logs=("setup: driver context ready (start 1)",),
     teardown_logs=("teardown: driver context freed",),
     setup_failure_log="setup failed: no pool",
-    connection_tag="EchC",
+    connection_tag="EchT",
+    parameters_tag="EchP",
 )
 
 PROFILES: Dict[str, DriverProfile] = {

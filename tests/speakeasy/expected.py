@@ -164,11 +164,11 @@ def notices_made(attach_calls) -> int:
     return 1 if any(c.startswith("NmrClientAttachProvider") for c in attach_calls) else 0
 
 
-# The connection's work items when the load attached (or tried to): after the binding's notice
-# (work item 1, NMR backend) the connection's open and close work items are 2 and 3; without a
-# notice (WskRegister backend), 1 and 2.
+# The connection's task's work item when the load attached (or tried to): after the binding's
+# notice (work item 1, NMR backend) it is 2; without a notice (WskRegister backend), 1. The task
+# runs in it from the spawn to the end, the stop included (CLOSE_ITEM is the same work item).
 OPEN_ITEM = 2 if NMR else 1
-CLOSE_ITEM = OPEN_ITEM + 1
+CLOSE_ITEM = OPEN_ITEM
 DETACHED = "ClientDetachProvider -> STATUS_SUCCESS"
 
 
@@ -180,20 +180,24 @@ def notice(item):
 
 
 def open_connection(item=OPEN_ITEM, holding=True):
-    """The connection's work item, queued by DriverEntry once registered, run once DriverEntry
-    returned: it takes a binding reference into its pool block (holding), or finds no provider."""
+    """The connection's task, spawned by DriverEntry once registered (its block allocated, its
+    work item queued), run once DriverEntry returned: it takes a binding reference and holds it
+    (its first poll ends pending), or finds no provider and ends (its block freed in that run)."""
     if not CONN:
         return []
-    return [queue(item), runs(item), *([CONN_ALLOC] if holding else []), done(item)]
+    return [CONN_ALLOC, queue(item), runs(item), done(item)]
 
 
 def close_connection(item=CLOSE_ITEM, holding=True):
-    """The unload's first step when the driver holds a connection: its close work item —
-    allocated with the connection, so the stop allocates nothing — queued by Client::on_detach,
-    the unload's wait for the reference, the work item releasing it (KeSetEvent by the last
-    reference, then the pool block freed). No connection: nothing to close, nothing queued."""
-    if not CONN or not holding:
+    """The unload's first step when the driver holds a connection: Client::on_detach cancels its
+    task (its work item, allocated with it, queued: the stop allocates nothing), the unload waits
+    for the reference, the task lets it go (KeSetEvent by the last reference) and ends (its block
+    freed). A task that ended at once (no provider): its block goes with the handle on_detach lets
+    go, nothing queued."""
+    if not CONN:
         return []
+    if not holding:
+        return [CONN_FREE]
     return [queue(item), WAITED, runs(item), SET, CONN_FREE, done(item)]
 
 
@@ -201,12 +205,13 @@ def close_connection(item=CLOSE_ITEM, holding=True):
 LOAD = [*SETUP, DEVICE, "NmrRegisterClient -> STATUS_SUCCESS"]
 
 
-def unload(attached=True, holding=None, item=CLOSE_ITEM):
-    """The NMR unload: the connection closed (its work item `item`), the deregistration, whose
-    detach of a binding still attached completes at once (its notice is not queued: the unload
-    has told the client already), the device object deleted, the driver's teardown."""
+def unload(attached=True, holding=None, item=CLOSE_ITEM, gone=False):
+    """The NMR unload: the connection closed (its task's work item `item`; `gone`: the task and
+    its handle are gone already, a detach having cancelled it), the deregistration, whose detach
+    of a binding still attached completes at once (its notice is not queued: the unload has told
+    the client already), the device object deleted, the driver's teardown."""
     holding = attached if holding is None else holding
-    return [*close_connection(item, holding),
+    return [*([] if gone else close_connection(item, holding)),
             "NmrDeregisterClient -> STATUS_PENDING",
             *([DETACHED, "ClientCleanupBindingContext"] if attached else []),
             "NmrWaitForClientDeregisterComplete -> STATUS_SUCCESS",
@@ -222,7 +227,7 @@ def attached_at(*attach_calls):
     """A whole run that attached at load (the NMR calls in the attach given) and unloaded."""
     n = notices_made(attach_calls)
     return [*LOAD, *attach_calls, *open_connection(1 + n, True),
-            *unload(attached=True, item=2 + n)]
+            *unload(attached=True, item=1 + n)]
 
 
 def not_attached(*attach_calls):
@@ -234,7 +239,7 @@ def not_attached(*attach_calls):
 
 # WskRegister backend
 WSK_LOAD = [*SETUP, DEVICE]
-WSK_UNLOAD = [*close_connection(2, True), RELEASE, DEREGISTER, DELETE, *TEARDOWN]
+WSK_UNLOAD = [*close_connection(1, True), RELEASE, DEREGISTER, DELETE, *TEARDOWN]
 
 
 def wsk_attached(*registration):
@@ -294,7 +299,8 @@ def assert_clean(r):
         assert it.queued_count == 0 or it.queued_in == "ClientDetachProvider", it
     if not CONN:
         assert len(r.work_items) == len(notices) and r.connection_allocations == []
-    assert len(r.connection_allocations) <= 1
+    # The connection's task, and on the WskRegister backend a capture task (one task tag).
+    assert len(r.connection_allocations) <= (1 if NMR else 2)
     for reg in r.wsk_registrations:
         assert reg.captures == 0, reg
         assert reg.status != STATUS_SUCCESS or reg.deregistered_seq is not None, reg

@@ -23,9 +23,7 @@ STATUS_CANCELLED = harness.STATUS_CANCELLED
 STATUS_CONNECTION_REFUSED = harness.STATUS_CONNECTION_REFUSED
 STATUS_NOT_IMPLEMENTED = harness.STATUS_NOT_IMPLEMENTED
 STATUS_MORE_PROCESSING_REQUIRED = harness.STATUS_MORE_PROCESSING_REQUIRED
-# A step of the exchange waits 5 s, then 1 s after a cancel (crates/wsk-client/src/kernel/irp.rs).
-STEP_MS, AFTER_CANCEL_MS = 5000, 1000
-# The thread of the connection's open work item, on which the exchange runs.
+# The thread of the connection's task's work item, on which the exchange runs.
 OPEN_THREAD = "work item %d" % OPEN_ITEM
 
 
@@ -111,9 +109,10 @@ def assert_clean_exchange(r):
 def test_echo_exchange_then_disconnect_and_close_at_unload(run):
     """Parameters Host=127.0.0.1 Port=7 Message="hello, echo", an echoing peer: socket, bind to
     0.0.0.0:0, connect to 127.0.0.1:7, send the message, receive it back — each request
-    STATUS_PENDING, completed on a provider thread — `echo ok, 11 bytes`, once; the socket is
-    kept (the connection's block) until the unload's close work item disconnects and closes it,
-    before the deregistration; everything balanced."""
+    STATUS_PENDING, completed on a provider thread, each completion waking the connection's task
+    — `echo ok, 11 bytes`, once; the task keeps the socket until the unload cancels it, then
+    disconnects (within its grace) and closes it, before the deregistration; everything
+    balanced."""
     r = run("echo")
     assert_clean_exchange(r)
     assert echo_results(r) == [ECHO_OK]
@@ -128,8 +127,8 @@ def test_echo_exchange_then_disconnect_and_close_at_unload(run):
     assert calls["WskSend"].args["Length"] == calls["WskReceive"].args["Length"] == len(ECHO_BYTES)
     for name in ("WskSocket", "WskBind", "WskConnect", "WskSend", "WskReceive"):
         assert calls[name].thread == "work item %d" % OPEN_ITEM, calls[name]
-    # Kept until the unload: the disconnect and the close come from the unload's work item,
-    # after DriverUnload began and before the deregistration.
+    # Kept until the unload: the disconnect and the close come from the task's work item, run
+    # again for the cancel, after DriverUnload began and before the deregistration.
     unload = event_index(r, "run", "DriverUnload")
     deregistration = event_index(r, "nmr", "NmrDeregisterClient") if NMR else \
         event_index(r, "wskreg", "WskReleaseProviderNPI")
@@ -151,7 +150,8 @@ def test_echo_buffers_are_mdls_within_their_pool(run):
     (IoAllocateMdl over the whole block, MmBuildMdlForNonPagedPool) whose WSK_BUF never claims
     more than the MDL's ByteCount; the received bytes are the message; both MDLs are freed (and
     their blocks) once the exchange is over, before the connection is kept (its block was
-    allocated before the exchange; keeping it is storing the socket in it)."""
+    its task, was allocated before the exchange): the message's once it is sent, the answer's once
+    it is checked."""
     r = run("echo")
     assert_clean_exchange(r)
     assert len(r.mdls) == 2 and len(r.buffer_allocations) == 2
@@ -159,7 +159,9 @@ def test_echo_buffers_are_mdls_within_their_pool(run):
         assert (m.va, m.length) == (a.address, len(ECHO_BYTES)) == (a.address, a.size), (m, a)
     kept = [e for e in r.events if e.kind == "pool" and e.args.get("Tag") == CONN_TAG][0]
     frees = [e for e in r.events if e.kind == "io" and e.name == "IoFreeMdl"]
-    assert len(frees) == 2 and all(kept.seq < log_index(r, ECHO_OK) < e.seq for e in frees)
+    assert len(frees) == 2
+    sent, back = frees
+    assert kept.seq < sent.seq < log_index(r, ECHO_OK) < back.seq
 
 
 @connection_only
@@ -179,21 +181,27 @@ def test_echo_comes_back_in_pieces(run):
     assert len(r.mdls) == 2  # one receive buffer, reused
 
 
-def assert_connection_not_kept(r):
-    """The connection's block (and its close work item), allocated before the exchange so that
-    keeping and closing allocate nothing, freed by the exchange's own work item when it failed."""
+def assert_connection_not_kept(r, task_freed_in="DriverUnload"):
+    """The exchange failed: the connection's task ended with it (its parameters block freed
+    then, by its work item), no connection kept. The task's block goes with its last reference:
+    its handle, which Client::on_detach lets go at the unload, or — when the stop itself ended
+    the exchange — the task's own, in its last run (`task_freed_in`)."""
     (block,) = r.connection_allocations
     frees = [e for e in r.events if e.kind == "pool" and e.name.startswith("ExFree")
              and e.args.get("P") == block.address]
-    assert len(frees) == 1 and frees[0].thread == "work item %d" % OPEN_ITEM, frees
+    assert len(frees) == 1 and frees[0].thread == task_freed_in, frees
+    (parameters,) = r.parameters_allocations
+    frees = [e for e in r.events if e.kind == "pool" and e.name.startswith("ExFree")
+             and e.args.get("P") == parameters.address]
+    assert len(frees) == 1 and frees[0].thread == OPEN_THREAD, frees
     assert all(it.queued_count == 0 for it in r.work_items[OPEN_ITEM:]), r.work_items
 
 
 @connection_only
 def test_echo_refused_closes_the_socket_at_once(run):
     """WskConnect completes with STATUS_CONNECTION_REFUSED: `echo failed: connect 0xC0000236`;
-    no send, receive or disconnect; the socket is closed by the exchange's own work item (no
-    connection kept), so the unload has nothing to close."""
+    no send, receive or disconnect; the socket is closed by the connection's task as the
+    exchange fails (no connection kept), so the unload has nothing to close."""
     r = run("echo-refused")
     assert_clean_exchange(r)
     assert echo_results(r) == ["echo failed: connect 0xC0000236"]
@@ -208,10 +216,10 @@ def test_echo_refused_closes_the_socket_at_once(run):
 
 @connection_only
 def test_echo_silent_peer_stop_during_the_receive(run):
-    """The peer never answers; sc stop comes at 1 s, while the receive is pending. The unload
-    waits; the receive times out at 5 s, IoCancelIrp completes it (STATUS_CANCELLED): `echo
-    failed: receive 0xC0000120`, the socket closed, the last reference goes and the unload
-    ends — no hang, nothing left."""
+    """The peer never answers; sc stop comes at 1 s, while the receive is pending. The stop
+    cancels the connection's task: at once (not at the step's 5 s) its receive cancels its IRP,
+    which IoCancelIrp completes (STATUS_CANCELLED), and closes the socket: `echo failed: receive
+    0xC0000120`, the last reference goes and the unload ends at 1 s — no hang, nothing left."""
     r = run("echo-silent-stop")
     assert_clean_exchange(r)
     assert echo_results(r) == ["echo failed: receive 0xC0000120"]
@@ -224,10 +232,10 @@ def test_echo_silent_peer_stop_during_the_receive(run):
     (cancel,) = [e for e in r.events if e.kind == "io" and e.name == "IoCancelIrp"]
     unload = r.events[event_index(r, "run", "DriverUnload")]
     assert receive.time == 0 and unload.time == 1000 * ms
-    assert receive.seq < unload.seq < cancel.seq and cancel.time == STEP_MS * ms
+    assert receive.seq < unload.seq < cancel.seq and cancel.time == 1000 * ms
     assert cancel.thread == OPEN_THREAD
-    assert r.clock == STEP_MS * ms
-    assert_connection_not_kept(r)
+    assert r.clock == 1000 * ms
+    assert_connection_not_kept(r, task_freed_in=OPEN_THREAD)
 
 
 @connection_only
@@ -272,9 +280,10 @@ def test_echo_wine_like_provider_disconnect_stub(run):
 @connection_only
 def test_echo_wine_like_silent_peer_last_resort_close(run):
     """A Wine-like provider (IoCancelIrp does nothing) and a silent peer, sc stop at 0.5 s: the
-    receive times out at 5 s, the cancel returns FALSE, 1 s later the driver closes the socket as
-    its last resort; the close completes the receive (STATUS_CANCELLED) and itself; `echo failed:
-    receive 0xC0000120`, and the unload ends with nothing left."""
+    stop cancels the connection's task, whose pending receive cancels its IRP (FALSE: no cancel
+    routine) and closes its socket at once; the close completes the receive (STATUS_CANCELLED)
+    and itself; `echo failed: receive 0xC0000120`, and the unload ends at 0.5 s with nothing
+    left."""
     r = run("echo-wine-silent")
     assert_clean_exchange(r)
     assert echo_results(r) == ["echo failed: receive 0xC0000120"]
@@ -286,12 +295,12 @@ def test_echo_wine_like_silent_peer_last_resort_close(run):
     ms = TICKS_PER_MS
     (cancel,) = [e for e in r.events if e.kind == "io" and e.name == "IoCancelIrp"]
     (close,) = [e for e in r.socket_calls if e.name == "WskCloseSocket"]
-    assert cancel.time == STEP_MS * ms and close.time == (STEP_MS + AFTER_CANCEL_MS) * ms
-    assert close.thread == OPEN_THREAD
+    assert cancel.time == close.time == 500 * ms
+    assert cancel.thread == close.thread == OPEN_THREAD and cancel.seq < close.seq
     # The receive's completion came from the close, inside the WskCloseSocket call.
     (done_receive,) = [e for e in r.completions if e.args["op"] == "WskReceive"]
     assert done_receive.thread == OPEN_THREAD and done_receive.seq > close.seq
-    assert r.clock == (STEP_MS + AFTER_CANCEL_MS) * ms
+    assert r.clock == 500 * ms
 
 
 @connection_only
@@ -323,9 +332,9 @@ def test_echo_mdl_allocation_failure(run):
 @connection_only
 def test_harness_reports_a_receive_that_never_ends():
     """The harness itself: a provider that neither cancels nor closes a pending receive (its
-    IoCancelIrp does nothing, its WskCloseSocket leaves it pending) leaves the driver waiting for
-    ever: reported — the wait nothing can satisfy, DriverUnload abandoned, and the IRP still
-    pending in WskReceive at the unload."""
+    IoCancelIrp does nothing, its WskCloseSocket leaves it pending) leaves the unload waiting for
+    ever for the request's reference: reported — the wait nothing can satisfy, DriverUnload
+    abandoned, and the IRP still pending in WskReceive at the unload."""
     class NeverEnds(harness.Harness):
         def _h_sock_closesocket(self, emu, api, func, argv):
             parked = [x for x in self.irps if x.state == "pending"]
@@ -339,7 +348,7 @@ def test_harness_reports_a_receive_that_never_ends():
     r = NeverEnds(harness.default_image(), harness.SCENARIOS["echo-wine-silent"],
                   profile=PROFILE).run()
     assert r.unload_ran and not r.unload_completed
-    assert any("nothing can ever" in v and OPEN_THREAD + " waits" in v for v in r.violations), \
+    assert any("nothing can ever" in v and "DriverUnload waits" in v for v in r.violations), \
         r.violations
     (receive,) = [x for x in r.irps if x.op == "WskReceive"]
     assert ("IRP %d (IoAllocateIrp) not freed at unload (IoFreeIrp); still pending in WskReceive"

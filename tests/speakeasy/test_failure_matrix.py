@@ -290,7 +290,7 @@ def _request_step(op: Optional[str], status: int, exp: Expectation):
     if op in ECHO_STEP:
         exp.echo = r"echo failed: %s %s" % (ECHO_STEP[op], hx(status))
     elif op == "WskDisconnect":
-        # The close work's graceful disconnect: its result is ignored (the close follows).
+        # The stop's graceful disconnect: its result is ignored (the close follows).
         exp.echo = "ok"
     else:
         # A socket's close has its request prepared with the socket (before WskSocket): a request
@@ -298,26 +298,39 @@ def _request_step(op: Optional[str], status: int, exp: Expectation):
         raise AssertionError("a request for %r in the normal run: expectation unknown" % op)
 
 
-def _work_item_step(j: int, status: int, exp: Expectation):
-    """The j-th work item of the normal run (its context, or its IO_WORKITEM) could not be
-    made. The NMR backend makes one first, with the binding context, for the binding's detach
-    notice (crates/wsk-client/src/detach.rs): without it the attach fails (no binding, so the
-    connection waits for one until the unload cancels it); then come the connection's Open and
-    its close, prepared before the exchange."""
+def _work_item_step(j: int, status: int, exp: Expectation, what: str):
+    """The j-th work item of the normal run (`what`: its "context" — a block with the work item
+    tag — or its "IO_WORKITEM") could not be made. The NMR backend makes one first, with the
+    binding context, for the binding's detach notice (crates/wsk-client/src/detach.rs): without
+    it the attach fails (no binding, so the connection waits for one until the unload cancels
+    it); then comes the connection's task's (crates/wsk-client/src/kernel/task.rs: its
+    IO_WORKITEM; a task has no context block, it is its own): not spawned, no exchange; then the
+    one a socket's creation allocates to close a socket made for nobody
+    (crates/wsk-client/src/net/socket/op.rs): the creation is not requested."""
     h = hx(status)
     if NMR:
         if j == 1:
+            exp.logs.append(with_status(r"work item: no pool for its context", status)
+                            if what == "context"
+                            else with_status(r"work item: IoAllocateWorkItem failed", status))
             exp.logs.append(r"attach failed: no work item for the detach notice: %s" % h)
             if CONN:
                 exp.echo = r"echo failed: attach %s" % hx(STATUS_CANCELLED)
             return
         j -= 1
-    if CONN and j == 1:  # the connection's Open: never queued, no exchange
-        exp.echo = r"echo failed: start %s" % h
-    elif CONN and j == 2:  # the close, prepared before the exchange
-        exp.echo = r"echo failed: work item %s" % h
+    if CONN and what == "IO_WORKITEM":
+        j -= 1
+        if j == 0:  # the connection's task: never spawned
+            exp.logs.append(with_status(r"task: IoAllocateWorkItem failed", status))
+            exp.echo = r"echo failed: start %s" % h
+            return
+    if CONN and j == 1:  # the socket creation's orphan close: no WskSocket
+        exp.logs.append(with_status(r"work item: no pool for its context", status)
+                        if what == "context"
+                        else with_status(r"work item: IoAllocateWorkItem failed", status))
+        exp.echo = r"echo failed: socket %s" % h
     else:
-        raise AssertionError("work item %d: expectation unknown" % j)
+        raise AssertionError("work item %d (%s): expectation unknown" % (j, what))
 
 
 # The library's line when a failed deregistration keeps its device object (unload.rs).
@@ -352,10 +365,12 @@ def expect(case: Case, base: harness.Result) -> Expectation:
                 exp.logs.append(with_status(r"capture: no pool for the binding context", st))
                 exp.echo = None
         elif tag == PROFILE.work_item_tag:
-            exp.logs.append(with_status(r"work item: no pool for its context", st))
-            _work_item_step(j, st, exp)
-        elif tag == PROFILE.connection_tag:
-            exp.echo = r"echo failed: pool %s" % h
+            _work_item_step(j, st, exp, "context")
+        elif tag == PROFILE.connection_tag:  # the connection's task: never spawned
+            exp.logs.append(with_status(r"task: no pool for it", st))
+            exp.echo = r"echo failed: start %s" % h
+        elif tag == PROFILE.parameters_tag:  # the connection's parameters, before the spawn
+            exp.echo = r"echo failed: start %s" % h
         elif tag == PROFILE.binding_tag[:3] + "I":
             exp.logs.append(with_status(r"request: no pool for its context", st))
             op = step_after(base, call_event(base, call, n))
@@ -381,8 +396,7 @@ def expect(case: Case, base: harness.Result) -> Expectation:
         exp.logs.append(with_status(r"buffer: IoAllocateMdl failed", st))
         exp.echo = r"echo failed: buffer %s" % h
     elif call == "IoAllocateWorkItem":
-        exp.logs.append(with_status(r"work item: IoAllocateWorkItem failed", st))
-        _work_item_step(n, st, exp)
+        _work_item_step(n, st, exp, "IO_WORKITEM")
     elif call == "IoCreateDevice":
         exp.entry_status = st
         exp.logs.append(r"register: IoCreateDevice failed: %s" % h)

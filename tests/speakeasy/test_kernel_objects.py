@@ -93,42 +93,42 @@ def test_work_items(run):
         assert not any(e.kind == "ke" and e.name in ("KeWaitForSingleObject", "KeSetEvent")
                        for e in r.events)
         return
-    assert len(queued) == 2  # open and close the connection
-    for it in queued:
-        (alloc_ev,) = item_events(it, "IoAllocateWorkItem")
-        (queue_ev,) = item_events(it, "IoQueueWorkItem")
-        (free_ev,) = item_events(it, "IoFreeWorkItem")
-        (runs_ev,) = item_events(it, "work item runs")
-        (done_ev,) = item_events(it, "work item done")
-        assert alloc_ev.args["DeviceObject"] == dev.address == it.device
-        assert queue_ev.args["QueueType"] == harness.DELAYED_WORK_QUEUE
-        assert r.in_image(it.routine)
-        (ctx_alloc,) = [e for e in pool if e.name.startswith("ExAllocate")
-                        and e.status == it.context]
-        (ctx_free,) = [e for e in pool if e.name.startswith("ExFree") and e.args["P"] == it.context]
-        assert ctx_alloc.seq < alloc_ev.seq < queue_ev.seq < runs_ev.seq < ctx_free.seq < \
-            free_ev.seq < done_ev.seq
-        assert ctx_free.thread == free_ev.thread == "work item %d" % it.number
-    # The open work item: queued by DriverEntry, run after it; the close work item: queued and
-    # run inside DriverUnload.
-    opened, closed = queued
-    assert [e.thread for e in r.events if e.name == "IoQueueWorkItem"] == ["DriverEntry",
-                                                                           "DriverUnload"]
-    assert opened.routine != closed.routine
+    # The connection's task: its block and work item allocated by DriverEntry (the spawn), the
+    # work item queued there (the first poll) and by DriverUnload (Client::on_detach cancels the
+    # task), run twice; the task's last run frees its block, then the work item.
+    (task,) = queued
+    (task_block,) = r.task_allocations
+    assert task.context == task_block.address and task.allocated_in == "DriverEntry"
+    assert (task.queued_count, task.runs) == (2, 2), task
+    (alloc_ev,) = item_events(task, "IoAllocateWorkItem")
+    (free_ev,) = item_events(task, "IoFreeWorkItem")
+    queues = item_events(task, "IoQueueWorkItem")
+    runs_ev = item_events(task, "work item runs")
+    dones = item_events(task, "work item done")
+    assert alloc_ev.args["DeviceObject"] == dev.address == task.device
+    assert all(e.args["QueueType"] == harness.DELAYED_WORK_QUEUE for e in queues)
+    assert r.in_image(task.routine)
+    assert [e.thread for e in queues] == ["DriverEntry", "DriverUnload"]
+    block = [e for e in r.events if e.kind == "pool" and e.args.get("Tag") == CONN_TAG]
+    (block_alloc, block_free) = block
+    assert block_alloc.seq < alloc_ev.seq < queues[0].seq < runs_ev[0].seq < dones[0].seq
+    assert queues[1].seq < runs_ev[1].seq < block_free.seq < free_ev.seq < dones[1].seq
+    assert block_free.thread == free_ev.thread == "work item %d" % task.number
 
 
 @connection_only
 def test_unload_waits_for_the_connection(run):
     """The unload, while the connection holds its reference: `unload: 1 reference(s)
-    outstanding`, the close work item queued, `unload: waiting for 1 reference(s)`, a 5 s wait
-    on the references' event that blocks; the work item drops the reference (KeSetEvent on that
-    event, `connection: reference released`); the wait returns STATUS_SUCCESS; then the
-    deregistration, and no second wait (no work item outstanding any more)."""
+    outstanding`, the task's work item queued (Client::on_detach cancels it), `unload: waiting
+    for 1 reference(s)`, a 5 s wait on the references' event that blocks; the task drops the
+    reference (KeSetEvent on that event, `connection: reference released`) and ends; the wait
+    returns STATUS_SUCCESS; then the deregistration, and no second wait (no work outstanding any
+    more)."""
     r = run("default")
     assert_clean(r)
     outstanding = log_index(r, "unload: 1 reference(s) outstanding")
-    (close_q,) = [e for e in r.events if e.name == "IoQueueWorkItem"
-                  and e.args["item"] == CLOSE_ITEM]
+    (_, close_q) = [e for e in r.events if e.name == "IoQueueWorkItem"
+                    and e.args["item"] == CLOSE_ITEM]
     waiting = log_index(r, "unload: waiting for 1 reference(s)")
     (wait,) = [e for e in r.events if e.kind == "ke" and e.name == "KeWaitForSingleObject"]
     (setev,) = [e for e in r.events if e.kind == "ke" and e.name == "KeSetEvent"]
@@ -145,7 +145,7 @@ def test_unload_waits_for_the_connection(run):
 
 def test_busy_workers_unload_times_out_and_keeps_waiting(run):
     """Work items start 12 s after they are queued and sc stop comes at 20 s: the connection's
-    work item runs at 12 s; the unload's close work item starts at 32 s, so the unload's 5 s
+    task runs first at 12 s; its run for the unload's cancel starts at 32 s, so the unload's 5 s
     wait times out twice (STATUS_TIMEOUT, `unload: still waiting for reference(s)` each time)
     and its third wait returns STATUS_SUCCESS once the reference is released. Without a
     connection nothing waits."""
@@ -222,16 +222,17 @@ def test_driver_own_allocations_span_the_registration(run):
 
 @connection_only
 def test_connection_block_lives_from_open_to_close(run):
-    """The connection's block: allocated by the open work item once DriverEntry returned, freed
-    by the close work item inside DriverUnload, before the deregistration."""
+    """The connection's block (its task): allocated by DriverEntry's spawn once registered, freed
+    by the task's last run inside DriverUnload, before the deregistration."""
     r = run("default")
     (a,) = r.connection_allocations
     pool = [e for e in r.events if e.kind == "pool" and e.args.get("Tag") == CONN_TAG]
     alloc, free = pool
     assert alloc.status == a.address and free.args == {"P": a.address, "Tag": CONN_TAG}
-    assert (alloc.thread, free.thread) == ("work item %d" % OPEN_ITEM, "work item %d" % CLOSE_ITEM)
-    assert event_index(r, "run", "DriverEntry returned") < alloc.seq < log_index(r, CONNECTION_OPEN)
+    assert (alloc.thread, free.thread) == ("DriverEntry", "work item %d" % CLOSE_ITEM)
+    assert registration_index(r) < alloc.seq < event_index(r, "run", "DriverEntry returned") < \
+        log_index(r, CONNECTION_OPEN)
     deregistration = event_index(r, "nmr", "NmrDeregisterClient") if NMR else \
         event_index(r, "wskreg", "WskReleaseProviderNPI")
-    assert event_index(r, "run", "DriverUnload") < free.seq < log_index(r, CONNECTION_CLOSE) < \
+    assert event_index(r, "run", "DriverUnload") < log_index(r, CONNECTION_CLOSE) < free.seq < \
         deregistration

@@ -6,7 +6,7 @@ expected.py. Run: target/speakeasy-venv/bin/python -m pytest tests/speakeasy
 """
 
 from harness import STATUS_PENDING, STATUS_SUCCESS, WSK_1_1
-from expected import (CLOSE_ITEM, CONN, CONN_FREE, CONN_TAG, DETACHED, LOAD, OPEN_ITEM,
+from expected import (CLOSE_ITEM, CONN, CONN_ALLOC, CONN_FREE, CONN_TAG, DETACHED, LOAD, OPEN_ITEM,
                       UNLOAD_NOTHING_ATTACHED, assert_clean, attach, binding_pool_events, done,
                       event_index, first, log_index, nmr_attach, nmr_only, notice, notice_items,
                       open_connection, queue, runs, sequence, unload)
@@ -20,9 +20,9 @@ def test_provider_detach_then_cleanup_frees_in_cleanup(run):
     """The provider deregisters after DriverEntry. ClientDetachProvider queues the binding's
     detach notice (work item 1, made with the binding context at attach), so that
     Client::on_detach runs outside NMR's call, and returns. Without a connection the detach
-    completes at once (STATUS_SUCCESS). With one (its work item holds a binding reference),
-    ClientDetachProvider returns STATUS_PENDING; the notice's on_detach queues the close work
-    item, which drops the reference — the last one — and so calls
+    completes at once (STATUS_SUCCESS). With one (its task holds a binding reference),
+    ClientDetachProvider returns STATUS_PENDING; the notice's on_detach cancels the task (its
+    work item queued), which drops the reference — the last one — and so calls
     NmrClientDetachProviderComplete exactly once, after the detach returned; NMR cleans up from
     there. Either way the context is freed in cleanup, never in detach, and the unload
     afterwards is clean."""
@@ -34,7 +34,7 @@ def test_provider_detach_then_cleanup_frees_in_cleanup(run):
                                runs(1), queue(CLOSE_ITEM), done(1),
                                runs(CLOSE_ITEM), "NmrClientDetachProviderComplete",
                                "ClientCleanupBindingContext", CONN_FREE, done(CLOSE_ITEM),
-                               *unload(attached=False)]
+                               *unload(attached=False, gone=True)]
     else:
         assert sequence(r) == [*LOAD, attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
                                DETACHED, *notice(1), "ClientCleanupBindingContext",
@@ -66,15 +66,15 @@ def test_provider_detach_then_cleanup_frees_in_cleanup(run):
     assert b.detach_status == STATUS_PENDING and b.complete_calls == 1
     (complete,) = completes
     assert complete.args["NmrBindingHandle"] == b.handle
-    # The close work item was queued by the notice's work item (Client::on_detach) ...
-    (close_q,) = [e for e in r.events if e.name == "IoQueueWorkItem"
-                  and e.args["item"] == CLOSE_ITEM]
+    # The task's work item was queued by the notice's work item (Client::on_detach) ...
+    (_, close_q) = [e for e in r.events if e.name == "IoQueueWorkItem"
+                    and e.args["item"] == CLOSE_ITEM]
     assert notice_runs.seq < close_q.seq and close_q.thread == "work item 1"
-    # ... and completes the detach from that work item, after the detach returned, before the
-    # reference's block is freed and the work item returns; cleanup happens inside that call.
+    # ... and the task completes the detach from it, after the detach returned, before the
+    # task's block is freed and the work item returns; cleanup happens inside that call.
     assert complete.thread == cleanup.thread == "work item %d" % CLOSE_ITEM
     item_done = [e for e in r.events if e.name == "work item done"
-                 and e.args["item"] == CLOSE_ITEM][0]
+                 and e.args["item"] == CLOSE_ITEM][-1]
     conn_free = [e for e in r.events if e.kind == "pool" and e.args.get("Tag") == CONN_TAG
                  and e.name.startswith("ExFree")][0]
     assert event_index(r, "return", "ClientDetachProvider") < complete.seq < cleanup.seq < \
@@ -90,9 +90,10 @@ def test_provider_detach_then_cleanup_frees_in_cleanup(run):
 
 @nmr_only
 def test_late_provider_attach_detach_reattach(run):
-    """No provider at load (the connection's work item, 1, finds none); one registers, then
-    deregisters — its binding's notice (work item 2) queued by the detach — and registers
-    again; the unload detaches the second binding (its notice freed unqueued)."""
+    """No provider at load (the connection's task, work item 1, finds none and ends); one
+    registers, then deregisters — its binding's notice (work item 2) queued by the detach, whose
+    on_detach lets the ended task's handle go (its block freed) — and registers again; the
+    unload detaches the second binding (its notice freed unqueued)."""
     r = run("late-provider")
     item = 2 if CONN else 1
     assert sequence(r) == [*LOAD,
@@ -100,9 +101,9 @@ def test_late_provider_attach_detach_reattach(run):
                            attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
                            # No connection was kept: the detach has nothing to close.
                            DETACHED, *notice(item), "ClientCleanupBindingContext",
-                           runs(item), done(item),
+                           runs(item), *([CONN_FREE] if CONN else []), done(item),
                            attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
-                           *unload(attached=True, holding=False)]
+                           *unload(attached=True, holding=False, gone=True)]
     assert_clean(r)
     assert len(r.bindings) == 2 and all(b.state == "cleaned" for b in r.bindings)
     assert len(r.binding_allocations) == 2
@@ -125,12 +126,13 @@ def test_detach_during_attach_call(run):
     assert sequence(r) == [*LOAD, attach(STATUS_SUCCESS), nmr_attach(WSK_1_1, STATUS_SUCCESS),
                            DETACHED, *notice(1),
                            # No connection yet: the detach has nothing to close; the connection's
-                           # work item then finds no provider.
+                           # task, cancelled as it is kept (the cancel came first), then ends
+                           # without a provider.
                            "ClientCleanupBindingContext",
-                           *([queue(2)] if CONN else []),
+                           *([CONN_ALLOC, queue(2)] if CONN else []),
                            runs(1), done(1),
-                           *([runs(2), done(2)] if CONN else []),
-                           *unload(attached=False)]
+                           *([runs(2), CONN_FREE, done(2)] if CONN else []),
+                           *unload(attached=False, gone=True)]
     assert_clean(r)
     (b,) = r.bindings
     assert b.state == "cleaned"

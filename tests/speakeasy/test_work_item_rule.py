@@ -6,17 +6,12 @@ waits there (for the network, a timer, a provider) can deadlock the system. The 
 (KeWaitForSingleObject with a NULL or non-zero timeout, WskCaptureProviderNPI with a WaitTimeout
 other than WSK_NO_WAIT) or that runs longer than 1 s of emulated time.
 
-Today's offenders are known, and issue 17 removes them: the echo driver's connection work items
-(the open polls for a binding, sleeping 100 ms at a time, then waits for each request of the
-exchange; the close at the unload waits for its requests); the WskRegister backend's capture
-work item was one until issue 17 made it a task. Every run allows those work items by default (harness.io.known_offenders: their
-breaks go to Result.long_work_items, and the trace lists them with the reason), so the other
-tests, and run_driver.py, see everything else; the tests below run without that allowance and
-assert the rule is clean — strict expected failures on the offending images, naming issue 17,
-accepting no failure but LongWorkItems (the rule's own report), so that they fail the day the
-waits are gone. Everywhere else the rule is enforced, allowance or not: wsk_attach's work items
-and the NMR images' detach notices, which only notify, pass it; a mutated driver whose work item
-waits is caught.
+Since issue 17 no work item of these images waits: the echo driver's connection is a task (a
+run polls its future once: it awaits each request, and waits for a provider on the client's
+timer), the WskRegister capture is one too, and every run enforces the rule on every work item
+(harness.io.nothing_allowed). The tests below show it on the scenarios that used to break it —
+the echo exchange, the connection without a provider, the capture — and on every named scenario
+of every image; a mutated driver whose work item waits is caught.
 
 Run: target/speakeasy-venv/bin/python -m pytest tests/speakeasy/test_work_item_rule.py
 """
@@ -27,12 +22,9 @@ import pytest
 
 import harness
 from harness import STATUS_SUCCESS, STATUS_TIMEOUT, TICKS_PER_MS
-from harness.io import ISSUE_17, known_offenders, nothing_allowed
+from harness.io import nothing_allowed
 from expected import CONN, NMR, PROFILE, connection_only, nmr_only, notice_items, wskregister_only
 from mutants import emulate, mutant
-
-# Why the known offenders of this image are allowed (what known_offenders says of them).
-REASON = ISSUE_17
 
 # A break of the rule, as the harness words it.
 RULE = re.compile(r"waits inside a work item routine|longer than 1\.000 s: work items must be "
@@ -40,7 +32,7 @@ RULE = re.compile(r"waits inside a work item routine|longer than 1\.000 s: work 
 
 
 class LongWorkItems(AssertionError):
-    """The work item rule is broken (the only failure the expected failures below accept)."""
+    """The work item rule is broken."""
 
 
 def assert_short(r):
@@ -61,30 +53,31 @@ def enforced(image, scenario):
 
 
 # ---------------------------------------------------------------------------------------------
-# Today's offenders: strict expected failures (issue 17)
+# The echo driver's connection, a task since issue 17
 # ---------------------------------------------------------------------------------------------
 @connection_only
-@pytest.mark.xfail(strict=True, raises=LongWorkItems, reason=ISSUE_17)
 def test_the_echo_exchange_waits_in_no_work_item(image):
     """The echo exchange (socket, bind, connect, send, receive; the disconnect and close at the
-    unload) with the rule enforced: clean once issue 17 makes the exchange asynchronous. Today
-    each request is waited for (KeWaitForSingleObject on its event, 5 s) in the connection's
-    work items: LongWorkItems."""
-    assert_short(enforced(image, "echo"))
+    unload) with the rule enforced: every request is awaited by the connection's task, whose
+    work item runs once per wake and returns. (Before issue 17 each request was waited for —
+    KeWaitForSingleObject on its event, 5 s — in the connection's work items.)"""
+    r = enforced(image, "echo")
+    assert_short(r)
+    (task,) = [it for it in r.work_items if it.allocated_in == "DriverEntry"]
+    assert task.runs > 5, "one run per completed request, at least"
 
 
 @connection_only
-@pytest.mark.xfail(strict=True, raises=LongWorkItems, reason=ISSUE_17)
 def test_the_connection_polls_for_no_binding_in_a_work_item(image):
     """The echo exchange without a provider (`echo`, none registered; for the WskRegister image
-    a WSK subsystem never ready), the rule enforced: clean once issue 17 lets the connection
-    start when a binding comes. Today the connection's work item polls for one, sleeping 100 ms
-    at a time (KeWaitForSingleObject on an event of its own stack), until the unload cancels it:
-    LongWorkItems."""
+    a WSK subsystem never ready), the rule enforced: the connection's task tries for a binding,
+    then sleeps 100 ms on the client's timer between tries (a run per try), until the unload
+    cancels it. (Before issue 17 its work item slept on an event of its own stack.)"""
     r = harness.run_scenario(image, dataclasses.replace(harness.SCENARIOS["echo"], providers=[]),
                              long_work_items_allowed=nothing_allowed)
-    assert any(re.search(r"on the stack of work item \d+ waits inside", v) for v in r.violations)
     assert_short(r)
+    assert not any(re.search(r"on the stack of work item \d+", v) for v in r.violations)
+    assert any(e.kind == "ke" and e.name == "KeSetTimer" for e in r.events)
 
 
 @wskregister_only
@@ -103,21 +96,16 @@ def test_the_wskregister_capture_waits_in_no_work_item(image):
     assert_short(r)
 
 
-def test_the_allowance_hides_only_the_known_offenders(image):
-    """What the session allows is exactly what the rule reports of the known offenders: the
-    image's own scenario run both ways — every break allowed in one is a violation in the other,
-    none of them in a detach notice, and nothing else differs (none at all on wsk_attach)."""
+def test_nothing_is_allowed_by_default(image):
+    """A run allows no work item to break the rule unless told to: the image's own scenario
+    records no allowed break, and a run that allows every work item sees the same (nothing to
+    allow)."""
     scenario = "echo" if CONN else "provider-detach"
-    allowed = harness.run_scenario(image, scenario)
-    strict = enforced(image, scenario)
-    assert allowed.violations == []
-    kept = [re.sub(r" \[allowed: .*\]$", "", v) for v in allowed.long_work_items]
-    assert kept == strict.violations
-    assert bool(kept) == CONN, kept
-    notices = {it.number for it in notice_items(allowed)}
-    items = {int(m) for v in kept for m in re.findall(r"work item (\d+)", v)}
-    assert not items & notices, (items, notices)
-    assert all(known_offenders(PROFILE, allowed.work_items[n - 1]) == REASON for n in items)
+    default = harness.run_scenario(image, scenario)
+    lenient = harness.run_scenario(image, scenario,
+                                   long_work_items_allowed=lambda profile, item: "allowed")
+    assert default.violations == [] and default.long_work_items == []
+    assert lenient.long_work_items == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,11 +123,9 @@ def test_the_detach_notices_are_short(image, scenario):
     assert [it.runs for it in notice_items(r)] == [1]
 
 
-@pytest.mark.applies(not CONN, reason="%s has known long work items (issue 17)" % PROFILE.name)
 @pytest.mark.parametrize("scenario", sorted(harness.scenarios_for(PROFILE)))
 def test_every_work_item_is_short(image, scenario):
-    """On an image without known offenders (wsk_attach), every named scenario passes the rule
-    with nothing allowed."""
+    """Every named scenario of the image passes the rule with nothing allowed."""
     r = enforced(image, scenario)
     assert [v for v in r.violations if RULE.search(v)] == []
 
@@ -165,15 +151,10 @@ def test_a_work_item_that_waits_is_caught():
     """https://learn.microsoft.com/windows-hardware/drivers/kernel/system-worker-threads.
     Mutation: a work item routine waits 2 s on an event of its own before it returns: both
     breaks are reported, the wait and the routine's 2 s. On the NMR images that routine is the
-    detach notice of `provider-detach`, which the session's allowance does not cover; on the
-    WskRegister image (whose work items are all known offenders) it is the connection's, in a
-    run that allows nothing."""
+    detach notice of `provider-detach`; on the WskRegister image it is the last run of the
+    connection's task, in `default`."""
     mutated = mutant("_h_iofreeworkitem", _wait_two_seconds)
-    if NMR:
-        r = emulate(mutated, "provider-detach")
-    else:
-        r = mutated(harness.default_image(), harness.SCENARIOS["default"], profile=PROFILE,
-                    long_work_items_allowed=nothing_allowed).run()
+    r = emulate(mutated, "provider-detach" if NMR else "default")
     (wait,) = [e for e in r.events if e.kind == "ke" and e.name == "KeWaitForSingleObject"
                and e.thread.startswith("work item")]
     assert wait.status == STATUS_TIMEOUT

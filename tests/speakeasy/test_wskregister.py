@@ -9,7 +9,8 @@ import pytest
 
 from harness import (STATUS_DEVICE_NOT_READY, STATUS_INSUFFICIENT_RESOURCES, STATUS_NOINTERFACE,
                      STATUS_SUCCESS, TICKS_PER_MS, WSK_1_0, WSK_1_1, WSK_NO_WAIT)
-from expected import (CONNECTION_CLOSE, DELETE, DEREGISTER, PROFILE, RELEASE, S, SET, TEARDOWN,
+from expected import (CONN_ALLOC, CONN_FREE, CONNECTION_CLOSE, CONNECTION_OPEN, DELETE, DEREGISTER,
+                      PROFILE, RELEASE, S, SET, TEARDOWN,
                       TIMER_DPC, UNLOAD_WAIT, WAITED, WSK_LOAD, assert_clean,
                       assert_failed_load_clean, assert_in_order, binding_pool_events, capture,
                       default_run, done, event_index, log_events, log_index, queue, runs,
@@ -159,6 +160,11 @@ def woken():
     return [TIMER_DPC, queue(1)]
 
 
+# A task's pool block (the library's task tag, which is also the echo connection's: its
+# connection is a task): the capture task's, and the connection's.
+TASK_ALLOC, TASK_FREE = CONN_ALLOC, CONN_FREE
+
+
 @wskregister_only
 def test_wskregister_provider_ready_later(run):
     """The WSK subsystem becomes ready 2.5 s after load (`wsk-late`): the first capture returns
@@ -168,16 +174,18 @@ def test_wskregister_provider_ready_later(run):
     r = run("wsk-late")
     assert sequence(r) == [
         *WSK_LOAD, wsk_register(WSK_1_1), capture(WSK_NO_WAIT, STATUS_DEVICE_NOT_READY),
-        queue(1),  # the capture task's first run, from DriverEntry
-        queue(2),  # the connection
+        TASK_ALLOC, queue(1),  # the capture task's first run, from DriverEntry
+        TASK_ALLOC, queue(2),  # the connection's task
         *capture_try(),
-        runs(2), done(2),  # the connection finds no provider yet (see below)
+        runs(2), done(2),  # the connection finds no provider yet (see below), and ends
         *woken(), *capture_try(),  # t = 1 s
         *woken(), *capture_try(),  # t = 2 s
-        *woken(), *capture_try(STATUS_SUCCESS, sleeps=False),  # t = 3 s: captured, the task ends
-        # No connection: nothing to close. The unload cancels the timer (set for nothing by
+        # t = 3 s: captured, the task ends (its block freed: nobody kept its handle)
+        *woken(), runs(1), capture(WSK_NO_WAIT, STATUS_SUCCESS), TASK_FREE, done(1),
+        # No connection: nothing to close (the ended connection task's block goes with the
+        # handle Client::on_detach lets go). The unload cancels the timer (set for nothing by
         # now) and flushes the DPCs, then releases the NPI.
-        CANCEL_TIMER, FLUSH_DPCS,
+        TASK_FREE, CANCEL_TIMER, FLUSH_DPCS,
         RELEASE, DEREGISTER, DELETE, *TEARDOWN]
     assert_clean(r)
     caps = r.calls("WskCaptureProviderNPI")
@@ -194,8 +202,9 @@ def test_wskregister_provider_ready_later(run):
     (q1,) = [e for e in r.events if e.name == "IoQueueWorkItem" and e.args["item"] == 1
              and e.thread == "DriverEntry"]
     assert not_ready < q1.seq < registered < event_index(r, "run", "DriverEntry returned")
-    # One task, in one pool block; its work item woken by the timer's DPC each time.
-    assert len(r.task_allocations) == 1
+    # Two tasks, the capture's and the connection's, each in one pool block; the capture's work
+    # item woken by the timer's DPC each time.
+    assert len(r.task_allocations) == 2
     wakes = [e for e in r.events if e.name == "IoQueueWorkItem" and e.args["item"] == 1]
     assert [e.thread for e in wakes] == ["DriverEntry", "DPC 1", "DPC 2", "DPC 3"]
     # The capture, and the binding context, on the task's work item at t = 3 s.
@@ -204,10 +213,10 @@ def test_wskregister_provider_ready_later(run):
     assert [(e.thread, e.time) for e in captured] == [("work item 1", 3000 * TICKS_PER_MS)]
     (alloc,) = [e for e in binding_pool_events(r) if e.name.startswith("ExAllocate")]
     assert alloc.thread == "work item 1"
-    # The example's connection work item ran while the capture waited, found no provider
+    # The example's connection task ran while the capture waited, found no provider
     # (STATUS_DEVICE_NOT_READY) and is not retried: the driver runs without a connection.
     assert log_index(r, "connection: no provider: 0xC00000A3") < captured[0].seq
-    assert r.connection_allocations == []
+    assert not any(CONNECTION_OPEN in t for t in r.logs)
     assert log_index(r, "unload: 0 reference(s) outstanding") > captured[0].seq
 
 
@@ -221,12 +230,14 @@ def test_wskregister_provider_never_ready_gives_up_at_unload(run):
     r = run("wsk-never")
     assert sequence(r) == [
         *WSK_LOAD, wsk_register(WSK_1_1), capture(WSK_NO_WAIT, STATUS_DEVICE_NOT_READY),
-        queue(1), queue(2),
+        TASK_ALLOC, queue(1), TASK_ALLOC, queue(2),
         *capture_try(),
         runs(2), done(2),
         *woken(), *capture_try(), *woken(), *capture_try(), *woken(), *capture_try(),
-        # t = 3.5 s, sc stop: the cancellation queues the task at once; the unload waits for it.
-        queue(1), WAITED, runs(1), SET, done(1),
+        # t = 3.5 s, sc stop: Client::on_detach lets the ended connection task's handle go (its
+        # block freed); the cancellation queues the capture task at once; the unload waits for
+        # it; it gives up and ends (its block freed, then the last reference's event set).
+        TASK_FREE, queue(1), WAITED, runs(1), TASK_FREE, SET, done(1),
         CANCEL_TIMER, FLUSH_DPCS,
         DEREGISTER, DELETE, *TEARDOWN]
     assert_clean(r)

@@ -146,6 +146,33 @@ class Peer:
         self.thread.join(timeout=5)
 
 
+class FullBacklog:
+    """A listener on 127.0.0.1 whose accept queue is full (listen(0) and one connection never
+    accepted): Linux drops the SYN of any further connect, which stays pending (SYN_SENT,
+    retransmitted for about two minutes)."""
+
+    def __init__(self):
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.port = self.listener.getsockname()[1]
+        self.filler = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+
+    def syn_sent(self):
+        """How many sockets on this host wait in SYN_SENT for this listener (/proc/net/tcp)."""
+        port = "%04X" % self.port
+        with open("/proc/net/tcp") as table:
+            rows = [line.split() for line in table.readlines()[1:]]
+        return sum(1 for row in rows if row[2] == "0100007F:" + port and row[3] == "02")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.filler.close()
+        self.listener.close()
+
+
 def closed_port():
     """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -341,6 +368,34 @@ def test_a_stop_during_a_pending_receive_unloads_without_hanging(echo_service, p
 
 
 @ECHO
+def test_a_stop_during_a_pending_connect_unloads_at_once(echo_service, profile):
+    """The peer's accept queue is full: the driver's WskConnect stays pending (its SYN dropped).
+    sc stop then: the stop cancels the connection's task, whose pending connect cancels its IRP
+    and closes its socket (Wine ignores the cancel; the close completes the connect): one
+    `echo failed: connect 0x...` line, a clean unload, and the time it took, printed."""
+    prefix = echo_service
+    with FullBacklog() as peer:
+        set_parameters(prefix, profile, "127.0.0.1", peer.port, MESSAGE)
+        base = len(prefix.log())
+        code, out = prefix.sc("start", profile.service)
+        assert code == 0 and "RUNNING" in out, out
+        end = time.monotonic() + 20
+        while peer.syn_sent() == 0:
+            assert time.monotonic() < end, "no pending connect:\n" + prefix.log_since(base)
+            time.sleep(0.05)
+        started = time.monotonic()
+        stop(prefix, profile, "pending connect", timeout=30)
+        took = time.monotonic() - started
+        text = prefix.log()[base:]
+        lines = [line for line in wh.events(text) if line.startswith(profile.prefix)]
+        results = [line for line in lines if RESULT.search(line)]
+        assert len(results) == 1 and "echo failed: connect 0x" in results[0], "\n".join(lines)
+        check_provider(text, profile)
+        check_unloads_clean(text, profile, "pending connect")
+        print("stop during a pending connect took %.1f s" % took)
+
+
+@ECHO
 def test_a_name_resolves_through_wines_resolver_at_1_1(echo_service, profile):
     """`Host` = localhost: the bridge hands the raw NMR image a 1.1 dispatch and the name goes
     through Wine's real WskGetAddressInfo; Wine's own dispatch says 1.0, so the WskRegister image
@@ -409,8 +464,8 @@ def test_echo_soak_with_resets_and_silent_peers(echo_service, profile):
 @ECHO
 def test_a_multi_chunk_bytes_transfer_echoes_every_byte(echo_service, profile):
     """`Parameters\\Bytes` = 1 MiB + 3: the driver streams `Message` repeated, cut at Bytes, in
-    64 KiB chunks of whole messages (17 here, the last one short) through Wine's provider and
-    checks every byte that comes back. The peer must receive exactly that stream, once; the
+    64 KiB chunks of whole messages (17 here, the last one short), two in flight, through Wine's
+    provider and checks every byte that comes back. The peer must receive exactly that stream, once; the
     driver logs one `echo ok, N bytes in M ms` (the time is not judged) and closes its socket at
     stop. Then a peer that flips one bit of its answer, deep in the stream: the driver's check
     catches it (`echo failed: compare 0xC0000001`) and still unloads clean."""
@@ -461,11 +516,11 @@ def test_a_multi_chunk_bytes_transfer_echoes_every_byte(echo_service, profile):
         result = start_and_wait_result(prefix, profile, "corrupted", count=2, timeout=60)
         assert result == "echo failed: compare 0xC0000001", prefix.log_since(base)
         assert len(results_since(base)) == 1, prefix.log_since(base)
-        # The driver sent up to the chunk with the bad byte, and not one chunk more.
+        # The driver sent up to two chunks past the bad byte (two chunks in flight), no more.
         assert corrupting.wait(lambda cs: len(cs) == 1 and cs[0]["closed"]), \
             prefix.log_since(base)
         got = corrupting.snapshot()[0]["received"]
-        assert stream.startswith(got) and flip_at < len(got) <= flip_at + 65536, len(got)
+        assert stream.startswith(got) and flip_at < len(got) <= flip_at + 2 * 65536, len(got)
         stop(prefix, profile, "corrupted", count=2)
         text = prefix.log()[base:]
         check_provider(text, profile)

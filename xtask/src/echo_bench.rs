@@ -1,10 +1,13 @@
-//! `cargo xtask echo-bench [--runs N] [--bytes N]`: echo throughput in Wine — figures, never a
-//! test. The example driver (`wsk_echo.sys`, raw NMR, through the `bridge` test NETIO.SYS to
-//! Wine's own WSK provider) moves `--bytes` (default 16 MiB) through a loopback echo server with
-//! `Parameters\Bytes`, beside a user-mode Winsock client (`tests/wine/echo-bench/winsock_echo.c`,
-//! mingw-w64) doing the same in the same prefix: same server, same message, same 64 KiB lock-step
-//! chunks, every byte checked by both. Each side runs `--runs` times (default 3, alternating);
-//! printed: every run, the medians in ms and MiB/s, and the ratio.
+//! `cargo xtask echo-bench [--runs N] [--bytes N] [--before REV]`: echo throughput in Wine —
+//! figures, never a test. The example driver (`wsk_echo.sys`, raw NMR, through the `bridge` test
+//! NETIO.SYS to Wine's own WSK provider) moves `--bytes` (default 16 MiB) through a loopback echo
+//! server with `Parameters\Bytes`, beside the same driver as it was at `--before` (default
+//! [`BEFORE`]: the work-item, lock-step exchange that issue 17 replaced with a task keeping two
+//! chunks in flight; built from a git worktree of that commit) and a user-mode Winsock client
+//! (`tests/wine/echo-bench/winsock_echo.c`, mingw-w64, 64 KiB lock-step chunks) doing the same in
+//! the same prefix: same server, same message, every byte checked by each. Each side runs `--runs`
+//! times (default 3, alternating); printed: every run, the medians in ms and MiB/s, and the
+//! ratios.
 //!
 //! It installs what it needs (the cross toolchain, mingw-w64, Wine and the tests' venv), builds
 //! and checks the images, builds the client, and runs `tests/wine/echo-bench/bench.py`, which
@@ -20,11 +23,15 @@ use crate::toolchain::MINGW_GCC;
 const CLIENT_SOURCE: &str = "tests/wine/echo-bench/winsock_echo.c";
 const BENCH_SCRIPT: &str = "tests/wine/echo-bench/bench.py";
 const MIB: f64 = 1024.0 * 1024.0;
+/// The driver compared against by default: the last commit whose echo exchange waited in work
+/// items, one 64 KiB chunk in flight (main before issue 17's task landed).
+pub const BEFORE: &str = "6c95c07";
 
 /// The figures of one side: milliseconds per run.
 #[derive(Debug, Default, PartialEq)]
 struct Runs {
     driver: Vec<f64>,
+    before: Vec<f64>,
     winsock: Vec<f64>,
 }
 
@@ -57,6 +64,7 @@ fn parse_figures(text: &str, bytes: u64) -> Result<Runs, String> {
             .map_err(|_| format!("echo-bench: unreadable time in {line:?}"))?;
         match side {
             "driver" => runs.driver.push(ms),
+            "before" => runs.before.push(ms),
             "winsock" => runs.winsock.push(ms),
             _ => return Err(format!("echo-bench: unknown side in {line:?}")),
         }
@@ -71,15 +79,20 @@ fn mib_per_s(bytes: u64, ms: f64) -> f64 {
     bytes / MIB / (ms / 1000.0)
 }
 
-/// The summary: every run, the medians, the ratio (driver throughput / Winsock throughput).
-fn report(runs: &Runs, bytes: u64) -> Result<String, String> {
-    let (Some(driver), Some(winsock)) = (median(&runs.driver), median(&runs.winsock)) else {
+/// The summary: every run, the medians, the ratios (driver throughput / the driver before, and /
+/// Winsock throughput).
+fn report(runs: &Runs, bytes: u64, before: &str) -> Result<String, String> {
+    let (Some(driver), Some(old), Some(winsock)) = (
+        median(&runs.driver),
+        median(&runs.before),
+        median(&runs.winsock),
+    ) else {
         return Err("echo-bench: no figures".into());
     };
-    if driver <= 0.0 || winsock <= 0.0 {
+    if driver <= 0.0 || old <= 0.0 || winsock <= 0.0 {
         return Err(format!(
-            "echo-bench: a median of 0 ms (driver {driver} ms, winsock {winsock} ms): move more \
-             bytes (--bytes) for a measurable time"
+            "echo-bench: a median of 0 ms (driver {driver} ms, before {old} ms, winsock \
+             {winsock} ms): move more bytes (--bytes) for a measurable time"
         ));
     }
     let list = |values: &[f64]| {
@@ -92,18 +105,49 @@ fn report(runs: &Runs, bytes: u64) -> Result<String, String> {
     #[allow(clippy::cast_precision_loss)]
     let mib = bytes as f64 / MIB;
     Ok(format!(
-        "echo-bench: {mib:.2} MiB ({bytes} bytes) through a loopback echo server in Wine, \
-         64 KiB lock-step chunks, every byte checked; {} runs each\n\
-         \x20 driver  (wsk_echo.sys, WSK via the bridge NETIO.SYS): runs {} ms; median {driver:.1} ms = {:.1} MiB/s\n\
-         \x20 winsock (winsock_echo.exe, ws2_32):                   runs {} ms; median {winsock:.1} ms = {:.1} MiB/s\n\
-         \x20 ratio (driver MiB/s / winsock MiB/s): {:.2}\n",
+        "echo-bench: {mib:.2} MiB ({bytes} bytes) through a loopback echo server in Wine, 64 KiB \
+         chunks, every byte checked; {} runs each\n\
+         \x20 driver  (wsk_echo.sys, a task, two chunks in flight):       runs {} ms; median {driver:.1} ms = {:.1} MiB/s\n\
+         \x20 before  (wsk_echo.sys at {before}, work items, lock-step): runs {} ms; median {old:.1} ms = {:.1} MiB/s\n\
+         \x20 winsock (winsock_echo.exe, ws2_32, lock-step):             runs {} ms; median {winsock:.1} ms = {:.1} MiB/s\n\
+         \x20 ratio driver / before: {:.2}; driver / winsock: {:.2} (before / winsock: {:.2})\n",
         runs.driver.len(),
         list(&runs.driver),
         mib_per_s(bytes, driver),
+        list(&runs.before),
+        mib_per_s(bytes, old),
         list(&runs.winsock),
         mib_per_s(bytes, winsock),
+        old / driver,
         winsock / driver,
+        winsock / old,
     ))
+}
+
+/// The echo driver as it was at `rev`: a git worktree of that commit in `target/echo-bench/`,
+/// built into its own target directory.
+fn before_image(rev: &str) -> Result<std::path::PathBuf, String> {
+    let out = root().join("target").join("echo-bench");
+    let source = out.join("before");
+    if source.join(".git").exists() {
+        run(Command::new("git")
+            .arg("-C")
+            .arg(&source)
+            .args(["checkout", "--quiet", "--detach", rev]))?;
+    } else {
+        run(Command::new("git")
+            .current_dir(root())
+            .args(["worktree", "add", "--force", "--detach"])
+            .arg(&source)
+            .arg(rev))?;
+    }
+    toolchain::build_variant_from(
+        &source,
+        "wsk-echo",
+        "wsk_echo",
+        "",
+        &out.join("before-target"),
+    )
 }
 
 /// The Python of the Wine tests' venv (`tests/wine/setup.sh` installs Wine and the venv when
@@ -127,10 +171,11 @@ fn wine_python() -> Result<String, String> {
     }
 }
 
-/// `cargo xtask echo-bench [--runs N] [--bytes N]`.
+/// `cargo xtask echo-bench [--runs N] [--bytes N] [--before REV]`.
 pub fn echo_bench(args: &[String]) -> Result<(), String> {
-    let usage = || "usage: cargo xtask echo-bench [--runs N] [--bytes N]".to_string();
-    let (mut runs, mut bytes) = (3u32, 16u64 << 20);
+    let usage =
+        || "usage: cargo xtask echo-bench [--runs N] [--bytes N] [--before REV]".to_string();
+    let (mut runs, mut bytes, mut before) = (3u32, 16u64 << 20, BEFORE.to_string());
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         let value = rest.next().ok_or_else(usage)?;
@@ -143,12 +188,14 @@ pub fn echo_bench(args: &[String]) -> Result<(), String> {
                     .filter(|n| (1..=u64::from(u32::MAX)).contains(n))
                     .ok_or_else(usage)?;
             }
+            "--before" => before.clone_from(value),
             _ => return Err(usage()),
         }
     }
     toolchain::ensure()?;
     crate::build_and_check()?;
     let image = toolchain::image_path("wsk_echo");
+    let before_image = before_image(&before)?;
     crate::toolchain::ensure_mingw()?;
     let out_dir = root().join("target").join("echo-bench");
     std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
@@ -165,6 +212,8 @@ pub fn echo_bench(args: &[String]) -> Result<(), String> {
         .arg(BENCH_SCRIPT)
         .arg("--image")
         .arg(&image)
+        .arg("--before")
+        .arg(&before_image)
         .arg("--client")
         .arg(&client)
         .arg("--out")
@@ -175,14 +224,18 @@ pub fn echo_bench(args: &[String]) -> Result<(), String> {
         std::fs::read_to_string(&figures).map_err(|e| format!("{}: {e}", figures.display()))?;
     let measured = parse_figures(&text, bytes)?;
     let expected = usize::try_from(runs).unwrap_or(usize::MAX);
-    if measured.driver.len() != expected || measured.winsock.len() != expected {
+    if [&measured.driver, &measured.before, &measured.winsock]
+        .iter()
+        .any(|side| side.len() != expected)
+    {
         return Err(format!(
-            "echo-bench: {} driver and {} winsock runs, not {runs} each",
+            "echo-bench: {} driver, {} before and {} winsock runs, not {runs} each",
             measured.driver.len(),
+            measured.before.len(),
             measured.winsock.len()
         ));
     }
-    print!("{}", report(&measured, bytes)?);
+    print!("{}", report(&measured, bytes, &before)?);
     Ok(())
 }
 
@@ -201,11 +254,16 @@ mod tests {
 
     #[test]
     fn figures_are_read_and_checked() {
-        let runs = parse_figures("driver 16 10\nwinsock 16 2.5\n\ndriver 16 12\n", 16).unwrap();
+        let runs = parse_figures(
+            "driver 16 10\nbefore 16 20\nwinsock 16 2.5\n\ndriver 16 12\n",
+            16,
+        )
+        .unwrap();
         assert_eq!(
             runs,
             Runs {
                 driver: vec![10.0, 12.0],
+                before: vec![20.0],
                 winsock: vec![2.5]
             }
         );
@@ -219,23 +277,28 @@ mod tests {
     }
 
     #[test]
-    fn the_ratio_is_driver_over_winsock_throughput() {
+    fn the_ratios_are_throughputs_over_the_drivers() {
         assert!((mib_per_s(16 << 20, 1000.0) - 16.0).abs() < 1e-9);
         let runs = Runs {
             driver: vec![400.0, 200.0, 300.0],
+            before: vec![600.0, 600.0, 500.0],
             winsock: vec![100.0, 100.0, 150.0],
         };
-        let text = report(&runs, 16 << 20).unwrap();
+        let text = report(&runs, 16 << 20, "abc").unwrap();
         assert!(text.contains("median 300.0 ms = 53.3 MiB/s"), "{text}");
+        assert!(text.contains("median 600.0 ms = 26.7 MiB/s"), "{text}");
         assert!(text.contains("median 100.0 ms = 160.0 MiB/s"), "{text}");
         assert!(
-            text.contains("ratio (driver MiB/s / winsock MiB/s): 0.33"),
+            text.contains(
+                "ratio driver / before: 2.00; driver / winsock: 0.33 (before / winsock: 0.17)"
+            ),
             "{text}"
         );
         let zero = Runs {
             driver: vec![0.0],
+            before: vec![1.0],
             winsock: vec![1.0],
         };
-        assert!(report(&zero, 1).is_err());
+        assert!(report(&zero, 1, "abc").is_err());
     }
 }

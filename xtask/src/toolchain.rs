@@ -199,11 +199,23 @@ pub fn build_variant(
     features: &str,
     target_dir: &Path,
 ) -> Result<PathBuf, String> {
+    build_variant_from(&root(), package, stem, features, target_dir)
+}
+
+/// [`build_variant`] of the sources in `source` (another checkout of this repository: `cargo
+/// xtask echo-bench`'s driver from before a change).
+pub fn build_variant_from(
+    source: &Path,
+    package: &str,
+    stem: &str,
+    features: &str,
+    target_dir: &Path,
+) -> Result<PathBuf, String> {
     let mut command = kernel_cargo("build", features);
     command
         .args(["-p", package, "--message-format", "short"])
         .env("CARGO_TARGET_DIR", target_dir)
-        .current_dir(root());
+        .current_dir(source);
     eprintln!(
         "$ cargo build --release --target {TARGET} -p {package} --features '{features}' \
          (Debian rustc, lld-link, CARGO_TARGET_DIR={})",

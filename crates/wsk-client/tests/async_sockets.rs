@@ -357,3 +357,55 @@ fn a_resolution_dropped_before_the_answer_has_its_chain_freed() {
     assert_eq!(s.address_chains(), 0, "the chain made for nobody is freed");
     assert!(s.violations().is_empty(), "{:?}", s.violations());
 }
+
+#[test]
+fn a_cancelled_task_still_disconnects_gracefully_within_its_grace() {
+    let mut s = common::started();
+    s.register_provider(ProviderConfig::default_wsk());
+    let (tx, rx) = mpsc::channel();
+    spawn(async move {
+        let socket = connected().await;
+        tx.send(None).unwrap();
+        task::cancelled().await;
+        // Once cancelled: a disconnect is not cancelled with the task (nor its socket closed),
+        // and the unload has already begun (the socket's own reference keeps its binding).
+        let disconnected =
+            timer::grace::<TestDriver, _>(Duration::from_millis(500), socket.disconnect()).await;
+        tx.send(Some(disconnected)).unwrap();
+    });
+    assert_eq!(recv(&rx), None);
+    s.wait_work_items();
+    s.driver_unload();
+    assert_eq!(recv(&rx), Some(Ok(Ok(()))));
+    assert!(s.events().contains(&Event::WskDisconnect));
+    assert!(!has_log(
+        &s,
+        "test_driver: request: cancelled (the task is cancelled)"
+    ));
+    assert_eq!(s.open_sockets(), 0);
+}
+
+#[test]
+fn grace_runs_out_in_a_cancelled_task_where_a_timeout_ends_at_once() {
+    let mut s = common::started();
+    let (tx, rx) = mpsc::channel();
+    spawn(async move {
+        task::cancelled().await;
+        // A future that never ends, cancelled or not.
+        let long = std::future::pending::<()>;
+        let timeout = timer::timeout::<TestDriver, _>(Duration::from_millis(100), long()).await;
+        let started = wsk_client::time::Instant::now();
+        let grace = timer::grace::<TestDriver, _>(Duration::from_millis(100), long()).await;
+        tx.send((timeout, grace, started.elapsed())).unwrap();
+    });
+    s.wait_work_items();
+    s.driver_unload();
+    let (timeout, grace, took) = recv(&rx);
+    assert_eq!(
+        timeout,
+        Err(NtError::CANCELLED),
+        "a timeout ends with its task"
+    );
+    assert_eq!(grace, Err(NtError::IO_TIMEOUT), "a grace runs out");
+    assert!(took >= Duration::from_millis(100), "{took:?}");
+}

@@ -43,7 +43,7 @@ impl Client for WskEcho {
         &STATE
     }
 
-    /// A detach or the unload began: close the connection (from a work item).
+    /// A detach or the unload began: cancel the connection's task (which closes it).
     fn on_detach(notice: DetachNotice) {
         connection::on_detach(notice);
     }
@@ -56,7 +56,7 @@ const DRIVER_CONTEXT_TAG: PoolTag = PoolTag::new(*b"EchG");
 // allocates with for it (binding contexts, work items, requests, buffers, names).
 const _: () = assert!(wsk_client::pool::distinct(
     &WskEcho::LIBRARY_TAGS,
-    &[DRIVER_CONTEXT_TAG, connection::CONNECTION_TAG]
+    &[DRIVER_CONTEXT_TAG, connection::PARAMETERS_TAG]
 ));
 
 static STATE: ClientState<[BindingSlot; 2]> = ClientState::new();
@@ -97,6 +97,7 @@ pub unsafe extern "system" fn DriverEntry(
     };
     // First: the pool routine and type for this system (the WDK's ExInitializeDriverRuntime).
     let _ = wsk_client::pool::select::<WskEcho>();
+    connection::reset();
     // The driver's own setup first...
     let context = match PoolBox::try_new::<WskEcho>(EchoContext { started: 1 }, DRIVER_CONTEXT_TAG)
     {
@@ -140,7 +141,7 @@ pub unsafe extern "system" fn DriverEntry(
         })
     });
     driver.DriverUnload = Some(DriverUnload);
-    // Then the connection, off the DriverEntry thread (a failure is logged; the driver stays
+    // Then the connection, a task of the driver's (a failure is logged; the driver stays
     // loaded: the exchange's result line says what happened).
     let _ = connection::start(parameters);
     NtStatus::SUCCESS.raw()

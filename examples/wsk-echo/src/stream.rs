@@ -4,18 +4,19 @@
 //! it took: `echo ok, N bytes in M ms` (or `echo failed: <step> 0x<NTSTATUS>`, as for one
 //! message).
 //!
-//! The transfer is lock-step: a chunk is sent, then received back in full, then the next one is
-//! sent; so the driver holds two chunk buffers and nothing else, whatever N, and at most one chunk
-//! is in flight. Every send and receive keeps the exchange's 5 s step timeout; the stop (a detach
-//! or the unload) is looked at before each of them, so a stop during a long transfer ends it
-//! within one step (`echo failed: send|receive 0xC0000120`), and the socket is closed as for a
-//! failed exchange.
+//! Two chunks are in flight: the send of chunk k+1 goes out while chunk k is still coming back
+//! (a receive is always pending beside it, [`wsk_client::task::join`]); the next send waits until
+//! at most one chunk is unanswered. So the driver holds two chunk buffers (one to send, one to
+//! receive into) and nothing else, whatever N. Every send and receive keeps the exchange's 5 s
+//! step; the stop (a detach or the unload) cancels the task, so a stop during a long transfer ends
+//! it at once (`echo failed: send|receive 0xC0000120`), and the socket is closed as for a failed
+//! exchange.
 //!
 //! The time is the transfer's, first send to last byte checked, read from
 //! `KeQueryPerformanceCounter`, which is looked up by name (never imported: Wine 8 exports it only
 //! from hal.dll); where it cannot be found the result line says `(no clock)` instead.
 //!
-//! IRQL: [`stream`] at `PASSIVE_LEVEL`; the pure helpers at any IRQL.
+//! IRQL: [`stream`] at `PASSIVE_LEVEL` (in the connection's task); the pure helpers at any IRQL.
 
 use core::num::NonZeroU32;
 
@@ -24,10 +25,11 @@ use wsk_client::socket::Socket;
 use wsk_client::sys::{
     LARGE_INTEGER, MmGetSystemRoutineAddress, PFN_KE_QUERY_PERFORMANCE_COUNTER, UNICODE_STRING,
 };
+use wsk_client::task::{self, OptionFuture};
 use wsk_client::{NtError, dbg_print};
 
 use crate::WskEcho;
-use crate::connection::{STEP_TIMEOUT, log_failed, step};
+use crate::connection::{Failure, transfer};
 
 /// The most bytes one send (and one receive) moves: 64 KiB.
 pub(crate) const CHUNK: usize = 64 * 1024;
@@ -53,20 +55,32 @@ pub(crate) fn fill(out: &mut [u8], message: &[u8]) {
 }
 
 /// Whether `received`, which arrived at byte `at` of the stream, is what was sent there: the
-/// stream is `chunk` sent again and again (see [`chunk_len`]), and what arrives at once lies in
-/// one chunk (lock-step: the next chunk is sent once this one is back).
+/// stream is `chunk` sent again and again (see [`chunk_len`]), and what arrives at once may span
+/// the end of one chunk and the start of the next (two chunks are in flight).
 ///
 /// IRQL: any.
 #[must_use]
 pub(crate) fn matches(chunk: &[u8], at: u64, received: &[u8]) -> bool {
-    let Some(start) = u64::try_from(chunk.len())
+    let Some(mut start) = u64::try_from(chunk.len())
         .ok()
         .and_then(|len| at.checked_rem(len))
         .and_then(|start| usize::try_from(start).ok())
     else {
         return received.is_empty();
     };
-    chunk.get(start..start.saturating_add(received.len())) == Some(received)
+    let mut rest = received;
+    while !rest.is_empty() {
+        let Some(expected) = chunk.get(start..) else {
+            return false;
+        };
+        let (here, after) = rest.split_at(expected.len().min(rest.len()));
+        if expected.get(..here.len()) != Some(here) {
+            return false;
+        }
+        rest = after;
+        start = 0;
+    }
+    true
 }
 
 /// Milliseconds in `ticks` of a counter running at `frequency` ticks per second (no overflow for
@@ -132,58 +146,77 @@ impl Clock {
 }
 
 /// Streams `total` bytes of `message` repeated through the connected `socket` and back (see the
-/// module), stopping early when `stopping()` says so; logs the one result line.
+/// module); logs the one result line when it succeeded (a failure is the caller's to log).
 ///
-/// IRQL: `PASSIVE_LEVEL`.
-pub(crate) fn stream(
+/// IRQL: `PASSIVE_LEVEL` (in the connection's task).
+pub(crate) async fn stream(
     socket: &Socket<WskEcho>,
     message: &[u8],
     total: NonZeroU32,
-    stopping: impl Fn() -> bool,
-) -> Result<(), ()> {
+) -> Result<(), Failure> {
     let total_bytes = u64::from(total.get());
     let chunk = chunk_len(message.len(), usize::try_from(total.get()).unwrap_or(CHUNK));
-    let mut out = step(c"buffer", Buffer::new::<WskEcho>(chunk))?;
+    let mut out = Buffer::new::<WskEcho>(chunk).map_err(Failure::at(c"buffer"))?;
     fill(out.as_mut_slice(), message);
-    let mut back = step(c"buffer", Buffer::new::<WskEcho>(chunk))?;
+    let mut out = Some(out);
+    let mut back = Some(Buffer::new::<WskEcho>(chunk).map_err(Failure::at(c"buffer"))?);
     let clock = Clock::find();
     let started = clock.as_ref().map(Clock::now);
-    // Bytes sent, and bytes back and checked: `sent - received` is at most one chunk.
+    // Bytes sent, and bytes back and checked.
     let (mut sent, mut received) = (0u64, 0u64);
     while received < total_bytes {
-        let sending = sent == received;
-        if stopping() {
-            let what = if sending { c"send" } else { c"receive" };
-            log_failed(what, NtError::CANCELLED);
-            return Err(());
-        }
-        if sending {
-            let n = usize::try_from(total_bytes - sent).map_or(chunk, |left| left.min(chunk));
-            let done = step(c"send", socket.send_blocking(&out, n, STEP_TIMEOUT))?;
+        // A receive while bytes are unanswered; beside it, the next chunk's send while at most one
+        // chunk is unanswered: two chunks in flight.
+        let next = (sent < total_bytes && sent - received <= chunk as u64)
+            .then(|| usize::try_from(total_bytes - sent).map_or(chunk, |left| left.min(chunk)));
+        let n = next.unwrap_or(0);
+        let sending_now = next
+            .and_then(|_| out.take())
+            .map(|buffer| transfer(c"send", move || socket.send(buffer, n)));
+        let receiving_now = if sent > received { back.take() } else { None }
+            .map(|buffer| transfer(c"receive", move || socket.receive(buffer)));
+        let (sending, receiving) = task::join(
+            OptionFuture::from(sending_now),
+            OptionFuture::from(receiving_now),
+        )
+        .await;
+        if let Some(sending) = sending {
+            let (done, buffer) = sending?;
             if done != n {
-                log_failed(c"send", NtError::UNSUCCESSFUL);
-                return Err(());
+                return Err(Failure::new(c"send", NtError::UNSUCCESSFUL));
             }
+            out = Some(buffer);
             sent += n as u64;
-            continue;
         }
-        let n = step(c"receive", socket.receive_blocking(&mut back, STEP_TIMEOUT))?;
+        let Some(receiving) = receiving else {
+            continue;
+        };
+        let (n, buffer) = receiving?;
+        let arrived = buffer.as_slice().get(..n).unwrap_or(&[]);
         if n == 0 {
             // The peer closed (or reset: Wine reports a reset as a 0-byte receive).
-            log_failed(c"receive", NtError::CONNECTION_ABORTED);
-            return Err(());
+            return Err(Failure::new(c"receive", NtError::CONNECTION_ABORTED));
         }
-        let arrived = back.as_slice().get(..n).unwrap_or(&[]);
         // More than was sent, or other bytes than were sent there.
-        if received + n as u64 > sent || !matches(out.as_slice(), received, arrived) {
-            log_failed(c"compare", NtError::UNSUCCESSFUL);
-            return Err(());
+        if received + n as u64 > sent || !matches(chunk_of(out.as_ref()), received, arrived) {
+            return Err(Failure::new(c"compare", NtError::UNSUCCESSFUL));
         }
         received += n as u64;
+        back = Some(buffer);
     }
-    let bytes = total.get();
-    match (clock, started) {
-        (Some(clock), Some(started)) => {
+    log_ok(total.get(), clock.as_ref().zip(started));
+    Ok(())
+}
+
+/// The chunk's bytes (the out buffer's first chunk: every chunk is the same).
+fn chunk_of(out: Option<&Buffer>) -> &[u8] {
+    out.map_or(&[], Buffer::as_slice)
+}
+
+/// The result line of a transfer that succeeded.
+fn log_ok(bytes: u32, clock: Option<(&Clock, u64)>) {
+    match clock {
+        Some((clock, started)) => {
             let ticks = clock.now().saturating_sub(started);
             let ms = u32::try_from(ticks_to_ms(ticks, clock.frequency)).unwrap_or(u32::MAX);
             // SAFETY: two `%u` take the two `u32`; no Unicode conversion.
@@ -197,7 +230,7 @@ pub(crate) fn stream(
                 )
             };
         }
-        _ => {
+        None => {
             // SAFETY: `%u` takes the `u32`; no Unicode conversion.
             let _ = unsafe {
                 dbg_print!(
@@ -209,7 +242,6 @@ pub(crate) fn stream(
             };
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -252,6 +284,17 @@ mod tests {
             }
         }
         assert!(!matches(&chunk, 0, &chunk[1..3]), "shifted by one");
+        // Two chunks in flight: one arrival may span the end of a chunk and the next one's start.
+        let n = chunk.len();
+        let across: Vec<u8> = chunk[n - 3..].iter().chain(&chunk[..5]).copied().collect();
+        assert!(
+            matches(&chunk, (3 * n - 3) as u64, &across),
+            "across a chunk's end"
+        );
+        assert!(
+            !matches(&chunk, (3 * n - 2) as u64, &across),
+            "across, shifted"
+        );
         assert!(
             !matches(&chunk, 5, &vec![b'x'; chunk.len()]),
             "past the chunk"

@@ -67,7 +67,7 @@ class Harness(NmrModel, WskRegisterModel, ProviderModel, IrpModel, IoModel, Sync
     irql_rules: the IRQL table (irql.parse of a mutated text, in a test; default
     tests/irql-rules.txt). long_work_items_allowed: the work items that may break the work item
     rule (io.py: a function of the profile and the WorkItem giving the reason, or None; default
-    io.known_offenders, the issue-17 ones; io.nothing_allowed enforces it everywhere). Tests
+    io.nothing_allowed, the rule on every work item). Tests
     subclass it to break one rule on purpose (override a handler: its hook stays)."""
 
 
@@ -89,8 +89,8 @@ def run_scenario(image: str, scenario: Union[str, Scenario] = "default",
                  verbose: bool = False, irql_rules: Optional[Rules] = None,
                  long_work_items_allowed: Optional[Allowance] = None) -> Result:
     """Runs `image` through `scenario`, with the driver profile of the image (profile_for), under
-    the IRQL rules of tests/irql-rules.txt (or `irql_rules`), the work items that may break the
-    work item rule today's known offenders (io.known_offenders, or `long_work_items_allowed`)."""
+    the IRQL rules of tests/irql-rules.txt (or `irql_rules`), the work item rule on every work item
+    (or as `long_work_items_allowed` says)."""
     profile = profile_for(image)
     if isinstance(scenario, str):
         if scenario not in SCENARIOS:

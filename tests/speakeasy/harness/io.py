@@ -14,8 +14,9 @@ threads; one that waits — for the network, a timer, a provider — or runs lon
 system): a work item routine that calls a function that may block (KeWaitForSingleObject with a
 NULL or non-zero timeout, WskCaptureProviderNPI with a WaitTimeout other than WSK_NO_WAIT) or
 runs longer than MAX_WORK_ITEM_TIME (1 s) of emulated time is reported — unless the run allows
-that work item (`long_work_items_allowed`: a known offender, with the issue that removes it);
-then it is recorded in Result.long_work_items instead.
+that work item (`long_work_items_allowed`: a known offender, with the issue that removes it;
+none is allowed by default since issue 17); then it is recorded in Result.long_work_items
+instead.
 
 Rules from https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/ : nf-wdm-iocreatedevice,
 nf-wdm-iodeletedevice, nf-wdm-ioallocateworkitem, nf-wdm-ioqueueworkitem, nf-wdm-iofreeworkitem,
@@ -40,32 +41,16 @@ from .records import Call, Device, WorkItem
 # applies.
 Allowance = Callable[[DriverProfile, WorkItem], Optional[str]]
 
-# Today's offenders, which issue 17 removes.
-ISSUE_17 = ("issue 17: the echo driver's connection waits in its work items (it polls for a "
-            "binding, sleeping 100 ms at a time, then waits for each request of the exchange; "
-            "the close at the unload waits for its requests)")
-
-
-def known_offenders(profile: DriverProfile, item: WorkItem) -> Optional[str]:
-    """The default allowance: today's known offenders, on the images with a connection — every
-    work item of theirs but the detach notices (made with a binding, in ClientAttachProvider):
-    the connection's open and close. The notices and everything of wsk_attach's keep the rule.
-    (The WskRegister backend's capture is a task since issue 17: its work item keeps the rule,
-    which test_work_item_rule.py enforces on it alone.)"""
-    if not profile.connection or item.allocated_in == "ClientAttachProvider":
-        return None
-    return ISSUE_17
-
-
 def nothing_allowed(profile: DriverProfile, item: WorkItem) -> Optional[str]:
-    """The rule on every work item (the tests that show the known offenders still there)."""
+    """The rule on every work item: the default since issue 17 made the echo driver's connection
+    a task (before, its work items waited, and were allowed as known offenders)."""
     return None
 
 
 class IoModel:
     # The work items that may break the work item rule (a run's Harness(...,
     # long_work_items_allowed=...) may say otherwise).
-    long_work_items_allowed: Allowance = known_offenders
+    long_work_items_allowed: Allowance = nothing_allowed
 
     def __init__(self, *args, long_work_items_allowed: Optional[Allowance] = None, **kwargs):
         super().__init__(*args, **kwargs)

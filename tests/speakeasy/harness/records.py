@@ -362,6 +362,11 @@ class Result:
         return self._tagged(self.profile.connection_tag)
 
     @property
+    def parameters_allocations(self) -> List[Allocation]:
+        """The connection's parameters block (the profile's parameters tag), when it has any."""
+        return self._tagged(self.profile.parameters_tag)
+
+    @property
     def request_allocations(self) -> List[Allocation]:
         """The library's request contexts (crates/wsk-client/src/kernel/irp.rs: the binding tag with
         'I' last), one per IRP it sends."""
@@ -379,6 +384,7 @@ class Result:
         """Everything else the driver allocated (its own context, for wsk_echo)."""
         known = {pool_tag(t) for t in (self.profile.binding_tag, self.profile.work_item_tag,
                                        self.profile.connection_tag,
+                                       self.profile.parameters_tag,
                                        self.profile.binding_tag[:3] + "I",
                                        self.profile.binding_tag[:3] + "T") if t}
         buffers = {a.address for a in self.buffer_allocations}

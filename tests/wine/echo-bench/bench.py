@@ -15,7 +15,8 @@ checks it echoed exactly `--bytes` per connection. Any failure (a start that doe
 with `echo ok`, the wrong byte count, a client that fails, a stop that hangs, a leak at unload, a
 crashed Wine process) raises and exits non-zero.
 
-    python bench.py --image wsk_echo.sys --client winsock_echo.exe --out FILE [--bytes N] [--runs N]
+    python bench.py --image wsk_echo.sys [--before OLD/wsk_echo.sys] --client winsock_echo.exe
+        --out FILE [--bytes N] [--runs N]
 """
 import argparse
 import os
@@ -139,6 +140,7 @@ def run_client(prefix, server_port, run, total, timeout):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", required=True, help="the echo driver image (raw NMR)")
+    parser.add_argument("--before", help="the same driver from before a change, run beside it")
     parser.add_argument("--client", required=True, help="winsock_echo.exe")
     parser.add_argument("--out", required=True, help="where the figures go")
     parser.add_argument("--bytes", type=int, default=16 << 20)
@@ -172,11 +174,17 @@ def main():
                                   ("Message", "REG_SZ", MESSAGE),
                                   ("Bytes", "REG_DWORD", str(args.bytes))):
             prefix.run(["wine", "reg", "add", key, "/v", name, "/t", kind, "/d", value, "/f"])
+        drivers = [("driver", args.image)] + ([("before", args.before)] if args.before else [])
+        starts = 0
         for run in range(1, args.runs + 1):
-            ms = run_driver(prefix, profile, run, args.bytes, args.timeout)
-            figures.append("driver %d %d" % (args.bytes, ms))
-            print("echo-bench: driver run %d: %d bytes in %d ms" % (run, args.bytes, ms),
-                  flush=True)
+            for side, image in drivers:
+                # The service is stopped: its file is the image of this side's run.
+                shutil.copyfile(image, os.path.join(prefix.drivers, profile.sys_name))
+                starts += 1
+                ms = run_driver(prefix, profile, starts, args.bytes, args.timeout)
+                figures.append("%s %d %d" % (side, args.bytes, ms))
+                print("echo-bench: %s run %d: %d bytes in %d ms" % (side, run, args.bytes, ms),
+                      flush=True)
             ms = run_client(prefix, server.port, run, args.bytes, args.timeout)
             figures.append("winsock %d %.3f" % (args.bytes, ms))
             print("echo-bench: winsock run %d: %d bytes in %.3f ms" % (run, args.bytes, ms),
@@ -186,10 +194,10 @@ def main():
         if crashes:
             raise BenchError("a Wine process crashed:\n  " + "\n  ".join(crashes[:20]))
         leaks = re.findall(r"unloaded, live pool allocations: (\d+)", text)
-        if len(leaks) != args.runs or any(n != "0" for n in leaks):
+        if len(leaks) != starts or any(n != "0" for n in leaks):
             raise BenchError("live pool allocations at unload: %r" % leaks)
         echoed = server.connections()
-        if len(echoed) != 2 * args.runs or any(n != args.bytes for n in echoed):
+        if len(echoed) != starts + args.runs or any(n != args.bytes for n in echoed):
             raise BenchError("the server echoed %r bytes per connection, not %d each"
                              % (echoed, args.bytes))
     finally:

@@ -196,7 +196,12 @@ pub fn sleep<C: Client>(duration: Duration) -> Sleep<C> {
 
 /// As [`sleep`], until `deadline`.
 pub fn sleep_until<C: Client>(deadline: Instant) -> Sleep<C> {
+    sleep_until_with::<C>(deadline, true)
+}
+
+fn sleep_until_with<C: Client>(deadline: Instant, ends_when_cancelled: bool) -> Sleep<C> {
     Sleep {
+        ends_when_cancelled,
         entry: UnsafeCell::new(Entry {
             deadline,
             waker: None,
@@ -217,6 +222,8 @@ pub fn sleep_until<C: Client>(deadline: Instant) -> Sleep<C> {
 /// entry is read and written under that list's lock only.
 #[must_use = "a future does nothing unless awaited"]
 pub struct Sleep<C: Client> {
+    /// `false` for [`grace`]'s: the time runs out even in a cancelled task.
+    ends_when_cancelled: bool,
     entry: UnsafeCell<Entry>,
     /// The entry was linked once (it may be linked still): written by this future alone, so its
     /// drop knows, without the lock, whether to take the lock.
@@ -248,7 +255,7 @@ impl<C: Client> Future for Sleep<C> {
     type Output = Result<(), NtError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if task::is_cancelled(cx) {
+        if self.ends_when_cancelled && task::is_cancelled(cx) {
             self.unlink_entry();
             return Poll::Ready(Err(NtError::CANCELLED));
         }
@@ -297,6 +304,17 @@ pub fn timeout<C: Client, F: Future>(duration: Duration, future: F) -> Timeout<C
     Timeout {
         future,
         sleep: sleep::<C>(duration),
+    }
+}
+
+/// Runs `future` for at most `duration`, **even in a cancelled task**: the bounded last step of
+/// a task the unload (or its handle) cancelled — a graceful disconnect before the close. Its
+/// output, or `Err(STATUS_IO_TIMEOUT)` when the time ran out first (the future is dropped then:
+/// a request in it is cancelled). The unload waits for it, at most `duration`: keep it short.
+pub fn grace<C: Client, F: Future>(duration: Duration, future: F) -> Timeout<C, F> {
+    Timeout {
+        future,
+        sleep: sleep_until_with::<C>(Instant::now().saturating_add(duration), false),
     }
 }
 

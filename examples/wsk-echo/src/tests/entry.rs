@@ -62,18 +62,13 @@ fn setup_register_attach_deregister_teardown_in_order() {
     let notice = usize::from(WskEcho::BACKEND == wsk_client::Backend::Nmr);
     let expected: Vec<u32> = [DRIVER_CONTEXT_TAG.raw(), WskEcho::POOL_TAG.raw()]
         .into_iter()
-        .chain(
-            [WskEcho::WORK_ITEM_TAG.raw(); 3]
-                .into_iter()
-                .skip(1 - notice),
-        )
-        .chain([u32::from_le_bytes(*b"EchC")])
+        .chain([WskEcho::WORK_ITEM_TAG.raw()].into_iter().take(notice))
+        .chain([WskEcho::TASK_TAG.raw()])
         .collect();
     assert_eq!(
         tags, expected,
-        "the driver context, the binding context, its detach notice's work item (NMR), the \
-         connection's work item, its prepared close and the connection, each purpose with its \
-         own tag"
+        "the driver context, the binding context, its detach notice's work item (NMR) and the \
+         connection's task, each purpose with its own tag"
     );
     s.driver_unload();
     let log = s.log();
@@ -318,9 +313,9 @@ fn missing_or_malformed_parameters_are_logged_and_the_driver_loads() {
     s.check_clean();
 }
 
-/// The stop path allocates no work item: the close was prepared with the connection. (It used to
-/// queue one at stop; when that allocation failed the connection was never closed and the unload
-/// waited for its reference forever.)
+/// The stop path allocates no work item: the task's own was allocated when it was spawned. (The
+/// driver used to queue one at stop; when that allocation failed the connection was never closed
+/// and the unload waited for its reference forever.)
 #[test]
 fn the_stop_allocates_no_work_item() {
     use wsk_host_model::Failable;
@@ -338,26 +333,6 @@ fn the_stop_allocates_no_work_item() {
     assert_eq!(
         s.log().last().map(String::as_str),
         Some("wsk_echo: unloaded, live pool allocations: 0")
-    );
-    s.check_clean();
-}
-
-#[test]
-fn the_exchange_still_waits_in_a_work_item() {
-    // An expected failure, strict (issue 17 removes it; then this test fails and goes): with the
-    // model's rule on, the exchange's waits inside its work item are rules broken ("System Worker
-    // Threads": work items must be short).
-    let mut s = wsk_host_model::session();
-    s.register_provider(ProviderConfig::default_wsk());
-    set_parameters(&s, "127.0.0.1", 7, "hello, echo");
-    assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
-    s.wait_work_items();
-    s.driver_unload();
-    s.wait_work_items();
-    let waits = s.take_violations_matching("KeWaitForSingleObject waits inside a work item");
-    assert!(
-        !waits.is_empty(),
-        "issue 17: the exchange no longer waits in a work item"
     );
     s.check_clean();
 }

@@ -16,13 +16,10 @@ mod entry;
 mod matrix;
 mod stream;
 
-/// A session for the echo driver, whose exchange still waits for its requests inside work items
-/// (issue 17 replaces it with an executor of short polls): the model lets its work items wait,
-/// and `entry::the_exchange_still_waits_in_a_work_item` shows the rule break it hides.
+/// A session for the echo driver, with every rule of the model on (its work items are short: the
+/// exchange is a task that awaits its requests).
 fn session() -> Session {
-    let s = wsk_host_model::session();
-    s.allow_long_work_items("issue 17: the echo exchange waits for its requests in work items");
-    s
+    wsk_host_model::session()
 }
 
 /// The echo's `Parameters`: `Host`, `Port` and `Message`, with their registry types.

@@ -92,6 +92,23 @@ fn bytes_stream_in_bounded_chunks_that_add_up_with_one_result_line() {
         "{sends:?}"
     );
     assert_eq!(sends.iter().sum::<usize>(), total as usize);
+    // Two chunks in flight: the second chunk's send goes out beside the first receive, before a
+    // second receive was posted (lock-step would post receives until the first chunk is back).
+    let order: Vec<&str> = s
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::WskSend { .. } => Some("send"),
+            Event::WskReceive => Some("receive"),
+            _ => None,
+        })
+        .take(3)
+        .collect();
+    assert_eq!(
+        order,
+        ["send", "send", "receive"],
+        "the send of chunk 2 overlaps chunk 1's receive"
+    );
     let biggest = s
         .events()
         .iter()

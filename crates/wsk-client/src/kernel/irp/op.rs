@@ -15,7 +15,7 @@
 //! goes on waiting for the completion: the provider completes a cancelled IRP (and every IRP of
 //! a socket being closed).
 //!
-//! IRQL: [`start`] and polling at <= `DISPATCH_LEVEL` (the WSK function called has its own limit);
+//! IRQL: [`start_or_orphan`], [`start_held`] and polling at <= `DISPATCH_LEVEL` (the WSK function called has its own limit);
 //! the completion routine at <= `DISPATCH_LEVEL`; dropping at <= `DISPATCH_LEVEL`.
 
 use core::cell::UnsafeCell;
@@ -115,6 +115,8 @@ pub(crate) struct Outcome<T> {
 pub(crate) struct Op<C: Client, T> {
     request: Option<NonNull<Request<C, T>>>,
     failed: Option<(NtError, T)>,
+    /// Whether a cancelled task's poll cancels the IRP (all but a disconnect).
+    cancel_with_task: bool,
 }
 
 impl<C: Client, T> Op<C, T> {
@@ -123,7 +125,15 @@ impl<C: Client, T> Op<C, T> {
         Self {
             request: None,
             failed: Some((status, owned)),
+            cancel_with_task: true,
         }
+    }
+
+    /// The request is not cancelled when its task is (its caller bounds it: a disconnect in
+    /// [`crate::timer::grace`]); dropping the `Op` still cancels it.
+    pub(crate) fn outlasting_cancel(mut self) -> Self {
+        self.cancel_with_task = false;
+        self
     }
 }
 
@@ -135,30 +145,43 @@ impl<C: Client, T> Unpin for Op<C, T> {}
 
 /// Makes a request: allocates it (with `owned` and its own reference, cloned from `reference`),
 /// its IRP and completion routine, and calls the WSK function (`call`, given the reference, what
-/// the request owns — in pool, where it stays until the routine ran — and the IRP).
+/// the request owns — in pool, where it stays until the routine ran — and the IRP); `orphaned`
+/// gets what the request owns when its `Op` was dropped before the result (and the result).
 ///
 /// IRQL <= `DISPATCH_LEVEL` (and whatever the WSK function needs).
-pub(crate) fn start<C: Client, T: Send + 'static>(
-    reference: &BindingRef<C>,
-    owned: T,
-    call: impl FnOnce(&BindingRef<C>, &mut T, *mut IRP) -> NTSTATUS,
-) -> Op<C, T> {
-    start_or_orphan(reference, owned, call, |owned, _, _| drop(owned))
-}
-
-/// [`start`], with `orphaned` for what the request owns when its `Op` was dropped before the
-/// result (it gets the result too).
 pub(crate) fn start_or_orphan<C: Client, T: Send + 'static>(
     reference: &BindingRef<C>,
     owned: T,
     call: impl FnOnce(&BindingRef<C>, &mut T, *mut IRP) -> NTSTATUS,
     orphaned: fn(T, NtStatus, usize),
 ) -> Op<C, T> {
+    match reference.try_clone() {
+        Ok(reference) => start_with(reference, owned, call, orphaned),
+        Err(error) => Op::failed(NtError::from(error), owned),
+    }
+}
+
+/// [`start_or_orphan`] through an open socket, whose own reference keeps its binding: the request's
+/// reference is made from it and never refused, even once a detach or the unload began (a
+/// socket's operations go on until it is closed, as the waited forms' do).
+pub(crate) fn start_held<C: Client, T: Send + 'static>(
+    socket_reference: &BindingRef<C>,
+    owned: T,
+    call: impl FnOnce(&BindingRef<C>, &mut T, *mut IRP) -> NTSTATUS,
+) -> Op<C, T> {
+    start_with(socket_reference.clone_held(), owned, call, |owned, _, _| {
+        drop(owned);
+    })
+}
+
+/// [`start_or_orphan`] with the request's own reference made already.
+fn start_with<C: Client, T: Send + 'static>(
+    reference: BindingRef<C>,
+    owned: T,
+    call: impl FnOnce(&BindingRef<C>, &mut T, *mut IRP) -> NTSTATUS,
+    orphaned: fn(T, NtStatus, usize),
+) -> Op<C, T> {
     let failed = Op::failed;
-    let reference = match reference.try_clone() {
-        Ok(reference) => reference,
-        Err(error) => return failed(NtError::from(error), owned),
-    };
     let request = match prepare::<C, T>(owned, reference, orphaned) {
         Ok(request) => request,
         Err((status, owned)) => return failed(status, owned),
@@ -186,6 +209,7 @@ pub(crate) fn start_or_orphan<C: Client, T: Send + 'static>(
     Op {
         request: Some(request),
         failed: None,
+        cancel_with_task: true,
     }
 }
 
@@ -316,7 +340,8 @@ impl<C: Client, T> Future for Op<C, T> {
         // SAFETY: live: this Op is an owner until it sets OP_DONE.
         let shared = unsafe { request.as_ref() };
         if shared.state.load(Ordering::Acquire) & READY == 0 {
-            if task::is_cancelled(cx)
+            if this.cancel_with_task
+                && task::is_cancelled(cx)
                 && shared.state.fetch_or(CANCEL_SENT, Ordering::AcqRel) & CANCEL_SENT == 0
             {
                 // SAFETY: the request's IRP, alive while this owner is not done; IRQL <=

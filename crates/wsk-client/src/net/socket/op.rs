@@ -165,6 +165,9 @@ pub struct SocketOp<'s, C: Client> {
     op: Op<C, Option<Sockaddr>>,
     what: &'static CStr,
     socket: &'s Socket<C>,
+    /// Whether a cancelled task's pending operation closes the socket (not a disconnect: the
+    /// way a socket ends, bounded by its caller: [`crate::timer::grace`]).
+    abort_when_cancelled: bool,
 }
 
 impl<C: Client> Future for SocketOp<'_, C> {
@@ -174,7 +177,9 @@ impl<C: Client> Future for SocketOp<'_, C> {
         let this = self.get_mut();
         match Pin::new(&mut this.op).poll(cx) {
             Poll::Pending => {
-                abort_if_cancelled(this.socket, cx);
+                if this.abort_when_cancelled {
+                    abort_if_cancelled(this.socket, cx);
+                }
                 Poll::Pending
             }
             Poll::Ready(Ok(outcome)) => {
@@ -203,7 +208,7 @@ impl<C: Client> Socket<C> {
         if !self.enter_call() {
             return Op::failed(NtError::CONNECTION_ABORTED, owned);
         }
-        let op = irp::start(reference, owned, |_, owned, irp| call(socket, owned, irp));
+        let op = irp::start_held(reference, owned, |_, owned, irp| call(socket, owned, irp));
         self.leave_call();
         op
     }
@@ -275,6 +280,7 @@ impl<C: Client> Socket<C> {
             op,
             what: c"WskBind",
             socket: self,
+            abort_when_cancelled: true,
         }
     }
 
@@ -299,17 +305,23 @@ impl<C: Client> Socket<C> {
             op,
             what: c"WskConnect",
             socket: self,
+            abort_when_cancelled: true,
         }
     }
 
     /// `WskDisconnect` (graceful). A provider that does not implement it (Wine's answers
-    /// `STATUS_NOT_IMPLEMENTED`) is logged; the socket is closed anyway when dropped.
+    /// `STATUS_NOT_IMPLEMENTED`) is logged; the socket is closed anyway when dropped. Unlike the
+    /// other operations, a disconnect pending in a cancelled task does not close its socket: it
+    /// is how a task ends its connection once cancelled, within a bound of its own
+    /// ([`crate::timer::grace`]); dropping it cancels it.
     pub fn disconnect(&self) -> SocketOp<'_, C> {
         let op = match self.dispatch().map(|d| d.WskDisconnect) {
-            Ok(Some(disconnect)) => self.start(None, |socket, _, irp| {
-                // SAFETY: the open socket's WskDisconnect, without a final buffer.
-                unsafe { disconnect(socket, ptr::null_mut(), 0, irp) }
-            }),
+            Ok(Some(disconnect)) => self
+                .start(None, |socket, _, irp| {
+                    // SAFETY: the open socket's WskDisconnect, without a final buffer.
+                    unsafe { disconnect(socket, ptr::null_mut(), 0, irp) }
+                })
+                .outlasting_cancel(),
             Ok(None) => {
                 log!(
                     C,
@@ -324,6 +336,7 @@ impl<C: Client> Socket<C> {
             op,
             what: c"WskDisconnect",
             socket: self,
+            abort_when_cancelled: false,
         }
     }
 
