@@ -1,4 +1,4 @@
-//! Name resolution: an IPv4 literal needs no resolver; a name (or an IPv6 literal) goes to the
+//! Name resolution: an address literal (IPv4 or IPv6) needs no resolver; a name goes to the
 //! provider's `WskGetAddressInfo` (WSK 1.1 and later: a binding attached at 1.0 answers
 //! `STATUS_NOT_SUPPORTED`, as Wine's provider, whose dispatch says 1.0, must).
 //!
@@ -79,17 +79,38 @@ impl Addresses {
     }
 }
 
-/// `host` as an IPv4 literal (four decimal octets) with `port`. Other forms — IPv6 literals
-/// included — go to the provider's resolver, which understands them too. (A hand-written parser:
-/// `core::net`'s brings panic paths into a kernel image.)
+/// `host` as an address literal with `port`: IPv4 (four decimal octets) or IPv6 (RFC 4291 text:
+/// eight groups of 1 to 4 hex digits, one `::` for a run of zero groups, an IPv4 address as the
+/// last 32 bits; no brackets, no zone). A literal never needs the provider's resolver (which a
+/// WSK 1.0 provider does not have). Names go to the resolver. (Hand-written parsers: `core::net`'s
+/// brings panic paths into a kernel image.)
 #[must_use]
 pub fn parse_literal(host: &str, port: u16) -> Option<SocketAddr> {
+    let bytes = host.as_bytes();
+    if let Some(octets) = parse_ipv4(bytes, true) {
+        return Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(octets)), port));
+    }
+    let groups = parse_ipv6(bytes)?;
+    Some(SocketAddr::V6(SocketAddrV6::new(
+        Ipv6Addr::from(groups),
+        port,
+        0,
+        0,
+    )))
+}
+
+/// Four decimal octets; `leading_zeros`: whether `010` reads as 10 (a `Host` value: the README's
+/// choice) or is refused (inside an IPv6 literal, as RFC 4291 and `core::net` read it).
+fn parse_ipv4(text: &[u8], leading_zeros: bool) -> Option<[u8; 4]> {
     let mut octets = [0u8; 4];
     // Bytes, not `str::split('.')`: a char pattern's searcher has a panic path of its own.
-    let mut parts = host.as_bytes().split(|&b| b == b'.');
+    let mut parts = text.split(|&b| b == b'.');
     for octet in &mut octets {
         let digits = parts.next()?;
         if digits.is_empty() || digits.len() > 3 || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        if !leading_zeros && digits.len() > 1 && digits.first() == Some(&b'0') {
             return None;
         }
         let value = digits
@@ -100,7 +121,68 @@ pub fn parse_literal(host: &str, port: u16) -> Option<SocketAddr> {
     if parts.next().is_some() {
         return None;
     }
-    Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(octets)), port))
+    Some(octets)
+}
+
+/// An IPv6 literal's eight groups (see [`parse_literal`]).
+fn parse_ipv6(text: &[u8]) -> Option<[u16; 8]> {
+    let double = text.windows(2).position(|pair| pair == b"::");
+    let (head, tail) = match double {
+        Some(at) => (text.get(..at)?, Some(text.get(at + 2..)?)),
+        None => (text, None),
+    };
+    let mut groups = [0u16; 8];
+    // Without `::` the head is the whole address (an IPv4 ending allowed); with it, the head may
+    // not end in IPv4, and the `::` stands for one zero group at least.
+    let head_len = parse_groups(head, &mut groups, tail.is_none())?;
+    let Some(tail) = tail else {
+        return (head_len == 8).then_some(groups);
+    };
+    let mut back = [0u16; 8];
+    let tail_len = parse_groups(tail, &mut back, true)?;
+    if head_len + tail_len > 7 {
+        return None;
+    }
+    let start = 8 - tail_len;
+    for (slot, group) in groups.get_mut(start..)?.iter_mut().zip(back) {
+        *slot = group;
+    }
+    Some(groups)
+}
+
+/// `text` as `:`-separated groups into `out`: how many (an empty `text` is none). An IPv4
+/// address may be the last part when `ipv4_last` (two groups).
+fn parse_groups(text: &[u8], out: &mut [u16; 8], ipv4_last: bool) -> Option<usize> {
+    if text.is_empty() {
+        return Some(0);
+    }
+    let mut count = 0;
+    let mut parts = text.split(|&b| b == b':').peekable();
+    while let Some(part) = parts.next() {
+        let last = parts.peek().is_none();
+        if last && ipv4_last && part.contains(&b'.') {
+            let [a, b, c, d] = parse_ipv4(part, false)?;
+            *out.get_mut(count)? = u16::from_be_bytes([a, b]);
+            *out.get_mut(count + 1)? = u16::from_be_bytes([c, d]);
+            return Some(count + 2);
+        }
+        if part.is_empty() || part.len() > 4 {
+            return None;
+        }
+        let mut value = 0u16;
+        for digit in part {
+            let nibble = match digit {
+                b'0'..=b'9' => digit - b'0',
+                b'a'..=b'f' => digit - b'a' + 10,
+                b'A'..=b'F' => digit - b'A' + 10,
+                _ => return None,
+            };
+            value = (value << 4) | u16::from(nibble);
+        }
+        *out.get_mut(count)? = value;
+        count += 1;
+    }
+    Some(count)
 }
 
 /// The addresses of an `ADDRINFOEXW` chain, with `port` (the chain's come without a service).
@@ -526,11 +608,26 @@ mod tests {
             parse_literal("127.0.0.1", 7).unwrap().to_string(),
             "127.0.0.1:7"
         );
-        assert!(
-            parse_literal("::1", 7).is_none(),
-            "IPv6 literals go to the resolver"
-        );
         assert!(parse_literal("localhost", 7).is_none());
+        // IPv6 literals are parsed here too (a WSK 1.0 provider has no resolver).
+        for (text, shown) in [
+            ("::1", "[::1]:7"),
+            ("::", "[::]:7"),
+            ("fe80::1:2", "[fe80::1:2]:7"),
+            ("1:2:3:4:5:6:7:8", "[1:2:3:4:5:6:7:8]:7"),
+            ("1:2:3:4:5:6:7::", "[1:2:3:4:5:6:7:0]:7"),
+            ("::2:3:4:5:6:7:8", "[0:2:3:4:5:6:7:8]:7"),
+            ("::ffff:192.0.2.1", "[::ffff:192.0.2.1]:7"),
+            ("64:ff9b::192.0.2.1", "[64:ff9b::c000:201]:7"),
+            ("1:2:3:4:5:6:1.2.3.4", "[1:2:3:4:5:6:102:304]:7"),
+            ("ABCD:ef01::", "[abcd:ef01::]:7"),
+        ] {
+            assert_eq!(
+                parse_literal(text, 7).map(|a| a.to_string()).as_deref(),
+                Some(shown),
+                "{text}"
+            );
+        }
         for bad in [
             "1.2.3",
             "1.2.3.4.5",
@@ -539,6 +636,21 @@ mod tests {
             "1.2.3.x",
             "1234.1.1.1",
             "",
+            ":",
+            ":::",
+            "1::2::3",
+            ":1::",
+            "1:2:3:4:5:6:7",
+            "1:2:3:4:5:6:7:8:9",
+            "1:2:3:4:5:6:7:8::",
+            "::1:2:3:4:5:6:7:8",
+            "12345::",
+            "g::",
+            "1.2.3.4::",
+            "::01.2.3.4",
+            "1:2:3:4:5:6:7:1.2.3.4",
+            "[::1]",
+            "fe80::1%1",
         ] {
             assert!(parse_literal(bad, 7).is_none(), "{bad}");
         }
