@@ -255,9 +255,11 @@ async fn hold(reference: BindingRef<WskEcho>, socket: Option<Socket<WskEcho>>) {
     if let Some(socket) = &socket {
         let _ = timer::grace::<WskEcho, _>(DISCONNECT_GRACE, socket.disconnect()).await;
     }
+    // Not held from here on, before the drops: the last reference's drop may complete a
+    // provider's detach, and whoever waited for that must find the connection gone.
+    HELD.store(false, Ordering::Release);
     drop(socket);
     drop(reference);
-    HELD.store(false, Ordering::Release);
     // SAFETY: no argument; no Unicode conversion.
     let _ = unsafe { dbg_print!(WskEcho, DPFLTR_INFO_LEVEL, "connection: reference released") };
 }
