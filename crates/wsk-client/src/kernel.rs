@@ -2,10 +2,12 @@
 //! counted allocations), [`irp`] (requests: an IRP, its completion routine, the waited and the
 //! asynchronous forms), [`work`] (work items the unload waits for), [`task`] (the executor of
 //! futures on work items), [`timer`] and [`time`] (one `KTIMER` + `KDPC` per client; the kernel's
-//! 100 ns units), and the crate's `KSPIN_LOCK` guard.
+//! 100 ns units), [`registry`] (the driver's `Parameters` values) and the crate's `KSPIN_LOCK`
+//! guard.
 
 pub mod irp;
 pub mod pool;
+pub mod registry;
 pub(crate) mod spin_lock;
 pub mod task;
 pub mod time;

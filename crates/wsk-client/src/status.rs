@@ -42,6 +42,8 @@ impl NtStatus {
     pub const CONNECTION_REFUSED: Self = Self(abi::STATUS_CONNECTION_REFUSED);
     /// `STATUS_IO_TIMEOUT`: a wait's time ran out ([`crate::timer::timeout`]).
     pub const IO_TIMEOUT: Self = Self(abi::STATUS_IO_TIMEOUT);
+    /// `STATUS_OBJECT_NAME_NOT_FOUND`: a registry key or value that is not there.
+    pub const OBJECT_NAME_NOT_FOUND: Self = Self(0xC000_0034_u32.cast_signed());
 
     /// Wraps a raw status.
     #[must_use]
@@ -158,6 +160,8 @@ impl NtError {
     pub const CONNECTION_REFUSED: Self = Self(NtStatus::CONNECTION_REFUSED);
     /// `STATUS_IO_TIMEOUT`: a wait's time ran out ([`crate::timer::timeout`]).
     pub const IO_TIMEOUT: Self = Self(NtStatus::IO_TIMEOUT);
+    /// `STATUS_OBJECT_NAME_NOT_FOUND`: a registry key or value that is not there.
+    pub const OBJECT_NAME_NOT_FOUND: Self = Self(NtStatus::OBJECT_NAME_NOT_FOUND);
 
     /// `status` as an error; `None` for a success code.
     #[must_use]

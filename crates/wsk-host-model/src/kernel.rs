@@ -10,7 +10,6 @@ use wsk_sys::{
     ADDRESS_FAMILY, ADDRINFOEXW, DRIVER_OBJECT, EPROCESS, ETHREAD, GUID, IRP, NTSTATUS,
     NonPagedPool, NonPagedPoolNx, POOL_FLAG_NON_PAGED, POOL_FLAGS, POOL_TYPE, PVOID, PWSK_CLIENT,
     RTL_OSVERSIONINFOW, SECURITY_DESCRIPTOR, SOCKADDR, UNICODE_STRING, WSK_PROVIDER_DISPATCH,
-    WSK_SOCKET,
 };
 
 use super::image;
@@ -280,7 +279,7 @@ unsafe extern "system" fn wsk_socket(
     _AddressFamily: ADDRESS_FAMILY,
     _SocketType: u16,
     _Protocol: u32,
-    _Flags: u32,
+    Flags: u32,
     _SocketContext: PVOID,
     _Dispatch: *const c_void,
     _OwningProcess: *mut EPROCESS,
@@ -289,6 +288,7 @@ unsafe extern "system" fn wsk_socket(
     Irp: *mut IRP,
 ) -> NTSTATUS {
     let injected = provider_call("WskSocket", Client);
+    let listen = Flags == wsk_sys::WSK_FLAG_LISTEN_SOCKET;
     let provider = provider_of(Client);
     let (failure, hangs, stub, made_anyway) = state::with(|s| {
         s.provider(provider)
@@ -318,7 +318,7 @@ unsafe extern "system" fn wsk_socket(
                 state::with(|s| s.violation("a hanging WskSocket was never cancelled".into()));
             }
             if made_anyway {
-                let socket = new_socket(provider);
+                let socket = new_socket(provider, listen);
                 irp::complete(irp_addr as *mut IRP, Status::SUCCESS, socket);
             } else {
                 irp::complete(
@@ -335,7 +335,7 @@ unsafe extern "system" fn wsk_socket(
         spawn_provider(move || irp::complete(irp_addr as *mut IRP, status, 0));
         return Status::PENDING.raw();
     }
-    let socket = new_socket(provider);
+    let socket = new_socket(provider, listen);
     let inline = state::with(|s| {
         s.provider(provider)
             .is_some_and(|p| p.config.requests_complete_inline)
@@ -348,26 +348,23 @@ unsafe extern "system" fn wsk_socket(
     Status::PENDING.raw()
 }
 
-/// A new socket of `provider`, with its echo peer; its address.
-fn new_socket(provider: ProviderId) -> usize {
-    let memory = Box::new(WSK_SOCKET {
-        Dispatch: (&raw const super::socket::DISPATCH).cast(),
+/// A new socket of `provider` — a connection socket with its echo peer, or a `listen`ing one;
+/// its address.
+fn new_socket(provider: ProviderId, listen: bool) -> usize {
+    let dispatch: *const c_void = if listen {
+        (&raw const super::socket::LISTEN_DISPATCH).cast()
+    } else {
+        (&raw const super::socket::DISPATCH).cast()
+    };
+    let socket = super::socket::Peer::insert(provider, dispatch, |peer| {
+        if listen {
+            peer.listen = Some(super::socket::Listen::default());
+        }
     });
-    let socket = &raw const *memory as usize;
     state::with(|s| {
         s.events.push(Event::WskSocket {
             status: Status::SUCCESS,
         });
-        s.peers.insert(
-            socket,
-            super::socket::Peer {
-                provider,
-                connected: false,
-                echo: std::collections::VecDeque::new(),
-                receive: None,
-                _memory: memory,
-            },
-        );
     });
     socket
 }

@@ -35,6 +35,7 @@ pub mod irql;
 mod kernel;
 mod nmr;
 mod registry;
+mod remote;
 mod socket;
 mod state;
 mod status;
@@ -46,6 +47,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 pub use irql::Irql;
+pub use remote::{RemoteClient, connect_client};
 pub use state::{
     Allocation, AttachHook, BindingState, Event, Failable, ProviderConfig, ProviderId, WSK_1_0,
     WSK_1_1,

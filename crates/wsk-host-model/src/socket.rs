@@ -7,8 +7,8 @@
 use std::collections::VecDeque;
 
 use wsk_sys::{
-    IRP, MDL, NTSTATUS, PVOID, SOCKADDR, WSK_BUF, WSK_PROVIDER_BASIC_DISPATCH,
-    WSK_PROVIDER_CONNECTION_DISPATCH, WSK_SOCKET,
+    IRP, MDL, NTSTATUS, PVOID, SOCKADDR, SOCKADDR_IN, WSK_BUF, WSK_PROVIDER_BASIC_DISPATCH,
+    WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH, WSK_SOCKET,
 };
 
 use crate::Status;
@@ -24,11 +24,68 @@ pub(crate) struct Peer {
     pub echo: VecDeque<u8>,
     /// A receive waiting for data: its IRP and the client's buffer (address, length).
     pub receive: Option<(usize, usize, usize)>,
+    /// A listening socket's state.
+    pub listen: Option<Listen>,
+    /// An accepted socket's remote client (its id in `State::remotes`): what the driver sends
+    /// goes to it, what it sends comes to the driver's receives (no echo).
+    pub remote: Option<usize>,
     pub _memory: Box<WSK_SOCKET>,
+}
+
+/// A listening socket: bound (listening) or not, its pending accepts, and remote clients
+/// waiting to be accepted.
+#[derive(Default)]
+pub(crate) struct Listen {
+    pub bound: bool,
+    /// Pending `WskAccept`s: the IRP and where the remote address goes.
+    pub accepts: VecDeque<(usize, usize)>,
+    /// Remote clients that connected and are not accepted yet.
+    pub backlog: VecDeque<usize>,
+}
+
+/// A remote client of a listening socket (the test's side of an accepted connection).
+#[derive(Default)]
+pub(crate) struct Remote {
+    /// Its port (its address is 127.0.0.1).
+    pub port: u16,
+    /// What it sent and the driver has not received yet.
+    pub to_server: VecDeque<u8>,
+    /// What the driver sent it.
+    pub from_server: Vec<u8>,
+    /// It closed its side: once `to_server` is drained, the driver's receive gets 0 bytes.
+    pub closed: bool,
+    /// The driver closed the accepted socket.
+    pub server_closed: bool,
+    /// The accepted socket, once accepted.
+    pub socket: Option<usize>,
 }
 
 // SAFETY: the socket memory points at a static dispatch table; only the driver reads it.
 unsafe impl Send for Peer {}
+
+impl Peer {
+    /// Makes a socket of `provider` with `dispatch`, set up by `set`; its address.
+    pub(crate) fn insert(
+        provider: ProviderId,
+        dispatch: *const core::ffi::c_void,
+        set: impl FnOnce(&mut Self),
+    ) -> usize {
+        let memory = Box::new(WSK_SOCKET { Dispatch: dispatch });
+        let socket = &raw const *memory as usize;
+        let mut peer = Self {
+            provider,
+            connected: false,
+            echo: VecDeque::new(),
+            receive: None,
+            listen: None,
+            remote: None,
+            _memory: memory,
+        };
+        set(&mut peer);
+        state::with(|s| s.peers.insert(socket, peer));
+        socket
+    }
+}
 
 /// An MDL of the client: the buffer it describes.
 pub(crate) struct Mdl {
@@ -52,6 +109,18 @@ pub(crate) static DISPATCH: WSK_PROVIDER_CONNECTION_DISPATCH = WSK_PROVIDER_CONN
     WskSend: Some(send),
     WskReceive: Some(receive),
     WskDisconnect: Some(disconnect),
+};
+
+/// The dispatch of every listening socket the model makes.
+pub(crate) static LISTEN_DISPATCH: WSK_PROVIDER_LISTEN_DISPATCH = WSK_PROVIDER_LISTEN_DISPATCH {
+    Basic: WSK_PROVIDER_BASIC_DISPATCH {
+        WskControlSocket: None,
+        WskCloseSocket: Some(close),
+    },
+    WskBind: Some(bind),
+    WskAccept: Some(accept),
+    WskInspectComplete: None,
+    WskGetLocalAddress: None,
 };
 
 /// `IoAllocateMdl`: remembers the buffer it describes.
@@ -192,7 +261,13 @@ unsafe extern "system" fn bind(
     let known = state::with(|s| {
         let injected = image::driver_calls(s, "WskBind");
         s.events.push(Event::WskBind);
-        peer(s, Socket).map(|_| injected)
+        let peer = peer(s, Socket)?;
+        if injected.is_none()
+            && let Some(listen) = peer.listen.as_mut()
+        {
+            listen.bound = true;
+        }
+        Some(injected)
     });
     let Some(injected) = known else {
         state::with(|s| s.violation("WskBind on a socket that is not open".into()));
@@ -245,10 +320,12 @@ unsafe extern "system" fn send(
         // SAFETY: the client's buffer, checked against its MDL, valid for the request.
         let bytes = unsafe { std::slice::from_raw_parts(va as *const u8, length) };
         let provider = peer.provider;
+        let remote = peer.remote;
         let silent = s.provider(provider).is_some_and(|p| p.config.peer_silent);
-        let peer = s.peers.get_mut(&(Socket as usize))?;
-        if !silent {
-            peer.echo.extend(bytes);
+        if let Some(remote) = remote {
+            s.remotes.get_mut(&remote)?.from_server.extend(bytes);
+        } else if !silent {
+            s.peers.get_mut(&(Socket as usize))?.echo.extend(bytes);
         }
         s.events.push(Event::WskSend { bytes: length });
         Some(Ok(length))
@@ -298,16 +375,25 @@ unsafe extern "system" fn receive(
     Status::PENDING.raw()
 }
 
-/// Completes the socket's pending receive if data is there.
-fn deliver(socket: *mut WSK_SOCKET) {
+/// Completes the socket's pending receive if data is there (or, from a remote client that closed
+/// its side, 0 bytes once everything it sent was received).
+pub(crate) fn deliver(socket: *mut WSK_SOCKET) {
     let done = state::with(|s| {
-        let peer = peer(s, socket)?;
-        if peer.echo.is_empty() {
+        let State { peers, remotes, .. } = s;
+        let peer = peers.get_mut(&(socket as usize))?;
+        let (source, closed) = match peer.remote {
+            Some(remote) => {
+                let remote = remotes.get_mut(&remote)?;
+                (&mut remote.to_server, remote.closed)
+            }
+            None => (&mut peer.echo, false),
+        };
+        if source.is_empty() && !closed {
             return None;
         }
         let (irp, va, length) = peer.receive.take()?;
-        let n = length.min(peer.echo.len());
-        let bytes: Vec<u8> = peer.echo.drain(..n).collect();
+        let n = length.min(source.len());
+        let bytes: Vec<u8> = source.drain(..n).collect();
         // SAFETY: the pending receive's buffer, checked against its MDL when it was posted.
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), va as *mut u8, n) };
         Some((irp, n))
@@ -317,21 +403,116 @@ fn deliver(socket: *mut WSK_SOCKET) {
     }
 }
 
-/// `IoCancelIrp` of a pending receive: completed with `STATUS_CANCELLED`, unless the provider
-/// ignores cancels (as Wine's does).
+/// `WskAccept`: pending until a remote client connects ([`crate::Session::connect_client`]).
+unsafe extern "system" fn accept(
+    ListenSocket: *mut WSK_SOCKET,
+    _Flags: u32,
+    _AcceptSocketContext: PVOID,
+    _AcceptSocketDispatch: *const core::ffi::c_void,
+    _LocalAddress: *mut SOCKADDR,
+    RemoteAddress: *mut SOCKADDR,
+    Irp: *mut IRP,
+) -> NTSTATUS {
+    let answer = state::with(|s| {
+        let injected = image::driver_calls(s, "WskAccept");
+        s.events.push(Event::WskAccept);
+        let listen = peer(s, ListenSocket)?.listen.as_mut()?;
+        if injected.is_some() {
+            return Some(injected);
+        }
+        if !listen.bound {
+            return Some(Some(Status::from_raw(wsk_sys::STATUS_INVALID_DEVICE_STATE)));
+        }
+        listen.accepts.push_back((Irp as usize, RemoteAddress as usize));
+        Some(None)
+    });
+    let Some(failure) = answer else {
+        state::with(|s| s.violation("WskAccept on a socket that is not listening".into()));
+        return Status::INVALID_PARAMETER.raw();
+    };
+    if let Some(status) = failure {
+        return complete_later(ListenSocket, Irp, status, 0);
+    }
+    if !irp::begin(Irp) {
+        return Status::INVALID_PARAMETER.raw();
+    }
+    match_accepts(ListenSocket as usize);
+    Status::PENDING.raw()
+}
+
+/// Pairs the listening socket's pending accepts with its waiting remote clients: each pair gets
+/// an accepted socket, its remote address written, the accept completed.
+pub(crate) fn match_accepts(listener: usize) {
+    loop {
+        let paired = state::with(|s| {
+            let peer = s.peers.get_mut(&listener)?;
+            let provider = peer.provider;
+            let listen = peer.listen.as_mut()?;
+            if listen.accepts.is_empty() || listen.backlog.is_empty() {
+                return None;
+            }
+            let (irp, address) = listen.accepts.pop_front()?;
+            let remote = listen.backlog.pop_front()?;
+            Some((irp, address, remote, provider))
+        });
+        let Some((irp, address, remote, provider)) = paired else {
+            return;
+        };
+        let dispatch = (&raw const DISPATCH).cast();
+        let socket = Peer::insert(provider, dispatch, |peer| {
+            peer.connected = true;
+            peer.remote = Some(remote);
+        });
+        let port = state::with(|s| {
+            s.events.push(Event::WskSocket {
+                status: Status::SUCCESS,
+            });
+            let remote = s.remotes.get_mut(&remote)?;
+            remote.socket = Some(socket);
+            Some(remote.port)
+        });
+        if address != 0 {
+            let written = SOCKADDR_IN {
+                sin_family: wsk_sys::AF_INET,
+                sin_port: port.unwrap_or(0).to_be(),
+                sin_addr: [127, 0, 0, 1],
+                sin_zero: [0; 8],
+            };
+            // SAFETY: the client's address slot for the accept, valid until its IRP completes.
+            unsafe { (address as *mut SOCKADDR_IN).write_unaligned(written) };
+        }
+        crate::kernel::spawn_provider(move || {
+            irp::complete(irp as *mut IRP, Status::SUCCESS, socket);
+        });
+    }
+}
+
+/// `IoCancelIrp` of a pending receive or accept: completed with `STATUS_CANCELLED`, unless the
+/// provider ignores cancels (as Wine's does).
 pub(crate) fn cancel(irp: usize) {
     let cancelled = state::with(|s| {
         let (socket, provider) = s
             .peers
             .iter()
-            .find(|(_, p)| p.receive.is_some_and(|r| r.0 == irp))
+            .find(|(_, p)| {
+                p.receive.is_some_and(|r| r.0 == irp)
+                    || p.listen
+                        .as_ref()
+                        .is_some_and(|l| l.accepts.iter().any(|a| a.0 == irp))
+            })
             .map(|(k, p)| (*k, p.provider))?;
         if s.provider(provider)
             .is_some_and(|p| p.config.ignores_cancel)
         {
             return None;
         }
-        s.peers.get_mut(&socket)?.receive = None;
+        let peer = s.peers.get_mut(&socket)?;
+        if peer.receive.is_some_and(|r| r.0 == irp) {
+            peer.receive = None;
+        }
+        if let Some(listen) = peer.listen.as_mut() {
+            listen.accepts.retain(|a| a.0 != irp);
+        }
         Some(())
     });
     if cancelled.is_some() {
@@ -370,20 +551,28 @@ unsafe extern "system" fn disconnect(
     }
 }
 
-/// `WskCloseSocket`: completes a pending receive with `STATUS_CANCELLED`, then the close.
+/// `WskCloseSocket`: completes a pending receive (or a listening socket's accepts) with
+/// `STATUS_CANCELLED`, then the close.
 unsafe extern "system" fn close(Socket: *mut WSK_SOCKET, Irp: *mut IRP) -> NTSTATUS {
     let receive = state::with(|s| {
         let injected = image::driver_calls(s, "WskCloseSocket");
         s.events.push(Event::WskCloseSocket);
         let peer = peer(s, Socket)?;
         let provider = peer.provider;
-        let receive = peer.receive.take();
+        // The pending receive, or every pending accept, completes with the close.
+        let mut pending: Vec<usize> = peer.receive.take().map(|r| r.0).into_iter().collect();
+        if let Some(listen) = peer.listen.as_mut() {
+            pending.extend(listen.accepts.drain(..).map(|a| a.0));
+        }
+        if let Some(remote) = peer.remote {
+            s.remotes.entry(remote).or_default().server_closed = true;
+        }
         let inline = config(s, provider).is_some_and(|c| c.requests_complete_inline);
-        Some((receive, inline, injected))
+        Some((pending, inline, injected))
     });
     // An injected failure: the close completes with it, and the socket is gone all the same (a
     // client can do nothing else with a socket it closed).
-    let Some((receive, inline, injected)) = receive else {
+    let Some((pending, inline, injected)) = receive else {
         state::with(|s| s.violation(format!("WskCloseSocket of {Socket:p}: not an open socket")));
         return Status::INVALID_PARAMETER.raw();
     };
@@ -392,7 +581,7 @@ unsafe extern "system" fn close(Socket: *mut WSK_SOCKET, Irp: *mut IRP) -> NTSTA
     }
     let (socket, irp) = (Socket as usize, Irp as usize);
     let finish = move || {
-        if let Some((pending, _, _)) = receive {
+        for pending in pending {
             irp::complete(
                 pending as *mut IRP,
                 Status::from_raw(wsk_sys::STATUS_CANCELLED),

@@ -211,6 +211,8 @@ pub enum Event {
     WskReceive,
     /// `WskDisconnect`.
     WskDisconnect,
+    /// `WskAccept` posted.
+    WskAccept,
     /// `KeSetTimer` with a due time of `due` (100 ns units; negative: relative).
     KeSetTimer { due: i64 },
     /// `KeFlushQueuedDpcs`.
@@ -337,6 +339,10 @@ pub(crate) struct State {
     pub completion_routine_failure: Option<Status>,
     /// Open sockets by address, each with its echo peer.
     pub peers: HashMap<usize, crate::socket::Peer>,
+    /// Remote clients of the driver's listening sockets ([`crate::RemoteClient`]), by id.
+    pub remotes: HashMap<usize, crate::socket::Remote>,
+    /// The last remote client id handed out.
+    pub next_remote: usize,
     /// The client's MDLs by address.
     pub mdls: HashMap<usize, crate::socket::Mdl>,
     /// Make the next `count` `IoAllocateMdl` calls fail.

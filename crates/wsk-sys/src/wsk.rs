@@ -356,6 +356,65 @@ pub struct WSK_PROVIDER_CONNECTION_DISPATCH {
     pub WskDisconnect: PFN_WSK_BUFFER_CALL,
 }
 
+/// `PFN_WSK_ACCEPT`: `(ListenSocket, Flags, AcceptSocketContext, AcceptSocketDispatch,
+/// LocalAddress, RemoteAddress, Irp)`; the accepted `WSK_SOCKET` in `Irp->IoStatus.Information`,
+/// the addresses written before the IRP completes. IRQL <= `DISPATCH_LEVEL`.
+pub type PFN_WSK_ACCEPT = Option<
+    unsafe extern "system" fn(
+        ListenSocket: *mut WSK_SOCKET,
+        Flags: u32,
+        AcceptSocketContext: PVOID,
+        AcceptSocketDispatch: *const core::ffi::c_void,
+        LocalAddress: *mut SOCKADDR,
+        RemoteAddress: *mut SOCKADDR,
+        Irp: *mut IRP,
+    ) -> NTSTATUS,
+>;
+
+/// `PFN_WSK_INSPECT_COMPLETE`: `(ListenSocket, InspectID, Action, Irp)`; never called by this
+/// library (no conditional accept), declared for the table's layout.
+pub type PFN_WSK_INSPECT_COMPLETE = Option<
+    unsafe extern "system" fn(
+        ListenSocket: *mut WSK_SOCKET,
+        InspectID: PVOID,
+        Action: i32,
+        Irp: *mut IRP,
+    ) -> NTSTATUS,
+>;
+
+/// `WSK_PROVIDER_LISTEN_DISPATCH`: a listening socket's table. Size 48.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WSK_PROVIDER_LISTEN_DISPATCH {
+    pub Basic: WSK_PROVIDER_BASIC_DISPATCH,
+    pub WskBind: PFN_WSK_ADDRESS_CALL,
+    pub WskAccept: PFN_WSK_ACCEPT,
+    pub WskInspectComplete: PFN_WSK_INSPECT_COMPLETE,
+    pub WskGetLocalAddress: PFN_WSK_GET_ADDRESS,
+}
+
+/// `SOCKADDR_STORAGE` (`ws2def.h`): room for any socket address. Size 128, alignment 8.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+pub struct SOCKADDR_STORAGE {
+    pub ss_family: u16,
+    pub __ss_pad1: [u8; 6],
+    pub __ss_align: i64,
+    pub __ss_pad2: [u8; 112],
+}
+
+impl SOCKADDR_STORAGE {
+    /// All zero (`ss_family` 0: `AF_UNSPEC`).
+    pub const fn zeroed() -> Self {
+        Self {
+            ss_family: 0,
+            __ss_pad1: [0; 6],
+            __ss_align: 0,
+            __ss_pad2: [0; 112],
+        }
+    }
+}
+
 /// `WskDisconnect` flag: abort (reset) instead of a graceful disconnect.
 pub const WSK_FLAG_ABORTIVE: u32 = 0x0000_0001;
 

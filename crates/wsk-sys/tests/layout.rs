@@ -320,3 +320,22 @@ fn performance_counter() {
     assert_eq!(size_of::<PFN_KE_QUERY_PERFORMANCE_COUNTER>(), 8);
     assert_eq!(size_of::<Option<PFN_KE_QUERY_PERFORMANCE_COUNTER>>(), 8);
 }
+
+#[test]
+fn listen_dispatch_and_addresses() {
+    assert_eq!(size_of::<WSK_PROVIDER_LISTEN_DISPATCH>(), 48);
+    assert_eq!(offset_of!(WSK_PROVIDER_LISTEN_DISPATCH, Basic), 0);
+    assert_eq!(offset_of!(WSK_PROVIDER_LISTEN_DISPATCH, WskBind), 16);
+    assert_eq!(offset_of!(WSK_PROVIDER_LISTEN_DISPATCH, WskAccept), 24);
+    assert_eq!(offset_of!(WSK_PROVIDER_LISTEN_DISPATCH, WskInspectComplete), 32);
+    assert_eq!(offset_of!(WSK_PROVIDER_LISTEN_DISPATCH, WskGetLocalAddress), 40);
+    // WskBind sits where a connection socket's does: both tables start Basic, WskBind.
+    assert_eq!(offset_of!(WSK_PROVIDER_CONNECTION_DISPATCH, WskBind), 16);
+    assert_eq!(size_of::<SOCKADDR_STORAGE>(), 128);
+    assert_eq!(align_of::<SOCKADDR_STORAGE>(), 8);
+    assert_eq!(offset_of!(SOCKADDR_STORAGE, ss_family), 0);
+    assert_eq!(offset_of!(SOCKADDR_STORAGE, __ss_align), 8);
+    assert_eq!(offset_of!(SOCKADDR_STORAGE, __ss_pad2), 16);
+    assert_eq!(size_of::<PFN_WSK_ACCEPT>(), 8);
+    assert_eq!(WSK_FLAG_LISTEN_SOCKET, 1);
+}

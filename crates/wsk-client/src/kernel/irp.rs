@@ -43,7 +43,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 mod op;
 
-pub(crate) use op::{Op, Outcome, start_held, start_or_orphan};
+pub(crate) use op::{Op, Outcome, drop_orphan, start_held, start_or_orphan};
 
 use crate::client::Client;
 use crate::log::log;

@@ -31,10 +31,12 @@
 pub mod atomic_waker;
 mod handle;
 mod join;
+mod set;
 pub mod state;
 
 pub use handle::{TaskCell, TaskHandle};
 pub use join::{Join, OptionFuture, join};
+pub use set::TaskSet;
 
 use core::cell::UnsafeCell;
 use core::future::Future;

@@ -25,9 +25,15 @@ use core::net::SocketAddr;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
+mod address;
+mod create;
+mod listener;
 mod op;
 
-pub use op::{CreateOp, SocketOp, TransferOp};
+use address::Sockaddr;
+pub use create::CreateOp;
+pub use listener::{AcceptOp, CreateListenerOp, Listener};
+pub use op::{SocketOp, TransferOp};
 
 use crate::buffer::Buffer;
 use crate::client::Client;
@@ -37,17 +43,20 @@ use crate::log::log;
 use crate::provider::BindingRef;
 use crate::status::{NtError, NtStatus};
 use crate::sys::{
-    AF_INET, AF_INET6, IPPROTO_TCP, IRP, NTSTATUS, SOCK_STREAM, SOCKADDR, SOCKADDR_IN,
-    SOCKADDR_IN6, WSK_BUF, WSK_FLAG_CONNECTION_SOCKET, WSK_PROVIDER_BASIC_DISPATCH,
-    WSK_PROVIDER_CONNECTION_DISPATCH, WSK_SOCKET,
+    IPPROTO_TCP, IRP, NTSTATUS, SOCK_STREAM, WSK_BUF, WSK_FLAG_CONNECTION_SOCKET,
+    WSK_PROVIDER_BASIC_DISPATCH, WSK_PROVIDER_CONNECTION_DISPATCH, WSK_SOCKET,
 };
 use crate::time::Timeout;
 
-/// An open WSK socket of client `C`.
+/// An open WSK socket of client `C`: a TCP connection (connected by [`Socket::connect`], or
+/// accepted by a [`Listener`]).
+///
+/// # Invariants
+/// `socket` is a socket the provider created for this binding, open until `closed` is set or
+/// `reference` is taken by the close; a connection socket, unless this value is a
+/// [`Listener`]'s own.
 #[allow(clippy::struct_field_names)] // `socket`: the provider's WSK_SOCKET
 pub struct Socket<C: Client> {
-    // INVARIANT: a socket the provider created for this binding; open until `closed` is set or
-    // `reference` is taken by the close.
     socket: NonNull<WSK_SOCKET>,
     // The binding reference the socket holds until its close completes (moved into the close's
     // request by `close_now`).
@@ -61,40 +70,6 @@ pub struct Socket<C: Client> {
     // the socket only once none is, since WskCloseSocket must not overlap another call of the
     // socket's functions (the last call to return closes it then).
     calls: Gate,
-}
-
-/// A socket address in the provider's form.
-#[repr(C)]
-enum Sockaddr {
-    V4(SOCKADDR_IN),
-    V6(SOCKADDR_IN6),
-}
-
-impl Sockaddr {
-    fn new(address: SocketAddr) -> Self {
-        match address {
-            SocketAddr::V4(a) => Self::V4(SOCKADDR_IN {
-                sin_family: AF_INET,
-                sin_port: a.port().to_be(),
-                sin_addr: a.ip().octets(),
-                sin_zero: [0; 8],
-            }),
-            SocketAddr::V6(a) => Self::V6(SOCKADDR_IN6 {
-                sin6_family: AF_INET6,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo().to_be(),
-                sin6_addr: a.ip().octets(),
-                sin6_scope_id: a.scope_id(),
-            }),
-        }
-    }
-
-    fn as_mut_ptr(&mut self) -> *mut SOCKADDR {
-        match self {
-            Self::V4(a) => ptr::from_mut(a).cast(),
-            Self::V6(a) => ptr::from_mut(a).cast(),
-        }
-    }
 }
 
 // SAFETY: a WSK socket may be used and closed from any thread; the reference is Send.
@@ -135,7 +110,15 @@ impl<C: Client> Socket<C> {
         })?;
         let requested = irp::call(reference, timeout, |reference, irp| {
             // SAFETY: the binding's WskSocket, with the request's IRP; PASSIVE_LEVEL.
-            unsafe { request_socket(Some(socket_fn), reference, family, irp) }
+            unsafe {
+                request_socket(
+                    Some(socket_fn),
+                    reference,
+                    family,
+                    WSK_FLAG_CONNECTION_SOCKET,
+                    irp,
+                )
+            }
         });
         let (status, information) = requested.inspect_err(|status| {
             log!(
@@ -245,17 +228,27 @@ impl<C: Client> Socket<C> {
             .filter(|_| !self.closed.load(Ordering::Acquire))
     }
 
-    /// The provider's connection dispatch of this socket, while it is open.
-    fn dispatch(&self) -> Result<&WSK_PROVIDER_CONNECTION_DISPATCH, NtError> {
+    /// The provider's dispatch table of this socket, while it is open.
+    ///
+    /// # Safety
+    /// `D` is the dispatch table of the socket's kind (`WSK_PROVIDER_CONNECTION_DISPATCH` for a
+    /// connection socket, `WSK_PROVIDER_LISTEN_DISPATCH` for a listening one).
+    unsafe fn dispatch_as<D>(&self) -> Result<&D, NtError> {
         if self.closed.load(Ordering::Acquire) || self.reference.is_none() {
             return Err(NtError::CONNECTION_ABORTED);
         }
         // SAFETY: by the type invariant an open socket the provider made.
         let dispatch = unsafe { (*self.socket.as_ptr()).Dispatch };
-        // SAFETY: a connection socket's dispatch is the provider's
-        // WSK_PROVIDER_CONNECTION_DISPATCH, valid while it is open.
-        unsafe { dispatch.cast::<WSK_PROVIDER_CONNECTION_DISPATCH>().as_ref() }
-            .ok_or(NtError::NOT_SUPPORTED)
+        // SAFETY: per the contract the provider's table of this socket's kind, valid while the
+        // socket is open.
+        unsafe { dispatch.cast::<D>().as_ref() }.ok_or(NtError::NOT_SUPPORTED)
+    }
+
+    /// The provider's connection dispatch of this socket, while it is open.
+    fn dispatch(&self) -> Result<&WSK_PROVIDER_CONNECTION_DISPATCH, NtError> {
+        // SAFETY: a `Socket` of its own is a connection socket (the type invariant); a listening
+        // one lives inside a `Listener`, which never calls this.
+        unsafe { self.dispatch_as() }
     }
 
     /// Runs one operation: a request through the socket's reference, waited for; a request that
@@ -459,8 +452,8 @@ impl<C: Client> Drop for Socket<C> {
     }
 }
 
-/// Calls `WskSocket` for a connection socket of `family`: no socket context or event dispatch
-/// (no callbacks).
+/// Calls `WskSocket` for a TCP socket of `family` and kind `flags` (`WSK_FLAG_CONNECTION_SOCKET`,
+/// `WSK_FLAG_LISTEN_SOCKET`): no socket context or event dispatch (no callbacks).
 ///
 /// # Safety
 /// `socket_fn` is the provider's `WskSocket` of `reference`'s binding; `irp` is a request's IRP
@@ -469,6 +462,7 @@ unsafe fn request_socket<C: Client>(
     socket_fn: crate::sys::PFN_WSK_SOCKET,
     reference: &BindingRef<C>,
     family: u16,
+    flags: u32,
     irp: *mut IRP,
 ) -> NTSTATUS {
     let Some(socket_fn) = socket_fn else {
@@ -481,7 +475,7 @@ unsafe fn request_socket<C: Client>(
             family,
             SOCK_STREAM,
             IPPROTO_TCP,
-            WSK_FLAG_CONNECTION_SOCKET,
+            flags,
             ptr::null_mut(),
             ptr::null(),
             ptr::null_mut(),

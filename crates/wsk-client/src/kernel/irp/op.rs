@@ -168,10 +168,15 @@ pub(crate) fn start_held<C: Client, T: Send + 'static>(
     socket_reference: &BindingRef<C>,
     owned: T,
     call: impl FnOnce(&BindingRef<C>, &mut T, *mut IRP) -> NTSTATUS,
+    orphaned: fn(T, NtStatus, usize),
 ) -> Op<C, T> {
-    start_with(socket_reference.clone_held(), owned, call, |owned, _, _| {
-        drop(owned);
-    })
+    start_with(socket_reference.clone_held(), owned, call, orphaned)
+}
+
+/// The `orphaned` of a request whose result nobody needs once its `Op` is gone: what it owned is
+/// dropped.
+pub(crate) fn drop_orphan<T>(owned: T, _status: NtStatus, _information: usize) {
+    drop(owned);
 }
 
 /// [`start_or_orphan`] with the request's own reference made already.

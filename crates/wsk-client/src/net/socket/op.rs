@@ -19,19 +19,17 @@ use core::ffi::CStr;
 use core::future::Future;
 use core::net::SocketAddr;
 use core::pin::Pin;
-use core::ptr::{self, NonNull};
+use core::ptr;
 use core::task::{Context, Poll};
 
-use super::{Closed, Sockaddr, Socket, close_raw};
+use super::{Sockaddr, Socket};
 use crate::buffer::Buffer;
 use crate::client::Client;
-use crate::irp::{self, Op, Outcome, Prepared};
+use crate::irp::{self, Op, Outcome};
 use crate::log::log;
-use crate::provider::BindingRef;
 use crate::status::{NtError, NtStatus};
 use crate::sys::{WSK_BUF, WSK_SOCKET};
 use crate::task;
-use crate::work::{self, Work};
 
 /// What a send or receive owns while in flight: the buffer and the `WSK_BUF` describing it.
 struct Transfer {
@@ -116,7 +114,7 @@ fn transferred<C: Client>(
 /// In a cancelled task (the unload began), a pending operation closes its socket: its request
 /// cancelled its IRP already, and a provider that ignores the cancel (Wine's) completes every IRP
 /// of a socket when the socket closes. So a cancelled task's operations end promptly.
-fn abort_if_cancelled<C: Client>(socket: &Socket<C>, cx: &Context<'_>) {
+pub(super) fn abort_if_cancelled<C: Client>(socket: &Socket<C>, cx: &Context<'_>) {
     if task::is_cancelled(cx) {
         socket.abort();
     }
@@ -170,6 +168,22 @@ pub struct SocketOp<'s, C: Client> {
     abort_when_cancelled: bool,
 }
 
+impl<'s, C: Client> SocketOp<'s, C> {
+    /// `what` on `socket`, closing it when pending in a cancelled task.
+    pub(super) fn new(
+        op: Op<C, Option<Sockaddr>>,
+        what: &'static CStr,
+        socket: &'s Socket<C>,
+    ) -> Self {
+        Self {
+            op,
+            what,
+            socket,
+            abort_when_cancelled: true,
+        }
+    }
+}
+
 impl<C: Client> Future for SocketOp<'_, C> {
     type Output = Result<(), NtError>;
 
@@ -195,10 +209,21 @@ impl<C: Client> Future for SocketOp<'_, C> {
 impl<C: Client> Socket<C> {
     /// Starts `what` through this socket's reference: `call` gets the socket, what the request
     /// owns and its IRP.
-    fn start<T: Send + 'static>(
+    pub(super) fn start<T: Send + 'static>(
         &self,
         owned: T,
         call: impl FnOnce(*mut WSK_SOCKET, &mut T, *mut crate::sys::IRP) -> crate::sys::NTSTATUS,
+    ) -> Op<C, T> {
+        self.start_or_orphan(owned, call, irp::drop_orphan)
+    }
+
+    /// [`Socket::start`], with `orphaned` given what the request owns, and its result, when the
+    /// `Op` was dropped before the provider answered.
+    pub(super) fn start_or_orphan<T: Send + 'static>(
+        &self,
+        owned: T,
+        call: impl FnOnce(*mut WSK_SOCKET, &mut T, *mut crate::sys::IRP) -> crate::sys::NTSTATUS,
+        orphaned: fn(T, NtStatus, usize),
     ) -> Op<C, T> {
         let Some(reference) = self.open_reference() else {
             return Op::failed(NtError::CONNECTION_ABORTED, owned);
@@ -208,7 +233,12 @@ impl<C: Client> Socket<C> {
         if !self.enter_call() {
             return Op::failed(NtError::CONNECTION_ABORTED, owned);
         }
-        let op = irp::start_held(reference, owned, |_, owned, irp| call(socket, owned, irp));
+        let op = irp::start_held(
+            reference,
+            owned,
+            |_, owned, irp| call(socket, owned, irp),
+            orphaned,
+        );
         self.leave_call();
         op
     }
@@ -338,155 +368,5 @@ impl<C: Client> Socket<C> {
             socket: self,
             abort_when_cancelled: false,
         }
-    }
-
-    /// Creates a connection-oriented (TCP) socket of `family` (`AF_INET`, `AF_INET6`) through
-    /// `reference`'s binding (`WskSocket`). The socket holds a reference of its own, and its
-    /// close's request, both made before `WskSocket`. A `CreateOp` dropped before the provider
-    /// answered closes the socket the provider made for it (from a work item allocated with
-    /// the request: no WSK call in a completion routine).
-    pub fn create(reference: &BindingRef<C>, family: u16) -> CreateOp<C> {
-        CreateOp {
-            op: create_op(reference, family),
-        }
-    }
-}
-
-/// What a socket's creation owns until the provider answered.
-struct Creating<C: Client> {
-    own: Option<BindingRef<C>>,
-    close: Option<Prepared<C, Closed>>,
-    /// The close of a socket made for nobody (the `CreateOp` was dropped).
-    orphan: Option<work::Prepared<C, CloseOrphan<C>>>,
-}
-
-/// Closes a socket the provider made for a dropped `CreateOp`.
-struct CloseOrphan<C: Client> {
-    socket: *mut WSK_SOCKET,
-    reference: Option<BindingRef<C>>,
-    close: Option<Prepared<C, Closed>>,
-}
-
-// SAFETY: the socket pointer is the provider's, usable from any thread; the rest is Send.
-unsafe impl<C: Client> Send for CloseOrphan<C> {}
-
-impl<C: Client> Work for CloseOrphan<C> {
-    fn run(self) {
-        if let (Some(socket), Some(reference), Some(close)) =
-            (NonNull::new(self.socket), self.reference, self.close)
-        {
-            log!(
-                C,
-                DPFLTR_WARNING_LEVEL,
-                "socket: made for a creation nobody waits for; closing it"
-            );
-            close_raw::<C>(socket, reference, close);
-        }
-    }
-}
-
-/// `Creating`'s fate when its `CreateOp` was dropped: a socket the provider made is closed from
-/// the work item allocated for that (queueing it cannot fail); otherwise everything is dropped.
-/// Runs where the request is freed (its completion routine: <= `DISPATCH_LEVEL`).
-fn orphaned<C: Client>(creating: Creating<C>, status: NtStatus, information: usize) {
-    let Creating { own, close, orphan } = creating;
-    if status.is_success()
-        && information != 0
-        && let Some(orphan) = orphan
-    {
-        orphan.queue_with(|work| {
-            work.socket = information as *mut WSK_SOCKET;
-            work.reference = own;
-            work.close = close;
-        });
-    }
-}
-
-fn create_op<C: Client>(reference: &BindingRef<C>, family: u16) -> Op<C, Creating<C>> {
-    let mut creating = Creating {
-        own: None,
-        close: None,
-        orphan: None,
-    };
-    // The socket's own reference, taken first: once the socket exists, it must be closable.
-    match reference.try_clone() {
-        Ok(own) => creating.own = Some(own),
-        Err(error) => return Op::failed(NtError::from(error), creating),
-    }
-    if let Err(error) = reference.ensure_open() {
-        return Op::failed(NtError::from(error), creating);
-    }
-    let Some(socket_fn) = reference.socket() else {
-        return Op::failed(NtError::NOT_SUPPORTED, creating);
-    };
-    // Its close's request, and the work item that closes a socket made for nobody.
-    match Prepared::<C, Closed>::new() {
-        Ok(close) => creating.close = Some(close),
-        Err(status) => return Op::failed(status, creating),
-    }
-    let orphan = CloseOrphan {
-        socket: ptr::null_mut(),
-        reference: None,
-        close: None,
-    };
-    match work::Prepared::<C, _>::new(orphan) {
-        Ok(orphan) => creating.orphan = Some(orphan),
-        Err(status) => return Op::failed(status, creating),
-    }
-    irp::start_or_orphan(
-        reference,
-        creating,
-        |reference, _, irp| {
-            // SAFETY: the binding's WskSocket, with the request's IRP; IRQL <= DISPATCH_LEVEL.
-            unsafe { super::request_socket(Some(socket_fn), reference, family, irp) }
-        },
-        orphaned::<C>,
-    )
-}
-
-/// A socket's creation in flight: see [`Socket::create`].
-#[must_use = "a future does nothing unless awaited"]
-pub struct CreateOp<C: Client> {
-    op: Op<C, Creating<C>>,
-}
-
-impl<C: Client> Future for CreateOp<C> {
-    type Output = Result<Socket<C>, NtError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let outcome = match Pin::new(&mut this.op).poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Ok(outcome)) => outcome,
-            Poll::Ready(Err((status, _))) => {
-                return Poll::Ready(Err(not_requested::<C>(c"WskSocket", status)));
-            }
-        };
-        // Answered: the orphan's work item is not needed (dropped: freed unqueued).
-        let Creating { own, close, orphan } = outcome.owned;
-        drop(orphan);
-        if let Err(status) = outcome.status.into_result() {
-            log!(
-                C,
-                DPFLTR_ERROR_LEVEL,
-                "socket: WskSocket failed: 0x%08X",
-                status.bits()
-            );
-            return Poll::Ready(Err(status));
-        }
-        let (Some(socket), Some(own), Some(close)) = (
-            NonNull::new(outcome.information as *mut WSK_SOCKET),
-            own,
-            close,
-        ) else {
-            log!(
-                C,
-                DPFLTR_ERROR_LEVEL,
-                "socket: WskSocket succeeded without a socket"
-            );
-            return Poll::Ready(Err(NtError::UNSUCCESSFUL));
-        };
-        // INVARIANT: the provider's new socket, open.
-        Poll::Ready(Ok(Socket::open(socket, own, close)))
     }
 }

@@ -1,0 +1,210 @@
+//! A socket's creation (`WskSocket`) and what an accept shares with it (`WskAccept` makes a
+//! socket too): [`Creating`] holds what a new socket needs before the provider makes it — its
+//! own binding reference and its close's request, so that a socket that exists can always be
+//! closed, and a work item that closes a socket made for nobody (the future was dropped before
+//! the provider answered: no WSK call in a completion routine).
+//!
+//! IRQL: making and polling at <= `DISPATCH_LEVEL`.
+
+use core::future::Future;
+use core::pin::Pin;
+use core::ptr::{self, NonNull};
+use core::task::{Context, Poll};
+
+use super::op::not_requested;
+use super::{Closed, Socket, close_raw};
+use crate::client::Client;
+use crate::irp::{self, Op, Outcome, Prepared};
+use crate::log::log;
+use crate::provider::BindingRef;
+use crate::status::{NtError, NtStatus};
+use crate::sys::{WSK_FLAG_CONNECTION_SOCKET, WSK_SOCKET};
+use crate::work::{self, Work};
+
+/// What a socket's creation owns until the provider answered.
+pub(super) struct Creating<C: Client> {
+    own: Option<BindingRef<C>>,
+    close: Option<Prepared<C, Closed>>,
+    /// The close of a socket made for nobody (the future was dropped).
+    orphan: Option<work::Prepared<C, CloseOrphan<C>>>,
+}
+
+impl<C: Client> Creating<C> {
+    /// The socket's own reference (cloned from `reference`: refused once a detach or the unload
+    /// began), its close's request and the orphan's work item; on failure, what was made so far
+    /// with the status.
+    pub(super) fn prepare(reference: &BindingRef<C>) -> Result<Self, (NtError, Self)> {
+        let mut creating = Self {
+            own: None,
+            close: None,
+            orphan: None,
+        };
+        // The socket's own reference, taken first: once the socket exists, it must be closable.
+        match reference.try_clone() {
+            Ok(own) => creating.own = Some(own),
+            Err(error) => return Err((NtError::from(error), creating)),
+        }
+        // Its close's request, and the work item that closes a socket made for nobody.
+        match Prepared::<C, Closed>::new() {
+            Ok(close) => creating.close = Some(close),
+            Err(status) => return Err((status, creating)),
+        }
+        let orphan = CloseOrphan {
+            socket: ptr::null_mut(),
+            reference: None,
+            close: None,
+        };
+        match work::Prepared::<C, _>::new(orphan) {
+            Ok(orphan) => creating.orphan = Some(orphan),
+            Err(status) => return Err((status, creating)),
+        }
+        Ok(creating)
+    }
+
+    /// The provider answered `what` with `status` and, on success, the new socket in
+    /// `information`: the socket, open (a success without one is the provider's error).
+    pub(super) fn finish(
+        self,
+        what: &core::ffi::CStr,
+        status: NtStatus,
+        information: usize,
+    ) -> Result<Socket<C>, NtError> {
+        // Answered: the orphan's work item is not needed (dropped: freed unqueued).
+        let Self { own, close, orphan } = self;
+        drop(orphan);
+        if let Err(status) = status.into_result() {
+            log!(
+                C,
+                DPFLTR_ERROR_LEVEL,
+                "socket: %s failed: 0x%08X",
+                what.as_ptr(),
+                status.bits()
+            );
+            return Err(status);
+        }
+        let (Some(socket), Some(own), Some(close)) =
+            (NonNull::new(information as *mut WSK_SOCKET), own, close)
+        else {
+            log!(
+                C,
+                DPFLTR_ERROR_LEVEL,
+                "socket: %s succeeded without a socket",
+                what.as_ptr()
+            );
+            return Err(NtError::UNSUCCESSFUL);
+        };
+        // INVARIANT: the provider's new socket, open.
+        Ok(Socket::open(socket, own, close))
+    }
+
+    /// The creation's fate when its future was dropped: a socket the provider made is closed from
+    /// the work item allocated for that (queueing it cannot fail); otherwise everything is
+    /// dropped. Runs where the request is freed (its completion routine: <= `DISPATCH_LEVEL`).
+    pub(super) fn orphaned(self, status: NtStatus, information: usize) {
+        let Self { own, close, orphan } = self;
+        if status.is_success()
+            && information != 0
+            && let Some(orphan) = orphan
+        {
+            orphan.queue_with(|work| {
+                work.socket = information as *mut WSK_SOCKET;
+                work.reference = own;
+                work.close = close;
+            });
+        }
+    }
+}
+
+/// Closes a socket the provider made for a dropped future.
+struct CloseOrphan<C: Client> {
+    socket: *mut WSK_SOCKET,
+    reference: Option<BindingRef<C>>,
+    close: Option<Prepared<C, Closed>>,
+}
+
+// SAFETY: the socket pointer is the provider's, usable from any thread; the rest is Send.
+unsafe impl<C: Client> Send for CloseOrphan<C> {}
+
+impl<C: Client> Work for CloseOrphan<C> {
+    fn run(self) {
+        if let (Some(socket), Some(reference), Some(close)) =
+            (NonNull::new(self.socket), self.reference, self.close)
+        {
+            log!(
+                C,
+                DPFLTR_WARNING_LEVEL,
+                "socket: made for a creation nobody waits for; closing it"
+            );
+            close_raw::<C>(socket, reference, close);
+        }
+    }
+}
+
+/// `WskSocket` for a TCP socket of `family` and kind `flags`.
+pub(super) fn create_op<C: Client>(
+    reference: &BindingRef<C>,
+    family: u16,
+    flags: u32,
+) -> Op<C, Creating<C>> {
+    let creating = match Creating::prepare(reference) {
+        Ok(creating) => creating,
+        Err((status, creating)) => return Op::failed(status, creating),
+    };
+    if let Err(error) = reference.ensure_open() {
+        return Op::failed(NtError::from(error), creating);
+    }
+    let Some(socket_fn) = reference.socket() else {
+        return Op::failed(NtError::NOT_SUPPORTED, creating);
+    };
+    irp::start_or_orphan(
+        reference,
+        creating,
+        |reference, _, irp| {
+            // SAFETY: the binding's WskSocket, with the request's IRP; IRQL <= DISPATCH_LEVEL.
+            unsafe { super::request_socket(Some(socket_fn), reference, family, flags, irp) }
+        },
+        Creating::orphaned,
+    )
+}
+
+/// A socket's creation in flight: see [`Socket::create`].
+#[must_use = "a future does nothing unless awaited"]
+pub struct CreateOp<C: Client> {
+    op: Op<C, Creating<C>>,
+}
+
+impl<C: Client> CreateOp<C> {
+    pub(super) fn new(reference: &BindingRef<C>, family: u16, flags: u32) -> Self {
+        Self {
+            op: create_op(reference, family, flags),
+        }
+    }
+}
+
+impl<C: Client> Future for CreateOp<C> {
+    type Output = Result<Socket<C>, NtError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        Poll::Ready(match Pin::new(&mut this.op).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(Outcome {
+                status,
+                information,
+                owned,
+            })) => owned.finish(c"WskSocket", status, information),
+            Poll::Ready(Err((status, _))) => Err(not_requested::<C>(c"WskSocket", status)),
+        })
+    }
+}
+
+impl<C: Client> Socket<C> {
+    /// Creates a connection-oriented (TCP) socket of `family` (`AF_INET`, `AF_INET6`) through
+    /// `reference`'s binding (`WskSocket`). The socket holds a reference of its own, and its
+    /// close's request, both made before `WskSocket`. A `CreateOp` dropped before the provider
+    /// answered closes the socket the provider made for it (from a work item allocated with
+    /// the request: no WSK call in a completion routine).
+    pub fn create(reference: &BindingRef<C>, family: u16) -> CreateOp<C> {
+        CreateOp::new(reference, family, WSK_FLAG_CONNECTION_SOCKET)
+    }
+}

@@ -1,0 +1,251 @@
+//! [`Listener`]: a listening TCP socket (`WskSocket` with `WSK_FLAG_LISTEN_SOCKET`) — bound, it
+//! listens (a WSK listening socket has no separate `listen`) — and its accepts (`WskAccept`), each
+//! a future whose socket is a [`Socket`] like a connected one, with a reference and a close of its
+//! own made before the accept (an accept dropped before the provider answered closes the socket
+//! the provider made for it, as a dropped creation does).
+//!
+//! The listener is the same socket underneath as a connection (its close, its abort in a
+//! cancelled task): an accept pending in a cancelled task closes the listening socket, which
+//! completes the accept (every provider completes a socket's IRPs when it closes).
+//!
+//! IRQL: making and polling at <= `DISPATCH_LEVEL` (`WskSocket`, `WskBind`, `WskAccept` allow it);
+//! closing and dropping at <= `DISPATCH_LEVEL`.
+
+use core::future::Future;
+use core::net::SocketAddr;
+use core::pin::Pin;
+use core::ptr;
+use core::task::{Context, Poll};
+
+use super::address::{AddressSlot, Sockaddr};
+use super::create::{CreateOp, Creating};
+use super::op::{SocketOp, abort_if_cancelled, not_requested};
+use super::Socket;
+use crate::client::Client;
+use crate::irp::{Op, Outcome};
+use crate::log::log;
+use crate::provider::BindingRef;
+use crate::status::{NtError, NtStatus};
+use crate::sys::{WSK_FLAG_LISTEN_SOCKET, WSK_PROVIDER_LISTEN_DISPATCH};
+
+/// A listening TCP socket of client `C`.
+///
+/// # Invariants
+/// `socket` is a listening socket (made with `WSK_FLAG_LISTEN_SOCKET`).
+pub struct Listener<C: Client> {
+    socket: Socket<C>,
+}
+
+impl<C: Client> Listener<C> {
+    /// Creates a listening socket of `family` (`AF_INET`, `AF_INET6`) through `reference`'s
+    /// binding (`WskSocket` with `WSK_FLAG_LISTEN_SOCKET`); [`Listener::bind`] makes it listen.
+    pub fn create(reference: &BindingRef<C>, family: u16) -> CreateListenerOp<C> {
+        CreateListenerOp {
+            op: CreateOp::new(reference, family, WSK_FLAG_LISTEN_SOCKET),
+        }
+    }
+
+    /// The provider's listen dispatch, while the socket is open.
+    fn dispatch(&self) -> Result<&WSK_PROVIDER_LISTEN_DISPATCH, NtError> {
+        // SAFETY: a listening socket (the type invariant).
+        unsafe { self.socket.dispatch_as() }
+    }
+
+    /// `WskBind` to `local`: from then on the socket listens (`0.0.0.0:port` or `[::]:port` for
+    /// every address of the family).
+    pub fn bind(&self, local: SocketAddr) -> SocketOp<'_, C> {
+        let op = match self
+            .dispatch()
+            .and_then(|d| d.WskBind.ok_or(NtError::NOT_SUPPORTED))
+        {
+            Ok(bind) => self
+                .socket
+                .start(Some(Sockaddr::new(local)), |socket, address, irp| {
+                    let address = address
+                        .as_mut()
+                        .map_or(ptr::null_mut(), Sockaddr::as_mut_ptr);
+                    // SAFETY: the open listening socket's WskBind, with an address the request
+                    // keeps until the provider completed its IRP.
+                    unsafe { bind(socket, address, 0, irp) }
+                }),
+            Err(status) => Op::failed(status, None),
+        };
+        SocketOp::new(op, c"WskBind", &self.socket)
+    }
+
+    /// `WskAccept`: the next connection, a [`Socket`], and its peer's address. No event callbacks
+    /// on the accepted socket (its requests are IRPs).
+    pub fn accept(&self) -> AcceptOp<'_, C> {
+        let op = match self.prepare_accept() {
+            Ok((accept, accepting)) => self.socket.start_or_orphan(
+                accepting,
+                |socket, accepting, irp| {
+                    // SAFETY: the open listening socket's WskAccept, without a context or event
+                    // dispatch for the new socket, with a remote address slot the request keeps
+                    // until the provider completed its IRP.
+                    unsafe {
+                        accept(
+                            socket,
+                            0,
+                            ptr::null_mut(),
+                            ptr::null(),
+                            ptr::null_mut(),
+                            accepting.remote.as_mut_ptr(),
+                            irp,
+                        )
+                    }
+                },
+                Accepting::orphaned,
+            ),
+            Err((status, accepting)) => Op::failed(status, accepting),
+        };
+        AcceptOp {
+            op,
+            listener: &self.socket,
+        }
+    }
+
+    /// The provider's `WskAccept` and what the accepted socket needs before it exists.
+    #[allow(clippy::type_complexity)] // the function and what it owns, or why not with it
+    fn prepare_accept(&self) -> Result<(AcceptFn, Accepting<C>), (NtError, Accepting<C>)> {
+        let Some(reference) = self.socket.open_reference() else {
+            return Err((NtError::CONNECTION_ABORTED, Accepting::empty()));
+        };
+        let creating = match Creating::prepare(reference) {
+            Ok(creating) => creating,
+            Err((status, creating)) => {
+                return Err((
+                    status,
+                    Accepting {
+                        creating: Some(creating),
+                        remote: AddressSlot::new(),
+                    },
+                ));
+            }
+        };
+        let accepting = Accepting {
+            creating: Some(creating),
+            remote: AddressSlot::new(),
+        };
+        match self
+            .dispatch()
+            .and_then(|d| d.WskAccept.ok_or(NtError::NOT_SUPPORTED))
+        {
+            Ok(accept) => Ok((accept, accepting)),
+            Err(status) => Err((status, accepting)),
+        }
+    }
+
+    /// Closes the listening socket (`WskCloseSocket`); a pending accept completes. IRQL <=
+    /// `DISPATCH_LEVEL`; never blocks.
+    pub fn close(self) {
+        self.socket.close();
+    }
+}
+
+/// The provider's `WskAccept`.
+type AcceptFn = unsafe extern "system" fn(
+    *mut crate::sys::WSK_SOCKET,
+    u32,
+    crate::sys::PVOID,
+    *const core::ffi::c_void,
+    *mut crate::sys::SOCKADDR,
+    *mut crate::sys::SOCKADDR,
+    *mut crate::sys::IRP,
+) -> crate::sys::NTSTATUS;
+
+/// What an accept owns until the provider answered: the accepted socket's needs, and the slot
+/// for its peer's address.
+struct Accepting<C: Client> {
+    creating: Option<Creating<C>>,
+    remote: AddressSlot,
+}
+
+// SAFETY: the address slot is plain bytes; the rest is Send.
+unsafe impl<C: Client> Send for Accepting<C> {}
+
+impl<C: Client> Accepting<C> {
+    fn empty() -> Self {
+        Self {
+            creating: None,
+            remote: AddressSlot::new(),
+        }
+    }
+
+    /// A socket accepted for a dropped `AcceptOp` is closed, as a dropped creation's.
+    fn orphaned(self, status: NtStatus, information: usize) {
+        if let Some(creating) = self.creating {
+            creating.orphaned(status, information);
+        }
+    }
+}
+
+/// A listening socket's creation in flight: see [`Listener::create`].
+#[must_use = "a future does nothing unless awaited"]
+pub struct CreateListenerOp<C: Client> {
+    op: CreateOp<C>,
+}
+
+impl<C: Client> Future for CreateListenerOp<C> {
+    type Output = Result<Listener<C>, NtError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.get_mut().op)
+            .poll(cx)
+            // INVARIANT: made with WSK_FLAG_LISTEN_SOCKET.
+            .map(|made| made.map(|socket| Listener { socket }))
+    }
+}
+
+/// An accept in flight: see [`Listener::accept`].
+#[must_use = "a future does nothing unless awaited"]
+pub struct AcceptOp<'l, C: Client> {
+    op: Op<C, Accepting<C>>,
+    listener: &'l Socket<C>,
+}
+
+impl<C: Client> Future for AcceptOp<'_, C> {
+    /// The accepted connection and its peer's address.
+    type Output = Result<(Socket<C>, SocketAddr), NtError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        Poll::Ready(match Pin::new(&mut this.op).poll(cx) {
+            Poll::Pending => {
+                abort_if_cancelled(this.listener, cx);
+                return Poll::Pending;
+            }
+            Poll::Ready(Ok(Outcome {
+                status,
+                information,
+                owned,
+            })) => accepted(owned, status, information),
+            Poll::Ready(Err((status, _))) => Err(not_requested::<C>(c"WskAccept", status)),
+        })
+    }
+}
+
+/// The accept's answer: the socket, with its peer's address (an accepted socket whose address
+/// the provider did not give, or gave in a family the library does not know, is closed: the
+/// provider's error, answered cleanly).
+fn accepted<C: Client>(
+    accepting: Accepting<C>,
+    status: NtStatus,
+    information: usize,
+) -> Result<(Socket<C>, SocketAddr), NtError> {
+    let Accepting { creating, remote } = accepting;
+    let Some(creating) = creating else {
+        return Err(NtError::UNSUCCESSFUL);
+    };
+    let socket = creating.finish(c"WskAccept", status, information)?;
+    let Some(remote) = remote.decode() else {
+        log!(
+            C,
+            DPFLTR_ERROR_LEVEL,
+            "socket: WskAccept gave no peer address it could read; closing the connection"
+        );
+        socket.close();
+        return Err(NtError::UNSUCCESSFUL);
+    };
+    Ok((socket, remote))
+}
