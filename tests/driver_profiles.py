@@ -53,6 +53,8 @@ class DriverProfile:
       it. None: no connection (the driver queues no work item).
     parameters_tag: the connection's parameters block (when it has Parameters to echo), the
       task's, freed when the task ends.
+    server: the echo server (examples/wsk-echo-server): without Parameters it registers and
+      serves nothing (its setup_logs say why); with them, tests/wine/test_wine_server.py.
     Log lines are given without the `<log_name>: ` prefix.
     """
 
@@ -69,6 +71,7 @@ class DriverProfile:
     setup_failure_log: Optional[str] = None
     connection_tag: Optional[str] = None
     parameters_tag: Optional[str] = None
+    server: bool = False
 
     def __post_init__(self):
         if self.backend not in ("nmr", "wskregister"):
@@ -149,8 +152,35 @@ WSK_ECHO_WSKREGISTER = DriverProfile(
     parameters_tag="EchP",
 )
 
+# The echo server (examples/wsk-echo-server), both backends: the same service and log name. The
+# generic suites run it without Parameters: it says so in DriverEntry, before it registers, and
+# spawns no task.
+SERVER_SETUP_LOGS = ("parameters: Parameters missing",
+                     "listen failed: parameters 0xC0000034")
+
+WSK_ECHO_SERVER = DriverProfile(
+    name="wsk_echo_server",
+    service="wsk_echo_server",
+    binding_tag="SrvB",
+    module_id=uuid.UUID("5E7A1C42-0B9D-4E63-8F21-7A4C9D3E6B15"),
+    setup_logs=SERVER_SETUP_LOGS,
+    server=True,
+)
+
+WSK_ECHO_SERVER_WSKREGISTER = DriverProfile(
+    name="wsk_echo_server_wskregister",
+    service="wsk_echo_server",
+    log_name="wsk_echo_server",
+    backend="wskregister",
+    binding_tag="SrvB",
+    module_id=uuid.UUID("5E7A1C42-0B9D-4E63-8F21-7A4C9D3E6B15"),
+    setup_logs=SERVER_SETUP_LOGS,
+    server=True,
+)
+
 PROFILES: Dict[str, DriverProfile] = {
-    p.image_name: p for p in (WSK_ATTACH, WSK_ECHO, WSK_ECHO_WSKREGISTER)}
+    p.image_name: p for p in (WSK_ATTACH, WSK_ECHO, WSK_ECHO_WSKREGISTER, WSK_ECHO_SERVER,
+                              WSK_ECHO_SERVER_WSKREGISTER)}
 
 # The image tested when $WSK_DRIVER_SYS is not set: the seed driver.
 DEFAULT_IMAGE = os.path.join(IMAGE_DIR, WSK_ATTACH.image_name)

@@ -23,6 +23,8 @@ const RACE_TESTS: &[&str] = &[
     "tasks",
     "--test",
     "async_sockets",
+    "--test",
+    "listeners",
 ];
 
 /// The test targets, per package: everything but the loom test and the build tooling.
@@ -35,6 +37,7 @@ const ASAN_TESTS: &[(&str, &[&str])] = &[
         &["--test", "negotiation_props", "--test", "no_handle"],
     ),
     ("wsk-echo", &["--lib"]),
+    ("wsk-echo-server", &["--lib"]),
     ("wsk-attach", &["--lib"]),
 ];
 

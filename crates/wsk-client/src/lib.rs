@@ -65,7 +65,7 @@ pub mod version;
 // The layers' modules under their short names too (`wsk_client::socket`, `wsk_client::task`).
 pub(crate) use kernel::spin_lock;
 pub use kernel::{irp, pool, registry, task, time, timer, work};
-pub use net::{buffer, resolve, socket};
+pub use net::{buffer, resolve, socket, text};
 
 #[cfg(test)]
 mod test_client;

@@ -1,8 +1,9 @@
 //! The network layer: what a driver attaches to WSK for — [`socket`] (a TCP connection: create,
 //! bind, connect, send, receive, disconnect, close; asynchronous, and waited forms for a thread of
-//! the driver's own), [`buffer`] (non-paged bytes with their MDL) and [`resolve`] (address
-//! literals, `WskGetAddressInfo`).
+//! the driver's own), [`buffer`] (non-paged bytes with their MDL), [`resolve`] (address
+//! literals, `WskGetAddressInfo`) and [`text`] (an address as text for a log line).
 
 pub mod buffer;
 pub mod resolve;
 pub mod socket;
+pub mod text;

@@ -98,9 +98,9 @@ fn an_accepted_connection_is_a_socket_that_echoes_its_peer() {
 
 #[test]
 fn connections_accepted_in_turn_are_echoed_at_once_in_tasks_of_their_own() {
+    static CONNECTIONS: TaskSet<4> = TaskSet::new();
     let mut s = common::started();
     s.register_provider(ProviderConfig::default_wsk());
-    static CONNECTIONS: TaskSet<4> = TaskSet::new();
     CONNECTIONS.reset();
     let (tx, rx) = mpsc::channel();
     spawn(async move {
@@ -198,9 +198,9 @@ fn an_accept_on_a_listener_never_bound_fails_cleanly() {
 
 #[test]
 fn a_task_set_cancels_every_task_it_keeps_and_refuses_past_its_size() {
+    static SET: TaskSet<2> = TaskSet::new();
     let mut s = common::started();
     s.register_provider(ProviderConfig::default_wsk());
-    static SET: TaskSet<2> = TaskSet::new();
     SET.reset();
     let (tx, rx) = mpsc::channel();
     let waiting = |tx: mpsc::Sender<u32>, n: u32| async move {

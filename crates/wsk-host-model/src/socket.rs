@@ -423,7 +423,9 @@ unsafe extern "system" fn accept(
         if !listen.bound {
             return Some(Some(Status::from_raw(wsk_sys::STATUS_INVALID_DEVICE_STATE)));
         }
-        listen.accepts.push_back((Irp as usize, RemoteAddress as usize));
+        listen
+            .accepts
+            .push_back((Irp as usize, RemoteAddress as usize));
         Some(None)
     });
     let Some(failure) = answer else {

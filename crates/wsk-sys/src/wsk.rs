@@ -394,6 +394,7 @@ pub struct WSK_PROVIDER_LISTEN_DISPATCH {
 }
 
 /// `SOCKADDR_STORAGE` (`ws2def.h`): room for any socket address. Size 128, alignment 8.
+#[allow(clippy::pub_underscore_fields)] // the C names
 #[repr(C, align(8))]
 #[derive(Clone, Copy)]
 pub struct SOCKADDR_STORAGE {
@@ -405,6 +406,7 @@ pub struct SOCKADDR_STORAGE {
 
 impl SOCKADDR_STORAGE {
     /// All zero (`ss_family` 0: `AF_UNSPEC`).
+    #[must_use]
     pub const fn zeroed() -> Self {
         Self {
             ss_family: 0,

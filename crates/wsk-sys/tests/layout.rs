@@ -327,8 +327,14 @@ fn listen_dispatch_and_addresses() {
     assert_eq!(offset_of!(WSK_PROVIDER_LISTEN_DISPATCH, Basic), 0);
     assert_eq!(offset_of!(WSK_PROVIDER_LISTEN_DISPATCH, WskBind), 16);
     assert_eq!(offset_of!(WSK_PROVIDER_LISTEN_DISPATCH, WskAccept), 24);
-    assert_eq!(offset_of!(WSK_PROVIDER_LISTEN_DISPATCH, WskInspectComplete), 32);
-    assert_eq!(offset_of!(WSK_PROVIDER_LISTEN_DISPATCH, WskGetLocalAddress), 40);
+    assert_eq!(
+        offset_of!(WSK_PROVIDER_LISTEN_DISPATCH, WskInspectComplete),
+        32
+    );
+    assert_eq!(
+        offset_of!(WSK_PROVIDER_LISTEN_DISPATCH, WskGetLocalAddress),
+        40
+    );
     // WskBind sits where a connection socket's does: both tables start Basic, WskBind.
     assert_eq!(offset_of!(WSK_PROVIDER_CONNECTION_DISPATCH, WskBind), 16);
     assert_eq!(size_of::<SOCKADDR_STORAGE>(), 128);

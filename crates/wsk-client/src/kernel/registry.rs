@@ -208,7 +208,11 @@ impl Parameters {
     /// [`RegistryError::WrongType`] for another type; [`RegistryError::TooLong`] when it does not
     /// fit in `out` or is longer than [`MAX_STRING_UNITS`]; [`RegistryError::Malformed`] when it
     /// is not whole UTF-16 or is empty.
-    pub fn string<'o>(&self, name: &str, out: &'o mut [u8]) -> Result<Option<&'o str>, RegistryError> {
+    pub fn string<'o>(
+        &self,
+        name: &str,
+        out: &'o mut [u8],
+    ) -> Result<Option<&'o str>, RegistryError> {
         let mut raw = [0u8; HEADER + 2 * MAX_STRING_UNITS];
         let data = match self.value(name, &mut raw) {
             Ok((REG_SZ, data)) => data,
@@ -241,7 +245,10 @@ pub fn utf16_to_utf8(data: &[u8], out: &mut [u8]) -> Result<usize, RegistryError
     }
     let units = data
         .chunks_exact(2)
-        .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
+        .map(|pair| match pair {
+            [low, high] => u16::from_le_bytes([*low, *high]),
+            _ => 0,
+        })
         .take_while(|unit| *unit != 0);
     let mut length = 0;
     for decoded in char::decode_utf16(units) {
@@ -260,6 +267,7 @@ pub fn utf16_to_utf8(data: &[u8], out: &mut [u8]) -> Result<usize, RegistryError
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -280,11 +288,20 @@ mod tests {
     #[test]
     fn bad_reg_sz_data_is_named() {
         let mut out = [0u8; 4];
-        assert_eq!(utf16_to_utf8(&[0x41], &mut out), Err(RegistryError::Malformed));
+        assert_eq!(
+            utf16_to_utf8(&[0x41], &mut out),
+            Err(RegistryError::Malformed)
+        );
         assert_eq!(utf16_to_utf8(&[], &mut out), Err(RegistryError::Malformed));
-        assert_eq!(utf16_to_utf8(&[0, 0], &mut out), Err(RegistryError::Malformed));
+        assert_eq!(
+            utf16_to_utf8(&[0, 0], &mut out),
+            Err(RegistryError::Malformed)
+        );
         // A lone surrogate.
-        assert_eq!(utf16_to_utf8(&[0x00, 0xD8], &mut out), Err(RegistryError::Malformed));
+        assert_eq!(
+            utf16_to_utf8(&[0x00, 0xD8], &mut out),
+            Err(RegistryError::Malformed)
+        );
         assert_eq!(
             utf16_to_utf8(&utf16("12345"), &mut out),
             Err(RegistryError::TooLong)

@@ -17,10 +17,10 @@ use core::pin::Pin;
 use core::ptr;
 use core::task::{Context, Poll};
 
+use super::Socket;
 use super::address::{AddressSlot, Sockaddr};
 use super::create::{CreateOp, Creating};
 use super::op::{SocketOp, abort_if_cancelled, not_requested};
-use super::Socket;
 use crate::client::Client;
 use crate::irp::{Op, Outcome};
 use crate::log::log;
@@ -76,64 +76,48 @@ impl<C: Client> Listener<C> {
     /// `WskAccept`: the next connection, a [`Socket`], and its peer's address. No event callbacks
     /// on the accepted socket (its requests are IRPs).
     pub fn accept(&self) -> AcceptOp<'_, C> {
-        let op = match self.prepare_accept() {
-            Ok((accept, accepting)) => self.socket.start_or_orphan(
-                accepting,
-                |socket, accepting, irp| {
-                    // SAFETY: the open listening socket's WskAccept, without a context or event
-                    // dispatch for the new socket, with a remote address slot the request keeps
-                    // until the provider completed its IRP.
-                    unsafe {
-                        accept(
-                            socket,
-                            0,
-                            ptr::null_mut(),
-                            ptr::null(),
-                            ptr::null_mut(),
-                            accepting.remote.as_mut_ptr(),
-                            irp,
-                        )
-                    }
-                },
-                Accepting::orphaned,
-            ),
-            Err((status, accepting)) => Op::failed(status, accepting),
-        };
         AcceptOp {
-            op,
+            op: self.accept_op(),
             listener: &self.socket,
         }
     }
 
-    /// The provider's `WskAccept` and what the accepted socket needs before it exists.
-    #[allow(clippy::type_complexity)] // the function and what it owns, or why not with it
-    fn prepare_accept(&self) -> Result<(AcceptFn, Accepting<C>), (NtError, Accepting<C>)> {
+    /// The accept's request, with what the accepted socket needs before it exists.
+    fn accept_op(&self) -> Op<C, Accepting<C>> {
         let Some(reference) = self.socket.open_reference() else {
-            return Err((NtError::CONNECTION_ABORTED, Accepting::empty()));
+            return Op::failed(NtError::CONNECTION_ABORTED, Accepting::new(None));
         };
-        let creating = match Creating::prepare(reference) {
-            Ok(creating) => creating,
-            Err((status, creating)) => {
-                return Err((
-                    status,
-                    Accepting {
-                        creating: Some(creating),
-                        remote: AddressSlot::new(),
-                    },
-                ));
-            }
-        };
-        let accepting = Accepting {
-            creating: Some(creating),
-            remote: AddressSlot::new(),
-        };
-        match self
+        let accept = match self
             .dispatch()
             .and_then(|d| d.WskAccept.ok_or(NtError::NOT_SUPPORTED))
         {
-            Ok(accept) => Ok((accept, accepting)),
-            Err(status) => Err((status, accepting)),
-        }
+            Ok(accept) => accept,
+            Err(status) => return Op::failed(status, Accepting::new(None)),
+        };
+        let creating = match Creating::prepare(reference) {
+            Ok(creating) => creating,
+            Err((status, creating)) => return Op::failed(status, Accepting::new(Some(creating))),
+        };
+        self.socket.start_or_orphan(
+            Accepting::new(Some(creating)),
+            |socket, accepting, irp| {
+                // SAFETY: the open listening socket's WskAccept, without a context or event
+                // dispatch for the new socket, with a remote address slot the request keeps
+                // until the provider completed its IRP.
+                unsafe {
+                    accept(
+                        socket,
+                        0,
+                        ptr::null_mut(),
+                        ptr::null(),
+                        ptr::null_mut(),
+                        accepting.remote.as_mut_ptr(),
+                        irp,
+                    )
+                }
+            },
+            Accepting::orphaned,
+        )
     }
 
     /// Closes the listening socket (`WskCloseSocket`); a pending accept completes. IRQL <=
@@ -142,17 +126,6 @@ impl<C: Client> Listener<C> {
         self.socket.close();
     }
 }
-
-/// The provider's `WskAccept`.
-type AcceptFn = unsafe extern "system" fn(
-    *mut crate::sys::WSK_SOCKET,
-    u32,
-    crate::sys::PVOID,
-    *const core::ffi::c_void,
-    *mut crate::sys::SOCKADDR,
-    *mut crate::sys::SOCKADDR,
-    *mut crate::sys::IRP,
-) -> crate::sys::NTSTATUS;
 
 /// What an accept owns until the provider answered: the accepted socket's needs, and the slot
 /// for its peer's address.
@@ -165,9 +138,9 @@ struct Accepting<C: Client> {
 unsafe impl<C: Client> Send for Accepting<C> {}
 
 impl<C: Client> Accepting<C> {
-    fn empty() -> Self {
+    fn new(creating: Option<Creating<C>>) -> Self {
         Self {
-            creating: None,
+            creating,
             remote: AddressSlot::new(),
         }
     }

@@ -1,0 +1,91 @@
+//! The server's parameters, from its service key's `Parameters` subkey: `Port` (`REG_DWORD`,
+//! 1 to 65535, required), `MaxConnections` (`REG_DWORD`, 1 to [`MAX_CONNECTIONS`], default 16)
+//! and `Address` (`REG_SZ`, an IPv4 or IPv6 literal; default: every IPv4 address, `0.0.0.0`).
+//! A missing or malformed value is logged (`listen failed: parameters 0x<NTSTATUS>`, after a line
+//! naming the value) and the driver loads without serving.
+//!
+//! IRQL: [`read`] at `PASSIVE_LEVEL`.
+
+use core::ffi::CStr;
+use core::net::{Ipv4Addr, SocketAddr};
+
+use wsk_client::registry::{self, RegistryError};
+use wsk_client::resolve::parse_literal;
+use wsk_client::sys::UNICODE_STRING;
+use wsk_client::{NtError, dbg_print};
+
+use crate::WskEchoServer;
+pub(crate) use crate::server::MAX_CONNECTIONS;
+
+/// `MaxConnections` when it is not set.
+pub(crate) const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+
+/// What the server listens on, and how many connections it serves at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Parameters {
+    pub(crate) address: SocketAddr,
+    pub(crate) max_connections: u32,
+}
+
+/// Reads the parameters under `service` (the registry path `DriverEntry` got); logs a problem
+/// and returns `None`.
+pub(crate) fn read(service: Option<&UNICODE_STRING>) -> Option<Parameters> {
+    let Some(service) = service else {
+        return refuse(c"the service key", RegistryError::NotFound);
+    };
+    let key = match registry::Parameters::open(service) {
+        Ok(key) => key,
+        Err(error) => return refuse(c"Parameters", error),
+    };
+    let port = match key.dword("Port") {
+        Ok(Some(port)) => match u16::try_from(port) {
+            Ok(port) if port > 0 => port,
+            _ => return refuse(c"Port", RegistryError::Malformed),
+        },
+        Ok(None) => return refuse(c"Port", RegistryError::NotFound),
+        Err(error) => return refuse(c"Port", error),
+    };
+    let max_connections = match key.dword("MaxConnections") {
+        Ok(None) => DEFAULT_MAX_CONNECTIONS,
+        Ok(Some(n)) if n >= 1 && n as usize <= MAX_CONNECTIONS => n,
+        Ok(Some(_)) => return refuse(c"MaxConnections", RegistryError::Malformed),
+        Err(error) => return refuse(c"MaxConnections", error),
+    };
+    let mut text = [0u8; 64];
+    let address = match key.string("Address", &mut text) {
+        Ok(None) => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port),
+        Ok(Some(literal)) => match parse_literal(literal, port) {
+            Some(address) => address,
+            None => return refuse(c"Address", RegistryError::Malformed),
+        },
+        Err(error) => return refuse(c"Address", error),
+    };
+    Some(Parameters {
+        address,
+        max_connections,
+    })
+}
+
+/// Logs why the parameters are refused, and the server's result line.
+fn refuse(value: &CStr, error: RegistryError) -> Option<Parameters> {
+    let status: NtError = error.status();
+    let why: &CStr = match error {
+        RegistryError::NotFound => c"missing",
+        RegistryError::WrongType => c"of the wrong type",
+        RegistryError::TooLong => c"too long",
+        RegistryError::Malformed => c"out of range or malformed",
+        RegistryError::Failed(_) => c"unreadable",
+    };
+    // SAFETY: `%s` takes NUL-terminated strings; no Unicode conversion.
+    let _ = unsafe {
+        dbg_print!(
+            WskEchoServer,
+            DPFLTR_WARNING_LEVEL,
+            "parameters: %s %s",
+            value.as_ptr(),
+            why.as_ptr()
+        )
+    };
+    crate::server::log_listen_failed(c"parameters", status);
+    None
+}

@@ -1,0 +1,305 @@
+//! The echo server: one listening task and one task per connection, all cancelled by the stop.
+//!
+//! The listening task takes a binding reference (waiting up to 10 s for a provider), creates a
+//! listening socket and binds it (it then listens), logs `listening on <address>:<port>` (or
+//! `listen failed: <step> 0x<NTSTATUS>`), and accepts in a loop. Each connection is numbered
+//! from 1 and logged `accepted #N from <address>:<port>`; past `MaxConnections` running at once
+//! it is closed at once (`connection #N refused: too many connections`). Otherwise a task of its
+//! own echoes it ([`echo`]): a receive, then sends until all of it went back, until the peer
+//! closes (`connection #N closed: M bytes echoed`) or something fails (`connection #N failed:
+//! <step> 0x<NTSTATUS>`). A peer that never reads stalls only its own task.
+//!
+//! The stop (`on_detach`: a provider's detach or the unload) cancels the listening task and
+//! every connection's ([`TaskCell`], [`TaskSet`]): a pending accept, receive or send closes its
+//! socket, so every task ends at once; the unload waits for them. A connection ended by the stop
+//! is `closed`, not `failed`.
+//!
+//! IRQL: [`start`], [`stop`] at <= `DISPATCH_LEVEL`; the tasks run at `PASSIVE_LEVEL`.
+
+use core::ffi::CStr;
+use core::future::poll_fn;
+use core::net::SocketAddr;
+use core::sync::atomic::{AtomicU32, Ordering};
+use core::task::Poll;
+
+use wsk_client::buffer::Buffer;
+use wsk_client::socket::{Listener, Socket};
+use wsk_client::sys::{AF_INET, AF_INET6};
+use wsk_client::task::{self, TaskCell, TaskSet};
+use wsk_client::text::AddressText;
+use wsk_client::time::Duration;
+use wsk_client::{BindingRef, NtError, dbg_print, timer};
+
+use crate::WskEchoServer;
+use crate::parameters::Parameters;
+
+/// The most connections served at once (`MaxConnections` may not exceed it).
+pub(crate) const MAX_CONNECTIONS: usize = 64;
+
+/// How many bytes one receive takes.
+const CHUNK: usize = 4096;
+
+/// How long the stop lets a connection's graceful disconnect take before it closes it.
+const DISCONNECT_GRACE: Duration = Duration::from_millis(500);
+
+/// How long the listening task waits for a provider: this many tries, [`ATTACH_RETRY`] apart.
+const ATTACH_TRIES: u32 = 100;
+const ATTACH_RETRY: Duration = Duration::from_millis(100);
+
+/// Accept failures in a row after which the server stops listening (each logged; a pause of
+/// [`ATTACH_RETRY`] between them).
+const ACCEPT_FAILURES: u32 = 5;
+
+/// The listening task.
+static LISTENER: TaskCell = TaskCell::new();
+
+/// The connections' tasks.
+static CONNECTIONS: TaskSet<MAX_CONNECTIONS> = TaskSet::new();
+
+/// The last connection number given.
+static ACCEPTED: AtomicU32 = AtomicU32::new(0);
+
+/// Before the driver registers: no stop seen yet, no connection (a driver loaded again in one
+/// process: tests).
+pub(crate) fn reset() {
+    LISTENER.reset();
+    CONNECTIONS.reset();
+    ACCEPTED.store(0, Ordering::Relaxed);
+}
+
+/// Spawns the listening task (a failure is logged: `listen failed: start`).
+pub(crate) fn start(parameters: Parameters) {
+    match task::spawn::<WskEchoServer, _>(listen(parameters)) {
+        Ok(task) => LISTENER.keep(task),
+        Err(status) => log_listen_failed(c"start", status),
+    }
+}
+
+/// The stop: cancels the listening task and every connection's (a cancel that comes before a
+/// task is kept is remembered).
+pub(crate) fn stop() {
+    LISTENER.cancel();
+    CONNECTIONS.cancel();
+}
+
+/// Logs the server's result line for a failed `step`.
+pub(crate) fn log_listen_failed(step: &CStr, status: NtError) {
+    // SAFETY: `%s` takes a NUL-terminated string, `%08X` the `u32`; no Unicode conversion.
+    let _ = unsafe {
+        dbg_print!(
+            WskEchoServer,
+            DPFLTR_ERROR_LEVEL,
+            "listen failed: %s 0x%08X",
+            step.as_ptr(),
+            status.bits()
+        )
+    };
+}
+
+/// Whether the task is cancelled (the stop came).
+async fn stopped() -> bool {
+    poll_fn(|cx| Poll::Ready(task::is_cancelled(cx))).await
+}
+
+/// Tries [`ATTACH_TRIES`] times for a binding, unless the stop comes first.
+async fn acquire() -> Result<BindingRef<WskEchoServer>, NtError> {
+    let mut last = NtError::DEVICE_NOT_READY;
+    for attempt in 0..ATTACH_TRIES {
+        if attempt > 0 {
+            timer::sleep::<WskEchoServer>(ATTACH_RETRY).await?;
+        }
+        if stopped().await {
+            return Err(NtError::CANCELLED);
+        }
+        match BindingRef::<WskEchoServer>::acquire() {
+            Ok(reference) => return Ok(reference),
+            Err(error) => last = NtError::from(error),
+        }
+    }
+    Err(last)
+}
+
+/// The listening socket, bound to the parameters' address (it then listens).
+async fn open(
+    reference: &BindingRef<WskEchoServer>,
+    address: SocketAddr,
+) -> Result<Listener<WskEchoServer>, (&'static CStr, NtError)> {
+    let family = match address {
+        SocketAddr::V4(_) => AF_INET,
+        SocketAddr::V6(_) => AF_INET6,
+    };
+    let listener = Listener::create(reference, family)
+        .await
+        .map_err(|status| (c"socket", status))?;
+    listener
+        .bind(address)
+        .await
+        .map_err(|status| (c"bind", status))?;
+    Ok(listener)
+}
+
+/// The listening task.
+async fn listen(parameters: Parameters) {
+    let reference = match acquire().await {
+        Ok(reference) => reference,
+        Err(status) => return log_listen_failed(c"attach", status),
+    };
+    let listener = match open(&reference, parameters.address).await {
+        Ok(listener) => listener,
+        Err((step, status)) => return log_listen_failed(step, status),
+    };
+    let text = AddressText::new(parameters.address);
+    // SAFETY: `%s` takes a NUL-terminated string; no Unicode conversion.
+    let _ = unsafe {
+        dbg_print!(
+            WskEchoServer,
+            DPFLTR_INFO_LEVEL,
+            "listening on %s",
+            text.as_cstr().as_ptr()
+        )
+    };
+    let mut failures = 0;
+    loop {
+        match listener.accept().await {
+            Ok((socket, remote)) => {
+                failures = 0;
+                serve(socket, remote, parameters.max_connections);
+            }
+            Err(_) if stopped().await => break,
+            Err(status) => {
+                failures += 1;
+                if failures == ACCEPT_FAILURES {
+                    log_listen_failed(c"accept", status);
+                    break;
+                }
+                if timer::sleep::<WskEchoServer>(ATTACH_RETRY).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    listener.close();
+    drop(reference);
+}
+
+/// An accepted connection: numbered, logged, and echoed by a task of its own, unless
+/// `max_connections` are running already (then closed).
+fn serve(socket: Socket<WskEchoServer>, remote: SocketAddr, max_connections: u32) {
+    let id = ACCEPTED.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+    let text = AddressText::new(remote);
+    // SAFETY: `%u` takes the `u32`, `%s` a NUL-terminated string; no Unicode conversion.
+    let _ = unsafe {
+        dbg_print!(
+            WskEchoServer,
+            DPFLTR_INFO_LEVEL,
+            "accepted #%u from %s",
+            id,
+            text.as_cstr().as_ptr()
+        )
+    };
+    if CONNECTIONS.running() >= max_connections as usize {
+        // SAFETY: `%u` takes the `u32`; no Unicode conversion.
+        let _ = unsafe {
+            dbg_print!(
+                WskEchoServer,
+                DPFLTR_WARNING_LEVEL,
+                "connection #%u refused: too many connections",
+                id
+            )
+        };
+        socket.close();
+        return;
+    }
+    match task::spawn::<WskEchoServer, _>(connection(id, socket)) {
+        Ok(task) => {
+            if let Err(task) = CONNECTIONS.keep(task) {
+                // Every slot runs a task (MAX_CONNECTIONS caps MaxConnections): not reached;
+                // the task is cancelled rather than left unstoppable.
+                task.cancel();
+            }
+        }
+        Err(status) => log_connection_failed(id, c"start", status),
+    }
+}
+
+fn log_connection_failed(id: u32, step: &CStr, status: NtError) {
+    // SAFETY: `%u` takes the `u32`, `%s` a NUL-terminated string, `%08X` the `u32`.
+    let _ = unsafe {
+        dbg_print!(
+            WskEchoServer,
+            DPFLTR_ERROR_LEVEL,
+            "connection #%u failed: %s 0x%08X",
+            id,
+            step.as_ptr(),
+            status.bits()
+        )
+    };
+}
+
+/// A connection's task: echoes until the peer closes, fails, or the stop; then a graceful
+/// disconnect (bounded by [`DISCONNECT_GRACE`]) and the close.
+async fn connection(id: u32, socket: Socket<WskEchoServer>) {
+    let mut echoed: u64 = 0;
+    let result = echo(&socket, &mut echoed).await;
+    let _ = timer::grace::<WskEchoServer, _>(DISCONNECT_GRACE, socket.disconnect()).await;
+    socket.close();
+    match result {
+        // The stop ended it: closed by the server, not failed.
+        Err((_, NtError::CANCELLED)) | Ok(()) => {
+            // SAFETY: `%u` takes the `u32`, `%llu` the `u64`; no Unicode conversion.
+            let _ = unsafe {
+                dbg_print!(
+                    WskEchoServer,
+                    DPFLTR_INFO_LEVEL,
+                    "connection #%u closed: %llu bytes echoed",
+                    id,
+                    echoed
+                )
+            };
+        }
+        Err((step, status)) => log_connection_failed(id, step, status),
+    }
+}
+
+/// Echoes every byte received, in order, counting them into `echoed`, until the peer closes its
+/// side (a 0-byte receive).
+async fn echo(
+    socket: &Socket<WskEchoServer>,
+    echoed: &mut u64,
+) -> Result<(), (&'static CStr, NtError)> {
+    let mut buffer = Buffer::new::<WskEchoServer>(CHUNK).map_err(|status| (c"buffer", status))?;
+    loop {
+        let (received, back) = socket.receive(buffer).await;
+        buffer = back;
+        let length = received.map_err(|status| (c"receive", status))?;
+        if length == 0 {
+            return Ok(());
+        }
+        let mut left = length;
+        while left > 0 {
+            let (result, back) = socket.send(buffer, left).await;
+            buffer = back;
+            // At most `left` (the library refuses a provider's count past what it was given).
+            let sent = result.map_err(|status| (c"send", status))?;
+            if sent == 0 {
+                return Err((c"send", NtError::CONNECTION_ABORTED));
+            }
+            *echoed += sent as u64;
+            left = left.saturating_sub(sent);
+            // What is left goes to the start of the buffer (a send starts there).
+            move_to_front(buffer.as_mut_slice(), sent, left);
+        }
+    }
+}
+
+/// Moves the `length` bytes at `from` to the start of `bytes` (without a panic path: bytes past
+/// the end are not there to move).
+fn move_to_front(bytes: &mut [u8], from: usize, length: usize) {
+    for i in 0..length {
+        if let Some(&byte) = bytes.get(from + i)
+            && let Some(slot) = bytes.get_mut(i)
+        {
+            *slot = byte;
+        }
+    }
+}
