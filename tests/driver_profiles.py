@@ -155,8 +155,7 @@ WSK_ECHO_WSKREGISTER = DriverProfile(
 # The echo server (examples/wsk-echo-server), both backends: the same service and log name. The
 # generic suites run it without Parameters: it says so in DriverEntry, before it registers, and
 # spawns no task.
-SERVER_SETUP_LOGS = ("parameters: Parameters missing",
-                     "listen failed: parameters 0xC0000034")
+SERVER_SETUP_LOGS = ("parameters: no Parameters key (0xC0000034): not serving",)
 
 WSK_ECHO_SERVER = DriverProfile(
     name="wsk_echo_server",

@@ -1,8 +1,10 @@
 //! The server's parameters, from its service key's `Parameters` subkey: `Port` (`REG_DWORD`,
 //! 1 to 65535, required), `MaxConnections` (`REG_DWORD`, 1 to [`MAX_CONNECTIONS`], default 16)
 //! and `Address` (`REG_SZ`, an IPv4 or IPv6 literal; default: every IPv4 address, `0.0.0.0`).
-//! A missing or malformed value is logged (`listen failed: parameters 0x<NTSTATUS>`, after a line
-//! naming the value) and the driver loads without serving.
+//! Without a `Parameters` key the driver loads and serves nothing (`parameters: no Parameters key
+//! (0xC0000034): not serving`: the server is not configured); a missing or malformed value is a
+//! failure, logged (`listen failed: parameters 0x<NTSTATUS>`, after a line naming the value), and
+//! the driver loads without serving.
 //!
 //! IRQL: [`read`] at `PASSIVE_LEVEL`.
 
@@ -35,6 +37,19 @@ pub(crate) fn read(service: Option<&UNICODE_STRING>) -> Option<Parameters> {
     };
     let key = match registry::Parameters::open(service) {
         Ok(key) => key,
+        Err(RegistryError::NotFound) => {
+            let status = RegistryError::NotFound.status();
+            // SAFETY: `%08X` takes the `u32`; no Unicode conversion.
+            let _ = unsafe {
+                dbg_print!(
+                    WskEchoServer,
+                    DPFLTR_INFO_LEVEL,
+                    "parameters: no Parameters key (0x%08X): not serving",
+                    status.bits()
+                )
+            };
+            return None;
+        }
         Err(error) => return refuse(c"Parameters", error),
     };
     let port = match key.dword("Port") {

@@ -154,25 +154,33 @@ fn the_stop_with_clients_connected_closes_every_connection_and_leaves_nothing() 
 
 #[test]
 fn missing_or_bad_parameters_are_named_and_the_driver_serves_nothing() {
+    let mut s = wsk_host_model::session();
+    s.register_provider(ProviderConfig::default_wsk());
+    assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
+    assert!(log_line(
+        &s,
+        "wsk_echo_server: parameters: no Parameters key (0xC0000034): not serving"
+    ));
+    assert!(!s.log().iter().any(|l| l.contains("failed")), "{:#?}", s.log());
+    s.driver_unload();
+    drop(s);
     for (set, line) in [
-        (None, "wsk_echo_server: parameters: Parameters missing"),
         (
-            Some(("MaxConnections", REG_DWORD, 0u32.to_le_bytes().to_vec())),
+            ("MaxConnections", REG_DWORD, 1u32.to_le_bytes().to_vec()),
             "wsk_echo_server: parameters: Port missing",
         ),
         (
-            Some(("Port", REG_DWORD, 70_000u32.to_le_bytes().to_vec())),
+            ("Port", REG_DWORD, 70_000u32.to_le_bytes().to_vec()),
             "wsk_echo_server: parameters: Port out of range or malformed",
         ),
         (
-            Some(("Port", REG_SZ, reg_sz("7"))),
+            ("Port", REG_SZ, reg_sz("7")),
             "wsk_echo_server: parameters: Port of the wrong type",
         ),
     ] {
         let mut s = wsk_host_model::session();
-        if let Some((name, kind, data)) = &set {
-            s.set_parameter("Parameters", name, *kind, data);
-        }
+        let (name, kind, data) = &set;
+        s.set_parameter("Parameters", name, *kind, data);
         s.register_provider(ProviderConfig::default_wsk());
         assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
         assert!(log_line(&s, line), "{line:?}: {:#?}", s.log());
