@@ -969,17 +969,18 @@ fn service_check_rejects_wrong_install_values() {
 /// One of the checks above.
 type Check = fn(&Inf) -> Vec<String>;
 
-#[test]
-fn example_inx_passes_every_check() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/wsk-echo/wsk_echo.inx"
+/// `examples/<folder>/<service>.inx` passes every check, and the seed's file under the example's
+/// service name does not (the checks look at names).
+fn example_inx_passes_every_check(folder: &str, service: &str) {
+    let path = format!(
+        "{}/examples/{folder}/{service}.inx",
+        env!("CARGO_MANIFEST_DIR")
     );
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
-    assert_clean("encoding (wsk_echo)", &check_encoding(&bytes));
-    let text = decode_utf16le_with_bom(&bytes).expect("wsk_echo.inx decodes");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    assert_clean(&format!("encoding ({service})"), &check_encoding(&bytes));
+    let text = decode_utf16le_with_bom(&bytes).expect("the example's .inx decodes");
     let mut inf = parse(&text);
-    inf.service = "wsk_echo".to_owned();
+    service.clone_into(&mut inf.service);
     let checks: [(&str, Check); 7] = [
         ("syntax", check_syntax),
         ("[Version]", check_version),
@@ -990,10 +991,19 @@ fn example_inx_passes_every_check() {
         ("service", check_service),
     ];
     for (what, check) in checks {
-        assert_clean(&format!("{what} (wsk_echo)"), &check(&inf));
+        assert_clean(&format!("{what} ({service})"), &check(&inf));
     }
-    // The same checks on the seed's file under the example's name must fail: they look at names.
     let mut seed = load();
-    seed.service = "wsk_echo".to_owned();
+    service.clone_into(&mut seed.service);
     assert!(!check_service(&seed).is_empty() && !check_files(&seed).is_empty());
+}
+
+#[test]
+fn the_echo_clients_inx_passes_every_check() {
+    example_inx_passes_every_check("wsk-echo", "wsk_echo");
+}
+
+#[test]
+fn the_echo_servers_inx_passes_every_check() {
+    example_inx_passes_every_check("wsk-echo-server", "wsk_echo_server");
 }

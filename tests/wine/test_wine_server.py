@@ -116,7 +116,8 @@ def sees_closed(s, timeout=20.0):
 
 
 def server_lines(prefix, profile, offset):
-    return [line[len(profile.prefix):] for line in wh.events(prefix.log_since(offset))
+    """The server's log lines since `offset`, without its prefix."""
+    return [line[len(profile.prefix):] for line in wh.events(prefix.log()[offset:])
             if line.startswith(profile.prefix)]
 
 
@@ -164,7 +165,7 @@ def test_clients_at_once_are_each_echoed_exactly(server, profile):
     took = stop(prefix, profile)
     stuck.close()
     # (A reset client's connection may log `failed`: only crashes and leaks are checked here.)
-    check_unloads_clean(prefix.log_since(offset), profile, "server")
+    check_unloads_clean(prefix.log()[offset:], profile, "server")
     print("server: sc stop with a stalled client took %.1f s" % took)
 
 
@@ -189,7 +190,7 @@ def test_past_the_cap_a_client_is_refused(server, profile):
     stop(prefix, profile)
     for c in (second, third, fourth):
         c.close()
-    check_unloads_clean(prefix.log_since(offset), profile, "cap")
+    check_unloads_clean(prefix.log()[offset:], profile, "cap")
 
 
 @SERVER
@@ -203,7 +204,7 @@ def test_sc_stop_with_clients_connected_closes_them_all(server, profile):
     for c in clients:
         assert sees_closed(c, timeout=5), "a client's connection stayed open after sc stop"
         c.close()
-    text = prefix.log_since(offset)
+    text = prefix.log()[offset:]
     check_unloads_clean(text, profile, "stop")
     _check_clean(text, "stop", profile)
     lines = server_lines(prefix, profile, offset)

@@ -390,7 +390,10 @@ mod tests {
     const SOURCES: &[(&str, &str)] = &[
         ("wsk_attach", "wsk_attach.inx"),
         ("wsk_echo", "examples/wsk-echo/wsk_echo.inx"),
-        ("wsk_echo_server", "examples/wsk-echo-server/wsk_echo_server.inx"),
+        (
+            "wsk_echo_server",
+            "examples/wsk-echo-server/wsk_echo_server.inx",
+        ),
     ];
 
     fn inx(path: &str) -> String {

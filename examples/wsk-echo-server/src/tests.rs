@@ -161,7 +161,11 @@ fn missing_or_bad_parameters_are_named_and_the_driver_serves_nothing() {
         &s,
         "wsk_echo_server: parameters: no Parameters key (0xC0000034): not serving"
     ));
-    assert!(!s.log().iter().any(|l| l.contains("failed")), "{:#?}", s.log());
+    assert!(
+        !s.log().iter().any(|l| l.contains("failed")),
+        "{:#?}",
+        s.log()
+    );
     s.driver_unload();
     drop(s);
     for (set, line) in [

@@ -72,16 +72,7 @@ impl<C: Client> Creating<C> {
         // Answered: the orphan's work item is not needed (dropped: freed unqueued).
         let Self { own, close, orphan } = self;
         drop(orphan);
-        if let Err(status) = status.into_result() {
-            log!(
-                C,
-                DPFLTR_ERROR_LEVEL,
-                "socket: %s failed: 0x%08X",
-                what.as_ptr(),
-                status.bits()
-            );
-            return Err(status);
-        }
+        let information = super::op::finish::<C>(what, status, information)?;
         let (Some(socket), Some(own), Some(close)) =
             (NonNull::new(information as *mut WSK_SOCKET), own, close)
         else {

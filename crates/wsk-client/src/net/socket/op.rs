@@ -56,7 +56,11 @@ pub(super) fn finish<C: Client>(
     let Err(error) = status.into_result() else {
         return Ok(information);
     };
-    if error == NtError::NOT_IMPLEMENTED {
+    if error == NtError::CANCELLED {
+        // Cancelled: the caller's doing (a dropped operation, a cancelled task, the stop), not a
+        // failure of the provider's.
+        log!(C, DPFLTR_INFO_LEVEL, "socket: %s cancelled", what.as_ptr());
+    } else if error == NtError::NOT_IMPLEMENTED {
         log!(
             C,
             DPFLTR_WARNING_LEVEL,
