@@ -20,7 +20,7 @@ use std::time::Duration as StdDuration;
 
 use common::TestDriver;
 use wsk_client::buffer::Buffer;
-use wsk_client::socket::{Listener, Socket};
+use wsk_client::socket::{Listener, Socket, SocketOption};
 use wsk_client::sys::AF_INET;
 use wsk_client::task::{self, TaskSet};
 use wsk_client::time::Duration;
@@ -224,5 +224,89 @@ fn a_task_set_cancels_every_task_it_keeps_and_refuses_past_its_size() {
     s.wait_work_items();
     assert_eq!(SET.running(), 0);
     SET.reset();
+    s.driver_unload();
+}
+
+#[test]
+fn options_are_set_and_addresses_read_through_the_provider() {
+    let mut s = common::started();
+    s.register_provider(ProviderConfig::default_wsk());
+    let (tx, rx) = mpsc::channel();
+    spawn(async move {
+        let reference = BindingRef::<TestDriver>::acquire().unwrap();
+        let listener = Listener::create(&reference, AF_INET).await.unwrap();
+        let exclusive = listener
+            .set_option(SocketOption::ExclusiveAddressUse(true))
+            .await;
+        listener.bind(any_port()).await.unwrap();
+        let local = listener.local_address().await;
+        let (socket, remote) = listener.accept().await.unwrap();
+        let no_delay = socket.set_option(SocketOption::NoDelay(true)).await;
+        let queried = socket.remote_address().await;
+        tx.send((exclusive, local, remote, no_delay, queried))
+            .unwrap();
+    });
+    let peer = client();
+    let (exclusive, local, remote, no_delay, queried) = recv(&rx);
+    assert_eq!((exclusive, no_delay), (Ok(()), Ok(())));
+    assert_eq!(local, Ok(any_port()));
+    assert_eq!(queried, Ok(remote));
+    assert_eq!(remote.port(), peer.port());
+    let options: Vec<_> = s
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::WskControlSocket { .. }))
+        .collect();
+    assert_eq!(
+        options,
+        [
+            Event::WskControlSocket {
+                request: 0,
+                level: 0xFFFF,
+                name: 0xFFFF_FFFB,
+                value: Some(1)
+            },
+            Event::WskControlSocket {
+                request: 0,
+                level: 6,
+                name: 1,
+                value: Some(1)
+            },
+        ]
+    );
+    s.wait_work_items();
+    s.driver_unload();
+}
+
+#[test]
+fn a_provider_without_options_answers_not_implemented_and_the_socket_goes_on() {
+    let mut s = common::started();
+    s.register_provider(ProviderConfig {
+        control_stub: true,
+        ..ProviderConfig::default_wsk()
+    });
+    let (tx, rx) = mpsc::channel();
+    spawn(async move {
+        let reference = BindingRef::<TestDriver>::acquire().unwrap();
+        let listener = Listener::create(&reference, AF_INET).await.unwrap();
+        let exclusive = listener
+            .set_option(SocketOption::ExclusiveAddressUse(true))
+            .await;
+        let bound = listener.bind(any_port()).await;
+        let local = listener.local_address().await;
+        tx.send((exclusive, bound, local)).unwrap();
+    });
+    let (exclusive, bound, local) = recv(&rx);
+    assert_eq!(exclusive, Err(NtError::NOT_IMPLEMENTED));
+    assert_eq!(bound, Ok(()));
+    assert_eq!(local, Err(NtError::NOT_IMPLEMENTED));
+    assert!(
+        s.log()
+            .iter()
+            .any(|l| l == "test_driver: socket: the provider does not implement SO_EXCLUSIVEADDRUSE (0xC0000002)"),
+        "{:#?}",
+        s.log()
+    );
+    s.wait_work_items();
     s.driver_unload();
 }

@@ -29,6 +29,8 @@ pub(crate) struct Peer {
     /// An accepted socket's remote client (its id in `State::remotes`): what the driver sends
     /// goes to it, what it sends comes to the driver's receives (no echo).
     pub remote: Option<usize>,
+    /// The address it was bound to (its local address).
+    pub local: Option<SOCKADDR_IN>,
     pub _memory: Box<WSK_SOCKET>,
 }
 
@@ -79,6 +81,7 @@ impl Peer {
             receive: None,
             listen: None,
             remote: None,
+            local: None,
             _memory: memory,
         };
         set(&mut peer);
@@ -99,13 +102,13 @@ pub(crate) struct Mdl {
 /// The dispatch of every socket the model makes.
 pub(crate) static DISPATCH: WSK_PROVIDER_CONNECTION_DISPATCH = WSK_PROVIDER_CONNECTION_DISPATCH {
     Basic: WSK_PROVIDER_BASIC_DISPATCH {
-        WskControlSocket: None,
+        WskControlSocket: Some(control),
         WskCloseSocket: Some(close),
     },
     WskBind: Some(bind),
     WskConnect: Some(connect),
-    WskGetLocalAddress: None,
-    WskGetRemoteAddress: None,
+    WskGetLocalAddress: Some(local_address),
+    WskGetRemoteAddress: Some(remote_address),
     WskSend: Some(send),
     WskReceive: Some(receive),
     WskDisconnect: Some(disconnect),
@@ -114,13 +117,13 @@ pub(crate) static DISPATCH: WSK_PROVIDER_CONNECTION_DISPATCH = WSK_PROVIDER_CONN
 /// The dispatch of every listening socket the model makes.
 pub(crate) static LISTEN_DISPATCH: WSK_PROVIDER_LISTEN_DISPATCH = WSK_PROVIDER_LISTEN_DISPATCH {
     Basic: WSK_PROVIDER_BASIC_DISPATCH {
-        WskControlSocket: None,
+        WskControlSocket: Some(control),
         WskCloseSocket: Some(close),
     },
     WskBind: Some(bind),
     WskAccept: Some(accept),
     WskInspectComplete: None,
-    WskGetLocalAddress: None,
+    WskGetLocalAddress: Some(local_address),
 };
 
 /// `IoAllocateMdl`: remembers the buffer it describes.
@@ -254,14 +257,17 @@ fn finish(irp: *mut IRP, status: Status, information: usize, inline: bool) -> NT
 
 unsafe extern "system" fn bind(
     Socket: *mut WSK_SOCKET,
-    _LocalAddress: *mut SOCKADDR,
+    LocalAddress: *mut SOCKADDR,
     _Flags: u32,
     Irp: *mut IRP,
 ) -> NTSTATUS {
+    // SAFETY: the client's address, valid for the request; read as far as its family says.
+    let local = unsafe { read_ipv4(LocalAddress) };
     let known = state::with(|s| {
         let injected = image::driver_calls(s, "WskBind");
         s.events.push(Event::WskBind);
         let peer = peer(s, Socket)?;
+        peer.local = local;
         if injected.is_none()
             && let Some(listen) = peer.listen.as_mut()
         {
@@ -601,4 +607,137 @@ unsafe extern "system" fn close(Socket: *mut WSK_SOCKET, Irp: *mut IRP) -> NTSTA
     }
     crate::kernel::spawn_provider(finish);
     Status::PENDING.raw()
+}
+
+/// An IPv4 address the client gave (`None` for another family, or NULL).
+///
+/// # Safety
+/// `address` is NULL or a client's `SOCKADDR` of at least its family's length.
+unsafe fn read_ipv4(address: *const SOCKADDR) -> Option<SOCKADDR_IN> {
+    if address.is_null() {
+        return None;
+    }
+    // SAFETY: per the contract: the family comes first.
+    let family = unsafe { address.cast::<u16>().read_unaligned() };
+    // SAFETY: an AF_INET address is a SOCKADDR_IN.
+    (family == wsk_sys::AF_INET).then(|| unsafe { address.cast::<SOCKADDR_IN>().read_unaligned() })
+}
+
+/// `WskControlSocket`: records the option set; a provider with `control_stub` answers like
+/// Wine's (`STATUS_NOT_IMPLEMENTED`, the IRP never completed).
+#[allow(clippy::too_many_arguments)] // the C signature
+unsafe extern "system" fn control(
+    Socket: *mut WSK_SOCKET,
+    RequestType: i32,
+    ControlCode: u32,
+    Level: u32,
+    InputSize: usize,
+    InputBuffer: PVOID,
+    _OutputSize: usize,
+    _OutputBuffer: PVOID,
+    _OutputSizeReturned: *mut usize,
+    Irp: *mut IRP,
+) -> NTSTATUS {
+    let value = if InputSize == 4 && !InputBuffer.is_null() {
+        // SAFETY: the client's 4-byte input, valid for the request.
+        Some(unsafe { InputBuffer.cast::<u32>().read_unaligned() })
+    } else {
+        None
+    };
+    let answer = state::with(|s| {
+        let injected = image::driver_calls(s, "WskControlSocket");
+        let provider = peer(s, Socket)?.provider;
+        let stub = config(s, provider).is_some_and(|c| c.control_stub);
+        s.events.push(Event::WskControlSocket {
+            request: RequestType,
+            level: Level,
+            name: ControlCode,
+            value,
+        });
+        Some((stub, injected))
+    });
+    match answer {
+        None => {
+            state::with(|s| s.violation("WskControlSocket on a socket that is not open".into()));
+            Status::INVALID_PARAMETER.raw()
+        }
+        Some((true, _)) => wsk_sys::STATUS_NOT_IMPLEMENTED,
+        Some((false, injected)) => {
+            complete_later(Socket, Irp, injected.unwrap_or(Status::SUCCESS), 0)
+        }
+    }
+}
+
+/// `WskGetLocalAddress`: the address the socket was bound to (`STATUS_INVALID_DEVICE_STATE`
+/// before a bind); a provider with `control_stub` answers like Wine's.
+unsafe extern "system" fn local_address(
+    Socket: *mut WSK_SOCKET,
+    LocalAddress: *mut SOCKADDR,
+    Irp: *mut IRP,
+) -> NTSTATUS {
+    address_query(
+        Socket,
+        LocalAddress,
+        Irp,
+        "WskGetLocalAddress",
+        |_, peer| peer.local,
+    )
+}
+
+/// `WskGetRemoteAddress`: an accepted socket's client (127.0.0.1 and its port).
+unsafe extern "system" fn remote_address(
+    Socket: *mut WSK_SOCKET,
+    RemoteAddress: *mut SOCKADDR,
+    Irp: *mut IRP,
+) -> NTSTATUS {
+    address_query(
+        Socket,
+        RemoteAddress,
+        Irp,
+        "WskGetRemoteAddress",
+        |s, peer| {
+            let remote = s.remotes.get(&peer.remote?)?;
+            Some(SOCKADDR_IN {
+                sin_family: wsk_sys::AF_INET,
+                sin_port: remote.port.to_be(),
+                sin_addr: [127, 0, 0, 1],
+                sin_zero: [0; 8],
+            })
+        },
+    )
+}
+
+/// An address query: the address `get` finds written to `out`, the IRP completed.
+fn address_query(
+    socket: *mut WSK_SOCKET,
+    out: *mut SOCKADDR,
+    irp: *mut IRP,
+    name: &'static str,
+    get: impl FnOnce(&State, &Peer) -> Option<SOCKADDR_IN>,
+) -> NTSTATUS {
+    let answer = state::with(|s| {
+        let injected = image::driver_calls(s, name);
+        let peer = s.peers.get(&(socket as usize))?;
+        let stub = config(s, peer.provider).is_some_and(|c| c.control_stub);
+        Some((stub, injected, get(s, peer)))
+    });
+    match answer {
+        None => {
+            state::with(|s| s.violation(format!("{name} on a socket that is not open")));
+            Status::INVALID_PARAMETER.raw()
+        }
+        Some((true, _, _)) => wsk_sys::STATUS_NOT_IMPLEMENTED,
+        Some((false, Some(status), _)) => complete_later(socket, irp, status, 0),
+        Some((false, None, None)) => complete_later(
+            socket,
+            irp,
+            Status::from_raw(wsk_sys::STATUS_INVALID_DEVICE_STATE),
+            0,
+        ),
+        Some((false, None, Some(address))) => {
+            // SAFETY: the client's address slot, valid until the request completes.
+            unsafe { out.cast::<SOCKADDR_IN>().write_unaligned(address) };
+            complete_later(socket, irp, Status::SUCCESS, 0)
+        }
+    }
 }

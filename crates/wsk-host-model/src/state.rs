@@ -63,6 +63,9 @@ pub struct ProviderConfig {
     pub ignores_cancel: bool,
     /// `WskDisconnect` is a stub (Wine): `STATUS_NOT_IMPLEMENTED`, IRP not completed.
     pub disconnect_stub: bool,
+    /// `WskControlSocket`, `WskGetLocalAddress` and `WskGetRemoteAddress` are stubs (Wine):
+    /// `STATUS_NOT_IMPLEMENTED`, IRP not completed.
+    pub control_stub: bool,
     /// `WskSocket`, `WskBind`, `WskConnect`, `WskSend`, `WskDisconnect`, `WskCloseSocket` complete
     /// their IRP before returning, and return its status (legal: a WSK function need not pend;
     /// the completion routine then runs before the caller sees the answer).
@@ -104,6 +107,7 @@ impl ProviderConfig {
             peer_silent: false,
             ignores_cancel: false,
             disconnect_stub: false,
+            control_stub: false,
             requests_complete_inline: false,
         }
     }
@@ -213,6 +217,14 @@ pub enum Event {
     WskDisconnect,
     /// `WskAccept` posted.
     WskAccept,
+    /// `WskControlSocket` (`request`: `WskSetOption` 0, ...) of option `name` at `level`, with a
+    /// 4-byte input `value`.
+    WskControlSocket {
+        request: i32,
+        level: u32,
+        name: u32,
+        value: Option<u32>,
+    },
     /// `KeSetTimer` with a due time of `due` (100 ns units; negative: relative).
     KeSetTimer { due: i64 },
     /// `KeFlushQueuedDpcs`.

@@ -417,6 +417,22 @@ impl SOCKADDR_STORAGE {
     }
 }
 
+/// `WSK_CONTROL_SOCKET_TYPE`: `WskControlSocket`'s `RequestType`.
+pub const WskSetOption: i32 = 0;
+pub const WskGetOption: i32 = 1;
+pub const WskIoctl: i32 = 2;
+
+/// Option levels and names for `WskControlSocket` (`ws2def.h`, `ws2ipdef.h`, `mswsock.h`).
+pub const SOL_SOCKET: u32 = 0xFFFF;
+pub const SO_REUSEADDR: u32 = 0x0004;
+pub const SO_KEEPALIVE: u32 = 0x0008;
+pub const SO_BROADCAST: u32 = 0x0020;
+/// `SO_EXCLUSIVEADDRUSE`: `(int)(~SO_REUSEADDR)`.
+pub const SO_EXCLUSIVEADDRUSE: u32 = !SO_REUSEADDR;
+pub const TCP_NODELAY: u32 = 0x0001;
+pub const IPPROTO_IPV6: u32 = 41;
+pub const IPV6_V6ONLY: u32 = 27;
+
 /// `WskDisconnect` flag: abort (reset) instead of a graceful disconnect.
 pub const WSK_FLAG_ABORTIVE: u32 = 0x0000_0001;
 

@@ -345,3 +345,13 @@ fn listen_dispatch_and_addresses() {
     assert_eq!(size_of::<PFN_WSK_ACCEPT>(), 8);
     assert_eq!(WSK_FLAG_LISTEN_SOCKET, 1);
 }
+
+#[test]
+fn socket_options() {
+    assert_eq!((WskSetOption, WskGetOption, WskIoctl), (0, 1, 2));
+    assert_eq!(SOL_SOCKET, 0xFFFF);
+    assert_eq!((SO_REUSEADDR, SO_KEEPALIVE, SO_BROADCAST), (4, 8, 0x20));
+    assert_eq!(SO_EXCLUSIVEADDRUSE, 0xFFFF_FFFB);
+    assert_eq!((IPPROTO_TCP, TCP_NODELAY), (6, 1));
+    assert_eq!((IPPROTO_IPV6, IPV6_V6ONLY), (41, 27));
+}

@@ -1,11 +1,13 @@
 //! The echo server: one listening task and one task per connection, all cancelled by the stop.
 //!
 //! The listening task takes a binding reference (waiting up to 10 s for a provider), creates a
-//! listening socket and binds it (it then listens), logs `listening on <address>:<port>` (or
+//! listening socket, sets `SO_EXCLUSIVEADDRUSE` on it (a provider without socket options —
+//! Wine's — is said once: `options: SO_EXCLUSIVEADDRUSE not set (0x<NTSTATUS>): no socket
+//! options, no TCP_NODELAY`) and binds it (it then listens), logs `listening on <address>:<port>` (or
 //! `listen failed: <step> 0x<NTSTATUS>`), and accepts in a loop. Each connection is numbered
 //! from 1 and logged `accepted #N from <address>:<port>`; past `MaxConnections` running at once
 //! it is closed at once (`connection #N refused: too many connections`). Otherwise a task of its
-//! own echoes it ([`echo`]): a receive, then sends until all of it went back, until the peer
+//! own echoes it ([`echo`]), with `TCP_NODELAY` set when the provider has options: a receive, then sends until all of it went back, until the peer
 //! closes (`connection #N closed: M bytes echoed`) or something fails (`connection #N failed:
 //! <step> 0x<NTSTATUS>`). A peer that never reads stalls only its own task.
 //!
@@ -23,7 +25,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use core::task::Poll;
 
 use wsk_client::buffer::Buffer;
-use wsk_client::socket::{Listener, Socket};
+use wsk_client::socket::{Listener, Socket, SocketOption};
 use wsk_client::sys::{AF_INET, AF_INET6};
 use wsk_client::task::{self, TaskCell, TaskSet};
 use wsk_client::text::AddressText;
@@ -119,11 +121,12 @@ async fn acquire() -> Result<BindingRef<WskEchoServer>, NtError> {
     Err(last)
 }
 
-/// The listening socket, bound to the parameters' address (it then listens).
+/// The listening socket, bound to the parameters' address (it then listens), and whether the
+/// provider takes socket options.
 async fn open(
     reference: &BindingRef<WskEchoServer>,
     address: SocketAddr,
-) -> Result<Listener<WskEchoServer>, (&'static CStr, NtError)> {
+) -> Result<(Listener<WskEchoServer>, bool), (&'static CStr, NtError)> {
     let family = match address {
         SocketAddr::V4(_) => AF_INET,
         SocketAddr::V6(_) => AF_INET6,
@@ -131,11 +134,27 @@ async fn open(
     let listener = Listener::create(reference, family)
         .await
         .map_err(|status| (c"socket", status))?;
+    // No other socket may take the address while the server listens (Microsoft's advice for a
+    // server). A provider without options (Wine's) is said, and the server goes on without.
+    let options = listener
+        .set_option(SocketOption::ExclusiveAddressUse(true))
+        .await;
     listener
         .bind(address)
         .await
         .map_err(|status| (c"bind", status))?;
-    Ok(listener)
+    if let Err(status) = options {
+        // SAFETY: `%08X` takes the `u32`; no Unicode conversion.
+        let _ = unsafe {
+            dbg_print!(
+                WskEchoServer,
+                DPFLTR_WARNING_LEVEL,
+                "options: SO_EXCLUSIVEADDRUSE not set (0x%08X): no socket options, no TCP_NODELAY",
+                status.bits()
+            )
+        };
+    }
+    Ok((listener, options.is_ok()))
 }
 
 /// The listening task.
@@ -144,8 +163,8 @@ async fn listen(parameters: Parameters) {
         Ok(reference) => reference,
         Err(status) => return log_listen_failed(c"attach", status),
     };
-    let listener = match open(&reference, parameters.address).await {
-        Ok(listener) => listener,
+    let (listener, options) = match open(&reference, parameters.address).await {
+        Ok(opened) => opened,
         Err((step, status)) => return log_listen_failed(step, status),
     };
     let text = AddressText::new(parameters.address);
@@ -163,7 +182,7 @@ async fn listen(parameters: Parameters) {
         match listener.accept().await {
             Ok((socket, remote)) => {
                 failures = 0;
-                serve(socket, remote, parameters.max_connections);
+                serve(socket, remote, parameters.max_connections, options);
             }
             Err(_) if stopped().await => break,
             Err(status) => {
@@ -184,7 +203,7 @@ async fn listen(parameters: Parameters) {
 
 /// An accepted connection: numbered, logged, and echoed by a task of its own, unless
 /// `max_connections` are running already (then closed).
-fn serve(socket: Socket<WskEchoServer>, remote: SocketAddr, max_connections: u32) {
+fn serve(socket: Socket<WskEchoServer>, remote: SocketAddr, max_connections: u32, options: bool) {
     let id = ACCEPTED.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
     let text = AddressText::new(remote);
     // SAFETY: `%u` takes the `u32`, `%s` a NUL-terminated string; no Unicode conversion.
@@ -210,7 +229,7 @@ fn serve(socket: Socket<WskEchoServer>, remote: SocketAddr, max_connections: u32
         socket.close();
         return;
     }
-    match task::spawn::<WskEchoServer, _>(connection(id, socket)) {
+    match task::spawn::<WskEchoServer, _>(connection(id, socket, options)) {
         Ok(task) => {
             if let Err(task) = CONNECTIONS.keep(task) {
                 // Every slot runs a task (MAX_CONNECTIONS caps MaxConnections): not reached;
@@ -236,10 +255,15 @@ fn log_connection_failed(id: u32, step: &CStr, status: NtError) {
     };
 }
 
-/// A connection's task: echoes until the peer closes, fails, or the stop; then a graceful
-/// disconnect (bounded by [`DISCONNECT_GRACE`]) and the close.
-async fn connection(id: u32, socket: Socket<WskEchoServer>) {
+/// A connection's task: `TCP_NODELAY` (when the provider takes `options`), then echoes until
+/// the peer closes, fails, or the stop; then a graceful disconnect (bounded by
+/// [`DISCONNECT_GRACE`]) and the close.
+async fn connection(id: u32, socket: Socket<WskEchoServer>, options: bool) {
     let mut echoed: u64 = 0;
+    if options {
+        // An echo answers at once: no Nagle delay (a failure is logged by the library).
+        let _ = socket.set_option(SocketOption::NoDelay(true)).await;
+    }
     let result = echo(&socket, &mut echoed).await;
     let _ = timer::grace::<WskEchoServer, _>(DISCONNECT_GRACE, socket.disconnect()).await;
     socket.close();

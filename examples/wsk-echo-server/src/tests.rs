@@ -231,3 +231,47 @@ fn an_ipv6_address_is_listened_on() {
     wait_log(&s, "wsk_echo_server: listening on [::1]:7010");
     s.driver_unload();
 }
+
+#[test]
+fn a_provider_without_socket_options_is_said_and_served_all_the_same() {
+    let mut s = wsk_host_model::session();
+    s.set_parameter("Parameters", "Port", REG_DWORD, &7011u32.to_le_bytes());
+    s.register_provider(ProviderConfig {
+        control_stub: true,
+        ..ProviderConfig::default_wsk()
+    });
+    assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
+    wait_log(&s, "wsk_echo_server: listening on 0.0.0.0:7011");
+    assert!(log_line(
+        &s,
+        "wsk_echo_server: options: SO_EXCLUSIVEADDRUSE not set (0xC0000002): no socket options, no TCP_NODELAY"
+    ));
+    let c = client();
+    c.send(b"still echoed");
+    assert_eq!(c.receive(12, LIMIT), b"still echoed");
+    s.driver_unload();
+    // Not tried per connection once the provider said it has no options.
+    assert!(
+        !s.log().iter().any(|l| l.contains("TCP_NODELAY (")),
+        "{:#?}",
+        s.log()
+    );
+}
+
+#[test]
+fn connections_get_tcp_nodelay_and_the_listener_exclusive_use() {
+    let mut s = started(7012, None);
+    let c = client();
+    c.send(b"x");
+    assert_eq!(c.receive(1, LIMIT), b"x");
+    let options: Vec<(u32, u32)> = s
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            wsk_host_model::Event::WskControlSocket { level, name, .. } => Some((level, name)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(options, [(0xFFFF, 0xFFFF_FFFB), (6, 1)]);
+    s.driver_unload();
+}

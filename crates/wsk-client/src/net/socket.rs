@@ -26,11 +26,14 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 mod address;
+mod control;
 mod create;
 mod listener;
 mod op;
 
 use address::Sockaddr;
+use control::Owned;
+pub use control::{AddressOp, SocketOption};
 pub use create::CreateOp;
 pub use listener::{AcceptOp, CreateListenerOp, Listener};
 pub use op::{SocketOp, TransferOp};

@@ -17,10 +17,10 @@ use core::pin::Pin;
 use core::ptr;
 use core::task::{Context, Poll};
 
-use super::Socket;
 use super::address::{AddressSlot, Sockaddr};
 use super::create::{CreateOp, Creating};
 use super::op::{SocketOp, abort_if_cancelled, not_requested};
+use super::{Owned, Socket};
 use crate::client::Client;
 use crate::irp::{Op, Outcome};
 use crate::log::log;
@@ -33,7 +33,7 @@ use crate::sys::{WSK_FLAG_LISTEN_SOCKET, WSK_PROVIDER_LISTEN_DISPATCH};
 /// # Invariants
 /// `socket` is a listening socket (made with `WSK_FLAG_LISTEN_SOCKET`).
 pub struct Listener<C: Client> {
-    socket: Socket<C>,
+    pub(super) socket: Socket<C>,
 }
 
 impl<C: Client> Listener<C> {
@@ -46,7 +46,7 @@ impl<C: Client> Listener<C> {
     }
 
     /// The provider's listen dispatch, while the socket is open.
-    fn dispatch(&self) -> Result<&WSK_PROVIDER_LISTEN_DISPATCH, NtError> {
+    pub(super) fn dispatch(&self) -> Result<&WSK_PROVIDER_LISTEN_DISPATCH, NtError> {
         // SAFETY: a listening socket (the type invariant).
         unsafe { self.socket.dispatch_as() }
     }
@@ -58,17 +58,16 @@ impl<C: Client> Listener<C> {
             .dispatch()
             .and_then(|d| d.WskBind.ok_or(NtError::NOT_SUPPORTED))
         {
-            Ok(bind) => self
-                .socket
-                .start(Some(Sockaddr::new(local)), |socket, address, irp| {
-                    let address = address
-                        .as_mut()
-                        .map_or(ptr::null_mut(), Sockaddr::as_mut_ptr);
+            Ok(bind) => self.socket.start(
+                Owned::Address(Sockaddr::new(local)),
+                |socket, address, irp| {
+                    let address = address.address();
                     // SAFETY: the open listening socket's WskBind, with an address the request
                     // keeps until the provider completed its IRP.
                     unsafe { bind(socket, address, 0, irp) }
-                }),
-            Err(status) => Op::failed(status, None),
+                },
+            ),
+            Err(status) => Op::failed(status, Owned::Nothing),
         };
         SocketOp::new(op, c"WskBind", &self.socket)
     }

@@ -22,7 +22,7 @@ use core::pin::Pin;
 use core::ptr;
 use core::task::{Context, Poll};
 
-use super::{Sockaddr, Socket};
+use super::{Owned, Sockaddr, Socket};
 use crate::buffer::Buffer;
 use crate::client::Client;
 use crate::irp::{self, Op, Outcome};
@@ -164,7 +164,7 @@ impl<C: Client> Future for TransferOp<'_, C> {
 /// [`Socket::disconnect`].
 #[must_use = "a future does nothing unless awaited"]
 pub struct SocketOp<'s, C: Client> {
-    op: Op<C, Option<Sockaddr>>,
+    op: Op<C, Owned>,
     what: &'static CStr,
     socket: &'s Socket<C>,
     /// Whether a cancelled task's pending operation closes the socket (not a disconnect: the
@@ -174,11 +174,7 @@ pub struct SocketOp<'s, C: Client> {
 
 impl<'s, C: Client> SocketOp<'s, C> {
     /// `what` on `socket`, closing it when pending in a cancelled task.
-    pub(super) fn new(
-        op: Op<C, Option<Sockaddr>>,
-        what: &'static CStr,
-        socket: &'s Socket<C>,
-    ) -> Self {
+    pub(super) fn new(op: Op<C, Owned>, what: &'static CStr, socket: &'s Socket<C>) -> Self {
         Self {
             op,
             what,
@@ -300,15 +296,16 @@ impl<C: Client> Socket<C> {
             .dispatch()
             .and_then(|d| d.WskBind.ok_or(NtError::NOT_SUPPORTED))
         {
-            Ok(bind) => self.start(Some(Sockaddr::new(local)), |socket, address, irp| {
-                let address = address
-                    .as_mut()
-                    .map_or(ptr::null_mut(), Sockaddr::as_mut_ptr);
-                // SAFETY: the open socket's WskBind, with an address the request keeps until the
-                // provider completed its IRP.
-                unsafe { bind(socket, address, 0, irp) }
-            }),
-            Err(status) => Op::failed(status, None),
+            Ok(bind) => self.start(
+                Owned::Address(Sockaddr::new(local)),
+                |socket, address, irp| {
+                    let address = address.address();
+                    // SAFETY: the open socket's WskBind, with an address the request keeps until the
+                    // provider completed its IRP.
+                    unsafe { bind(socket, address, 0, irp) }
+                },
+            ),
+            Err(status) => Op::failed(status, Owned::Nothing),
         };
         SocketOp {
             op,
@@ -325,15 +322,16 @@ impl<C: Client> Socket<C> {
             .and_then(|d| d.WskConnect.ok_or(NtError::NOT_SUPPORTED))
         {
             Ok(connect) => {
-                self.start(Some(Sockaddr::new(remote)), |socket, address, irp| {
-                    let address = address
-                        .as_mut()
-                        .map_or(ptr::null_mut(), Sockaddr::as_mut_ptr);
-                    // SAFETY: as in `bind`.
-                    unsafe { connect(socket, address, 0, irp) }
-                })
+                self.start(
+                    Owned::Address(Sockaddr::new(remote)),
+                    |socket, address, irp| {
+                        let address = address.address();
+                        // SAFETY: as in `bind`.
+                        unsafe { connect(socket, address, 0, irp) }
+                    },
+                )
             }
-            Err(status) => Op::failed(status, None),
+            Err(status) => Op::failed(status, Owned::Nothing),
         };
         SocketOp {
             op,
@@ -351,7 +349,7 @@ impl<C: Client> Socket<C> {
     pub fn disconnect(&self) -> SocketOp<'_, C> {
         let op = match self.dispatch().map(|d| d.WskDisconnect) {
             Ok(Some(disconnect)) => self
-                .start(None, |socket, _, irp| {
+                .start(Owned::Nothing, |socket, _, irp| {
                     // SAFETY: the open socket's WskDisconnect, without a final buffer.
                     unsafe { disconnect(socket, ptr::null_mut(), 0, irp) }
                 })
@@ -362,9 +360,9 @@ impl<C: Client> Socket<C> {
                     DPFLTR_WARNING_LEVEL,
                     "socket: no WskDisconnect; closing without it"
                 );
-                Op::failed(NtError::NOT_SUPPORTED, None)
+                Op::failed(NtError::NOT_SUPPORTED, Owned::Nothing)
             }
-            Err(status) => Op::failed(status, None),
+            Err(status) => Op::failed(status, Owned::Nothing),
         };
         SocketOp {
             op,
