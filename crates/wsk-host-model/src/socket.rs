@@ -409,7 +409,7 @@ pub(crate) fn deliver(socket: *mut WSK_SOCKET) {
     }
 }
 
-/// `WskAccept`: pending until a remote client connects ([`crate::Session::connect_client`]).
+/// `WskAccept`: pending until a remote client connects ([`crate::connect_client`]).
 unsafe extern "system" fn accept(
     ListenSocket: *mut WSK_SOCKET,
     _Flags: u32,

@@ -13,6 +13,11 @@
 //! `DISPATCH_LEVEL`. That request is prepared with the socket (`crate::irp::Prepared`), before
 //! `WskSocket`: a socket that exists can always be closed, whatever memory is left by then.
 //!
+//! A server's side ([`Listener`], `listener.rs`): a listening socket, bound (it then listens),
+//! whose accepts give a [`Socket`] like a connect does. Options ([`SocketOption`]) and the local
+//! and remote addresses: `control.rs`. Creating a socket (and what an accept shares with it):
+//! `create.rs`; addresses in the provider's form: `address.rs`.
+//!
 //! The waited forms (`*_blocking`) are for a caller that owns a `PASSIVE_LEVEL` thread: each
 //! waits for its request, with a timeout; a request the cancel does not complete closes the
 //! socket (which completes it) and is waited for to the end, so the address and buffer it
