@@ -1,7 +1,7 @@
 //! `wsk_echo_server.sys`: Microsoft's WSK sample echosrv, in async Rust on `wsk-client` — a TCP
 //! echo server. `DriverEntry` reads its parameters (`Port`, `MaxConnections`, `Address`:
-//! [`parameters`]), registers as a WSK client (raw NMR, or `WskRegister` with the `wsk-register`
-//! feature) and starts the server ([`server`]): a listening task that accepts, and a task per
+//! `parameters.rs`), registers as a WSK client (raw NMR, or `WskRegister` with the `wsk-register`
+//! feature) and starts the server (`server.rs`): a listening task that accepts, and a task per
 //! connection that echoes every byte it receives. `DriverUnload` deregisters: the stop cancels
 //! every task (each closes its socket) and waits for them, then logs the live pool allocations.
 //!
