@@ -241,8 +241,8 @@ def check_unloads_clean(text, profile, what):
 
 @pytest.fixture
 def echo_service(bridged_prefix, driver_image, profile):
-    """The echo driver installed and created in a fresh prefix with Wine's own WSK provider
-    behind the bridge test NETIO.SYS."""
+    """The driver (the echo client, or the server: test_wine_server.py) installed and created
+    in a fresh prefix with Wine's own WSK provider behind the bridge test NETIO.SYS."""
     prefix = bridged_prefix
     if not os.path.isfile(wh.WINE_BUILTIN_NETIO):
         pytest.fail("Wine's own netio.sys is not at %s: run tests/wine/setup.sh"

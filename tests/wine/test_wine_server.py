@@ -27,8 +27,9 @@ import time
 import pytest
 
 import wine_harness as wh
-from test_wine import _check_clean, _delete
-from test_wine_echo import check_unloads_clean, closed_port, reg_add
+from test_wine import _check_clean
+from test_wine_echo import (  # noqa: F401 (echo_service: a fixture)
+    check_unloads_clean, closed_port, echo_service, reg_add)
 
 SERVER = pytest.mark.applies(
     lambda profile: profile.server,
@@ -40,25 +41,13 @@ OPTIONS_MISSING = ("options: SO_EXCLUSIVEADDRUSE not set (0xC0000002): no socket
 
 
 @pytest.fixture
-def server(bridged_prefix, driver_image, profile):
-    """The server installed and created in a fresh prefix with Wine's own WSK provider behind the
-    bridge test NETIO.SYS; yields (prefix, port)."""
-    prefix = bridged_prefix
-    if not os.path.isfile(wh.WINE_BUILTIN_NETIO):
-        pytest.fail("Wine's own netio.sys is not at %s: run tests/wine/setup.sh"
-                    % wh.WINE_BUILTIN_NETIO, pytrace=False)
-    try:
-        bridge = wh.provider_images([wh.BRIDGE_VARIANT])[wh.BRIDGE_VARIANT]
-    except wh.HarnessError as error:
-        pytest.fail("bridge test NETIO.SYS: %s" % error, pytrace=False)
-    prefix.install(bridge, driver_image, profile, bridged=True)
-    code, out = prefix.sc("create", profile.service, "type=", "kernel", "start=", "demand",
-                          "binPath=", wh.bin_path(profile))
-    assert code == 0, "sc create exited %d:\n%s\n%s" % (code, out, prefix.log_tail())
+def server(echo_service, profile):
+    """The server installed and created like the echo client (`echo_service`: a fresh prefix,
+    Wine's own WSK provider behind the bridge test NETIO.SYS), with a free `Port`; yields
+    (prefix, port)."""
     port = closed_port()
-    reg_add(prefix, profile, "Port", "REG_DWORD", str(port))
-    yield prefix, port
-    _delete(prefix, profile)
+    reg_add(echo_service, profile, "Port", "REG_DWORD", str(port))
+    yield echo_service, port
 
 
 def start(prefix, profile, port):

@@ -133,37 +133,21 @@ fn ci() -> Result<(), String> {
         "warnings",
     ]))?;
     run(cargo().args(["test", "--workspace"]))?;
-    // The example driver's other backend (a feature): its lints and its own tests.
-    run(cargo().args([
-        "clippy",
-        "-p",
-        "wsk-echo",
-        "--all-targets",
-        "--features",
-        "wsk-register",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
-    run(cargo().args(["test", "-p", "wsk-echo", "--features", "wsk-register"]))?;
-    run(cargo().args([
-        "clippy",
-        "-p",
-        "wsk-echo-server",
-        "--all-targets",
-        "--features",
-        "wsk-register",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
-    run(cargo().args([
-        "test",
-        "-p",
-        "wsk-echo-server",
-        "--features",
-        "wsk-register",
-    ]))?;
+    // The example drivers' other backend (a feature): their lints and their own tests.
+    for package in ["wsk-echo", "wsk-echo-server"] {
+        run(cargo().args([
+            "clippy",
+            "-p",
+            package,
+            "--all-targets",
+            "--features",
+            "wsk-register",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+        run(cargo().args(["test", "-p", package, "--features", "wsk-register"]))?;
+    }
     run(cargo()
         .args([
             "doc",
