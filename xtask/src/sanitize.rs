@@ -25,6 +25,8 @@ const RACE_TESTS: &[&str] = &[
     "async_sockets",
     "--test",
     "listeners",
+    "--test",
+    "datagrams",
 ];
 
 /// The test targets, per package: everything but the loom test and the build tooling.

@@ -289,6 +289,28 @@ unsafe extern "system" fn wsk_socket(
 ) -> NTSTATUS {
     let injected = provider_call("WskSocket", Client);
     let listen = Flags == wsk_sys::WSK_FLAG_LISTEN_SOCKET;
+    let datagram = Flags == wsk_sys::WSK_FLAG_DATAGRAM_SOCKET;
+    if datagram
+        && state::with(|s| {
+            s.provider(provider_of(Client))
+                .is_some_and(|p| p.config.datagram_unsupported)
+        })
+    {
+        // Wine: datagram sockets are not implemented (the IRP completed with that).
+        if !irp::begin(Irp) {
+            return Status::INVALID_PARAMETER.raw();
+        }
+        let irp_addr = Irp as usize;
+        spawn_provider(move || {
+            irp::complete(
+                irp_addr as *mut IRP,
+                Status::from_raw(wsk_sys::STATUS_NOT_IMPLEMENTED),
+                0,
+            );
+        });
+        return Status::PENDING.raw();
+    }
+    let listen = if datagram { None } else { Some(listen) };
     let provider = provider_of(Client);
     let (failure, hangs, stub, made_anyway) = state::with(|s| {
         s.provider(provider)
@@ -348,18 +370,18 @@ unsafe extern "system" fn wsk_socket(
     Status::PENDING.raw()
 }
 
-/// A new socket of `provider` — a connection socket with its echo peer, or a `listen`ing one;
-/// its address.
-fn new_socket(provider: ProviderId, listen: bool) -> usize {
-    let dispatch: *const c_void = if listen {
-        (&raw const super::socket::LISTEN_DISPATCH).cast()
-    } else {
-        (&raw const super::socket::DISPATCH).cast()
+/// A new socket of `provider` — a connection socket with its echo peer (`Some(false)`), a
+/// listening one (`Some(true)`) or a datagram one with its echo peer (`None`); its address.
+fn new_socket(provider: ProviderId, listen: Option<bool>) -> usize {
+    let dispatch: *const c_void = match listen {
+        Some(true) => (&raw const super::socket::LISTEN_DISPATCH).cast(),
+        Some(false) => (&raw const super::socket::DISPATCH).cast(),
+        None => (&raw const super::socket::DATAGRAM_DISPATCH).cast(),
     };
-    let socket = super::socket::Peer::insert(provider, dispatch, |peer| {
-        if listen {
-            peer.listen = Some(super::socket::Listen::default());
-        }
+    let socket = super::socket::Peer::insert(provider, dispatch, |peer| match listen {
+        Some(true) => peer.listen = Some(super::socket::Listen::default()),
+        Some(false) => {}
+        None => peer.datagrams = Some(std::collections::VecDeque::new()),
     });
     state::with(|s| {
         s.events.push(Event::WskSocket {

@@ -8,7 +8,8 @@ use std::collections::VecDeque;
 
 use wsk_sys::{
     IRP, MDL, NTSTATUS, PVOID, SOCKADDR, SOCKADDR_IN, WSK_BUF, WSK_PROVIDER_BASIC_DISPATCH,
-    WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH, WSK_SOCKET,
+    WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_DATAGRAM_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH,
+    WSK_SOCKET,
 };
 
 use crate::Status;
@@ -31,6 +32,11 @@ pub(crate) struct Peer {
     pub remote: Option<usize>,
     /// The address it was bound to (its local address).
     pub local: Option<SOCKADDR_IN>,
+    /// A datagram socket's echo: each datagram sent, with the address it went to (the sender
+    /// of its echo), until received.
+    pub datagrams: Option<VecDeque<(Vec<u8>, Vec<u8>)>>,
+    /// Where a pending `WskReceiveFrom` wants the sender's address.
+    pub receive_address: usize,
     pub _memory: Box<WSK_SOCKET>,
 }
 
@@ -82,6 +88,8 @@ impl Peer {
             listen: None,
             remote: None,
             local: None,
+            datagrams: None,
+            receive_address: 0,
             _memory: memory,
         };
         set(&mut peer);
@@ -125,6 +133,20 @@ pub(crate) static LISTEN_DISPATCH: WSK_PROVIDER_LISTEN_DISPATCH = WSK_PROVIDER_L
     WskInspectComplete: None,
     WskGetLocalAddress: Some(local_address),
 };
+
+/// The dispatch of every datagram socket the model makes.
+pub(crate) static DATAGRAM_DISPATCH: WSK_PROVIDER_DATAGRAM_DISPATCH =
+    WSK_PROVIDER_DATAGRAM_DISPATCH {
+        Basic: WSK_PROVIDER_BASIC_DISPATCH {
+            WskControlSocket: Some(control),
+            WskCloseSocket: Some(close),
+        },
+        WskBind: Some(bind),
+        WskSendTo: Some(send_to),
+        WskReceiveFrom: Some(receive_from),
+        WskRelease: None,
+        WskGetLocalAddress: Some(local_address),
+    };
 
 /// `IoAllocateMdl`: remembers the buffer it describes.
 ///
@@ -387,6 +409,28 @@ pub(crate) fn deliver(socket: *mut WSK_SOCKET) {
     let done = state::with(|s| {
         let State { peers, remotes, .. } = s;
         let peer = peers.get_mut(&(socket as usize))?;
+        if let Some(queue) = peer.datagrams.as_mut() {
+            // One datagram per receive; what does not fit in the buffer is lost (UDP).
+            if queue.is_empty() {
+                return None;
+            }
+            let (irp, va, length) = peer.receive.take()?;
+            let (address, bytes) = queue.pop_front()?;
+            let n = length.min(bytes.len());
+            // SAFETY: the pending receive's buffer, checked against its MDL when it was posted.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), va as *mut u8, n) };
+            if peer.receive_address != 0 {
+                // SAFETY: the pending receive's address slot (room for any socket address).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        address.as_ptr(),
+                        peer.receive_address as *mut u8,
+                        address.len(),
+                    );
+                }
+            }
+            return Some((irp, n));
+        }
         let (source, closed) = match peer.remote {
             Some(remote) => {
                 let remote = remotes.get_mut(&remote)?;
@@ -740,4 +784,110 @@ fn address_query(
             complete_later(socket, irp, Status::SUCCESS, 0)
         }
     }
+}
+
+/// The socket address the client gave, as bytes (its family's length; empty for an unknown
+/// family or NULL).
+///
+/// # Safety
+/// `address` is NULL or a client's `SOCKADDR` of at least its family's length.
+unsafe fn address_bytes(address: *const SOCKADDR) -> Vec<u8> {
+    if address.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: per the contract: the family comes first.
+    let length = match unsafe { address.cast::<u16>().read_unaligned() } {
+        wsk_sys::AF_INET => size_of::<SOCKADDR_IN>(),
+        wsk_sys::AF_INET6 => size_of::<wsk_sys::SOCKADDR_IN6>(),
+        _ => 0,
+    };
+    // SAFETY: per the contract, `length` bytes of the client's address.
+    unsafe { std::slice::from_raw_parts(address.cast::<u8>(), length) }.to_vec()
+}
+
+/// `WskSendTo`: the datagram comes back to the socket's receives, from the address it went to.
+unsafe extern "system" fn send_to(
+    Socket: *mut WSK_SOCKET,
+    Buffer: *mut WSK_BUF,
+    _Flags: u32,
+    RemoteAddress: *mut SOCKADDR,
+    _ControlInfoLength: u32,
+    _ControlInfo: PVOID,
+    Irp: *mut IRP,
+) -> NTSTATUS {
+    // SAFETY: the client's address, valid for the request.
+    let address = unsafe { address_bytes(RemoteAddress) };
+    let answer = state::with(|s| {
+        let injected = image::driver_calls(s, "WskSendTo");
+        let (va, length) = buffer_range(s, Buffer)?;
+        if let Some(status) = injected {
+            return Some(Err(status));
+        }
+        if address.is_empty() {
+            return Some(Err(Status::INVALID_PARAMETER));
+        }
+        // SAFETY: the client's buffer, checked against its MDL, valid for the request.
+        let bytes = unsafe { std::slice::from_raw_parts(va as *const u8, length) }.to_vec();
+        s.events.push(Event::WskSendTo { bytes: length });
+        peer(s, Socket)?
+            .datagrams
+            .as_mut()?
+            .push_back((address, bytes));
+        Some(Ok(length))
+    });
+    match answer {
+        Some(Ok(length)) => {
+            let status = complete_later(Socket, Irp, Status::SUCCESS, length);
+            deliver(Socket);
+            status
+        }
+        Some(Err(status)) => complete_later(Socket, Irp, status, 0),
+        None => {
+            state::with(|s| {
+                s.violation("WskSendTo on a socket that is not a datagram socket".into());
+            });
+            Status::INVALID_PARAMETER.raw()
+        }
+    }
+}
+
+/// `WskReceiveFrom`: pending until a datagram is there.
+unsafe extern "system" fn receive_from(
+    Socket: *mut WSK_SOCKET,
+    Buffer: *mut WSK_BUF,
+    _Flags: u32,
+    RemoteAddress: *mut SOCKADDR,
+    _ControlLength: *mut u32,
+    _ControlInfo: PVOID,
+    _ControlFlags: *mut u32,
+    Irp: *mut IRP,
+) -> NTSTATUS {
+    let taken = state::with(|s| {
+        let injected = image::driver_calls(s, "WskReceiveFrom");
+        s.events.push(Event::WskReceiveFrom);
+        let (va, length) = buffer_range(s, Buffer)?;
+        let peer = peer(s, Socket)?;
+        peer.datagrams.as_ref()?;
+        if injected.is_some() {
+            return Some(injected);
+        }
+        if peer.receive.is_some() {
+            s.violation("a second WskReceiveFrom while one is pending".into());
+            return None;
+        }
+        peer.receive = Some((Irp as usize, va, length));
+        peer.receive_address = RemoteAddress as usize;
+        Some(None)
+    });
+    let Some(injected) = taken else {
+        return Status::INVALID_PARAMETER.raw();
+    };
+    if let Some(status) = injected {
+        return complete_later(Socket, Irp, status, 0);
+    }
+    if !irp::begin(Irp) {
+        return Status::INVALID_PARAMETER.raw();
+    }
+    deliver(Socket);
+    Status::PENDING.raw()
 }

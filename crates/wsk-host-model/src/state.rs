@@ -66,6 +66,8 @@ pub struct ProviderConfig {
     /// `WskControlSocket`, `WskGetLocalAddress` and `WskGetRemoteAddress` are stubs (Wine):
     /// `STATUS_NOT_IMPLEMENTED`, IRP not completed.
     pub control_stub: bool,
+    /// `WskSocket` of a datagram socket completes with `STATUS_NOT_IMPLEMENTED` (Wine).
+    pub datagram_unsupported: bool,
     /// `WskSocket`, `WskBind`, `WskConnect`, `WskSend`, `WskDisconnect`, `WskCloseSocket` complete
     /// their IRP before returning, and return its status (legal: a WSK function need not pend;
     /// the completion routine then runs before the caller sees the answer).
@@ -108,6 +110,7 @@ impl ProviderConfig {
             ignores_cancel: false,
             disconnect_stub: false,
             control_stub: false,
+            datagram_unsupported: false,
             requests_complete_inline: false,
         }
     }
@@ -217,6 +220,10 @@ pub enum Event {
     WskDisconnect,
     /// `WskAccept` posted.
     WskAccept,
+    /// `WskSendTo` of a datagram of `bytes`.
+    WskSendTo { bytes: usize },
+    /// `WskReceiveFrom` posted.
+    WskReceiveFrom,
     /// `WskControlSocket` (`request`: `WskSetOption` 0, ...) of option `name` at `level`, with a
     /// 4-byte input `value`.
     WskControlSocket {

@@ -393,6 +393,58 @@ pub struct WSK_PROVIDER_LISTEN_DISPATCH {
     pub WskGetLocalAddress: PFN_WSK_GET_ADDRESS,
 }
 
+/// `PFN_WSK_SEND_TO`: `(Socket, Buffer, Flags, RemoteAddress, ControlInfoLength, ControlInfo,
+/// Irp)`. IRQL <= `DISPATCH_LEVEL`.
+pub type PFN_WSK_SEND_TO = Option<
+    unsafe extern "system" fn(
+        Socket: *mut WSK_SOCKET,
+        Buffer: *mut WSK_BUF,
+        Flags: u32,
+        RemoteAddress: *mut SOCKADDR,
+        ControlInfoLength: u32,
+        ControlInfo: PVOID,
+        Irp: *mut IRP,
+    ) -> NTSTATUS,
+>;
+
+/// `PFN_WSK_RECEIVE_FROM`: `(Socket, Buffer, Flags, RemoteAddress, ControlLength, ControlInfo,
+/// ControlFlags, Irp)`; the datagram's sender written to `RemoteAddress`. IRQL <=
+/// `DISPATCH_LEVEL`.
+pub type PFN_WSK_RECEIVE_FROM = Option<
+    unsafe extern "system" fn(
+        Socket: *mut WSK_SOCKET,
+        Buffer: *mut WSK_BUF,
+        Flags: u32,
+        RemoteAddress: *mut SOCKADDR,
+        ControlLength: *mut u32,
+        ControlInfo: PVOID,
+        ControlFlags: *mut u32,
+        Irp: *mut IRP,
+    ) -> NTSTATUS,
+>;
+
+/// `PFN_WSK_RELEASE_DATAGRAM_INDICATION_LIST`: `(Socket, DatagramIndication)`; never called by
+/// this library yet (no receive event), declared for the table's layout.
+pub type PFN_WSK_RELEASE_DATAGRAM_INDICATION_LIST = Option<
+    unsafe extern "system" fn(Socket: *mut WSK_SOCKET, DatagramIndication: PVOID) -> NTSTATUS,
+>;
+
+/// `WSK_PROVIDER_DATAGRAM_DISPATCH`, the WSK 1.0 members (the rest is never read). Size 56.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WSK_PROVIDER_DATAGRAM_DISPATCH {
+    pub Basic: WSK_PROVIDER_BASIC_DISPATCH,
+    pub WskBind: PFN_WSK_ADDRESS_CALL,
+    pub WskSendTo: PFN_WSK_SEND_TO,
+    pub WskReceiveFrom: PFN_WSK_RECEIVE_FROM,
+    pub WskRelease: PFN_WSK_RELEASE_DATAGRAM_INDICATION_LIST,
+    pub WskGetLocalAddress: PFN_WSK_GET_ADDRESS,
+}
+
+/// `SOCK_DGRAM` and `IPPROTO_UDP` (`ws2def.h`).
+pub const SOCK_DGRAM: u16 = 2;
+pub const IPPROTO_UDP: u32 = 17;
+
 /// `SOCKADDR_STORAGE` (`ws2def.h`): room for any socket address. Size 128, alignment 8.
 #[allow(clippy::pub_underscore_fields)] // the C names
 #[repr(C, align(8))]

@@ -355,3 +355,23 @@ fn socket_options() {
     assert_eq!((IPPROTO_TCP, TCP_NODELAY), (6, 1));
     assert_eq!((IPPROTO_IPV6, IPV6_V6ONLY), (41, 27));
 }
+
+#[test]
+fn datagram_dispatch() {
+    assert_eq!(size_of::<WSK_PROVIDER_DATAGRAM_DISPATCH>(), 56);
+    assert_eq!(offset_of!(WSK_PROVIDER_DATAGRAM_DISPATCH, WskBind), 16);
+    assert_eq!(offset_of!(WSK_PROVIDER_DATAGRAM_DISPATCH, WskSendTo), 24);
+    assert_eq!(
+        offset_of!(WSK_PROVIDER_DATAGRAM_DISPATCH, WskReceiveFrom),
+        32
+    );
+    assert_eq!(offset_of!(WSK_PROVIDER_DATAGRAM_DISPATCH, WskRelease), 40);
+    assert_eq!(
+        offset_of!(WSK_PROVIDER_DATAGRAM_DISPATCH, WskGetLocalAddress),
+        48
+    );
+    assert_eq!(
+        (SOCK_DGRAM, IPPROTO_UDP, WSK_FLAG_DATAGRAM_SOCKET),
+        (2, 17, 4)
+    );
+}

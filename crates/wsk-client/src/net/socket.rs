@@ -33,6 +33,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 mod address;
 mod control;
 mod create;
+mod datagram;
 mod listener;
 mod op;
 
@@ -40,6 +41,7 @@ use address::Sockaddr;
 use control::Owned;
 pub use control::{AddressOp, SocketOption};
 pub use create::CreateOp;
+pub use datagram::{CreateDatagramOp, Datagram, ReceiveFromOp, SendToOp};
 pub use listener::{AcceptOp, CreateListenerOp, Listener};
 pub use op::{SocketOp, TransferOp};
 
@@ -51,7 +53,8 @@ use crate::log::log;
 use crate::provider::BindingRef;
 use crate::status::{NtError, NtStatus};
 use crate::sys::{
-    IPPROTO_TCP, IRP, NTSTATUS, SOCK_STREAM, WSK_BUF, WSK_FLAG_CONNECTION_SOCKET,
+    IPPROTO_TCP, IPPROTO_UDP, IRP, NTSTATUS, SOCK_DGRAM, SOCK_STREAM, WSK_BUF,
+    WSK_FLAG_CONNECTION_SOCKET, WSK_FLAG_DATAGRAM_SOCKET, WSK_FLAG_LISTEN_SOCKET,
     WSK_PROVIDER_BASIC_DISPATCH, WSK_PROVIDER_CONNECTION_DISPATCH, WSK_SOCKET,
 };
 use crate::time::Timeout;
@@ -62,7 +65,7 @@ use crate::time::Timeout;
 /// # Invariants
 /// `socket` is a socket the provider created for this binding, open until `closed` is set or
 /// `reference` is taken by the close; a connection socket, unless this value is a
-/// [`Listener`]'s own.
+/// [`Listener`]'s or a [`Datagram`]'s own.
 #[allow(clippy::struct_field_names)] // `socket`: the provider's WSK_SOCKET
 pub struct Socket<C: Client> {
     socket: NonNull<WSK_SOCKET>,
@@ -118,15 +121,7 @@ impl<C: Client> Socket<C> {
         })?;
         let requested = irp::call(reference, timeout, |reference, irp| {
             // SAFETY: the binding's WskSocket, with the request's IRP; PASSIVE_LEVEL.
-            unsafe {
-                request_socket(
-                    Some(socket_fn),
-                    reference,
-                    family,
-                    WSK_FLAG_CONNECTION_SOCKET,
-                    irp,
-                )
-            }
+            unsafe { request_socket(Some(socket_fn), reference, family, Kind::CONNECTION, irp) }
         });
         let (status, information) = requested.inspect_err(|status| {
             log!(
@@ -255,7 +250,7 @@ impl<C: Client> Socket<C> {
     /// The provider's connection dispatch of this socket, while it is open.
     fn dispatch(&self) -> Result<&WSK_PROVIDER_CONNECTION_DISPATCH, NtError> {
         // SAFETY: a `Socket` of its own is a connection socket (the type invariant); a listening
-        // one lives inside a `Listener`, which never calls this.
+        // or datagram one lives inside a `Listener` or `Datagram`, which never call this.
         unsafe { self.dispatch_as() }
     }
 
@@ -460,8 +455,37 @@ impl<C: Client> Drop for Socket<C> {
     }
 }
 
-/// Calls `WskSocket` for a TCP socket of `family` and kind `flags` (`WSK_FLAG_CONNECTION_SOCKET`,
-/// `WSK_FLAG_LISTEN_SOCKET`): no socket context or event dispatch (no callbacks).
+/// What `WskSocket` makes: the kind (`WSK_FLAG_*`), the type and the protocol.
+#[derive(Clone, Copy)]
+pub(super) struct Kind {
+    flags: u32,
+    socket_type: u16,
+    protocol: u32,
+}
+
+impl Kind {
+    /// A TCP connection.
+    pub(super) const CONNECTION: Self = Self {
+        flags: WSK_FLAG_CONNECTION_SOCKET,
+        socket_type: SOCK_STREAM,
+        protocol: IPPROTO_TCP,
+    };
+    /// A listening TCP socket.
+    pub(super) const LISTEN: Self = Self {
+        flags: WSK_FLAG_LISTEN_SOCKET,
+        socket_type: SOCK_STREAM,
+        protocol: IPPROTO_TCP,
+    };
+    /// A UDP socket.
+    pub(super) const DATAGRAM: Self = Self {
+        flags: WSK_FLAG_DATAGRAM_SOCKET,
+        socket_type: SOCK_DGRAM,
+        protocol: IPPROTO_UDP,
+    };
+}
+
+/// Calls `WskSocket` for a socket of `family` and `kind`: no socket context or event dispatch
+/// (no callbacks).
 ///
 /// # Safety
 /// `socket_fn` is the provider's `WskSocket` of `reference`'s binding; `irp` is a request's IRP
@@ -470,7 +494,7 @@ unsafe fn request_socket<C: Client>(
     socket_fn: crate::sys::PFN_WSK_SOCKET,
     reference: &BindingRef<C>,
     family: u16,
-    flags: u32,
+    kind: Kind,
     irp: *mut IRP,
 ) -> NTSTATUS {
     let Some(socket_fn) = socket_fn else {
@@ -481,9 +505,9 @@ unsafe fn request_socket<C: Client>(
         socket_fn(
             reference.client(),
             family,
-            SOCK_STREAM,
-            IPPROTO_TCP,
-            flags,
+            kind.socket_type,
+            kind.protocol,
+            kind.flags,
             ptr::null_mut(),
             ptr::null(),
             ptr::null_mut(),

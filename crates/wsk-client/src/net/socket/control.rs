@@ -143,7 +143,7 @@ impl<C: Client> Socket<C> {
     }
 
     /// `WskGetLocalAddress` or `WskGetRemoteAddress` (`get`, of a dispatch of the socket's kind).
-    fn address_op(
+    pub(super) fn address_op(
         &self,
         what: &'static CStr,
         get: Result<PFN_WSK_GET_ADDRESS, NtError>,

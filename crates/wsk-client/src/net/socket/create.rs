@@ -12,13 +12,13 @@ use core::ptr::{self, NonNull};
 use core::task::{Context, Poll};
 
 use super::op::not_requested;
-use super::{Closed, Socket, close_raw};
+use super::{Closed, Kind, Socket, close_raw};
 use crate::client::Client;
 use crate::irp::{self, Op, Outcome, Prepared};
 use crate::log::log;
 use crate::provider::BindingRef;
 use crate::status::{NtError, NtStatus};
-use crate::sys::{WSK_FLAG_CONNECTION_SOCKET, WSK_SOCKET};
+use crate::sys::WSK_SOCKET;
 use crate::work::{self, Work};
 
 /// What a socket's creation owns until the provider answered.
@@ -131,11 +131,11 @@ impl<C: Client> Work for CloseOrphan<C> {
     }
 }
 
-/// `WskSocket` for a TCP socket of `family` and kind `flags`.
+/// `WskSocket` for a socket of `family` and `kind`.
 pub(super) fn create_op<C: Client>(
     reference: &BindingRef<C>,
     family: u16,
-    flags: u32,
+    kind: Kind,
 ) -> Op<C, Creating<C>> {
     let creating = match Creating::prepare(reference) {
         Ok(creating) => creating,
@@ -152,7 +152,7 @@ pub(super) fn create_op<C: Client>(
         creating,
         |reference, _, irp| {
             // SAFETY: the binding's WskSocket, with the request's IRP; IRQL <= DISPATCH_LEVEL.
-            unsafe { super::request_socket(Some(socket_fn), reference, family, flags, irp) }
+            unsafe { super::request_socket(Some(socket_fn), reference, family, kind, irp) }
         },
         Creating::orphaned,
     )
@@ -165,9 +165,9 @@ pub struct CreateOp<C: Client> {
 }
 
 impl<C: Client> CreateOp<C> {
-    pub(super) fn new(reference: &BindingRef<C>, family: u16, flags: u32) -> Self {
+    pub(super) fn new(reference: &BindingRef<C>, family: u16, kind: Kind) -> Self {
         Self {
-            op: create_op(reference, family, flags),
+            op: create_op(reference, family, kind),
         }
     }
 }
@@ -196,6 +196,6 @@ impl<C: Client> Socket<C> {
     /// answered closes the socket the provider made for it (from a work item allocated with
     /// the request: no WSK call in a completion routine).
     pub fn create(reference: &BindingRef<C>, family: u16) -> CreateOp<C> {
-        CreateOp::new(reference, family, WSK_FLAG_CONNECTION_SOCKET)
+        CreateOp::new(reference, family, Kind::CONNECTION)
     }
 }

@@ -20,13 +20,13 @@ use core::task::{Context, Poll};
 use super::address::{AddressSlot, Sockaddr};
 use super::create::{CreateOp, Creating};
 use super::op::{SocketOp, abort_if_cancelled, not_requested};
-use super::{Owned, Socket};
+use super::{Kind, Owned, Socket};
 use crate::client::Client;
 use crate::irp::{Op, Outcome};
 use crate::log::log;
 use crate::provider::BindingRef;
 use crate::status::{NtError, NtStatus};
-use crate::sys::{WSK_FLAG_LISTEN_SOCKET, WSK_PROVIDER_LISTEN_DISPATCH};
+use crate::sys::WSK_PROVIDER_LISTEN_DISPATCH;
 
 /// A listening TCP socket of client `C`.
 ///
@@ -41,7 +41,7 @@ impl<C: Client> Listener<C> {
     /// binding (`WskSocket` with `WSK_FLAG_LISTEN_SOCKET`); [`Listener::bind`] makes it listen.
     pub fn create(reference: &BindingRef<C>, family: u16) -> CreateListenerOp<C> {
         CreateListenerOp {
-            op: CreateOp::new(reference, family, WSK_FLAG_LISTEN_SOCKET),
+            op: CreateOp::new(reference, family, Kind::LISTEN),
         }
     }
 

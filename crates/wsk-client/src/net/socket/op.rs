@@ -94,7 +94,7 @@ pub(super) fn not_requested<C: Client>(what: &CStr, error: NtError) -> NtError {
 
 /// A byte count from the provider, checked against what the buffer holds (a count beyond it is
 /// the provider's error, answered cleanly).
-fn transferred<C: Client>(
+pub(super) fn transferred<C: Client>(
     what: &CStr,
     result: Result<usize, NtError>,
     most: usize,
