@@ -3,7 +3,7 @@ echosrv sample, in async Rust, through Wine's own WSK provider (WskSocket with
 WSK_FLAG_LISTEN_SOCKET, WskBind — which listens —, WskAccept, WskReceive, WskSend,
 WskCloseSocket are real there and go to host sockets), behind the bridge test NETIO.SYS as the
 echo client's tests are (see test_wine_echo.py). Wine has no event callbacks
-(WskControlSocket is a stub): the server accepts and receives with IRPs.
+(WskControlSocket is a stub): the server says so once and accepts and receives with IRPs.
 
     tests/wine/run.sh        (setup + pytest; see tests/wine/README.md)
 
@@ -38,6 +38,7 @@ SERVER = pytest.mark.applies(
 CLOSED = re.compile(r"connection #(\d+) closed: (\d+) bytes echoed")
 OPTIONS_MISSING = ("options: SO_EXCLUSIVEADDRUSE not set (0xC0000002): no socket options, "
                    "no TCP_NODELAY")
+EVENTS_MISSING = "events: no receive events (0xC0000002): accepting and receiving with IRPs"
 
 
 @pytest.fixture
@@ -153,8 +154,10 @@ def test_clients_at_once_are_each_echoed_exactly(server, profile):
         assert length in expected, "a connection echoed %d bytes:\n%s" % (length, "\n".join(lines))
     assert len(closed) >= 9, "\n".join(lines)
     assert "accepted #1 from 127.0.0.1:%d" % stuck.getsockname()[1] in lines, "\n".join(lines)
-    # Wine's WskControlSocket is a stub: the server says it goes on without socket options.
+    # Wine's WskControlSocket is a stub: the server says it goes on without socket options and
+    # without receive events (once), and serves with IRPs.
     assert OPTIONS_MISSING in lines, "\n".join(lines)
+    assert lines.count(EVENTS_MISSING) == 1, "\n".join(lines)
     took = stop(prefix, profile)
     stuck.close()
     # (A reset client's connection may log `failed`: only crashes and leaks are checked here.)

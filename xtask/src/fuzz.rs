@@ -7,11 +7,12 @@
 use crate::{describe, nightly, root, run};
 
 /// The targets, in `fuzz/Cargo.toml`.
-pub const TARGETS: [&str; 4] = [
+pub const TARGETS: [&str; 5] = [
     "address_chain",
     "ipv4_literal",
     "attach_decision",
     "echo_parameters",
+    "receive_indication",
 ];
 
 fn ensure_tools() -> Result<(), String> {

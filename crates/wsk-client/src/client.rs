@@ -77,16 +77,22 @@ pub trait Client: Sized + 'static {
     /// The pool tag of tasks ([`crate::task`]): by default `T` last.
     const TASK_TAG: PoolTag = Self::POOL_TAG.with_last(b'T');
 
+    /// The pool tag of a socket's receive events and their ring ([`crate::socket`]): by default
+    /// `E` last.
+    const EVENTS_TAG: PoolTag = Self::POOL_TAG.with_last(b'E');
+
     /// Every tag the library allocates with for this client, one per purpose (binding contexts,
-    /// work items, requests, buffers, names, tasks). A driver's own tags must be none of these:
+    /// work items, requests, buffers, names, tasks, socket events). A driver's own tags must be
+    /// none of these:
     /// `const _: () = assert!(wsk_client::pool::distinct(&MyDriver::LIBRARY_TAGS, &[MY_TAG]));`.
-    const LIBRARY_TAGS: [PoolTag; 6] = [
+    const LIBRARY_TAGS: [PoolTag; 7] = [
         Self::POOL_TAG,
         Self::WORK_ITEM_TAG,
         Self::REQUEST_TAG,
         Self::BUFFER_TAG,
         Self::NAME_TAG,
         Self::TASK_TAG,
+        Self::EVENTS_TAG,
     ];
 
     /// Called once when a binding starts to go away — the provider detaches, or the client's

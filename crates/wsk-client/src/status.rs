@@ -40,6 +40,8 @@ impl NtStatus {
     pub const CONNECTION_ABORTED: Self = Self(abi::STATUS_CONNECTION_ABORTED);
     /// `STATUS_CONNECTION_REFUSED`.
     pub const CONNECTION_REFUSED: Self = Self(abi::STATUS_CONNECTION_REFUSED);
+    /// `STATUS_CONNECTION_RESET`.
+    pub const CONNECTION_RESET: Self = Self(abi::STATUS_CONNECTION_RESET);
     /// `STATUS_IO_TIMEOUT`: a wait's time ran out ([`crate::timer::timeout`]).
     pub const IO_TIMEOUT: Self = Self(abi::STATUS_IO_TIMEOUT);
     /// `STATUS_OBJECT_NAME_NOT_FOUND`: a registry key or value that is not there.
@@ -158,6 +160,8 @@ impl NtError {
     pub const CONNECTION_ABORTED: Self = Self(NtStatus::CONNECTION_ABORTED);
     /// `STATUS_CONNECTION_REFUSED`.
     pub const CONNECTION_REFUSED: Self = Self(NtStatus::CONNECTION_REFUSED);
+    /// `STATUS_CONNECTION_RESET`.
+    pub const CONNECTION_RESET: Self = Self(NtStatus::CONNECTION_RESET);
     /// `STATUS_IO_TIMEOUT`: a wait's time ran out ([`crate::timer::timeout`]).
     pub const IO_TIMEOUT: Self = Self(NtStatus::IO_TIMEOUT);
     /// `STATUS_OBJECT_NAME_NOT_FOUND`: a registry key or value that is not there.

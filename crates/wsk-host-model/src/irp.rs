@@ -193,7 +193,14 @@ pub unsafe extern "system" fn IoFreeIrp(Irp: *mut IRP) {
 
 /// The provider takes an IRP: it must be the driver's, with a completion routine, not pending.
 pub(crate) fn begin(irp: *mut IRP) -> bool {
-    state::with(|s| match s.irps.get_mut(&(irp as usize)) {
+    state::with(|s| begin_locked(s, irp))
+}
+
+/// [`begin`] under the state lock the caller holds: so that a provider publishes an IRP it keeps
+/// (a pending receive or accept) in the same step as it takes it, and no other thread completes
+/// it before it is taken.
+pub(crate) fn begin_locked(s: &mut crate::state::State, irp: *mut IRP) -> bool {
+    match s.irps.get_mut(&(irp as usize)) {
         Some(i) if i.stage != Stage::Provider && i.completion.is_some() => {
             i.stage = Stage::Provider;
             true
@@ -202,7 +209,7 @@ pub(crate) fn begin(irp: *mut IRP) -> bool {
             s.violation(format!("the provider got IRP {irp:p}: not the driver's, pending, or without completion routine"));
             false
         }
-    })
+    }
 }
 
 /// Completes `irp` with `status` and `information`: runs its completion routine here.

@@ -27,6 +27,7 @@
     clippy::missing_panics_doc
 )]
 
+mod events;
 pub mod failure_matrix;
 mod image;
 mod io;

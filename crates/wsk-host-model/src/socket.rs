@@ -37,6 +37,10 @@ pub(crate) struct Peer {
     pub datagrams: Option<VecDeque<(Vec<u8>, Vec<u8>)>>,
     /// Where a pending `WskReceiveFrom` wants the sender's address.
     pub receive_address: usize,
+    /// An accepted socket's event callbacks (when the client gave them at `WskAccept`).
+    pub events: Option<crate::events::Callbacks>,
+    /// `WskCloseSocket` was called: no callback starts any more.
+    pub closing: bool,
     pub _memory: Box<WSK_SOCKET>,
 }
 
@@ -45,8 +49,9 @@ pub(crate) struct Peer {
 #[derive(Default)]
 pub(crate) struct Listen {
     pub bound: bool,
-    /// Pending `WskAccept`s: the IRP and where the remote address goes.
-    pub accepts: VecDeque<(usize, usize)>,
+    /// Pending `WskAccept`s: the IRP, where the remote address goes, and the new socket's
+    /// context and client dispatch (0: none).
+    pub accepts: VecDeque<(usize, usize, usize, usize)>,
     /// Remote clients that connected and are not accepted yet.
     pub backlog: VecDeque<usize>,
 }
@@ -90,6 +95,8 @@ impl Peer {
             local: None,
             datagrams: None,
             receive_address: 0,
+            events: None,
+            closing: false,
             _memory: memory,
         };
         set(&mut peer);
@@ -204,6 +211,27 @@ pub unsafe extern "system" fn MmBuildMdlForNonPagedPool(MemoryDescriptorList: *m
     });
 }
 
+/// `MmMapLockedPagesSpecifyCache`: the model's provider MDLs are all mapped already (a client
+/// maps only those, through `MmGetSystemAddressForMdlSafe`), so a call is a violation.
+///
+/// # Safety
+/// As the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn MmMapLockedPagesSpecifyCache(
+    _MemoryDescriptorList: *mut MDL,
+    _AccessMode: i8,
+    _CacheType: i32,
+    _RequestedAddress: PVOID,
+    _BugCheckOnFailure: u32,
+    _Priority: u32,
+) -> PVOID {
+    state::with(|s| {
+        image::driver_calls(s, "MmMapLockedPagesSpecifyCache");
+        s.violation("MmMapLockedPagesSpecifyCache of an MDL the model mapped already".into());
+    });
+    std::ptr::null_mut()
+}
+
 /// `IoFreeMdl`.
 ///
 /// # Safety
@@ -242,6 +270,16 @@ fn buffer_range(s: &mut State, buffer: *const WSK_BUF) -> Option<(usize, usize)>
 
 fn peer(s: &mut State, socket: *mut WSK_SOCKET) -> Option<&mut Peer> {
     s.peers.get_mut(&(socket as usize))
+}
+
+/// What a provider function that keeps its IRP did with it.
+enum Taken {
+    /// Kept (published, pending).
+    Kept,
+    /// To be completed with this status.
+    Fail(Status),
+    /// Refused (a violation recorded): answered `STATUS_INVALID_PARAMETER`, not completed.
+    Refused,
 }
 
 fn config(s: &State, provider: ProviderId) -> Option<&crate::ProviderConfig> {
@@ -380,27 +418,35 @@ unsafe extern "system" fn receive(
         s.events.push(Event::WskReceive);
         let (va, length) = buffer_range(s, Buffer)?;
         let peer = peer(s, Socket)?;
-        if injected.is_some() {
-            return Some(injected);
+        if let Some(status) = injected {
+            return Some(Taken::Fail(status));
         }
         if peer.receive.is_some() {
             s.violation("a second WskReceive while one is pending".into());
             return None;
         }
+        // Taken and published in one step: a remote client's send (another thread) may complete
+        // it at once.
+        if !irp::begin_locked(s, Irp) {
+            return Some(Taken::Refused);
+        }
+        let peer = s.peers.get_mut(&(Socket as usize))?;
+        // nc-wsk-pfn_wsk_receive_event: after a WskReceive the provider indicates again.
+        if let Some(callbacks) = peer.events.as_mut() {
+            callbacks.paused = false;
+            callbacks.receives += 1;
+        }
         peer.receive = Some((Irp as usize, va, length));
-        Some(None)
+        Some(Taken::Kept)
     });
-    let Some(injected) = taken else {
-        return Status::INVALID_PARAMETER.raw();
-    };
-    if let Some(status) = injected {
-        return complete_later(Socket, Irp, status, 0);
+    match taken {
+        None | Some(Taken::Refused) => Status::INVALID_PARAMETER.raw(),
+        Some(Taken::Fail(status)) => complete_later(Socket, Irp, status, 0),
+        Some(Taken::Kept) => {
+            deliver(Socket);
+            Status::PENDING.raw()
+        }
     }
-    if !irp::begin(Irp) {
-        return Status::INVALID_PARAMETER.raw();
-    }
-    deliver(Socket);
-    Status::PENDING.raw()
 }
 
 /// Completes the socket's pending receive if data is there (or, from a remote client that closed
@@ -431,6 +477,11 @@ pub(crate) fn deliver(socket: *mut WSK_SOCKET) {
             }
             return Some((irp, n));
         }
+        // Bytes being indicated belong to the indication until the client answered it: a
+        // receive waits for that answer (the indication's end delivers it).
+        if peer.events.is_some_and(|c| c.indicating) {
+            return None;
+        }
         let (source, closed) = match peer.remote {
             Some(remote) => {
                 let remote = remotes.get_mut(&remote)?;
@@ -448,8 +499,14 @@ pub(crate) fn deliver(socket: *mut WSK_SOCKET) {
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), va as *mut u8, n) };
         Some((irp, n))
     });
+    let socket = socket as usize;
     if let Some((irp, n)) = done {
-        crate::kernel::spawn_provider(move || irp::complete(irp as *mut IRP, Status::SUCCESS, n));
+        crate::kernel::spawn_provider(move || {
+            irp::complete(irp as *mut IRP, Status::SUCCESS, n);
+            crate::events::indicate(socket);
+        });
+    } else {
+        crate::kernel::spawn_provider(move || crate::events::indicate(socket));
     }
 }
 
@@ -457,8 +514,8 @@ pub(crate) fn deliver(socket: *mut WSK_SOCKET) {
 unsafe extern "system" fn accept(
     ListenSocket: *mut WSK_SOCKET,
     _Flags: u32,
-    _AcceptSocketContext: PVOID,
-    _AcceptSocketDispatch: *const core::ffi::c_void,
+    AcceptSocketContext: PVOID,
+    AcceptSocketDispatch: *const core::ffi::c_void,
     _LocalAddress: *mut SOCKADDR,
     RemoteAddress: *mut SOCKADDR,
     Irp: *mut IRP,
@@ -467,29 +524,40 @@ unsafe extern "system" fn accept(
         let injected = image::driver_calls(s, "WskAccept");
         s.events.push(Event::WskAccept);
         let listen = peer(s, ListenSocket)?.listen.as_mut()?;
-        if injected.is_some() {
-            return Some(injected);
+        if let Some(status) = injected {
+            return Some(Taken::Fail(status));
         }
         if !listen.bound {
-            return Some(Some(Status::from_raw(wsk_sys::STATUS_INVALID_DEVICE_STATE)));
+            return Some(Taken::Fail(Status::from_raw(
+                wsk_sys::STATUS_INVALID_DEVICE_STATE,
+            )));
         }
-        listen
-            .accepts
-            .push_back((Irp as usize, RemoteAddress as usize));
-        Some(None)
+        // Taken and published in one step: a remote client (another thread) may be matched
+        // with it at once.
+        if !irp::begin_locked(s, Irp) {
+            return Some(Taken::Refused);
+        }
+        let listen = peer(s, ListenSocket)?.listen.as_mut()?;
+        listen.accepts.push_back((
+            Irp as usize,
+            RemoteAddress as usize,
+            AcceptSocketContext as usize,
+            AcceptSocketDispatch as usize,
+        ));
+        Some(Taken::Kept)
     });
     let Some(failure) = answer else {
         state::with(|s| s.violation("WskAccept on a socket that is not listening".into()));
         return Status::INVALID_PARAMETER.raw();
     };
-    if let Some(status) = failure {
-        return complete_later(ListenSocket, Irp, status, 0);
+    match failure {
+        Taken::Refused => Status::INVALID_PARAMETER.raw(),
+        Taken::Fail(status) => complete_later(ListenSocket, Irp, status, 0),
+        Taken::Kept => {
+            match_accepts(ListenSocket as usize);
+            Status::PENDING.raw()
+        }
     }
-    if !irp::begin(Irp) {
-        return Status::INVALID_PARAMETER.raw();
-    }
-    match_accepts(ListenSocket as usize);
-    Status::PENDING.raw()
 }
 
 /// Pairs the listening socket's pending accepts with its waiting remote clients: each pair gets
@@ -503,17 +571,24 @@ pub(crate) fn match_accepts(listener: usize) {
             if listen.accepts.is_empty() || listen.backlog.is_empty() {
                 return None;
             }
-            let (irp, address) = listen.accepts.pop_front()?;
+            let accept = listen.accepts.pop_front()?;
             let remote = listen.backlog.pop_front()?;
-            Some((irp, address, remote, provider))
+            Some((accept, remote, provider))
         });
-        let Some((irp, address, remote, provider)) = paired else {
+        let Some(((irp, address, context, callbacks), remote, provider)) = paired else {
             return;
         };
         let dispatch = (&raw const DISPATCH).cast();
         let socket = Peer::insert(provider, dispatch, |peer| {
             peer.connected = true;
             peer.remote = Some(remote);
+            if callbacks != 0 {
+                peer.events = Some(crate::events::Callbacks {
+                    context,
+                    dispatch: callbacks,
+                    ..crate::events::Callbacks::default()
+                });
+            }
         });
         let port = state::with(|s| {
             s.events.push(Event::WskSocket {
@@ -611,6 +686,7 @@ unsafe extern "system" fn close(Socket: *mut WSK_SOCKET, Irp: *mut IRP) -> NTSTA
         s.events.push(Event::WskCloseSocket);
         let peer = peer(s, Socket)?;
         let provider = peer.provider;
+        peer.closing = true;
         // The pending receive, or every pending accept, completes with the close.
         let mut pending: Vec<usize> = peer.receive.take().map(|r| r.0).into_iter().collect();
         if let Some(listen) = peer.listen.as_mut() {
@@ -640,6 +716,14 @@ unsafe extern "system" fn close(Socket: *mut WSK_SOCKET, Irp: *mut IRP) -> NTSTA
                 0,
             );
         }
+        // A callback in progress returns before the close completes (the client frees its
+        // context then).
+        state::wait_until(|s| {
+            !s.peers
+                .get(&socket)
+                .and_then(|p| p.events)
+                .is_some_and(|c| c.indicating)
+        });
         state::with(|s| {
             s.peers.remove(&socket);
         });
@@ -692,6 +776,9 @@ unsafe extern "system" fn control(
         let injected = image::driver_calls(s, "WskControlSocket");
         let provider = peer(s, Socket)?.provider;
         let stub = config(s, provider).is_some_and(|c| c.control_stub);
+        if !stub && ControlCode == wsk_sys::SO_WSK_EVENT_CALLBACK {
+            return Some((false, Some(Status::PENDING)));
+        }
         s.events.push(Event::WskControlSocket {
             request: RequestType,
             level: Level,
@@ -706,6 +793,10 @@ unsafe extern "system" fn control(
             Status::INVALID_PARAMETER.raw()
         }
         Some((true, _)) => wsk_sys::STATUS_NOT_IMPLEMENTED,
+        // SO_WSK_EVENT_CALLBACK: synchronous, the events' own path.
+        Some((false, Some(Status::PENDING))) => {
+            crate::events::control(Socket as usize, InputBuffer, InputSize, Irp as usize)
+        }
         Some((false, injected)) => {
             complete_later(Socket, Irp, injected.unwrap_or(Status::SUCCESS), 0)
         }
@@ -868,26 +959,27 @@ unsafe extern "system" fn receive_from(
         let (va, length) = buffer_range(s, Buffer)?;
         let peer = peer(s, Socket)?;
         peer.datagrams.as_ref()?;
-        if injected.is_some() {
-            return Some(injected);
+        if let Some(status) = injected {
+            return Some(Taken::Fail(status));
         }
         if peer.receive.is_some() {
             s.violation("a second WskReceiveFrom while one is pending".into());
             return None;
         }
+        if !irp::begin_locked(s, Irp) {
+            return Some(Taken::Refused);
+        }
+        let peer = s.peers.get_mut(&(Socket as usize))?;
         peer.receive = Some((Irp as usize, va, length));
         peer.receive_address = RemoteAddress as usize;
-        Some(None)
+        Some(Taken::Kept)
     });
-    let Some(injected) = taken else {
-        return Status::INVALID_PARAMETER.raw();
-    };
-    if let Some(status) = injected {
-        return complete_later(Socket, Irp, status, 0);
+    match taken {
+        None | Some(Taken::Refused) => Status::INVALID_PARAMETER.raw(),
+        Some(Taken::Fail(status)) => complete_later(Socket, Irp, status, 0),
+        Some(Taken::Kept) => {
+            deliver(Socket);
+            Status::PENDING.raw()
+        }
     }
-    if !irp::begin(Irp) {
-        return Status::INVALID_PARAMETER.raw();
-    }
-    deliver(Socket);
-    Status::PENDING.raw()
 }

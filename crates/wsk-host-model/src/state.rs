@@ -224,6 +224,17 @@ pub enum Event {
     WskSendTo { bytes: usize },
     /// `WskReceiveFrom` posted.
     WskReceiveFrom,
+    /// `SO_WSK_EVENT_CALLBACK` turned on events (`WSK_EVENT_*` mask).
+    EventsEnabled { mask: u32 },
+    /// `WskReceiveEvent` of `indicated` bytes, of which the client took `accepted` (answering
+    /// `status`).
+    WskReceiveEvent {
+        indicated: usize,
+        accepted: usize,
+        status: wsk_sys::NTSTATUS,
+    },
+    /// `WskDisconnectEvent`.
+    WskDisconnectEvent,
     /// `WskControlSocket` (`request`: `WskSetOption` 0, ...) of option `name` at `level`, with a
     /// 4-byte input `value`.
     WskControlSocket {

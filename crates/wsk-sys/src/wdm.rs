@@ -406,6 +406,16 @@ unsafe extern "system" {
     pub fn MmBuildMdlForNonPagedPool(MemoryDescriptorList: *mut crate::MDL);
     /// IRQL <= `DISPATCH_LEVEL`.
     pub fn IoFreeMdl(Mdl: *mut crate::MDL);
+    /// IRQL <= `DISPATCH_LEVEL` with `AccessMode` `KernelMode`. Maps an MDL's locked pages (the
+    /// function behind `MmGetSystemAddressForMdlSafe`); NULL when it cannot.
+    pub fn MmMapLockedPagesSpecifyCache(
+        MemoryDescriptorList: *mut crate::MDL,
+        AccessMode: i8,
+        CacheType: i32,
+        RequestedAddress: PVOID,
+        BugCheckOnFailure: u32,
+        Priority: u32,
+    ) -> PVOID;
     /// `PASSIVE_LEVEL`.
     pub fn ZwOpenKey(
         KeyHandle: *mut HANDLE,

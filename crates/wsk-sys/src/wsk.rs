@@ -277,11 +277,31 @@ pub struct WSK_PROVIDER_BASIC_DISPATCH {
     pub WskCloseSocket: PFN_WSK_CLOSE_SOCKET,
 }
 
-/// `MDL`: opaque (built by `IoAllocateMdl` + `MmBuildMdlForNonPagedPool`).
+/// `MDL` (wdm.h, x64): a client builds its own with `IoAllocateMdl` + `MmBuildMdlForNonPagedPool`
+/// and never reads them; a provider's (a receive indication's) are read for their bytes
+/// (`MmGetSystemAddressForMdlSafe`). Size 48.
 #[repr(C)]
 pub struct MDL {
-    _opaque: [u8; 0],
+    pub Next: *mut MDL,
+    pub Size: i16,
+    pub MdlFlags: i16,
+    pub Process: *mut EPROCESS,
+    pub MappedSystemVa: PVOID,
+    pub StartVa: PVOID,
+    pub ByteCount: u32,
+    pub ByteOffset: u32,
 }
+
+/// `MdlFlags` bits: the MDL's pages are mapped at `MappedSystemVa`, or it describes non-paged
+/// pool (mapped there too).
+pub const MDL_MAPPED_TO_SYSTEM_VA: i16 = 0x0001;
+pub const MDL_SOURCE_IS_NONPAGED_POOL: i16 = 0x0004;
+
+/// `MmMapLockedPagesSpecifyCache` arguments for `MmGetSystemAddressForMdlSafe`: `KernelMode`,
+/// `MmCached`, `NormalPagePriority | MdlMappingNoExecute`.
+pub const MmCached: i32 = 1;
+pub const NormalPagePriority: u32 = 16;
+pub const MdlMappingNoExecute: u32 = 0x4000_0000;
 
 /// `WSK_BUF`: a byte range of an MDL chain. Size 24. `Offset + Length` must not pass the MDL.
 #[repr(C)]
@@ -444,6 +464,60 @@ pub struct WSK_PROVIDER_DATAGRAM_DISPATCH {
 /// `SOCK_DGRAM` and `IPPROTO_UDP` (`ws2def.h`).
 pub const SOCK_DGRAM: u16 = 2;
 pub const IPPROTO_UDP: u32 = 17;
+
+/// `WSK_DATA_INDICATION`: one buffer of received data in a provider's list. Size 32.
+#[repr(C)]
+pub struct WSK_DATA_INDICATION {
+    pub Next: *mut WSK_DATA_INDICATION,
+    pub Buffer: WSK_BUF,
+}
+
+/// `PFN_WSK_RECEIVE_EVENT`: `(SocketContext, Flags, DataIndication, BytesIndicated,
+/// BytesAccepted)`. Called at IRQL <= `DISPATCH_LEVEL`.
+pub type PFN_WSK_RECEIVE_EVENT = Option<
+    unsafe extern "system" fn(
+        SocketContext: PVOID,
+        Flags: u32,
+        DataIndication: *mut WSK_DATA_INDICATION,
+        BytesIndicated: usize,
+        BytesAccepted: *mut usize,
+    ) -> NTSTATUS,
+>;
+
+/// `PFN_WSK_DISCONNECT_EVENT`: `(SocketContext, Flags)` (`WSK_FLAG_ABORTIVE`: a reset). Called at
+/// IRQL <= `DISPATCH_LEVEL`.
+pub type PFN_WSK_DISCONNECT_EVENT =
+    Option<unsafe extern "system" fn(SocketContext: PVOID, Flags: u32) -> NTSTATUS>;
+
+/// `PFN_WSK_SEND_BACKLOG_EVENT`: `(SocketContext, IdealBacklogSize)`.
+pub type PFN_WSK_SEND_BACKLOG_EVENT =
+    Option<unsafe extern "system" fn(SocketContext: PVOID, IdealBacklogSize: usize) -> NTSTATUS>;
+
+/// `WSK_CLIENT_CONNECTION_DISPATCH`: a connection socket's event callbacks. Size 24.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WSK_CLIENT_CONNECTION_DISPATCH {
+    pub WskReceiveEvent: PFN_WSK_RECEIVE_EVENT,
+    pub WskDisconnectEvent: PFN_WSK_DISCONNECT_EVENT,
+    pub WskSendBacklogEvent: PFN_WSK_SEND_BACKLOG_EVENT,
+}
+
+/// `WSK_EVENT_CALLBACK_CONTROL`: `SO_WSK_EVENT_CALLBACK`'s input. Size 16.
+#[repr(C)]
+pub struct WSK_EVENT_CALLBACK_CONTROL {
+    pub NpiId: *const GUID,
+    pub EventMask: u32,
+}
+
+/// `WSK_SO_BASE + 2`: enables or disables event callbacks (`WskControlSocket`, no IRP to enable).
+pub const SO_WSK_EVENT_CALLBACK: u32 = 0x4002;
+/// `SO_WSK_EVENT_CALLBACK` event flags.
+pub const WSK_EVENT_SEND_BACKLOG: u32 = 0x0000_0010;
+pub const WSK_EVENT_RECEIVE: u32 = 0x0000_0040;
+pub const WSK_EVENT_DISCONNECT: u32 = 0x0000_0080;
+pub const WSK_EVENT_RECEIVE_FROM: u32 = 0x0000_0100;
+pub const WSK_EVENT_ACCEPT: u32 = 0x0000_0200;
+pub const WSK_EVENT_DISABLE: u32 = 0x8000_0000;
 
 /// `SOCKADDR_STORAGE` (`ws2def.h`): room for any socket address. Size 128, alignment 8.
 #[allow(clippy::pub_underscore_fields)] // the C names

@@ -375,3 +375,44 @@ fn datagram_dispatch() {
         (2, 17, 4)
     );
 }
+
+#[test]
+fn mdl_and_receive_events() {
+    assert_eq!(size_of::<MDL>(), 48);
+    assert_eq!(offset_of!(MDL, Next), 0);
+    assert_eq!(offset_of!(MDL, Size), 8);
+    assert_eq!(offset_of!(MDL, MdlFlags), 10);
+    assert_eq!(offset_of!(MDL, Process), 16);
+    assert_eq!(offset_of!(MDL, MappedSystemVa), 24);
+    assert_eq!(offset_of!(MDL, StartVa), 32);
+    assert_eq!(offset_of!(MDL, ByteCount), 40);
+    assert_eq!(offset_of!(MDL, ByteOffset), 44);
+    assert_eq!(
+        (MDL_MAPPED_TO_SYSTEM_VA, MDL_SOURCE_IS_NONPAGED_POOL),
+        (1, 4)
+    );
+    assert_eq!(
+        (MmCached, NormalPagePriority, MdlMappingNoExecute),
+        (1, 16, 0x4000_0000)
+    );
+    assert_eq!(size_of::<WSK_DATA_INDICATION>(), 32);
+    assert_eq!(offset_of!(WSK_DATA_INDICATION, Buffer), 8);
+    assert_eq!(size_of::<WSK_CLIENT_CONNECTION_DISPATCH>(), 24);
+    assert_eq!(
+        offset_of!(WSK_CLIENT_CONNECTION_DISPATCH, WskDisconnectEvent),
+        8
+    );
+    assert_eq!(
+        offset_of!(WSK_CLIENT_CONNECTION_DISPATCH, WskSendBacklogEvent),
+        16
+    );
+    assert_eq!(size_of::<WSK_EVENT_CALLBACK_CONTROL>(), 16);
+    assert_eq!(offset_of!(WSK_EVENT_CALLBACK_CONTROL, EventMask), 8);
+    assert_eq!(SO_WSK_EVENT_CALLBACK, 0x4000 + 2);
+    assert_eq!(
+        (WSK_EVENT_RECEIVE, WSK_EVENT_DISCONNECT, WSK_EVENT_ACCEPT),
+        (0x40, 0x80, 0x200)
+    );
+    assert_eq!(WSK_EVENT_DISABLE, 0x8000_0000);
+    assert_eq!(STATUS_DATA_NOT_ACCEPTED.cast_unsigned(), 0xC000_021B);
+}

@@ -7,7 +7,11 @@
 //! `listen failed: <step> 0x<NTSTATUS>`), and accepts in a loop. Each connection is numbered
 //! from 1 and logged `accepted #N from <address>:<port>`; past `MaxConnections` running at once
 //! it is closed at once (`connection #N refused: too many connections`). Otherwise a task of its
-//! own echoes it ([`echo`]), with `TCP_NODELAY` set when the provider has options: a receive, then sends until all of it went back, until the peer
+//! own echoes it ([`echo`]), with `TCP_NODELAY` set when the provider has options, and its
+//! receive events on (`accept_with_events`, `enable_receive_events`: the provider's data lands
+//! in the socket's ring; a provider without events — Wine's — is said once, `events: no receive
+//! events (0x<NTSTATUS>): accepting and receiving with IRPs`, and the server goes on with
+//! `WskAccept`/`WskReceive`): a read, then sends until all of it went back, until the peer
 //! closes (`connection #N closed: M bytes echoed`) or something fails (`connection #N failed:
 //! <step> 0x<NTSTATUS>`). A peer that never reads stalls only its own task.
 //!
@@ -21,7 +25,7 @@
 use core::ffi::CStr;
 use core::future::poll_fn;
 use core::net::SocketAddr;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use core::task::Poll;
 
 use wsk_client::buffer::Buffer;
@@ -61,12 +65,16 @@ static CONNECTIONS: TaskSet<MAX_CONNECTIONS> = TaskSet::new();
 /// The last connection number given.
 static ACCEPTED: AtomicU32 = AtomicU32::new(0);
 
+/// Whether connections are accepted with receive events (until the provider says it has none).
+static EVENTS: AtomicBool = AtomicBool::new(true);
+
 /// Before the driver registers: no stop seen yet, no connection (a driver loaded again in one
 /// process: tests).
 pub(crate) fn reset() {
     LISTENER.reset();
     CONNECTIONS.reset();
     ACCEPTED.store(0, Ordering::Relaxed);
+    EVENTS.store(true, Ordering::Relaxed);
 }
 
 /// Spawns the listening task (a failure is logged: `listen failed: start`).
@@ -179,7 +187,12 @@ async fn listen(parameters: Parameters) {
     };
     let mut failures = 0;
     loop {
-        match listener.accept().await {
+        let accept = if EVENTS.load(Ordering::Relaxed) {
+            listener.accept_with_events()
+        } else {
+            listener.accept()
+        };
+        match accept.await {
             Ok((socket, remote)) => {
                 failures = 0;
                 serve(socket, remote, parameters.max_connections, options);
@@ -264,6 +277,9 @@ async fn connection(id: u32, socket: Socket<WskEchoServer>, options: bool) {
         // An echo answers at once: no Nagle delay (a failure is logged by the library).
         let _ = socket.set_option(SocketOption::NoDelay(true)).await;
     }
+    if EVENTS.load(Ordering::Relaxed) {
+        receive_events(&socket);
+    }
     let result = echo(&socket, &mut echoed).await;
     let _ = timer::grace::<WskEchoServer, _>(DISCONNECT_GRACE, socket.disconnect()).await;
     socket.close();
@@ -285,6 +301,24 @@ async fn connection(id: u32, socket: Socket<WskEchoServer>, options: bool) {
     }
 }
 
+/// Turns on the connection's receive events; a provider without them (Wine's) is said once, and
+/// the next connections are accepted without (their reads are `WskReceive`s).
+fn receive_events(socket: &Socket<WskEchoServer>) {
+    if let Err(status) = socket.enable_receive_events()
+        && EVENTS.swap(false, Ordering::Relaxed)
+    {
+        // SAFETY: `%08X` takes the `u32`; no Unicode conversion.
+        let _ = unsafe {
+            dbg_print!(
+                WskEchoServer,
+                DPFLTR_WARNING_LEVEL,
+                "events: no receive events (0x%08X): accepting and receiving with IRPs",
+                status.bits()
+            )
+        };
+    }
+}
+
 /// Echoes every byte received, in order, counting them into `echoed`, until the peer closes its
 /// side (a 0-byte receive).
 async fn echo(
@@ -293,7 +327,7 @@ async fn echo(
 ) -> Result<(), (&'static CStr, NtError)> {
     let mut buffer = Buffer::new::<WskEchoServer>(CHUNK).map_err(|status| (c"buffer", status))?;
     loop {
-        let (received, back) = socket.receive(buffer).await;
+        let (received, back) = socket.read(buffer).await;
         buffer = back;
         let length = received.map_err(|status| (c"receive", status))?;
         if length == 0 {

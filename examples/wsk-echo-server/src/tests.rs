@@ -249,6 +249,18 @@ fn a_provider_without_socket_options_is_said_and_served_all_the_same() {
     let c = client();
     c.send(b"still echoed");
     assert_eq!(c.receive(12, LIMIT), b"still echoed");
+    let d = client();
+    d.send(b"twice");
+    assert_eq!(d.receive(5, LIMIT), b"twice");
+    // No events either: said once, the second connection accepted without them.
+    let said = s
+        .log()
+        .iter()
+        .filter(|l| {
+            *l == "wsk_echo_server: events: no receive events (0xC0000002): accepting and receiving with IRPs"
+        })
+        .count();
+    assert_eq!(said, 1, "{:#?}", s.log());
     s.driver_unload();
     // Not tried per connection once the provider said it has no options.
     assert!(
@@ -259,7 +271,7 @@ fn a_provider_without_socket_options_is_said_and_served_all_the_same() {
 }
 
 #[test]
-fn connections_get_tcp_nodelay_and_the_listener_exclusive_use() {
+fn connections_get_tcp_nodelay_and_receive_events_and_the_listener_exclusive_use() {
     let mut s = started(7012, None);
     let c = client();
     c.send(b"x");
@@ -273,5 +285,14 @@ fn connections_get_tcp_nodelay_and_the_listener_exclusive_use() {
         })
         .collect();
     assert_eq!(options, [(0xFFFF, 0xFFFF_FFFB), (6, 1)]);
+    // The receive came through the event callback, not a WskReceive.
+    let events = s.events();
+    assert!(events.contains(&wsk_host_model::Event::EventsEnabled { mask: 0xC0 }));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, wsk_host_model::Event::WskReceiveEvent { .. }))
+    );
+    assert!(!events.contains(&wsk_host_model::Event::WskReceive));
     s.driver_unload();
 }

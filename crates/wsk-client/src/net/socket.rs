@@ -34,6 +34,8 @@ mod address;
 mod control;
 mod create;
 mod datagram;
+mod events;
+pub mod indication;
 mod listener;
 mod op;
 
@@ -42,6 +44,8 @@ use control::Owned;
 pub use control::{AddressOp, SocketOption};
 pub use create::CreateOp;
 pub use datagram::{CreateDatagramOp, Datagram, ReceiveFromOp, SendToOp};
+use events::EventsRef;
+pub use events::{Events, RING, ReadOp};
 pub use listener::{AcceptOp, CreateListenerOp, Listener};
 pub use op::{SocketOp, TransferOp};
 
@@ -81,6 +85,11 @@ pub struct Socket<C: Client> {
     // the socket only once none is, since WskCloseSocket must not overlap another call of the
     // socket's functions (the last call to return closes it then).
     calls: Gate,
+    // The socket's receive events block (its provider context), when made with one: this owner
+    // goes with the socket, the close's request holds another until the close completed.
+    events: Option<EventsRef<C>>,
+    // Receive events were turned on (`enable_receive_events`).
+    events_on: AtomicBool,
 }
 
 // SAFETY: a WSK socket may be used and closed from any thread; the reference is Send.
@@ -111,7 +120,7 @@ impl<C: Client> Socket<C> {
         reference.ensure_open().map_err(NtError::from)?;
         let socket_fn = reference.socket().ok_or(NtError::NOT_SUPPORTED)?;
         // And its close's request: once the socket exists, closing it must not need memory.
-        let close = Prepared::<C, Closed>::new().inspect_err(|status| {
+        let close = Prepared::<C, Closed<C>>::new().inspect_err(|status| {
             log!(
                 C,
                 DPFLTR_ERROR_LEVEL,
@@ -149,14 +158,15 @@ impl<C: Client> Socket<C> {
             return Err(NtError::UNSUCCESSFUL);
         };
         // INVARIANT: the provider's new socket, open.
-        Ok(Self::open(socket, own, close))
+        Ok(Self::open(socket, own, close, None))
     }
 
     /// The socket's value, open.
     fn open(
         socket: NonNull<WSK_SOCKET>,
         reference: BindingRef<C>,
-        close: Prepared<C, Closed>,
+        close: Prepared<C, Closed<C>>,
+        events: Option<EventsRef<C>>,
     ) -> Self {
         let calls = Gate::new();
         if let Some(generation) = calls.reserve() {
@@ -169,6 +179,8 @@ impl<C: Client> Socket<C> {
             close: AtomicPtr::new(close.into_raw().as_ptr()),
             closed: AtomicBool::new(false),
             calls,
+            events,
+            events_on: AtomicBool::new(false),
         }
     }
 
@@ -220,7 +232,8 @@ impl<C: Client> Socket<C> {
     /// the socket's own (which may not be cloned the usual way once a detach or the unload began).
     fn close_aborted(&self) {
         if let (Some(reference), Some(close)) = (self.reference.as_ref(), self.take_close()) {
-            close_raw::<C>(self.socket, reference.clone_held(), close);
+            let events = self.events.as_ref().map(EventsRef::share);
+            close_raw::<C>(self.socket, reference.clone_held(), close, events);
         }
     }
 
@@ -432,9 +445,9 @@ impl<C: Client> Socket<C> {
     }
 
     /// The close's prepared request, for the first close that takes it.
-    fn take_close(&self) -> Option<Prepared<C, Closed>> {
+    fn take_close(&self) -> Option<Prepared<C, Closed<C>>> {
         let raw = NonNull::new(self.close.swap(ptr::null_mut(), Ordering::AcqRel))?;
-        // SAFETY: `close` holds only `Prepared::<C, Closed>::into_raw`, taken back once (swap).
+        // SAFETY: `close` holds only `Prepared::<C, Closed<C>>::into_raw`, taken back once (swap).
         Some(unsafe { Prepared::from_raw(raw) })
     }
 
@@ -443,7 +456,8 @@ impl<C: Client> Socket<C> {
         if let (Some(reference), Some(close)) = (self.reference.take(), self.take_close())
             && !self.closed.load(Ordering::Acquire)
         {
-            close_raw::<C>(self.socket, reference, close);
+            let events = self.events.as_ref().map(EventsRef::share);
+            close_raw::<C>(self.socket, reference, close, events);
         }
     }
 }
@@ -518,10 +532,12 @@ unsafe fn request_socket<C: Client>(
     }
 }
 
-/// What ends a close: the socket's reference goes.
-pub(crate) struct Closed;
+/// What ends a close: the socket's events (its owner in the close) and reference go.
+pub(crate) struct Closed<C: Client> {
+    events: Option<EventsRef<C>>,
+}
 
-impl<C: Client> Completion<C> for Closed {
+impl<C: Client> Completion<C> for Closed<C> {
     fn complete(self, reference: BindingRef<C>, status: NtStatus, _information: usize) {
         if status.is_success() {
             log!(C, DPFLTR_INFO_LEVEL, "socket: closed");
@@ -533,6 +549,8 @@ impl<C: Client> Completion<C> for Closed {
                 status.bits()
             );
         }
+        // The provider calls the socket's events no more: the close's owner of them goes.
+        drop(self.events);
         drop(reference);
     }
 }
@@ -559,7 +577,7 @@ fn close_fn<C: Client>(socket: NonNull<WSK_SOCKET>) -> crate::sys::PFN_WSK_CLOSE
 fn close_waited<C: Client>(
     socket: NonNull<WSK_SOCKET>,
     reference: &BindingRef<C>,
-    request: Prepared<C, Closed>,
+    request: Prepared<C, Closed<C>>,
 ) {
     let Some(close) = close_fn::<C>(socket) else {
         return;
@@ -585,17 +603,19 @@ fn close_waited<C: Client>(
     }
 }
 
-/// `WskCloseSocket` of `socket`, with its prepared request, which holds `reference` until it
-/// completes. Never fails; a provider without `WskCloseSocket` leaves the socket open (logged).
+/// `WskCloseSocket` of `socket`, with its prepared request, which holds `reference` (and an owner
+/// of the socket's `events`) until it completes. Never fails; a provider without `WskCloseSocket`
+/// leaves the socket open (logged).
 fn close_raw<C: Client>(
     socket: NonNull<WSK_SOCKET>,
     reference: BindingRef<C>,
-    request: Prepared<C, Closed>,
+    request: Prepared<C, Closed<C>>,
+    events: Option<EventsRef<C>>,
 ) {
     let Some(close) = close_fn::<C>(socket) else {
         return;
     };
-    request.submit(reference, Closed, |_reference, irp| {
+    request.submit(reference, Closed { events }, |_reference, irp| {
         // SAFETY: the open socket, closed once (the Socket's reference moved here); the IRP is the
         // request's; IRQL <= DISPATCH_LEVEL.
         unsafe { close(socket.as_ptr(), irp) }

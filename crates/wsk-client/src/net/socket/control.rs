@@ -100,7 +100,7 @@ impl SocketOption {
 
 impl<C: Client> Socket<C> {
     /// The provider's basic dispatch (every socket's table starts with it), while open.
-    fn basic(&self) -> Result<&WSK_PROVIDER_BASIC_DISPATCH, NtError> {
+    pub(super) fn basic(&self) -> Result<&WSK_PROVIDER_BASIC_DISPATCH, NtError> {
         // SAFETY: every kind of socket's dispatch starts with WSK_PROVIDER_BASIC_DISPATCH.
         unsafe { self.dispatch_as() }
     }

@@ -12,7 +12,7 @@ use core::ptr::{self, NonNull};
 use core::task::{Context, Poll};
 
 use super::op::not_requested;
-use super::{Closed, Kind, Socket, close_raw};
+use super::{Closed, EventsRef, Kind, Socket, close_raw};
 use crate::client::Client;
 use crate::irp::{self, Op, Outcome, Prepared};
 use crate::log::log;
@@ -24,9 +24,11 @@ use crate::work::{self, Work};
 /// What a socket's creation owns until the provider answered.
 pub(super) struct Creating<C: Client> {
     own: Option<BindingRef<C>>,
-    close: Option<Prepared<C, Closed>>,
+    close: Option<Prepared<C, Closed<C>>>,
     /// The close of a socket made for nobody (the future was dropped).
     orphan: Option<work::Prepared<C, CloseOrphan<C>>>,
+    /// The new socket's receive events block (its provider context), when asked for.
+    events: Option<EventsRef<C>>,
 }
 
 impl<C: Client> Creating<C> {
@@ -34,10 +36,19 @@ impl<C: Client> Creating<C> {
     /// began), its close's request and the orphan's work item; on failure, what was made so far
     /// with the status.
     pub(super) fn prepare(reference: &BindingRef<C>) -> Result<Self, (NtError, Self)> {
+        Self::prepare_with(reference, false)
+    }
+
+    /// [`Creating::prepare`], with a receive events block for the new socket when `events`.
+    pub(super) fn prepare_with(
+        reference: &BindingRef<C>,
+        events: bool,
+    ) -> Result<Self, (NtError, Self)> {
         let mut creating = Self {
             own: None,
             close: None,
             orphan: None,
+            events: None,
         };
         // The socket's own reference, taken first: once the socket exists, it must be closable.
         match reference.try_clone() {
@@ -45,7 +56,7 @@ impl<C: Client> Creating<C> {
             Err(error) => return Err((NtError::from(error), creating)),
         }
         // Its close's request, and the work item that closes a socket made for nobody.
-        match Prepared::<C, Closed>::new() {
+        match Prepared::<C, Closed<C>>::new() {
             Ok(close) => creating.close = Some(close),
             Err(status) => return Err((status, creating)),
         }
@@ -53,12 +64,30 @@ impl<C: Client> Creating<C> {
             socket: ptr::null_mut(),
             reference: None,
             close: None,
+            events: None,
         };
         match work::Prepared::<C, _>::new(orphan) {
             Ok(orphan) => creating.orphan = Some(orphan),
             Err(status) => return Err((status, creating)),
         }
+        if events {
+            match EventsRef::new() {
+                Ok(block) => creating.events = Some(block),
+                Err(status) => return Err((status, creating)),
+            }
+        }
         Ok(creating)
+    }
+
+    /// The new socket's provider context and client dispatch (its receive events), or NULLs.
+    pub(super) fn events_context(&self) -> (crate::sys::PVOID, *const core::ffi::c_void) {
+        match &self.events {
+            Some(events) => (
+                events.context(),
+                ptr::from_ref(super::Events::<C>::dispatch()).cast(),
+            ),
+            None => (ptr::null_mut(), ptr::null()),
+        }
     }
 
     /// The provider answered `what` with `status` and, on success, the new socket in
@@ -70,7 +99,12 @@ impl<C: Client> Creating<C> {
         information: usize,
     ) -> Result<Socket<C>, NtError> {
         // Answered: the orphan's work item is not needed (dropped: freed unqueued).
-        let Self { own, close, orphan } = self;
+        let Self {
+            own,
+            close,
+            orphan,
+            events,
+        } = self;
         drop(orphan);
         let information = super::op::finish::<C>(what, status, information)?;
         let (Some(socket), Some(own), Some(close)) =
@@ -85,14 +119,19 @@ impl<C: Client> Creating<C> {
             return Err(NtError::UNSUCCESSFUL);
         };
         // INVARIANT: the provider's new socket, open.
-        Ok(Socket::open(socket, own, close))
+        Ok(Socket::open(socket, own, close, events))
     }
 
     /// The creation's fate when its future was dropped: a socket the provider made is closed from
     /// the work item allocated for that (queueing it cannot fail); otherwise everything is
     /// dropped. Runs where the request is freed (its completion routine: <= `DISPATCH_LEVEL`).
     pub(super) fn orphaned(self, status: NtStatus, information: usize) {
-        let Self { own, close, orphan } = self;
+        let Self {
+            own,
+            close,
+            orphan,
+            events,
+        } = self;
         if status.is_success()
             && information != 0
             && let Some(orphan) = orphan
@@ -101,6 +140,7 @@ impl<C: Client> Creating<C> {
                 work.socket = information as *mut WSK_SOCKET;
                 work.reference = own;
                 work.close = close;
+                work.events = events;
             });
         }
     }
@@ -110,7 +150,8 @@ impl<C: Client> Creating<C> {
 struct CloseOrphan<C: Client> {
     socket: *mut WSK_SOCKET,
     reference: Option<BindingRef<C>>,
-    close: Option<Prepared<C, Closed>>,
+    close: Option<Prepared<C, Closed<C>>>,
+    events: Option<EventsRef<C>>,
 }
 
 // SAFETY: the socket pointer is the provider's, usable from any thread; the rest is Send.
@@ -126,7 +167,7 @@ impl<C: Client> Work for CloseOrphan<C> {
                 DPFLTR_WARNING_LEVEL,
                 "socket: made for a creation nobody waits for; closing it"
             );
-            close_raw::<C>(socket, reference, close);
+            close_raw::<C>(socket, reference, close, self.events);
         }
     }
 }

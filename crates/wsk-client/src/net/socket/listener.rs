@@ -76,13 +76,24 @@ impl<C: Client> Listener<C> {
     /// on the accepted socket (its requests are IRPs).
     pub fn accept(&self) -> AcceptOp<'_, C> {
         AcceptOp {
-            op: self.accept_op(),
+            op: self.accept_op(false),
             listener: &self.socket,
         }
     }
 
-    /// The accept's request, with what the accepted socket needs before it exists.
-    fn accept_op(&self) -> Op<C, Accepting<C>> {
+    /// [`Listener::accept`], the accepted socket with a receive events block (its provider
+    /// context, with the library's `WskReceiveEvent` and `WskDisconnectEvent`): turn them on with
+    /// [`Socket::enable_receive_events`], then [`Socket::read`] takes what the provider indicates.
+    pub fn accept_with_events(&self) -> AcceptOp<'_, C> {
+        AcceptOp {
+            op: self.accept_op(true),
+            listener: &self.socket,
+        }
+    }
+
+    /// The accept's request, with what the accepted socket needs before it exists (and its
+    /// events block, with `events`).
+    fn accept_op(&self, events: bool) -> Op<C, Accepting<C>> {
         let Some(reference) = self.socket.open_reference() else {
             return Op::failed(NtError::CONNECTION_ABORTED, Accepting::new(None));
         };
@@ -93,22 +104,26 @@ impl<C: Client> Listener<C> {
             Ok(accept) => accept,
             Err(status) => return Op::failed(status, Accepting::new(None)),
         };
-        let creating = match Creating::prepare(reference) {
+        let creating = match Creating::prepare_with(reference, events) {
             Ok(creating) => creating,
             Err((status, creating)) => return Op::failed(status, Accepting::new(Some(creating))),
         };
         self.socket.start_or_orphan(
             Accepting::new(Some(creating)),
             |socket, accepting, irp| {
-                // SAFETY: the open listening socket's WskAccept, without a context or event
-                // dispatch for the new socket, with a remote address slot the request keeps
-                // until the provider completed its IRP.
+                let (context, dispatch) = accepting
+                    .creating
+                    .as_ref()
+                    .map_or((ptr::null_mut(), ptr::null()), Creating::events_context);
+                // SAFETY: the open listening socket's WskAccept, with the new socket's events
+                // context (alive until its close completes) and 'static dispatch, or none, and a
+                // remote address slot the request keeps until the provider completed its IRP.
                 unsafe {
                     accept(
                         socket,
                         0,
-                        ptr::null_mut(),
-                        ptr::null(),
+                        context,
+                        dispatch,
                         ptr::null_mut(),
                         accepting.remote.as_mut_ptr(),
                         irp,
