@@ -19,11 +19,11 @@ use core::task::{Context, Poll};
 use super::address::{AddressSlot, Sockaddr};
 use super::control::{AddressOp, SocketOption};
 use super::create::CreateOp;
-use super::op::{SocketOp, abort_if_cancelled, finish, not_requested, transferred};
+use super::op::{SocketOp, poll_transfer};
 use super::{Kind, Owned, Socket};
 use crate::buffer::Buffer;
 use crate::client::Client;
-use crate::irp::{Op, Outcome};
+use crate::irp::Op;
 use crate::log::log;
 use crate::provider::BindingRef;
 use crate::status::NtError;
@@ -225,23 +225,8 @@ impl<C: Client> Future for SendToOp<'_, C> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        match Pin::new(&mut this.op).poll(cx) {
-            Poll::Pending => {
-                abort_if_cancelled(this.socket, cx);
-                Poll::Pending
-            }
-            Poll::Ready(Ok(Outcome {
-                status,
-                information,
-                owned,
-            })) => {
-                let result = finish::<C>(SEND_TO, status, information);
-                Poll::Ready((transferred::<C>(SEND_TO, result, this.most), owned.buffer))
-            }
-            Poll::Ready(Err((status, owned))) => {
-                Poll::Ready((Err(not_requested::<C>(SEND_TO, status)), owned.buffer))
-            }
-        }
+        poll_transfer(&mut this.op, cx, this.socket, SEND_TO, this.most)
+            .map(|(result, owned)| (result, owned.buffer))
     }
 }
 
@@ -259,18 +244,9 @@ impl<C: Client> Future for ReceiveFromOp<'_, C> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        match Pin::new(&mut this.op).poll(cx) {
-            Poll::Pending => {
-                abort_if_cancelled(this.socket, cx);
-                Poll::Pending
-            }
-            Poll::Ready(Ok(Outcome {
-                status,
-                information,
-                owned,
-            })) => {
-                let result = finish::<C>(RECEIVE_FROM, status, information);
-                let result = transferred::<C>(RECEIVE_FROM, result, this.most).and_then(|n| {
+        poll_transfer(&mut this.op, cx, this.socket, RECEIVE_FROM, this.most).map(
+            |(result, owned)| {
+                let result = result.and_then(|n| {
                     let sender = owned.remote.decode().ok_or_else(|| {
                         log!(
                             C,
@@ -281,11 +257,8 @@ impl<C: Client> Future for ReceiveFromOp<'_, C> {
                     })?;
                     Ok((n, sender))
                 });
-                Poll::Ready((result, owned.buffer))
-            }
-            Poll::Ready(Err((status, owned))) => {
-                Poll::Ready((Err(not_requested::<C>(RECEIVE_FROM, status)), owned.buffer))
-            }
-        }
+                (result, owned.buffer)
+            },
+        )
     }
 }

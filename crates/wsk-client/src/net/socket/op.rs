@@ -133,30 +133,43 @@ pub struct TransferOp<'s, C: Client> {
     socket: &'s Socket<C>,
 }
 
+/// Polls a transfer's request on `socket`: the byte count (checked against `most`) and what the
+/// request owned, once the provider answered; a pending one in a cancelled task closes the
+/// socket. (A send or receive, and a datagram's.)
+pub(super) fn poll_transfer<C: Client, T>(
+    op: &mut Op<C, T>,
+    cx: &mut Context<'_>,
+    socket: &Socket<C>,
+    what: &CStr,
+    most: usize,
+) -> Poll<(Result<usize, NtError>, T)> {
+    match Pin::new(op).poll(cx) {
+        Poll::Pending => {
+            abort_if_cancelled(socket, cx);
+            Poll::Pending
+        }
+        Poll::Ready(Ok(Outcome {
+            status,
+            information,
+            owned,
+        })) => {
+            let result = finish::<C>(what, status, information);
+            Poll::Ready((transferred::<C>(what, result, most), owned))
+        }
+        Poll::Ready(Err((status, owned))) => {
+            Poll::Ready((Err(not_requested::<C>(what, status)), owned))
+        }
+    }
+}
+
 impl<C: Client> Future for TransferOp<'_, C> {
     /// The bytes sent or received (0 received: the peer closed its side), and the buffer back.
     type Output = (Result<usize, NtError>, Buffer);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        match Pin::new(&mut this.op).poll(cx) {
-            Poll::Pending => {
-                abort_if_cancelled(this.socket, cx);
-                Poll::Pending
-            }
-            Poll::Ready(Ok(Outcome {
-                status,
-                information,
-                owned,
-            })) => {
-                let result = finish::<C>(this.what, status, information);
-                let result = transferred::<C>(this.what, result, this.most);
-                Poll::Ready((result, owned.buffer))
-            }
-            Poll::Ready(Err((status, owned))) => {
-                Poll::Ready((Err(not_requested::<C>(this.what, status)), owned.buffer))
-            }
-        }
+        poll_transfer(&mut this.op, cx, this.socket, this.what, this.most)
+            .map(|(result, owned)| (result, owned.buffer))
     }
 }
 
