@@ -13,7 +13,8 @@ count of live pool allocations at 0. Cases: clients at once, each echoed exactly
 resets, one that never reads (the others are served all the same), and rounds of clients
 connecting and leaving; the cap (`connection #N refused: too many connections`, the client sees
 the connection closed); `sc stop` with clients connected: prompt, every client sees its
-connection closed, nothing leaked.
+connection closed, nothing leaked; a soak of `WSK_WINE_SERVER_SOAK` connections (60 by default)
+in batches of 6, each echoed and closed.
 
 Applies to the server images; for the others these tests are deselected, never skipped (see
 conftest.py).
@@ -209,3 +210,41 @@ def test_sc_stop_with_clients_connected_closes_them_all(server, profile):
                 in lines), "\n".join(lines)
     print("server: sc stop with 5 clients connected took %.1f s" % took)
     assert took < 10, "sc stop took %.1f s" % took
+
+
+# Connections of the soak (`WSK_WINE_SERVER_SOAK`, in batches of 6): every one echoed and closed.
+SOAK = int(os.environ.get("WSK_WINE_SERVER_SOAK", "60"))
+
+
+@SERVER
+def test_soak_of_clients_connecting_and_leaving(server, profile):
+    prefix, port = server
+    offset = start(prefix, profile, port)
+    began = time.monotonic()
+    batches = max(1, SOAK // 6)
+    for batch in range(batches):
+        clients = [connect(port) for _ in range(6)]
+        payloads = [os.urandom(700 + 100 * i) for i in range(len(clients))]
+        for c, p in zip(clients, payloads):
+            assert echo_round_trip(c, p) == p, "batch %d: a client got back other bytes" % batch
+        for c in clients:
+            c.close()
+        # The batch's connections closed (each with its bytes) before the next batch comes.
+        want = 6 * (batch + 1)
+        end = time.monotonic() + 30
+        while True:
+            closed = [int(m.group(2)) for l in server_lines(prefix, profile, offset)
+                      for m in [CLOSED.search(l)] if m]
+            if len(closed) >= want or time.monotonic() > end:
+                break
+            time.sleep(0.05)
+        assert len(closed) == want, "batch %d: %d of %d connections closed" % (
+            batch, len(closed), want)
+        assert sorted(closed[-6:]) == sorted(len(p) for p in payloads), closed[-6:]
+    took = time.monotonic() - began
+    stop(prefix, profile)
+    text = prefix.log()[offset:]
+    check_unloads_clean(text, profile, "soak")
+    _check_clean(text, "soak", profile)
+    print("server: soak of %d connections in %.1f s (%.0f connections/s)"
+          % (6 * batches, took, 6 * batches / took))
