@@ -27,6 +27,8 @@ const RACE_TESTS: &[&str] = &[
     "listeners",
     "--test",
     "datagrams",
+    "--test",
+    "receive_events",
 ];
 
 /// The test targets, per package: everything but the loom test and the build tooling.
