@@ -409,3 +409,45 @@ fn grace_runs_out_in_a_cancelled_task_where_a_timeout_ends_at_once() {
     assert_eq!(grace, Err(NtError::IO_TIMEOUT), "a grace runs out");
     assert!(took >= Duration::from_millis(100), "{took:?}");
 }
+
+/// `Socket::connect_to` against a provider with `WskSocketConnect` (one request) and one without
+/// it (the model's default answers `STATUS_NOT_SUPPORTED`, as a provider that lacks it): both
+/// give a connected socket that echoes.
+fn connect_to(config: ProviderConfig) -> Vec<Event> {
+    let mut s = common::started();
+    s.register_provider(config);
+    let (tx, rx) = mpsc::channel();
+    spawn(async move {
+        let reference = BindingRef::<TestDriver>::acquire().unwrap();
+        let socket = Socket::connect_to(&reference, echo_address())
+            .await
+            .unwrap();
+        let (sent, _) = socket.send(buffer_with(b"one go"), 6).await;
+        let (received, back) = socket.receive(Buffer::new::<TestDriver>(6).unwrap()).await;
+        tx.send((sent, received, back.as_slice().to_vec())).unwrap();
+    });
+    assert_eq!(recv(&rx), (Ok(6), Ok(6), b"one go".to_vec()));
+    s.wait_work_items();
+    assert_eq!(s.open_sockets(), 0);
+    let events = s.events();
+    s.driver_unload();
+    events
+}
+
+#[test]
+fn connect_to_is_one_wsk_socket_connect_where_the_provider_has_it() {
+    let events = connect_to(ProviderConfig {
+        socket_connect: true,
+        ..ProviderConfig::default_wsk()
+    });
+    assert!(events.contains(&Event::WskSocketConnect));
+    assert!(!events.contains(&Event::WskBind));
+}
+
+#[test]
+fn connect_to_goes_the_long_way_where_the_provider_lacks_it() {
+    let events = connect_to(ProviderConfig::default_wsk());
+    assert!(!events.contains(&Event::WskSocketConnect));
+    assert!(events.contains(&Event::WskBind));
+    assert!(events.iter().any(|e| matches!(e, Event::WskConnect { .. })));
+}

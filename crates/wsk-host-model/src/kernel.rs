@@ -391,6 +391,8 @@ fn new_socket(provider: ProviderId, listen: Option<bool>) -> usize {
     socket
 }
 
+/// `WskSocketConnect`: with `socket_connect`, a connection socket to its echo peer, connected;
+/// otherwise it answers `STATUS_NOT_SUPPORTED` without taking the IRP (a provider without it).
 unsafe extern "system" fn wsk_socket_connect(
     Client: PWSK_CLIENT,
     _SocketType: u16,
@@ -403,10 +405,34 @@ unsafe extern "system" fn wsk_socket_connect(
     _OwningProcess: *mut EPROCESS,
     _OwningThread: *mut ETHREAD,
     _SecurityDescriptor: *mut SECURITY_DESCRIPTOR,
-    _Irp: *mut IRP,
+    Irp: *mut IRP,
 ) -> NTSTATUS {
-    let _ = provider_call("WskSocketConnect", Client);
-    Status::NOT_SUPPORTED.raw()
+    let injected = provider_call("WskSocketConnect", Client);
+    let provider = provider_of(Client);
+    let implemented = state::with(|s| {
+        s.provider(provider)
+            .is_some_and(|p| p.config.socket_connect)
+    });
+    if !implemented {
+        return Status::NOT_SUPPORTED.raw();
+    }
+    if !irp::begin(Irp) {
+        return Status::INVALID_PARAMETER.raw();
+    }
+    let irp_addr = Irp as usize;
+    if let Some(status) = injected {
+        spawn_provider(move || irp::complete(irp_addr as *mut IRP, status, 0));
+        return Status::PENDING.raw();
+    }
+    let socket = new_socket(provider, Some(false));
+    state::with(|s| {
+        s.events.push(Event::WskSocketConnect);
+        if let Some(peer) = s.peers.get_mut(&socket) {
+            peer.connected = true;
+        }
+    });
+    spawn_provider(move || irp::complete(irp_addr as *mut IRP, Status::SUCCESS, socket));
+    Status::PENDING.raw()
 }
 
 unsafe extern "system" fn wsk_control_client(

@@ -68,6 +68,8 @@ pub struct ProviderConfig {
     pub control_stub: bool,
     /// `WskSocket` of a datagram socket completes with `STATUS_NOT_IMPLEMENTED` (Wine).
     pub datagram_unsupported: bool,
+    /// `WskSocketConnect` makes a connected socket (else it answers `STATUS_NOT_SUPPORTED`).
+    pub socket_connect: bool,
     /// `WskSocket`, `WskBind`, `WskConnect`, `WskSend`, `WskDisconnect`, `WskCloseSocket` complete
     /// their IRP before returning, and return its status (legal: a WSK function need not pend;
     /// the completion routine then runs before the caller sees the answer).
@@ -111,6 +113,7 @@ impl ProviderConfig {
             disconnect_stub: false,
             control_stub: false,
             datagram_unsupported: false,
+            socket_connect: false,
             requests_complete_inline: false,
         }
     }
@@ -220,6 +223,8 @@ pub enum Event {
     WskDisconnect,
     /// `WskAccept` posted.
     WskAccept,
+    /// `WskSocketConnect` made a connected socket.
+    WskSocketConnect,
     /// `WskSendTo` of a datagram of `bytes`.
     WskSendTo { bytes: usize },
     /// `WskReceiveFrom` posted.

@@ -42,7 +42,7 @@ mod op;
 use address::Sockaddr;
 use control::Owned;
 pub use control::{AddressOp, SocketOption};
-pub use create::CreateOp;
+pub use create::{CreateOp, SocketConnectOp};
 pub use datagram::{CreateDatagramOp, Datagram, ReceiveFromOp, SendToOp};
 use events::EventsRef;
 pub use events::{Events, RING, ReadOp};

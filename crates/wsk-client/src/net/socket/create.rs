@@ -7,12 +7,13 @@
 //! IRQL: making and polling at <= `DISPATCH_LEVEL`.
 
 use core::future::Future;
+use core::net::SocketAddr;
 use core::pin::Pin;
 use core::ptr::{self, NonNull};
 use core::task::{Context, Poll};
 
 use super::op::not_requested;
-use super::{Closed, EventsRef, Kind, Socket, close_raw};
+use super::{Closed, EventsRef, Kind, Sockaddr, Socket, close_raw};
 use crate::client::Client;
 use crate::irp::{self, Op, Outcome, Prepared};
 use crate::log::log;
@@ -238,5 +239,142 @@ impl<C: Client> Socket<C> {
     /// the request: no WSK call in a completion routine).
     pub fn create(reference: &BindingRef<C>, family: u16) -> CreateOp<C> {
         CreateOp::new(reference, family, Kind::CONNECTION)
+    }
+}
+
+/// What a `WskSocketConnect` owns until the provider answered: the new socket's needs and the two
+/// addresses the provider reads.
+struct Connecting<C: Client> {
+    creating: Option<Creating<C>>,
+    local: Sockaddr,
+    remote: Sockaddr,
+}
+
+impl<C: Client> Connecting<C> {
+    fn orphaned(self, status: NtStatus, information: usize) {
+        if let Some(creating) = self.creating {
+            creating.orphaned(status, information);
+        }
+    }
+}
+
+/// A `WskSocketConnect` in flight: see [`Socket::socket_connect`].
+#[must_use = "a future does nothing unless awaited"]
+pub struct SocketConnectOp<C: Client> {
+    op: Op<C, Connecting<C>>,
+}
+
+impl<C: Client> Future for SocketConnectOp<C> {
+    type Output = Result<Socket<C>, NtError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        Poll::Ready(match Pin::new(&mut this.op).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(Outcome {
+                status,
+                information,
+                owned,
+            })) => match owned.creating {
+                Some(creating) => creating.finish(c"WskSocketConnect", status, information),
+                None => Err(NtError::UNSUCCESSFUL),
+            },
+            Poll::Ready(Err((status, _))) => Err(not_requested::<C>(c"WskSocketConnect", status)),
+        })
+    }
+}
+
+impl<C: Client> Socket<C> {
+    /// `WskSocketConnect`: a TCP socket bound to `local` and connected to `remote` in one request
+    /// (WSK 1.0 has it; a provider may not implement it — Wine's answers
+    /// `STATUS_NOT_IMPLEMENTED`: [`Socket::connect_to`] then goes the long way). The socket's own
+    /// reference and close are made before, as for [`Socket::create`].
+    pub fn socket_connect(
+        reference: &BindingRef<C>,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> SocketConnectOp<C> {
+        let mut connecting = Connecting {
+            creating: None,
+            local: Sockaddr::new(local),
+            remote: Sockaddr::new(remote),
+        };
+        let op = match Creating::prepare(reference) {
+            Err((status, creating)) => {
+                connecting.creating = Some(creating);
+                Op::failed(status, connecting)
+            }
+            Ok(creating) => {
+                connecting.creating = Some(creating);
+                match reference.socket_connect() {
+                    None => Op::failed(NtError::NOT_SUPPORTED, connecting),
+                    Some(socket_connect) => irp::start_or_orphan(
+                        reference,
+                        connecting,
+                        |reference, connecting, irp| {
+                            // SAFETY: the binding's WskSocketConnect with its WSK_CLIENT, a TCP
+                            // socket without context or callbacks, and addresses the request
+                            // keeps until the provider completed its IRP; IRQL <=
+                            // DISPATCH_LEVEL.
+                            unsafe {
+                                socket_connect(
+                                    reference.client(),
+                                    crate::sys::SOCK_STREAM,
+                                    crate::sys::IPPROTO_TCP,
+                                    connecting.local.as_mut_ptr(),
+                                    connecting.remote.as_mut_ptr(),
+                                    0,
+                                    ptr::null_mut(),
+                                    ptr::null(),
+                                    ptr::null_mut(),
+                                    ptr::null_mut(),
+                                    ptr::null_mut(),
+                                    irp,
+                                )
+                            }
+                        },
+                        Connecting::orphaned,
+                    ),
+                }
+            }
+        };
+        SocketConnectOp { op }
+    }
+
+    /// A TCP connection to `remote` from the wildcard address of its family: one
+    /// `WskSocketConnect` where the provider implements it, else (`STATUS_NOT_IMPLEMENTED` or
+    /// `STATUS_NOT_SUPPORTED`: Wine's stub) `WskSocket`, `WskBind` and `WskConnect`.
+    ///
+    /// # Errors
+    /// The status of the step that failed (each logged by the library).
+    pub async fn connect_to(
+        reference: &BindingRef<C>,
+        remote: SocketAddr,
+    ) -> Result<Self, NtError> {
+        let (family, wildcard) = match remote {
+            SocketAddr::V4(_) => (
+                crate::sys::AF_INET,
+                SocketAddr::new(core::net::Ipv4Addr::UNSPECIFIED.into(), 0),
+            ),
+            SocketAddr::V6(_) => (
+                crate::sys::AF_INET6,
+                SocketAddr::new(core::net::Ipv6Addr::UNSPECIFIED.into(), 0),
+            ),
+        };
+        match Self::socket_connect(reference, wildcard, remote).await {
+            Err(error) if error == NtError::NOT_IMPLEMENTED || error == NtError::NOT_SUPPORTED => {
+                log!(
+                    C,
+                    DPFLTR_INFO_LEVEL,
+                    "socket: no WskSocketConnect (0x%08X): WskSocket, WskBind, WskConnect",
+                    error.bits()
+                );
+                let socket = Self::create(reference, family).await?;
+                socket.bind(wildcard).await?;
+                socket.connect(remote).await?;
+                Ok(socket)
+            }
+            other => other,
+        }
     }
 }
