@@ -48,7 +48,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 pub use irql::Irql;
-pub use remote::{RemoteClient, connect_client};
+pub use remote::{DatagramPeer, RemoteClient, connect_client, datagram_peer};
 pub use state::{
     Allocation, AttachHook, BindingState, Event, Failable, ProviderConfig, ProviderId, WSK_1_0,
     WSK_1_1,

@@ -109,3 +109,74 @@ impl RemoteClient {
         state::with(|s| s.remotes.get(&self.id).is_some_and(|r| r.socket.is_some()))
     }
 }
+
+/// A datagram peer of the test at `127.0.0.1:port`: it sends datagrams to the driver's bound
+/// datagram socket, and what the driver sends to its address lands in its inbox.
+#[derive(Debug)]
+pub struct DatagramPeer {
+    address: Vec<u8>,
+}
+
+/// Registers a datagram peer at `127.0.0.1:port`.
+#[must_use]
+pub fn datagram_peer(port: u16) -> DatagramPeer {
+    let address = wsk_sys::SOCKADDR_IN {
+        sin_family: wsk_sys::AF_INET,
+        sin_port: port.to_be(),
+        sin_addr: [127, 0, 0, 1],
+        sin_zero: [0; 8],
+    };
+    // SAFETY: a plain 16-byte C struct, read as its bytes.
+    let address = unsafe {
+        std::slice::from_raw_parts(
+            (&raw const address).cast::<u8>(),
+            size_of::<wsk_sys::SOCKADDR_IN>(),
+        )
+    }
+    .to_vec();
+    state::with(|s| s.datagram_peers.insert(address.clone(), Vec::new()));
+    DatagramPeer { address }
+}
+
+impl DatagramPeer {
+    /// Sends `bytes` as one datagram to the driver's bound datagram socket, waiting up to `limit`
+    /// for one; whether there was one.
+    #[must_use]
+    pub fn send(&self, bytes: &[u8], limit: Duration) -> bool {
+        let mut target = None;
+        state::wait_for(limit, |s| {
+            let Some((&socket, peer)) = s
+                .peers
+                .iter_mut()
+                .find(|(_, p)| p.datagrams.is_some() && p.local.is_some())
+            else {
+                return false;
+            };
+            if let Some(queue) = peer.datagrams.as_mut() {
+                queue.push_back((self.address.clone(), bytes.to_vec()));
+            }
+            target = Some(socket);
+            true
+        });
+        let Some(socket) = target else {
+            return false;
+        };
+        deliver(socket as *mut WSK_SOCKET);
+        true
+    }
+
+    /// Waits up to `limit` until the driver sent it at least `count` datagrams; what it sent.
+    #[must_use]
+    pub fn receive(&self, count: usize, limit: Duration) -> Vec<Vec<u8>> {
+        let mut received = Vec::new();
+        state::wait_for(limit, |s| {
+            received = s
+                .datagram_peers
+                .get(&self.address)
+                .cloned()
+                .unwrap_or_default();
+            received.len() >= count
+        });
+        received
+    }
+}

@@ -378,6 +378,9 @@ pub(crate) struct State {
     pub remotes: HashMap<usize, crate::socket::Remote>,
     /// The last remote client id handed out.
     pub next_remote: usize,
+    /// Datagram peers of the test ([`crate::DatagramPeer`]), by their address's bytes: what the
+    /// driver sends to one lands here instead of coming back.
+    pub datagram_peers: HashMap<Vec<u8>, Vec<Vec<u8>>>,
     /// The client's MDLs by address.
     pub mdls: HashMap<usize, crate::socket::Mdl>,
     /// Make the next `count` `IoAllocateMdl` calls fail.

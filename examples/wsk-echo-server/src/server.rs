@@ -15,8 +15,13 @@
 //! closes (`connection #N closed: M bytes echoed`) or something fails (`connection #N failed:
 //! <step> 0x<NTSTATUS>`). A peer that never reads stalls only its own task.
 //!
-//! The stop (`on_detach`: a provider's detach or the unload) cancels the listening task and
-//! every connection's ([`TaskCell`], [`TaskSet`]): a pending accept, receive or send closes its
+//! A third task echoes UDP on the same address and port (RFC 862's other half): each datagram
+//! back to its sender (`udp: echoing on <address>:<port>`, at the stop `udp: closed: N datagrams
+//! echoed`); a provider without datagram sockets (Wine's) is said, `udp: not served: socket
+//! 0xC0000002`, and the TCP echo goes on.
+//!
+//! The stop (`on_detach`: a provider's detach or the unload) cancels the listening task, the UDP
+//! task and every connection's ([`TaskCell`], [`TaskSet`]): a pending accept, receive or send closes its
 //! socket, so every task ends at once; the unload waits for them. A connection ended by the stop
 //! is `closed`, not `failed`.
 //!
@@ -29,7 +34,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use core::task::Poll;
 
 use wsk_client::buffer::Buffer;
-use wsk_client::socket::{Listener, Socket, SocketOption};
+use wsk_client::socket::{Datagram, Listener, Socket, SocketOption};
 use wsk_client::sys::{AF_INET, AF_INET6};
 use wsk_client::task::{self, TaskCell, TaskSet};
 use wsk_client::text::AddressText;
@@ -59,6 +64,13 @@ const ACCEPT_FAILURES: u32 = 5;
 /// The listening task.
 static LISTENER: TaskCell = TaskCell::new();
 
+/// The UDP echo's task.
+static UDP: TaskCell = TaskCell::new();
+
+/// The largest datagram echoed whole (a longer one is cut to it, as UDP cuts to a receiver's
+/// buffer).
+const DATAGRAM: usize = 2048;
+
 /// The connections' tasks.
 static CONNECTIONS: TaskSet<MAX_CONNECTIONS> = TaskSet::new();
 
@@ -72,6 +84,7 @@ static EVENTS: AtomicBool = AtomicBool::new(true);
 /// process: tests).
 pub(crate) fn reset() {
     LISTENER.reset();
+    UDP.reset();
     CONNECTIONS.reset();
     ACCEPTED.store(0, Ordering::Relaxed);
     EVENTS.store(true, Ordering::Relaxed);
@@ -83,12 +96,17 @@ pub(crate) fn start(parameters: Parameters) {
         Ok(task) => LISTENER.keep(task),
         Err(status) => log_listen_failed(c"start", status),
     }
+    match task::spawn::<WskEchoServer, _>(udp(parameters.address)) {
+        Ok(task) => UDP.keep(task),
+        Err(status) => log_udp_not_served(c"start", status),
+    }
 }
 
 /// The stop: cancels the listening task and every connection's (a cancel that comes before a
 /// task is kept is remembered).
 pub(crate) fn stop() {
     LISTENER.cancel();
+    UDP.cancel();
     CONNECTIONS.cancel();
 }
 
@@ -360,4 +378,89 @@ fn move_to_front(bytes: &mut [u8], from: usize, length: usize) {
             *slot = byte;
         }
     }
+}
+
+fn log_udp_not_served(step: &CStr, status: NtError) {
+    // SAFETY: `%s` takes a NUL-terminated string, `%08X` the `u32`; no Unicode conversion.
+    let _ = unsafe {
+        dbg_print!(
+            WskEchoServer,
+            DPFLTR_WARNING_LEVEL,
+            "udp: not served: %s 0x%08X",
+            step.as_ptr(),
+            status.bits()
+        )
+    };
+}
+
+/// The UDP echo (RFC 862's other half) on the same address and port: each datagram goes back to
+/// its sender, until the stop. A provider without datagram sockets (Wine's) is said (`udp: not
+/// served: socket 0xC0000002`) and the TCP echo goes on.
+async fn udp(address: SocketAddr) {
+    let reference = match acquire().await {
+        Ok(reference) => reference,
+        Err(status) => return log_udp_not_served(c"attach", status),
+    };
+    let family = match address {
+        SocketAddr::V4(_) => AF_INET,
+        SocketAddr::V6(_) => AF_INET6,
+    };
+    let socket = match Datagram::create(&reference, family).await {
+        Ok(socket) => socket,
+        Err(status) => return log_udp_not_served(c"socket", status),
+    };
+    if let Err(status) = socket.bind(address).await {
+        return log_udp_not_served(c"bind", status);
+    }
+    let mut buffer = match Buffer::new::<WskEchoServer>(DATAGRAM) {
+        Ok(buffer) => buffer,
+        Err(status) => return log_udp_not_served(c"buffer", status),
+    };
+    let text = AddressText::new(address);
+    // SAFETY: `%s` takes a NUL-terminated string; no Unicode conversion.
+    let _ = unsafe {
+        dbg_print!(
+            WskEchoServer,
+            DPFLTR_INFO_LEVEL,
+            "udp: echoing on %s",
+            text.as_cstr().as_ptr()
+        )
+    };
+    let mut echoed: u32 = 0;
+    loop {
+        let (received, back) = socket.receive_from(buffer).await;
+        buffer = back;
+        let (length, sender) = match received {
+            Ok(datagram) => datagram,
+            Err(_) if stopped().await => break,
+            Err(status) => {
+                // SAFETY: `%08X` takes the `u32`; no Unicode conversion.
+                let _ = unsafe {
+                    dbg_print!(
+                        WskEchoServer,
+                        DPFLTR_ERROR_LEVEL,
+                        "udp: receive failed: 0x%08X",
+                        status.bits()
+                    )
+                };
+                break;
+            }
+        };
+        let (sent, back) = socket.send_to(buffer, length, sender).await;
+        buffer = back;
+        if sent.is_ok() {
+            echoed = echoed.wrapping_add(1);
+        }
+    }
+    socket.close();
+    drop(reference);
+    // SAFETY: `%u` takes the `u32`; no Unicode conversion.
+    let _ = unsafe {
+        dbg_print!(
+            WskEchoServer,
+            DPFLTR_INFO_LEVEL,
+            "udp: closed: %u datagrams echoed",
+            echoed
+        )
+    };
 }

@@ -296,3 +296,39 @@ fn connections_get_tcp_nodelay_and_receive_events_and_the_listener_exclusive_use
     assert!(!events.contains(&wsk_host_model::Event::WskReceive));
     s.driver_unload();
 }
+
+#[test]
+fn datagrams_are_echoed_to_their_sender_on_the_same_port() {
+    let mut s = started(7013, None);
+    wait_log(&s, "wsk_echo_server: udp: echoing on 0.0.0.0:7013");
+    let (a, b) = (
+        wsk_host_model::datagram_peer(40_001),
+        wsk_host_model::datagram_peer(40_002),
+    );
+    assert!(a.send(b"first", LIMIT) && b.send(b"second", LIMIT) && a.send(b"third", LIMIT));
+    assert_eq!(a.receive(2, LIMIT), [b"first".to_vec(), b"third".to_vec()]);
+    assert_eq!(b.receive(1, LIMIT), [b"second".to_vec()]);
+    s.driver_unload();
+    assert!(
+        log_line(&s, "wsk_echo_server: udp: closed: 3 datagrams echoed"),
+        "{:#?}",
+        s.log()
+    );
+}
+
+#[test]
+fn a_provider_without_datagram_sockets_is_said_and_tcp_is_served_all_the_same() {
+    let mut s = wsk_host_model::session();
+    s.set_parameter("Parameters", "Port", REG_DWORD, &7014u32.to_le_bytes());
+    s.register_provider(ProviderConfig {
+        datagram_unsupported: true,
+        ..ProviderConfig::default_wsk()
+    });
+    assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
+    wait_log(&s, "wsk_echo_server: udp: not served: socket 0xC0000002");
+    wait_log(&s, "wsk_echo_server: listening on 0.0.0.0:7014");
+    let c = client();
+    c.send(b"tcp");
+    assert_eq!(c.receive(3, LIMIT), b"tcp");
+    s.driver_unload();
+}
