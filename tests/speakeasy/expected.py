@@ -44,6 +44,8 @@ wskregister_only = pytest.mark.applies(not NMR, reason="%s attaches through raw 
                                        "WskRegister" % PROFILE.name)
 connection_only = pytest.mark.applies(CONN, reason="%s holds no connection (queues no work "
                                       "item, never waits)" % PROFILE.name)
+server_only = pytest.mark.applies(PROFILE.server, reason="%s is not the echo server (no "
+                                  "listening socket)" % PROFILE.name)
 
 # The Wait of the library's unload: 5 s, relative (crates/wsk-client/src/runtime.rs).
 UNLOAD_WAIT = -5000 * TICKS_PER_MS

@@ -54,7 +54,7 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("image", nargs="?", help="the .sys to run (default: $WSK_DRIVER_SYS or "
                     "target/x86_64-pc-windows-msvc/release/wsk_attach.sys)")
-    ap.add_argument("--provider", "-p", default="default",
+    ap.add_argument("--provider", "-p", "--scenario", dest="provider", default="default",
                     help="provider scenario (default: %(default)s; --list shows all)")
     ap.add_argument("--list", action="store_true", help="list the provider scenarios and exit")
     ap.add_argument("--all", action="store_true",

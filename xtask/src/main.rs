@@ -16,8 +16,9 @@
 //!   Winsock client (see `echo_bench.rs`);
 //! - `ci`: every check — fmt, clippy (host and kernel target), host tests, rustdoc, bounded
 //!   fuzzing, the sanitizers, the cross build, the image check, the C baseline's figures, the
-//!   signed packages and their checks, the Speakeasy tests and the Wine `sc.exe` tests of every
-//!   signed image, and the workflow lint (the README's test command; `.ci/run` runs it).
+//!   signed packages and their checks, the Speakeasy tests (for the echo server's images, their
+//!   own suite, `tests/speakeasy/test_server.py`) and the Wine `sc.exe` tests of every signed
+//!   image, and the workflow lint (the README's test command; `.ci/run` runs it).
 
 // Build tooling, not kernel code: an out-of-range index here is a bug to stop on, with a message.
 #![allow(clippy::indexing_slicing)]
@@ -108,16 +109,19 @@ fn sys(args: &[String]) -> Result<(), String> {
 
 /// The Speakeasy end-to-end tests of one image, whose test profile is `profile`.
 fn speakeasy_tests(image: &Path, profile: &str) -> Result<(), String> {
+    speakeasy_suite(image, profile, "tests/speakeasy")
+}
+
+/// The echo server's own Speakeasy suite (its listening socket, accept, receive events and UDP
+/// echo; the generic suites expect a client's connection and do not run it yet).
+const SERVER_SUITE: &str = "tests/speakeasy/test_server.py";
+
+/// The Speakeasy tests in `tests` (a directory or a file) of one image, whose test profile is
+/// `profile`.
+fn speakeasy_suite(image: &Path, profile: &str, tests: &str) -> Result<(), String> {
     run(Command::new("bash").arg("tests/speakeasy/setup-venv.sh"))?;
     run(Command::new("target/speakeasy-venv/bin/python")
-        .args([
-            "-m",
-            "pytest",
-            "tests/speakeasy",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-        ])
+        .args(["-m", "pytest", tests, "-q", "-p", "no:cacheprovider"])
         .env("WSK_DRIVER_SYS", image)
         .env("WSK_DRIVER_PROFILE", profile))
 }
@@ -172,6 +176,8 @@ fn ci() -> Result<(), String> {
         image::self_test(image, &root())?;
         if driver.speakeasy {
             speakeasy_tests(signed, driver.image)?;
+        } else if driver.package == "wsk-echo-server" {
+            speakeasy_suite(signed, driver.image, SERVER_SUITE)?;
         }
         run(Command::new("bash")
             .arg("tests/wine/run.sh")

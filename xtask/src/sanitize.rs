@@ -29,6 +29,8 @@ const RACE_TESTS: &[&str] = &[
     "datagrams",
     "--test",
     "receive_events",
+    "--test",
+    "accept_events",
 ];
 
 /// The test targets, per package: everything but the loom test and the build tooling.

@@ -24,8 +24,9 @@ pub struct Driver {
     pub features: &'static str,
     /// The image's name here (`<image>.sys`), and its test profile (`tests/driver_profiles.py`).
     pub image: &'static str,
-    /// Whether the Speakeasy suites run it (not yet the echo server's: its provider side of
-    /// listen and accept is not emulated there yet, issue 18; the host model and Wine test it).
+    /// Whether the generic Speakeasy suites run it (not the echo server's: it has a suite of its
+    /// own, `tests/speakeasy/test_server.py`, with the provider side of listening sockets,
+    /// events and datagrams).
     pub speakeasy: bool,
 }
 

@@ -171,8 +171,9 @@ fn without_events_at_the_provider_a_read_is_a_wsk_receive() {
     assert_eq!((read.as_slice(), end), (&b"no events here"[..], Ok(0)));
     assert_eq!(count(&s, |e| matches!(e, Event::WskReceiveEvent { .. })), 0);
     assert!(
-        s.log().iter().any(|l| l
-            == "test_driver: events: no receive events (0xC0000002): receiving with WskReceive"),
+        s.log()
+            .iter()
+            .any(|l| l == "test_driver: events: no receive events (0xC0000002): with IRPs"),
         "{:#?}",
         s.log()
     );

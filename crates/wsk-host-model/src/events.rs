@@ -9,7 +9,8 @@
 use wsk_sys::{
     GUID, MDL, MDL_SOURCE_IS_NONPAGED_POOL, NPI_WSK_INTERFACE_ID, NTSTATUS, PVOID,
     STATUS_DATA_NOT_ACCEPTED, STATUS_SUCCESS, WSK_BUF, WSK_CLIENT_CONNECTION_DISPATCH,
-    WSK_DATA_INDICATION, WSK_EVENT_CALLBACK_CONTROL, WSK_EVENT_DISCONNECT, WSK_EVENT_RECEIVE,
+    WSK_DATA_INDICATION, WSK_EVENT_ACCEPT, WSK_EVENT_CALLBACK_CONTROL, WSK_EVENT_DISCONNECT,
+    WSK_EVENT_RECEIVE,
 };
 
 use crate::Status;
@@ -59,7 +60,8 @@ pub(crate) fn control(socket: usize, input: PVOID, size: usize, irp: usize) -> N
         }
         let peer = s.peers.get_mut(&socket).ok_or(Status::INVALID_PARAMETER)?;
         let callbacks = peer.events.as_mut().ok_or(Status::INVALID_PARAMETER)?;
-        callbacks.enabled |= control.EventMask & (WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT);
+        callbacks.enabled |=
+            control.EventMask & (WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT | WSK_EVENT_ACCEPT);
         s.events.push(Event::EventsEnabled {
             mask: control.EventMask,
         });
@@ -67,7 +69,10 @@ pub(crate) fn control(socket: usize, input: PVOID, size: usize, irp: usize) -> N
     });
     match enabled {
         Ok(()) => {
-            crate::kernel::spawn_provider(move || indicate(socket));
+            crate::kernel::spawn_provider(move || {
+                indicate(socket);
+                crate::socket::match_accepts(socket);
+            });
             STATUS_SUCCESS
         }
         Err(status) => status.raw(),
@@ -249,4 +254,51 @@ fn taken(s: &mut State, socket: usize, indicated: usize, status: NTSTATUS, accep
             callbacks.paused = true;
         }
     }
+}
+
+/// Offers `socket` (accepted on `listener`, from 127.0.0.1:`port`) to the client's
+/// `WskAcceptEvent` at `DISPATCH_LEVEL`: whether it took it (it then gave the socket's own
+/// context and dispatch, recorded for its events).
+pub(crate) fn offer(listener: Callbacks, socket: usize, port: u16) -> bool {
+    // SAFETY: the client's listening socket dispatch ('static, per WskSocket).
+    let callbacks = unsafe { &*(listener.dispatch as *const wsk_sys::WSK_CLIENT_LISTEN_DISPATCH) };
+    let Some(event) = callbacks.WskAcceptEvent else {
+        return false;
+    };
+    let mut remote = wsk_sys::SOCKADDR_IN {
+        sin_family: wsk_sys::AF_INET,
+        sin_port: port.to_be(),
+        sin_addr: [127, 0, 0, 1],
+        sin_zero: [0; 8],
+    };
+    let mut context: PVOID = std::ptr::null_mut();
+    let mut dispatch: *const WSK_CLIENT_CONNECTION_DISPATCH = std::ptr::null();
+    let irql = state::with(|s| crate::irql::callback(s, "WskAcceptEvent"));
+    // SAFETY: the client's callback with its listening socket's context, addresses valid for
+    // the call, the new socket and the out-parameters.
+    let status = crate::irql::at(irql, || unsafe {
+        event(
+            listener.context as PVOID,
+            0,
+            std::ptr::null_mut(),
+            (&raw mut remote).cast(),
+            socket as *mut wsk_sys::WSK_SOCKET,
+            &raw mut context,
+            &raw mut dispatch,
+        )
+    });
+    state::with(|s| {
+        s.events.push(Event::WskAcceptEvent { status });
+        if status == STATUS_SUCCESS
+            && !dispatch.is_null()
+            && let Some(peer) = s.peers.get_mut(&socket)
+        {
+            peer.events = Some(Callbacks {
+                context: context as usize,
+                dispatch: dispatch as usize,
+                ..Callbacks::default()
+            });
+        }
+    });
+    status == STATUS_SUCCESS
 }

@@ -280,14 +280,15 @@ unsafe extern "system" fn wsk_socket(
     _SocketType: u16,
     _Protocol: u32,
     Flags: u32,
-    _SocketContext: PVOID,
-    _Dispatch: *const c_void,
+    SocketContext: PVOID,
+    Dispatch: *const c_void,
     _OwningProcess: *mut EPROCESS,
     _OwningThread: *mut ETHREAD,
     _SecurityDescriptor: *mut SECURITY_DESCRIPTOR,
     Irp: *mut IRP,
 ) -> NTSTATUS {
     let injected = provider_call("WskSocket", Client);
+    let callbacks = (SocketContext as usize, Dispatch as usize);
     let listen = Flags == wsk_sys::WSK_FLAG_LISTEN_SOCKET;
     let datagram = Flags == wsk_sys::WSK_FLAG_DATAGRAM_SOCKET;
     if datagram
@@ -340,7 +341,7 @@ unsafe extern "system" fn wsk_socket(
                 state::with(|s| s.violation("a hanging WskSocket was never cancelled".into()));
             }
             if made_anyway {
-                let socket = new_socket(provider, listen);
+                let socket = new_socket(provider, listen, callbacks);
                 irp::complete(irp_addr as *mut IRP, Status::SUCCESS, socket);
             } else {
                 irp::complete(
@@ -357,7 +358,7 @@ unsafe extern "system" fn wsk_socket(
         spawn_provider(move || irp::complete(irp_addr as *mut IRP, status, 0));
         return Status::PENDING.raw();
     }
-    let socket = new_socket(provider, listen);
+    let socket = new_socket(provider, listen, callbacks);
     let inline = state::with(|s| {
         s.provider(provider)
             .is_some_and(|p| p.config.requests_complete_inline)
@@ -372,16 +373,26 @@ unsafe extern "system" fn wsk_socket(
 
 /// A new socket of `provider` — a connection socket with its echo peer (`Some(false)`), a
 /// listening one (`Some(true)`) or a datagram one with its echo peer (`None`); its address.
-fn new_socket(provider: ProviderId, listen: Option<bool>) -> usize {
+fn new_socket(provider: ProviderId, listen: Option<bool>, callbacks: (usize, usize)) -> usize {
     let dispatch: *const c_void = match listen {
         Some(true) => (&raw const super::socket::LISTEN_DISPATCH).cast(),
         Some(false) => (&raw const super::socket::DISPATCH).cast(),
         None => (&raw const super::socket::DATAGRAM_DISPATCH).cast(),
     };
-    let socket = super::socket::Peer::insert(provider, dispatch, |peer| match listen {
-        Some(true) => peer.listen = Some(super::socket::Listen::default()),
-        Some(false) => {}
-        None => peer.datagrams = Some(std::collections::VecDeque::new()),
+    let socket = super::socket::Peer::insert(provider, dispatch, |peer| {
+        match listen {
+            Some(true) => peer.listen = Some(super::socket::Listen::default()),
+            Some(false) => {}
+            None => peer.datagrams = Some(std::collections::VecDeque::new()),
+        }
+        // The client's context and dispatch for the socket's event callbacks.
+        if callbacks.1 != 0 {
+            peer.events = Some(super::events::Callbacks {
+                context: callbacks.0,
+                dispatch: callbacks.1,
+                ..super::events::Callbacks::default()
+            });
+        }
     });
     state::with(|s| {
         s.events.push(Event::WskSocket {
@@ -424,7 +435,7 @@ unsafe extern "system" fn wsk_socket_connect(
         spawn_provider(move || irp::complete(irp_addr as *mut IRP, status, 0));
         return Status::PENDING.raw();
     }
-    let socket = new_socket(provider, Some(false));
+    let socket = new_socket(provider, Some(false), (0, 0));
     state::with(|s| {
         s.events.push(Event::WskSocketConnect);
         if let Some(peer) = s.peers.get_mut(&socket) {

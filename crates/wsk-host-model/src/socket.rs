@@ -563,6 +563,7 @@ unsafe extern "system" fn accept(
 /// Pairs the listening socket's pending accepts with its waiting remote clients: each pair gets
 /// an accepted socket, its remote address written, the accept completed.
 pub(crate) fn match_accepts(listener: usize) {
+    offer_accepts(listener);
     loop {
         let paired = state::with(|s| {
             let peer = s.peers.get_mut(&listener)?;
@@ -610,6 +611,60 @@ pub(crate) fn match_accepts(listener: usize) {
         }
         crate::kernel::spawn_provider(move || {
             irp::complete(irp as *mut IRP, Status::SUCCESS, socket);
+        });
+    }
+}
+
+/// With the listening socket's accept events on, its waiting remote clients go to the client's
+/// `WskAcceptEvent` instead: each gets a connection socket, kept when the client takes it and
+/// closed (by the provider) when it refuses it.
+fn offer_accepts(listener: usize) {
+    loop {
+        let offered = state::with(|s| {
+            let peer = s.peers.get_mut(&listener)?;
+            let provider = peer.provider;
+            let callbacks = peer
+                .events
+                .filter(|c| c.enabled & wsk_sys::WSK_EVENT_ACCEPT != 0)?;
+            if peer.closing || callbacks.indicating {
+                return None;
+            }
+            let remote = peer.listen.as_mut()?.backlog.pop_front()?;
+            // One callback at a time, and the close waits for it.
+            if let Some(c) = peer.events.as_mut() {
+                c.indicating = true;
+            }
+            Some((callbacks, remote, provider))
+        });
+        let Some((callbacks, remote, provider)) = offered else {
+            return;
+        };
+        let dispatch = (&raw const DISPATCH).cast();
+        let socket = Peer::insert(provider, dispatch, |peer| {
+            peer.connected = true;
+            peer.remote = Some(remote);
+        });
+        let port = state::with(|s| {
+            s.events.push(Event::WskSocket {
+                status: Status::SUCCESS,
+            });
+            let remote = s.remotes.get_mut(&remote)?;
+            remote.socket = Some(socket);
+            Some(remote.port)
+        });
+        let taken = crate::events::offer(callbacks, socket, port.unwrap_or(0));
+        state::with(|s| {
+            if !taken {
+                // Refused: the provider closes the connection.
+                s.peers.remove(&socket);
+                if let Some(r) = s.remotes.get_mut(&remote) {
+                    r.server_closed = true;
+                    r.socket = None;
+                }
+            }
+            if let Some(c) = s.peers.get_mut(&listener).and_then(|p| p.events.as_mut()) {
+                c.indicating = false;
+            }
         });
     }
 }

@@ -240,6 +240,8 @@ pub enum Event {
     },
     /// `WskDisconnectEvent`.
     WskDisconnectEvent,
+    /// `WskAcceptEvent`, answered `status`.
+    WskAcceptEvent { status: wsk_sys::NTSTATUS },
     /// `WskControlSocket` (`request`: `WskSetOption` 0, ...) of option `name` at `level`, with a
     /// 4-byte input `value`.
     WskControlSocket {

@@ -28,6 +28,8 @@ pub const STATUS_CANCELLED: NTSTATUS = ntstatus(0xC000_0120);
 pub const STATUS_IO_TIMEOUT: NTSTATUS = ntstatus(0xC000_00B5);
 pub const STATUS_MORE_PROCESSING_REQUIRED: NTSTATUS = ntstatus(0xC000_0016);
 pub const STATUS_CONNECTION_ABORTED: NTSTATUS = ntstatus(0xC000_0241);
+/// `STATUS_REQUEST_NOT_ACCEPTED`: an accept event callback refuses the connection.
+pub const STATUS_REQUEST_NOT_ACCEPTED: NTSTATUS = ntstatus(0xC000_00D0);
 /// `STATUS_DATA_NOT_ACCEPTED`: a receive event callback took none of the data indicated.
 pub const STATUS_DATA_NOT_ACCEPTED: NTSTATUS = ntstatus(0xC000_021B);
 pub const STATUS_CONNECTION_REFUSED: NTSTATUS = ntstatus(0xC000_0236);

@@ -502,6 +502,36 @@ pub struct WSK_CLIENT_CONNECTION_DISPATCH {
     pub WskSendBacklogEvent: PFN_WSK_SEND_BACKLOG_EVENT,
 }
 
+/// `PFN_WSK_ACCEPT_EVENT`: `(SocketContext, Flags, LocalAddress, RemoteAddress, AcceptSocket,
+/// AcceptSocketContext, AcceptSocketDispatch)`; `STATUS_SUCCESS` takes the socket (and gives its
+/// context and client dispatch), `STATUS_REQUEST_NOT_ACCEPTED` refuses it (the provider closes
+/// it). A NULL `AcceptSocket`: the listening socket no longer works. Called at IRQL <=
+/// `DISPATCH_LEVEL`.
+pub type PFN_WSK_ACCEPT_EVENT = Option<
+    unsafe extern "system" fn(
+        SocketContext: PVOID,
+        Flags: u32,
+        LocalAddress: *mut SOCKADDR,
+        RemoteAddress: *mut SOCKADDR,
+        AcceptSocket: *mut WSK_SOCKET,
+        AcceptSocketContext: *mut PVOID,
+        AcceptSocketDispatch: *mut *const WSK_CLIENT_CONNECTION_DISPATCH,
+    ) -> NTSTATUS,
+>;
+
+/// `WSK_CLIENT_LISTEN_DISPATCH`: a listening socket's event callbacks (the inspect and abort
+/// events of conditional accept are never set here). Size 24.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WSK_CLIENT_LISTEN_DISPATCH {
+    pub WskAcceptEvent: PFN_WSK_ACCEPT_EVENT,
+    pub WskInspectEvent: PVOID,
+    pub WskAbortEvent: PVOID,
+}
+
+// SAFETY: a table of function pointers (the two unused members NULL), read-only.
+unsafe impl Sync for WSK_CLIENT_LISTEN_DISPATCH {}
+
 /// `WSK_EVENT_CALLBACK_CONTROL`: `SO_WSK_EVENT_CALLBACK`'s input. Size 16.
 #[repr(C)]
 pub struct WSK_EVENT_CALLBACK_CONTROL {

@@ -416,3 +416,12 @@ fn mdl_and_receive_events() {
     assert_eq!(WSK_EVENT_DISABLE, 0x8000_0000);
     assert_eq!(STATUS_DATA_NOT_ACCEPTED.cast_unsigned(), 0xC000_021B);
 }
+
+#[test]
+fn accept_events() {
+    assert_eq!(size_of::<WSK_CLIENT_LISTEN_DISPATCH>(), 24);
+    assert_eq!(offset_of!(WSK_CLIENT_LISTEN_DISPATCH, WskInspectEvent), 8);
+    assert_eq!(offset_of!(WSK_CLIENT_LISTEN_DISPATCH, WskAbortEvent), 16);
+    assert_eq!(size_of::<PFN_WSK_ACCEPT_EVENT>(), 8);
+    assert_eq!(STATUS_REQUEST_NOT_ACCEPTED.cast_unsigned(), 0xC000_00D0);
+}

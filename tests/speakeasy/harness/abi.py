@@ -58,6 +58,7 @@ STATUS_NAMES = {
     STATUS_CONNECTION_REFUSED: "STATUS_CONNECTION_REFUSED",
     STATUS_CONNECTION_ABORTED: "STATUS_CONNECTION_ABORTED",
     STATUS_INVALID_DEVICE_REQUEST: "STATUS_INVALID_DEVICE_REQUEST",
+    0xC000021B: "STATUS_DATA_NOT_ACCEPTED",
 }
 
 # More failure statuses, for the failure matrix (tests/failure-matrix.txt).
@@ -164,6 +165,43 @@ AF_INET = 2
 SOCK_STREAM = 1
 IPPROTO_TCP = 6
 WSK_FLAG_CONNECTION_SOCKET = 2
+# Listening and datagram sockets (wsk.h, ws2def.h): their WSK_PROVIDER_LISTEN_DISPATCH and
+# WSK_PROVIDER_DATAGRAM_DISPATCH (both start with WSK_PROVIDER_BASIC_DISPATCH); (name, argc).
+WSK_FLAG_LISTEN_SOCKET = 1
+WSK_FLAG_DATAGRAM_SOCKET = 4
+SOCK_DGRAM = 2
+IPPROTO_UDP = 17
+WSK_LISTEN_DISPATCH_FUNCS = [
+    ("WskControlSocket", 10),
+    ("WskCloseSocket", 2),
+    ("WskBind", 4),
+    ("WskAccept", 7),
+    ("WskInspectComplete", 4),
+    ("WskGetLocalAddress", 3),
+]
+WSK_DATAGRAM_DISPATCH_FUNCS = [
+    ("WskControlSocket", 10),
+    ("WskCloseSocket", 2),
+    ("WskBind", 4),
+    ("WskSendTo", 7),
+    ("WskReceiveFrom", 8),
+    ("WskRelease", 2),
+    ("WskGetLocalAddress", 3),
+]
+# WskControlSocket (wsk.h, ws2def.h): WskSetOption, the levels and options the server sets, and
+# SO_WSK_EVENT_CALLBACK with its WSK_EVENT_CALLBACK_CONTROL input {NpiId*, EventMask} (16 bytes).
+WSK_SET_OPTION = 0
+SOL_SOCKET = 0xFFFF
+SO_EXCLUSIVEADDRUSE = 0xFFFFFFFB  # (int)(~SO_REUSEADDR)
+TCP_NODELAY = 1
+SO_WSK_EVENT_CALLBACK = 0x4002
+SIZEOF_WSK_EVENT_CALLBACK_CONTROL = 16
+WSK_EVENT_RECEIVE = 0x40
+WSK_EVENT_DISCONNECT = 0x80
+# A WSK_DATA_INDICATION {Next, WSK_BUF {Mdl, Offset (ULONG), Length (SIZE_T)}}: 32 bytes.
+SIZEOF_WSK_DATA_INDICATION = 32
+# STATUS_DATA_NOT_ACCEPTED: a receive event callback took none of the data.
+STATUS_DATA_NOT_ACCEPTED = 0xC000021B
 # IRP (x64, wdm.h): sizeof(IRP) 0xD0, then the IO_STACK_LOCATIONs (0x48 each).
 IO_TYPE_IRP = 6
 SIZEOF_IRP = 0xD0
@@ -182,7 +220,8 @@ MDL_MAPPED_SYSTEM_VA = 0x18
 MDL_BYTE_COUNT = 0x28
 MDL_SOURCE_IS_NONPAGED_POOL = 0x0004
 PAGE_SIZE = 0x1000
-PEERS = (None, "echo", "refuse", "silent")
+# "client": a remote client of the driver's listening and datagram sockets (Scenario.client).
+PEERS = (None, "echo", "refuse", "silent", "client")
 
 DEFAULT_IMAGE = driver_profiles.DEFAULT_IMAGE
 

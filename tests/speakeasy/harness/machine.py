@@ -322,6 +322,8 @@ class Machine:
             parts = ["the system after DriverEntry: the work items it queued run"]
             if self.scenario.after_entry:
                 parts.append("then the provider's events")
+            if self.scenario.client:
+                parts.append("then the remote client's steps")
             if self.scenario.unload_after_ms:
                 parts.append("sc stop %d ms after that" % self.scenario.unload_after_ms)
             self.ev("run", "after DriverEntry", text="; ".join(parts))
@@ -366,7 +368,7 @@ class Machine:
                         % ", ".join(self.skipped_exports))
             if st == STATUS_SUCCESS:
                 if (self.scenario.after_entry or self.work_queue or self._blocked()
-                        or self.scenario.unload_after_ms):
+                        or self.scenario.unload_after_ms or self.scenario.client):
                     self._add_run("after DriverEntry", self.trigger_stub)
             else:
                 self._image_unmapped("DriverEntry failed")
@@ -497,6 +499,8 @@ class Machine:
                 else:
                     raise HarnessError("unknown after_entry action %r" % action)
                 yield from self._settle()
+            if self.scenario.client:  # the remote client's steps (provider.py)
+                yield from self._client_script_gen()
             self.settled_at = self.now
             if self.scenario.unload_after_ms:
                 deadline = self.now + self.scenario.unload_after_ms * TICKS_PER_MS

@@ -204,6 +204,23 @@ class SocketRec:
     received_by_peer: bytes = b""  # what the peer got (sent by the driver)
     to_driver: bytes = b""  # what the peer sent that the driver has not received yet
     closed_seq: Optional[int] = None
+    # The server side (Scenario.peer "client"): "connection", "listen" (state "listening" once
+    # bound) or "datagram"; an accepted socket's listening socket, AcceptSocketContext and
+    # WSK_CLIENT_CONNECTION_DISPATCH callbacks; the events SO_WSK_EVENT_CALLBACK turned on; the
+    # options set ((level, name, value)); the client's close seen; the datagrams the driver sent
+    # ((to, bytes)) and those the senders sent it that no receive took yet ((from, bytes)).
+    kind: str = "connection"
+    local: str = ""
+    accepted_by: Optional[int] = None
+    context: int = 0
+    receive_event: int = 0
+    disconnect_event: int = 0
+    send_backlog_event: int = 0
+    events_mask: int = 0
+    options: List[tuple] = field(default_factory=list)
+    peer_closed: bool = False
+    datagrams_sent: List[tuple] = field(default_factory=list)
+    datagrams_to_driver: List[tuple] = field(default_factory=list)
 
 
 @dataclass

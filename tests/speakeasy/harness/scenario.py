@@ -131,6 +131,19 @@ class Scenario:
     detach_irql: the IRQL at which NMR calls ClientDetachProvider and ClientCleanupBindingContext
       ("PASSIVE_LEVEL", or "DISPATCH_LEVEL": their pages allow IRQL <= DISPATCH_LEVEL, and
       tests/irql-rules.txt lists both); every other callback runs at its table's default.
+    client: with peer "client", the remote client's script, run after DriverEntry (once its
+      work items settled, each step followed by a settle), before `sc stop`: ("connect",) (the
+      driver's pending WskAccept completes with a new connection socket, its peer CLIENT_ADDRESS),
+      ("send", bytes) (indicated to the accepted socket's WskReceiveEvent at DISPATCH_LEVEL when
+      the driver turned receive events on, else queued for its WskReceive), ("close",) (the
+      client's graceful close: WskDisconnectEvent(SocketContext, 0), else a WskReceive completes
+      with 0 bytes), ("datagram", bytes) (the driver's pending WskReceiveFrom completes with it,
+      from DATAGRAM_SENDER). What the driver sends is recorded (SocketRec.received_by_peer,
+      SocketRec.datagrams_sent), never echoed back.
+    control_stub: WskControlSocket answers STATUS_NOT_IMPLEMENTED without taking its IRP (Wine's
+      stub; for SO_WSK_EVENT_CALLBACK, which has no IRP, it just returns that status).
+    datagram_sockets: WskSocket makes datagram sockets (False: it completes the IRP of a
+      datagram WskSocket with STATUS_NOT_IMPLEMENTED, like Wine's provider).
     """
 
     name: str = "default"
@@ -163,6 +176,9 @@ class Scenario:
     peer_chunk: int = 0
     fail_call: Optional[Tuple[str, int, int]] = None
     detach_irql: str = "PASSIVE_LEVEL"
+    client: Tuple[tuple, ...] = ()
+    control_stub: bool = False
+    datagram_sockets: bool = True
 
     def __post_init__(self):
         if self.peer not in PEERS:
@@ -219,6 +235,28 @@ def echo_parameters(host: str = ECHO_HOST, port: int = ECHO_PORT,
     """The service key's Parameters subkey the echo driver reads: Host, Port, Message."""
     return {"Parameters": {"Host": reg_sz(host), "Port": reg_dword(port),
                            "Message": reg_sz(message)}}
+
+
+# The echo server's parameters and its remote clients in the server scenarios
+# (examples/wsk-echo-server/src/parameters.rs).
+SERVER_PORT = 7
+SERVER_DRIVERS = ("wsk_echo_server", "wsk_echo_server_wskregister")
+CLIENT_ADDRESS = "192.0.2.10:49152"
+DATAGRAM_SENDER = "192.0.2.20:40000"
+SERVER_DATA = b"hello, echo server"
+SERVER_DATAGRAM = b"ping over udp"
+
+
+def server_parameters(port: int = SERVER_PORT, max_connections: Optional[int] = None,
+                      address: Optional[str] = None) -> Dict[str, Dict[str, Tuple[int, bytes]]]:
+    """The service key's Parameters subkey the echo server reads: Port, and optionally
+    MaxConnections and Address."""
+    values = {"Port": reg_dword(port)}
+    if max_connections is not None:
+        values["MaxConnections"] = reg_dword(max_connections)
+    if address is not None:
+        values["Address"] = reg_sz(address)
+    return {"Parameters": values}
 
 
 def _inverted(h, l):
@@ -415,4 +453,25 @@ SCENARIOS: Dict[str, Scenario] = {
                     "the socket is closed at once",
         registry=echo_parameters(), peer="echo", fail_mdl_allocations=True,
         needs_connection=True),
+    "server": Scenario(
+        name="server",
+        description="Parameters say Port %d: the server listens (SO_EXCLUSIVEADDRUSE, bind, "
+                    "accept with receive events); a client connects, sends %d bytes (indicated "
+                    "to WskReceiveEvent at DISPATCH_LEVEL, echoed with WskSend) and closes "
+                    "(WskDisconnectEvent); a datagram is echoed to its sender; sc stop 1 s later"
+                    % (SERVER_PORT, len(SERVER_DATA)),
+        registry=server_parameters(), peer="client", unload_after_ms=1000,
+        client=(("connect",), ("send", SERVER_DATA), ("close",),
+                ("datagram", SERVER_DATAGRAM)),
+        drivers=SERVER_DRIVERS),
+    "server-wine-like": Scenario(
+        name="server-wine-like",
+        description="as 'server', with a provider like Wine's: WskControlSocket is a stub "
+                    "(STATUS_NOT_IMPLEMENTED: no options, no receive events), no datagram "
+                    "sockets, WskDisconnect a stub, IoCancelIrp does nothing; the connection is "
+                    "served with WskReceive IRPs",
+        registry=server_parameters(), peer="client", unload_after_ms=1000,
+        client=(("connect",), ("send", SERVER_DATA), ("close",)),
+        control_stub=True, datagram_sockets=False, disconnect_stub=True,
+        peer_ignores_cancel=True, drivers=SERVER_DRIVERS),
 }

@@ -120,10 +120,17 @@ def format_trace(r: Result) -> str:
             ("IoCancelIrp does nothing", sc.peer_ignores_cancel),
             ("WskDisconnect is a stub", sc.disconnect_stub),
             ("requests completed inside the call", sc.complete_inline),
-            ("at most %d bytes per receive" % sc.peer_chunk, sc.peer_chunk)) if on]
+            ("at most %d bytes per receive" % sc.peer_chunk, sc.peer_chunk),
+            ("WskControlSocket is a stub", sc.control_stub),
+            ("no datagram sockets", not sc.datagram_sockets)) if on]
         L.append("  sockets: the peer %s%s" % (
             {"echo": "echoes", "refuse": "refuses connections",
-             "silent": "never answers"}[sc.peer], "; " + "; ".join(extra) if extra else ""))
+             "silent": "never answers",
+             "client": "is a remote client of the driver's sockets"}[sc.peer],
+            "; " + "; ".join(extra) if extra else ""))
+        if sc.client:
+            L.append("  the remote client: %s" % ", ".join(
+                " ".join([step[0]] + ["%r" % x for x in step[1:]]) for step in sc.client))
     if sc.detach_irql != "PASSIVE_LEVEL":
         L.append("  NMR calls ClientDetachProvider and ClientCleanupBindingContext at %s"
                  % sc.detach_irql)
@@ -265,6 +272,10 @@ def format_trace(r: Result) -> str:
                                                  " (%s)" % e.text if e.text else ""))
             if e.args.get("*data") is not None:
                 L.append("%s   data: %r" % (ind, e.args["*data"]))
+            if "*WskReceiveEvent" in e.args:
+                L.append("%s   AcceptSocketDispatch: %s" % (ind, ", ".join(
+                    "%s %s" % (n, "0x%x" % e.args["*" + n] if e.args["*" + n] else "NULL")
+                    for n in ("WskReceiveEvent", "WskDisconnectEvent", "WskSendBacklogEvent"))))
         elif e.kind == "io":
             tag = ""
             if "*irp" in e.args:
@@ -288,6 +299,9 @@ def format_trace(r: Result) -> str:
             else:
                 L.append("%s%s(%s)%s%s" % (ind, e.name, _fmt_args(e.args), tag,
                                            " (%s)" % e.text if e.text else ""))
+        elif e.kind == "wsk-callback":
+            L.append("%sWSK provider => driver %s(%s) at %s" % (ind, e.name, _fmt_args(e.args),
+                                                             level_name(e.irql)))
         elif e.kind == "io-callback":
             L.append("%sI/O manager => driver %s(%s) at %s" % (ind, e.name, _fmt_args(e.args),
                                                             level_name(e.irql)))

@@ -30,6 +30,7 @@ use core::net::SocketAddr;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
+mod accept_events;
 mod address;
 mod control;
 mod create;
@@ -39,6 +40,7 @@ pub mod indication;
 mod listener;
 mod op;
 
+pub use accept_events::BACKLOG;
 use address::Sockaddr;
 use control::Owned;
 pub use control::{AddressOp, SocketOption};
@@ -130,7 +132,16 @@ impl<C: Client> Socket<C> {
         })?;
         let requested = irp::call(reference, timeout, |reference, irp| {
             // SAFETY: the binding's WskSocket, with the request's IRP; PASSIVE_LEVEL.
-            unsafe { request_socket(Some(socket_fn), reference, family, Kind::CONNECTION, irp) }
+            unsafe {
+                request_socket(
+                    Some(socket_fn),
+                    reference,
+                    family,
+                    Kind::CONNECTION,
+                    (ptr::null_mut(), ptr::null()),
+                    irp,
+                )
+            }
         });
         let (status, information) = requested.inspect_err(|status| {
             log!(
@@ -498,17 +509,19 @@ impl Kind {
     };
 }
 
-/// Calls `WskSocket` for a socket of `family` and `kind`: no socket context or event dispatch
-/// (no callbacks).
+/// Calls `WskSocket` for a socket of `family` and `kind`, with its context and client dispatch
+/// (NULLs: no callbacks).
 ///
 /// # Safety
-/// `socket_fn` is the provider's `WskSocket` of `reference`'s binding; `irp` is a request's IRP
-/// with its completion routine set; IRQL <= `DISPATCH_LEVEL`.
+/// `socket_fn` is the provider's `WskSocket` of `reference`'s binding; the context lives until
+/// the socket's close completes and the dispatch is `'static` and of the socket's kind; `irp` is
+/// a request's IRP with its completion routine set; IRQL <= `DISPATCH_LEVEL`.
 unsafe fn request_socket<C: Client>(
     socket_fn: crate::sys::PFN_WSK_SOCKET,
     reference: &BindingRef<C>,
     family: u16,
     kind: Kind,
+    (context, dispatch): (crate::sys::PVOID, *const core::ffi::c_void),
     irp: *mut IRP,
 ) -> NTSTATUS {
     let Some(socket_fn) = socket_fn else {
@@ -522,8 +535,8 @@ unsafe fn request_socket<C: Client>(
             kind.socket_type,
             kind.protocol,
             kind.flags,
-            ptr::null_mut(),
-            ptr::null(),
+            context,
+            dispatch,
             ptr::null_mut(),
             ptr::null_mut(),
             ptr::null_mut(),

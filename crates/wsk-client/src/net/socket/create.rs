@@ -22,6 +22,17 @@ use crate::status::{NtError, NtStatus};
 use crate::sys::WSK_SOCKET;
 use crate::work::{self, Work};
 
+/// Which events block a new socket gets (its provider context).
+#[derive(Clone, Copy)]
+pub(super) enum WithEvents {
+    /// None: no callbacks.
+    No,
+    /// A connection's: receive and disconnect events into a ring.
+    Receive,
+    /// A listening socket's: accept events into a queue.
+    Accept,
+}
+
 /// What a socket's creation owns until the provider answered.
 pub(super) struct Creating<C: Client> {
     own: Option<BindingRef<C>>,
@@ -37,13 +48,13 @@ impl<C: Client> Creating<C> {
     /// began), its close's request and the orphan's work item; on failure, what was made so far
     /// with the status.
     pub(super) fn prepare(reference: &BindingRef<C>) -> Result<Self, (NtError, Self)> {
-        Self::prepare_with(reference, false)
+        Self::prepare_with(reference, WithEvents::No)
     }
 
-    /// [`Creating::prepare`], with a receive events block for the new socket when `events`.
+    /// [`Creating::prepare`], with an events block for the new socket as `events` says.
     pub(super) fn prepare_with(
         reference: &BindingRef<C>,
-        events: bool,
+        events: WithEvents,
     ) -> Result<Self, (NtError, Self)> {
         let mut creating = Self {
             own: None,
@@ -71,11 +82,17 @@ impl<C: Client> Creating<C> {
             Ok(orphan) => creating.orphan = Some(orphan),
             Err(status) => return Err((status, creating)),
         }
-        if events {
-            match EventsRef::new() {
-                Ok(block) => creating.events = Some(block),
-                Err(status) => return Err((status, creating)),
-            }
+        let block = match events {
+            WithEvents::No => return Ok(creating),
+            WithEvents::Receive => EventsRef::new(),
+            WithEvents::Accept => match reference.try_clone() {
+                Ok(listener) => EventsRef::for_listener(listener),
+                Err(error) => Err(NtError::from(error)),
+            },
+        };
+        match block {
+            Ok(block) => creating.events = Some(block),
+            Err(status) => return Err((status, creating)),
         }
         Ok(creating)
     }
@@ -83,6 +100,9 @@ impl<C: Client> Creating<C> {
     /// The new socket's provider context and client dispatch (its receive events), or NULLs.
     pub(super) fn events_context(&self) -> (crate::sys::PVOID, *const core::ffi::c_void) {
         match &self.events {
+            Some(events) if events.get().accepts.is_some() => {
+                super::accept_events::listen_context(events)
+            }
             Some(events) => (
                 events.context(),
                 ptr::from_ref(super::Events::<C>::dispatch()).cast(),
@@ -178,8 +198,9 @@ pub(super) fn create_op<C: Client>(
     reference: &BindingRef<C>,
     family: u16,
     kind: Kind,
+    events: WithEvents,
 ) -> Op<C, Creating<C>> {
-    let creating = match Creating::prepare(reference) {
+    let creating = match Creating::prepare_with(reference, events) {
         Ok(creating) => creating,
         Err((status, creating)) => return Op::failed(status, creating),
     };
@@ -192,9 +213,21 @@ pub(super) fn create_op<C: Client>(
     irp::start_or_orphan(
         reference,
         creating,
-        |reference, _, irp| {
-            // SAFETY: the binding's WskSocket, with the request's IRP; IRQL <= DISPATCH_LEVEL.
-            unsafe { super::request_socket(Some(socket_fn), reference, family, kind, irp) }
+        |reference, creating, irp| {
+            let (context, dispatch) = creating.events_context();
+            // SAFETY: the binding's WskSocket, with the socket's events context (alive until
+            // its close completes) and 'static client dispatch, or none, and the request's IRP;
+            // IRQL <= DISPATCH_LEVEL.
+            unsafe {
+                super::request_socket(
+                    Some(socket_fn),
+                    reference,
+                    family,
+                    kind,
+                    (context, dispatch),
+                    irp,
+                )
+            }
         },
         Creating::orphaned,
     )
@@ -207,9 +240,14 @@ pub struct CreateOp<C: Client> {
 }
 
 impl<C: Client> CreateOp<C> {
-    pub(super) fn new(reference: &BindingRef<C>, family: u16, kind: Kind) -> Self {
+    pub(super) fn new(
+        reference: &BindingRef<C>,
+        family: u16,
+        kind: Kind,
+        events: WithEvents,
+    ) -> Self {
         Self {
-            op: create_op(reference, family, kind),
+            op: create_op(reference, family, kind, events),
         }
     }
 }
@@ -238,7 +276,7 @@ impl<C: Client> Socket<C> {
     /// answered closes the socket the provider made for it (from a work item allocated with
     /// the request: no WSK call in a completion routine).
     pub fn create(reference: &BindingRef<C>, family: u16) -> CreateOp<C> {
-        CreateOp::new(reference, family, Kind::CONNECTION)
+        CreateOp::new(reference, family, Kind::CONNECTION, WithEvents::No)
     }
 }
 

@@ -18,7 +18,7 @@ use core::task::{Context, Poll};
 
 use super::address::{AddressSlot, Sockaddr};
 use super::control::{AddressOp, SocketOption};
-use super::create::CreateOp;
+use super::create::{CreateOp, WithEvents};
 use super::op::{SocketOp, poll_transfer};
 use super::{Kind, Owned, Socket};
 use crate::buffer::Buffer;
@@ -62,7 +62,7 @@ impl<C: Client> Datagram<C> {
     /// [`Datagram::bind`] gives it its local address.
     pub fn create(reference: &BindingRef<C>, family: u16) -> CreateDatagramOp<C> {
         CreateDatagramOp {
-            op: CreateOp::new(reference, family, Kind::DATAGRAM),
+            op: CreateOp::new(reference, family, Kind::DATAGRAM, WithEvents::No),
         }
     }
 

@@ -37,6 +37,7 @@ use crate::buffer::Buffer;
 use crate::client::Client;
 use crate::log::log;
 use crate::pool::PoolBox;
+use crate::provider::BindingRef;
 use crate::spin_lock::SpinLock;
 use crate::status::{NtError, NtStatus};
 use crate::sys::{
@@ -52,8 +53,9 @@ pub const RING: usize = 16 * 1024;
 
 /// The stream's state, under the block's lock.
 struct Stream {
-    /// The ring: `RING` bytes of pool (`C::EVENTS_TAG`), `len` of them from `start` (wrapping).
-    ring: NonNull<u8>,
+    /// The ring: `RING` bytes of pool (`C::EVENTS_TAG`), `len` of them from `start` (wrapping);
+    /// none for a listening socket's block.
+    ring: Option<NonNull<u8>>,
     start: usize,
     len: usize,
     /// The provider indicates nothing until a `WskReceive` (it kept data back).
@@ -72,7 +74,9 @@ unsafe impl Send for Stream {}
 /// A connection socket's event context: the provider's `SocketContext`.
 pub struct Events<C: Client> {
     stream: SpinLock<Stream>,
-    waker: AtomicWaker<AtomicU64, Slot>,
+    /// A listening socket's accepted connections (`super::accept_events`).
+    pub(super) accepts: Option<SpinLock<super::accept_events::AcceptQueue<C>>>,
+    pub(super) waker: AtomicWaker<AtomicU64, Slot>,
     /// Its owners ([`EventsRef`]): the socket, and its close's request until the close completed
     /// (after which the provider calls nothing); freed by the last.
     owners: AtomicU32,
@@ -94,10 +98,20 @@ unsafe impl<C: Client> Send for EventsRef<C> {}
 unsafe impl<C: Client> Sync for EventsRef<C> {}
 
 impl<C: Client> EventsRef<C> {
-    /// A new block, its one owner. IRQL <= `DISPATCH_LEVEL`.
+    /// A new block for a connection (its ring), its one owner. IRQL <= `DISPATCH_LEVEL`.
     pub(super) fn new() -> Result<Self, NtError> {
+        Self::with(true, None)
+    }
+
+    /// A new block for a listening socket (its accept queue, cloning `reference` for each
+    /// connection), its one owner. IRQL <= `DISPATCH_LEVEL`.
+    pub(super) fn for_listener(reference: BindingRef<C>) -> Result<Self, NtError> {
+        Self::with(false, Some(reference))
+    }
+
+    fn with(ring: bool, listener: Option<BindingRef<C>>) -> Result<Self, NtError> {
         // INVARIANT: a new block with one owner, this value.
-        Events::<C>::new().map(|block| Self {
+        Events::<C>::new(ring, listener).map(|block| Self {
             block: block.into_raw(),
         })
     }
@@ -148,13 +162,21 @@ impl<C: Client> Events<C> {
         &Self::DISPATCH
     }
 
-    /// A block and its ring in pool (tag `C::EVENTS_TAG`). IRQL <= `DISPATCH_LEVEL`.
-    fn new() -> Result<PoolBox<Self>, NtError> {
+    /// A block in pool (tag `C::EVENTS_TAG`), with its ring (a connection's) or its accept queue
+    /// (a listening socket's). IRQL <= `DISPATCH_LEVEL`.
+    fn new(ring: bool, listener: Option<BindingRef<C>>) -> Result<PoolBox<Self>, NtError> {
         let pool = &C::state().pool;
-        let ring = pool
-            .allocate_bytes(RING, C::EVENTS_TAG)
-            .ok_or(NtError::INSUFFICIENT_RESOURCES)?;
+        let ring = if ring {
+            Some(
+                pool.allocate_bytes(RING, C::EVENTS_TAG)
+                    .ok_or(NtError::INSUFFICIENT_RESOURCES)?,
+            )
+        } else {
+            None
+        };
         let events = Self {
+            accepts: listener
+                .map(|reference| SpinLock::new(super::accept_events::AcceptQueue::new(reference))),
             stream: SpinLock::new(Stream {
                 ring,
                 start: 0,
@@ -194,6 +216,10 @@ impl<C: Client> Events<C> {
             self.waker.wake();
             return STATUS_SUCCESS;
         }
+        let Some(ring) = stream.ring else {
+            // A listening socket's block has no stream.
+            return STATUS_DATA_NOT_ACCEPTED;
+        };
         if stream.receiving || stream.len == RING {
             stream.paused = true;
             return STATUS_DATA_NOT_ACCEPTED;
@@ -206,7 +232,7 @@ impl<C: Client> Events<C> {
             stream.start - end
         };
         let second = RING - stream.len - first;
-        let ring = stream.ring.as_ptr();
+        let ring = ring.as_ptr();
         // SAFETY: `end + first <= RING` bytes of the ring, free, reached under the lock.
         let to_end = unsafe { core::slice::from_raw_parts_mut(ring.wrapping_add(end), first) };
         // SAFETY: the provider's list (the callback's contract); its MDLs mapped as
@@ -263,9 +289,10 @@ impl<C: Client> Events<C> {
 
 impl<C: Client> Drop for Events<C> {
     fn drop(&mut self) {
-        let ring = self.stream.lock().ring;
-        // SAFETY: the ring was allocated with C::EVENTS_TAG by `new`, freed once (here).
-        unsafe { C::state().pool.free_bytes(ring, C::EVENTS_TAG) };
+        if let Some(ring) = self.stream.lock().ring {
+            // SAFETY: the ring was allocated with C::EVENTS_TAG by `new`, freed once (here).
+            unsafe { C::state().pool.free_bytes(ring, C::EVENTS_TAG) };
+        }
     }
 }
 
@@ -310,7 +337,7 @@ unsafe extern "system" fn disconnect_event<C: Client>(context: PVOID, flags: u32
 
 impl<C: Client> Socket<C> {
     /// The socket's events block, if it was made with one.
-    fn events(&self) -> Option<&Events<C>> {
+    pub(super) fn events(&self) -> Option<&Events<C>> {
         self.events.as_ref().map(EventsRef::get)
     }
 
@@ -321,6 +348,12 @@ impl<C: Client> Socket<C> {
     /// `STATUS_NOT_SUPPORTED` for a socket made without events; the provider's answer otherwise
     /// (Wine's stub: `STATUS_NOT_IMPLEMENTED`; [`Socket::read`] then posts `WskReceive`s).
     pub fn enable_receive_events(&self) -> Result<(), NtError> {
+        self.enable_events(WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT, c"receive")
+    }
+
+    /// `SO_WSK_EVENT_CALLBACK` enabling `mask` (`what`: for the log) on a socket made with an
+    /// events block.
+    pub(super) fn enable_events(&self, mask: u32, what: &core::ffi::CStr) -> Result<(), NtError> {
         if self.events().is_none() {
             return Err(NtError::NOT_SUPPORTED);
         }
@@ -330,7 +363,7 @@ impl<C: Client> Socket<C> {
             .ok_or(NtError::NOT_SUPPORTED)?;
         let mut input = WSK_EVENT_CALLBACK_CONTROL {
             NpiId: &NPI_WSK_INTERFACE_ID,
-            EventMask: WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT,
+            EventMask: mask,
         };
         if !self.enter_call() {
             return Err(NtError::CONNECTION_ABORTED);
@@ -355,14 +388,15 @@ impl<C: Client> Socket<C> {
         match status.into_result() {
             Ok(_) => {
                 self.events_on.store(true, Ordering::Release);
-                log!(C, DPFLTR_INFO_LEVEL, "events: receive events on");
+                log!(C, DPFLTR_INFO_LEVEL, "events: %s events on", what.as_ptr());
                 Ok(())
             }
             Err(error) => {
                 log!(
                     C,
                     DPFLTR_WARNING_LEVEL,
-                    "events: no receive events (0x%08X): receiving with WskReceive",
+                    "events: no %s events (0x%08X): with IRPs",
+                    what.as_ptr(),
                     error.bits()
                 );
                 Err(error)
@@ -370,15 +404,19 @@ impl<C: Client> Socket<C> {
         }
     }
 
+    /// The socket's events block, once its events are on.
+    pub(super) fn events_if_on(&self) -> Option<&Events<C>> {
+        self.events()
+            .filter(|_| self.events_on.load(Ordering::Acquire))
+    }
+
     /// The next bytes of the connection into `buffer` (up to its capacity): from the events'
     /// ring when receive events are on, else (and whenever the provider kept data back) a
     /// `WskReceive`. 0: the peer closed its side.
     pub fn read(&self, buffer: Buffer) -> ReadOp<'_, C> {
-        let state = match self.events() {
-            Some(events) if self.events_on.load(Ordering::Acquire) => {
-                ReadState::Ring { events, buffer }
-            }
-            _ => ReadState::Irp(self.receive(buffer)),
+        let state = match self.events_if_on() {
+            Some(events) => ReadState::Ring { events, buffer },
+            None => ReadState::Irp(self.receive(buffer)),
         };
         ReadOp {
             state,
@@ -424,9 +462,11 @@ impl<C: Client> Events<C> {
     /// Takes what the ring holds into `out`, or says what the reader does next.
     fn take(&self, out: &mut [u8]) -> Ready {
         let mut stream = self.stream.lock();
-        if stream.len > 0 {
+        if stream.len > 0
+            && let Some(ring) = stream.ring
+        {
             let n = stream.len.min(out.len());
-            let ring = stream.ring.as_ptr();
+            let ring = ring.as_ptr();
             for (i, byte) in out.iter_mut().take(n).enumerate() {
                 // SAFETY: `start + i` modulo RING is within the ring's `len` filled bytes.
                 *byte = unsafe { ring.wrapping_add((stream.start + i) % RING).read() };

@@ -17,8 +17,9 @@ use core::pin::Pin;
 use core::ptr;
 use core::task::{Context, Poll};
 
+use super::accept_events::Queued;
 use super::address::{AddressSlot, Sockaddr};
-use super::create::{CreateOp, Creating};
+use super::create::{CreateOp, Creating, WithEvents};
 use super::op::{SocketOp, abort_if_cancelled, not_requested};
 use super::{Kind, Owned, Socket};
 use crate::client::Client;
@@ -41,7 +42,17 @@ impl<C: Client> Listener<C> {
     /// binding (`WskSocket` with `WSK_FLAG_LISTEN_SOCKET`); [`Listener::bind`] makes it listen.
     pub fn create(reference: &BindingRef<C>, family: u16) -> CreateListenerOp<C> {
         CreateListenerOp {
-            op: CreateOp::new(reference, family, Kind::LISTEN),
+            op: CreateOp::new(reference, family, Kind::LISTEN, WithEvents::No),
+        }
+    }
+
+    /// [`Listener::create`], with an accept events block (its provider context, with the
+    /// library's `WskAcceptEvent`): once bound, [`Listener::enable_accept_events`] turns them on
+    /// and [`Listener::accept`] takes the connections the callback queued (each with a receive
+    /// events block: [`Socket::enable_receive_events`]).
+    pub fn create_with_events(reference: &BindingRef<C>, family: u16) -> CreateListenerOp<C> {
+        CreateListenerOp {
+            op: CreateOp::new(reference, family, Kind::LISTEN, WithEvents::Accept),
         }
     }
 
@@ -75,9 +86,15 @@ impl<C: Client> Listener<C> {
     /// `WskAccept`: the next connection, a [`Socket`], and its peer's address. No event callbacks
     /// on the accepted socket (its requests are IRPs).
     pub fn accept(&self) -> AcceptOp<'_, C> {
+        if let Some(events) = self.accept_events() {
+            return AcceptOp {
+                state: AcceptState::Queue(events),
+                listener: self,
+            };
+        }
         AcceptOp {
-            op: self.accept_op(false),
-            listener: &self.socket,
+            state: AcceptState::Irp(self.accept_op(WithEvents::No)),
+            listener: self,
         }
     }
 
@@ -85,15 +102,21 @@ impl<C: Client> Listener<C> {
     /// context, with the library's `WskReceiveEvent` and `WskDisconnectEvent`): turn them on with
     /// [`Socket::enable_receive_events`], then [`Socket::read`] takes what the provider indicates.
     pub fn accept_with_events(&self) -> AcceptOp<'_, C> {
+        if let Some(events) = self.accept_events() {
+            return AcceptOp {
+                state: AcceptState::Queue(events),
+                listener: self,
+            };
+        }
         AcceptOp {
-            op: self.accept_op(true),
-            listener: &self.socket,
+            state: AcceptState::Irp(self.accept_op(WithEvents::Receive)),
+            listener: self,
         }
     }
 
     /// The accept's request, with what the accepted socket needs before it exists (and its
     /// events block, with `events`).
-    fn accept_op(&self, events: bool) -> Op<C, Accepting<C>> {
+    fn accept_op(&self, events: WithEvents) -> Op<C, Accepting<C>> {
         let Some(reference) = self.socket.open_reference() else {
             return Op::failed(NtError::CONNECTION_ABORTED, Accepting::new(None));
         };
@@ -134,10 +157,19 @@ impl<C: Client> Listener<C> {
         )
     }
 
-    /// Closes the listening socket (`WskCloseSocket`); a pending accept completes. IRQL <=
-    /// `DISPATCH_LEVEL`; never blocks.
+    /// Closes the listening socket (`WskCloseSocket`; connections its accept events queued and
+    /// nobody took are closed first); a pending accept completes. IRQL <= `DISPATCH_LEVEL`;
+    /// never blocks.
     pub fn close(self) {
-        self.socket.close();
+        drop(self);
+    }
+}
+
+impl<C: Client> Drop for Listener<C> {
+    /// Closes the listening socket like [`Listener::close`]. IRQL <= `DISPATCH_LEVEL`.
+    fn drop(&mut self) {
+        // Before the close: no socket is then left for the close's completion to drop.
+        self.drain();
     }
 }
 
@@ -187,8 +219,15 @@ impl<C: Client> Future for CreateListenerOp<C> {
 /// An accept in flight: see [`Listener::accept`].
 #[must_use = "a future does nothing unless awaited"]
 pub struct AcceptOp<'l, C: Client> {
-    op: Op<C, Accepting<C>>,
-    listener: &'l Socket<C>,
+    state: AcceptState<'l, C>,
+    listener: &'l Listener<C>,
+}
+
+enum AcceptState<'l, C: Client> {
+    /// A `WskAccept`.
+    Irp(Op<C, Accepting<C>>),
+    /// The accept events' queue.
+    Queue(&'l super::Events<C>),
 }
 
 impl<C: Client> Future for AcceptOp<'_, C> {
@@ -197,18 +236,36 @@ impl<C: Client> Future for AcceptOp<'_, C> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        Poll::Ready(match Pin::new(&mut this.op).poll(cx) {
-            Poll::Pending => {
-                abort_if_cancelled(this.listener, cx);
-                return Poll::Pending;
+        let listener = this.listener;
+        match &mut this.state {
+            AcceptState::Irp(op) => Poll::Ready(match Pin::new(op).poll(cx) {
+                Poll::Pending => {
+                    abort_if_cancelled(&listener.socket, cx);
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(Outcome {
+                    status,
+                    information,
+                    owned,
+                })) => accepted(owned, status, information),
+                Poll::Ready(Err((status, _))) => Err(not_requested::<C>(c"WskAccept", status)),
+            }),
+            AcceptState::Queue(events) => {
+                // Registered first: a callback after the look below wakes this poll.
+                events.waker.register(cx.waker());
+                match events.take_accepted() {
+                    Queued::Connection(socket, remote) => Poll::Ready(Ok((socket, remote))),
+                    Queued::Dead => Poll::Ready(Err(NtError::CONNECTION_ABORTED)),
+                    Queued::Wait if crate::task::is_cancelled(cx) => {
+                        // The stop: queued connections closed, then the listening socket.
+                        listener.drain();
+                        abort_if_cancelled(&listener.socket, cx);
+                        Poll::Ready(Err(NtError::CANCELLED))
+                    }
+                    Queued::Wait => Poll::Pending,
+                }
             }
-            Poll::Ready(Ok(Outcome {
-                status,
-                information,
-                owned,
-            })) => accepted(owned, status, information),
-            Poll::Ready(Err((status, _))) => Err(not_requested::<C>(c"WskAccept", status)),
-        })
+        }
     }
 }
 
