@@ -19,7 +19,7 @@ use std::time::Duration as StdDuration;
 
 use common::TestDriver;
 use wsk_client::buffer::Buffer;
-use wsk_client::socket::{Datagram, SocketOption};
+use wsk_client::socket::{DATAGRAM_SLOTS, Datagram, SocketOption};
 use wsk_client::sys::{AF_INET, AF_INET6};
 use wsk_client::{BindingRef, NtError, task};
 use wsk_host_model::{Event, ProviderConfig};
@@ -186,6 +186,127 @@ fn a_pending_receive_in_a_cancelled_task_ends_cancelled() {
     }
     handle.cancel();
     assert_eq!(recv(&rx), Some((Err(NtError::CANCELLED), 8)));
+    drop(handle);
+    s.wait_work_items();
+    assert_eq!(s.open_sockets(), 0);
+    s.driver_unload();
+}
+
+/// A socket made with receive-from events, bound and with them on; the answer to turning them on.
+async fn with_events() -> (Datagram<TestDriver>, Result<(), NtError>) {
+    let reference = BindingRef::<TestDriver>::acquire().unwrap();
+    let socket = Datagram::create_with_events(&reference, AF_INET)
+        .await
+        .unwrap();
+    socket.bind("0.0.0.0:0".parse().unwrap()).await.unwrap();
+    let on = socket.enable_receive_from_events();
+    (socket, on)
+}
+
+#[test]
+fn with_receive_from_events_datagrams_come_through_the_callback_in_order() {
+    let mut s = common::started();
+    s.register_provider(ProviderConfig::default_wsk());
+    let (tx, rx) = mpsc::channel();
+    spawn(async move {
+        let (socket, on) = with_events().await;
+        let to: SocketAddr = "192.0.2.7:9".parse().unwrap();
+        for payload in [&b"one"[..], b"two", b"three"] {
+            let (sent, _) = socket
+                .send_to(buffer_with(payload), payload.len(), to)
+                .await;
+            sent.unwrap();
+        }
+        let mut got = Vec::new();
+        let mut buffer = Buffer::new::<TestDriver>(16).unwrap();
+        for _ in 0..3 {
+            let (received, back) = socket.receive_from(buffer).await;
+            buffer = back;
+            let (n, from) = received.unwrap();
+            got.push((buffer.as_slice()[..n].to_vec(), from));
+        }
+        tx.send((on, got, socket.dropped())).unwrap();
+    });
+    let (on, got, dropped) = recv(&rx);
+    assert_eq!(on, Ok(()));
+    let from: SocketAddr = "192.0.2.7:9".parse().unwrap();
+    assert_eq!(
+        got,
+        [
+            (b"one".to_vec(), from),
+            (b"two".to_vec(), from),
+            (b"three".to_vec(), from)
+        ]
+    );
+    assert_eq!(dropped, 0);
+    let events = s.events();
+    assert!(events.contains(&Event::EventsEnabled { mask: 0x100 }));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::WskReceiveFromEvent { .. }))
+    );
+    assert!(!events.contains(&Event::WskReceiveFrom));
+    s.wait_work_items();
+    s.driver_unload();
+}
+
+#[test]
+fn datagrams_past_the_slots_are_dropped_and_counted() {
+    let mut s = common::started();
+    s.register_provider(ProviderConfig::default_wsk());
+    let (tx, rx) = mpsc::channel();
+    spawn(async move {
+        let (socket, on) = with_events().await;
+        on.unwrap();
+        let to: SocketAddr = "192.0.2.7:9".parse().unwrap();
+        // All sent (each one echoed into a slot) before any is read.
+        for i in 0..DATAGRAM_SLOTS + 2 {
+            let payload = [u8::try_from(i).unwrap(); 4];
+            let (sent, _) = socket.send_to(buffer_with(&payload), 4, to).await;
+            sent.unwrap();
+        }
+        while socket.dropped() < 2 {
+            task::yield_now().await;
+        }
+        let mut first = Vec::new();
+        let mut buffer = Buffer::new::<TestDriver>(8).unwrap();
+        for _ in 0..DATAGRAM_SLOTS {
+            let (received, back) = socket.receive_from(buffer).await;
+            buffer = back;
+            let (n, _) = received.unwrap();
+            first.push(buffer.as_slice()[..n].to_vec());
+        }
+        tx.send((first, socket.dropped())).unwrap();
+    });
+    let (kept, dropped) = recv(&rx);
+    assert_eq!(dropped, 2);
+    let want: Vec<Vec<u8>> = (0..DATAGRAM_SLOTS)
+        .map(|i| vec![u8::try_from(i).unwrap(); 4])
+        .collect();
+    assert_eq!(kept, want);
+    s.wait_work_items();
+    s.driver_unload();
+}
+
+#[test]
+fn a_receive_waiting_for_datagram_events_in_a_cancelled_task_ends_and_leaves_nothing() {
+    let mut s = common::started();
+    s.register_provider(ProviderConfig::default_wsk());
+    let (tx, rx) = mpsc::channel();
+    let handle = task::spawn::<TestDriver, _>(async move {
+        let (socket, on) = with_events().await;
+        tx.send(Some(on.map(|()| 0))).unwrap();
+        let (received, back) = socket
+            .receive_from(Buffer::new::<TestDriver>(8).unwrap())
+            .await;
+        tx.send(Some(received.map(|(n, _)| n).map(|_| back.capacity())))
+            .unwrap();
+    })
+    .unwrap();
+    assert_eq!(recv(&rx), Some(Ok(0)));
+    handle.cancel();
+    assert_eq!(recv(&rx), Some(Err(NtError::CANCELLED)));
     drop(handle);
     s.wait_work_items();
     assert_eq!(s.open_sockets(), 0);

@@ -60,8 +60,11 @@ pub(crate) fn control(socket: usize, input: PVOID, size: usize, irp: usize) -> N
         }
         let peer = s.peers.get_mut(&socket).ok_or(Status::INVALID_PARAMETER)?;
         let callbacks = peer.events.as_mut().ok_or(Status::INVALID_PARAMETER)?;
-        callbacks.enabled |=
-            control.EventMask & (WSK_EVENT_RECEIVE | WSK_EVENT_DISCONNECT | WSK_EVENT_ACCEPT);
+        callbacks.enabled |= control.EventMask
+            & (WSK_EVENT_RECEIVE
+                | WSK_EVENT_DISCONNECT
+                | WSK_EVENT_ACCEPT
+                | wsk_sys::WSK_EVENT_RECEIVE_FROM);
         s.events.push(Event::EventsEnabled {
             mask: control.EventMask,
         });
@@ -71,6 +74,7 @@ pub(crate) fn control(socket: usize, input: PVOID, size: usize, irp: usize) -> N
         Ok(()) => {
             crate::kernel::spawn_provider(move || {
                 indicate(socket);
+                indicate_datagrams(socket);
                 crate::socket::match_accepts(socket);
             });
             STATUS_SUCCESS
@@ -301,4 +305,97 @@ pub(crate) fn offer(listener: Callbacks, socket: usize, port: u16) -> bool {
         }
     });
     status == STATUS_SUCCESS
+}
+
+/// With `socket`'s receive-from events on and no `WskReceiveFrom` pending, hands its queued
+/// datagrams to the client's `WskReceiveFromEvent` at `DISPATCH_LEVEL`, as one list (each over
+/// its own MDL, with its sender), one call at a time.
+pub(crate) fn indicate_datagrams(socket: usize) {
+    loop {
+        let job = state::with(|s| {
+            let peer = s.peers.get_mut(&socket)?;
+            let callbacks = peer.events?;
+            if callbacks.enabled & wsk_sys::WSK_EVENT_RECEIVE_FROM == 0
+                || callbacks.indicating
+                || peer.closing
+                || peer.receive.is_some()
+            {
+                return None;
+            }
+            let queue = peer.datagrams.as_mut()?;
+            if queue.is_empty() {
+                return None;
+            }
+            let datagrams: Vec<(Vec<u8>, Vec<u8>)> = queue.drain(..).collect();
+            if let Some(c) = peer.events.as_mut() {
+                c.indicating = true;
+            }
+            Some((callbacks, datagrams))
+        });
+        let Some((callbacks, datagrams)) = job else {
+            return;
+        };
+        // SAFETY: the client's datagram socket dispatch ('static, per WskSocket).
+        let dispatch =
+            unsafe { &*(callbacks.dispatch as *const wsk_sys::WSK_CLIENT_DATAGRAM_DISPATCH) };
+        let mut addresses: Vec<Vec<u8>> = datagrams.iter().map(|(a, _)| a.clone()).collect();
+        let mut mdls: Vec<Box<MDL>> = datagrams
+            .iter()
+            .map(|(_, bytes)| {
+                Box::new(MDL {
+                    Next: std::ptr::null_mut(),
+                    Size: 48,
+                    MdlFlags: MDL_SOURCE_IS_NONPAGED_POOL,
+                    Process: std::ptr::null_mut(),
+                    MappedSystemVa: bytes.as_ptr().cast_mut().cast(),
+                    StartVa: std::ptr::null_mut(),
+                    ByteCount: u32::try_from(bytes.len()).unwrap(),
+                    ByteOffset: 0,
+                })
+            })
+            .collect();
+        let mut list: Vec<wsk_sys::WSK_DATAGRAM_INDICATION> = (0..datagrams.len())
+            .map(|i| wsk_sys::WSK_DATAGRAM_INDICATION {
+                Next: std::ptr::null_mut(),
+                Buffer: WSK_BUF {
+                    Mdl: &raw mut *mdls[i],
+                    Offset: 0,
+                    Length: datagrams[i].1.len(),
+                },
+                ControlInfo: std::ptr::null_mut(),
+                ControlInfoLength: 0,
+                RemoteAddress: addresses[i].as_mut_ptr().cast(),
+            })
+            .collect();
+        for i in 1..list.len() {
+            let next = &raw mut list[i];
+            list[i - 1].Next = next;
+        }
+        let irql = state::with(|s| crate::irql::callback(s, "WskReceiveFromEvent"));
+        let status = dispatch
+            .WskReceiveFromEvent
+            .map_or(STATUS_SUCCESS, |event| {
+                // SAFETY: the client's callback with its context and a well-formed list over
+                // memory alive for the call.
+                crate::irql::at(irql, || unsafe {
+                    event(callbacks.context as PVOID, 0, &raw mut list[0])
+                })
+            });
+        drop(list);
+        drop(mdls);
+        drop(addresses);
+        state::with(|s| {
+            if status != STATUS_SUCCESS {
+                s.violation(format!(
+                    "WskReceiveFromEvent answered {status:#x} (the library takes every datagram or drops it)"
+                ));
+            }
+            s.events.push(Event::WskReceiveFromEvent {
+                datagrams: datagrams.len(),
+            });
+            if let Some(c) = s.peers.get_mut(&socket).and_then(|p| p.events.as_mut()) {
+                c.indicating = false;
+            }
+        });
+    }
 }

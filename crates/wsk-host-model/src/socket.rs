@@ -456,8 +456,9 @@ pub(crate) fn deliver(socket: *mut WSK_SOCKET) {
         let State { peers, remotes, .. } = s;
         let peer = peers.get_mut(&(socket as usize))?;
         if let Some(queue) = peer.datagrams.as_mut() {
-            // One datagram per receive; what does not fit in the buffer is lost (UDP).
-            if queue.is_empty() {
+            // One datagram per receive; what does not fit in the buffer is lost (UDP). With no
+            // receive pending, the receive-from events (if on) get them (below).
+            if queue.is_empty() || peer.receive.is_none() {
                 return None;
             }
             let (irp, va, length) = peer.receive.take()?;
@@ -504,9 +505,13 @@ pub(crate) fn deliver(socket: *mut WSK_SOCKET) {
         crate::kernel::spawn_provider(move || {
             irp::complete(irp as *mut IRP, Status::SUCCESS, n);
             crate::events::indicate(socket);
+            crate::events::indicate_datagrams(socket);
         });
     } else {
-        crate::kernel::spawn_provider(move || crate::events::indicate(socket));
+        crate::kernel::spawn_provider(move || {
+            crate::events::indicate(socket);
+            crate::events::indicate_datagrams(socket);
+        });
     }
 }
 

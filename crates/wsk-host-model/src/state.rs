@@ -242,6 +242,8 @@ pub enum Event {
     WskDisconnectEvent,
     /// `WskAcceptEvent`, answered `status`.
     WskAcceptEvent { status: wsk_sys::NTSTATUS },
+    /// `WskReceiveFromEvent` of a list of `datagrams`.
+    WskReceiveFromEvent { datagrams: usize },
     /// `WskControlSocket` (`request`: `WskSetOption` 0, ...) of option `name` at `level`, with a
     /// 4-byte input `value`.
     WskControlSocket {

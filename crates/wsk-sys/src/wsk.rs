@@ -532,6 +532,33 @@ pub struct WSK_CLIENT_LISTEN_DISPATCH {
 // SAFETY: a table of function pointers (the two unused members NULL), read-only.
 unsafe impl Sync for WSK_CLIENT_LISTEN_DISPATCH {}
 
+/// `WSK_DATAGRAM_INDICATION`: one received datagram in a provider's list. Size 56.
+#[repr(C)]
+pub struct WSK_DATAGRAM_INDICATION {
+    pub Next: *mut WSK_DATAGRAM_INDICATION,
+    pub Buffer: WSK_BUF,
+    pub ControlInfo: PVOID,
+    pub ControlInfoLength: u32,
+    pub RemoteAddress: *mut SOCKADDR,
+}
+
+/// `PFN_WSK_RECEIVE_FROM_EVENT`: `(SocketContext, Flags, DataIndication)`. Called at IRQL <=
+/// `DISPATCH_LEVEL`; a NULL list: the socket no longer works.
+pub type PFN_WSK_RECEIVE_FROM_EVENT = Option<
+    unsafe extern "system" fn(
+        SocketContext: PVOID,
+        Flags: u32,
+        DataIndication: *mut WSK_DATAGRAM_INDICATION,
+    ) -> NTSTATUS,
+>;
+
+/// `WSK_CLIENT_DATAGRAM_DISPATCH`: a datagram socket's event callback. Size 8.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WSK_CLIENT_DATAGRAM_DISPATCH {
+    pub WskReceiveFromEvent: PFN_WSK_RECEIVE_FROM_EVENT,
+}
+
 /// `WSK_EVENT_CALLBACK_CONTROL`: `SO_WSK_EVENT_CALLBACK`'s input. Size 16.
 #[repr(C)]
 pub struct WSK_EVENT_CALLBACK_CONTROL {

@@ -425,3 +425,14 @@ fn accept_events() {
     assert_eq!(size_of::<PFN_WSK_ACCEPT_EVENT>(), 8);
     assert_eq!(STATUS_REQUEST_NOT_ACCEPTED.cast_unsigned(), 0xC000_00D0);
 }
+
+#[test]
+fn datagram_events() {
+    assert_eq!(size_of::<WSK_DATAGRAM_INDICATION>(), 56);
+    assert_eq!(offset_of!(WSK_DATAGRAM_INDICATION, Buffer), 8);
+    assert_eq!(offset_of!(WSK_DATAGRAM_INDICATION, ControlInfo), 32);
+    assert_eq!(offset_of!(WSK_DATAGRAM_INDICATION, ControlInfoLength), 40);
+    assert_eq!(offset_of!(WSK_DATAGRAM_INDICATION, RemoteAddress), 48);
+    assert_eq!(size_of::<WSK_CLIENT_DATAGRAM_DISPATCH>(), 8);
+    assert_eq!(WSK_EVENT_RECEIVE_FROM, 0x100);
+}

@@ -96,7 +96,7 @@ impl<C: Client> Callbacks<C> {
 ///
 /// # Safety
 /// `address` is NULL or a readable `SOCKADDR` of its family's length.
-unsafe fn copy_address(address: *const SOCKADDR) -> Option<SocketAddr> {
+pub(super) unsafe fn copy_address(address: *const SOCKADDR) -> Option<SocketAddr> {
     if address.is_null() {
         return None;
     }

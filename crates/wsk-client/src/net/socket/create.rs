@@ -31,6 +31,8 @@ pub(super) enum WithEvents {
     Receive,
     /// A listening socket's: accept events into a queue.
     Accept,
+    /// A datagram socket's: receive-from events into slots.
+    Datagram,
 }
 
 /// What a socket's creation owns until the provider answered.
@@ -85,6 +87,7 @@ impl<C: Client> Creating<C> {
         let block = match events {
             WithEvents::No => return Ok(creating),
             WithEvents::Receive => EventsRef::new(),
+            WithEvents::Datagram => EventsRef::for_datagrams(),
             WithEvents::Accept => match reference.try_clone() {
                 Ok(listener) => EventsRef::for_listener(listener),
                 Err(error) => Err(NtError::from(error)),
@@ -102,6 +105,9 @@ impl<C: Client> Creating<C> {
         match &self.events {
             Some(events) if events.get().accepts.is_some() => {
                 super::accept_events::listen_context(events)
+            }
+            Some(events) if events.get().datagrams.is_some() => {
+                super::datagram_events::datagram_context(events)
             }
             Some(events) => (
                 events.context(),

@@ -19,7 +19,8 @@ use core::task::{Context, Poll};
 use super::address::{AddressSlot, Sockaddr};
 use super::control::{AddressOp, SocketOption};
 use super::create::{CreateOp, WithEvents};
-use super::op::{SocketOp, poll_transfer};
+use super::datagram_events::Received;
+use super::op::{SocketOp, abort_if_cancelled, poll_transfer};
 use super::{Kind, Owned, Socket};
 use crate::buffer::Buffer;
 use crate::client::Client;
@@ -34,7 +35,7 @@ use crate::sys::{WSK_BUF, WSK_PROVIDER_DATAGRAM_DISPATCH};
 /// # Invariants
 /// `socket` is a datagram socket (made with `WSK_FLAG_DATAGRAM_SOCKET`).
 pub struct Datagram<C: Client> {
-    socket: Socket<C>,
+    pub(super) socket: Socket<C>,
 }
 
 /// What a send owns while in flight: the buffer, its `WSK_BUF`, the address it goes to.
@@ -63,6 +64,15 @@ impl<C: Client> Datagram<C> {
     pub fn create(reference: &BindingRef<C>, family: u16) -> CreateDatagramOp<C> {
         CreateDatagramOp {
             op: CreateOp::new(reference, family, Kind::DATAGRAM, WithEvents::No),
+        }
+    }
+
+    /// [`Datagram::create`], with a receive-from events block (its provider context, with the
+    /// library's `WskReceiveFromEvent`): once bound, [`Datagram::enable_receive_from_events`]
+    /// turns it on and [`Datagram::receive_from`] takes the datagrams the callback kept.
+    pub fn create_with_events(reference: &BindingRef<C>, family: u16) -> CreateDatagramOp<C> {
+        CreateDatagramOp {
+            op: CreateOp::new(reference, family, Kind::DATAGRAM, WithEvents::Datagram),
         }
     }
 
@@ -145,8 +155,14 @@ impl<C: Client> Datagram<C> {
     }
 
     /// `WskReceiveFrom` into `buffer` (up to its capacity): one datagram's bytes and its sender,
-    /// and the buffer back.
+    /// and the buffer back; with receive-from events on, the next datagram the callback kept.
     pub fn receive_from(&self, buffer: Buffer) -> ReceiveFromOp<'_, C> {
+        if let Some(events) = self.socket.events_if_on().filter(|e| e.datagrams.is_some()) {
+            return ReceiveFromOp {
+                state: ReceiveFromState::Slots { events, buffer },
+                socket: &self.socket,
+            };
+        }
         let length = buffer.capacity();
         let wsk_buf = buffer.wsk_buf(length);
         let owned = ReceiveFrom {
@@ -178,8 +194,7 @@ impl<C: Client> Datagram<C> {
             Err(status) => Op::failed(status, owned),
         };
         ReceiveFromOp {
-            op,
-            most: length,
+            state: ReceiveFromState::Irp { op, most: length },
             socket: &self.socket,
         }
     }
@@ -233,9 +248,20 @@ impl<C: Client> Future for SendToOp<'_, C> {
 /// A datagram's receive in flight: see [`Datagram::receive_from`].
 #[must_use = "a future does nothing unless awaited"]
 pub struct ReceiveFromOp<'s, C: Client> {
-    op: Op<C, ReceiveFrom>,
-    most: usize,
+    state: ReceiveFromState<'s, C>,
     socket: &'s Socket<C>,
+}
+
+enum ReceiveFromState<'s, C: Client> {
+    /// A `WskReceiveFrom`.
+    Irp { op: Op<C, ReceiveFrom>, most: usize },
+    /// The receive-from events' slots.
+    Slots {
+        events: &'s super::Events<C>,
+        buffer: Buffer,
+    },
+    /// Polled to its end.
+    Done,
 }
 
 impl<C: Client> Future for ReceiveFromOp<'_, C> {
@@ -244,21 +270,46 @@ impl<C: Client> Future for ReceiveFromOp<'_, C> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        poll_transfer(&mut this.op, cx, this.socket, RECEIVE_FROM, this.most).map(
-            |(result, owned)| {
-                let result = result.and_then(|n| {
-                    let sender = owned.remote.decode().ok_or_else(|| {
-                        log!(
-                            C,
-                            DPFLTR_ERROR_LEVEL,
-                            "socket: WskReceiveFrom gave no sender address it could read"
-                        );
-                        NtError::UNSUCCESSFUL
-                    })?;
-                    Ok((n, sender))
-                });
-                (result, owned.buffer)
-            },
-        )
+        match core::mem::replace(&mut this.state, ReceiveFromState::Done) {
+            ReceiveFromState::Done => Poll::Pending,
+            ReceiveFromState::Irp { mut op, most } => {
+                match poll_transfer(&mut op, cx, this.socket, RECEIVE_FROM, most) {
+                    Poll::Pending => {
+                        this.state = ReceiveFromState::Irp { op, most };
+                        Poll::Pending
+                    }
+                    Poll::Ready((result, owned)) => {
+                        let result = result.and_then(|n| {
+                            let sender = owned.remote.decode().ok_or_else(|| {
+                                log!(
+                                    C,
+                                    DPFLTR_ERROR_LEVEL,
+                                    "socket: WskReceiveFrom gave no sender address it could read"
+                                );
+                                NtError::UNSUCCESSFUL
+                            })?;
+                            Ok((n, sender))
+                        });
+                        Poll::Ready((result, owned.buffer))
+                    }
+                }
+            }
+            ReceiveFromState::Slots { events, mut buffer } => {
+                // Registered first: a callback after the look below wakes this poll.
+                events.waker.register(cx.waker());
+                match events.take_datagram(buffer.as_mut_slice()) {
+                    Received::Datagram(n, sender) => Poll::Ready((Ok((n, sender)), buffer)),
+                    Received::Dead => Poll::Ready((Err(NtError::CONNECTION_ABORTED), buffer)),
+                    Received::Wait if crate::task::is_cancelled(cx) => {
+                        abort_if_cancelled(this.socket, cx);
+                        Poll::Ready((Err(NtError::CANCELLED), buffer))
+                    }
+                    Received::Wait => {
+                        this.state = ReceiveFromState::Slots { events, buffer };
+                        Poll::Pending
+                    }
+                }
+            }
+        }
     }
 }

@@ -76,11 +76,23 @@ pub struct Events<C: Client> {
     stream: SpinLock<Stream>,
     /// A listening socket's accepted connections (`super::accept_events`).
     pub(super) accepts: Option<SpinLock<super::accept_events::AcceptQueue<C>>>,
+    /// A datagram socket's received datagrams (`super::datagram_events`).
+    pub(super) datagrams: Option<SpinLock<super::datagram_events::DatagramQueue>>,
     pub(super) waker: AtomicWaker<AtomicU64, Slot>,
     /// Its owners ([`EventsRef`]): the socket, and its close's request until the close completed
     /// (after which the provider calls nothing); freed by the last.
     owners: AtomicU32,
     _client: PhantomData<C>,
+}
+
+/// What an events block is for.
+enum Block<C: Client> {
+    /// A connection: its ring.
+    Stream,
+    /// A listening socket: its accept queue, cloning this reference for each connection.
+    Listener(BindingRef<C>),
+    /// A datagram socket: its datagram slots.
+    Datagrams,
 }
 
 /// An owner of an [`Events`] block in pool.
@@ -100,18 +112,24 @@ unsafe impl<C: Client> Sync for EventsRef<C> {}
 impl<C: Client> EventsRef<C> {
     /// A new block for a connection (its ring), its one owner. IRQL <= `DISPATCH_LEVEL`.
     pub(super) fn new() -> Result<Self, NtError> {
-        Self::with(true, None)
+        Self::with(Block::Stream)
+    }
+
+    /// A new block for a datagram socket (its datagram slots), its one owner. IRQL <=
+    /// `DISPATCH_LEVEL`.
+    pub(super) fn for_datagrams() -> Result<Self, NtError> {
+        Self::with(Block::Datagrams)
     }
 
     /// A new block for a listening socket (its accept queue, cloning `reference` for each
     /// connection), its one owner. IRQL <= `DISPATCH_LEVEL`.
     pub(super) fn for_listener(reference: BindingRef<C>) -> Result<Self, NtError> {
-        Self::with(false, Some(reference))
+        Self::with(Block::Listener(reference))
     }
 
-    fn with(ring: bool, listener: Option<BindingRef<C>>) -> Result<Self, NtError> {
+    fn with(kind: Block<C>) -> Result<Self, NtError> {
         // INVARIANT: a new block with one owner, this value.
-        Events::<C>::new(ring, listener).map(|block| Self {
+        Events::<C>::new(kind).map(|block| Self {
             block: block.into_raw(),
         })
     }
@@ -162,21 +180,31 @@ impl<C: Client> Events<C> {
         &Self::DISPATCH
     }
 
-    /// A block in pool (tag `C::EVENTS_TAG`), with its ring (a connection's) or its accept queue
-    /// (a listening socket's). IRQL <= `DISPATCH_LEVEL`.
-    fn new(ring: bool, listener: Option<BindingRef<C>>) -> Result<PoolBox<Self>, NtError> {
+    /// A block in pool (tag `C::EVENTS_TAG`), with its ring (a connection's), its accept queue
+    /// (a listening socket's) or its datagram slots (a datagram socket's). IRQL <=
+    /// `DISPATCH_LEVEL`.
+    fn new(kind: Block<C>) -> Result<PoolBox<Self>, NtError> {
         let pool = &C::state().pool;
-        let ring = if ring {
-            Some(
-                pool.allocate_bytes(RING, C::EVENTS_TAG)
-                    .ok_or(NtError::INSUFFICIENT_RESOURCES)?,
-            )
-        } else {
-            None
+        let bytes = |size| {
+            pool.allocate_bytes(size, C::EVENTS_TAG)
+                .ok_or(NtError::INSUFFICIENT_RESOURCES)
+        };
+        let (ring, listener, datagrams) = match kind {
+            Block::Stream => (Some(bytes(RING)?), None, None),
+            Block::Listener(reference) => (None, Some(reference), None),
+            Block::Datagrams => (
+                None,
+                None,
+                Some(bytes(
+                    super::datagram_events::SLOTS * super::datagram_events::SLOT,
+                )?),
+            ),
         };
         let events = Self {
             accepts: listener
                 .map(|reference| SpinLock::new(super::accept_events::AcceptQueue::new(reference))),
+            datagrams: datagrams
+                .map(|memory| SpinLock::new(super::datagram_events::DatagramQueue::new(memory))),
             stream: SpinLock::new(Stream {
                 ring,
                 start: 0,
@@ -293,11 +321,16 @@ impl<C: Client> Drop for Events<C> {
             // SAFETY: the ring was allocated with C::EVENTS_TAG by `new`, freed once (here).
             unsafe { C::state().pool.free_bytes(ring, C::EVENTS_TAG) };
         }
+        if let Some(datagrams) = self.datagrams.as_ref() {
+            let memory = datagrams.lock().memory;
+            // SAFETY: the slots were allocated with C::EVENTS_TAG by `new`, freed once (here).
+            unsafe { C::state().pool.free_bytes(memory, C::EVENTS_TAG) };
+        }
     }
 }
 
 /// A provider's MDL mapped as `MmGetSystemAddressForMdlSafe` does.
-fn map(mdl: *mut crate::sys::MDL) -> *const u8 {
+pub(super) fn map(mdl: *mut crate::sys::MDL) -> *const u8 {
     // SAFETY: an MDL of a provider's receive indication (the callback's contract): valid, its
     // pages locked.
     unsafe { system_address(mdl) }
