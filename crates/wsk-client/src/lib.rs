@@ -38,7 +38,7 @@ extern crate std;
 
 pub use wsk_sys as sys;
 
-mod log;
+pub mod log;
 
 // The NMR lifecycle, one module per callback or step: the trampolines NMR and the I/O manager
 // call, private (as Rust-for-Linux keeps its C trampolines private); the safe surface is the
@@ -53,7 +53,8 @@ mod wsk_register;
 pub mod binding;
 pub mod client;
 mod client_state;
-pub mod driver_cell;
+pub mod driver;
+mod driver_cell;
 pub mod gate;
 pub mod kernel;
 pub mod net;
@@ -72,7 +73,7 @@ mod test_client;
 
 pub use client::{Backend, Client, DetachNotice, DetachReason, guid};
 pub use client_state::ClientState;
-pub use driver_cell::DriverCell;
+pub use driver::Driver;
 pub use pool::PoolTag;
 pub use provider::{BindingRef, ProviderError};
 pub use registration::{RegisterError, Registration};

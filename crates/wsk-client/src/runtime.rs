@@ -323,7 +323,7 @@ fn wait_logged<C: Client>(event: *mut KEVENT, what: &core::ffi::CStr, count: u32
         DPFLTR_INFO_LEVEL,
         "unload: waiting for %u %s",
         count,
-        what.as_ptr()
+        what
     );
     loop {
         let timeout = DRAIN_LOG_INTERVAL_100NS;
@@ -339,7 +339,7 @@ fn wait_logged<C: Client>(event: *mut KEVENT, what: &core::ffi::CStr, count: u32
             C,
             DPFLTR_WARNING_LEVEL,
             "unload: still waiting for %s",
-            what.as_ptr()
+            what
         );
     }
 }

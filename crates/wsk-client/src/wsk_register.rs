@@ -274,7 +274,7 @@ fn attach_captured<C: Client>(npi: WSK_PROVIDER_NPI) -> Result<(), NtError> {
         "captured the WSK provider NPI, attached at WSK %u.%u%s",
         u32::from(version.major()),
         u32::from(version.minor()),
-        if opened { c"" } else { c" (unloading)" }.as_ptr()
+        if opened { c"" } else { c" (unloading)" }
     );
     Ok(())
 }

@@ -5,23 +5,27 @@
 //! connection that echoes every byte it receives. `DriverUnload` deregisters: the stop cancels
 //! every task (each closes its socket) and waits for them, then logs the live pool allocations.
 //!
-//! Kernel build (`cfg(wsk_kernel)`): `no_std`, exports `DriverEntry`, brings the panic handler and
-//! `_fltused`. Host build: the unit tests run the same entry points against `wsk-host-model`.
+//! Safe code: the entry points are `wsk_client::driver!`'s. Kernel build (`cfg(wsk_kernel)`):
+//! `no_std`, exports `DriverEntry`, links `wsk-rt`'s panic handler and `_fltused`. Host build:
+//! the unit tests run the same entry points against `wsk-host-model`.
 
 #![cfg_attr(wsk_kernel, no_std)]
 
 use wsk_client::binding::BindingSlot;
-use wsk_client::sys::{DRIVER_OBJECT, GUID, NTSTATUS, UNICODE_STRING};
+use wsk_client::registry::ServiceKey;
+use wsk_client::sys::GUID;
 use wsk_client::{
-    Backend, Client, ClientState, DetachNotice, DriverCell, NtStatus, PoolTag, Registration,
-    WskVersion, dbg_print, guid,
+    Backend, Client, ClientState, DetachNotice, Driver, NtError, PoolTag, WskVersion, guid,
 };
 
 mod parameters;
 mod server;
 
-/// The echo server as a WSK client.
-pub struct WskEchoServer;
+/// The echo server: its identity as a WSK client, and what it serves (read by `DriverEntry`).
+pub struct WskEchoServer {
+    /// `None`: not configured, or the parameters were refused (logged): nothing is served.
+    parameters: Option<parameters::Parameters>,
+}
 
 impl Client for WskEchoServer {
     const NAME: &'static core::ffi::CStr = c"wsk_echo_server";
@@ -49,103 +53,27 @@ impl Client for WskEchoServer {
 
 static STATE: ClientState<[BindingSlot; 2]> = ClientState::new();
 
-static REGISTRATION: DriverCell<Registration<WskEchoServer>> = DriverCell::new();
-
-/// `DRIVER_INITIALIZE`: reads the parameters, registers the client, starts the server.
-///
-/// IRQL: `PASSIVE_LEVEL`.
-///
-/// # Safety
-/// Called once by the I/O manager with a valid `DRIVER_OBJECT`, never concurrently with
-/// `DriverUnload`.
-// SAFETY: `DriverEntry` is the one name the linker's /ENTRY expects; nothing else defines it.
-#[cfg_attr(wsk_kernel, unsafe(export_name = "DriverEntry"))]
-#[allow(non_snake_case)]
-pub unsafe extern "system" fn DriverEntry(
-    DriverObject: *mut DRIVER_OBJECT,
-    RegistryPath: *const UNICODE_STRING,
-) -> NTSTATUS {
-    // SAFETY: the I/O manager passes the driver's own DRIVER_OBJECT, exclusively, for this call.
-    let Some(driver) = (unsafe { DriverObject.as_mut() }) else {
-        return NtStatus::INVALID_PARAMETER.raw();
-    };
-    // First: the pool routine and type for this system (the WDK's ExInitializeDriverRuntime).
-    let _ = wsk_client::pool::select::<WskEchoServer>();
-    server::reset();
-    // The parameters (a problem is logged as `listen failed: parameters`; the driver loads and
-    // serves nothing).
-    // SAFETY: the I/O manager passes the service key's path, valid for DriverEntry.
-    let parameters = parameters::read(unsafe { RegistryPath.as_ref() });
-    let registration = match Registration::<WskEchoServer>::register(driver) {
-        Ok(registration) => registration,
-        Err(error) => return error.driver_entry_status().raw(),
-    };
-    // SAFETY: DriverEntry; DriverUnload is not set yet, so nothing else touches the cell.
-    drop(unsafe { REGISTRATION.set(registration) });
-    driver.DriverUnload = Some(DriverUnload);
-    if let Some(parameters) = parameters {
-        server::start(parameters);
+/// `DriverEntry` reads the parameters and, once the client is registered, starts the server;
+/// `DriverUnload`'s deregistration stops it (`on_detach`) and waits for every task.
+impl Driver for WskEchoServer {
+    /// A problem with the parameters is logged (`listen failed: parameters`); the driver loads
+    /// and serves nothing.
+    fn load(service: ServiceKey<'_>) -> Result<Self, NtError> {
+        server::reset();
+        Ok(Self {
+            parameters: parameters::read(service),
+        })
     }
-    NtStatus::SUCCESS.raw()
-}
 
-/// `DRIVER_UNLOAD`: deregisters — the stop cancels every task and the deregistration waits until
-/// each has closed its socket and every binding is gone — then logs the live pool allocations.
-///
-/// IRQL: `PASSIVE_LEVEL`.
-///
-/// # Safety
-/// Called by the I/O manager after a successful `DriverEntry`, never concurrently with it.
-#[allow(non_snake_case)]
-unsafe extern "system" fn DriverUnload(_DriverObject: *mut DRIVER_OBJECT) {
-    // SAFETY: DriverUnload, after DriverEntry returned: nothing else touches the cell.
-    if let Some(registration) = unsafe { REGISTRATION.take() } {
-        // Deregistration failures are logged by the library; DriverUnload returns no status.
-        let _ = registration.deregister();
+    fn start(&mut self) {
+        if let Some(parameters) = self.parameters {
+            server::start(parameters);
+        }
     }
-    #[allow(clippy::cast_possible_truncation)] // a handful at most
-    let live = WskEchoServer::state().live_allocations() as u32;
-    // SAFETY: `%u` takes the `u32`; no Unicode conversion.
-    let _ = unsafe {
-        dbg_print!(
-            WskEchoServer,
-            DPFLTR_INFO_LEVEL,
-            "unloaded, live pool allocations: %u",
-            live
-        )
-    };
 }
 
-/// The panic handler of the image: bug check "RPNC" with the source location, like the other
-/// drivers' (no path reaches it; `cargo xtask check-image` proves none is linked).
-#[cfg(all(wsk_kernel, not(feature = "wdk")))]
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    const RUST_PANIC_BUGCHECK_CODE: u32 = u32::from_be_bytes(*b"RPNC");
-    let (file, file_len, line, column) = info.location().map_or((0, 0, 0, 0), |location| {
-        (
-            location.file().as_ptr() as usize,
-            location.file().len(),
-            location.line() as usize,
-            location.column() as usize,
-        )
-    });
-    // SAFETY: KeBugCheckEx may be called at any IRQL and takes any parameters.
-    unsafe { wsk_client::sys::KeBugCheckEx(RUST_PANIC_BUGCHECK_CODE, file, file_len, line, column) }
-}
+wsk_client::driver!(WskEchoServer);
 
-// `_fltused`, defined in assembly so that the image exports only `DriverEntry` (see the seed
-// driver). With the `wdk` feature, wdk-sys defines it.
-#[cfg(all(wsk_kernel, not(feature = "wdk")))]
-core::arch::global_asm!(
-    ".section .rdata,\"dr\"",
-    ".globl _fltused",
-    ".p2align 2",
-    "_fltused:",
-    ".long 0",
-);
-
-// With the WDK: windows-drivers-rs's panic handler and allocator, as in the seed driver.
 #[cfg(feature = "wdk")]
 use wdk_panic as _;
 

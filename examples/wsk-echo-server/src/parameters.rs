@@ -11,10 +11,9 @@
 use core::ffi::CStr;
 use core::net::{Ipv4Addr, SocketAddr};
 
-use wsk_client::registry::{self, RegistryError};
+use wsk_client::NtError;
+use wsk_client::registry::{RegistryError, ServiceKey};
 use wsk_client::resolve::parse_literal;
-use wsk_client::sys::UNICODE_STRING;
-use wsk_client::{NtError, dbg_print};
 
 use crate::WskEchoServer;
 pub(crate) use crate::server::MAX_CONNECTIONS;
@@ -29,25 +28,18 @@ pub(crate) struct Parameters {
     pub(crate) max_connections: u32,
 }
 
-/// Reads the parameters under `service` (the registry path `DriverEntry` got); logs a problem
+/// Reads the parameters under `service` (the service key `DriverEntry` got); logs a problem
 /// and returns `None`.
-pub(crate) fn read(service: Option<&UNICODE_STRING>) -> Option<Parameters> {
-    let Some(service) = service else {
-        return refuse(c"the service key", RegistryError::NotFound);
-    };
-    let key = match registry::Parameters::open(service) {
+pub(crate) fn read(service: ServiceKey<'_>) -> Option<Parameters> {
+    let key = match service.parameters() {
         Ok(key) => key,
         Err(RegistryError::NotFound) => {
             let status = RegistryError::NotFound.status();
-            // SAFETY: `%08X` takes the `u32`; no Unicode conversion.
-            let _ = unsafe {
-                dbg_print!(
-                    WskEchoServer,
-                    DPFLTR_INFO_LEVEL,
-                    "parameters: no Parameters key (0x%08X): not serving",
-                    status.bits()
-                )
-            };
+            wsk_client::info!(
+                WskEchoServer,
+                "parameters: no Parameters key (0x%08X): not serving",
+                status.bits()
+            );
             return None;
         }
         Err(error) => return refuse(c"Parameters", error),
@@ -91,16 +83,7 @@ fn refuse(value: &CStr, error: RegistryError) -> Option<Parameters> {
         RegistryError::Malformed => c"out of range or malformed",
         RegistryError::Failed(_) => c"unreadable",
     };
-    // SAFETY: `%s` takes NUL-terminated strings; no Unicode conversion.
-    let _ = unsafe {
-        dbg_print!(
-            WskEchoServer,
-            DPFLTR_WARNING_LEVEL,
-            "parameters: %s %s",
-            value.as_ptr(),
-            why.as_ptr()
-        )
-    };
+    wsk_client::warning!(WskEchoServer, "parameters: %s %s", value, why);
     crate::server::log_listen_failed(c"parameters", status);
     None
 }

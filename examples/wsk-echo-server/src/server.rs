@@ -39,7 +39,7 @@ use wsk_client::sys::{AF_INET, AF_INET6};
 use wsk_client::task::{self, TaskCell, TaskSet};
 use wsk_client::text::AddressText;
 use wsk_client::time::Duration;
-use wsk_client::{BindingRef, NtError, dbg_print, timer};
+use wsk_client::{BindingRef, NtError, timer};
 
 use crate::WskEchoServer;
 use crate::parameters::Parameters;
@@ -112,16 +112,12 @@ pub(crate) fn stop() {
 
 /// Logs the server's result line for a failed `step`.
 pub(crate) fn log_listen_failed(step: &CStr, status: NtError) {
-    // SAFETY: `%s` takes a NUL-terminated string, `%08X` the `u32`; no Unicode conversion.
-    let _ = unsafe {
-        dbg_print!(
-            WskEchoServer,
-            DPFLTR_ERROR_LEVEL,
-            "listen failed: %s 0x%08X",
-            step.as_ptr(),
-            status.bits()
-        )
-    };
+    wsk_client::error!(
+        WskEchoServer,
+        "listen failed: %s 0x%08X",
+        step,
+        status.bits()
+    );
 }
 
 /// Whether the task is cancelled (the stop came).
@@ -170,15 +166,11 @@ async fn open(
         .await
         .map_err(|status| (c"bind", status))?;
     if let Err(status) = options {
-        // SAFETY: `%08X` takes the `u32`; no Unicode conversion.
-        let _ = unsafe {
-            dbg_print!(
-                WskEchoServer,
-                DPFLTR_WARNING_LEVEL,
-                "options: SO_EXCLUSIVEADDRUSE not set (0x%08X): no socket options, no TCP_NODELAY",
-                status.bits()
-            )
-        };
+        wsk_client::warning!(
+            WskEchoServer,
+            "options: SO_EXCLUSIVEADDRUSE not set (0x%08X): no socket options, no TCP_NODELAY",
+            status.bits()
+        );
     }
     Ok((listener, options.is_ok()))
 }
@@ -194,15 +186,7 @@ async fn listen(parameters: Parameters) {
         Err((step, status)) => return log_listen_failed(step, status),
     };
     let text = AddressText::new(parameters.address);
-    // SAFETY: `%s` takes a NUL-terminated string; no Unicode conversion.
-    let _ = unsafe {
-        dbg_print!(
-            WskEchoServer,
-            DPFLTR_INFO_LEVEL,
-            "listening on %s",
-            text.as_cstr().as_ptr()
-        )
-    };
+    wsk_client::info!(WskEchoServer, "listening on %s", &text);
     let mut failures = 0;
     loop {
         let accept = if EVENTS.load(Ordering::Relaxed) {
@@ -237,26 +221,13 @@ async fn listen(parameters: Parameters) {
 fn serve(socket: Socket<WskEchoServer>, remote: SocketAddr, max_connections: u32, options: bool) {
     let id = ACCEPTED.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
     let text = AddressText::new(remote);
-    // SAFETY: `%u` takes the `u32`, `%s` a NUL-terminated string; no Unicode conversion.
-    let _ = unsafe {
-        dbg_print!(
-            WskEchoServer,
-            DPFLTR_INFO_LEVEL,
-            "accepted #%u from %s",
-            id,
-            text.as_cstr().as_ptr()
-        )
-    };
+    wsk_client::info!(WskEchoServer, "accepted #%u from %s", id, &text);
     if CONNECTIONS.running() >= max_connections as usize {
-        // SAFETY: `%u` takes the `u32`; no Unicode conversion.
-        let _ = unsafe {
-            dbg_print!(
-                WskEchoServer,
-                DPFLTR_WARNING_LEVEL,
-                "connection #%u refused: too many connections",
-                id
-            )
-        };
+        wsk_client::warning!(
+            WskEchoServer,
+            "connection #%u refused: too many connections",
+            id
+        );
         socket.close();
         return;
     }
@@ -273,17 +244,13 @@ fn serve(socket: Socket<WskEchoServer>, remote: SocketAddr, max_connections: u32
 }
 
 fn log_connection_failed(id: u32, step: &CStr, status: NtError) {
-    // SAFETY: `%u` takes the `u32`, `%s` a NUL-terminated string, `%08X` the `u32`.
-    let _ = unsafe {
-        dbg_print!(
-            WskEchoServer,
-            DPFLTR_ERROR_LEVEL,
-            "connection #%u failed: %s 0x%08X",
-            id,
-            step.as_ptr(),
-            status.bits()
-        )
-    };
+    wsk_client::error!(
+        WskEchoServer,
+        "connection #%u failed: %s 0x%08X",
+        id,
+        step,
+        status.bits()
+    );
 }
 
 /// A connection's task: `TCP_NODELAY` (when the provider takes `options`), then echoes until
@@ -304,16 +271,12 @@ async fn connection(id: u32, socket: Socket<WskEchoServer>, options: bool) {
     match result {
         // The stop ended it: closed by the server, not failed.
         Err((_, NtError::CANCELLED)) | Ok(()) => {
-            // SAFETY: `%u` takes the `u32`, `%llu` the `u64`; no Unicode conversion.
-            let _ = unsafe {
-                dbg_print!(
-                    WskEchoServer,
-                    DPFLTR_INFO_LEVEL,
-                    "connection #%u closed: %llu bytes echoed",
-                    id,
-                    echoed
-                )
-            };
+            wsk_client::info!(
+                WskEchoServer,
+                "connection #%u closed: %llu bytes echoed",
+                id,
+                echoed
+            );
         }
         Err((step, status)) => log_connection_failed(id, step, status),
     }
@@ -325,15 +288,11 @@ fn receive_events(socket: &Socket<WskEchoServer>) {
     if let Err(status) = socket.enable_receive_events()
         && EVENTS.swap(false, Ordering::Relaxed)
     {
-        // SAFETY: `%08X` takes the `u32`; no Unicode conversion.
-        let _ = unsafe {
-            dbg_print!(
-                WskEchoServer,
-                DPFLTR_WARNING_LEVEL,
-                "events: no receive events (0x%08X): accepting and receiving with IRPs",
-                status.bits()
-            )
-        };
+        wsk_client::warning!(
+            WskEchoServer,
+            "events: no receive events (0x%08X): accepting and receiving with IRPs",
+            status.bits()
+        );
     }
 }
 
@@ -381,16 +340,12 @@ fn move_to_front(bytes: &mut [u8], from: usize, length: usize) {
 }
 
 fn log_udp_not_served(step: &CStr, status: NtError) {
-    // SAFETY: `%s` takes a NUL-terminated string, `%08X` the `u32`; no Unicode conversion.
-    let _ = unsafe {
-        dbg_print!(
-            WskEchoServer,
-            DPFLTR_WARNING_LEVEL,
-            "udp: not served: %s 0x%08X",
-            step.as_ptr(),
-            status.bits()
-        )
-    };
+    wsk_client::warning!(
+        WskEchoServer,
+        "udp: not served: %s 0x%08X",
+        step,
+        status.bits()
+    );
 }
 
 /// The UDP echo (RFC 862's other half) on the same address and port: each datagram goes back to
@@ -417,15 +372,7 @@ async fn udp(address: SocketAddr) {
         Err(status) => return log_udp_not_served(c"buffer", status),
     };
     let text = AddressText::new(address);
-    // SAFETY: `%s` takes a NUL-terminated string; no Unicode conversion.
-    let _ = unsafe {
-        dbg_print!(
-            WskEchoServer,
-            DPFLTR_INFO_LEVEL,
-            "udp: echoing on %s",
-            text.as_cstr().as_ptr()
-        )
-    };
+    wsk_client::info!(WskEchoServer, "udp: echoing on %s", &text);
     let mut echoed: u32 = 0;
     loop {
         let (received, back) = socket.receive_from(buffer).await;
@@ -434,15 +381,7 @@ async fn udp(address: SocketAddr) {
             Ok(datagram) => datagram,
             Err(_) if stopped().await => break,
             Err(status) => {
-                // SAFETY: `%08X` takes the `u32`; no Unicode conversion.
-                let _ = unsafe {
-                    dbg_print!(
-                        WskEchoServer,
-                        DPFLTR_ERROR_LEVEL,
-                        "udp: receive failed: 0x%08X",
-                        status.bits()
-                    )
-                };
+                wsk_client::error!(WskEchoServer, "udp: receive failed: 0x%08X", status.bits());
                 break;
             }
         };
@@ -454,13 +393,5 @@ async fn udp(address: SocketAddr) {
     }
     socket.close();
     drop(reference);
-    // SAFETY: `%u` takes the `u32`; no Unicode conversion.
-    let _ = unsafe {
-        dbg_print!(
-            WskEchoServer,
-            DPFLTR_INFO_LEVEL,
-            "udp: closed: %u datagrams echoed",
-            echoed
-        )
-    };
+    wsk_client::info!(WskEchoServer, "udp: closed: %u datagrams echoed", echoed);
 }

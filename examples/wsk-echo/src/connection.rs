@@ -24,12 +24,12 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::Poll;
 
 use wsk_client::buffer::Buffer;
-use wsk_client::pool::PoolBox;
+use wsk_client::pool::Owned;
 use wsk_client::socket::{Socket, TransferOp};
 use wsk_client::sys::{AF_INET, AF_INET6};
 use wsk_client::task::{self, TaskCell};
 use wsk_client::time::Duration;
-use wsk_client::{BindingRef, NtError, PoolTag, dbg_print, timer};
+use wsk_client::{BindingRef, NtError, PoolTag, timer};
 
 use crate::WskEcho;
 use crate::values::Parameters;
@@ -68,7 +68,7 @@ pub(crate) fn reset() {
 pub(crate) fn start(parameters: Option<Parameters>) -> Result<(), NtError> {
     let echo = parameters.is_some();
     let spawned = parameters
-        .map(|parameters| PoolBox::try_new::<WskEcho>(parameters, PARAMETERS_TAG))
+        .map(|parameters| Owned::try_new::<WskEcho>(parameters, PARAMETERS_TAG))
         .transpose()
         .and_then(|parameters| task::spawn::<WskEcho, _>(run(parameters)));
     match spawned {
@@ -112,29 +112,16 @@ impl Failure {
 
 /// Logs the exchange's result line for a failed `step`.
 pub(crate) fn log_failed(step: &CStr, status: NtError) {
-    // SAFETY: `%s` takes a NUL-terminated string, `%08X` the `u32`; no Unicode conversion.
-    let _ = unsafe {
-        dbg_print!(
-            WskEcho,
-            DPFLTR_ERROR_LEVEL,
-            "echo failed: %s 0x%08X",
-            step.as_ptr(),
-            status.bits()
-        )
-    };
+    wsk_client::error!(WskEcho, "echo failed: %s 0x%08X", step, status.bits());
 }
 
 fn log_not_kept(what: &CStr, status: NtError) {
-    // SAFETY: `%s` takes a NUL-terminated string, `%08X` the `u32`; no Unicode conversion.
-    let _ = unsafe {
-        dbg_print!(
-            WskEcho,
-            DPFLTR_ERROR_LEVEL,
-            "connection: not kept: %s 0x%08X",
-            what.as_ptr(),
-            status.bits()
-        )
-    };
+    wsk_client::error!(
+        WskEcho,
+        "connection: not kept: %s 0x%08X",
+        what,
+        status.bits()
+    );
 }
 
 /// Whether the task is cancelled (the stop came).
@@ -241,8 +228,7 @@ async fn exchange(
     }
     #[allow(clippy::cast_possible_truncation)] // at most MAX_MESSAGE
     let n = received as u32;
-    // SAFETY: `%u` takes the `u32`; no Unicode conversion.
-    let _ = unsafe { dbg_print!(WskEcho, DPFLTR_INFO_LEVEL, "echo ok, %u bytes", n) };
+    wsk_client::info!(WskEcho, "echo ok, %u bytes", n);
     Ok(socket)
 }
 
@@ -260,12 +246,11 @@ async fn hold(reference: BindingRef<WskEcho>, socket: Option<Socket<WskEcho>>) {
     HELD.store(false, Ordering::Release);
     drop(socket);
     drop(reference);
-    // SAFETY: no argument; no Unicode conversion.
-    let _ = unsafe { dbg_print!(WskEcho, DPFLTR_INFO_LEVEL, "connection: reference released") };
+    wsk_client::info!(WskEcho, "connection: reference released");
 }
 
 /// The connection's task.
-async fn run(parameters: Option<PoolBox<Parameters>>) {
+async fn run(parameters: Option<Owned<Parameters>>) {
     // An echo to make waits for a provider that attaches late; holding a reference does not.
     let tries = if parameters.is_some() {
         ATTACH_TRIES
@@ -275,15 +260,7 @@ async fn run(parameters: Option<PoolBox<Parameters>>) {
     let reference = match acquire(tries).await {
         Ok(reference) => reference,
         Err(status) => {
-            // SAFETY: `%08X` takes the `u32`; no Unicode conversion.
-            let _ = unsafe {
-                dbg_print!(
-                    WskEcho,
-                    DPFLTR_WARNING_LEVEL,
-                    "connection: no provider: 0x%08X",
-                    status.bits()
-                )
-            };
+            wsk_client::warning!(WskEcho, "connection: no provider: 0x%08X", status.bits());
             if parameters.is_some() {
                 log_failed(c"attach", status);
             }
@@ -291,20 +268,11 @@ async fn run(parameters: Option<PoolBox<Parameters>>) {
         }
     };
     let Some(parameters) = parameters else {
-        // SAFETY: no argument; no Unicode conversion.
-        let _ = unsafe {
-            dbg_print!(
-                WskEcho,
-                DPFLTR_INFO_LEVEL,
-                "connection: holding a binding reference"
-            )
-        };
+        wsk_client::info!(WskEcho, "connection: holding a binding reference");
         hold(reference, None).await;
         return;
     };
-    // SAFETY: the task's own block, initialised, shared with nobody.
-    let parameters = unsafe { &*parameters.as_ptr() };
-    match exchange(&reference, parameters).await {
+    match exchange(&reference, &parameters).await {
         Ok(socket) => hold(reference, Some(socket)).await,
         Err(Failure { step, status }) => log_failed(step, status),
     }

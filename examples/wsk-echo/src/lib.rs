@@ -4,17 +4,18 @@
 //! registration: `DriverEntry` sets up the driver's context, then registers;
 //! `DriverUnload` deregisters (waiting for every binding), then tears the context down.
 //!
-//! Kernel build (`cfg(wsk_kernel)`): `no_std`, exports `DriverEntry`, brings the panic handler and
-//! `_fltused`. Host build: the unit tests run the same entry points against `wsk-host-model`.
+//! Safe code: the entry points are `wsk_client::driver!`'s. Kernel build (`cfg(wsk_kernel)`):
+//! `no_std`, exports `DriverEntry`, links `wsk-rt`'s panic handler and `_fltused`. Host build:
+//! the unit tests run the same entry points against `wsk-host-model`.
 
 #![cfg_attr(wsk_kernel, no_std)]
 
 use wsk_client::binding::BindingSlot;
-use wsk_client::pool::PoolBox;
-use wsk_client::sys::{DRIVER_OBJECT, GUID, NTSTATUS, UNICODE_STRING};
+use wsk_client::pool::Owned;
+use wsk_client::registry::ServiceKey;
+use wsk_client::sys::GUID;
 use wsk_client::{
-    Backend, Client, ClientState, DetachNotice, DriverCell, NtStatus, PoolTag, Registration,
-    WskVersion, dbg_print, guid,
+    Backend, Client, ClientState, DetachNotice, Driver, NtError, PoolTag, WskVersion, guid,
 };
 
 mod connection;
@@ -22,8 +23,12 @@ mod parameters;
 mod stream;
 mod values;
 
-/// The example driver as a WSK client.
-pub struct WskEcho;
+/// The example driver: its identity as a WSK client, and what it keeps from `DriverEntry` to
+/// `DriverUnload`.
+pub struct WskEcho {
+    /// The driver's own context, in pool: set up before the registration, torn down after it.
+    context: Owned<EchoContext>,
+}
 
 impl Client for WskEcho {
     const NAME: &'static core::ffi::CStr = c"wsk_echo";
@@ -61,157 +66,59 @@ const _: () = assert!(wsk_client::pool::distinct(
 
 static STATE: ClientState<[BindingSlot; 2]> = ClientState::new();
 
-/// What the driver sets up for itself before it registers (later: the echo parameters and
-/// connection).
+/// What the driver sets up for itself before it registers.
 struct EchoContext {
-    /// Start/stop cycles seen; a placeholder for the echo state to come.
+    /// Start/stop cycles seen.
     started: u32,
+    /// The echo to make, handed to the connection's task at the start (`None`: nothing to echo,
+    /// or the parameters were refused: logged).
+    parameters: Option<values::Parameters>,
 }
 
-/// The driver's context and its registration, from `DriverEntry` to `DriverUnload`, which takes
-/// them apart in order: deregister first (bindings may still use the context), then free.
-struct Loaded {
-    registration: Registration<WskEcho>,
-    context: PoolBox<EchoContext>,
-}
-
-static LOADED: DriverCell<Loaded> = DriverCell::new();
-
-/// `DRIVER_INITIALIZE`: sets up the driver's context, then registers the NMR client.
-///
-/// IRQL: `PASSIVE_LEVEL`.
-///
-/// # Safety
-/// Called once by the I/O manager with a valid `DRIVER_OBJECT`, never concurrently with
-/// `DriverUnload`.
-// SAFETY: `DriverEntry` is the one name the linker's /ENTRY expects; nothing else defines it.
-#[cfg_attr(wsk_kernel, unsafe(export_name = "DriverEntry"))]
-#[allow(non_snake_case)]
-pub unsafe extern "system" fn DriverEntry(
-    DriverObject: *mut DRIVER_OBJECT,
-    RegistryPath: *const UNICODE_STRING,
-) -> NTSTATUS {
-    // SAFETY: the I/O manager passes the driver's own DRIVER_OBJECT, exclusively, for this call.
-    let Some(driver) = (unsafe { DriverObject.as_mut() }) else {
-        return NtStatus::INVALID_PARAMETER.raw();
-    };
-    // First: the pool routine and type for this system (the WDK's ExInitializeDriverRuntime).
-    let _ = wsk_client::pool::select::<WskEcho>();
-    connection::reset();
-    // The driver's own setup first...
-    let context = match PoolBox::try_new::<WskEcho>(EchoContext { started: 1 }, DRIVER_CONTEXT_TAG)
-    {
-        Ok(context) => context,
-        Err(status) => {
-            // SAFETY: no argument; no Unicode conversion.
-            let _ = unsafe { dbg_print!(WskEcho, DPFLTR_ERROR_LEVEL, "setup failed: no pool") };
-            return status.raw();
-        }
-    };
-    // SAFETY: the context was just initialised and nothing else sees it yet.
-    let started = unsafe { (*context.as_ptr()).started };
-    // SAFETY: `%u` takes the `u32`; no Unicode conversion.
-    let _ = unsafe {
-        dbg_print!(
-            WskEcho,
-            DPFLTR_INFO_LEVEL,
-            "setup: driver context ready (start %u)",
-            started
-        )
-    };
-    // The echo parameters (a problem is logged; the driver loads anyway and echoes nothing).
-    // SAFETY: the I/O manager passes the service key's path, valid for DriverEntry.
-    let parameters = unsafe { RegistryPath.as_ref() }.and_then(parameters::read);
-    // ... then the client's registration, which may attach before it returns.
-    let registration = match Registration::<WskEcho>::register(driver) {
-        Ok(registration) => registration,
-        Err(error) => {
-            // NoHandle leaves the image loaded for good, and the context with it.
-            if error == wsk_client::RegisterError::NoHandle {
-                core::mem::forget(context);
+/// `DriverEntry` sets up the driver's context and reads the parameters, then (the library)
+/// registers the client, then starts the connection's task; `DriverUnload` (the library)
+/// deregisters — the stop cancels the task, and every binding is gone — then drops the driver:
+/// the context is torn down last.
+impl Driver for WskEcho {
+    fn load(service: ServiceKey<'_>) -> Result<Self, NtError> {
+        connection::reset();
+        let setup = EchoContext {
+            started: 1,
+            parameters: None,
+        };
+        let mut context = match Owned::try_new::<WskEcho>(setup, DRIVER_CONTEXT_TAG) {
+            Ok(context) => context,
+            Err(status) => {
+                wsk_client::error!(WskEcho, "setup failed: no pool");
+                return Err(status);
             }
-            return error.driver_entry_status().raw();
-        }
-    };
-    // SAFETY: DriverEntry; DriverUnload is not set yet, so nothing else touches the cell.
-    drop(unsafe {
-        LOADED.set(Loaded {
-            registration,
-            context,
-        })
-    });
-    driver.DriverUnload = Some(DriverUnload);
-    // Then the connection, a task of the driver's (a failure is logged; the driver stays
-    // loaded: the exchange's result line says what happened).
-    let _ = connection::start(parameters);
-    NtStatus::SUCCESS.raw()
-}
-
-/// `DRIVER_UNLOAD`: deregisters (waiting until every binding is detached and cleaned up), then
-/// tears down the driver's context, then logs the number of live pool allocations.
-///
-/// IRQL: `PASSIVE_LEVEL`.
-///
-/// # Safety
-/// Called by the I/O manager after a successful `DriverEntry`, never concurrently with it.
-#[allow(non_snake_case)]
-unsafe extern "system" fn DriverUnload(_DriverObject: *mut DRIVER_OBJECT) {
-    // SAFETY: DriverUnload, after DriverEntry returned: nothing else touches the cell.
-    let loaded = unsafe { LOADED.take() };
-    if let Some(Loaded {
-        registration,
-        context,
-    }) = loaded
-    {
-        // Deregistration failures are logged by the library; DriverUnload returns no status.
-        let _ = registration.deregister();
-        drop(context);
-        // SAFETY: no argument; no Unicode conversion.
-        let _ = unsafe { dbg_print!(WskEcho, DPFLTR_INFO_LEVEL, "teardown: driver context freed") };
-    }
-    #[allow(clippy::cast_possible_truncation)] // a handful at most
-    let live = WskEcho::state().live_allocations() as u32;
-    // SAFETY: `%u` takes the `u32`; no Unicode conversion.
-    let _ = unsafe {
-        dbg_print!(
+        };
+        wsk_client::info!(
             WskEcho,
-            DPFLTR_INFO_LEVEL,
-            "unloaded, live pool allocations: %u",
-            live
-        )
-    };
+            "setup: driver context ready (start %u)",
+            context.started
+        );
+        // A problem with the parameters is logged; the driver loads anyway and echoes nothing.
+        context.parameters = parameters::read(service);
+        Ok(Self { context })
+    }
+
+    /// The connection, a task of the driver's (a failure is logged; the driver stays loaded:
+    /// the exchange's result line says what happened).
+    fn start(&mut self) {
+        let _ = connection::start(self.context.parameters.take());
+    }
 }
 
-/// The panic handler of the image: bug check "RPNC" with the source location, like the seed
-/// driver's (no path reaches it; `cargo xtask check-image` proves none is linked).
-#[cfg(all(wsk_kernel, not(feature = "wdk")))]
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    const RUST_PANIC_BUGCHECK_CODE: u32 = u32::from_be_bytes(*b"RPNC");
-    let (file, file_len, line, column) = info.location().map_or((0, 0, 0, 0), |location| {
-        (
-            location.file().as_ptr() as usize,
-            location.file().len(),
-            location.line() as usize,
-            location.column() as usize,
-        )
-    });
-    // SAFETY: KeBugCheckEx may be called at any IRQL and takes any parameters.
-    unsafe { wsk_client::sys::KeBugCheckEx(RUST_PANIC_BUGCHECK_CODE, file, file_len, line, column) }
+/// The teardown, after the deregistration: the context goes with the driver.
+impl Drop for WskEcho {
+    fn drop(&mut self) {
+        wsk_client::info!(WskEcho, "teardown: driver context freed");
+    }
 }
 
-// `_fltused`, defined in assembly so that the image exports only `DriverEntry` (see the seed
-// driver). With the `wdk` feature, wdk-sys defines it.
-#[cfg(all(wsk_kernel, not(feature = "wdk")))]
-core::arch::global_asm!(
-    ".section .rdata,\"dr\"",
-    ".globl _fltused",
-    ".p2align 2",
-    "_fltused:",
-    ".long 0",
-);
+wsk_client::driver!(WskEcho);
 
-// With the WDK: windows-drivers-rs's panic handler and allocator, as in the seed driver.
 #[cfg(feature = "wdk")]
 use wdk_panic as _;
 

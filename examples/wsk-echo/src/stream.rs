@@ -20,13 +20,11 @@
 
 use core::num::NonZeroU32;
 
+use wsk_client::NtError;
 use wsk_client::buffer::Buffer;
 use wsk_client::socket::Socket;
-use wsk_client::sys::{
-    LARGE_INTEGER, MmGetSystemRoutineAddress, PFN_KE_QUERY_PERFORMANCE_COUNTER, UNICODE_STRING,
-};
 use wsk_client::task::{self, OptionFuture};
-use wsk_client::{NtError, dbg_print};
+use wsk_client::time::PerformanceCounter as Clock;
 
 use crate::WskEcho;
 use crate::connection::{Failure, transfer};
@@ -96,53 +94,6 @@ pub(crate) fn ticks_to_ms(ticks: u64, frequency: u64) -> u64 {
     whole
         .saturating_mul(1000)
         .saturating_add(rest.saturating_mul(1000) / frequency)
-}
-
-/// The name [`Clock::find`] looks up, in UTF-16.
-static CLOCK_NAME: [u16; 25] = wsk_client::pool::ascii_to_utf16(*b"KeQueryPerformanceCounter");
-
-/// The performance counter, found once per transfer.
-struct Clock {
-    query: PFN_KE_QUERY_PERFORMANCE_COUNTER,
-    frequency: u64,
-}
-
-impl Clock {
-    /// Looks `KeQueryPerformanceCounter` up; `None` where the system has none to give.
-    ///
-    /// IRQL: `PASSIVE_LEVEL` (`MmGetSystemRoutineAddress`).
-    fn find() -> Option<Self> {
-        #[allow(clippy::cast_possible_truncation)] // 50 bytes
-        const NAME_BYTES: u16 = (CLOCK_NAME.len() * size_of::<u16>()) as u16;
-        let name = UNICODE_STRING {
-            Length: NAME_BYTES,
-            MaximumLength: NAME_BYTES,
-            Buffer: CLOCK_NAME.as_ptr().cast_mut(),
-        };
-        // SAFETY: a valid counted string over a static buffer, at PASSIVE_LEVEL; the routine only
-        // reads it.
-        let routine = unsafe { MmGetSystemRoutineAddress(&raw const name) };
-        if routine.is_null() {
-            return None;
-        }
-        // SAFETY: what MmGetSystemRoutineAddress returned for "KeQueryPerformanceCounter", whose
-        // signature is PFN_KE_QUERY_PERFORMANCE_COUNTER; function and data pointers have one size.
-        let query: PFN_KE_QUERY_PERFORMANCE_COUNTER = unsafe { core::mem::transmute(routine) };
-        let mut frequency: LARGE_INTEGER = 0;
-        // SAFETY: any IRQL; `frequency` is a writable LARGE_INTEGER for the call.
-        let _ = unsafe { query(&raw mut frequency) };
-        let frequency = u64::try_from(frequency).ok().filter(|f| *f > 0)?;
-        Some(Self { query, frequency })
-    }
-
-    /// The counter now.
-    ///
-    /// IRQL: any.
-    fn now(&self) -> u64 {
-        // SAFETY: any IRQL; NULL: no frequency wanted.
-        let ticks = unsafe { (self.query)(core::ptr::null_mut()) };
-        u64::try_from(ticks).unwrap_or(0)
-    }
 }
 
 /// Streams `total` bytes of `message` repeated through the connected `socket` and back (see the
@@ -218,28 +169,11 @@ fn log_ok(bytes: u32, clock: Option<(&Clock, u64)>) {
     match clock {
         Some((clock, started)) => {
             let ticks = clock.now().saturating_sub(started);
-            let ms = u32::try_from(ticks_to_ms(ticks, clock.frequency)).unwrap_or(u32::MAX);
-            // SAFETY: two `%u` take the two `u32`; no Unicode conversion.
-            let _ = unsafe {
-                dbg_print!(
-                    WskEcho,
-                    DPFLTR_INFO_LEVEL,
-                    "echo ok, %u bytes in %u ms",
-                    bytes,
-                    ms
-                )
-            };
+            let ms = u32::try_from(ticks_to_ms(ticks, clock.frequency())).unwrap_or(u32::MAX);
+            wsk_client::info!(WskEcho, "echo ok, %u bytes in %u ms", bytes, ms);
         }
         None => {
-            // SAFETY: `%u` takes the `u32`; no Unicode conversion.
-            let _ = unsafe {
-                dbg_print!(
-                    WskEcho,
-                    DPFLTR_INFO_LEVEL,
-                    "echo ok, %u bytes (no clock)",
-                    bytes
-                )
-            };
+            wsk_client::info!(WskEcho, "echo ok, %u bytes (no clock)", bytes);
         }
     }
 }

@@ -3,14 +3,15 @@
 //! (`REG_DWORD`, 1 to 4294967295: stream that many bytes, `Message` repeated, instead of one
 //! message; absent: one message). Pure: no kernel call, so the
 //! host tests and the `echo_parameters` fuzz target (`fuzz/`, which includes this file) run it
-//! as the driver does. [`crate::parameters`] reads the raw values from the registry.
+//! as the driver does. [`crate::parameters`] reads the values from the registry with the
+//! library's `registry`, whose decoding [`parse`] applies to raw values.
 //!
 //! IRQL: any (pure).
 
 use core::num::NonZeroU32;
 
 use wsk_client::NtError;
-use wsk_client::sys::{REG_DWORD, REG_SZ};
+use wsk_client::registry::{decode_dword, decode_string};
 
 /// The longest host, in bytes (ASCII).
 pub const MAX_HOST: usize = 255;
@@ -61,29 +62,6 @@ pub enum Problem {
     Malformed(&'static core::ffi::CStr),
 }
 
-/// The `REG_SZ` data `data` (UTF-16LE, optionally NUL-terminated) as UTF-8 into `out`; `None`
-/// when it is not whole UTF-16, is empty, or does not fit.
-#[must_use]
-pub fn utf16_to_utf8(data: &[u8], out: &mut [u8]) -> Option<usize> {
-    if !data.len().is_multiple_of(2) {
-        return None;
-    }
-    let units = data
-        .chunks_exact(2)
-        .map(|pair| u16::from_le_bytes(pair.try_into().unwrap_or([0, 0])))
-        .take_while(|unit| *unit != 0);
-    let mut len = 0;
-    for decoded in char::decode_utf16(units) {
-        let c = decoded.ok()?;
-        let mut buf = [0u8; 4];
-        let encoded = c.encode_utf8(&mut buf).as_bytes();
-        out.get_mut(len..len + encoded.len())?
-            .copy_from_slice(encoded);
-        len += encoded.len();
-    }
-    (len > 0).then_some(len)
-}
-
 impl Parameters {
     pub(crate) const EMPTY: Self = Self {
         host: [0; MAX_HOST],
@@ -94,59 +72,53 @@ impl Parameters {
         bytes: None,
     };
 
-    /// `Host`: a `REG_SZ` of printable ASCII without spaces.
-    pub(crate) fn set_host(&mut self, value_type: u32, data: &[u8]) -> Result<(), Problem> {
-        let len = (value_type == REG_SZ)
-            .then(|| utf16_to_utf8(data, &mut self.host))
-            .flatten()
+    /// `Host`: printable ASCII without spaces, at most [`MAX_HOST`] bytes.
+    pub(crate) fn set_host(&mut self, host: &str) -> Result<(), Problem> {
+        let to = self
+            .host
+            .get_mut(..host.len())
+            .filter(|_| !host.is_empty() && host.bytes().all(|b| b.is_ascii_graphic()))
             .ok_or(Problem::Malformed(c"Host"))?;
-        self.host_len = len;
-        if self.host().bytes().all(|b| b.is_ascii_graphic()) {
-            Ok(())
-        } else {
-            self.host_len = 0;
-            Err(Problem::Malformed(c"Host"))
-        }
+        to.copy_from_slice(host.as_bytes());
+        self.host_len = host.len();
+        Ok(())
     }
 
-    /// `Port`: a `REG_DWORD` from 1 to 65535.
-    pub(crate) fn set_port(&mut self, value_type: u32, data: &[u8]) -> Result<(), Problem> {
-        let bytes: [u8; 4] = data.try_into().map_err(|_| Problem::Malformed(c"Port"))?;
-        self.port = u16::try_from(u32::from_le_bytes(bytes))
+    /// `Port`: from 1 to 65535.
+    pub(crate) fn set_port(&mut self, port: u32) -> Result<(), Problem> {
+        self.port = u16::try_from(port)
             .ok()
-            .filter(|port| *port != 0 && value_type == REG_DWORD)
+            .filter(|port| *port != 0)
             .ok_or(Problem::Malformed(c"Port"))?;
         Ok(())
     }
 
-    /// `Message`: a non-empty `REG_SZ`, kept as UTF-8.
-    pub(crate) fn set_message(&mut self, value_type: u32, data: &[u8]) -> Result<(), Problem> {
-        self.message_len = (value_type == REG_SZ)
-            .then(|| utf16_to_utf8(data, &mut self.message))
-            .flatten()
+    /// `Message`: 1 to [`MAX_MESSAGE`] bytes of UTF-8.
+    pub(crate) fn set_message(&mut self, message: &str) -> Result<(), Problem> {
+        let to = self
+            .message
+            .get_mut(..message.len())
+            .filter(|_| !message.is_empty())
             .ok_or(Problem::Malformed(c"Message"))?;
+        to.copy_from_slice(message.as_bytes());
+        self.message_len = message.len();
         Ok(())
     }
 
-    /// `Bytes`: a `REG_DWORD` from 1 to 4294967295 (0, another type or another length is
-    /// malformed).
-    pub(crate) fn set_bytes(&mut self, value_type: u32, data: &[u8]) -> Result<(), Problem> {
-        let bytes: [u8; 4] = data.try_into().map_err(|_| Problem::Malformed(c"Bytes"))?;
-        self.bytes = Some(
-            NonZeroU32::new(u32::from_le_bytes(bytes))
-                .filter(|_| value_type == REG_DWORD)
-                .ok_or(Problem::Malformed(c"Bytes"))?,
-        );
+    /// `Bytes`: from 1 to 4294967295.
+    pub(crate) fn set_bytes(&mut self, bytes: u32) -> Result<(), Problem> {
+        self.bytes = Some(NonZeroU32::new(bytes).ok_or(Problem::Malformed(c"Bytes"))?);
         Ok(())
     }
 }
 
-/// Parses raw values into parameters: `host` and `message` are `(type, REG_SZ data)`, `port` a
-/// `(type, REG_DWORD data)`, `bytes` the optional `(type, REG_DWORD data)` (`None`: absent).
-/// Pure (the fuzz target's).
+/// Parses raw values into parameters, decoded as the driver's registry reads decode them:
+/// `host` and `message` are `(type, REG_SZ data)`, `port` a `(type, REG_DWORD data)`, `bytes`
+/// the optional `(type, REG_DWORD data)` (`None`: absent). Pure (the fuzz target's).
 ///
 /// # Errors
-/// [`Problem::Malformed`] naming the first bad value.
+/// [`Problem::Malformed`] naming the first bad value (of the wrong type, badly encoded, too long,
+/// or out of range).
 #[allow(dead_code)] // the entry of the tests and of a fuzz target; `read` sets value by value
 pub fn parse(
     host: (u32, &[u8]),
@@ -155,11 +127,15 @@ pub fn parse(
     bytes: Option<(u32, &[u8])>,
 ) -> Result<Parameters, Problem> {
     let mut p = Parameters::EMPTY;
-    p.set_host(host.0, host.1)?;
-    p.set_port(port.0, port.1)?;
-    p.set_message(message.0, message.1)?;
+    let mut text = [0u8; MAX_MESSAGE];
+    p.set_host(decode_string(host.0, host.1, &mut text).map_err(|_| Problem::Malformed(c"Host"))?)?;
+    p.set_port(decode_dword(port.0, port.1).map_err(|_| Problem::Malformed(c"Port"))?)?;
+    p.set_message(
+        decode_string(message.0, message.1, &mut text)
+            .map_err(|_| Problem::Malformed(c"Message"))?,
+    )?;
     if let Some((value_type, data)) = bytes {
-        p.set_bytes(value_type, data)?;
+        p.set_bytes(decode_dword(value_type, data).map_err(|_| Problem::Malformed(c"Bytes"))?)?;
     }
     Ok(p)
 }
@@ -167,7 +143,7 @@ pub fn parse(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{Problem, parse, utf16_to_utf8};
+    use super::{Problem, parse};
     use wsk_client::sys::{REG_DWORD, REG_SZ};
     use wsk_host_model::reg_sz as sz;
 
@@ -244,11 +220,17 @@ mod tests {
             .err(),
             Some(Problem::Malformed(c"Message"))
         );
-        // Odd length, an unpaired surrogate, too long for the buffer.
-        let mut out = [0u8; 4];
-        assert_eq!(utf16_to_utf8(&[0x41, 0, 0x42], &mut out), None);
-        assert_eq!(utf16_to_utf8(&[0x00, 0xD8, 0x41, 0], &mut out), None);
-        assert_eq!(utf16_to_utf8(&sz("abcde"), &mut out), None);
+        // Odd length, an unpaired surrogate, too long: the library's decoding refuses them.
+        for bad in [
+            vec![0x41, 0, 0x42],
+            vec![0x00, 0xD8, 0x41, 0],
+            sz(&"m".repeat(513)),
+        ] {
+            assert_eq!(
+                parse((REG_SZ, &sz("h")), (REG_DWORD, &port), (REG_SZ, &bad), None).err(),
+                Some(Problem::Malformed(c"Message"))
+            );
+        }
     }
 
     #[test]

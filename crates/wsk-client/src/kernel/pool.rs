@@ -16,6 +16,7 @@
 
 use core::ffi::c_void;
 use core::mem::{ManuallyDrop, MaybeUninit, align_of, size_of};
+use core::ops::{Deref, DerefMut};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 
@@ -388,6 +389,44 @@ impl<T> Drop for PoolBox<T> {
 unsafe impl<T: Send> Send for PoolBox<T> {}
 // SAFETY: `&PoolBox<T>` only hands out the address, as `&Box<T>` would a `&T`.
 unsafe impl<T: Sync> Sync for PoolBox<T> {}
+
+/// An owned `T` in non-paged pool that only Rust code reaches: a [`PoolBox`] that never hands out
+/// its address, so it can be borrowed safely ([`Deref`], [`DerefMut`]). What a driver keeps in
+/// pool of its own (a task's large parameters, a driver's context), with a tag of its own.
+///
+/// # Invariants
+/// The box's address is never given out: every access goes through `&self` or `&mut self`.
+pub struct Owned<T>(PoolBox<T>);
+
+impl<T> Owned<T> {
+    /// As [`PoolBox::try_new`].
+    ///
+    /// IRQL <= `DISPATCH_LEVEL`.
+    ///
+    /// # Errors
+    /// As [`PoolBox::try_new`].
+    pub fn try_new<C: Client>(value: T, tag: PoolTag) -> Result<Self, NtError> {
+        PoolBox::try_new::<C>(value, tag).map(Self)
+    }
+}
+
+impl<T> Deref for Owned<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: live and initialised (`PoolBox`'s invariant), reached only through this
+        // borrow of its owner (the invariant), so no `&mut T` exists meanwhile.
+        unsafe { &*self.0.as_ptr() }
+    }
+}
+
+impl<T> DerefMut for Owned<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: live and initialised (`PoolBox`'s invariant), reached only through this
+        // exclusive borrow of its owner (the invariant).
+        unsafe { &mut *self.0.as_ptr() }
+    }
+}
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]

@@ -19,15 +19,10 @@ use crate::sys::{
 pub const MAX_NAME: usize = 32;
 
 /// The longest string value (in UTF-16 units, the terminating NUL included).
-pub const MAX_STRING_UNITS: usize = 256;
+pub const MAX_STRING_UNITS: usize = 512;
 
 /// `KEY_VALUE_PARTIAL_INFORMATION`'s header before the data.
 const HEADER: usize = 12;
-
-/// `STATUS_BUFFER_OVERFLOW` (a warning) and `STATUS_BUFFER_TOO_SMALL`: a value longer than the
-/// buffer given for it.
-const BUFFER_OVERFLOW: u32 = 0x8000_0005;
-const BUFFER_TOO_SMALL: u32 = 0xC000_0023;
 
 /// Why a key or value could not be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +36,8 @@ pub enum RegistryError {
     /// The value is the right type but not what it must be (a string that is not whole UTF-16,
     /// or empty).
     Malformed,
-    /// The routine failed with this status.
+    /// The routine failed with this status (a value longer than the library's buffer for its
+    /// type: `STATUS_BUFFER_OVERFLOW`).
     Failed(NtError),
 }
 
@@ -101,6 +97,29 @@ impl Name {
     }
 }
 
+/// The driver's service key, as `DriverEntry` is given it (see [`crate::Driver::load`]).
+#[derive(Clone, Copy)]
+pub struct ServiceKey<'a>(Option<&'a UNICODE_STRING>);
+
+impl<'a> ServiceKey<'a> {
+    /// The path `DriverEntry` got (`None`: it got none).
+    #[must_use]
+    pub const fn new(path: Option<&'a UNICODE_STRING>) -> Self {
+        Self(path)
+    }
+
+    /// Opens its `Parameters` subkey, where a driver's settings are.
+    ///
+    /// IRQL: `PASSIVE_LEVEL`.
+    ///
+    /// # Errors
+    /// As [`Parameters::open`]; [`RegistryError::NotFound`] without a path.
+    pub fn parameters(&self) -> Result<Parameters, RegistryError> {
+        self.0
+            .map_or(Err(RegistryError::NotFound), Parameters::open)
+    }
+}
+
 impl Parameters {
     /// Opens the `Parameters` subkey of `service` (the registry path `DriverEntry` is given).
     ///
@@ -156,13 +175,10 @@ impl Parameters {
                 &raw mut result,
             )
         });
-        match status.into_result() {
-            Ok(_) => {}
-            Err(status) if matches!(status.bits(), BUFFER_OVERFLOW | BUFFER_TOO_SMALL) => {
-                return Err(RegistryError::TooLong);
-            }
-            Err(status) => return Err(RegistryError::from_status(status)),
-        }
+        // A value longer than `out` is the routine's STATUS_BUFFER_OVERFLOW (or
+        // STATUS_BUFFER_TOO_SMALL): a failure with that status, kept so that it reaches the
+        // driver's log line.
+        status.into_result().map_err(RegistryError::from_status)?;
         if out.len() < HEADER {
             return Err(RegistryError::TooLong);
         }
@@ -187,13 +203,11 @@ impl Parameters {
     /// [`RegistryError::WrongType`] for another type; [`RegistryError::Malformed`] for data that is
     /// not 4 bytes; [`RegistryError::Failed`] when the value cannot be read.
     pub fn dword(&self, name: &str) -> Result<Option<u32>, RegistryError> {
-        let mut out = [0u8; HEADER + 8];
+        // Room for a value of another type or length too, so that it is named as such (a
+        // REG_SZ where a REG_DWORD should be), not as an overflow.
+        let mut out = [0u8; HEADER + 128];
         match self.value(name, &mut out) {
-            Ok((REG_DWORD, data)) => {
-                let bytes: [u8; 4] = data.try_into().map_err(|_| RegistryError::Malformed)?;
-                Ok(Some(u32::from_le_bytes(bytes)))
-            }
-            Ok(_) => Err(RegistryError::WrongType),
+            Ok((value_type, data)) => decode_dword(value_type, data).map(Some),
             Err(RegistryError::NotFound) => Ok(None),
             Err(error) => Err(error),
         }
@@ -214,17 +228,44 @@ impl Parameters {
         out: &'o mut [u8],
     ) -> Result<Option<&'o str>, RegistryError> {
         let mut raw = [0u8; HEADER + 2 * MAX_STRING_UNITS];
-        let data = match self.value(name, &mut raw) {
-            Ok((REG_SZ, data)) => data,
-            Ok(_) => return Err(RegistryError::WrongType),
-            Err(RegistryError::NotFound) => return Ok(None),
-            Err(error) => return Err(error),
-        };
-        let length = utf16_to_utf8(data, out)?;
-        core::str::from_utf8(out.get(..length).ok_or(RegistryError::TooLong)?)
-            .map(Some)
-            .map_err(|_| RegistryError::Malformed)
+        match self.value(name, &mut raw) {
+            Ok((value_type, data)) => decode_string(value_type, data, out).map(Some),
+            Err(RegistryError::NotFound) => Ok(None),
+            Err(error) => Err(error),
+        }
     }
+}
+
+/// A value's type and data as a `REG_DWORD` (what [`Parameters::dword`] reads; pure, for tests
+/// and fuzzing of a driver's parsing).
+///
+/// # Errors
+/// [`RegistryError::WrongType`] for another type; [`RegistryError::Malformed`] for data that is
+/// not 4 bytes.
+pub fn decode_dword(value_type: u32, data: &[u8]) -> Result<u32, RegistryError> {
+    if value_type != REG_DWORD {
+        return Err(RegistryError::WrongType);
+    }
+    let bytes: [u8; 4] = data.try_into().map_err(|_| RegistryError::Malformed)?;
+    Ok(u32::from_le_bytes(bytes))
+}
+
+/// A value's type and data as a `REG_SZ`, in UTF-8 in `out` (what [`Parameters::string`]
+/// reads; pure, for tests and fuzzing of a driver's parsing).
+///
+/// # Errors
+/// [`RegistryError::WrongType`] for another type; as [`utf16_to_utf8`] otherwise.
+pub fn decode_string<'o>(
+    value_type: u32,
+    data: &[u8],
+    out: &'o mut [u8],
+) -> Result<&'o str, RegistryError> {
+    if value_type != REG_SZ {
+        return Err(RegistryError::WrongType);
+    }
+    let length = utf16_to_utf8(data, out)?;
+    core::str::from_utf8(out.get(..length).ok_or(RegistryError::TooLong)?)
+        .map_err(|_| RegistryError::Malformed)
 }
 
 impl Drop for Parameters {

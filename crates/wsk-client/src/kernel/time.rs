@@ -6,9 +6,15 @@
 //! positive system time; [`Timeout::relative_100ns`] gives the negative count, so no caller
 //! flips a sign.
 //!
-//! IRQL: every function at any IRQL (`KeQueryInterruptTime`'s).
+//! [`PerformanceCounter`] reads `KeQueryPerformanceCounter`, for timing a transfer finely.
+//!
+//! IRQL: every function at any IRQL (`KeQueryInterruptTime`'s), except
+//! [`PerformanceCounter::find`] (`PASSIVE_LEVEL`).
 
-use crate::sys::KeQueryInterruptTime;
+use crate::sys::{
+    KeQueryInterruptTime, LARGE_INTEGER, MmGetSystemRoutineAddress,
+    PFN_KE_QUERY_PERFORMANCE_COUNTER, UNICODE_STRING,
+};
 
 /// A span of time, in 100 ns units (the kernel's), never negative.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -174,6 +180,62 @@ impl Timeout {
             Self::Never => None,
             Self::After(duration) => Some(duration.relative_100ns()),
         }
+    }
+}
+
+/// The name [`PerformanceCounter::find`] looks up, in UTF-16.
+static COUNTER_NAME: [u16; 25] = crate::pool::ascii_to_utf16(*b"KeQueryPerformanceCounter");
+
+/// The performance counter (`KeQueryPerformanceCounter`), looked up by name rather than imported:
+/// Wine 8 exports it only from hal.dll, and `MmGetSystemRoutineAddress` searches both.
+pub struct PerformanceCounter {
+    query: PFN_KE_QUERY_PERFORMANCE_COUNTER,
+    frequency: u64,
+}
+
+impl PerformanceCounter {
+    /// Looks `KeQueryPerformanceCounter` up; `None` where the system has none to give.
+    ///
+    /// IRQL: `PASSIVE_LEVEL` (`MmGetSystemRoutineAddress`).
+    #[must_use]
+    pub fn find() -> Option<Self> {
+        #[allow(clippy::cast_possible_truncation)] // 50 bytes
+        const NAME_BYTES: u16 = (COUNTER_NAME.len() * size_of::<u16>()) as u16;
+        let name = UNICODE_STRING {
+            Length: NAME_BYTES,
+            MaximumLength: NAME_BYTES,
+            Buffer: COUNTER_NAME.as_ptr().cast_mut(),
+        };
+        // SAFETY: a valid counted string over a static buffer, at PASSIVE_LEVEL; the routine only
+        // reads it.
+        let routine = unsafe { MmGetSystemRoutineAddress(&raw const name) };
+        if routine.is_null() {
+            return None;
+        }
+        // SAFETY: what MmGetSystemRoutineAddress returned for "KeQueryPerformanceCounter", whose
+        // signature is PFN_KE_QUERY_PERFORMANCE_COUNTER; function and data pointers have one size.
+        let query: PFN_KE_QUERY_PERFORMANCE_COUNTER = unsafe { core::mem::transmute(routine) };
+        let mut frequency: LARGE_INTEGER = 0;
+        // SAFETY: any IRQL; `frequency` is a writable LARGE_INTEGER for the call.
+        let _ = unsafe { query(&raw mut frequency) };
+        let frequency = u64::try_from(frequency).ok().filter(|f| *f > 0)?;
+        Some(Self { query, frequency })
+    }
+
+    /// The counter now.
+    ///
+    /// IRQL: any.
+    #[must_use]
+    pub fn now(&self) -> u64 {
+        // SAFETY: any IRQL; NULL: no frequency wanted.
+        let ticks = unsafe { (self.query)(core::ptr::null_mut()) };
+        u64::try_from(ticks).unwrap_or(0)
+    }
+
+    /// Its ticks per second (never 0).
+    #[must_use]
+    pub const fn frequency(&self) -> u64 {
+        self.frequency
     }
 }
 

@@ -228,7 +228,6 @@ fn log_refused<C: Client>(reason: Unavailable) {
             Unavailable::NotRegistered => c"not registered",
             Unavailable::Unloading => c"unloading",
         }
-        .as_ptr()
     );
 }
 

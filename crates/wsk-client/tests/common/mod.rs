@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use wsk_client::binding::BindingSlot;
 use wsk_client::sys::{DRIVER_OBJECT, GUID, NTSTATUS, UNICODE_STRING};
 use wsk_client::{
-    Backend, BindingRef, Client, ClientState, DetachNotice, DriverCell, NtStatus, PoolTag,
-    Registration, WskVersion, dbg_print, guid,
+    Backend, BindingRef, Client, ClientState, DetachNotice, NtStatus, PoolTag, Registration,
+    WskVersion, guid,
 };
 use wsk_host_model::{DriverInitialize, Session};
 
@@ -19,15 +19,15 @@ pub const MAX_BINDINGS: usize = 4;
 pub struct TestDriver;
 
 static STATE: ClientState<[BindingSlot; MAX_BINDINGS]> = ClientState::new();
-static REGISTRATION: DriverCell<Registration<TestDriver>> = DriverCell::new();
+static REGISTRATION: Mutex<Option<Registration<TestDriver>>> = Mutex::new(None);
 
 /// A test driver: a client plus where its `DriverEntry` keeps the registration.
 pub trait TestClient: Client {
-    fn registration() -> &'static DriverCell<Registration<Self>>;
+    fn registration() -> &'static Mutex<Option<Registration<Self>>>;
 }
 
 impl TestClient for TestDriver {
-    fn registration() -> &'static DriverCell<Registration<Self>> {
+    fn registration() -> &'static Mutex<Option<Registration<Self>>> {
         &REGISTRATION
     }
 }
@@ -36,7 +36,7 @@ impl TestClient for TestDriver {
 pub struct WskTestDriver;
 
 static WSK_STATE: ClientState<[BindingSlot; 1]> = ClientState::new();
-static WSK_REGISTRATION: DriverCell<Registration<WskTestDriver>> = DriverCell::new();
+static WSK_REGISTRATION: Mutex<Option<Registration<WskTestDriver>>> = Mutex::new(None);
 
 impl Client for WskTestDriver {
     const NAME: &'static core::ffi::CStr = c"wsk_test_driver";
@@ -50,7 +50,7 @@ impl Client for WskTestDriver {
 }
 
 impl TestClient for WskTestDriver {
-    fn registration() -> &'static DriverCell<Registration<Self>> {
+    fn registration() -> &'static Mutex<Option<Registration<Self>>> {
         &WSK_REGISTRATION
     }
 }
@@ -120,8 +120,7 @@ pub unsafe extern "system" fn driver_entry<D: TestClient>(
     let _ = wsk_client::pool::select::<D>();
     match Registration::<D>::register(driver) {
         Ok(registration) => {
-            // SAFETY: DriverEntry, with no DriverUnload set yet.
-            drop(unsafe { D::registration().set(registration) });
+            drop(D::registration().lock().unwrap().replace(registration));
             driver.DriverUnload = Some(driver_unload::<D>);
             NtStatus::SUCCESS.raw()
         }
@@ -136,21 +135,13 @@ unsafe extern "system" fn driver_unload<D: TestClient>(_DriverObject: *mut DRIVE
     if let Some(mut stop) = stop {
         stop(());
     }
-    // SAFETY: DriverUnload, after DriverEntry returned.
-    if let Some(registration) = unsafe { D::registration().take() } {
+    let registration = D::registration().lock().unwrap().take();
+    if let Some(registration) = registration {
         let _ = registration.deregister();
     }
     #[allow(clippy::cast_possible_truncation)]
     let live = D::state().live_allocations() as u32;
-    // SAFETY: `%u` takes the `u32`.
-    let _ = unsafe {
-        dbg_print!(
-            D,
-            DPFLTR_INFO_LEVEL,
-            "unloaded, live pool allocations: %u",
-            live
-        )
-    };
+    wsk_client::info!(D, "unloaded, live pool allocations: %u", live);
 }
 
 /// A session whose end check includes the library's own state: no binding slot in use and no

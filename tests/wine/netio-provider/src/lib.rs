@@ -1149,18 +1149,5 @@ pub unsafe extern "system" fn DllUnload() -> NTSTATUS {
     STATUS_SUCCESS
 }
 
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
-    loop {
-        core::hint::spin_loop();
-    }
-}
-
-// The MSVC floating-point marker `core` references (as in the driver's src/driver.rs).
-core::arch::global_asm!(
-    ".section .rdata,\"dr\"",
-    ".globl _fltused",
-    ".p2align 2",
-    "_fltused:",
-    ".long 0",
-);
+// The panic handler (bug check "RPNC") and `_fltused`: the drivers' runtime crate.
+extern crate wsk_rt as _;

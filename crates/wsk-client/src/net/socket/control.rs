@@ -230,7 +230,7 @@ impl<C: Client> Future for AddressOp<'_, C> {
                         C,
                         DPFLTR_ERROR_LEVEL,
                         "socket: %s gave no address it could read",
-                        this.what.as_ptr()
+                        this.what
                     );
                     NtError::UNSUCCESSFUL
                 })

@@ -141,7 +141,7 @@ impl<C: Client> Creating<C> {
                 C,
                 DPFLTR_ERROR_LEVEL,
                 "socket: %s succeeded without a socket",
-                what.as_ptr()
+                what
             );
             return Err(NtError::UNSUCCESSFUL);
         };

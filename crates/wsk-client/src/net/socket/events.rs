@@ -421,7 +421,7 @@ impl<C: Client> Socket<C> {
         match status.into_result() {
             Ok(_) => {
                 self.events_on.store(true, Ordering::Release);
-                log!(C, DPFLTR_INFO_LEVEL, "events: %s events on", what.as_ptr());
+                log!(C, DPFLTR_INFO_LEVEL, "events: %s events on", what);
                 Ok(())
             }
             Err(error) => {
@@ -429,7 +429,7 @@ impl<C: Client> Socket<C> {
                     C,
                     DPFLTR_WARNING_LEVEL,
                     "events: no %s events (0x%08X): with IRPs",
-                    what.as_ptr(),
+                    what,
                     error.bits()
                 );
                 Err(error)

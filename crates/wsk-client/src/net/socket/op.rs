@@ -59,13 +59,13 @@ pub(super) fn finish<C: Client>(
     if error == NtError::CANCELLED {
         // Cancelled: the caller's doing (a dropped operation, a cancelled task, the stop), not a
         // failure of the provider's.
-        log!(C, DPFLTR_INFO_LEVEL, "socket: %s cancelled", what.as_ptr());
+        log!(C, DPFLTR_INFO_LEVEL, "socket: %s cancelled", what);
     } else if error == NtError::NOT_IMPLEMENTED {
         log!(
             C,
             DPFLTR_WARNING_LEVEL,
             "socket: the provider does not implement %s (0x%08X)",
-            what.as_ptr(),
+            what,
             error.bits()
         );
     } else {
@@ -73,7 +73,7 @@ pub(super) fn finish<C: Client>(
             C,
             DPFLTR_ERROR_LEVEL,
             "socket: %s failed: 0x%08X",
-            what.as_ptr(),
+            what,
             error.bits()
         );
     }
@@ -86,7 +86,7 @@ pub(super) fn not_requested<C: Client>(what: &CStr, error: NtError) -> NtError {
         C,
         DPFLTR_ERROR_LEVEL,
         "socket: %s not requested: 0x%08X",
-        what.as_ptr(),
+        what,
         error.bits()
     );
     error
@@ -105,7 +105,7 @@ pub(super) fn transferred<C: Client>(
                 C,
                 DPFLTR_ERROR_LEVEL,
                 "socket: %s reported %llu bytes, more than the %llu asked for",
-                what.as_ptr(),
+                what,
                 bytes as u64,
                 most as u64
             );
