@@ -1,8 +1,6 @@
-//! Build script of the seed driver: the workspace's driver build (`build/driver_build.rs`), shared
-//! with `examples/wsk-echo`.
-
-include!("build/driver_build.rs");
+//! Build script of the seed driver: `wsk-build` sets the kernel cfg and links the `.sys` (see
+//! `crates/wsk-build`).
 
 fn main() {
-    configure_driver("build");
+    wsk_build::configure_driver();
 }

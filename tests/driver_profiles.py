@@ -9,6 +9,7 @@ the profile does not fit the image).
 """
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from dataclasses import dataclass
@@ -195,11 +196,23 @@ def image_from_env(root: str) -> str:
 
 
 def profile_for(image: str) -> DriverProfile:
-    """The profile of `image`, by its file name, or by $WSK_DRIVER_PROFILE when that is set.
+    """The profile of `image`, by its file name, or by $WSK_DRIVER_PROFILE when that is set: a
+    profile's name, or a whole profile as a JSON object of DriverProfile's fields (a driver made
+    by `cargo xtask new`, which is none of this repository's).
 
     Raises UnknownDriver for any other file name: a suite must not guess what to expect.
     """
     forced = os.environ.get("WSK_DRIVER_PROFILE")
+    if forced and forced.lstrip().startswith("{"):
+        try:
+            fields = json.loads(forced)
+            fields["module_id"] = uuid.UUID(fields["module_id"])
+            for key in ("own_tags", "setup_logs", "teardown_logs"):
+                if key in fields:
+                    fields[key] = tuple(fields[key])
+            return DriverProfile(**fields)
+        except (ValueError, KeyError, TypeError) as error:
+            raise UnknownDriver("WSK_DRIVER_PROFILE: not a driver profile: %s" % error) from None
     if forced:
         for p in PROFILES.values():
             if forced in (p.name, p.image_name):

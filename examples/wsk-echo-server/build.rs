@@ -1,7 +1,5 @@
-//! Build script of `wsk_echo_server.sys`: the workspace's driver build (`build/driver_build.rs`).
-
-include!("../../build/driver_build.rs");
+//! Build script of the example driver: `wsk-build` sets the kernel cfg and links the `.sys`.
 
 fn main() {
-    configure_driver("../../build");
+    wsk_build::configure_driver();
 }

@@ -14,7 +14,9 @@
 //!   instructions executed under Speakeasy, with ratios (see `baseline.rs`);
 //! - `echo-bench [--runs N] [--bytes N]`: the echo driver's throughput in Wine beside a user-mode
 //!   Winsock client (see `echo_bench.rs`);
-//! - `ci`: every check — fmt, clippy (host and kernel target), host tests, rustdoc, bounded
+//! - `new NAME [--path DIR]`: a new driver crate from the template (see `new.rs`);
+//! - `build-crate DIR`: cross-build such a crate's `.sys`, check it, run it under Speakeasy;
+//! - `ci`: every check — fmt, no `unsafe` in the drivers (`safe_drivers.rs`), clippy (host and kernel target), host tests, rustdoc, bounded
 //!   fuzzing, the sanitizers, the cross build, the image check, the C baseline's figures, the
 //!   signed packages and their checks, the Speakeasy tests (for the echo server's images, their
 //!   own suite, `tests/speakeasy/test_server.py`) and the Wine `sc.exe` tests of every signed
@@ -28,8 +30,10 @@ mod echo_bench;
 mod fuzz;
 mod image;
 mod inf;
+mod new;
 mod nightly;
 mod package;
+mod safe_drivers;
 mod sanitize;
 mod toolchain;
 
@@ -128,6 +132,8 @@ fn speakeasy_suite(image: &Path, profile: &str, tests: &str) -> Result<(), Strin
 
 fn ci() -> Result<(), String> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
+    // The drivers are safe code: no `unsafe` outside their tests.
+    safe_drivers::check(&root())?;
     run(cargo().args([
         "clippy",
         "--workspace",
@@ -152,6 +158,20 @@ fn ci() -> Result<(), String> {
         ]))?;
         run(cargo().args(["test", "-p", package, "--features", "wsk-register"]))?;
     }
+    // The library's crates package (and their packages build): `cargo package` verifies each
+    // by building it from its .crate file, for the host (a kernel build of them is the drivers').
+    run(cargo().args([
+        "package",
+        "--allow-dirty",
+        "-p",
+        "wsk-sys",
+        "-p",
+        "wsk-rt",
+        "-p",
+        "wsk-build",
+        "-p",
+        "wsk-client",
+    ]))?;
     run(cargo()
         .args([
             "doc",
@@ -184,6 +204,8 @@ fn ci() -> Result<(), String> {
             .env("WSK_DRIVER_SYS", signed)
             .env("WSK_DRIVER_PROFILE", driver.image))?;
     }
+    // A driver of one's own: `cargo xtask new` into a temporary folder, tested, built, run.
+    new::ci()?;
     run(Command::new("bash").arg("windows/lint-workflows.sh"))?;
     eprintln!("xtask ci: every check passed");
     Ok(())
@@ -194,6 +216,11 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("sys") => sys(args.get(1..).unwrap_or_default()),
         Some("sanitize") => sanitize::sanitize(),
+        Some("new") => new::new(args.get(1..).unwrap_or_default()),
+        Some("build-crate") => match args.get(1..) {
+            Some([dir]) => new::build_crate(Path::new(dir)).map(|_| ()),
+            _ => Err("usage: cargo xtask build-crate DIR".to_string()),
+        },
         Some("fuzz") => match args.get(1).map(|s| s.parse::<u32>()) {
             None => fuzz::fuzz(60),
             Some(Ok(seconds)) => fuzz::fuzz(seconds),
@@ -216,7 +243,7 @@ fn main() -> ExitCode {
         Some("echo-bench") => echo_bench::echo_bench(args.get(1..).unwrap_or_default()),
         Some("baseline") => baseline::baseline(),
         _ => Err(
-            "usage: cargo xtask <sys [--driver NAME] [--provider NAME | --all | --list] | check-image [PATH] | sanitize | fuzz [SECONDS] | package [--release] [--pfx FILE [--pfx-password-env VAR]] | baseline | echo-bench [--runs N] [--bytes N] | ci>"
+            "usage: cargo xtask <sys [--driver NAME] [--provider NAME | --all | --list] | check-image [PATH] | sanitize | fuzz [SECONDS] | package [--release] [--pfx FILE [--pfx-password-env VAR]] | baseline | echo-bench [--runs N] [--bytes N] | new NAME [--path DIR] | build-crate DIR | ci>"
                 .into(),
         ),
     };

@@ -131,10 +131,7 @@ pub fn ensure() -> Result<(), String> {
 /// `cargo` for the kernel target: Debian's rustc, lld-link, build-std; every driver package
 /// built with `features`.
 fn kernel_cargo(subcommand: &str, features: &str) -> Command {
-    let mut command = cargo();
-    command
-        .arg(subcommand)
-        .args(["--release", "--target", TARGET, "--lib"]);
+    let mut command = kernel_cargo_for(subcommand);
     let mut packages: Vec<&str> = DRIVERS
         .iter()
         .filter(|driver| driver.features == features)
@@ -149,6 +146,15 @@ fn kernel_cargo(subcommand: &str, features: &str) -> Command {
         command.args(["--features", features]);
     }
     command
+}
+
+/// `cargo` for the kernel target (Debian's rustc, lld-link, build-std), for the package in its
+/// working directory unless `-p` says otherwise.
+fn kernel_cargo_for(subcommand: &str) -> Command {
+    let mut command = cargo();
+    command
+        .arg(subcommand)
+        .args(["--release", "--target", TARGET, "--lib"])
         .args([
             "-Zbuild-std=core",
             "-Zbuild-std-features=compiler-builtins-mem",
@@ -157,6 +163,39 @@ fn kernel_cargo(subcommand: &str, features: &str) -> Command {
         .env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_TARGET_X86_64_PC_WINDOWS_MSVC_LINKER", LLD_LINK);
     command
+}
+
+/// Builds the driver crate in `dir` (its own workspace: one made by `cargo xtask new`), whose
+/// image is `<stem>.sys`, into its `target/`; the image is copied beside its linker map's folder
+/// (`<target>/x86_64-pc-windows-msvc/release/<stem>.sys`). Fails on any compiler warning.
+pub fn build_crate(dir: &Path, stem: &str) -> Result<PathBuf, String> {
+    ensure()?;
+    let mut command = kernel_cargo_for("build");
+    command
+        .args(["--message-format", "short"])
+        .env_remove("CARGO_TARGET_DIR")
+        .current_dir(dir);
+    eprintln!(
+        "$ cargo build --release --target {TARGET} -Zbuild-std=core (Debian rustc, lld-link) in {}",
+        dir.display()
+    );
+    let output = command.output().map_err(|e| format!("cargo build: {e}"))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let warned = stderr
+        .lines()
+        .any(|line| line.contains("warning") && !line.contains("did not match any packages"));
+    if !output.status.success() || warned {
+        eprint!("{stderr}");
+        return Err(format!(
+            "the kernel build of {} failed or warned",
+            dir.display()
+        ));
+    }
+    let release = dir.join("target").join(TARGET).join("release");
+    let image = release.join(format!("{stem}.sys"));
+    std::fs::copy(release.join(format!("{stem}.dll")), &image)
+        .map_err(|e| format!("copy {stem}.dll to {}: {e}", image.display()))?;
+    Ok(image)
 }
 
 /// Builds every driver image and copies each to its [`image_path`]. Fails on any compiler

@@ -3,20 +3,56 @@
 //! Subsystem" describes, and use the attached provider safely.
 //!
 //! A driver describes itself with the [`Client`] trait (log name, NMR module id, pool tag, WSK
-//! versions, the static [`ClientState`]), registers with [`Registration::register`] in
-//! `DriverEntry`, and drops the registration in `DriverUnload`:
+//! versions, its [`ClientState`]), says what it does at load with the [`Driver`] trait, and
+//! writes [`driver!`] once: the macro generates `DriverEntry` (which registers the client with NMR
+//! and starts the driver) and `DriverUnload` (which stops it, deregisters and waits for every
+//! binding). The driver's own code is safe Rust: tasks ([`task::spawn`]) that take a
+//! [`BindingRef`] and use sockets ([`socket`]), logging with [`info!`] and its siblings, its
+//! parameters from the registry ([`registry`]).
 //!
-//! ```text
-//! static REGISTRATION: DriverCell<Registration<MyDriver>> = DriverCell::new();
-//! // DriverEntry:
-//! let _ = wsk_client::pool::select::<MyDriver>(); // first, like ExInitializeDriverRuntime
-//! match Registration::<MyDriver>::register() {
-//!     Ok(registration) => { unsafe { REGISTRATION.set(registration) }; /* set DriverUnload */ }
-//!     Err(error) => return error.driver_entry_status().raw(),
-//! }
-//! // DriverUnload:
-//! drop(unsafe { REGISTRATION.take() }); // deregisters and waits for every binding
 //! ```
+//! use wsk_client::binding::BindingSlot;
+//! use wsk_client::registry::ServiceKey;
+//! use wsk_client::{Client, ClientState, Driver, NtError, PoolTag, WskVersion, guid};
+//!
+//! /// The driver: its identity, and what it keeps from `DriverEntry` to `DriverUnload`.
+//! pub struct MyDriver {
+//!     port: u32,
+//! }
+//!
+//! impl Client for MyDriver {
+//!     const NAME: &'static core::ffi::CStr = c"my_driver";
+//!     const MODULE_ID: wsk_client::sys::GUID = guid(0x0123_4567_89AB_CDEF_0123_4567_89AB_CDEF);
+//!     const POOL_TAG: PoolTag = PoolTag::new(*b"MyDr");
+//!     const VERSIONS: &'static [WskVersion] = &[WskVersion::V1_1, WskVersion::V1_0];
+//!     fn state() -> &'static ClientState {
+//!         static STATE: ClientState<[BindingSlot; 2]> = ClientState::new();
+//!         &STATE
+//!     }
+//! }
+//!
+//! impl Driver for MyDriver {
+//!     /// `DriverEntry`, before the registration: read `Parameters\Port` (default 7).
+//!     fn load(service: ServiceKey<'_>) -> Result<Self, NtError> {
+//!         let port = match service.parameters() {
+//!             Ok(key) => key.dword("Port").map_err(|e| e.status())?.unwrap_or(7),
+//!             Err(_) => 7,
+//!         };
+//!         Ok(MyDriver { port })
+//!     }
+//!
+//!     /// `DriverEntry`, once the client is registered: start the driver's tasks.
+//!     fn start(&mut self) {
+//!         wsk_client::info!(MyDriver, "serving on port %u", self.port);
+//!     }
+//! }
+//!
+//! wsk_client::driver!(MyDriver);
+//! # fn main() {}
+//! ```
+//!
+//! The example drivers of the repository (`examples/wsk-echo`, a client; `examples/wsk-echo-server`,
+//! a TCP and UDP server) and `cargo xtask new NAME` (a driver crate of your own) start from there.
 //!
 //! Layers, as folders: [`kernel`] (pool, requests, work items, the task executor, timers) under
 //! [`net`] (sockets, buffers, name resolution), with the NMR lifecycle beside them. The
@@ -28,8 +64,9 @@
 //! non-blocking "calls in flight" primitive under the bindings; [`status`] the `NTSTATUS`
 //! wrapper; [`sys`] the C ABI (`wsk-sys`).
 //!
-//! A library: `no_std`, no panic handler, no allocator, no exported symbol. The driver that embeds
-//! it brings those (see the `wsk-attach` driver and `examples/wsk-echo`).
+//! A library: `no_std`, no panic handler, no allocator, no exported symbol of its own. The driver
+//! that embeds it brings the panic handler and `_fltused` through crate `wsk-rt` (which
+//! [`driver!`] names in the kernel build) or windows-drivers-rs's `wdk-panic`.
 
 #![no_std]
 

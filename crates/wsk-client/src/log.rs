@@ -300,6 +300,107 @@ macro_rules! log {
 }
 
 /// Writes an information line: `wsk_client::info!(MyDriver, "listening on port %u", port)`.
+///
+/// What the compile-time check refuses (each example must fail to build; `cargo test` builds
+/// them): a number for `%s`,
+///
+/// ```compile_fail,E0080
+/// # use wsk_host_model as _; // the host build's DbgPrintEx
+/// # use wsk_client::{Client, ClientState, PoolTag, WskVersion, guid};
+/// # use wsk_client::binding::BindingSlot;
+/// # struct MyDriver;
+/// # impl Client for MyDriver {
+/// #     const NAME: &'static core::ffi::CStr = c"my_driver";
+/// #     const MODULE_ID: wsk_client::sys::GUID = guid(1);
+/// #     const POOL_TAG: PoolTag = PoolTag::new(*b"MyDr");
+/// #     const VERSIONS: &'static [WskVersion] = &[WskVersion::V1_0];
+/// #     fn state() -> &'static ClientState {
+/// #         static STATE: ClientState<[BindingSlot; 1]> = ClientState::new();
+/// #         &STATE
+/// #     }
+/// # }
+/// wsk_client::info!(MyDriver, "connected to %s", 80u32);
+/// ```
+///
+/// a `u64` for `%u`,
+///
+/// ```compile_fail,E0080
+/// # use wsk_host_model as _; // the host build's DbgPrintEx
+/// # use wsk_client::{Client, ClientState, PoolTag, WskVersion, guid};
+/// # use wsk_client::binding::BindingSlot;
+/// # struct MyDriver;
+/// # impl Client for MyDriver {
+/// #     const NAME: &'static core::ffi::CStr = c"my_driver";
+/// #     const MODULE_ID: wsk_client::sys::GUID = guid(1);
+/// #     const POOL_TAG: PoolTag = PoolTag::new(*b"MyDr");
+/// #     const VERSIONS: &'static [WskVersion] = &[WskVersion::V1_0];
+/// #     fn state() -> &'static ClientState {
+/// #         static STATE: ClientState<[BindingSlot; 1]> = ClientState::new();
+/// #         &STATE
+/// #     }
+/// # }
+/// wsk_client::info!(MyDriver, "%u bytes", 1u64 << 40);
+/// ```
+///
+/// one argument too few, and a Unicode conversion:
+///
+/// ```compile_fail,E0080
+/// # use wsk_host_model as _; // the host build's DbgPrintEx
+/// # use wsk_client::{Client, ClientState, PoolTag, WskVersion, guid};
+/// # use wsk_client::binding::BindingSlot;
+/// # struct MyDriver;
+/// # impl Client for MyDriver {
+/// #     const NAME: &'static core::ffi::CStr = c"my_driver";
+/// #     const MODULE_ID: wsk_client::sys::GUID = guid(1);
+/// #     const POOL_TAG: PoolTag = PoolTag::new(*b"MyDr");
+/// #     const VERSIONS: &'static [WskVersion] = &[WskVersion::V1_0];
+/// #     fn state() -> &'static ClientState {
+/// #         static STATE: ClientState<[BindingSlot; 1]> = ClientState::new();
+/// #         &STATE
+/// #     }
+/// # }
+/// wsk_client::error!(MyDriver, "failed: %s 0x%08X", c"connect");
+/// ```
+///
+/// ```compile_fail,E0080
+/// # use wsk_host_model as _; // the host build's DbgPrintEx
+/// # use wsk_client::{Client, ClientState, PoolTag, WskVersion, guid};
+/// # use wsk_client::binding::BindingSlot;
+/// # struct MyDriver;
+/// # impl Client for MyDriver {
+/// #     const NAME: &'static core::ffi::CStr = c"my_driver";
+/// #     const MODULE_ID: wsk_client::sys::GUID = guid(1);
+/// #     const POOL_TAG: PoolTag = PoolTag::new(*b"MyDr");
+/// #     const VERSIONS: &'static [WskVersion] = &[WskVersion::V1_0];
+/// #     fn state() -> &'static ClientState {
+/// #         static STATE: ClientState<[BindingSlot; 1]> = ClientState::new();
+/// #         &STATE
+/// #     }
+/// # }
+/// wsk_client::warning!(MyDriver, "key %wZ", c"Parameters");
+/// ```
+///
+/// while the same lines with matching arguments build:
+///
+/// ```
+/// # use wsk_host_model as _; // the host build's DbgPrintEx
+/// # use wsk_client::{Client, ClientState, PoolTag, WskVersion, guid};
+/// # use wsk_client::binding::BindingSlot;
+/// # struct MyDriver;
+/// # impl Client for MyDriver {
+/// #     const NAME: &'static core::ffi::CStr = c"my_driver";
+/// #     const MODULE_ID: wsk_client::sys::GUID = guid(1);
+/// #     const POOL_TAG: PoolTag = PoolTag::new(*b"MyDr");
+/// #     const VERSIONS: &'static [WskVersion] = &[WskVersion::V1_0];
+/// #     fn state() -> &'static ClientState {
+/// #         static STATE: ClientState<[BindingSlot; 1]> = ClientState::new();
+/// #         &STATE
+/// #     }
+/// # }
+/// wsk_client::info!(MyDriver, "connected to %s", c"127.0.0.1:7");
+/// wsk_client::info!(MyDriver, "%llu bytes", 1u64 << 40);
+/// wsk_client::error!(MyDriver, "failed: %s 0x%08X", c"connect", wsk_client::NtError::UNSUCCESSFUL);
+/// ```
 #[macro_export]
 macro_rules! info {
     ($client:ty, $format:literal $(, $arg:expr)* $(,)?) => {

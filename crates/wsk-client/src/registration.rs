@@ -195,7 +195,7 @@ impl<C: Client> Registration<C> {
 
     /// The unload, shared by [`Registration::deregister`] and the drop: one copy in the image
     /// (each caller's closure would otherwise make its own, inlined where it is called — the drop
-    /// of `DriverCell::set`'s previous value in `DriverEntry` included).
+    /// of a slot's previous value in `DriverEntry` included).
     fn unload(&self) -> NtStatus {
         unload::unload::<C>(|| self.deregister_backend())
     }
