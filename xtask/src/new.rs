@@ -110,30 +110,26 @@ impl Identity {
         })
     }
 
+    /// The module id's five groups of hex digits (8, 4, 4, 4, 12).
+    fn guid_groups(&self) -> [String; 5] {
+        let g = self.guid;
+        [
+            format!("{:08X}", g >> 96),
+            format!("{:04X}", (g >> 80) & 0xFFFF),
+            format!("{:04X}", (g >> 64) & 0xFFFF),
+            format!("{:04X}", (g >> 48) & 0xFFFF),
+            format!("{:012X}", g & 0xFFFF_FFFF_FFFF),
+        ]
+    }
+
     /// The module id as `guid(...)` takes it: `0x01234567_89AB_CDEF_0123_456789ABCDEF`.
     pub fn guid_hex(&self) -> String {
-        let g = self.guid;
-        format!(
-            "0x{:08X}_{:04X}_{:04X}_{:04X}_{:012X}",
-            g >> 96,
-            (g >> 80) & 0xFFFF,
-            (g >> 64) & 0xFFFF,
-            (g >> 48) & 0xFFFF,
-            g & 0xFFFF_FFFF_FFFF
-        )
+        format!("0x{}", self.guid_groups().join("_"))
     }
 
     /// The module id in registry form: `{01234567-89AB-CDEF-0123-456789ABCDEF}`.
     pub fn guid_text(&self) -> String {
-        let g = self.guid;
-        format!(
-            "{{{:08X}-{:04X}-{:04X}-{:04X}-{:012X}}}",
-            g >> 96,
-            (g >> 80) & 0xFFFF,
-            (g >> 64) & 0xFFFF,
-            (g >> 48) & 0xFFFF,
-            g & 0xFFFF_FFFF_FFFF
-        )
+        format!("{{{}}}", self.guid_groups().join("-"))
     }
 
     /// The template's `text` with this identity and `library` (the folder of the library's

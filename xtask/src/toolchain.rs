@@ -179,6 +179,18 @@ pub fn build_crate(dir: &Path, stem: &str) -> Result<PathBuf, String> {
         "$ cargo build --release --target {TARGET} -Zbuild-std=core (Debian rustc, lld-link) in {}",
         dir.display()
     );
+    let what = dir.display().to_string();
+    build_image(&mut command, &what, &dir.join("target"), stem)
+}
+
+/// Runs the kernel build `command` (of `what`), failing on an error or any compiler warning,
+/// and copies its `<stem>.dll` to `<stem>.sys` in `target_dir`'s release folder: the image.
+fn build_image(
+    command: &mut Command,
+    what: &str,
+    target_dir: &Path,
+    stem: &str,
+) -> Result<PathBuf, String> {
     let output = command.output().map_err(|e| format!("cargo build: {e}"))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     let warned = stderr
@@ -186,12 +198,9 @@ pub fn build_crate(dir: &Path, stem: &str) -> Result<PathBuf, String> {
         .any(|line| line.contains("warning") && !line.contains("did not match any packages"));
     if !output.status.success() || warned {
         eprint!("{stderr}");
-        return Err(format!(
-            "the kernel build of {} failed or warned",
-            dir.display()
-        ));
+        return Err(format!("the kernel build of {what} failed or warned"));
     }
-    let release = dir.join("target").join(TARGET).join("release");
+    let release = target_dir.join(TARGET).join("release");
     let image = release.join(format!("{stem}.sys"));
     std::fs::copy(release.join(format!("{stem}.dll")), &image)
         .map_err(|e| format!("copy {stem}.dll to {}: {e}", image.display()))?;
@@ -284,22 +293,12 @@ pub fn build_variant_from(
          (Debian rustc, lld-link, CARGO_TARGET_DIR={})",
         target_dir.display()
     );
-    let output = command.output().map_err(|e| format!("cargo build: {e}"))?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let warned = stderr
-        .lines()
-        .any(|line| line.contains("warning") && !line.contains("did not match any packages"));
-    if !output.status.success() || warned {
-        eprint!("{stderr}");
-        return Err(format!(
-            "the kernel build of {package} --features '{features}' failed or warned"
-        ));
-    }
-    let release = target_dir.join(TARGET).join("release");
-    let image = release.join(format!("{stem}.sys"));
-    std::fs::copy(release.join(format!("{stem}.dll")), &image)
-        .map_err(|e| format!("copy {stem}.dll to {}: {e}", image.display()))?;
-    Ok(image)
+    build_image(
+        &mut command,
+        &format!("{package} --features '{features}'"),
+        target_dir,
+        stem,
+    )
 }
 
 /// Makes `command` run clippy with warnings denied (Debian's clippy-driver, matching its rustc).

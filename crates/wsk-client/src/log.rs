@@ -57,26 +57,19 @@ pub trait Arg {
     fn word(&self) -> u64;
 }
 
-impl Arg for u32 {
-    const KIND: Kind = Kind::U32;
-    fn word(&self) -> u64 {
-        u64::from(*self)
-    }
+/// The unsigned integers a 32-bit conversion reads (C promotes the narrower ones).
+macro_rules! unsigned_arg {
+    ($($t:ty),*) => {$(
+        impl Arg for $t {
+            const KIND: Kind = Kind::U32;
+            fn word(&self) -> u64 {
+                u64::from(*self)
+            }
+        }
+    )*};
 }
 
-impl Arg for u16 {
-    const KIND: Kind = Kind::U32;
-    fn word(&self) -> u64 {
-        u64::from(*self)
-    }
-}
-
-impl Arg for u8 {
-    const KIND: Kind = Kind::U32;
-    fn word(&self) -> u64 {
-        u64::from(*self)
-    }
-}
+unsigned_arg!(u32, u16, u8);
 
 impl Arg for i32 {
     const KIND: Kind = Kind::I32;

@@ -42,6 +42,7 @@ pub(crate) fn read(service: ServiceKey<'_>) -> Option<Parameters> {
             );
             return None;
         }
+        Err(error @ RegistryError::ServiceKey(_)) => return refuse(c"the service key", error),
         Err(error) => return refuse(c"Parameters", error),
     };
     let port = match key.dword("Port") {
@@ -81,7 +82,7 @@ fn refuse(value: &CStr, error: RegistryError) -> Option<Parameters> {
         RegistryError::WrongType => c"of the wrong type",
         RegistryError::TooLong => c"too long",
         RegistryError::Malformed => c"out of range or malformed",
-        RegistryError::Failed(_) => c"unreadable",
+        RegistryError::Failed(_) | RegistryError::ServiceKey(_) => c"unreadable",
     };
     wsk_client::warning!(WskEchoServer, "parameters: %s %s", value, why);
     crate::server::log_listen_failed(c"parameters", status);

@@ -26,8 +26,9 @@ mod values;
 /// The example driver: its identity as a WSK client, and what it keeps from `DriverEntry` to
 /// `DriverUnload`.
 pub struct WskEcho {
-    /// The driver's own context, in pool: set up before the registration, torn down after it.
-    context: Owned<EchoContext>,
+    /// The driver's own context, in pool: set up before the registration, torn down after it
+    /// (`None` only inside the drop, once freed).
+    context: Option<Owned<EchoContext>>,
 }
 
 impl Client for WskEcho {
@@ -100,19 +101,26 @@ impl Driver for WskEcho {
         );
         // A problem with the parameters is logged; the driver loads anyway and echoes nothing.
         context.parameters = parameters::read(service);
-        Ok(Self { context })
+        Ok(Self {
+            context: Some(context),
+        })
     }
 
     /// The connection, a task of the driver's (a failure is logged; the driver stays loaded:
     /// the exchange's result line says what happened).
     fn start(&mut self) {
-        let _ = connection::start(self.context.parameters.take());
+        let parameters = self
+            .context
+            .as_mut()
+            .and_then(|context| context.parameters.take());
+        let _ = connection::start(parameters);
     }
 }
 
-/// The teardown, after the deregistration: the context goes with the driver.
+/// The teardown, after the deregistration: the context is freed, then said to be.
 impl Drop for WskEcho {
     fn drop(&mut self) {
+        drop(self.context.take());
         wsk_client::info!(WskEcho, "teardown: driver context freed");
     }
 }

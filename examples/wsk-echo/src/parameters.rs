@@ -71,6 +71,7 @@ fn missing(name: &'static core::ffi::CStr) -> Problem {
 /// A closure for `map_err`: what the registry said of `name`, as the problem logged.
 fn problem(name: &'static core::ffi::CStr) -> impl Fn(RegistryError) -> Problem {
     move |error| match error {
+        RegistryError::ServiceKey(status) => Problem::Missing(c"the service key", status),
         RegistryError::NotFound | RegistryError::Failed(_) => {
             Problem::Missing(name, error.status())
         }

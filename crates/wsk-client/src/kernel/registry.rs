@@ -39,6 +39,10 @@ pub enum RegistryError {
     /// The routine failed with this status (a value longer than the library's buffer for its
     /// type: `STATUS_BUFFER_OVERFLOW`).
     Failed(NtError),
+    /// The driver's service key itself could not be opened, with this status (whatever it is:
+    /// the service key is always there for a loaded driver, so a failure is never "not
+    /// configured").
+    ServiceKey(NtError),
 }
 
 impl RegistryError {
@@ -48,7 +52,7 @@ impl RegistryError {
         match self {
             Self::NotFound => NtError::OBJECT_NAME_NOT_FOUND,
             Self::WrongType | Self::TooLong | Self::Malformed => NtError::INVALID_PARAMETER,
-            Self::Failed(status) => status,
+            Self::Failed(status) | Self::ServiceKey(status) => status,
         }
     }
 
@@ -113,10 +117,13 @@ impl<'a> ServiceKey<'a> {
     /// IRQL: `PASSIVE_LEVEL`.
     ///
     /// # Errors
-    /// As [`Parameters::open`]; [`RegistryError::NotFound`] without a path.
+    /// As [`Parameters::open`]; [`RegistryError::ServiceKey`] (`STATUS_OBJECT_NAME_NOT_FOUND`)
+    /// without a path.
     pub fn parameters(&self) -> Result<Parameters, RegistryError> {
-        self.0
-            .map_or(Err(RegistryError::NotFound), Parameters::open)
+        self.0.map_or(
+            Err(RegistryError::ServiceKey(NtError::OBJECT_NAME_NOT_FOUND)),
+            Parameters::open,
+        )
     }
 }
 
@@ -126,10 +133,12 @@ impl Parameters {
     /// IRQL: `PASSIVE_LEVEL`.
     ///
     /// # Errors
-    /// [`RegistryError::NotFound`] without the service key or its `Parameters` subkey;
-    /// [`RegistryError::Failed`] for any other failure of `ZwOpenKey`.
+    /// [`RegistryError::ServiceKey`] when the service key cannot be opened;
+    /// [`RegistryError::NotFound`] without its `Parameters` subkey; [`RegistryError::Failed`]
+    /// for any other failure to open that.
     pub fn open(service: &UNICODE_STRING) -> Result<Self, RegistryError> {
-        let service = Self::open_key(ptr::null_mut(), service)?;
+        let service = Self::open_key(ptr::null_mut(), service)
+            .map_err(|error| RegistryError::ServiceKey(error.status()))?;
         let mut name = Name::new("Parameters")?;
         Self::open_key(service.0, &name.as_unicode())
     }

@@ -313,6 +313,25 @@ fn missing_or_malformed_parameters_are_logged_and_the_driver_loads() {
     s.check_clean();
 }
 
+/// The service key that cannot be opened is named as such, with its status, not taken for a
+/// missing `Parameters` key (the Speakeasy failure matrix's `ZwOpenKey#1` cases).
+#[test]
+fn a_service_key_that_cannot_be_opened_is_named_with_its_status() {
+    // STATUS_ACCESS_DENIED, STATUS_OBJECT_NAME_NOT_FOUND.
+    for raw in [0xC000_0022_u32, 0xC000_0034] {
+        let status = Status::from_raw(raw.cast_signed());
+        let mut s = super::session();
+        s.register_provider(ProviderConfig::default_wsk());
+        set_parameters(&s, "127.0.0.1", 7, "x");
+        s.fail_call("ZwOpenKey", 1, status);
+        assert_eq!(s.driver_entry(DriverEntry), Status::SUCCESS);
+        let line = format!("wsk_echo: parameters: the service key missing (0x{raw:08X}): no echo");
+        assert!(has_log(&s, &line), "{line:?} not in {:#?}", s.log());
+        s.driver_unload();
+        s.check_clean();
+    }
+}
+
 /// The stop path allocates no work item: the task's own was allocated when it was spawned. (The
 /// driver used to queue one at stop; when that allocation failed the connection was never closed
 /// and the unload waited for its reference forever.)
