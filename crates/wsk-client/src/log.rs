@@ -239,23 +239,30 @@ pub fn line<C: Client, F: Format, A: Args>(level: u32, args: &A) {
         );
     }
     let [w0, w1, w2, w3, w4, w5] = args.words();
-    // SAFETY: the format's conversions were checked against the arguments' kinds above, each
-    // passed as a 64-bit slot of its C type's width or wider (a string: the address of a
-    // NUL-terminated string borrowed for the call); the slots past them are not read. The
-    // first `%s` takes the client's name, a C string literal.
-    let _ = unsafe {
-        crate::sys::DbgPrintEx(
-            C::DEBUG_COMPONENT,
-            level,
-            F::LINE.as_ptr(),
-            C::NAME.as_ptr(),
-            w0,
-            w1,
-            w2,
-            w3,
-            w4,
-            w5,
-        )
+    let (component, format, name) = (C::DEBUG_COMPONENT, F::LINE.as_ptr(), C::NAME.as_ptr());
+    // Exactly as many variadic arguments as the line has (the count is a constant: one arm is
+    // compiled per line), so a line costs what a hand-written `DbgPrintEx` call does.
+    // SAFETY (each arm): the format's conversions were checked against the arguments' kinds
+    // above, each passed as a 64-bit slot of its C type's width or wider (a string: the address
+    // of a NUL-terminated string borrowed for the call). The first `%s` takes the client's name,
+    // a C string literal. No Unicode conversion: any IRQL.
+    let _ = match A::KINDS.len() {
+        // SAFETY: as above, no argument.
+        0 => unsafe { crate::sys::DbgPrintEx(component, level, format, name) },
+        // SAFETY: as above, one argument.
+        1 => unsafe { crate::sys::DbgPrintEx(component, level, format, name, w0) },
+        // SAFETY: as above, two arguments.
+        2 => unsafe { crate::sys::DbgPrintEx(component, level, format, name, w0, w1) },
+        // SAFETY: as above, three arguments.
+        3 => unsafe { crate::sys::DbgPrintEx(component, level, format, name, w0, w1, w2) },
+        // SAFETY: as above, four arguments.
+        4 => unsafe { crate::sys::DbgPrintEx(component, level, format, name, w0, w1, w2, w3) },
+        // SAFETY: as above, five arguments.
+        5 => unsafe { crate::sys::DbgPrintEx(component, level, format, name, w0, w1, w2, w3, w4) },
+        // SAFETY: as above, six arguments (`Args` has no more).
+        _ => unsafe {
+            crate::sys::DbgPrintEx(component, level, format, name, w0, w1, w2, w3, w4, w5)
+        },
     };
 }
 
