@@ -246,7 +246,7 @@ std::thread_local! {
 /// short: "System Worker Threads" — a work item routine that waits (for the network, a timer, a
 /// provider) holds a thread of a small shared pool, "and the system can deadlock".
 pub(crate) fn check_short_work_item(s: &mut State, what: &str) {
-    if s.work_items_must_be_short && IN_WORK_ITEM.with(std::cell::Cell::get) {
+    if IN_WORK_ITEM.with(std::cell::Cell::get) {
         s.violation(format!(
             "{what} waits inside a work item routine: work items must be short (System Worker \
              Threads)"

@@ -353,17 +353,6 @@ impl Session {
         state::with(|s| s.callback_irql.insert(callback, irql));
     }
 
-    /// Lets work item routines wait in this session, for `reason` (an issue that removes the
-    /// waits: a driver that still blocks in work items). Every other session records such a
-    /// wait as a rule broken ("System Worker Threads": work items must be short).
-    pub fn allow_long_work_items(&self, reason: &'static str) {
-        assert!(
-            !reason.is_empty(),
-            "say why (the issue that removes the waits)"
-        );
-        state::with(|s| s.work_items_must_be_short = false);
-    }
-
     /// Removes and returns the rules broken so far whose text contains `needle`: for a test that
     /// shows a known rule break (an expected failure, strict: it asserts the break is there).
     #[must_use]

@@ -405,9 +405,6 @@ pub(crate) struct State {
     pub injected: bool,
     /// `Session::call_at`: the IRQL a callback is called at, when not the table's default.
     pub callback_irql: HashMap<&'static str, crate::irql::Irql>,
-    /// A wait in a work item routine is a rule broken (`Session::expect_long_work_items` clears it
-    /// for the drivers issue 17 rewrites).
-    pub work_items_must_be_short: bool,
     /// NMR callbacks of the client running now (a work item queued inside one starts after).
     pub nmr_callbacks_running: usize,
     /// Kernel timers by address.
@@ -504,7 +501,6 @@ pub(crate) fn reset() {
     *lock() = Some(State {
         os_version: (10, 0, 19041),
         pool2_available: true,
-        work_items_must_be_short: true,
         ..State::default()
     });
 }

@@ -10,7 +10,7 @@
 //!
 //! IRQL: the callback at <= `DISPATCH_LEVEL`; the rest as [`Datagram`]'s.
 
-use core::net::SocketAddr;
+use core::net::{Ipv4Addr, SocketAddr};
 use core::ptr::{self, NonNull};
 
 use super::accept_events::copy_address;
@@ -33,7 +33,8 @@ pub const SLOT: usize = 2048;
 pub(super) struct DatagramQueue {
     /// `SLOTS * SLOT` bytes of pool (`C::EVENTS_TAG`), freed with the block.
     pub(super) memory: NonNull<u8>,
-    slots: [(usize, Option<SocketAddr>); SLOTS],
+    /// Each slot's length and sender (meaningful for the `len` slots from `start` only).
+    slots: [(usize, SocketAddr); SLOTS],
     start: usize,
     len: usize,
     dropped: u32,
@@ -47,7 +48,7 @@ impl DatagramQueue {
     pub(super) fn new(memory: NonNull<u8>) -> Self {
         Self {
             memory,
-            slots: [(0, None); SLOTS],
+            slots: [(0, SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0)); SLOTS],
             start: 0,
             len: 0,
             dropped: 0,
@@ -117,10 +118,10 @@ unsafe extern "system" fn receive_from_event<C: Client>(
         entry = indication.Next;
         // SAFETY: the provider's sender address for the call (or NULL).
         let sender = unsafe { copy_address(indication.RemoteAddress) };
-        if queue.len == SLOTS || sender.is_none() {
+        let Some(sender) = sender.filter(|_| queue.len < SLOTS) else {
             queue.dropped = queue.dropped.saturating_add(1);
             continue;
-        }
+        };
         let index = (queue.start + queue.len) % SLOTS;
         // One datagram: a one-entry list over its buffer.
         let one = WSK_DATA_INDICATION {
@@ -176,7 +177,10 @@ impl<C: Client> Events<C> {
             };
         }
         let index = queue.start;
-        let (length, sender) = queue.slots.get(index).copied().unwrap_or((0, None));
+        let Some(&(length, sender)) = queue.slots.get(index) else {
+            // `start` is below `SLOTS`: not reached.
+            return Received::Dead;
+        };
         let n = length.min(out.len());
         if let (Some(to), Some(from)) = (out.get_mut(..n), queue.slot_mut(index).get(..n)) {
             to.copy_from_slice(from);
@@ -184,10 +188,7 @@ impl<C: Client> Events<C> {
         queue.start = (queue.start + 1) % SLOTS;
         queue.len -= 1;
         drop(queue);
-        match sender {
-            Some(sender) => Received::Datagram(n, sender),
-            None => Received::Wait,
-        }
+        Received::Datagram(n, sender)
     }
 
     /// Datagrams dropped so far (no free slot, or malformed).
