@@ -14,26 +14,15 @@
 
 mod common;
 
-use std::future::Future;
 use std::sync::mpsc;
 use std::time::Duration as StdDuration;
 
-use common::TestDriver;
+use common::{LIMIT, TestDriver, client, count, recv, spawn};
 use wsk_client::buffer::Buffer;
 use wsk_client::socket::{BACKLOG, Listener};
 use wsk_client::sys::AF_INET;
 use wsk_client::{BindingRef, NtError, task};
-use wsk_host_model::{Event, ProviderConfig, RemoteClient, Session, connect_client};
-
-const LIMIT: StdDuration = StdDuration::from_secs(10);
-
-fn recv<T>(rx: &mpsc::Receiver<T>) -> T {
-    rx.recv_timeout(LIMIT).expect("the task never got there")
-}
-
-fn spawn(future: impl Future<Output = ()> + Send + 'static) -> wsk_client::task::TaskHandle {
-    task::spawn::<TestDriver, _>(future).unwrap()
-}
+use wsk_host_model::{Event, ProviderConfig, Session};
 
 /// A listener made with events, bound and (when the provider has them) with accept events on.
 async fn listening() -> (Listener<TestDriver>, Result<(), NtError>) {
@@ -47,14 +36,6 @@ async fn listening() -> (Listener<TestDriver>, Result<(), NtError>) {
         .unwrap();
     let on = listener.enable_accept_events();
     (listener, on)
-}
-
-fn client() -> RemoteClient {
-    connect_client(LIMIT).expect("no listening socket")
-}
-
-fn count(s: &Session, what: impl Fn(&Event) -> bool) -> usize {
-    s.events().iter().filter(|e| what(e)).count()
 }
 
 #[test]

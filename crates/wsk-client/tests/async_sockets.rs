@@ -19,9 +19,8 @@ use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::mpsc;
 use std::task::Poll;
-use std::time::Duration as StdDuration;
 
-use common::TestDriver;
+use common::{TestDriver, buffer_with, recv, spawn};
 use wsk_client::buffer::Buffer;
 use wsk_client::socket::Socket;
 use wsk_client::sys::AF_INET;
@@ -29,23 +28,8 @@ use wsk_client::time::Duration;
 use wsk_client::{BindingRef, NtError, task, timer};
 use wsk_host_model::{Event, ProviderConfig, Session};
 
-fn spawn(future: impl Future<Output = ()> + Send + 'static) {
-    task::spawn::<TestDriver, _>(future).unwrap();
-}
-
-fn recv<T>(rx: &mpsc::Receiver<T>) -> T {
-    rx.recv_timeout(StdDuration::from_secs(10))
-        .expect("the task never got there")
-}
-
 fn echo_address() -> std::net::SocketAddr {
     "127.0.0.1:7".parse().unwrap()
-}
-
-fn buffer_with(bytes: &[u8]) -> Buffer {
-    let mut buffer = Buffer::new::<TestDriver>(bytes.len()).unwrap();
-    buffer.as_mut_slice().copy_from_slice(bytes);
-    buffer
 }
 
 /// A socket created, bound and connected to the model's echo peer, in a task.

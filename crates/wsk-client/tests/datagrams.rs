@@ -12,32 +12,16 @@
 
 mod common;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::Duration as StdDuration;
 
-use common::TestDriver;
+use common::{TestDriver, buffer_with, recv, spawn};
 use wsk_client::buffer::Buffer;
 use wsk_client::socket::{DATAGRAM_SLOTS, Datagram, SocketOption};
 use wsk_client::sys::{AF_INET, AF_INET6};
 use wsk_client::{BindingRef, NtError, task};
 use wsk_host_model::{Event, ProviderConfig};
-
-fn spawn(future: impl Future<Output = ()> + Send + 'static) {
-    task::spawn::<TestDriver, _>(future).unwrap();
-}
-
-fn recv<T>(rx: &mpsc::Receiver<T>) -> T {
-    rx.recv_timeout(StdDuration::from_secs(10))
-        .expect("the task never got there")
-}
-
-fn buffer_with(bytes: &[u8]) -> Buffer {
-    let mut buffer = Buffer::new::<TestDriver>(bytes.len()).unwrap();
-    buffer.as_mut_slice().copy_from_slice(bytes);
-    buffer
-}
 
 /// What a receive gave: the bytes and their sender.
 type Received = Result<(Vec<u8>, SocketAddr), NtError>;

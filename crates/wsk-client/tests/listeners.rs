@@ -13,29 +13,18 @@
 
 mod common;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::Duration as StdDuration;
 
-use common::TestDriver;
+use common::{LIMIT, TestDriver, client, recv, spawn};
 use wsk_client::buffer::Buffer;
 use wsk_client::socket::{Listener, Socket, SocketOption};
 use wsk_client::sys::AF_INET;
 use wsk_client::task::{self, TaskSet};
 use wsk_client::time::Duration;
 use wsk_client::{BindingRef, NtError, timer};
-use wsk_host_model::{Event, ProviderConfig, RemoteClient, connect_client};
-
-const LIMIT: StdDuration = StdDuration::from_secs(10);
-
-fn spawn(future: impl Future<Output = ()> + Send + 'static) {
-    task::spawn::<TestDriver, _>(future).unwrap();
-}
-
-fn recv<T>(rx: &mpsc::Receiver<T>) -> T {
-    rx.recv_timeout(LIMIT).expect("the task never got there")
-}
+use wsk_host_model::{Event, ProviderConfig};
 
 fn any_port() -> SocketAddr {
     "0.0.0.0:7777".parse().unwrap()
@@ -63,10 +52,6 @@ async fn echo(socket: Socket<TestDriver>) -> usize {
         buffer = back;
         total += n;
     }
-}
-
-fn client() -> RemoteClient {
-    connect_client(LIMIT).expect("no listening socket was bound")
 }
 
 #[test]

@@ -20,18 +20,12 @@ use std::future::Future;
 use std::sync::mpsc;
 use std::time::Duration as StdDuration;
 
-use common::TestDriver;
+use common::{LIMIT, TestDriver, client, count, recv};
 use wsk_client::buffer::Buffer;
 use wsk_client::socket::{Listener, RING, Socket};
 use wsk_client::sys::AF_INET;
 use wsk_client::{BindingRef, NtError, task};
-use wsk_host_model::{Event, ProviderConfig, RemoteClient, Session, connect_client};
-
-const LIMIT: StdDuration = StdDuration::from_secs(10);
-
-fn recv<T>(rx: &mpsc::Receiver<T>) -> T {
-    rx.recv_timeout(LIMIT).expect("the task never got there")
-}
+use wsk_host_model::{Event, ProviderConfig, Session};
 
 /// A task that accepts one connection with events, turns them on (their answer sent first),
 /// then runs `body` on it.
@@ -82,14 +76,6 @@ fn recv_or_show<T>(s: &Session, rx: &mpsc::Receiver<T>) -> T {
             &log[log.len().saturating_sub(15)..]
         )
     })
-}
-
-fn client() -> RemoteClient {
-    connect_client(LIMIT).expect("no listening socket")
-}
-
-fn count(s: &Session, what: impl Fn(&Event) -> bool) -> usize {
-    s.events().iter().filter(|e| what(e)).count()
 }
 
 #[test]

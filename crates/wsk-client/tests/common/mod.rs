@@ -1,17 +1,26 @@
 //! The test driver the library's integration tests and benchmark embed the library in: a client
 //! with its own identity, `DriverEntry` and `DriverUnload`, written the way a real driver does it.
 
-#![allow(dead_code, clippy::missing_panics_doc, clippy::unwrap_used)]
+#![allow(
+    dead_code,
+    clippy::missing_panics_doc,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
-use std::sync::Mutex;
+use std::future::Future;
+use std::sync::{Mutex, mpsc};
+use std::time::Duration as StdDuration;
 
 use wsk_client::binding::BindingSlot;
+use wsk_client::buffer::Buffer;
 use wsk_client::sys::{DRIVER_OBJECT, GUID, NTSTATUS, UNICODE_STRING};
+use wsk_client::task::{self, TaskHandle};
 use wsk_client::{
     Backend, BindingRef, Client, ClientState, DetachNotice, NtStatus, PoolTag, Registration,
     WskVersion, guid,
 };
-use wsk_host_model::{DriverInitialize, Session};
+use wsk_host_model::{DriverInitialize, Event, RemoteClient, Session, connect_client};
 
 /// How many bindings the test driver holds at once.
 pub const MAX_BINDINGS: usize = 4;
@@ -173,4 +182,34 @@ pub fn started() -> Session {
     let mut s = session();
     assert_eq!(s.driver_entry(DriverEntry), wsk_host_model::Status::SUCCESS);
     s
+}
+
+/// How long a test waits for its task to get somewhere, or for a remote client to connect.
+pub const LIMIT: StdDuration = StdDuration::from_secs(10);
+
+/// Spawns `future` as a task of the test driver.
+pub fn spawn(future: impl Future<Output = ()> + Send + 'static) -> TaskHandle {
+    task::spawn::<TestDriver, _>(future).unwrap()
+}
+
+/// What the task sent, within [`LIMIT`].
+pub fn recv<T>(rx: &mpsc::Receiver<T>) -> T {
+    rx.recv_timeout(LIMIT).expect("the task never got there")
+}
+
+/// A remote client of the model connected to the listening socket the test bound.
+pub fn client() -> RemoteClient {
+    connect_client(LIMIT).expect("no listening socket was bound")
+}
+
+/// How many of the session's events are `what`.
+pub fn count(s: &Session, what: impl Fn(&Event) -> bool) -> usize {
+    s.events().iter().filter(|e| what(e)).count()
+}
+
+/// A buffer of the test driver holding `bytes`.
+pub fn buffer_with(bytes: &[u8]) -> Buffer {
+    let mut buffer = Buffer::new::<TestDriver>(bytes.len()).unwrap();
+    buffer.as_mut_slice().copy_from_slice(bytes);
+    buffer
 }
