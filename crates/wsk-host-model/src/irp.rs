@@ -1,4 +1,5 @@
-//! The model's IRPs (`IoAllocateIrp`, `IoSetCompletionRoutineEx`, `IoCancelIrp`, `IoFreeIrp`) and
+//! The model's IRPs (`IoAllocateIrp`, `IoSetCompletionRoutineEx`, `IoCancelIrp`, `IoReuseIrp`,
+//! `IoFreeIrp`) and
 //! how the model's provider completes them: the completion routine runs on the completing thread,
 //! holding the device object `IoSetCompletionRoutineEx` named (as the I/O manager does), and must
 //! return `STATUS_MORE_PROCESSING_REQUIRED` for an IRP the driver allocated itself.
@@ -118,9 +119,18 @@ pub unsafe extern "system" fn IoSetCompletionRoutineEx(
         match s.irps.get_mut(&irp) {
             Some(i) if i.stage != Stage::Provider => {
                 let twice = i.completion.is_some();
+                let unreused = i.stage == Stage::Completed;
                 i.completion = Some((routine as usize, Context as usize, device));
                 if twice {
                     s.violation("IoSetCompletionRoutineEx twice on one IRP".into());
+                }
+                if unreused {
+                    // IoCompleteRequest used its stack location: IoReuseIrp makes it new.
+                    s.violation(
+                        "IoSetCompletionRoutineEx on a completed IRP not reinitialized \
+                         (IoReuseIrp)"
+                            .into(),
+                    );
                 }
             }
             _ => {
@@ -187,6 +197,68 @@ pub unsafe extern "system" fn IoFreeIrp(Irp: *mut IRP) {
                 }
                 s.irps.remove(&(Irp as usize));
             }
+        }
+    });
+}
+
+/// `IoReuseIrp`: an IRP of the driver that is not pending and whose routine ran (or was never
+/// set) is made as `IoAllocateIrp` left it — no stack location current, its locations and
+/// `Cancel` cleared — with `IoStatus.Status` set to `Iostatus`.
+///
+/// # Safety
+/// As the C function.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn IoReuseIrp(Irp: *mut IRP, Iostatus: NTSTATUS) {
+    let address = Irp as usize;
+    state::with(|s| {
+        image::driver_calls(s, "IoReuseIrp");
+        let Some(i) = s.irps.get_mut(&address) else {
+            s.violation(format!("IoReuseIrp of {Irp:p}: not an IRP of the driver"));
+            return;
+        };
+        let held = matches!(i.stage, Stage::Provider | Stage::Sent);
+        let unrun = if held {
+            None
+        } else {
+            i.stage = Stage::Allocated;
+            i.cancelled = false;
+            i.completion.take()
+        };
+        if held {
+            s.violation(format!(
+                "IoReuseIrp of {Irp:p} while a provider or driver holds it (not completed)"
+            ));
+            return;
+        }
+        if let Some((_, _, device)) = unrun {
+            // The routine never ran: IoSetCompletionRoutineEx's context (and its reference on
+            // the device object) would leak, as with IoFreeIrp.
+            s.violation(format!(
+                "IoReuseIrp of {Irp:p}, whose completion routine never ran: \
+                 IoSetCompletionRoutineEx's context leaks"
+            ));
+            crate::io::release_device(s, device);
+        }
+        // SAFETY: the model's IRP memory, not held by anyone else (checked above).
+        let irp = unsafe { &mut *Irp };
+        let count = irp.StackCount;
+        let stack = usize::try_from(count.clamp(1, 2)).unwrap_or(1);
+        irp.CurrentLocation = count + 1;
+        irp.Tail.Overlay.CurrentStackLocation =
+            (address + IRP_SIZE + stack * STACK_LOCATION_SIZE) as *mut _;
+        irp.Cancel = 0;
+        irp.IoStatus = wsk_sys::IO_STATUS_BLOCK {
+            Status: Iostatus,
+            Padding: 0,
+            Information: 0,
+        };
+        // SAFETY: the stack locations follow the IRP in the model's memory.
+        unsafe {
+            core::ptr::write_bytes(
+                (address + IRP_SIZE) as *mut u8,
+                0,
+                stack * STACK_LOCATION_SIZE,
+            );
         }
     });
 }

@@ -24,7 +24,7 @@ use wsk_sys::{
     AF_INET, DEVICE_OBJECT, DRIVER_OBJECT, DelayedWorkQueue, Executive, FILE_DEVICE_UNKNOWN, GUID,
     HANDLE, IO_NO_INCREMENT, IPPROTO_TCP, IRP, IRP_MJ_INTERNAL_DEVICE_CONTROL, IoAllocateIrp,
     IoAllocateWorkItem, IoCancelIrp, IoCreateDevice, IoDeleteDevice, IoFreeIrp, IoFreeWorkItem,
-    IoGetNextIrpStackLocation, IoQueueWorkItem, IoSetCompletionRoutineEx,
+    IoGetNextIrpStackLocation, IoQueueWorkItem, IoReuseIrp, IoSetCompletionRoutineEx,
     IoSetNextIrpStackLocation, IofCallDriver, IofCompleteRequest, KEVENT, KEY_READ,
     KeInitializeEvent, KeWaitForSingleObject, KernelMode, MAKE_WSK_VERSION, MIT_GUID,
     NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_MODULEID_u, NPI_REGISTRATION_INSTANCE,
@@ -519,6 +519,74 @@ fn freeing_an_irp_the_provider_holds_is_recorded() {
     free_irp(irp);
     client.deregister();
     delete_device(device);
+    assert_none_broken(&session);
+}
+
+/// Rule: an IRP is reinitialized for another use (`IoReuseIrp`) only once it is the driver's
+/// again — completed, its routine run — never while the provider holds it
+/// (<https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-ioreuseirp> and its DDI
+/// compliance rules `IoReuseIrp` and `IoReuseIrp2`;
+/// <https://learn.microsoft.com/windows-hardware/drivers/kernel/reusing-irps>). The wrong driver
+/// reuses the IRP of a `WskSocket` still pending.
+#[test]
+fn reusing_an_irp_the_provider_holds_is_recorded() {
+    let mut session = wsk_host_model::session();
+    let config = ProviderConfig {
+        socket_hangs_until_cancelled: true,
+        ..ProviderConfig::default_wsk()
+    };
+    let (_, client) = attached_client(&session, config, Detach::Success);
+    let runs = AtomicUsize::new(0);
+    let (device, irp) = counted_request(&mut session, &runs);
+    assert_eq!(client.socket(irp), STATUS_PENDING);
+    // SAFETY: the driver's IRP (pending: the rule broken on purpose); PASSIVE_LEVEL.
+    unsafe { IoReuseIrp(irp, STATUS_SUCCESS) };
+    assert_only_broken(&session, "while a provider or driver holds it");
+    // SAFETY: the driver's IRP, pending with the provider; PASSIVE_LEVEL.
+    unsafe { IoCancelIrp(irp) };
+    session.wait_work_items();
+    assert_eq!(runs.load(SeqCst), 1);
+    free_irp(irp);
+    client.deregister();
+    delete_device(device);
+    assert_none_broken(&session);
+}
+
+/// Rule: a completed IRP used again is reinitialized first (`IoReuseIrp`: its completion used
+/// its stack location up), and its routine set again
+/// (<https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-ioreuseirp>,
+/// <https://learn.microsoft.com/windows-hardware/drivers/kernel/reusing-irps>); and, as for
+/// `IoFreeIrp`, not while a routine set with `IoSetCompletionRoutineEx` has not run (its context
+/// would leak). The right driver reuses its IRP; the wrong one sets the routine of a completed
+/// IRP again without `IoReuseIrp`, then reuses it with that routine never run.
+#[test]
+fn a_completed_irp_used_again_without_io_reuse_irp_is_recorded() {
+    let mut session = wsk_host_model::session();
+    let runs = AtomicUsize::new(0);
+    let (device, irp) = counted_request(&mut session, &runs);
+    let set_again = || {
+        // SAFETY: a live device of the driver, its IRP (not pending), a routine of the driver
+        // whose context outlives the IRP.
+        unsafe { IoSetCompletionRoutineEx(device, irp, Some(count_runs), context(&runs), 1, 1, 1) }
+    };
+    let reuse = || {
+        // SAFETY: the driver's IRP, not pending; PASSIVE_LEVEL.
+        unsafe { IoReuseIrp(irp, STATUS_SUCCESS) };
+    };
+    // The right way: completed, reinitialized, its routine set, used again.
+    let _ = send_to_self(&mut session, device, irp, complete_once);
+    reuse();
+    assert_eq!(set_again(), STATUS_SUCCESS);
+    let _ = send_to_self(&mut session, device, irp, complete_once);
+    assert_eq!(runs.load(SeqCst), 2);
+    assert_none_broken(&session);
+    // The wrong way: the routine set on the completed IRP as it is...
+    assert_eq!(set_again(), STATUS_SUCCESS);
+    assert_only_broken(&session, "not reinitialized (IoReuseIrp)");
+    // ... and the IRP reused with that routine never run.
+    reuse();
+    assert_only_broken(&session, "whose completion routine never ran");
+    free_request(device, irp);
     assert_none_broken(&session);
 }
 

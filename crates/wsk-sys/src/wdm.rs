@@ -372,6 +372,10 @@ unsafe extern "system" {
     pub fn IoAllocateIrp(StackSize: i8, ChargeQuota: u8) -> *mut IRP;
     /// IRQL <= `DISPATCH_LEVEL`. The IRP must not be pending.
     pub fn IoFreeIrp(Irp: *mut IRP);
+    /// IRQL <= `DISPATCH_LEVEL`. Reinitializes an IRP from `IoAllocateIrp` that is not pending
+    /// (completed, its routine run) for another use: its stack locations cleared, none current,
+    /// `IoStatus.Status` set to `Iostatus`; its allocation kept.
+    pub fn IoReuseIrp(Irp: *mut IRP, Iostatus: NTSTATUS);
     /// IRQL <= `DISPATCH_LEVEL`. Returns TRUE when the IRP's cancel routine was called.
     pub fn IoCancelIrp(Irp: *mut IRP) -> u8;
     /// `IoCompleteRequest` (a wdm.h macro for this function). IRQL <= `DISPATCH_LEVEL`. Runs the

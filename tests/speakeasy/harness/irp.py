@@ -1,15 +1,15 @@
 """IRPs and MDLs, as the I/O manager manages them for a driver that allocates its own IRPs to
-send to WSK: IoAllocateIrp, IoSetCompletionRoutineEx, IoCancelIrp, IoFreeIrp, IofCompleteRequest
-(IoCompleteRequest), IoAllocateMdl, MmBuildMdlForNonPagedPool, IoFreeMdl; and the completion of
-an IRP (IoStatus written, then the completion routine called with DeviceObject NULL, which must
-give the driver's own IRP back with STATUS_MORE_PROCESSING_REQUIRED), on a provider thread of
-its own or inside the WSK call.
+send to WSK: IoAllocateIrp, IoSetCompletionRoutineEx, IoCancelIrp, IoReuseIrp, IoFreeIrp,
+IofCompleteRequest (IoCompleteRequest), IoAllocateMdl, MmBuildMdlForNonPagedPool, IoFreeMdl; and
+the completion of an IRP (IoStatus written, then the completion routine called with DeviceObject
+NULL, which must give the driver's own IRP back with STATUS_MORE_PROCESSING_REQUIRED), on a
+provider thread of its own or inside the WSK call.
 
 Rules from https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/ : nf-wdm-ioallocateirp,
-nf-wdm-iosetcompletionroutineex, nf-wdm-iocancelirp, nf-wdm-iofreeirp, nf-wdm-iocompleterequest,
-nc-wdm-io_completion_routine, nf-wdm-ioallocatemdl, nf-wdm-mmbuildmdlfornonpagedpool,
-nf-wdm-iofreemdl; and "Using IRPs with Winsock Kernel Functions", at
-https://learn.microsoft.com/windows-hardware/drivers/ :
+nf-wdm-iosetcompletionroutineex, nf-wdm-iocancelirp, nf-wdm-ioreuseirp, nf-wdm-iofreeirp,
+nf-wdm-iocompleterequest, nc-wdm-io_completion_routine, nf-wdm-ioallocatemdl,
+nf-wdm-mmbuildmdlfornonpagedpool, nf-wdm-iofreemdl; and "Using IRPs with Winsock Kernel
+Functions", at https://learn.microsoft.com/windows-hardware/drivers/ :
 network/using-irps-with-winsock-kernel-functions.
 """
 import struct
@@ -120,6 +120,35 @@ class IrpModel:
         self.wr(addr, b"\xdd" * (SIZEOF_IRP + SIZEOF_IO_STACK_LOCATION * max(rec.stack_size, 1)))
         return None
 
+    @hook("ntoskrnl", "IoReuseIrp", 2)
+    def _h_ioreuseirp(self, emu, api, func, argv):
+        """IoReuseIrp (nf-wdm-ioreuseirp): reinitializes an IRP from IoAllocateIrp for another
+        use: the driver's own (not pending, not sent), its routine run (else the memory
+        IoSetCompletionRoutineEx allocated leaks, as with IoFreeIrp); its stack locations cleared,
+        none current, Cancel cleared, IoStatus.Status set."""
+        addr, status = argv[0], argv[1] & 0xFFFFFFFF
+        e = self.ev("io", "IoReuseIrp", {"Irp": addr, "Iostatus": status})
+        rec = self._irp(addr, "IoReuseIrp")
+        if rec is None:
+            return None
+        e.args["*irp"] = rec.number
+        if rec.state != "allocated":
+            self.violation("IoReuseIrp of IRP %d while it is %s (in %s): %s holds it"
+                           % (rec.number, rec.state, rec.op, _holder(rec)))
+            return None
+        if rec.routine:
+            self.violation("IoReuseIrp of IRP %d: its IoSetCompletionRoutineEx routine never ran: "
+                           "the memory it allocated, and its reference on the device object, leak"
+                           % rec.number)
+            rec.routine = rec.context = 0
+        self.wr(addr + SIZEOF_IRP, b"\x00" * (SIZEOF_IO_STACK_LOCATION * max(rec.stack_size, 1)))
+        self.set_irp_location(rec, rec.stack_size + 1)
+        self.wr(addr + IRP_CANCEL, b"\x00")
+        self.wr(addr + IRP_IO_STATUS, struct.pack("<IIQ", status, 0, 0))
+        rec.completed_since_use = False
+        rec.reuses += 1
+        return None
+
     @hook("ntoskrnl", "IoSetCompletionRoutineEx", 7)
     def _h_iosetcompletionroutineex(self, emu, api, func, argv):
         dev, irp, routine, ctx, on_success, on_error, on_cancel = argv
@@ -147,6 +176,10 @@ class IrpModel:
         if rec.state != "allocated":
             self.violation("IoSetCompletionRoutineEx on IRP %d while it is %s (in %s)"
                            % (rec.number, rec.state, rec.op))
+        elif rec.completed_since_use:
+            # Its stack location was used up: IoReuseIrp makes it new first.
+            self.violation("IoSetCompletionRoutineEx on IRP %d, completed (in %s) and not "
+                           "reinitialized with IoReuseIrp" % (rec.number, rec.op))
         rec.routine, rec.context, rec.device, rec.invoke = routine, ctx, dev, invoke
         e.status = STATUS_SUCCESS
         return STATUS_SUCCESS

@@ -173,6 +173,7 @@ class IrpRec:
     completions: int = 0
     completed_since_use: bool = False  # completed since it was last taken or sent
     cancels: int = 0
+    reuses: int = 0  # IoReuseIrp calls
     completed_status: Optional[int] = None
     freed_seq: Optional[int] = None
 

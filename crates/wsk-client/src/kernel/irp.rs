@@ -39,11 +39,11 @@
 use core::cell::UnsafeCell;
 use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 
 mod op;
 
-pub(crate) use op::{Op, Outcome, drop_orphan, start_held, start_or_orphan};
+pub(crate) use op::{Kept, Op, Outcome, drop_orphan, start_held, start_or_orphan};
 
 use crate::client::Client;
 use crate::log::log;
@@ -53,9 +53,10 @@ use crate::status::{NtError, NtStatus};
 use crate::sys::{
     DEVICE_OBJECT, Executive, IO_NO_INCREMENT, IO_STATUS_BLOCK, IRP,
     IRP_MJ_INTERNAL_DEVICE_CONTROL, IoAllocateIrp, IoCancelIrp, IoFreeIrp,
-    IoGetNextIrpStackLocation, IoSetCompletionRoutineEx, IofCallDriver, IofCompleteRequest, KEVENT,
-    KeInitializeEvent, KeSetEvent, KeWaitForSingleObject, KernelMode, NTSTATUS, NotificationEvent,
-    PVOID, STATUS_MORE_PROCESSING_REQUIRED, STATUS_TIMEOUT,
+    IoGetNextIrpStackLocation, IoReuseIrp, IoSetCompletionRoutineEx, IofCallDriver,
+    IofCompleteRequest, KEVENT, KeClearEvent, KeInitializeEvent, KeSetEvent, KeWaitForSingleObject,
+    KernelMode, NTSTATUS, NotificationEvent, PVOID, STATUS_MORE_PROCESSING_REQUIRED,
+    STATUS_SUCCESS, STATUS_TIMEOUT,
 };
 use crate::time::{Duration, Timeout};
 
@@ -112,8 +113,18 @@ impl<C: Client, F> Request<C, F> {
 
 /// Allocates the request, its IRP, and sets the completion routine.
 fn prepare<C: Client, F: Completion<C>>() -> Result<NonNull<Request<C, F>>, NtError> {
-    let device = C::state().runtime.device();
-    if device.is_null() {
+    let request = allocate::<C, F>()?;
+    if let Err(status) = arm(request, false) {
+        // SAFETY: just allocated, its IRP without a routine and sent nowhere; owned here alone.
+        unsafe { free(request) };
+        return Err(status);
+    }
+    Ok(request)
+}
+
+/// Allocates the request and its IRP (no routine yet), its event initialised.
+fn allocate<C: Client, F>() -> Result<NonNull<Request<C, F>>, NtError> {
+    if C::state().runtime.device().is_null() {
         log!(
             C,
             DPFLTR_ERROR_LEVEL,
@@ -143,37 +154,65 @@ fn prepare<C: Client, F: Completion<C>>() -> Result<NonNull<Request<C, F>>, NtEr
     let raw = request.as_ptr();
     // SAFETY: the request is owned here and nobody else sees it yet.
     unsafe { (*raw).irp = irp };
-    // SAFETY: live and initialised; shared only through `&` from now on.
+    // SAFETY: as above; shared only through `&` from now on.
     let shared = unsafe { &*raw };
     // SAFETY: an event in the request's non-paged pool, before anything can wait on it.
     unsafe { KeInitializeEvent(shared.event.get(), NotificationEvent, 0) };
+    Ok(request.into_raw())
+}
+
+/// Makes a request ready for a use: when it was used before (`reuse`), its IRP reinitialized
+/// (`IoReuseIrp`), its event cleared and its state reset; then its completion routine set
+/// (`IoSetCompletionRoutineEx`, on the client's device object: every use of a non-PnP driver's
+/// IRP, Static Driver Verifier's `IoSetCompletionRoutineNonPnpDriver` rule). A failure leaves the
+/// IRP without a routine (logged).
+fn arm<C: Client, F: Completion<C>>(
+    request: NonNull<Request<C, F>>,
+    reuse: bool,
+) -> Result<(), NtError> {
+    // SAFETY: owned by the caller alone (no use in flight); shared only through `&`.
+    let shared = unsafe { request.as_ref() };
+    let irp = shared.irp;
+    if reuse {
+        // SAFETY: the request's IRP, not pending: its last use ended (its routine ran); IRQL <=
+        // DISPATCH_LEVEL.
+        unsafe { IoReuseIrp(irp, STATUS_SUCCESS) };
+        // SAFETY: the request's initialised event, which nothing waits on between uses.
+        unsafe { KeClearEvent(shared.event.get()) };
+        shared.state.store(0, Ordering::Release);
+    }
+    let device = C::state().runtime.device();
+    if device.is_null() {
+        log!(
+            C,
+            DPFLTR_ERROR_LEVEL,
+            "request: the client is not registered"
+        );
+        return Err(NtError::INVALID_DEVICE_STATE);
+    }
     // SAFETY: the client's device object (live from registration to the end of the unload,
-    // which waits for every request: each holds a binding reference or its caller's), a fresh
-    // IRP, this crate's routine for `C` and `F`, and the request it takes back; IRQL <=
-    // DISPATCH_LEVEL.
+    // which waits for every request: each holds a binding reference or its caller's), an IRP
+    // without a routine, this crate's routine for `C` and `F`, and the request it takes back;
+    // IRQL <= DISPATCH_LEVEL.
     let status = NtStatus::from_raw(unsafe {
         IoSetCompletionRoutineEx(
             device,
             irp,
             Some(complete_request::<C, F>),
-            raw.cast(),
+            request.as_ptr().cast(),
             1,
             1,
             1,
         )
     });
-    if let Err(status) = status.into_result() {
-        // SAFETY: the IRP allocated above, never sent anywhere.
-        unsafe { IoFreeIrp(irp) };
+    status.into_result().map(|_| ()).inspect_err(|status| {
         log!(
             C,
             DPFLTR_ERROR_LEVEL,
             "request: IoSetCompletionRoutineEx failed: 0x%08X",
             status.bits()
         );
-        return Err(status);
-    }
-    Ok(request.into_raw())
+    })
 }
 
 /// Frees a request and its IRP (not pending: completed, or never sent).
@@ -379,41 +418,150 @@ impl<C: Client, F: Completion<C>> Prepared<C, F> {
         stuck: impl FnOnce(),
     ) -> (NtStatus, usize) {
         let request = self.into_request();
-        // SAFETY: owned here alone (its IRP not handed over): `waited` may be written.
-        unsafe { (*request.as_ptr()).waited = true };
-        // SAFETY: live while this waiter owns it.
-        let shared = unsafe { request.as_ref() };
-        let irp = shared.irp;
-        let status = NtStatus::from_raw(call(reference, irp));
-        if status != NtStatus::PENDING && shared.state.load(Ordering::Acquire) & COMPLETED == 0 {
-            // SAFETY: not pending, routine not run.
-            let sent = unsafe { send_to_self::<C>(irp, status) };
-            log_uncompleted::<C>(status, sent);
-        }
-        // Not pending: completed inside the call (by the provider, or by the client's device), the
-        // event is set (a provider that took the IRP completes it later, like a pending one);
-        // the IRP's IoStatus, which the routine stored, is the result (the information — a
-        // socket, a byte count — is only there). Either way the request is freed only once the
-        // routine has set the event: its last touch of it.
-        if !wait(shared, timeout) {
-            // SAFETY: the request's IRP, still pending; IRQL <= DISPATCH_LEVEL.
-            let _ = unsafe { IoCancelIrp(irp) };
-            log!(C, DPFLTR_WARNING_LEVEL, "request: timed out, cancelled");
-            if !wait(shared, Timeout::After(AFTER_CANCEL)) {
-                log!(
-                    C,
-                    DPFLTR_WARNING_LEVEL,
-                    "request: not completed after cancel; last resort, then waiting for it"
-                );
-                stuck();
-                let _ = wait(shared, Timeout::Never);
-            }
-        }
-        // SAFETY: the event is set after the result is stored.
-        let (status, information) = unsafe { shared.result.get().read() };
+        // SAFETY: prepared (armed) and owned here alone.
+        let result = unsafe { wait_for(request, reference, timeout, call, stuck) };
         // SAFETY: the routine is done with it (it set the event); the waiter is its last owner.
         unsafe { free(request) };
-        (NtStatus::from_raw(status), information)
+        result
+    }
+}
+
+/// The waited form's use of an armed request: calls the WSK function and waits for its result,
+/// `(status, information)`; see [`call_or`]. Returns once the routine set the event (its last
+/// touch of the request, which is then the caller's alone again).
+///
+/// IRQL: `PASSIVE_LEVEL`.
+///
+/// # Safety
+/// `request` was armed for this use ([`arm`]) and the caller owns it alone.
+unsafe fn wait_for<C: Client, F>(
+    request: NonNull<Request<C, F>>,
+    reference: &BindingRef<C>,
+    timeout: Timeout,
+    call: impl FnOnce(&BindingRef<C>, *mut IRP) -> NTSTATUS,
+    stuck: impl FnOnce(),
+) -> (NtStatus, usize) {
+    // SAFETY: owned here alone (its IRP not handed over): `waited` may be written.
+    unsafe { (*request.as_ptr()).waited = true };
+    // SAFETY: live while this waiter owns it.
+    let shared = unsafe { request.as_ref() };
+    let irp = shared.irp;
+    let status = NtStatus::from_raw(call(reference, irp));
+    if status != NtStatus::PENDING && shared.state.load(Ordering::Acquire) & COMPLETED == 0 {
+        // SAFETY: not pending, routine not run.
+        let sent = unsafe { send_to_self::<C>(irp, status) };
+        log_uncompleted::<C>(status, sent);
+    }
+    // Not pending: completed inside the call (by the provider, or by the client's device), the
+    // event is set (a provider that took the IRP completes it later, like a pending one);
+    // the IRP's IoStatus, which the routine stored, is the result (the information — a
+    // socket, a byte count — is only there). Either way the request is the waiter's again only
+    // once the routine has set the event: its last touch of it.
+    if !wait(shared, timeout) {
+        // SAFETY: the request's IRP, still pending; IRQL <= DISPATCH_LEVEL.
+        let _ = unsafe { IoCancelIrp(irp) };
+        log!(C, DPFLTR_WARNING_LEVEL, "request: timed out, cancelled");
+        if !wait(shared, Timeout::After(AFTER_CANCEL)) {
+            log!(
+                C,
+                DPFLTR_WARNING_LEVEL,
+                "request: not completed after cancel; last resort, then waiting for it"
+            );
+            stuck();
+            let _ = wait(shared, Timeout::Never);
+        }
+    }
+    // SAFETY: the event is set after the result is stored.
+    let (status, information) = unsafe { shared.result.get().read() };
+    (NtStatus::from_raw(status), information)
+}
+
+/// A waited request kept for reuse by a socket's blocking operations (issue 20): made at the
+/// first, reinitialized for each later one, freed with the socket. A blocking operation of the
+/// socket while another is waited for on another thread gets a one-time request.
+///
+/// # Invariants
+/// `request` is NULL or a request from [`allocate`] of this keeper's alone, with no use in flight
+/// unless `busy` is held, and only the holder of `busy` touches it.
+pub(crate) struct KeptWaited<C: Client> {
+    request: AtomicPtr<Request<C, Waiter>>,
+    busy: AtomicBool,
+}
+
+// SAFETY: the request is in pool; it is used by one thread at a time (`busy`).
+unsafe impl<C: Client> Send for KeptWaited<C> {}
+// SAFETY: as above.
+unsafe impl<C: Client> Sync for KeptWaited<C> {}
+
+impl<C: Client> KeptWaited<C> {
+    /// No request yet (made at the first use).
+    pub(crate) const fn new() -> Self {
+        // INVARIANT: NULL.
+        Self {
+            request: AtomicPtr::new(core::ptr::null_mut()),
+            busy: AtomicBool::new(false),
+        }
+    }
+
+    /// [`call_or`] with the kept request (a one-time one while it is busy).
+    ///
+    /// IRQL: `PASSIVE_LEVEL`.
+    ///
+    /// # Errors
+    /// As [`call`].
+    pub(crate) fn call_or(
+        &self,
+        reference: &BindingRef<C>,
+        timeout: Timeout,
+        call: impl FnOnce(&BindingRef<C>, *mut IRP) -> NTSTATUS,
+        stuck: impl FnOnce(),
+    ) -> Result<(NtStatus, usize), NtError> {
+        if self.busy.swap(true, Ordering::Acquire) {
+            return call_or(reference, timeout, call, stuck);
+        }
+        let result = self.call_kept(reference, timeout, call, stuck);
+        self.busy.store(false, Ordering::Release);
+        result
+    }
+
+    /// The use of the kept request, `busy` held.
+    fn call_kept(
+        &self,
+        reference: &BindingRef<C>,
+        timeout: Timeout,
+        call: impl FnOnce(&BindingRef<C>, *mut IRP) -> NTSTATUS,
+        stuck: impl FnOnce(),
+    ) -> Result<(NtStatus, usize), NtError> {
+        let kept = NonNull::new(self.request.load(Ordering::Relaxed));
+        let reuse = kept.is_some();
+        let request = if let Some(request) = kept {
+            request
+        } else {
+            let request = allocate::<C, Waiter>()?;
+            // INVARIANT: this keeper's, `busy` held.
+            self.request.store(request.as_ptr(), Ordering::Relaxed);
+            request
+        };
+        arm(request, reuse)?;
+        // SAFETY: armed for this use; `busy` is held, so it is this caller's alone.
+        Ok(unsafe { wait_for(request, reference, timeout, call, stuck) })
+    }
+
+    /// Frees the kept request (no use is in flight: `&mut`). Idempotent. IRQL <=
+    /// `DISPATCH_LEVEL`.
+    pub(crate) fn release(&mut self) {
+        let request = core::mem::replace(self.request.get_mut(), core::ptr::null_mut());
+        if let Some(request) = NonNull::new(request) {
+            // SAFETY: by the type invariant this keeper's alone, its last use over (its routine
+            // set the event: its last touch), its IRP without a routine.
+            unsafe { free(request) };
+        }
+    }
+}
+
+impl<C: Client> Drop for KeptWaited<C> {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

@@ -56,7 +56,7 @@ pub use op::{SocketOp, TransferOp};
 use crate::buffer::Buffer;
 use crate::client::Client;
 use crate::gate::{Close, Closer, Gate, Leave};
-use crate::irp::{self, Completion, Prepared};
+use crate::irp::{self, Completion, Kept, KeptWaited, Prepared};
 use crate::log::log;
 use crate::provider::BindingRef;
 use crate::status::{NtError, NtStatus};
@@ -94,6 +94,12 @@ pub struct Socket<C: Client> {
     events: Option<EventsRef<C>>,
     // Receive events were turned on (`enable_receive_events`).
     events_on: AtomicBool,
+    // The requests of its sends and of its receives, made at the first of each and reused (issue
+    // 20: a connected socket's steady state allocates nothing); let go before the close.
+    sends: Kept<C, op::Transfer>,
+    receives: Kept<C, op::Transfer>,
+    // The request of its waited operations (`*_blocking`), likewise.
+    blocking: KeptWaited<C>,
 }
 
 // SAFETY: a WSK socket may be used and closed from any thread; the reference is Send.
@@ -194,6 +200,9 @@ impl<C: Client> Socket<C> {
             calls,
             events,
             events_on: AtomicBool::new(false),
+            sends: Kept::new(),
+            receives: Kept::new(),
+            blocking: KeptWaited::new(),
         }
     }
 
@@ -295,7 +304,7 @@ impl<C: Client> Socket<C> {
         else {
             return Err(NtError::CONNECTION_ABORTED);
         };
-        let requested = irp::call_or(
+        let requested = self.blocking.call_or(
             reference,
             timeout,
             |_, irp| {
@@ -465,6 +474,11 @@ impl<C: Client> Socket<C> {
     }
 
     fn close_now(&mut self) {
+        // Its kept requests first: freed now, or by the end of their use in flight, which holds a
+        // reference of its own — so none is left once the close's reference goes.
+        self.sends.release();
+        self.receives.release();
+        self.blocking.release();
         // Closed already by a stuck operation's last resort: the reference just goes.
         if let (Some(reference), Some(close)) = (self.reference.take(), self.take_close())
             && !self.closed.load(Ordering::Acquire)

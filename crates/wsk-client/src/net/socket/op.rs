@@ -25,14 +25,14 @@ use core::task::{Context, Poll};
 use super::{Owned, Sockaddr, Socket};
 use crate::buffer::Buffer;
 use crate::client::Client;
-use crate::irp::{self, Op, Outcome};
+use crate::irp::{self, Kept, Op, Outcome};
 use crate::log::log;
 use crate::status::{NtError, NtStatus};
 use crate::sys::{WSK_BUF, WSK_SOCKET};
 use crate::task;
 
 /// What a send or receive owns while in flight: the buffer and the `WSK_BUF` describing it.
-struct Transfer {
+pub(super) struct Transfer {
     buffer: Buffer,
     wsk_buf: WSK_BUF,
 }
@@ -230,6 +230,32 @@ impl<C: Client> Socket<C> {
         self.start_or_orphan(owned, call, irp::drop_orphan)
     }
 
+    /// [`Socket::start`] with the request the socket keeps for this kind of operation (`kept`):
+    /// reused, so that a steady exchange allocates nothing (a one-time request when it is busy).
+    fn start_kept(
+        &self,
+        kept: &Kept<C, Transfer>,
+        transfer: Transfer,
+        call: impl FnOnce(*mut WSK_SOCKET, &mut Transfer, *mut crate::sys::IRP) -> crate::sys::NTSTATUS,
+    ) -> Op<C, Transfer> {
+        let Some(reference) = self.open_reference() else {
+            return Op::failed(NtError::CONNECTION_ABORTED, transfer);
+        };
+        let socket = self.socket.as_ptr();
+        // The call counted as in progress: an abort meanwhile closes the socket after it.
+        if !self.enter_call() {
+            return Op::failed(NtError::CONNECTION_ABORTED, transfer);
+        }
+        let op = kept.start(
+            reference,
+            transfer,
+            |_, transfer, irp| call(socket, transfer, irp),
+            irp::drop_orphan,
+        );
+        self.leave_call();
+        op
+    }
+
     /// [`Socket::start`], with `orphaned` given what the request owns, and its result, when the
     /// `Op` was dropped before the provider answered.
     pub(super) fn start_or_orphan<T: Send + 'static>(
@@ -265,7 +291,7 @@ impl<C: Client> Socket<C> {
             .dispatch()
             .and_then(|d| d.WskSend.ok_or(NtError::NOT_SUPPORTED))
         {
-            Ok(send) => self.start(transfer, |socket, transfer, irp| {
+            Ok(send) => self.start_kept(&self.sends, transfer, |socket, transfer, irp| {
                 // SAFETY: the open socket's WskSend, with a WSK_BUF within the buffer's MDL, both
                 // kept by the request until the provider completed its IRP.
                 unsafe { send(socket, &raw mut transfer.wsk_buf, 0, irp) }
@@ -289,7 +315,7 @@ impl<C: Client> Socket<C> {
             .dispatch()
             .and_then(|d| d.WskReceive.ok_or(NtError::NOT_SUPPORTED))
         {
-            Ok(receive) => self.start(transfer, |socket, transfer, irp| {
+            Ok(receive) => self.start_kept(&self.receives, transfer, |socket, transfer, irp| {
                 // SAFETY: as in `send`; the buffer is the request's alone until it completes.
                 unsafe { receive(socket, &raw mut transfer.wsk_buf, 0, irp) }
             }),
