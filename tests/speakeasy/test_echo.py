@@ -75,11 +75,13 @@ def echo_results(r):
 
 
 def assert_clean_exchange(r):
-    """assert_clean, plus: every IRP was given a completion routine (IoSetCompletionRoutineEx
-    on the driver's device object, invoked on success, error and cancel) before a WSK function
-    got it, was completed once (or never sent), given back (STATUS_MORE_PROCESSING_REQUIRED) and
-    freed once; every MDL built and freed; every socket closed; one request context per
-    IoAllocateIrp; the only blocks besides the usual ones are request contexts and buffers."""
+    """assert_clean, plus: every use of an IRP (its first, and each after an IoReuseIrp: a
+    socket's kept requests) gave it a completion routine (IoSetCompletionRoutineEx on the
+    driver's device object, invoked on success, error and cancel) before a WSK function got it,
+    and was completed once (or never sent); every IRP given back
+    (STATUS_MORE_PROCESSING_REQUIRED) and freed once; every MDL built and freed; every socket
+    closed; one request context per IoAllocateIrp; the only blocks besides the usual ones are
+    request contexts and buffers."""
     assert_clean(r)
     device = r.devices[0].address
     sets = [e for e in r.events if e.kind == "io" and e.name == "IoSetCompletionRoutineEx"]
@@ -87,14 +89,17 @@ def assert_clean_exchange(r):
     assert all(e.args["StackSize"] == 1 and e.args["ChargeQuota"] == 0 for e in allocs), allocs
     assert len(r.request_allocations) == len(allocs)
     for rec in r.irps:
-        # Completed once when sent, or once by the driver itself when never sent (a request
-        # dropped unused, or answered without its IRP being completed).
-        assert rec.state == "freed" and rec.completions == 1 and rec.uses <= 1, rec
-        (s,) = [e for e in sets if e.args["*irp"] == rec.number]
-        assert s.args["DeviceObject"] == device, s
-        assert (s.args["InvokeOnSuccess"], s.args["InvokeOnError"],
-                s.args["InvokeOnCancel"]) == (1, 1, 1), s
-        assert r.in_image(s.args["CompletionRoutine"]), s
+        # Each use completed once when sent, or once by the driver itself when never sent (a
+        # request dropped unused, or answered without its IRP being completed).
+        uses = rec.reuses + 1
+        assert rec.state == "freed" and rec.completions == uses and rec.uses <= uses, rec
+        irp_sets = [e for e in sets if e.args["*irp"] == rec.number]
+        assert len(irp_sets) == uses, (rec, irp_sets)
+        for s in irp_sets:
+            assert s.args["DeviceObject"] == device, s
+            assert (s.args["InvokeOnSuccess"], s.args["InvokeOnError"],
+                    s.args["InvokeOnCancel"]) == (1, 1, 1), s
+            assert r.in_image(s.args["CompletionRoutine"]), s
     routines = [e for e in r.events if e.kind == "io-return" and e.name == "CompletionRoutine"]
     assert len(routines) == sum(rec.completions for rec in r.irps)
     assert all(e.status == STATUS_MORE_PROCESSING_REQUIRED for e in routines), routines
