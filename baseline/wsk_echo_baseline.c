@@ -375,7 +375,10 @@ __declspec(dllimport) NTSTATUS NTAPI PsCreateSystemThread(HANDLE *ThreadHandle, 
                                                           KSTART_ROUTINE *StartRoutine,
                                                           PVOID StartContext);
 __declspec(dllimport) NTSTATUS NTAPI PsTerminateSystemThread(NTSTATUS ExitStatus);
-__declspec(dllimport) extern POBJECT_TYPE *PsThreadType;
+/* A data export, imported through the IAT: dllimport makes `PsThreadType` the exported variable
+ * itself (wdm.h's `extern POBJECT_TYPE *PsThreadType`, no dllimport, names the IAT slot, hence
+ * its `*PsThreadType`). */
+__declspec(dllimport) extern POBJECT_TYPE PsThreadType;
 __declspec(dllimport) NTSTATUS NTAPI ObReferenceObjectByHandle(HANDLE Handle, ULONG DesiredAccess,
                                                                POBJECT_TYPE ObjectType,
                                                                CCHAR AccessMode, PVOID *Object,
@@ -1487,7 +1490,7 @@ NTSTATUS NTAPI DriverEntry(DRIVER_OBJECT *DriverObject, UNICODE_STRING *Registry
     Status = PsCreateSystemThread(&Thread, THREAD_ALL_ACCESS, &Attributes, NULL, NULL,
                                   EchoThreadMain, NULL);
     if (NT_SUCCESS(Status)) {
-        Status = ObReferenceObjectByHandle(Thread, THREAD_ALL_ACCESS, *PsThreadType, KernelMode,
+        Status = ObReferenceObjectByHandle(Thread, THREAD_ALL_ACCESS, PsThreadType, KernelMode,
                                            &EchoThread, NULL);
         ZwClose(Thread);
         if (!NT_SUCCESS(Status)) /* not for a handle just made; the unload could not wait */
