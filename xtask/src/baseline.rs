@@ -8,6 +8,10 @@
 //! - `baseline/wsk_attach_baseline.c`, Microsoft's seed completed in C, built with mingw-w64
 //!   (`x86_64-w64-mingw32-gcc -Os`, installed when missing) into `target/baseline`.
 //!
+//! It also builds the C echo driver, `baseline/wsk_echo_baseline.c` (the comparator of
+//! `examples/wsk-echo`, issue 20), in both registration modes ([`build_c_echo`]), and prints its
+//! sizes beside the Rust echo image's; its figures are `cargo xtask echo-bench`'s.
+//!
 //! Figures: each image's file size (and `.text` size), and the instructions each executes inside
 //! itself from `DriverEntry` to the end of `DriverUnload` under Speakeasy
 //! (`tests/speakeasy/count_instructions.py`: a code hook over the image's range while the harness
@@ -58,6 +62,17 @@ const CFLAGS: &[&str] = &[
     "-Wl,--section-alignment,0x1000",
 ];
 
+/// The C echo driver's source, and the images [`build_c_echo`] makes of it: raw NMR (the default)
+/// and `-DWSK_REGISTER`.
+const C_ECHO_SOURCE: &str = "baseline/wsk_echo_baseline.c";
+const C_ECHO_IMAGES: [(&str, &[&str]); 2] = [
+    ("wsk_echo_baseline", &[]),
+    ("wsk_echo_baseline_wskregister", &["-DWSK_REGISTER"]),
+];
+/// The echo driver is a throughput and latency comparator: built for speed (`-O2` where the
+/// seed's baseline has `-Os`), the rest of [`CFLAGS`] as it is.
+const C_ECHO_OPTIMIZATION: &str = "-O2";
+
 /// The harness scenarios compared, with the names issue 12 gives them.
 const SCENARIOS: &[(&str, &str)] = &[("default", "1.1 accepted"), ("fallback", "fallback to 1.0")];
 
@@ -78,26 +93,75 @@ struct Counts {
     functions: BTreeMap<String, Vec<(u64, String)>>,
 }
 
-/// Builds the C baseline into `target/baseline`; returns the image and its linker map.
-fn build_c() -> Result<Image, String> {
+/// `target/baseline`, created.
+fn out_dir() -> Result<PathBuf, String> {
     let out = root().join("target").join("baseline");
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-    // NETIO.SYS's import library: mingw-w64's when it has one, else one made from our .def.
+    Ok(out)
+}
+
+/// NETIO.SYS's import library: mingw-w64's when it has one, else one made from our .def in
+/// `out`.
+fn netio_library(out: &Path) -> Result<PathBuf, String> {
     let mingw_netio = Path::new(MINGW_LIB).join("libnetio.a");
-    let netio = if mingw_netio.exists() {
-        mingw_netio
-    } else {
-        let lib = out.join("libnetio.a");
-        run(Command::new(MINGW_DLLTOOL)
-            .arg("-d")
-            .arg("baseline/netio.def")
-            .arg("-l")
-            .arg(&lib))?;
-        lib
-    };
+    if mingw_netio.exists() {
+        return Ok(mingw_netio);
+    }
+    let lib = out.join("libnetio.a");
+    run(Command::new(MINGW_DLLTOOL)
+        .current_dir(root())
+        .arg("-d")
+        .arg("baseline/netio.def")
+        .arg("-l")
+        .arg(&lib))?;
+    Ok(lib)
+}
+
+/// Builds the C echo driver (`baseline/wsk_echo_baseline.c`) with mingw-w64 (installed when
+/// missing) into `target/baseline/wsk_echo_baseline.sys` (raw NMR) and
+/// `target/baseline/wsk_echo_baseline_wskregister.sys` (`-DWSK_REGISTER`), each with its linker
+/// map beside it; returns the two images, in that order.
+pub fn build_c_echo() -> Result<[PathBuf; 2], String> {
+    crate::toolchain::ensure_mingw()?;
+    let out = out_dir()?;
+    let netio = netio_library(&out)?;
+    let flags = CFLAGS.iter().map(|flag| {
+        if *flag == "-Os" {
+            C_ECHO_OPTIMIZATION
+        } else {
+            flag
+        }
+    });
+    let mut images = Vec::new();
+    for (name, defines) in C_ECHO_IMAGES {
+        let image = out.join(format!("{name}.sys"));
+        let map = out.join(format!("{name}.map"));
+        run(Command::new(MINGW_GCC)
+            .current_dir(root())
+            .args(flags.clone())
+            .args(defines)
+            .arg(format!("-Wl,-Map,{}", map.display()))
+            .arg("-o")
+            .arg(&image)
+            .arg(C_ECHO_SOURCE)
+            .arg("-lntoskrnl")
+            .arg(&netio))?;
+        images.push(image);
+    }
+    let [nmr, wsk_register]: [PathBuf; 2] = images
+        .try_into()
+        .map_err(|_| "build_c_echo: not two images".to_string())?;
+    Ok([nmr, wsk_register])
+}
+
+/// Builds the C baseline into `target/baseline`; returns the image and its linker map.
+fn build_c() -> Result<Image, String> {
+    let out = out_dir()?;
+    let netio = netio_library(&out)?;
     let image = out.join("wsk_attach_baseline.sys");
     let map = out.join("wsk_attach_baseline.map");
     run(Command::new(MINGW_GCC)
+        .current_dir(root())
         .args(CFLAGS)
         .arg(format!("-Wl,-Map,{}", map.display()))
         .arg("-o")
@@ -231,12 +295,56 @@ pub fn baseline() -> Result<(), String> {
         .iter()
         .map(|image| count(&python, image))
         .collect::<Result<Vec<Counts>, String>>()?;
-    let sizes = images
+    let image_sizes = images
         .iter()
         .map(|image| sizes(&image.path))
         .collect::<Result<Vec<(u64, u64)>, String>>()?;
-    print!("{}", report(&images, &sizes, &counts));
+    print!("{}", report(&images, &image_sizes, &counts));
+    let echo = echo_images(build_c_echo()?);
+    let echo_sizes = echo
+        .iter()
+        .map(|(_, path)| sizes(path))
+        .collect::<Result<Vec<(u64, u64)>, String>>()?;
+    print!("{}", echo_report(&echo, &echo_sizes));
     Ok(())
+}
+
+/// The echo images compared by size: the Rust one (`cargo xtask sys` built it), then the C
+/// ones.
+fn echo_images(c: [PathBuf; 2]) -> Vec<(&'static str, PathBuf)> {
+    let [nmr, wsk_register] = c;
+    vec![
+        (
+            "Rust echo (wsk_echo.sys)",
+            toolchain::image_path("wsk_echo"),
+        ),
+        ("C echo, raw NMR (gcc -O2)", nmr),
+        ("C echo, WskRegister (gcc -O2)", wsk_register),
+    ]
+}
+
+/// The sizes of the echo images (Rust first, then C raw NMR, C `WskRegister`), with the ratios of
+/// each to the C raw NMR one.
+fn echo_report(images: &[(&str, PathBuf)], sizes: &[(u64, u64)]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\necho drivers: image size (file bytes; .text bytes) and ratio to the C raw NMR one \
+         (throughput and latency: cargo xtask echo-bench)"
+    );
+    let Some(&(c_size, c_text)) = sizes.get(1) else {
+        return out;
+    };
+    for ((label, path), (size, text)) in images.iter().zip(sizes) {
+        let _ = writeln!(
+            out,
+            "  {label:<32} {size:>6} B  (.text {text:>5} B)  size x{:.2}  .text x{:.2}   {}",
+            ratio(*size, c_size),
+            ratio(*text, c_text),
+            path.display()
+        );
+    }
+    out
 }
 
 /// The figures of `images` (Rust, Rust no-log, C), their `sizes` (file, `.text`) and `counts`.

@@ -283,9 +283,15 @@ pub fn build_variant_from(
     features: &str,
     target_dir: &Path,
 ) -> Result<PathBuf, String> {
-    let mut command = kernel_cargo("build", features);
+    // This package alone (not every driver of DRIVERS with these features: `source` may be a
+    // checkout from before some of them existed).
+    let mut command = kernel_cargo_for("build");
+    command.args(["-p", package]);
+    if !features.is_empty() {
+        command.args(["--features", features]);
+    }
     command
-        .args(["-p", package, "--message-format", "short"])
+        .args(["--message-format", "short"])
         .env("CARGO_TARGET_DIR", target_dir)
         .current_dir(source);
     eprintln!(
