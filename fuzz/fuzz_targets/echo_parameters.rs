@@ -2,7 +2,8 @@
 //! as the driver does (`examples/wsk-echo/src/values.rs`, included). Whatever the registry
 //! holds: no panic, and parameters that parse are usable: an ASCII-graphic host of at most
 //! `MAX_HOST` bytes, a port from 1 to 65535, a message of 1 to `MAX_MESSAGE` UTF-8 bytes, and
-//! `Bytes` (present when the input has a fourth value) exactly the `REG_DWORD` given, never 0.
+//! `Bytes` (present when the input has a fourth value) exactly the `REG_DWORD` given, never 0;
+//! `RoundTrips` (a fifth value) likewise, at most `MAX_ROUND_TRIPS`, and never with `Bytes`.
 #![no_main]
 
 #[allow(dead_code)]
@@ -10,7 +11,7 @@
 mod values;
 
 use libfuzzer_sys::fuzz_target;
-use values::{MAX_HOST, MAX_MESSAGE, parse};
+use values::{MAX_HOST, MAX_MESSAGE, MAX_ROUND_TRIPS, parse};
 use wsk_client::sys::{REG_DWORD, REG_SZ};
 use wsk_host_model as _;
 
@@ -31,11 +32,14 @@ fuzz_target!(|data: &[u8]| {
     let message = value(&mut input);
     // A fourth value only when the input goes on (the older corpus has none: `Bytes` absent).
     let bytes = (input.len() > 0).then(|| value(&mut input));
+    // A fifth, likewise: `RoundTrips`.
+    let round_trips = (input.len() > 0).then(|| value(&mut input));
     if let Ok(p) = parse(
         (host.0, &host.1),
         (port.0, &port.1),
         (message.0, &message.1),
         bytes.as_ref().map(|(kind, data)| (*kind, data.as_slice())),
+        round_trips.as_ref().map(|(kind, data)| (*kind, data.as_slice())),
     ) {
         assert!(!p.host().is_empty() && p.host().len() <= MAX_HOST);
         assert!(
@@ -58,10 +62,26 @@ fuzz_target!(|data: &[u8]| {
             }
             other => panic!("Bytes given and parsed differ: {other:?}"),
         }
+        match (&round_trips, p.round_trips()) {
+            (None, None) => {}
+            (Some((kind, data)), Some(n)) => {
+                assert_eq!(*kind, REG_DWORD);
+                assert_eq!(data.as_slice(), n.get().to_le_bytes());
+                assert!(n.get() <= MAX_ROUND_TRIPS);
+                assert!(p.bytes().is_none(), "Bytes and RoundTrips together");
+            }
+            other => panic!("RoundTrips given and parsed differ: {other:?}"),
+        }
     } else if let Some((kind, data)) = &bytes {
         // A good Bytes never fails the parse by itself.
         let good = *kind == REG_DWORD && data.len() == 4 && data.iter().any(|b| *b != 0);
-        let rest_ok = parse((host.0, &host.1), (port.0, &port.1), (message.0, &message.1), None);
+        let rest_ok = parse(
+            (host.0, &host.1),
+            (port.0, &port.1),
+            (message.0, &message.1),
+            None,
+            None,
+        );
         assert!(!(good && rest_ok.is_ok()), "a good Bytes refused");
     }
 });

@@ -154,9 +154,9 @@ def test_echo_buffers_are_mdls_within_their_pool(run):
     """The message goes out of, and comes back into, a non-paged pool block described by an MDL
     (IoAllocateMdl over the whole block, MmBuildMdlForNonPagedPool) whose WSK_BUF never claims
     more than the MDL's ByteCount; the received bytes are the message; both MDLs are freed (and
-    their blocks) once the exchange is over, before the connection is kept (its block was
-    its task, was allocated before the exchange): the message's once it is sent, the answer's once
-    it is checked."""
+    their blocks) once the round trip is over (the answer checked against the message's buffer),
+    before its result line and while the connection is kept (its block, its task's, was allocated
+    before the exchange)."""
     r = run("echo")
     assert_clean_exchange(r)
     assert len(r.mdls) == 2 and len(r.buffer_allocations) == 2
@@ -165,8 +165,7 @@ def test_echo_buffers_are_mdls_within_their_pool(run):
     kept = [e for e in r.events if e.kind == "pool" and e.args.get("Tag") == CONN_TAG][0]
     frees = [e for e in r.events if e.kind == "io" and e.name == "IoFreeMdl"]
     assert len(frees) == 2
-    sent, back = frees
-    assert kept.seq < sent.seq < log_index(r, ECHO_OK) < back.seq
+    assert kept.seq < frees[0].seq < frees[1].seq < log_index(r, ECHO_OK)
 
 
 @connection_only

@@ -235,8 +235,8 @@ ECHO_STEP = {"WskSocket": "socket", "WskBind": "bind", "WskConnect": "connect",
              "WskSend": "send", "WskReceive": "receive"}
 # The values examples/wsk-echo/src/parameters.rs reads, in order; the optional ones may be absent
 # (STATUS_OBJECT_NAME_NOT_FOUND: the default), any other failure is logged and stops the echo.
-VALUE_NAMES = ("Host", "Port", "Message", "Bytes")
-OPTIONAL_VALUES = ("Bytes",)
+VALUE_NAMES = ("Host", "Port", "Message", "Bytes", "RoundTrips")
+OPTIONAL_VALUES = ("Bytes", "RoundTrips")
 ECHO_RESULT = re.compile(r"^echo (ok, \d+ bytes.*|failed: .*)$")
 
 

@@ -147,7 +147,14 @@ pub unsafe extern "system" fn MmGetSystemRoutineAddress(
     // SAFETY: its buffer holds `Length` bytes.
     let name = unsafe { std::slice::from_raw_parts(name.Buffer, usize::from(name.Length) / 2) };
     let name = String::from_utf16_lossy(name);
-    let found = name == "ExAllocatePool2" && state::with(|s| s.pool2_available);
+    let routine: *mut c_void = match name.as_str() {
+        "ExAllocatePool2" if state::with(|s| s.pool2_available) => {
+            model_ex_allocate_pool2 as *mut c_void
+        }
+        "KeQueryPerformanceCounter" => model_ke_query_performance_counter as *mut c_void,
+        _ => std::ptr::null_mut(),
+    };
+    let found = !routine.is_null();
     state::with(|s| {
         image::driver_calls(s, "MmGetSystemRoutineAddress");
         s.events.push(Event::MmGetSystemRoutineAddress {
@@ -155,11 +162,21 @@ pub unsafe extern "system" fn MmGetSystemRoutineAddress(
             found,
         });
     });
-    if found {
-        model_ex_allocate_pool2 as *mut c_void
-    } else {
-        std::ptr::null_mut()
+    routine
+}
+
+/// The model's `KeQueryPerformanceCounter` (found by name, as on Wine, which exports it from
+/// hal.dll only): the host's monotonic clock in 100 ns ticks, 10 MHz.
+unsafe extern "system" fn model_ke_query_performance_counter(
+    PerformanceFrequency: *mut wsk_sys::LARGE_INTEGER,
+) -> wsk_sys::LARGE_INTEGER {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    if !PerformanceFrequency.is_null() {
+        // SAFETY: per the contract, a writable LARGE_INTEGER when not NULL.
+        unsafe { *PerformanceFrequency = 10_000_000 };
     }
+    let elapsed = START.get_or_init(std::time::Instant::now).elapsed();
+    i64::try_from(elapsed.as_nanos() / 100).unwrap_or(i64::MAX)
 }
 
 /// `RtlGetVersion`: the session's modelled Windows version.

@@ -204,32 +204,51 @@ async fn exchange(
         crate::stream::stream(&socket, message, total).await?;
         return Ok(socket);
     }
-    let mut out = Buffer::new::<WskEcho>(message.len()).map_err(Failure::at(c"buffer"))?;
-    for (to, from) in out.as_mut_slice().iter_mut().zip(message) {
-        *to = *from;
+    if let Some(count) = parameters.round_trips() {
+        // The latency mode: `count` round trips of the message, each timed.
+        crate::latency::round_trips(&socket, message, count).await?;
+        return Ok(socket);
     }
-    let (sent, _) = transfer(c"send", || socket.send(out, message.len())).await?;
-    if sent != message.len() {
+    let mut out = Buffer::new::<WskEcho>(message.len()).map_err(Failure::at(c"buffer"))?;
+    crate::stream::fill(out.as_mut_slice(), message);
+    let back = Buffer::new::<WskEcho>(message.len()).map_err(Failure::at(c"buffer"))?;
+    // Both buffers go once the round trip is over, before its result line.
+    drop(round_trip(&socket, out, back, message.len()).await?);
+    #[allow(clippy::cast_possible_truncation)] // at most MAX_MESSAGE
+    let n = message.len() as u32;
+    wsk_client::info!(WskEcho, "echo ok, %u bytes", n);
+    Ok(socket)
+}
+
+/// One round trip: sends the first `length` bytes of `out`, then receives into `back` until as
+/// many came back, each piece checked against what was sent there; the buffers back.
+///
+/// IRQL: `PASSIVE_LEVEL` (in the connection's task).
+pub(crate) async fn round_trip(
+    socket: &Socket<WskEcho>,
+    out: Buffer,
+    mut back: Buffer,
+    length: usize,
+) -> Result<(Buffer, Buffer), Failure> {
+    let (sent, out) = transfer(c"send", || socket.send(out, length)).await?;
+    if sent != length {
         return Err(Failure::new(c"send", NtError::UNSUCCESSFUL));
     }
-    let mut back = Buffer::new::<WskEcho>(message.len()).map_err(Failure::at(c"buffer"))?;
     let mut received = 0;
-    while received < message.len() {
+    while received < length {
         let (n, buffer) = transfer(c"receive", || socket.receive(back)).await?;
         back = buffer;
         if n == 0 {
             // The peer closed (or reset: Wine reports a reset as a 0-byte receive).
             return Err(Failure::new(c"receive", NtError::CONNECTION_ABORTED));
         }
-        if back.as_slice().get(..n) != message.get(received..received + n) {
+        let expected = out.as_slice().get(received..length).unwrap_or(&[]);
+        if n > expected.len() || back.as_slice().get(..n) != expected.get(..n) {
             return Err(Failure::new(c"compare", NtError::UNSUCCESSFUL));
         }
         received += n;
     }
-    #[allow(clippy::cast_possible_truncation)] // at most MAX_MESSAGE
-    let n = received as u32;
-    wsk_client::info!(WskEcho, "echo ok, %u bytes", n);
-    Ok(socket)
+    Ok((out, back))
 }
 
 /// Holds the connection until the stop, then closes it: a graceful disconnect given at most

@@ -19,6 +19,7 @@ use wsk_client::{
 };
 
 mod connection;
+mod latency;
 mod parameters;
 mod stream;
 mod values;

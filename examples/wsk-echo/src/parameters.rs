@@ -1,7 +1,8 @@
 //! The echo driver's parameters, from its service key's `Parameters` subkey (`Host`, `Port`,
-//! `Message`, and the optional `Bytes`; parsed by [`crate::values`]). A missing or malformed value
-//! is logged and the driver still loads (it then echoes nothing); `Bytes` may be absent (one
-//! message is echoed), but when present it must be well-formed.
+//! `Message`, and the optional `Bytes` and `RoundTrips`; parsed by [`crate::values`]). A missing
+//! or malformed value is logged and the driver still loads (it then echoes nothing); `Bytes` and
+//! `RoundTrips` may be absent (one message is echoed), but when present each must be
+//! well-formed, and not both.
 //!
 //! IRQL: [`read`] at `PASSIVE_LEVEL` (`ZwOpenKey`, `ZwQueryValueKey`).
 
@@ -59,6 +60,9 @@ fn read_values(service: ServiceKey<'_>) -> Result<Parameters, Problem> {
     // Optional: absent, one message; present, it must be a good REG_DWORD.
     if let Some(bytes) = key.dword("Bytes").map_err(problem(c"Bytes"))? {
         p.set_bytes(bytes)?;
+    }
+    if let Some(count) = key.dword("RoundTrips").map_err(problem(c"RoundTrips"))? {
+        p.set_round_trips(count)?;
     }
     Ok(p)
 }

@@ -81,19 +81,20 @@ pub(crate) fn matches(chunk: &[u8], at: u64, received: &[u8]) -> bool {
     true
 }
 
-/// Milliseconds in `ticks` of a counter running at `frequency` ticks per second (no overflow for
-/// any tick count and any frequency up to 2^54 per second).
+/// `ticks` of a counter running at `frequency` ticks per second, in units of `1 / per_second`
+/// s (1000: milliseconds; 1000000: microseconds), with no overflow for any tick count and any
+/// frequency up to 2^44 per second.
 ///
 /// IRQL: any.
 #[must_use]
-pub(crate) fn ticks_to_ms(ticks: u64, frequency: u64) -> u64 {
+pub(crate) fn ticks_to(ticks: u64, frequency: u64, per_second: u64) -> u64 {
     let Some(whole) = ticks.checked_div(frequency) else {
         return 0;
     };
     let rest = ticks.checked_rem(frequency).unwrap_or(0);
     whole
-        .saturating_mul(1000)
-        .saturating_add(rest.saturating_mul(1000) / frequency)
+        .saturating_mul(per_second)
+        .saturating_add(rest.saturating_mul(per_second) / frequency)
 }
 
 /// Streams `total` bytes of `message` repeated through the connected `socket` and back (see the
@@ -169,7 +170,7 @@ fn log_ok(bytes: u32, clock: Option<(&Clock, u64)>) {
     match clock {
         Some((clock, started)) => {
             let ticks = clock.now().saturating_sub(started);
-            let ms = u32::try_from(ticks_to_ms(ticks, clock.frequency())).unwrap_or(u32::MAX);
+            let ms = u32::try_from(ticks_to(ticks, clock.frequency(), 1000)).unwrap_or(u32::MAX);
             wsk_client::info!(WskEcho, "echo ok, %u bytes in %u ms", bytes, ms);
         }
         None => {
@@ -181,7 +182,7 @@ fn log_ok(bytes: u32, clock: Option<(&Clock, u64)>) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
-    use super::{CHUNK, chunk_len, fill, matches, ticks_to_ms};
+    use super::{CHUNK, chunk_len, fill, matches, ticks_to};
 
     #[test]
     fn chunks_hold_whole_messages() {
@@ -237,14 +238,20 @@ mod tests {
     }
 
     #[test]
-    fn milliseconds_from_ticks() {
-        assert_eq!(ticks_to_ms(10_000_000, 10_000_000), 1000);
-        assert_eq!(ticks_to_ms(12_345, 10_000_000), 1);
-        assert_eq!(ticks_to_ms(3_579_545 * 3 + 3_579, 3_579_545), 3000);
+    fn milliseconds_and_microseconds_from_ticks() {
+        assert_eq!(ticks_to(10_000_000, 10_000_000, 1000), 1000);
+        assert_eq!(ticks_to(12_345, 10_000_000, 1000), 1);
+        assert_eq!(ticks_to(3_579_545 * 3 + 3_579, 3_579_545, 1000), 3000);
         assert_eq!(
-            ticks_to_ms(u64::MAX, 10_000_000),
+            ticks_to(u64::MAX, 10_000_000, 1000),
             u64::MAX / 10_000_000 * 1000 + 955
         );
-        assert_eq!(ticks_to_ms(5, 0), 0, "no frequency: no division by zero");
+        assert_eq!(ticks_to(12_345, 10_000_000, 1_000_000), 1234);
+        assert_eq!(ticks_to(3_579_545 + 358, 3_579_545, 1_000_000), 1_000_100);
+        assert_eq!(
+            ticks_to(u64::MAX, 10_000_000, 1_000_000),
+            u64::MAX / 10_000_000 * 1_000_000 + 955_161
+        );
+        assert_eq!(ticks_to(5, 0, 1000), 0, "no frequency: no division by zero");
     }
 }

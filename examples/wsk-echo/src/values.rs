@@ -1,7 +1,9 @@
 //! The echo driver's parameter values, parsed: `Host` (`REG_SZ`: an IPv4/IPv6 literal or a
-//! name), `Port` (`REG_DWORD`), `Message` (`REG_SZ`, sent as UTF-8), and the optional `Bytes`
+//! name), `Port` (`REG_DWORD`), `Message` (`REG_SZ`, sent as UTF-8), the optional `Bytes`
 //! (`REG_DWORD`, 1 to 4294967295: stream that many bytes, `Message` repeated, instead of one
-//! message; absent: one message). Pure: no kernel call, so the
+//! message) and the optional `RoundTrips` (`REG_DWORD`, 1 to [`MAX_ROUND_TRIPS`]: that many
+//! timed round trips of `Message`, the latency mode); both absent: one message; both present:
+//! refused. Pure: no kernel call, so the
 //! host tests and the `echo_parameters` fuzz target (`fuzz/`, which includes this file) run it
 //! as the driver does. [`crate::parameters`] reads the values from the registry with the
 //! library's `registry`, whose decoding [`parse`] applies to raw values.
@@ -17,6 +19,8 @@ use wsk_client::registry::{decode_dword, decode_string};
 pub const MAX_HOST: usize = 255;
 /// The longest message, in UTF-8 bytes.
 pub const MAX_MESSAGE: usize = 512;
+/// The most round trips of the latency mode.
+pub const MAX_ROUND_TRIPS: u32 = 1_000_000;
 
 /// What the echo exchange needs.
 #[derive(Clone, Copy)]
@@ -28,6 +32,7 @@ pub struct Parameters {
     message: [u8; MAX_MESSAGE],
     message_len: usize,
     bytes: Option<NonZeroU32>,
+    round_trips: Option<NonZeroU32>,
 }
 
 impl Parameters {
@@ -51,6 +56,12 @@ impl Parameters {
     pub fn bytes(&self) -> Option<NonZeroU32> {
         self.bytes
     }
+
+    /// `RoundTrips`: how many timed round trips of `Message`; `None`: not the latency mode.
+    #[must_use]
+    pub fn round_trips(&self) -> Option<NonZeroU32> {
+        self.round_trips
+    }
 }
 
 /// Why the parameters are unusable.
@@ -70,6 +81,7 @@ impl Parameters {
         message: [0; MAX_MESSAGE],
         message_len: 0,
         bytes: None,
+        round_trips: None,
     };
 
     /// `Host`: printable ASCII without spaces, at most [`MAX_HOST`] bytes.
@@ -105,16 +117,30 @@ impl Parameters {
         Ok(())
     }
 
-    /// `Bytes`: from 1 to 4294967295.
+    /// `Bytes`: from 1 to 4294967295; not with `RoundTrips`.
     pub(crate) fn set_bytes(&mut self, bytes: u32) -> Result<(), Problem> {
+        if self.round_trips.is_some() {
+            return Err(Problem::Malformed(c"Bytes"));
+        }
         self.bytes = Some(NonZeroU32::new(bytes).ok_or(Problem::Malformed(c"Bytes"))?);
+        Ok(())
+    }
+
+    /// `RoundTrips`: from 1 to [`MAX_ROUND_TRIPS`]; not with `Bytes`.
+    pub(crate) fn set_round_trips(&mut self, count: u32) -> Result<(), Problem> {
+        self.round_trips = Some(
+            NonZeroU32::new(count)
+                .filter(|count| count.get() <= MAX_ROUND_TRIPS && self.bytes.is_none())
+                .ok_or(Problem::Malformed(c"RoundTrips"))?,
+        );
         Ok(())
     }
 }
 
 /// Parses raw values into parameters, decoded as the driver's registry reads decode them:
 /// `host` and `message` are `(type, REG_SZ data)`, `port` a `(type, REG_DWORD data)`, `bytes`
-/// the optional `(type, REG_DWORD data)` (`None`: absent). Pure (the fuzz target's).
+/// and `round_trips` the optional `(type, REG_DWORD data)` (`None`: absent). Pure (the fuzz
+/// target's).
 ///
 /// # Errors
 /// [`Problem::Malformed`] naming the first bad value (of the wrong type, badly encoded, too long,
@@ -125,6 +151,7 @@ pub fn parse(
     port: (u32, &[u8]),
     message: (u32, &[u8]),
     bytes: Option<(u32, &[u8])>,
+    round_trips: Option<(u32, &[u8])>,
 ) -> Result<Parameters, Problem> {
     let mut p = Parameters::EMPTY;
     let mut text = [0u8; MAX_MESSAGE];
@@ -136,6 +163,11 @@ pub fn parse(
     )?;
     if let Some((value_type, data)) = bytes {
         p.set_bytes(decode_dword(value_type, data).map_err(|_| Problem::Malformed(c"Bytes"))?)?;
+    }
+    if let Some((value_type, data)) = round_trips {
+        p.set_round_trips(
+            decode_dword(value_type, data).map_err(|_| Problem::Malformed(c"RoundTrips"))?,
+        )?;
     }
     Ok(p)
 }
@@ -154,6 +186,7 @@ mod tests {
             (REG_DWORD, &7u32.to_le_bytes()),
             (REG_SZ, &sz("héllo")),
             None,
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -171,6 +204,7 @@ mod tests {
                 (REG_DWORD, &sz("h")),
                 (REG_DWORD, &port),
                 (REG_SZ, &msg),
+                None,
                 None
             )
             .err(),
@@ -181,6 +215,7 @@ mod tests {
                 (REG_SZ, &sz("a b")),
                 (REG_DWORD, &port),
                 (REG_SZ, &msg),
+                None,
                 None
             )
             .err(),
@@ -191,6 +226,7 @@ mod tests {
                 (REG_SZ, &sz("h")),
                 (REG_DWORD, &0u32.to_le_bytes()),
                 (REG_SZ, &msg),
+                None,
                 None
             )
             .err(),
@@ -201,13 +237,21 @@ mod tests {
                 (REG_SZ, &sz("h")),
                 (REG_DWORD, &70000u32.to_le_bytes()),
                 (REG_SZ, &msg),
+                None,
                 None
             )
             .err(),
             Some(Problem::Malformed(c"Port"))
         );
         assert_eq!(
-            parse((REG_SZ, &sz("h")), (REG_SZ, &port), (REG_SZ, &msg), None).err(),
+            parse(
+                (REG_SZ, &sz("h")),
+                (REG_SZ, &port),
+                (REG_SZ, &msg),
+                None,
+                None
+            )
+            .err(),
             Some(Problem::Malformed(c"Port"))
         );
         assert_eq!(
@@ -215,6 +259,7 @@ mod tests {
                 (REG_SZ, &sz("h")),
                 (REG_DWORD, &port),
                 (REG_SZ, &sz("")),
+                None,
                 None
             )
             .err(),
@@ -227,7 +272,14 @@ mod tests {
             sz(&"m".repeat(513)),
         ] {
             assert_eq!(
-                parse((REG_SZ, &sz("h")), (REG_DWORD, &port), (REG_SZ, &bad), None).err(),
+                parse(
+                    (REG_SZ, &sz("h")),
+                    (REG_DWORD, &port),
+                    (REG_SZ, &bad),
+                    None,
+                    None
+                )
+                .err(),
                 Some(Problem::Malformed(c"Message"))
             );
         }
@@ -239,7 +291,13 @@ mod tests {
         let port = 7u32.to_le_bytes();
         let msg = sz("hi");
         let with = |bytes: Option<(u32, &[u8])>| {
-            parse((REG_SZ, &host), (REG_DWORD, &port), (REG_SZ, &msg), bytes)
+            parse(
+                (REG_SZ, &host),
+                (REG_DWORD, &port),
+                (REG_SZ, &msg),
+                bytes,
+                None,
+            )
         };
         assert_eq!(with(None).unwrap().bytes(), None, "absent: one message");
         let n = 16u32 << 20;
@@ -271,5 +329,41 @@ mod tests {
                 "{kind} {data:?}"
             );
         }
+    }
+
+    #[test]
+    fn round_trips_is_optional_bounded_and_not_with_bytes() {
+        let host = sz("127.0.0.1");
+        let port = 7u32.to_le_bytes();
+        let msg = sz("x");
+        let dword = |n: u32| n.to_le_bytes();
+        let with = |bytes: Option<[u8; 4]>, round_trips: Option<[u8; 4]>| {
+            parse(
+                (REG_SZ, &host),
+                (REG_DWORD, &port),
+                (REG_SZ, &msg),
+                bytes.as_ref().map(|b| (REG_DWORD, b.as_slice())),
+                round_trips.as_ref().map(|r| (REG_DWORD, r.as_slice())),
+            )
+        };
+        let count = |p: super::Parameters| p.round_trips().map(core::num::NonZeroU32::get);
+        assert_eq!(with(None, None).map(count), Ok(None), "absent: one message");
+        assert_eq!(with(None, Some(dword(10_000))).map(count), Ok(Some(10_000)));
+        assert_eq!(
+            with(None, Some(dword(super::MAX_ROUND_TRIPS))).map(count),
+            Ok(Some(super::MAX_ROUND_TRIPS))
+        );
+        for bad in [0, super::MAX_ROUND_TRIPS + 1, u32::MAX] {
+            assert_eq!(
+                with(None, Some(dword(bad))).err(),
+                Some(Problem::Malformed(c"RoundTrips")),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            with(Some(dword(1024)), Some(dword(10))).err(),
+            Some(Problem::Malformed(c"RoundTrips")),
+            "Bytes and RoundTrips together: refused"
+        );
     }
 }

@@ -550,7 +550,7 @@ impl<C: Client> KeptWaited<C> {
     /// Frees the kept request (no use is in flight: `&mut`). Idempotent. IRQL <=
     /// `DISPATCH_LEVEL`.
     pub(crate) fn release(&mut self) {
-        let request = core::mem::replace(self.request.get_mut(), core::ptr::null_mut());
+        let request = self.request.swap(core::ptr::null_mut(), Ordering::Relaxed);
         if let Some(request) = NonNull::new(request) {
             // SAFETY: by the type invariant this keeper's alone, its last use over (its routine
             // set the event: its last touch), its IRP without a routine.

@@ -1,6 +1,6 @@
 //! `wsk_echo.sys` against the host model (`crates/wsk-host-model`): its entry points and
-//! parameters ([`entry`]), every failure of the failure matrix in turn ([`matrix`]), and the bulk
-//! mode ([`stream`]).
+//! parameters ([`entry`]), every failure of the failure matrix in turn ([`matrix`]), the bulk
+//! mode ([`stream`]) and the latency mode ([`latency`]).
 
 #![allow(
     clippy::unwrap_used,
@@ -13,6 +13,7 @@ use wsk_client::sys::{REG_DWORD, REG_SZ};
 use wsk_host_model::{Session, reg_sz};
 
 mod entry;
+mod latency;
 mod matrix;
 mod stream;
 

@@ -512,10 +512,9 @@ impl<C: Client, T> Kept<C, T> {
     /// Idempotent (the drop calls it again). `&mut`: no use starts meanwhile. IRQL <=
     /// `DISPATCH_LEVEL`.
     pub(crate) fn release(&mut self) {
-        let Some(request) = NonNull::new(core::mem::replace(
-            self.request.get_mut(),
-            core::ptr::null_mut(),
-        )) else {
+        let Some(request) =
+            NonNull::new(self.request.swap(core::ptr::null_mut(), Ordering::Relaxed))
+        else {
             return;
         };
         // SAFETY: by the type invariant a live kept request; this keeper clears KEPT, once (the
