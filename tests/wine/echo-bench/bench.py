@@ -16,9 +16,8 @@ same parameters, and runs in the same alternation (driver, before, c, winsock).
 
 Latency (`--round-trips N`): after the throughput rounds, `--runs` more rounds with
 Parameters\\RoundTrips = N instead of Bytes and a 1-byte Message ("x"): each driver makes N
-round trips of it and logs `echo ok, N round trips, p50 A us, p99 B us`. A driver without that
-mode ignores RoundTrips and echoes the one message (`echo ok, 1 bytes`): it is then left out of
-the latency rounds, said so once, and its figure line is `unsupported driver-latency`.
+round trips of it and logs `echo ok, N round trips, p50 A us, p99 B us`. A driver that echoes
+the one message instead (`echo ok, 1 bytes`: no RoundTrips mode) fails the bench.
 
 Each run's figures go to `--out` as lines `driver N_BYTES MS`, `before N_BYTES MS`, `c N_BYTES
 MS`, `winsock N_BYTES MS`, and `driver-latency N P50 P99` / `c-latency N P50 P99`; the server
@@ -148,10 +147,10 @@ def throughput(result, side, run, total):
 
 
 def latency(result, side, run, trips):
-    """(p50, p99) of a latency run's result line; None when the driver echoed the one message
-    instead (it has no RoundTrips mode)."""
+    """(p50, p99) of a latency run's result line."""
     if result.group("one") is not None:
-        return None
+        raise BenchError("%s latency run %d: one message echoed (%s): no RoundTrips mode"
+                         % (side, run, result.group(0)))
     if result.group("p50") is None:
         raise BenchError("%s latency run %d: %s" % (side, run, result.group(0)))
     if int(result.group("trips")) != trips:
@@ -249,15 +248,8 @@ def main():
                            ("Bytes",))
             sides = [("driver", args.image)] + ([("c", args.c)] if args.c else [])
             for run in range(1, args.runs + 1):
-                for side, image in list(sides):
+                for side, image in sides:
                     figure = latency(start(side, image), side, run, args.round_trips)
-                    if figure is None:
-                        expected.append(len(LATENCY_MESSAGE))
-                        sides.remove((side, image))
-                        figures.append("unsupported %s-latency" % side)
-                        print("echo-bench: %s has no RoundTrips mode (it echoed one message): "
-                              "left out of the latency rounds" % side, flush=True)
-                        continue
                     expected.append(args.round_trips * len(LATENCY_MESSAGE))
                     figures.append("%s-latency %d %d %d" % ((side, args.round_trips) + figure))
                     print("echo-bench: %s latency run %d: %d round trips, p50 %d us, p99 %d us"
