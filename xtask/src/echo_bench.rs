@@ -187,20 +187,12 @@ fn report(runs: &Runs, bytes: u64, before: Option<&str>) -> Result<String, Strin
     Ok(out)
 }
 
-/// The latency lines: per side, the medians of its runs' p50 and p99 (or why it has none).
+/// The latency lines: per side, the medians of its runs' p50 and p99.
 fn latency_report(runs: &Runs) -> String {
     let mut out = String::new();
-    for (side, label, figures) in [
-        (
-            "driver-latency",
-            "driver (wsk_echo.sys)",
-            &runs.driver_latency,
-        ),
-        (
-            "c-latency",
-            "c      (wsk_echo_baseline.sys)",
-            &runs.c_latency,
-        ),
+    for (label, figures) in [
+        ("driver (wsk_echo.sys)", &runs.driver_latency),
+        ("c      (wsk_echo_baseline.sys)", &runs.c_latency),
     ] {
         let p50: Vec<f64> = figures.iter().map(|(p50, _)| *p50).collect();
         let p99: Vec<f64> = figures.iter().map(|(_, p99)| *p99).collect();
