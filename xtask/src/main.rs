@@ -12,7 +12,8 @@
 //!   under `target/package/` for a test VM (see `package.rs`);
 //! - `baseline`: the seed driver (shipped and `no-log`) against its C baseline: sizes and
 //!   instructions executed under Speakeasy, with ratios (see `baseline.rs`);
-//! - `echo-bench [--runs N] [--bytes N]`: the echo driver's throughput in Wine beside a user-mode
+//! - `echo-bench [--runs N] [--bytes N] [--before REV | --no-before] [--round-trips [N]]`: the
+//!   echo driver's throughput and latency in Wine beside the C echo driver and a user-mode
 //!   Winsock client (see `echo_bench.rs`);
 //! - `new NAME [--path DIR]`: a new driver crate from the template (see `new.rs`);
 //! - `build-crate DIR`: cross-build such a crate's `.sys`, check it, run it under Speakeasy;
@@ -20,7 +21,8 @@
 //!   fuzzing, the sanitizers, the cross build, the image check, the C baseline's figures, the
 //!   signed packages and their checks, the Speakeasy tests (for the echo server's images, their
 //!   own suite, `tests/speakeasy/test_server.py`) and the Wine `sc.exe` tests of every signed
-//!   image, and the workflow lint (the README's test command; `.ci/run` runs it).
+//!   image, the per-operation figures (`cargo bench --bench socket_ops`, a bounded echo-bench),
+//!   and the workflow lint (the README's test command; `.ci/run` runs it).
 
 // Build tooling, not kernel code: an out-of-range index here is a bug to stop on, with a message.
 #![allow(clippy::indexing_slicing)]
@@ -204,6 +206,22 @@ fn ci() -> Result<(), String> {
             .env("WSK_DRIVER_SYS", signed)
             .env("WSK_DRIVER_PROFILE", driver.image))?;
     }
+    // The per-operation figures, printed and never asserted (issue 20): what a steady-state
+    // socket operation allocates, in the host model; then a bounded echo-bench in Wine: the Rust
+    // driver, the C driver and the Winsock client, throughput and latency.
+    run(cargo().args(["bench", "-p", "wsk-client", "--bench", "socket_ops"]))?;
+    echo_bench::echo_bench(
+        &[
+            "--runs",
+            "1",
+            "--bytes",
+            "4194304",
+            "--round-trips",
+            "1000",
+            "--no-before",
+        ]
+        .map(String::from),
+    )?;
     // A driver of one's own: `cargo xtask new` into a temporary folder, tested, built, run.
     new::ci()?;
     run(Command::new("bash").arg("windows/lint-workflows.sh"))?;
@@ -243,7 +261,7 @@ fn main() -> ExitCode {
         Some("echo-bench") => echo_bench::echo_bench(args.get(1..).unwrap_or_default()),
         Some("baseline") => baseline::baseline(),
         _ => Err(
-            "usage: cargo xtask <sys [--driver NAME] [--provider NAME | --all | --list] | check-image [PATH] | sanitize | fuzz [SECONDS] | package [--release] [--pfx FILE [--pfx-password-env VAR]] | baseline | echo-bench [--runs N] [--bytes N] | new NAME [--path DIR] | build-crate DIR | ci>"
+            "usage: cargo xtask <sys [--driver NAME] [--provider NAME | --all | --list] | check-image [PATH] | sanitize | fuzz [SECONDS] | package [--release] [--pfx FILE [--pfx-password-env VAR]] | baseline | echo-bench [--runs N] [--bytes N] [--before REV | --no-before] [--round-trips [N]] | new NAME [--path DIR] | build-crate DIR | ci>"
                 .into(),
         ),
     };
