@@ -13,6 +13,14 @@
 //! `DISPATCH_LEVEL`. That request is prepared with the socket (`crate::irp::Prepared`), before
 //! `WskSocket`: a socket that exists can always be closed, whatever memory is left by then.
 //!
+//! A socket keeps the requests of its steady state (issue 20): one for its sends, one for its
+//! receives (`crate::irp::Kept`) and one for its waited operations (`crate::irp::KeptWaited`),
+//! each made at its first use and reused — `IoReuseIrp`, the routine set again — for every later
+//! one, so that once connected a socket allocates nothing of its own per operation (`cargo bench
+//! --bench socket_ops` counts it). A second operation of a kind while one is in flight gets a
+//! one-time request. The kept requests go before the close: freed at once, or by the end of the
+//! use in flight, which holds a binding reference of its own.
+//!
 //! A server's side ([`Listener`], `listener.rs`): a listening socket, bound (it then listens),
 //! whose accepts give a [`Socket`] like a connect does. Options ([`SocketOption`]) and the local
 //! and remote addresses: `control.rs`. Creating a socket (and what an accept shares with it):
