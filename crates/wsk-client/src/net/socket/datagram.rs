@@ -4,7 +4,9 @@
 //! ([`Datagram::receive_from`], `WskReceiveFrom`). IPv4 and IPv6; broadcast with
 //! [`SocketOption::Broadcast`]. Like a connection's, each operation takes its buffer by value and
 //! hands it back with the result; the address it sends to, or the room for the sender's, stays in
-//! the request until the provider completed it.
+//! the request until the provider completed it. Like a connection, it keeps one request for its
+//! sends and one for its receives (issue 20: nothing allocated per datagram), let go before its
+//! socket closes.
 //!
 //! IRQL: making and polling at <= `DISPATCH_LEVEL` (`WskSocket`, `WskBind`, `WskSendTo`,
 //! `WskReceiveFrom` allow it); closing and dropping at <= `DISPATCH_LEVEL`.
@@ -24,7 +26,7 @@ use super::op::{SocketOp, abort_if_cancelled, poll_transfer};
 use super::{Kind, Owned, Socket};
 use crate::buffer::Buffer;
 use crate::client::Client;
-use crate::irp::Op;
+use crate::irp::{Kept, Op};
 use crate::log::log;
 use crate::provider::BindingRef;
 use crate::status::NtError;
@@ -35,6 +37,10 @@ use crate::sys::{WSK_BUF, WSK_PROVIDER_DATAGRAM_DISPATCH};
 /// # Invariants
 /// `socket` is a datagram socket (made with `WSK_FLAG_DATAGRAM_SOCKET`).
 pub struct Datagram<C: Client> {
+    // The requests of its sends and receives, kept for reuse; declared before the socket, so
+    // that they go first (freed, or left to the use in flight) and the close after them.
+    sends: Kept<C, SendTo>,
+    receives: Kept<C, ReceiveFrom>,
     pub(super) socket: Socket<C>,
 }
 
@@ -129,22 +135,24 @@ impl<C: Client> Datagram<C> {
             .dispatch()
             .and_then(|d| d.WskSendTo.ok_or(NtError::NOT_SUPPORTED))
         {
-            Ok(send_to) => self.socket.start(owned, |socket, owned, irp| {
-                // SAFETY: the open socket's WskSendTo, with a WSK_BUF within the buffer's MDL and
-                // an address, all kept by the request until the provider completed its IRP; no
-                // control information.
-                unsafe {
-                    send_to(
-                        socket,
-                        &raw mut owned.wsk_buf,
-                        0,
-                        owned.remote.as_mut_ptr(),
-                        0,
-                        ptr::null_mut(),
-                        irp,
-                    )
-                }
-            }),
+            Ok(send_to) => self
+                .socket
+                .start_kept(&self.sends, owned, |socket, owned, irp| {
+                    // SAFETY: the open socket's WskSendTo, with a WSK_BUF within the buffer's MDL and
+                    // an address, all kept by the request until the provider completed its IRP; no
+                    // control information.
+                    unsafe {
+                        send_to(
+                            socket,
+                            &raw mut owned.wsk_buf,
+                            0,
+                            owned.remote.as_mut_ptr(),
+                            0,
+                            ptr::null_mut(),
+                            irp,
+                        )
+                    }
+                }),
             Err(status) => Op::failed(status, owned),
         };
         SendToOp {
@@ -174,23 +182,26 @@ impl<C: Client> Datagram<C> {
             .dispatch()
             .and_then(|d| d.WskReceiveFrom.ok_or(NtError::NOT_SUPPORTED))
         {
-            Ok(receive_from) => self.socket.start(owned, |socket, owned, irp| {
-                // SAFETY: the open socket's WskReceiveFrom, with a WSK_BUF within the buffer's
-                // MDL and the room for the sender's address, kept by the request until the
-                // provider completed its IRP; no control information.
-                unsafe {
-                    receive_from(
-                        socket,
-                        &raw mut owned.wsk_buf,
-                        0,
-                        owned.remote.as_mut_ptr(),
-                        ptr::null_mut(),
-                        ptr::null_mut(),
-                        ptr::null_mut(),
-                        irp,
-                    )
-                }
-            }),
+            Ok(receive_from) => {
+                self.socket
+                    .start_kept(&self.receives, owned, |socket, owned, irp| {
+                        // SAFETY: the open socket's WskReceiveFrom, with a WSK_BUF within the buffer's
+                        // MDL and the room for the sender's address, kept by the request until the
+                        // provider completed its IRP; no control information.
+                        unsafe {
+                            receive_from(
+                                socket,
+                                &raw mut owned.wsk_buf,
+                                0,
+                                owned.remote.as_mut_ptr(),
+                                ptr::null_mut(),
+                                ptr::null_mut(),
+                                ptr::null_mut(),
+                                irp,
+                            )
+                        }
+                    })
+            }
             Err(status) => Op::failed(status, owned),
         };
         ReceiveFromOp {
@@ -202,7 +213,14 @@ impl<C: Client> Datagram<C> {
     /// Closes the socket (`WskCloseSocket`); pending operations complete. IRQL <=
     /// `DISPATCH_LEVEL`; never blocks.
     pub fn close(self) {
-        self.socket.close();
+        let Self {
+            sends,
+            receives,
+            socket,
+        } = self;
+        // Its kept requests first, as the drop does.
+        drop((sends, receives));
+        socket.close();
     }
 }
 
@@ -219,7 +237,13 @@ impl<C: Client> Future for CreateDatagramOp<C> {
         Pin::new(&mut self.get_mut().op)
             .poll(cx)
             // INVARIANT: made with WSK_FLAG_DATAGRAM_SOCKET.
-            .map(|made| made.map(|socket| Datagram { socket }))
+            .map(|made| {
+                made.map(|socket| Datagram {
+                    sends: Kept::new(),
+                    receives: Kept::new(),
+                    socket,
+                })
+            })
     }
 }
 

@@ -230,14 +230,15 @@ impl<C: Client> Socket<C> {
         self.start_or_orphan(owned, call, irp::drop_orphan)
     }
 
-    /// [`Socket::start`] with the request the socket keeps for this kind of operation (`kept`):
-    /// reused, so that a steady exchange allocates nothing (a one-time request when it is busy).
-    fn start_kept(
+    /// [`Socket::start`] with the request kept for this kind of operation (`kept`, the socket's
+    /// or its datagram socket's): reused, so that a steady exchange allocates nothing (a one-time
+    /// request when it is busy).
+    pub(super) fn start_kept<T: Send + 'static>(
         &self,
-        kept: &Kept<C, Transfer>,
-        transfer: Transfer,
-        call: impl FnOnce(*mut WSK_SOCKET, &mut Transfer, *mut crate::sys::IRP) -> crate::sys::NTSTATUS,
-    ) -> Op<C, Transfer> {
+        kept: &Kept<C, T>,
+        transfer: T,
+        call: impl FnOnce(*mut WSK_SOCKET, &mut T, *mut crate::sys::IRP) -> crate::sys::NTSTATUS,
+    ) -> Op<C, T> {
         let Some(reference) = self.open_reference() else {
             return Op::failed(NtError::CONNECTION_ABORTED, transfer);
         };
