@@ -164,7 +164,7 @@ class SyncModel:
     def _describe_object(self, addr: int) -> str:
         ke = self.kevents.get(addr)
         if ke is not None:
-            return "event 0x%x (%s)" % (addr, self.where(addr))
+            return "event 0x%x, %s" % (addr, self.where(addr))
         return "%s's object" % self.thread_objects[addr].name
 
     def _blocking_wait(self, api: str, objects, mode: int, timeout: Optional[int]):
