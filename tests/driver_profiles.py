@@ -56,6 +56,9 @@ class DriverProfile:
       task's, freed when the task ends.
     server: the echo server (examples/wsk-echo-server): without Parameters it registers and
       serves nothing (its setup_logs say why); with them, tests/wine/test_wine_server.py.
+    c_baseline: the C echo driver (baseline/wsk_echo_baseline.c, raw NMR), the Rust echo
+      driver's comparator: not built on wsk-client (a system thread, no task, no work item), so
+      only tests/speakeasy/test_c_echo.py is about it.
     Log lines are given without the `<log_name>: ` prefix.
     """
 
@@ -73,6 +76,7 @@ class DriverProfile:
     connection_tag: Optional[str] = None
     parameters_tag: Optional[str] = None
     server: bool = False
+    c_baseline: bool = False
 
     def __post_init__(self):
         if self.backend not in ("nmr", "wskregister"):
@@ -178,9 +182,21 @@ WSK_ECHO_SERVER_WSKREGISTER = DriverProfile(
     server=True,
 )
 
+# The C echo driver (baseline/wsk_echo_baseline.c, `cargo xtask baseline` builds it into
+# target/baseline), raw NMR: the Rust echo driver's identity (service, log name, module id,
+# binding tag), its own blocks the send and receive buffers ('EchS', 'EchR').
+WSK_ECHO_BASELINE = DriverProfile(
+    name="wsk_echo_baseline",
+    service="wsk_echo",
+    log_name="wsk_echo",
+    binding_tag="EchB",
+    module_id=uuid.UUID("9A3C5E21-6B7D-4F80-A1B2-C3D4E5F60718"),
+    c_baseline=True,
+)
+
 PROFILES: Dict[str, DriverProfile] = {
     p.image_name: p for p in (WSK_ATTACH, WSK_ECHO, WSK_ECHO_WSKREGISTER, WSK_ECHO_SERVER,
-                              WSK_ECHO_SERVER_WSKREGISTER)}
+                              WSK_ECHO_SERVER_WSKREGISTER, WSK_ECHO_BASELINE)}
 
 # The image tested when $WSK_DRIVER_SYS is not set: the seed driver.
 DEFAULT_IMAGE = os.path.join(IMAGE_DIR, WSK_ATTACH.image_name)

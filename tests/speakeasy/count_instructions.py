@@ -4,7 +4,14 @@ DriverUnload, under Speakeasy (issue 12, "Performance 1": the Rust seed driver a
 baseline).
 
     python tests/speakeasy/count_instructions.py [--profile wsk_attach] [--map FILE.map]
-        [--scenario default --scenario fallback] [--top 12] [--json | --tsv] IMAGE.sys
+        [--scenario default --scenario fallback] [--echo-bulk BYTES ...] [--top 12]
+        [--json | --tsv] IMAGE.sys
+
+`--echo-bulk BYTES` runs an echo driver's image (Rust or C) through the `echo` scenario in bulk
+mode (Parameters\Bytes = BYTES, a 64-byte Message: 64 KiB chunks) and also reports the driver's
+socket calls (WskSend, WskReceive, ...); two runs of different sizes give the cost of one 64 KiB
+round trip by difference (`cargo xtask baseline`). A bulk run without its `echo ok, BYTES bytes`
+line fails.
 
 A code hook over the image's address range (base .. base + SizeOfImage) counts every instruction
 executed there — DriverEntry, DriverUnload, and every callback NMR or the I/O manager makes into
@@ -123,12 +130,34 @@ def per_function(by_rva: Dict[int, int], symbols: List[Tuple[int, str]]) -> Dict
     return dict(out)
 
 
+# The echo drivers' bulk mode (`--echo-bulk N`): the `echo` scenario with Parameters\Bytes = N
+# and a Message of BULK_MESSAGE_LEN bytes, so that a chunk is exactly 64 KiB
+# (examples/wsk-echo/src/stream.rs: chunk_len = CHUNK / len * len).
+BULK_MESSAGE_LEN = 64
+BULK_PREFIX = "echo-bulk:"
+
+
+def bulk_scenario(total: int, message: str) -> harness.Scenario:
+    """The `echo` scenario (127.0.0.1:7, an echoing peer) in bulk mode: `total` bytes of
+    `message` repeated."""
+    registry = harness.echo_parameters(message=message)
+    registry["Parameters"]["Bytes"] = harness.reg_dword(total)
+    return dataclasses.replace(harness.SCENARIOS["echo"], name="%s%d" % (BULK_PREFIX, total),
+                               registry=registry)
+
+
+def scenario_named(name: str, message: str) -> harness.Scenario:
+    if name.startswith(BULK_PREFIX):
+        return bulk_scenario(int(name[len(BULK_PREFIX):]), message)
+    return dataclasses.replace(harness.SCENARIOS[name])
+
+
 def count(image: str, scenario: str, profile: harness.DriverProfile,
-          map_path: Optional[str] = None) -> dict:
-    """Runs `image` through `scenario` with the counting hook; returns the figures and what the
-    harness found."""
-    sc = harness.SCENARIOS[scenario]
-    h = CountingHarness(image, dataclasses.replace(sc), profile=profile)
+          map_path: Optional[str] = None, message: str = "m" * BULK_MESSAGE_LEN) -> dict:
+    """Runs `image` through `scenario` (a named one, or `echo-bulk:N`) with the counting hook;
+    returns the figures and what the harness found."""
+    sc = scenario_named(scenario, message)
+    h = CountingHarness(image, sc, profile=profile)
     r = h.run()
     base = r.image_base
     by_rva = {addr - base: n for addr, n in h.by_address.items()}
@@ -141,10 +170,16 @@ def count(image: str, scenario: str, profile: harness.DriverProfile,
         problems.append("DriverUnload did not complete")
     if total == 0:
         problems.append("no instruction counted inside the image (is the code hook working?)")
+    if scenario.startswith(BULK_PREFIX) and not any(
+            ("echo ok, %s bytes" % scenario[len(BULK_PREFIX):]) in line for line in r.logs):
+        problems.append("no `echo ok, %s bytes` log line: the bulk echo did not complete"
+                        % scenario[len(BULK_PREFIX):])
+    calls = collections.Counter(e.name for e in r.socket_calls)
     result = {
         "image": image,
         "scenario": scenario,
         "instructions": total,
+        "socket_calls": dict(sorted(calls.items())),
         "attach_tries": ["%s:%s" % (harness.version_name(t.version), harness.status_name(t.status))
                          for t in r.attach_tries],
         "nmr_calls": [e.name for e in r.nmr_calls],
@@ -167,11 +202,16 @@ def main(argv=None) -> int:
     ap.add_argument("--map", default=None, help="the image's linker map, for per-function counts")
     ap.add_argument("--scenario", action="append", default=None,
                     help="provider scenario (repeatable; default: default and fallback)")
+    ap.add_argument("--echo-bulk", action="append", type=int, default=[], metavar="BYTES",
+                    help="the echo scenario in bulk mode, Parameters\\Bytes = BYTES and a "
+                         "%d-byte Message: 64 KiB chunks (repeatable; an echo driver's image)"
+                         % BULK_MESSAGE_LEN)
     ap.add_argument("--top", type=int, default=12, help="functions shown per run (text output)")
     ap.add_argument("--json", action="store_true", help="one JSON object per run, one a line")
     ap.add_argument("--tsv", action="store_true",
                     help="tab-separated lines for tools (cargo xtask baseline): `instructions "
-                         "SCENARIO N`, `function SCENARIO N NAME`, `problem SCENARIO TEXT`")
+                         "SCENARIO N`, `calls SCENARIO N NAME`, `function SCENARIO N NAME`, "
+                         "`problem SCENARIO TEXT`")
     args = ap.parse_args(argv)
     if not os.path.isfile(args.image):
         print("count_instructions.py: no image at %s" % args.image, file=sys.stderr)
@@ -183,9 +223,11 @@ def main(argv=None) -> int:
     except harness.UnknownDriver as e:
         print("count_instructions.py: %s" % e, file=sys.stderr)
         return 2
-    scenarios = args.scenario or ["default", "fallback"]
+    scenarios = list(args.scenario or [])
+    scenarios += ["%s%d" % (BULK_PREFIX, n) for n in args.echo_bulk]
+    scenarios = scenarios or ["default", "fallback"]
     for s in scenarios:
-        if s not in harness.SCENARIOS:
+        if s not in harness.SCENARIOS and not s.startswith(BULK_PREFIX):
             print("count_instructions.py: unknown scenario %r" % s, file=sys.stderr)
             return 2
     bad = False
@@ -197,6 +239,8 @@ def main(argv=None) -> int:
             continue
         if args.tsv:
             print("instructions\t%s\t%d" % (s, res["instructions"]))
+            for name, n in res["socket_calls"].items():
+                print("calls\t%s\t%d\t%s" % (s, n, name))
             for name, n in res.get("by_function", []):
                 print("function\t%s\t%d\t%s" % (s, n, name))
             for p in res["problems"]:
@@ -206,6 +250,7 @@ def main(argv=None) -> int:
         print("%s, scenario %s: %d instructions in the image" % (args.image, s,
                                                                  res["instructions"]))
         print("  attach tries: %s" % ", ".join(res["attach_tries"]))
+        print("  socket calls: %s" % ", ".join("%s %d" % kv for kv in res["socket_calls"].items()))
         for name, n in res.get("by_function", [])[:args.top]:
             print("  %8d  %s" % (n, name))
         for p in res["problems"]:

@@ -46,6 +46,8 @@ connection_only = pytest.mark.applies(CONN, reason="%s holds no connection (queu
                                       "item, never waits)" % PROFILE.name)
 server_only = pytest.mark.applies(PROFILE.server, reason="%s is not the echo server (no "
                                   "listening socket)" % PROFILE.name)
+c_echo_only = pytest.mark.applies(PROFILE.c_baseline, reason="%s is not the C echo driver "
+                                  "(baseline/wsk_echo_baseline.c)" % PROFILE.name)
 
 # The Wait of the library's unload: 5 s, relative (crates/wsk-client/src/runtime.rs).
 UNLOAD_WAIT = -5000 * TICKS_PER_MS

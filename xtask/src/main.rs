@@ -121,6 +121,8 @@ fn speakeasy_tests(image: &Path, profile: &str) -> Result<(), String> {
 /// The echo server's own Speakeasy suite (its listening socket, accept, receive events and UDP
 /// echo; the generic suites expect a client's connection and do not run it yet).
 const SERVER_SUITE: &str = "tests/speakeasy/test_server.py";
+/// The Speakeasy tests of the C echo driver (`baseline/wsk_echo_baseline.c`).
+const C_ECHO_SUITE: &str = "tests/speakeasy/test_c_echo.py";
 
 /// The Speakeasy tests in `tests` (a directory or a file) of one image, whose test profile is
 /// `profile`.
@@ -192,6 +194,9 @@ fn ci() -> Result<(), String> {
     let images = build_and_check()?;
     // The figures against the C baseline (printed; it fails only if a run or a count fails).
     baseline::baseline()?;
+    // The C echo driver under the harness (its system thread, KeWaitForMultipleObjects, the
+    // wait on its thread object) and the harness's rules for them: the image baseline() built.
+    speakeasy_suite(&baseline::c_echo_image(), "wsk_echo_baseline", C_ECHO_SUITE)?;
     // The suites run the test-signed images of the packages, as a VM would load them.
     let signed = package::ci(&images)?;
     for ((image, signed), driver) in images.iter().zip(&signed).zip(toolchain::DRIVERS) {

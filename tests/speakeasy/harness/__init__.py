@@ -20,9 +20,11 @@ replaces them as API hooks, one module per modelled subsystem, each declaring it
 * irp.py: IRPs, completion routines and MDLs (the I/O manager's side of a WSK request);
 * provider.py: the WSK provider's dispatch and its connection sockets over a simulated peer;
 * io.py: device objects and work items;
+* ps.py: system threads, their handles and thread objects;
 * sync.py: events and waits;
 * pool.py: the pool (and the system routines by which the driver picks its allocator);
 * registry.py: the service key and its Parameters;
+* rtl.py: the run-time library routines Speakeasy lacks (RtlUnicodeToUTF8N, RtlIpv4StringToAddressW);
 * dbgprint.py: DbgPrintEx / DbgPrint and their printf;
 * trace.py: the trace printer (format_trace).
 
@@ -49,9 +51,11 @@ from .machine import Machine, hook, hook_table  # noqa: E402,F401
 from .nmr import NmrModel  # noqa: E402
 from .pool import PoolModel  # noqa: E402
 from .provider import ProviderModel  # noqa: E402
+from .ps import PsModel  # noqa: E402
 from .records import *  # noqa: E402,F401,F403  (Event, Result, IrpRec, ...)
 from .records import HarnessError, Result  # noqa: E402
 from .registry import RegistryModel  # noqa: E402
+from .rtl import RtlModel  # noqa: E402
 from .scenario import *  # noqa: E402,F401,F403  (Scenario, Provider, SCENARIOS, ...)
 from .scenario import SCENARIOS, Scenario  # noqa: E402
 from .scheduler import Scheduler  # noqa: E402
@@ -61,8 +65,9 @@ from .trace import format_trace  # noqa: E402,F401
 from .wsk_register import WskRegisterModel  # noqa: E402
 
 
-class Harness(NmrModel, WskRegisterModel, ProviderModel, IrpModel, IoModel, SyncModel, TimerModel,
-              PoolModel, RegistryModel, DbgPrintModel, IrqlModel, Scheduler, Machine):
+class Harness(NmrModel, WskRegisterModel, ProviderModel, IrpModel, IoModel, PsModel, SyncModel,
+              TimerModel, PoolModel, RegistryModel, RtlModel, DbgPrintModel, IrqlModel, Scheduler,
+              Machine):
     """One emulated run of a driver image: Harness(image, scenario, profile=...).run() -> Result.
     irql_rules: the IRQL table (irql.parse of a mutated text, in a test; default
     tests/irql-rules.txt). long_work_items_allowed: the work items that may break the work item

@@ -368,7 +368,8 @@ class Machine:
                         % ", ".join(self.skipped_exports))
             if st == STATUS_SUCCESS:
                 if (self.scenario.after_entry or self.work_queue or self._blocked()
-                        or self.scenario.unload_after_ms or self.scenario.client):
+                        or self.system_thread_queue or self.scenario.unload_after_ms
+                        or self.scenario.client):
                     self._add_run("after DriverEntry", self.trigger_stub)
             else:
                 self._image_unmapped("DriverEntry failed")
@@ -388,6 +389,7 @@ class Machine:
                 self._add_run("system shutdown", self.shutdown_stub)
             elif abandoned:  # it never returns: reported already; what it left too
                 self._check_nothing_left("DriverUnload abandoned")
+                self._system_threads_running("DriverUnload abandoned")
             else:
                 self._image_unmapped("DriverUnload returned")
         elif name == "after DriverEntry":
@@ -520,6 +522,7 @@ class Machine:
         DriverEntry, or the system shutdown): nothing of it may still be queued or running, and
         no NMR client of it still registered."""
         self._check_nothing_left(when)
+        self._system_threads_running(when)
         self._timers_left(when)
         self._nmr_unmapped(when)
 
@@ -543,7 +546,8 @@ class Machine:
     # What the models check once the image may be unmapped (DriverUnload ran, or DriverEntry
     # failed), in this order: each reports what its subsystem still holds.
     LEFT_AT_END = ("_wsk_registrations_left", "_devices_left", "_keys_left", "_work_items_left",
-                   "_pool_left", "_irps_left", "_mdls_left", "_sockets_left")
+                   "_thread_handles_left", "_pool_left", "_irps_left", "_mdls_left",
+                   "_sockets_left")
 
     def run(self) -> Result:
         self._build()

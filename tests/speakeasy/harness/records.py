@@ -228,10 +228,14 @@ class SocketRec:
 class Wait:
     """What a blocked thread waits for."""
 
-    kind: str  # 'event' | 'provider' | 'settle' | 'time' | 'dpcs'
+    kind: str  # 'event' | 'objects' | 'provider' | 'settle' | 'time' | 'dpcs'
     what: str
     deadline: Optional[int] = None  # emulated time; None: no timeout
     event: int = 0
+    # 'objects': the dispatcher objects waited on (events, thread objects: sync.py), and whether
+    # all of them must be signalled (WaitAll) or any one (WaitAny).
+    objects: Tuple[int, ...] = ()
+    wait_all: bool = False
     registration: Optional[WskRegistration] = None
     since: int = 0  # order of blocking (FIFO among waiters)
     timed_out: bool = False
@@ -239,7 +243,9 @@ class Wait:
 
 @dataclass
 class Thread:
-    """A thread of the emulated system: a Speakeasy run ('run') or a work item ('worker')."""
+    """A thread of the emulated system: a Speakeasy run ('run'), a work item ('worker'), a
+    provider completion ('provider'), a DPC ('dpc') or a system thread the driver created
+    ('system': ps.py)."""
 
     tid: int
     name: str

@@ -1,8 +1,8 @@
 """The registry as the driver sees it: its service key (the RegistryPath DriverEntry got) and
 the scenario's subkeys and values (Scenario.registry). ZwOpenKey (OBJ_KERNEL_HANDLE required,
 relative to an open key or absolute), ZwQueryValueKey (KeyValuePartialInformation, with
-STATUS_BUFFER_TOO_SMALL / STATUS_BUFFER_OVERFLOW as documented), ZwClose; a key left open at
-unload is reported.
+STATUS_BUFFER_TOO_SMALL / STATUS_BUFFER_OVERFLOW as documented), ZwClose (of a key, or of a
+system thread's handle: ps.py); a key left open at unload is reported.
 
 Rules from https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/ : nf-wdm-zwopenkey,
 nf-wdm-zwqueryvaluekey, nf-wdm-zwclose.
@@ -101,6 +101,8 @@ class RegistryModel:
         (handle,) = argv
         if handle in self.open_keys:
             del self.open_keys[handle]
+            status = STATUS_SUCCESS
+        elif self._close_thread_handle(handle):  # a system thread's (ps.py)
             status = STATUS_SUCCESS
         else:
             self.violation("ZwClose: 0x%x is not a handle the driver opened" % handle)

@@ -11,8 +11,10 @@ emulated clock (100 ns units, as the kernel's) reaches its deadline — time adv
 nothing else can run — and is reported as a violation when nothing could ever satisfy it (that
 thread is then abandoned instead of looping).
 
-Wait semantics: KeWaitForSingleObject
-(https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-kewaitforsingleobject).
+Wait semantics: KeWaitForSingleObject and KeWaitForMultipleObjects
+(https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-kewaitforsingleobject,
+.../nf-wdm-kewaitformultipleobjects); a wait on dispatcher objects (events, thread objects) is
+satisfied when one (WaitAny) or all (WaitAll) of them are signalled.
 """
 import ctypes
 from typing import Callable, List, Optional, Tuple
@@ -100,7 +102,7 @@ class Scheduler:
     def _thread_exit(self):
         t = self.current
         t.state = "done"
-        if t.kind in ("worker", "provider", "dpc"):
+        if t.kind in ("worker", "provider", "dpc", "system"):
             self._free_stacks.append((t.stack_top, t.stack_size))
         self.progress += 1
         return self.schedule()
@@ -139,6 +141,9 @@ class Scheduler:
                 w.registration is not None and w.registration.deregistered_seq is not None)
         if w.kind == "dpcs":
             return self._dpcs_flushed()
+        if w.kind == "objects":
+            states = [self._signalled(o) for o in w.objects]
+            return all(states) if w.wait_all else any(states)
         return False
 
     def _wake_time(self, w: Wait) -> Optional[int]:
@@ -156,7 +161,7 @@ class Scheduler:
         In this order: a blocked thread whose wait is satisfied (FIFO); the DPC of a timer whose
         due time has come (on a thread of its own, at DISPATCH_LEVEL: timer.py); a provider
         completion; a queued work item whose start time has come (FIFO; it starts on a new worker
-        thread); the harness's own
+        thread); a system thread the driver created (ps.py; FIFO); the harness's own
         "settle" waiter (the system goes on only once nothing else can run); else the clock
         advances to the earliest wake-up (a timeout, the WSK provider becoming ready, a delayed
         work item, a timer's due time) and the choice is made again. A wait nothing can satisfy any more is a
@@ -188,6 +193,8 @@ class Scheduler:
             for item in self.work_queue:
                 if item.ready_at <= self.now:
                     return self._start_worker(item)
+            if self.system_thread_queue:  # a system thread the driver created (ps.py)
+                return self._start_system_thread(self.system_thread_queue[0])
             for t in blocked:
                 if t.wait.kind == "settle":
                     return self._resume(t, STATUS_SUCCESS)
@@ -198,7 +205,7 @@ class Scheduler:
             wakes += [(t.due, 2, t.number, t) for t in self.ktimers.values() if t.set]
             if wakes:
                 when, _, _, who = min(wakes, key=lambda w: w[:3])
-                if isinstance(who, Thread) and who.wait.kind == "event" and \
+                if isinstance(who, Thread) and who.wait.kind in ("event", "objects") and \
                         when == who.wait.deadline:
                     others = [w for w in wakes if w[3] is not who]
                     if not others:
