@@ -21,7 +21,7 @@ use std::task::Poll;
 
 use common::{TestDriver, buffer_with, recv, spawn};
 use wsk_client::buffer::Buffer;
-use wsk_client::socket::Socket;
+use wsk_client::socket::{Datagram, Socket};
 use wsk_client::sys::AF_INET;
 use wsk_client::time::Timeout;
 use wsk_client::{BindingRef, task};
@@ -106,6 +106,61 @@ fn a_steady_exchange_allocates_nothing_and_reuses_one_irp_per_kind() {
     // and the receive's request, reinitialized for every use).
     assert_eq!(long.pool, short.pool, "pool allocations per round trip");
     assert_eq!(long.irps, short.irps, "IRPs per round trip");
+    assert_eq!(
+        long.reuses - short.reuses,
+        2 * 10,
+        "IoReuseIrp per round trip"
+    );
+}
+
+/// A datagram socket with `rounds` datagrams sent to the model's echo address and received back,
+/// in a task (the provider completes every request inside its call): the counts of the whole
+/// session.
+fn datagram_round_trips(rounds: usize) -> Counts {
+    let mut s = common::started();
+    s.register_provider(ProviderConfig {
+        requests_complete_inline: true,
+        ..ProviderConfig::default_wsk()
+    });
+    let (tx, rx) = mpsc::channel();
+    spawn(async move {
+        let reference = BindingRef::<TestDriver>::acquire().unwrap();
+        let socket = Datagram::create(&reference, AF_INET).await.unwrap();
+        socket.bind("0.0.0.0:0".parse().unwrap()).await.unwrap();
+        let to = "192.0.2.7:9".parse().unwrap();
+        let mut out = Buffer::new::<TestDriver>(CHUNK).unwrap();
+        let mut back = Buffer::new::<TestDriver>(CHUNK).unwrap();
+        let mut results = Vec::new();
+        for _ in 0..rounds {
+            let (sent, buffer) = socket.send_to(out, CHUNK, to).await;
+            out = buffer;
+            let (received, buffer) = socket.receive_from(back).await;
+            back = buffer;
+            results.push((sent, received.map(|(n, _)| n)));
+        }
+        drop((out, back));
+        socket.close();
+        tx.send(results).unwrap();
+    });
+    let results = recv(&rx);
+    assert!(
+        results.iter().all(|r| *r == (Ok(CHUNK), Ok(CHUNK))),
+        "{results:?}"
+    );
+    s.wait_work_items();
+    let counts = Counts::of(&s);
+    s.driver_unload();
+    counts
+}
+
+#[test]
+fn steady_datagrams_allocate_nothing_and_reuse_one_irp_per_kind() {
+    let (short, long) = (datagram_round_trips(10), datagram_round_trips(20));
+    assert_eq!(
+        long.pool, short.pool,
+        "pool allocations per datagram round trip"
+    );
+    assert_eq!(long.irps, short.irps, "IRPs per datagram round trip");
     assert_eq!(
         long.reuses - short.reuses,
         2 * 10,
