@@ -15,6 +15,8 @@
 //! - `echo-bench [--runs N] [--bytes N] [--before REV | --no-before] [--round-trips [N]]`: the
 //!   echo driver's throughput and latency in Wine beside the C echo driver and a user-mode
 //!   Winsock client (see `echo_bench.rs`);
+//! - `package-crates`: `cargo package` of the library's publishable crates, verified (see
+//!   `publish.rs`);
 //! - `new NAME [--path DIR]`: a new driver crate from the template (see `new.rs`);
 //! - `build-crate DIR`: cross-build such a crate's `.sys`, check it, run it under Speakeasy;
 //! - `ci`: every check — fmt, no `unsafe` in the drivers (`safe_drivers.rs`), clippy (host and kernel target), host tests, rustdoc, bounded
@@ -35,6 +37,7 @@ mod inf;
 mod new;
 mod nightly;
 mod package;
+mod publish;
 mod safe_drivers;
 mod sanitize;
 mod toolchain;
@@ -164,18 +167,7 @@ fn ci() -> Result<(), String> {
     }
     // The library's crates package (and their packages build): `cargo package` verifies each
     // by building it from its .crate file, for the host (a kernel build of them is the drivers').
-    run(cargo().args([
-        "package",
-        "--allow-dirty",
-        "-p",
-        "wsk-sys",
-        "-p",
-        "wsk-rt",
-        "-p",
-        "wsk-build",
-        "-p",
-        "wsk-client",
-    ]))?;
+    publish::package()?;
     run(cargo()
         .args([
             "doc",
@@ -265,8 +257,9 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("echo-bench") => echo_bench::echo_bench(args.get(1..).unwrap_or_default()),
         Some("baseline") => baseline::baseline(),
+        Some("package-crates") => publish::package(),
         _ => Err(
-            "usage: cargo xtask <sys [--driver NAME] [--provider NAME | --all | --list] | check-image [PATH] | sanitize | fuzz [SECONDS] | package [--release] [--pfx FILE [--pfx-password-env VAR]] | baseline | echo-bench [--runs N] [--bytes N] [--before REV | --no-before] [--round-trips [N]] | new NAME [--path DIR] | build-crate DIR | ci>"
+            "usage: cargo xtask <sys [--driver NAME] [--provider NAME | --all | --list] | check-image [PATH] | sanitize | fuzz [SECONDS] | package [--release] [--pfx FILE [--pfx-password-env VAR]] | baseline | package-crates | echo-bench [--runs N] [--bytes N] [--before REV | --no-before] [--round-trips [N]] | new NAME [--path DIR] | build-crate DIR | ci>"
                 .into(),
         ),
     };
