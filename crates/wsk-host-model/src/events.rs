@@ -88,6 +88,9 @@ enum Job {
         context: usize,
         dispatch: usize,
         bytes: Vec<u8>,
+        /// Its `Event::WskReceiveEvent`, recorded when the indication begins (so that whoever
+        /// sees what the driver did with the bytes finds it), completed once it returned.
+        event: usize,
     },
     Disconnect {
         context: usize,
@@ -97,7 +100,12 @@ enum Job {
 
 /// Picks what `socket` indicates next (and marks it indicating).
 fn next(s: &mut State, socket: usize) -> Option<Job> {
-    let State { peers, remotes, .. } = s;
+    let State {
+        peers,
+        remotes,
+        events,
+        ..
+    } = s;
     let peer = peers.get_mut(&socket)?;
     let remote = remotes.get(&peer.remote?)?;
     let callbacks = peer.events.as_mut()?;
@@ -108,11 +116,17 @@ fn next(s: &mut State, socket: usize) -> Option<Job> {
     if callbacks.enabled & WSK_EVENT_RECEIVE != 0 && !remote.to_server.is_empty() {
         callbacks.indicating = true;
         callbacks.receives_at_indication = callbacks.receives;
-        let bytes = remote.to_server.iter().copied().take(MOST).collect();
+        let bytes: Vec<u8> = remote.to_server.iter().copied().take(MOST).collect();
+        events.push(Event::WskReceiveEvent {
+            indicated: bytes.len(),
+            accepted: 0,
+            status: Status::PENDING.raw(),
+        });
         return Some(Job::Data {
             context,
             dispatch,
             bytes,
+            event: events.len() - 1,
         });
     }
     if callbacks.enabled & WSK_EVENT_DISCONNECT != 0
@@ -136,9 +150,10 @@ pub(crate) fn indicate(socket: usize) {
                 context,
                 dispatch,
                 bytes,
+                event,
             } => {
                 let (status, accepted) = crate::irql::at(irql, || data(context, dispatch, &bytes));
-                state::with(|s| taken(s, socket, bytes.len(), status, accepted));
+                state::with(|s| taken(s, socket, event, bytes.len(), status, accepted));
                 // A receive posted meanwhile waited for this answer.
                 crate::socket::deliver(socket as *mut wsk_sys::WSK_SOCKET);
             }
@@ -222,8 +237,15 @@ fn data(context: usize, dispatch: usize, bytes: &[u8]) -> (NTSTATUS, usize) {
     (status, accepted)
 }
 
-/// Records what the client took of `indicated` bytes.
-fn taken(s: &mut State, socket: usize, indicated: usize, status: NTSTATUS, accepted: usize) {
+/// Records what the client took of `indicated` bytes (in the indication's event, `event`).
+fn taken(
+    s: &mut State,
+    socket: usize,
+    event: usize,
+    indicated: usize,
+    status: NTSTATUS,
+    accepted: usize,
+) {
     let took = if status == STATUS_SUCCESS {
         if accepted > indicated {
             s.violation(format!(
@@ -239,11 +261,13 @@ fn taken(s: &mut State, socket: usize, indicated: usize, status: NTSTATUS, accep
         ));
         0
     };
-    s.events.push(Event::WskReceiveEvent {
-        indicated,
-        accepted: took,
-        status,
-    });
+    if let Some(recorded) = s.events.get_mut(event) {
+        *recorded = Event::WskReceiveEvent {
+            indicated,
+            accepted: took,
+            status,
+        };
+    }
     let State { peers, remotes, .. } = s;
     let Some(peer) = peers.get_mut(&socket) else {
         return;

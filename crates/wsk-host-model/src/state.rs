@@ -232,7 +232,9 @@ pub enum Event {
     /// `SO_WSK_EVENT_CALLBACK` turned on events (`WSK_EVENT_*` mask).
     EventsEnabled { mask: u32 },
     /// `WskReceiveEvent` of `indicated` bytes, of which the client took `accepted` (answering
-    /// `status`).
+    /// `status`). Recorded when the indication begins, with `status` `STATUS_PENDING` and
+    /// nothing accepted until the callback returned: so that it is there before anything the
+    /// driver does with the bytes (an echo of them) can be seen.
     WskReceiveEvent {
         indicated: usize,
         accepted: usize,
